@@ -1,0 +1,27 @@
+# The two commands of the README: `make reproduce` and `make test`. Both set up `.venv` first
+# and skip the install when pyproject.toml has not changed since the last one.
+VENV   ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+CORES  ?= all
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.cmgh-installed
+
+.PHONY: setup reproduce test clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+reproduce: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+# pytest's exit 5 (no tests collected) fails make like any other non-zero exit.
+test: setup
+	$(BIN)/pytest
+
+clean-results:
+	find results -mindepth 1 ! -name .gitkeep -delete

@@ -1,0 +1,14 @@
+# cmgh reproduction DAG. Science lives in the `cmgh` package; every rule calls its CLI.
+# Usage: snakemake --cores all [--configfile config/paper.yaml] [--profile workflow/profiles/slurm]
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,134 @@
+"""`cmgh <step> ...`: the entry points used by the Snakemake rules and by users.
+
+Every command takes ``--config FILE`` and any number of ``--set key.path=value`` overrides, and
+turns a :class:`~cmgh.errors.CmghError` into a one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from cmgh import config as config_mod
+from cmgh.errors import CmghError
+
+log = logging.getLogger("cmgh")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(args.config, args.set or ())
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.variant:
+        cfg = config_mod.for_variant(cfg, args.variant)
+    sys.stdout.write(cfg.to_yaml())
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from cmgh.data.synth import synthesize
+
+    cfg = _load(args)
+    roots = synthesize(cfg, datasets=args.dataset or None)
+    for name, root in roots.items():
+        print(f"{name}: {root}")
+    return 0
+
+
+def cmd_data_vocab(args: argparse.Namespace) -> int:
+    from cmgh.data.features import build_vocab
+
+    print(build_vocab(_load(args)))
+    return 0
+
+
+def cmd_data_extract(args: argparse.Namespace) -> int:
+    from cmgh.data.features import extract
+
+    cfg = _load(args)
+    for name in args.dataset:
+        print(extract(cfg, name, workers=args.workers))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    what = args.what
+    if what == "variants":
+        for name, entry in _load(args).to_dict()["variants"].items():
+            print(f"{name}: {entry}")
+        return 0
+    if what == "harmonizers":
+        from cmgh import harmonize
+
+        names = harmonize.names()
+    elif what == "curricula":
+        from cmgh import curriculum
+
+        names = curriculum.names()
+    else:
+        from cmgh.data.formats import DATASETS
+
+        names = list(DATASETS)
+    print("\n".join(names))
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", default=None, help="YAML config (default: config/config.yaml)")
+    parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmgh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cfg = sub.add_parser("config", help="inspect the configuration").add_subparsers(dest="action", required=True)
+    show = cfg.add_parser("show", help="print the resolved config")
+    _common(show)
+    show.add_argument("--variant", help="resolve a pre-training variant's overrides too")
+    show.set_defaults(func=cmd_config_show)
+
+    data = sub.add_parser("data", help="datasets and features").add_subparsers(dest="action", required=True)
+    synth = data.add_parser("synth", help="generate the mini datasets in the real formats")
+    _common(synth)
+    synth.add_argument("--dataset", action="append", choices=["howto100m", "kinetics", "audioset", "msrvtt"])
+    synth.set_defaults(func=cmd_data_synth)
+    vocab = data.add_parser("vocab", help="build the vocabulary from the pre-training captions")
+    _common(vocab)
+    vocab.set_defaults(func=cmd_data_vocab)
+    extract = data.add_parser("extract", help="decode a dataset into shards + index + manifest")
+    _common(extract)
+    extract.add_argument("--dataset", action="append", required=True, choices=["howto100m", "kinetics", "audioset", "msrvtt"])
+    extract.add_argument("--workers", type=int, default=None, help="decoding processes (default: features.workers)")
+    extract.set_defaults(func=cmd_data_extract)
+
+    lst = sub.add_parser("list", help="list registered components")
+    lst.add_argument("what", choices=["harmonizers", "curricula", "variants", "datasets"])
+    _common(lst)
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CmghError as exc:
+        print(f"cmgh: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cmgh: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

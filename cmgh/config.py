@@ -1,0 +1,248 @@
+"""Load, override, validate and resolve the one config tree.
+
+The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single source of structure and
+defaults: the Snakefile validates against the same file, so a key accepted by one is accepted by
+the other. Every validation failure becomes a one-line :class:`ConfigError` naming the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from cmgh.errors import ConfigError
+from cmgh.io import atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The config schema (cached: it is read on every CLI call)."""
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+class Config(Mapping[str, Any]):
+    """Read-only view of a validated config tree with attribute access (``cfg.pretrain.steps``)."""
+
+    __slots__ = ("_data", "_path")
+
+    def __init__(self, data: Mapping[str, Any], path: str = "") -> None:
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_path", path)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        if isinstance(value, Mapping):
+            return Config(value, f"{self._path}{key}.")
+        return value
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"config has no key '{self._path}{key}'") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Config is read-only; use with_overrides() or load(..., overrides=...)")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Config({self._data!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(dict(self._data))
+
+    def path(self, name: str) -> Path:
+        """An entry of ``paths`` as an absolute path (relative ones hang off the repository root)."""
+        return resolve_path(self._data["paths"][name])
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def write(self, directory: str | os.PathLike[str], filename: str = "config.yaml") -> Path:
+        """Write the fully resolved config beside a step's outputs (atomically)."""
+        target = Path(directory) / filename
+        atomic_write_text(target, self.to_yaml())
+        return target
+
+
+def resolve_path(value: str | os.PathLike[str]) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _fill_defaults(node_schema: Mapping[str, Any], instance: Any) -> None:
+    """Insert schema defaults into ``instance`` in place, recursing into nested objects."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in node_schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(sub, instance[key])
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "<root>"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        expected = f"expected one of {', '.join(allowed)}" if allowed else "no keys allowed here"
+        return f"{path}: unknown key {', '.join(repr(e) for e in extra)} ({expected})"
+    if error.validator == "enum":
+        options = ", ".join(str(o) for o in error.validator_value)
+        return f"{path}: {error.instance!r} is not one of {options}"
+    if error.validator == "type":
+        return f"{path}: {error.instance!r} is not of type {error.validator_value}"
+    return f"{path}: {error.message}"
+
+
+def validate(data: Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first (deepest-path-first) schema violation."""
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], YAML-parsed value)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: {'.'.join(keys[: depth + 1])} is not a mapping")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base`` (mappings merge, other values replace)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
+    """Validate a raw tree (after overrides), fill defaults, and check cross-key constraints."""
+    tree = apply_overrides(copy.deepcopy(dict(data)), overrides)
+    validate(tree)
+    _fill_defaults(schema(), tree)
+    validate(tree)
+    _check_consistency(tree)
+    return Config(tree)
+
+
+def load(path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (default ``config/config.yaml``), apply ``key=value`` overrides, validate."""
+    return from_dict(read_yaml(path or DEFAULT_CONFIG), overrides)
+
+
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    return from_dict(cfg.to_dict(), overrides)
+
+
+def for_variant(cfg: Config, variant: str) -> Config:
+    """The config a pre-training variant runs with: its entry deep-merged over the tree."""
+    variants = cfg.to_dict()["variants"]
+    if variant not in variants:
+        raise ConfigError(f"variant {variant!r} is not defined (expected one of {', '.join(variants)})")
+    merged = deep_merge(cfg.to_dict(), variants[variant])
+    try:
+        return from_dict(merged)
+    except ConfigError as exc:
+        raise ConfigError(f"variants.{variant}: {exc}") from None
+
+
+def _check_consistency(tree: Mapping[str, Any]) -> None:
+    """Constraints that span keys (the schema checks one key at a time)."""
+    synth = tree["data"]["synth"]
+    if synth["kinetics"]["classes"] > synth["concepts"]:
+        raise ConfigError(
+            f"data.synth.kinetics.classes: {synth['kinetics']['classes']} exceeds data.synth.concepts "
+            f"({synth['concepts']}); expected at most the number of concepts"
+        )
+    model = tree["model"]
+    if model["width"] % model["heads"]:
+        raise ConfigError(f"model.heads: {model['heads']} does not divide model.width ({model['width']})")
+    frames = tree["features"]["video"]["frames"]
+    if frames % model["video_patch"][0]:
+        raise ConfigError(
+            f"model.video_patch: temporal patch {model['video_patch'][0]} does not divide "
+            f"features.video.frames ({frames})"
+        )
+    size = tree["features"]["video"]["size"]
+    if size % model["video_patch"][1] or size % model["video_patch"][2]:
+        raise ConfigError(f"model.video_patch: spatial patch {model['video_patch'][1:]} does not divide features.video.size ({size})")
+    for name, entry in tree.get("variants", {}).items():
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"variants.{name}: expected a mapping of config overrides")
+        if "variants" in entry:
+            raise ConfigError(f"variants.{name}: a variant cannot define variants")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists become JSON strings): for trackers and tables."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple, Mapping)):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat

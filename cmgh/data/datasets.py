@@ -1,0 +1,146 @@
+"""Torch datasets and loaders over the extracted shards (memory-mapped, opened lazily per worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cmgh.errors import DataError
+
+Sample = dict[str, Any]
+
+
+def read_index(root: Path) -> pd.DataFrame:
+    path = Path(root) / "index.parquet"
+    if not path.is_file():
+        raise DataError(f"{path}: feature index not found (run `cmgh data extract` for this dataset)")
+    return pd.read_parquet(path)
+
+
+class ShardedClips(Dataset[Sample]):
+    """Clips of one extracted dataset: ``video`` uint8 [T,H,W,3], ``audio`` float32 [S], and text.
+
+    Datasets without text (Kinetics, AudioSet, MSR-VTT videos) still yield ``text``/``text_mask``
+    filled with padding and ``has_text = False`` when ``text_shape`` is given, so that VATT's
+    mixture of HowTo100M triplets and AudioSet video-audio pairs batches together.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | Sequence[str] | None = None,
+        modalities: Sequence[str] = ("video", "audio", "text"),
+        text_shape: tuple[int, int] | None = None,
+        label_columns: Sequence[str] = (),
+        where: Callable[[pd.DataFrame], pd.Series] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        index = read_index(self.root)
+        if split is not None:
+            if "split" not in index.columns:
+                raise DataError(f"{self.root}: index has no 'split' column, cannot select split {split!r}")
+            wanted = [split] if isinstance(split, str) else list(split)
+            index = index[index["split"].isin(wanted)]
+        if where is not None:
+            index = index[where(index)]
+        self.index = index.reset_index(drop=True)
+        self.modalities = tuple(modalities)
+        self.text_shape = text_shape
+        self.label_columns = tuple(label_columns)
+        self._shards: dict[tuple[int, str], np.ndarray] = {}
+        self._has_text = (self.root / "shards" / "00000.text.npy").exists()
+        self._positions = self.index[["shard", "row"]].to_numpy(dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_shards"] = {}  # memory maps are reopened in each worker
+        return state
+
+    def _array(self, shard: int, name: str) -> np.ndarray:
+        key = (shard, name)
+        if key not in self._shards:
+            self._shards[key] = np.load(self.root / "shards" / f"{shard:05d}.{name}.npy", mmap_mode="r")
+        return self._shards[key]
+
+    def __getitem__(self, i: int) -> Sample:
+        shard, row = (int(v) for v in self._positions[i])
+        sample: Sample = {"index": i}
+        if "video" in self.modalities:
+            sample["video"] = torch.from_numpy(np.array(self._array(shard, "video")[row]))
+        if "audio" in self.modalities:
+            sample["audio"] = torch.from_numpy(np.array(self._array(shard, "audio")[row]))
+        if "text" in self.modalities:
+            if self._has_text:
+                sample["text"] = torch.from_numpy(np.array(self._array(shard, "text")[row], dtype=np.int64))
+                sample["text_mask"] = torch.from_numpy(np.array(self._array(shard, "text_mask")[row]))
+                sample["has_text"] = bool(sample["text_mask"].any())
+            elif self.text_shape is not None:
+                sample["text"] = torch.zeros(self.text_shape, dtype=torch.int64)
+                sample["text_mask"] = torch.zeros(self.text_shape[0], dtype=torch.bool)
+                sample["has_text"] = False
+        for column in self.label_columns:
+            sample[column] = self.index.at[i, column]
+        return sample
+
+
+def collate(samples: list[Sample]) -> Sample:
+    """Stack tensors; multi-label lists stay lists (turned into multi-hot by the consumer)."""
+    out: Sample = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack(values)
+        elif isinstance(values[0], (bool, int, float, np.integer, np.floating, np.bool_)):
+            out[key] = torch.tensor(values)
+        else:
+            out[key] = values
+    return out
+
+
+def make_loader(
+    dataset: Dataset[Sample],
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader[Sample]:
+    """A deterministic loader: the shuffle order depends only on ``seed`` (and the epoch)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class TokenizedTexts(Dataset[Sample]):
+    """MSR-VTT captions or 1k-A queries saved beside the shards: ``text`` int64 [L] + table row."""
+
+    def __init__(self, root: str | Path, name: str = "test_1ka") -> None:
+        self.root = Path(root)
+        path = self.root / f"{name}.npy"
+        if not path.is_file():
+            raise DataError(f"{path}: tokenized texts not found (run `cmgh data extract --dataset msrvtt`)")
+        self.tokens = np.load(path)
+        self.table = pd.read_parquet(self.root / f"{name}.parquet")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> Sample:
+        return {"text": torch.from_numpy(self.tokens[i].astype(np.int64)), "video_id": self.table.at[i, "video_id"], "index": i}

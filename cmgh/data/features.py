@@ -1,0 +1,284 @@
+"""Decode a dataset once into memory-mappable shards, an index table and a manifest.
+
+Layout of ``<features>/<dataset>/``::
+
+    shards/00000.video.npy       uint8   [n, T, S, S, 3]
+    shards/00000.audio.npy       float32 [n, samples]           (mono, in [-1, 1])
+    shards/00000.text.npy        int32   [n, K, L]              (pre-training: K nearest captions)
+    shards/00000.text_mask.npy   bool    [n, K]
+    shards/00000.json            per-item status + fingerprint  (written last: marks the shard done)
+    index.parquet                one row per decoded item: item_id, shard, row, dataset columns
+    manifest.csv                 one row per source item: item_id, source, status, reason
+    config.yaml                  the resolved config
+
+Items are decoded by a process pool in order; the parent writes each shard as soon as its items
+are in, so an interrupted run resumes at the first unfinished shard. A missing or corrupt media
+file is recorded in the manifest and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from cmgh.config import Config
+from cmgh.data import formats, items as items_mod, media
+from cmgh.data.items import Item
+from cmgh.data.text import Vocabulary
+from cmgh.errors import DataError
+from cmgh.io import atomic_write, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("video", "audio", "text", "text_mask")
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """Everything a worker needs to turn one item into arrays (picklable, no config object)."""
+
+    frames: int
+    fps: float
+    size: int
+    sample_rate: int
+    max_tokens: int
+    candidates: int
+    with_text: bool
+
+
+@dataclass
+class Decoded:
+    item_id: str
+    status: str
+    arrays: dict[str, np.ndarray] | None = None
+
+
+def feature_dir(cfg: Config, dataset: str) -> Path:
+    return cfg.path("features") / dataset
+
+
+def vocab_path(cfg: Config) -> Path:
+    return cfg.path("features") / "vocab.json"
+
+
+def build_vocab(cfg: Config) -> Path:
+    """Vocabulary from the pre-training captions only (downstream text reuses it)."""
+    root = formats.dataset_root(cfg, "howto100m")
+    vocab = Vocabulary.build(items_mod.pretrain_texts(root), cfg.features.text.vocab_size, cfg.features.text.min_count)
+    path = vocab.save(vocab_path(cfg))
+    log.info("vocabulary: %d tokens -> %s", len(vocab), path)
+    return path
+
+
+def _resize_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """Short side to ``size`` (antialiased), then a centre crop: uint8 [T,size,size,3]."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    if min(clip.shape[-2:]) != size:
+        clip = F.resize(clip, [size], antialias=True)
+    clip = F.center_crop(clip, [size, size])
+    return clip.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+_VOCAB: Vocabulary | None = None
+
+
+def _init_worker(vocab_file: str | None) -> None:
+    global _VOCAB
+    import torch
+
+    torch.set_num_threads(1)
+    _VOCAB = Vocabulary.load(vocab_file) if vocab_file else None
+
+
+def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
+    """Decode one item; media errors become a manifest status instead of an exception."""
+    length = spec.frames / spec.fps
+    try:
+        start = item.start
+        if start is None:
+            duration = media.probe(item.source)["duration"]
+            start = max(0.0, (duration - length) / 2.0)
+        frames = media.decode_video(item.source, start, spec.frames, spec.fps)
+        audio = media.decode_audio(item.source, start, length, spec.sample_rate)
+    except DataError as exc:
+        message = str(exc)
+        status = "missing" if not Path(item.source).exists() else f"corrupt: {message}"
+        return Decoded(item.item_id, status)
+    arrays = {"video": _resize_crop(frames, spec.size), "audio": np.asarray(audio, dtype=np.float32)}
+    if spec.with_text:
+        assert _VOCAB is not None, "worker started without a vocabulary"
+        text = np.zeros((spec.candidates, spec.max_tokens), dtype=np.int32)
+        mask = np.zeros(spec.candidates, dtype=bool)
+        for k, caption in enumerate(item.captions[: spec.candidates]):
+            text[k] = _VOCAB.encode(caption, spec.max_tokens)
+            mask[k] = True
+        arrays["text"], arrays["text_mask"] = text, mask
+    return Decoded(item.item_id, "ok", arrays)
+
+
+def _decode_star(args: tuple[Item, DecodeSpec]) -> Decoded:
+    return decode_item(*args)
+
+
+def fingerprint(spec: DecodeSpec, shard_items: Sequence[Item]) -> str:
+    """Identifies a shard's inputs: a changed setting or item list invalidates the shard."""
+    payload = json.dumps(
+        [spec.__dict__, [(it.item_id, str(it.source), it.start, it.captions) for it in shard_items]],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
+
+
+def _shard_done(shard_json: Path, fp: str) -> bool:
+    try:
+        return json.loads(shard_json.read_text())["fingerprint"] == fp
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _write_shard(shards: Path, k: int, spec: DecodeSpec, decoded: list[Decoded], fp: str) -> None:
+    ok = [d for d in decoded if d.arrays is not None]
+    names = ("video", "audio", "text", "text_mask") if spec.with_text else ("video", "audio")
+    empty = {
+        "video": np.zeros((0, spec.frames, spec.size, spec.size, 3), np.uint8),
+        "audio": np.zeros((0, round(spec.frames / spec.fps * spec.sample_rate)), np.float32),
+        "text": np.zeros((0, spec.candidates, spec.max_tokens), np.int32),
+        "text_mask": np.zeros((0, spec.candidates), bool),
+    }
+    for name in names:
+        array = np.stack([d.arrays[name] for d in ok]) if ok else empty[name]  # type: ignore[index]
+        _save_npy(shards / f"{k:05d}.{name}.npy", array)
+    records = [{"item_id": d.item_id, "status": d.status} for d in decoded]
+    atomic_write_json(shards / f"{k:05d}.json", {"fingerprint": fp, "items": records})
+
+
+def _progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="clip", disable=not sys.stderr.isatty(), leave=False)
+
+
+def _decoded_stream(todo: list[Item], spec: DecodeSpec, workers: int, vocab_file: str | None) -> Iterator[Decoded]:
+    if workers <= 0 or len(todo) < 2:
+        _init_worker(vocab_file)
+        for item in todo:
+            yield decode_item(item, spec)
+        return
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(vocab_file,)) as pool:
+        yield from pool.map(_decode_star, [(it, spec) for it in todo], chunksize=4)
+
+
+def decode_spec(cfg: Config, with_text: bool) -> DecodeSpec:
+    f = cfg.features
+    return DecodeSpec(
+        frames=int(f.video.frames),
+        fps=float(f.video.fps),
+        size=int(f.video.size),
+        sample_rate=int(f.audio.sample_rate),
+        max_tokens=int(f.text.max_tokens),
+        candidates=int(f.text.candidates),
+        with_text=with_text,
+    )
+
+
+def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
+    """Decode ``dataset`` into shards; returns the index path. Re-running skips finished shards."""
+    if dataset not in formats.DATASETS:
+        raise DataError(f"dataset {dataset!r} is unknown (expected one of {', '.join(formats.DATASETS)})")
+    root = formats.dataset_root(cfg, dataset)
+    out = feature_dir(cfg, dataset)
+    shards = out / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    with_text = dataset == "howto100m"
+    spec = decode_spec(cfg, with_text)
+    vocab_file = str(vocab_path(cfg)) if with_text or dataset == "msrvtt" else None
+    vocab = Vocabulary.load(vocab_file) if vocab_file else None
+
+    planned = items_mod.plan(dataset, root, cfg.features)
+    if not planned:
+        raise DataError(f"{root}: no items found for dataset {dataset!r}")
+    size = int(cfg.features.shard_size)
+    groups = [planned[i : i + size] for i in range(0, len(planned), size)]
+    prints = [fingerprint(spec, g) for g in groups]
+    pending = [k for k, g in enumerate(groups) if not _shard_done(shards / f"{k:05d}.json", prints[k])]
+    todo = [it for k in pending for it in groups[k]]
+    log.info("%s: %d items in %d shards, %d to decode", dataset, len(planned), len(groups), len(todo))
+
+    n_workers = int(cfg.features.workers if workers is None else workers)
+    bar = _progress(len(todo), f"extract {dataset}")
+    stream = _decoded_stream(todo, spec, n_workers, vocab_file)
+    for k in pending:
+        decoded = []
+        for _ in groups[k]:
+            decoded.append(next(stream))
+            bar.update(1)
+        _write_shard(shards, k, spec, decoded, prints[k])
+    for _ in stream:  # drain (nothing expected): lets the pool shut down cleanly
+        pass
+    bar.close()
+    _remove_stale_shards(shards, len(groups))
+
+    index, manifest = _tables(root, shards, groups)
+    if dataset == "msrvtt":
+        assert vocab is not None
+        _write_msrvtt_text(root, out, vocab, spec.max_tokens)
+    manifest_path = out / "manifest.csv"
+    atomic_write_text(manifest_path, manifest.to_csv(index=False))
+    cfg.write(out)
+    index_path = out / "index.parquet"
+    atomic_write(index_path, lambda fh: index.to_parquet(fh, index=False))
+    counts = manifest["status"].map(lambda s: s.split(":")[0]).value_counts().to_dict()
+    log.info("%s: %s -> %s", dataset, counts, out)
+    return index_path
+
+
+def _remove_stale_shards(shards: Path, count: int) -> None:
+    for path in shards.iterdir():
+        stem = path.name.split(".")[0]
+        if stem.isdigit() and int(stem) >= count:
+            path.unlink()
+
+
+def _tables(root: Path, shards: Path, groups: list[list[Item]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    index_rows: list[dict[str, Any]] = []
+    manifest_rows: list[dict[str, Any]] = []
+    for k, group in enumerate(groups):
+        records = json.loads((shards / f"{k:05d}.json").read_text())["items"]
+        row = 0
+        for item, record in zip(group, records):
+            status = record["status"]
+            source = os.path.relpath(item.source, root)
+            manifest_rows.append({"item_id": item.item_id, "source": source, "status": status})
+            if status == "ok":
+                index_rows.append({"item_id": item.item_id, "shard": k, "row": row, "source": source, **item.meta})
+                row += 1
+    return pd.DataFrame(index_rows), pd.DataFrame(manifest_rows, columns=["item_id", "source", "status"])
+
+
+def _write_msrvtt_text(root: Path, out: Path, vocab: Vocabulary, max_tokens: int) -> None:
+    """Tokenized captions (all, from the JSON) and 1k-A test queries (CSV), each with a table."""
+    sentences, test = items_mod.msrvtt_texts(root)
+    for name, table, column in (("captions", sentences, "caption"), ("test_1ka", test, "sentence")):
+        tokens = vocab.encode_many(table[column].astype(str), max_tokens)
+        _save_npy(out / f"{name}.npy", tokens)
+        atomic_write(out / f"{name}.parquet", lambda fh, t=table: t.reset_index(drop=True).to_parquet(fh, index=False))

@@ -1,0 +1,153 @@
+"""What to extract from each dataset: one :class:`Item` per training/evaluation example.
+
+The annotation readers (``cmgh.data.formats``) turn the real files into tables; this module turns
+those tables into clip windows with their metadata, independent of how the media are decoded.
+The pre-training ground truth (``noise_labels.csv``) is never read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cmgh.data import formats
+from cmgh.io import safe_id
+
+Meta = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One example: a window of a media file plus the columns it contributes to the index."""
+
+    item_id: str
+    source: Path
+    start: float | None  # None centres the window in the file (pre-cut downstream clips)
+    meta: Meta = field(default_factory=dict)
+    captions: tuple[str, ...] = ()
+
+
+def clip_seconds(features: Any) -> float:
+    return float(features.video.frames) / float(features.video.fps)
+
+
+def nearest_captions(track: pd.DataFrame, start: float, end: float, k: int) -> tuple[str, ...]:
+    """The ``k`` captions whose midpoints are nearest the clip centre (MIL-NCE positives, VATT)."""
+    if track.empty:
+        return ()
+    centre = 0.5 * (start + end)
+    mid = 0.5 * (track["start"].to_numpy(dtype=float) + track["end"].to_numpy(dtype=float))
+    order = np.argsort(np.abs(mid - centre), kind="stable")[:k]
+    texts = track["text"].to_numpy()
+    return tuple(str(texts[i]) for i in order)
+
+
+def howto100m_items(root: Path, features: Any) -> list[Item]:
+    """Non-overlapping clips from the start of each video, each with its nearest captions."""
+    videos = formats.read_howto100m_videos(root / "HowTo100M_v1.csv")
+    captions = formats.read_howto100m_captions(root / "caption.json")
+    tracks = {vid: grp for vid, grp in captions.groupby("video_id", sort=False)}
+    length = clip_seconds(features)
+    items: list[Item] = []
+    for video_id in videos["video_id"]:
+        track = tracks.get(video_id, captions.iloc[0:0])
+        # Clips must overlap the narrated part of the video: the last caption bounds it.
+        horizon = float(track["end"].max()) if not track.empty else length
+        for k in range(int(features.clips_per_video)):
+            start = k * length
+            if k > 0 and start >= horizon:
+                break
+            items.append(
+                Item(
+                    item_id=f"{video_id}_{k:03d}",
+                    source=root / "videos" / f"{safe_id(video_id, 'video_id')}.mp4",
+                    start=start,
+                    meta={"video_id": video_id, "clip_start": start, "clip_end": start + length},
+                    captions=nearest_captions(track, start, start + length, int(features.text.candidates)),
+                )
+            )
+    return items
+
+
+def kinetics_items(root: Path) -> list[Item]:
+    tables = [formats.read_kinetics(root / "annotations" / f"{name}.csv") for name in ("train", "validate", "test")]
+    table = pd.concat([t for t in tables if not t.empty], ignore_index=True)
+    classes = sorted(table["label"].unique())
+    index_of = {label: i for i, label in enumerate(classes)}
+    items = []
+    for row in table.itertuples(index=False):
+        items.append(
+            Item(
+                item_id=f"{row.youtube_id}_{int(row.time_start):06d}_{int(row.time_end):06d}",
+                source=formats.kinetics_clip_path(root, row),
+                start=None,
+                meta={"youtube_id": row.youtube_id, "label": row.label, "label_index": index_of[row.label], "split": row.split},
+            )
+        )
+    return items
+
+
+AUDIOSET_SPLITS = {"balanced_train_segments.csv": "train", "eval_segments.csv": "eval"}
+
+
+def audioset_items(root: Path) -> list[Item]:
+    classes = formats.read_audioset_classes(root / "class_labels_indices.csv")
+    index_of = dict(zip(classes["mid"], classes["index"]))
+    items = []
+    for filename, split in AUDIOSET_SPLITS.items():
+        path = root / filename
+        if not path.exists():
+            continue
+        for row in formats.read_audioset_segments(path).itertuples(index=False):
+            labels = sorted(int(index_of[m]) for m in row.positive_labels if m in index_of)
+            items.append(
+                Item(
+                    item_id=f"{row.YTID}_{int(row.start_seconds)}",
+                    source=formats.audioset_clip_path(root, row),
+                    start=None,
+                    meta={"YTID": row.YTID, "split": split, "labels": labels},
+                )
+            )
+    return items
+
+
+def msrvtt_items(root: Path) -> list[Item]:
+    videos, _ = formats.read_msrvtt_info(root / "videodatainfo.json")
+    return [
+        Item(
+            item_id=row.video_id,
+            source=root / "videos" / f"{safe_id(row.video_id, 'video_id')}.mp4",
+            start=None,
+            meta={"video_id": row.video_id, "split": row.split, "category": int(row.category)},
+        )
+        for row in videos.itertuples(index=False)
+    ]
+
+
+def msrvtt_texts(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All captions (JSON) and the 1k-A test queries (CSV), for tokenization beside the shards."""
+    _, sentences = formats.read_msrvtt_info(root / "videodatainfo.json")
+    test_path = root / "MSRVTT_JSFUSION_test.csv"
+    test = formats.read_msrvtt_test(test_path) if test_path.exists() else pd.DataFrame(columns=["key", "vid_key", "video_id", "sentence"])
+    return sentences, test
+
+
+def pretrain_texts(root: Path) -> list[str]:
+    """Every caption of the pre-training corpus (the vocabulary is built from these only)."""
+    return formats.read_howto100m_captions(root / "caption.json")["text"].astype(str).tolist()
+
+
+def plan(name: str, root: Path, features: Any) -> list[Item]:
+    if name == "howto100m":
+        return howto100m_items(root, features)
+    if name == "kinetics":
+        return kinetics_items(root)
+    if name == "audioset":
+        return audioset_items(root)
+    if name == "msrvtt":
+        return msrvtt_items(root)
+    raise ValueError(f"unknown dataset {name!r}")

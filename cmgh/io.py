@@ -1,0 +1,70 @@
+"""Atomic file writes and safe path components: results are never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from cmgh.errors import DataError
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it over the target on success only."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+    """Write through ``write(fh)`` into a temp file, fsync, then rename onto ``target``."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write(target, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def safe_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is safe as a single path component; raise DataError otherwise.
+
+    Dataset IDs (YouTube IDs, video names) come from downloaded annotation files and must never
+    steer a path out of its folder ('..', '/', NUL, leading dots or dashes).
+    """
+    text = str(value)
+    if not _SAFE_ID.match(text) or ".." in text:
+        raise DataError(f"{what} {text!r} is not a safe file name (expected letters, digits, '_', '-', '.', '=')")
+    return text
+
+
+def sanitize_id(value: str) -> str:
+    """Map an arbitrary ID to a safe path component (reversible enough for humans, never escaping)."""
+    text = re.sub(r"[^A-Za-z0-9_.=-]", "_", str(value)).replace("..", "__")
+    if not text or not text[0].isalnum():
+        text = "x" + text
+    return text[:200]

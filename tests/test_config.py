@@ -1,0 +1,95 @@
+"""Config loading: defaults from the schema, one-line errors with the key path, variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmgh import config
+from cmgh.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_and_paper_configs_validate() -> None:
+    default = config.load(REPO / "config" / "config.yaml")
+    paper = config.load(REPO / "config" / "paper.yaml")
+    assert default.data.source == "synth"
+    assert paper.data.source == "download"
+    # VATT's published settings (DESIGN.md, "Paper-scale settings").
+    assert paper.model.width == 1024 and paper.model.depth == 12 and paper.model.video_patch == [4, 16, 16]
+    assert paper.features.video.frames == 32 and paper.features.video.fps == 10 and paper.features.audio.sample_rate == 48000
+    assert paper.pretrain.batch_size == 2048 and paper.pretrain.steps == 500000 and paper.pretrain.temperature == 0.07
+
+
+def test_defaults_come_from_schema(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\n")
+    cfg = config.load(path)
+    schema = config.schema()["properties"]
+    assert cfg.pretrain.steps == schema["pretrain"]["properties"]["steps"]["default"]
+    assert cfg.pretrain.harmonize.rule == "none"
+    assert set(cfg.variants) == {"baseline", "gr", "gcl", "gr_gcl"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("pretrain.harmonize.rule=pcgradd", "pretrain.harmonize.rule: 'pcgradd' is not one of none, cmgh, pcgrad, gradvac"),
+        ("pretrain.stepz=3", "pretrain: unknown key 'stepz'"),
+        ("pretrain.steps=abc", "pretrain.steps: 'abc' is not of type integer"),
+        ("data.noise.audio_rate=1.5", "data.noise.audio_rate: 1.5 is greater than the maximum of 1"),
+        ("model.heads=3", "model.heads: 3 does not divide model.width (64)"),
+        ("pretrain.seeds=[]", "pretrain.seeds:"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(overrides=[override])
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_typo_in_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump({"pretrain": {"batchsize": 8}}))
+    with pytest.raises(ConfigError, match=r"^pretrain: unknown key 'batchsize' \(expected one of batch_size"):
+        config.load(path)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pretrain: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+ not valid YAML"):
+        config.load(bad)
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        config.load(overrides=["novalue"])
+
+
+def test_variant_overrides_merge_and_validate() -> None:
+    cfg = config.load(overrides=["variants.weird={pretrain: {harmonize: {rule: nope}}}"])
+    merged = config.for_variant(cfg, "gr_gcl")
+    assert merged.pretrain.harmonize.rule == "cmgh" and merged.pretrain.curriculum.rule == "cmgh"
+    assert merged.pretrain.steps == cfg.pretrain.steps
+    with pytest.raises(ConfigError, match=r"^variants.weird: pretrain.harmonize.rule: 'nope'"):
+        config.for_variant(cfg, "weird")
+    with pytest.raises(ConfigError, match="variant 'missing' is not defined"):
+        config.for_variant(cfg, "missing")
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = config.load(overrides=["pretrain.steps=7", f"paths.results={tmp_path}"])
+    written = cfg.write(tmp_path)
+    again = config.load(written)
+    assert again.to_dict() == cfg.to_dict()
+    assert cfg.path("results") == tmp_path
+    assert config.load(overrides=["paths.data=rel/dir"]).path("data") == config.REPO_ROOT / "rel" / "dir"
+
+
+def test_flatten_for_trackers() -> None:
+    flat = config.flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}})
+    assert flat == {"a.b": 1, "a.c": "[1, 2]", "d": "{}"}

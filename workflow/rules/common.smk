@@ -1,0 +1,58 @@
+# Config validation and helpers shared by every rule (snakemake-workflow-template layout).
+import json
+import sys
+
+from snakemake.utils import validate
+
+from cmgh import config as cmgh_config
+from cmgh.errors import ConfigError
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=False)
+try:
+    CFG = cmgh_config.from_dict(config)
+except ConfigError as exc:  # one line naming the key path, before any job starts
+    sys.exit(f"cmgh: config error: {exc}")
+
+DATA = str(CFG.path("data"))
+FEATURES = str(CFG.path("features"))
+RESULTS = str(CFG.path("results"))
+DATASETS = list(CFG.data.datasets)
+
+# Rules read the resolved config from one file; it is rewritten only when its content changes,
+# so its timestamp never triggers reruns (the per-rule `params` slices do that).
+RESOLVED_CONFIG = f"{RESULTS}/config/resolved.yaml"
+_text = CFG.to_yaml()
+try:
+    _old = open(RESOLVED_CONFIG, encoding="utf-8").read()
+except OSError:
+    _old = None
+if _old != _text:
+    from cmgh.io import atomic_write_text
+
+    atomic_write_text(RESOLVED_CONFIG, _text)
+
+
+def cfg_slice(*keys):
+    """A JSON string of config sections: as a rule's params it reruns the rule when they change."""
+    tree = CFG.to_dict()
+    return json.dumps({k: tree[k] for k in keys}, sort_keys=True)
+
+
+def cmgh_cmd(*args):
+    """The cmgh CLI of the running environment, with the resolved config."""
+    return [sys.executable, "-m", "cmgh.cli", *args, "--config", RESOLVED_CONFIG]
+
+
+def all_targets():
+    return [f"{FEATURES}/{name}/index.parquet" for name in DATASETS]
+
+
+def run_logged(args, log_file):
+    """Run a command as an argument list (never a shell string), appending its output to the log."""
+    import subprocess
+
+    with open(log_file, "a", encoding="utf-8") as fh:
+        completed = subprocess.run(list(args), stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if completed.returncode != 0:
+        tail = open(log_file, encoding="utf-8").read().strip().splitlines()[-1:]
+        raise RuntimeError(f"{args[3:5]} failed (exit {completed.returncode}); see {log_file}: {' '.join(tail)}")
