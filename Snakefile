@@ -1,6 +1,9 @@
 # cmgh reproduction DAG. Science lives in the `cmgh` package; every rule calls its CLI.
 # Usage: snakemake --cores all [--configfile config/paper.yaml] [--profile workflow/profiles/slurm]
-configfile: "config/config.yaml"
+from pathlib import Path
+
+
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "workflow/rules/common.smk"

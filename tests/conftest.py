@@ -35,3 +35,18 @@ def tiny_overrides(root: Path) -> list[str]:
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> config_mod.Config:
     return config_mod.load(overrides=tiny_overrides(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
+    """The four tiny datasets generated and extracted once per test session (treat as read-only)."""
+    from cmgh.data import features
+    from cmgh.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("world")
+    cfg = config_mod.load(overrides=tiny_overrides(root))
+    synthesize(cfg, progress=False)
+    features.build_vocab(cfg)
+    for name in ("howto100m", "kinetics", "audioset", "msrvtt"):
+        features.extract(cfg, name)
+    return cfg

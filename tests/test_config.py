@@ -93,3 +93,13 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 def test_flatten_for_trackers() -> None:
     flat = config.flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}})
     assert flat == {"a.b": 1, "a.c": "[1, 2]", "d": "{}"}
+
+
+def test_config_docs_cover_every_key_and_are_current() -> None:
+    import runpy
+
+    module = runpy.run_path(str(REPO / "workflow" / "scripts" / "config_docs.py"), run_name="docs")
+    rendered = module["render"]()
+    assert (REPO / "config" / "README.md").read_text() == rendered, "regenerate config/README.md"
+    undocumented = [line for line in rendered.splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    assert not undocumented, undocumented

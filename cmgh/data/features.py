@@ -117,8 +117,8 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
         frames = media.decode_video(item.source, start, spec.frames, spec.fps)
         audio = media.decode_audio(item.source, start, length, spec.sample_rate)
     except DataError as exc:
-        message = str(exc)
-        status = "missing" if not Path(item.source).exists() else f"corrupt: {message}"
+        reason = str(exc).split("corrupt: ", 1)[-1]
+        status = "missing" if not Path(item.source).exists() else f"corrupt: {reason}"
         return Decoded(item.item_id, status)
     arrays = {"video": _resize_crop(frames, spec.size), "audio": np.asarray(audio, dtype=np.float32)}
     if spec.with_text:
@@ -136,10 +136,13 @@ def _decode_star(args: tuple[Item, DecodeSpec]) -> Decoded:
     return decode_item(*args)
 
 
-def fingerprint(spec: DecodeSpec, shard_items: Sequence[Item]) -> str:
-    """Identifies a shard's inputs: a changed setting or item list invalidates the shard."""
+def fingerprint(spec: DecodeSpec, shard_items: Sequence[Item], root: Path) -> str:
+    """Identifies a shard's inputs: a changed setting or item list invalidates the shard.
+
+    Sources count relative to the dataset root, so a moved or copied dataset stays resumable.
+    """
     payload = json.dumps(
-        [spec.__dict__, [(it.item_id, str(it.source), it.start, it.captions) for it in shard_items]],
+        [spec.__dict__, [(it.item_id, os.path.relpath(it.source, root), it.start, it.captions) for it in shard_items]],
         sort_keys=True,
         default=str,
     )
@@ -219,7 +222,7 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
         raise DataError(f"{root}: no items found for dataset {dataset!r}")
     size = int(cfg.features.shard_size)
     groups = [planned[i : i + size] for i in range(0, len(planned), size)]
-    prints = [fingerprint(spec, g) for g in groups]
+    prints = [fingerprint(spec, g, root) for g in groups]
     pending = [k for k, g in enumerate(groups) if not _shard_done(shards / f"{k:05d}.json", prints[k])]
     todo = [it for k in pending for it in groups[k]]
     log.info("%s: %d items in %d shards, %d to decode", dataset, len(planned), len(groups), len(todo))

@@ -7,11 +7,11 @@ from snakemake.utils import validate
 from cmgh import config as cmgh_config
 from cmgh.errors import ConfigError
 
-validate(config, schema="../schemas/config.schema.yaml", set_default=False)
-try:
+try:  # first our one-line message naming the key path, before any job starts
     CFG = cmgh_config.from_dict(config)
-except ConfigError as exc:  # one line naming the key path, before any job starts
+except ConfigError as exc:
     sys.exit(f"cmgh: config error: {exc}")
+validate(config, schema="../schemas/config.schema.yaml", set_default=False)  # same schema, Snakemake's check
 
 DATA = str(CFG.path("data"))
 FEATURES = str(CFG.path("features"))

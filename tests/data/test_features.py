@@ -1,0 +1,152 @@
+"""Extraction into shards: shapes, manifest of broken media, resumption, worker equivalence, loaders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cmgh import config as config_mod
+from cmgh.data import features, formats, items
+from cmgh.data.datasets import ShardedClips, TokenizedTexts, make_loader
+from cmgh.data.text import PAD_ID, UNK_ID, Vocabulary
+from cmgh.errors import DataError
+
+
+def shard_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "shards").glob("*.npy"))}
+
+
+def copy_world(cfg: config_mod.Config, dest: Path) -> config_mod.Config:
+    """A private copy of the session's world that a test may damage."""
+    shutil.copytree(cfg.path("data"), dest / "data")
+    shutil.copytree(cfg.path("features"), dest / "features")
+    return config_mod.with_overrides(cfg, [f"paths.data={dest / 'data'}", f"paths.features={dest / 'features'}"])
+
+
+def test_pretrain_shards_have_the_configured_shapes(tiny_world: config_mod.Config) -> None:
+    root = features.feature_dir(tiny_world, "howto100m")
+    index = pd.read_parquet(root / "index.parquet")
+    videos = formats.read_howto100m_videos(tiny_world.path("data") / "howto100m" / "HowTo100M_v1.csv")
+    assert len(index) == len(videos) * tiny_world.features.clips_per_video
+    assert set(index.columns) >= {"item_id", "shard", "row", "video_id", "clip_start", "clip_end"}
+    dataset = ShardedClips(root)
+    sample = dataset[3]
+    f = tiny_world.features
+    assert sample["video"].dtype == torch.uint8 and tuple(sample["video"].shape) == (f.video.frames, f.video.size, f.video.size, 3)
+    assert sample["audio"].dtype == torch.float32 and sample["audio"].shape == (round(f.audio.sample_rate * f.video.frames / f.video.fps),)
+    assert float(sample["audio"].abs().max()) <= 1.0 and float(sample["audio"].abs().max()) > 0.01
+    assert tuple(sample["text"].shape) == (f.text.candidates, f.text.max_tokens)
+    assert sample["has_text"] and bool(sample["text_mask"][0])
+    # Frames carry the generated pattern, not a blank decode.
+    assert float(sample["video"].float().std()) > 5.0
+
+
+def test_captions_are_the_nearest_in_time() -> None:
+    track = pd.DataFrame({"start": [0.0, 1.0, 2.0, 3.0], "end": [1.0, 2.0, 3.0, 4.0], "text": ["a", "b", "c", "d"]})
+    assert items.nearest_captions(track, 2.0, 4.0, 2) == ("c", "d")
+    assert items.nearest_captions(track, 0.0, 2.0, 3) == ("a", "b", "c")
+    assert items.nearest_captions(track.iloc[0:0], 0.0, 2.0, 3) == ()
+
+
+def test_downstream_indices_carry_labels_and_splits(tiny_world: config_mod.Config) -> None:
+    kin = ShardedClips(features.feature_dir(tiny_world, "kinetics"), split="train", modalities=("video",), label_columns=("label_index",))
+    synth = tiny_world.data.synth.kinetics
+    assert len(kin) == synth.classes * synth.train_per_class
+    assert {kin[i]["label_index"] for i in range(len(kin))} == set(range(synth.classes))
+    audio = ShardedClips(features.feature_dir(tiny_world, "audioset"), modalities=("audio",), label_columns=("labels",))
+    assert len(audio) == tiny_world.data.synth.audioset.train + tiny_world.data.synth.audioset.eval
+    assert all(len(audio[i]["labels"]) >= 1 for i in range(len(audio)))
+    # Datasets without captions still batch with triplets (VATT's AudioSet video-audio pairs).
+    padded = ShardedClips(features.feature_dir(tiny_world, "audioset"), text_shape=(4, 16))
+    assert not padded[0]["has_text"] and padded[0]["text"].shape == (4, 16)
+    queries = TokenizedTexts(features.feature_dir(tiny_world, "msrvtt"), "test_1ka")
+    assert len(queries) == tiny_world.data.synth.msrvtt.test
+    assert (queries[0]["text"] > PAD_ID).any()
+
+
+def test_broken_media_are_recorded_and_skipped(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = copy_world(tiny_world, tmp_path)
+    clips = sorted((cfg.path("data") / "msrvtt" / "videos").glob("*.mp4"))
+    clips[0].unlink()  # missing
+    clips[1].write_bytes(clips[1].read_bytes()[:300])  # truncated
+    clips[2].write_bytes(b"this is not an mp4 at all" * 40)  # garbage
+    shutil.rmtree(features.feature_dir(cfg, "msrvtt"))
+    features.extract(cfg, "msrvtt")
+    manifest = pd.read_csv(features.feature_dir(cfg, "msrvtt") / "manifest.csv").set_index("item_id")
+    by_file = {Path(s).stem: st for s, st in zip(manifest["source"], manifest["status"])}
+    assert by_file[clips[0].stem] == "missing"
+    assert by_file[clips[1].stem].startswith("corrupt: ")
+    assert by_file[clips[2].stem].startswith("corrupt: ")
+    assert (manifest["status"] == "ok").sum() == len(clips) - 3
+    index = pd.read_parquet(features.feature_dir(cfg, "msrvtt") / "index.parquet")
+    assert len(index) == len(clips) - 3 and clips[0].stem not in set(index["video_id"])
+    dataset = ShardedClips(features.feature_dir(cfg, "msrvtt"))
+    assert all(dataset[i]["video"].shape[0] == cfg.features.video.frames for i in range(len(dataset)))
+
+
+def test_resumed_extraction_is_identical(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = copy_world(tiny_world, tmp_path)
+    root = features.feature_dir(cfg, "howto100m")
+    reference = shard_bytes(root)
+    assert len({name.split(".")[0] for name in reference}) >= 3, "tiny world should span several shards"
+    # An interrupted run: the second shard never finished, the third is half written.
+    (root / "shards" / "00001.json").unlink()
+    (root / "shards" / "00001.video.npy").unlink()
+    (root / "shards" / "00002.json").unlink()
+    (root / "shards" / "00002.audio.npy").write_bytes(b"partial")
+    untouched = (root / "shards" / "00000.video.npy").stat().st_mtime_ns
+    features.extract(cfg, "howto100m")
+    assert shard_bytes(root) == reference
+    assert (root / "shards" / "00000.video.npy").stat().st_mtime_ns == untouched  # finished shards skipped
+
+
+def test_parallel_workers_match_in_process(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = copy_world(tiny_world, tmp_path)
+    root = features.feature_dir(cfg, "kinetics")
+    reference = shard_bytes(root)
+    shutil.rmtree(root)
+    features.extract(cfg, "kinetics", workers=2)
+    assert shard_bytes(root) == reference
+    assert pd.read_parquet(root / "index.parquet").equals(pd.read_parquet(features.feature_dir(tiny_world, "kinetics") / "index.parquet"))
+
+
+def test_changed_setting_invalidates_shards(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = copy_world(tiny_world, tmp_path)
+    cfg = config_mod.with_overrides(cfg, ["features.video.size=16", "model.video_patch=[2, 8, 8]"])
+    features.extract(cfg, "kinetics")
+    video = np.load(features.feature_dir(cfg, "kinetics") / "shards" / "00000.video.npy")
+    assert video.shape[2:4] == (16, 16)
+
+
+def test_loader_order_depends_only_on_seed(tiny_world: config_mod.Config) -> None:
+    dataset = ShardedClips(features.feature_dir(tiny_world, "howto100m"))
+    first = [b["index"].tolist() for b in make_loader(dataset, 5, shuffle=True, seed=3)]
+    again = [b["index"].tolist() for b in make_loader(dataset, 5, shuffle=True, seed=3)]
+    other = [b["index"].tolist() for b in make_loader(dataset, 5, shuffle=True, seed=4)]
+    assert first == again and first != other
+    batch = next(iter(make_loader(dataset, 5)))
+    assert batch["video"].shape[0] == 5 and batch["text"].dtype == torch.int64
+
+
+def test_vocabulary_is_deterministic_and_round_trips(tmp_path: Path) -> None:
+    texts = ["the cat sat", "The cat ran!", "a dog"]
+    vocab = Vocabulary.build(texts, size=5)
+    assert vocab.tokens == ["<pad>", "<unk>", "cat", "the", "a"]
+    ids = vocab.encode("the dog cat", 5)
+    assert ids.tolist() == [3, UNK_ID, 2, PAD_ID, PAD_ID]
+    assert vocab.decode(ids) == "the <unk> cat"
+    loaded = Vocabulary.load(vocab.save(tmp_path / "v.json"))
+    assert loaded.tokens == vocab.tokens
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="bad.json: not a vocabulary file"):
+        Vocabulary.load(tmp_path / "bad.json")
+
+
+def test_missing_features_give_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="index.parquet: feature index not found"):
+        ShardedClips(tmp_path)

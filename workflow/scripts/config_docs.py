@@ -1,0 +1,59 @@
+"""Render config/README.md from the schema, so every key's documentation matches the code.
+
+Usage: python workflow/scripts/config_docs.py > config/README.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from cmgh.config import schema  # noqa: E402
+
+HEADER = """# Configuration keys
+
+`config/config.yaml` (default, generated mini datasets, 2 CPU cores) and `config/paper.yaml`
+(real datasets, VATT's published settings) share these keys. Defaults come from
+`workflow/schemas/config.schema.yaml`; unknown keys are errors. Override any key on the command
+line with `--set key.path=value` (`cmgh`) or `--config key=value` (Snakemake).
+
+This page is generated: `python workflow/scripts/config_docs.py > config/README.md`.
+
+| key | type / allowed | default | meaning |
+|---|---|---|---|
+"""
+
+
+def _type(node: dict[str, Any]) -> str:
+    if "enum" in node:
+        return " \\| ".join(f"`{v}`" for v in node["enum"])
+    kind = node.get("type", "")
+    if kind == "array" and "items" in node:
+        return f"list of {_type(node['items'])}"
+    bounds = [f"{op} {node[k]}" for k, op in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")) if k in node]
+    return " ".join([kind, *bounds]).strip()
+
+
+def rows(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, sub in node.get("properties", {}).items():
+        name = f"{prefix}{key}"
+        if sub.get("type") == "object" and "properties" in sub:
+            if sub.get("description"):
+                yield f"| **`{name}`** | section | | {sub['description'].strip()} |"
+            yield from rows(sub, f"{name}.")
+            continue
+        default = json.dumps(sub["default"]) if "default" in sub else ""
+        description = " ".join(str(sub.get("description", "")).split())
+        yield f"| `{name}` | {_type(sub)} | `{default}` | {description} |"
+
+
+def render() -> str:
+    return HEADER + "\n".join(rows(schema())) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
