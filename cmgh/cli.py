@@ -57,6 +57,18 @@ def cmd_data_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cmgh.train.loop import RunSpec, pretrain
+
+    cfg = _load(args)
+    out = Path(args.out) if args.out else cfg.path("results") / "pretrain" / args.backbone / args.variant / f"seed{args.seed}"
+    spec = RunSpec(backbone=args.backbone, variant=args.variant, seed=args.seed, out=out)
+    print(pretrain(cfg, spec, resume=not args.restart, stop_after=args.stop_after))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what == "variants":
@@ -108,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--dataset", action="append", required=True, choices=["howto100m", "kinetics", "audioset", "msrvtt"])
     extract.add_argument("--workers", type=int, default=None, help="decoding processes (default: features.workers)")
     extract.set_defaults(func=cmd_data_extract)
+
+    pre = sub.add_parser("pretrain", help="pre-train one variant (resumes from its checkpoint)")
+    _common(pre)
+    pre.add_argument("--backbone", choices=["ms", "ma"], required=True)
+    pre.add_argument("--variant", required=True, help="a name under `variants` in the config")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--out", default=None, help="default: results/pretrain/{backbone}/{variant}/seed{seed}")
+    pre.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    pre.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
+    pre.set_defaults(func=cmd_pretrain)
 
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("what", choices=["harmonizers", "curricula", "variants", "datasets"])

@@ -13,6 +13,8 @@ from typing import IO, Any
 
 from cmgh.errors import DataError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
 
 
@@ -24,6 +26,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are as shareable as any file
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -103,3 +103,8 @@ def test_config_docs_cover_every_key_and_are_current() -> None:
     assert (REPO / "config" / "README.md").read_text() == rendered, "regenerate config/README.md"
     undocumented = [line for line in rendered.splitlines() if line.startswith("| `") and line.endswith("|  |")]
     assert not undocumented, undocumented
+
+
+def test_overrides_parse_yaml_values() -> None:
+    cfg = config.load(overrides=["pretrain.lr=2e-3", "pretrain.seeds=[3, 4]", "pretrain.compile=true", "name=abc"])
+    assert cfg.pretrain.lr == 0.002 and cfg.pretrain.seeds == [3, 4] and cfg.pretrain.compile is True and cfg.name == "abc"

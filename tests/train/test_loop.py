@@ -1,0 +1,107 @@
+"""The pre-training loop on the generated data: determinism, resume, NaN guard, learning."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cmgh import config as config_mod
+from cmgh.train import checkpoint as ckpt
+from cmgh.train.loop import RunSpec, TrainingError, load_metrics_log, pretrain
+from cmgh.train.schedule import lr_at
+
+SMALL = ["pretrain.batch_size=8", "pretrain.steps=12", "pretrain.warmup_steps=2", "pretrain.checkpoint_every=4",
+         "pretrain.score_every=5", "pretrain.curriculum.warmup_steps=3", "model.width=32", "model.heads=2", "model.depth=1"]
+
+
+def small(cfg: config_mod.Config, *extra: str) -> config_mod.Config:
+    return config_mod.with_overrides(cfg, [*SMALL, *extra])
+
+
+def state_of(path: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load(path)["model"]
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+def test_same_seed_gives_identical_checkpoints(tiny_world: config_mod.Config, tmp_path: Path, backbone: str) -> None:
+    cfg = small(tiny_world, "pretrain.steps=6")
+    a = pretrain(cfg, RunSpec(backbone, "gr_gcl", 3, tmp_path / "a"))
+    b = pretrain(cfg, RunSpec(backbone, "gr_gcl", 3, tmp_path / "b"))
+    c = pretrain(cfg, RunSpec(backbone, "gr_gcl", 4, tmp_path / "c"))
+    assert_same_state(state_of(a), state_of(b))
+    assert not torch.equal(state_of(a)["head.video_va.weight"], state_of(c)["head.video_va.weight"])
+    assert (tmp_path / "a" / "train_log.jsonl").read_text() .count("\n") == 6
+
+
+def test_resume_equals_uninterrupted(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = small(tiny_world, "variants.gv={pretrain: {harmonize: {rule: gradvac}, curriculum: {rule: cmgh}}}")
+    full = pretrain(cfg, RunSpec("ms", "gv", 0, tmp_path / "full"))
+    # Killed after step 5: only the checkpoint of step 4 survives; the resumed run redoes step 4.
+    pretrain(cfg, RunSpec("ms", "gv", 0, tmp_path / "cut"), stop_after=6)
+    assert ckpt.load(tmp_path / "cut" / "checkpoint.pt")["step"] == 6
+    resumed = pretrain(cfg, RunSpec("ms", "gv", 0, tmp_path / "cut"))
+    assert_same_state(state_of(full), state_of(resumed))
+    full_log = load_metrics_log(tmp_path / "full").drop(columns=["samples_per_s"])
+    cut_log = load_metrics_log(tmp_path / "cut").drop(columns=["samples_per_s"])
+    assert full_log.equals(cut_log)
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["steps"] == 12
+
+
+def test_training_lowers_both_losses(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = small(tiny_world, "pretrain.steps=40", "pretrain.lr=2e-3")
+    pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"))
+    log = load_metrics_log(tmp_path / "run")
+    first, last = log.head(5).mean(numeric_only=True), log.tail(5).mean(numeric_only=True)
+    assert last["loss_va"] < first["loss_va"] - 0.1
+    assert last["loss_vt"] < first["loss_vt"] - 0.1
+    for column in ("cos_mean", "cos_q50", "conflict_fraction", "kept_fraction", "lr"):
+        assert column in log.columns
+    scores = sorted((tmp_path / "run" / "scores").glob("step_*.csv"))
+    assert [p.name for p in scores][:2] == ["step_000000.csv", "step_000005.csv"]
+
+
+def test_curriculum_drops_samples_after_warmup(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = small(tiny_world, "pretrain.curriculum.end_keep=0.5", "pretrain.curriculum.schedule=constant", "pretrain.curriculum.start_keep=0.5")
+    pretrain(cfg, RunSpec("ms", "gcl", 0, tmp_path / "run"))
+    log = load_metrics_log(tmp_path / "run")
+    assert (log.loc[log.step < 3, "kept_fraction"] == 1.0).all()
+    assert np.allclose(log.loc[log.step >= 3, "kept_fraction"], 0.5)
+
+
+def test_nonfinite_losses_stop_with_a_clear_error(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    shutil.copytree(tiny_world.path("features"), tmp_path / "features")
+    for audio in (tmp_path / "features" / "howto100m" / "shards").glob("*.audio.npy"):
+        array = np.load(audio)
+        array[:] = np.nan
+        np.save(audio, array)
+    cfg = small(tiny_world, f"paths.features={tmp_path / 'features'}", "pretrain.max_nonfinite_steps=3")
+    with pytest.raises(TrainingError, match=r"3 non-finite losses in a row at step 2"):
+        pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"))
+    assert ckpt.load(tmp_path / "run" / "checkpoint.pt")["nonfinite_total"] == 3
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    from cmgh.errors import DataError
+
+    with pytest.raises(DataError, match="checkpoint.pt: not a readable cmgh checkpoint"):
+        ckpt.load(tmp_path)
+
+
+def test_vatt_learning_rate_schedule() -> None:
+    assert lr_at(0, 1e-4, 5e-5, 10, 110) == pytest.approx(1e-5)
+    assert lr_at(9, 1e-4, 5e-5, 10, 110) == pytest.approx(1e-4)
+    assert lr_at(10, 1e-4, 5e-5, 10, 110) == pytest.approx(1e-4)
+    assert lr_at(60, 1e-4, 5e-5, 10, 110) == pytest.approx(5e-5 + 5e-5 * np.cos(np.pi / 4))
+    assert lr_at(110, 1e-4, 5e-5, 10, 110) == pytest.approx(5e-5)
