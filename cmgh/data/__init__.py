@@ -1,0 +1,4 @@
+"""Data: the four datasets' real formats, the mini-world generator, media decoding and features.
+
+Kept import-free so that ``import cmgh.data.formats`` does not pull in PyAV or torch.
+"""

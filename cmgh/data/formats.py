@@ -1,0 +1,467 @@
+"""Writers and readers of the four datasets' real annotation formats.
+
+The generator writes exactly what the real datasets ship, and the readers accept both, so the
+rest of the code never knows whether it runs on the mini world or on the real thing. Readers
+validate every row: a malformed one raises :class:`~cmgh.errors.DataError` naming the file, the
+1-based line number (header and comment lines included) or JSON field, the value and what was
+expected. Writers are deterministic (fixed column order, ``\\n`` line ends, fixed AudioSet date)
+and atomic.
+
+Layout under ``cfg.path("data")``::
+
+    howto100m/HowTo100M_v1.csv, caption.json, noise_labels.csv, videos/<video_id>.mp4
+    kinetics/annotations/{train,validate,test}.csv, <split>/<label>/<ytid>_<start>_<end>.mp4
+    audioset/{balanced_train,eval}_segments.csv, class_labels_indices.csv, clips/<YTID>_<start>.mp4
+    msrvtt/videodatainfo.json, MSRVTT_JSFUSION_test.csv, videos/video<N>.mp4
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cmgh.errors import DataError
+from cmgh.io import atomic_write_text, safe_id, sanitize_id
+
+DATASETS = ("howto100m", "kinetics", "audioset", "msrvtt")
+
+HOWTO_VIDEO_COLUMNS = ("video_id", "category_1", "category_2", "rank", "task_id")
+NOISE_COLUMNS = ("video_id", "clip_start", "clip_end", "audio_aligned", "text_aligned")
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
+KINETICS_SPLITS = {"train": "train.csv", "val": "validate.csv", "test": "test.csv"}
+AUDIOSET_COLUMNS = ("YTID", "start_seconds", "end_seconds", "positive_labels")
+AUDIOSET_CLASS_COLUMNS = ("index", "mid", "display_name")
+AUDIOSET_CREATED = "Sun Mar  5 10:54:31 2017"  # fixed, so that the files are byte-reproducible
+MSRVTT_VIDEO_COLUMNS = ("video_id", "category", "url", "start_time", "end_time", "split", "id")
+MSRVTT_SENTENCE_COLUMNS = ("caption", "video_id", "sen_id")
+MSRVTT_SPLITS = ("train", "validate", "test")
+MSRVTT_TEST_COLUMNS = ("key", "vid_key", "video_id", "sentence")
+
+PathLike = str | os.PathLike[str]
+
+
+def dataset_root(cfg: Any, name: str) -> Path:
+    """Folder of one dataset under ``paths.data``."""
+    if name not in DATASETS:
+        raise DataError(f"dataset {name!r} is unknown (expected one of {', '.join(DATASETS)})")
+    return cfg.path("data") / name
+
+
+# --------------------------------------------------------------------------------------------
+# shared CSV machinery
+
+
+def _bad(path: Path, line: int | str, field: str, value: Any, expected: str) -> DataError:
+    where = f"line {line}" if isinstance(line, int) else str(line)
+    return DataError(f"{path}: {where}: field '{field}': {value!r} is not {expected}")
+
+
+def _read_text(path: PathLike, what: str) -> tuple[Path, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing (expected the {what})")
+    try:
+        return path, path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: byte {exc.start}: not UTF-8 text (expected the {what})") from None
+
+
+def _rows(path: Path, text: str, skipinitialspace: bool = False) -> Iterable[tuple[int, list[str]]]:
+    """``(line_number, fields)`` of every non-blank, non-comment CSV row (line numbers are 1-based)."""
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=skipinitialspace, strict=True)
+    try:
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            if fields[0].lstrip().startswith("#"):
+                continue
+            yield reader.line_num, fields
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num + 1}: not valid CSV ({exc})") from None
+
+
+def _as_int(path: Path, line: int | str, field: str, value: Any) -> int:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise _bad(path, line, field, value, "an integer") from None
+    if not math.isfinite(number) or number != int(number):
+        raise _bad(path, line, field, value, "an integer")
+    return int(number)
+
+
+def _as_float(path: Path, line: int | str, field: str, value: Any) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise _bad(path, line, field, value, "a number") from None
+    if not math.isfinite(number):
+        raise _bad(path, line, field, value, "a finite number")
+    return number
+
+
+def _as_flag(path: Path, line: int | str, field: str, value: Any) -> int:
+    text = str(value).strip()
+    if text not in ("0", "1"):
+        raise _bad(path, line, field, value, "0 or 1")
+    return int(text)
+
+
+def _as_text(path: Path, line: int | str, field: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise _bad(path, line, field, value, "a non-empty string")
+    return text
+
+
+def _table(
+    path: Path,
+    text: str,
+    columns: Sequence[str],
+    parsers: Mapping[str, Callable[[Path, int | str, str, Any], Any]],
+    *,
+    header: bool = True,
+    skipinitialspace: bool = False,
+    optional_index: bool = False,
+) -> pd.DataFrame:
+    """Parse a CSV whose header (or, without one, whose rows) has exactly ``columns``.
+
+    ``optional_index`` tolerates the unnamed leading index column pandas writes by default (some
+    public copies of the MSR-VTT test CSV have one).
+    """
+    rows = iter(_rows(path, text, skipinitialspace))
+    drop_first = False
+    if header:
+        first = next(rows, None)
+        if first is None:
+            raise DataError(f"{path}: line 1: empty file (expected header {','.join(columns)})")
+        line, names = first
+        names = [n.strip() for n in names]
+        if optional_index and len(names) == len(columns) + 1 and names[0] in ("", "Unnamed: 0"):
+            names, drop_first = names[1:], True
+        if names != list(columns):
+            raise DataError(f"{path}: line {line}: header {','.join(names)!r} is not {','.join(columns)!r}")
+    records: dict[str, list[Any]] = {c: [] for c in columns}
+    for line, fields in rows:
+        if drop_first:
+            fields = fields[1:]
+        if len(fields) != len(columns):
+            raise DataError(f"{path}: line {line}: {len(fields)} fields, expected {len(columns)} ({', '.join(columns)})")
+        for name, value in zip(columns, fields):
+            records[name].append(parsers.get(name, _as_text)(path, line, name, value))
+    return pd.DataFrame(records, columns=list(columns))
+
+
+def _write_csv(path: PathLike, header: Sequence[str] | None, rows: Iterable[Sequence[Any]], prelude: str = "") -> Path:
+    buffer = io.StringIO()
+    buffer.write(prelude)
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header is not None:
+        writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def _load_json(path: PathLike, what: str) -> tuple[Path, Any]:
+    path, text = _read_text(path, what)
+    try:
+        return path, json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
+
+
+def _field(row: Any, name: str) -> Any:
+    """A column of a row given as a mapping, a pandas Series or a namedtuple (itertuples)."""
+    if isinstance(row, Mapping | pd.Series):
+        return row[name]
+    return getattr(row, name)
+
+
+def _seconds(value: float) -> str:
+    """Times as HowTo100M/MSR-VTT write them: shortest repr, deterministic."""
+    return repr(float(value))
+
+
+# --------------------------------------------------------------------------------------------
+# HowTo100M
+
+
+def write_howto100m_videos(path: PathLike, table: pd.DataFrame) -> Path:
+    return _write_csv(path, HOWTO_VIDEO_COLUMNS, table[list(HOWTO_VIDEO_COLUMNS)].itertuples(index=False))
+
+
+def read_howto100m_videos(path: PathLike) -> pd.DataFrame:
+    """``HowTo100M_v1.csv``: one row per video (``rank``/``task_id`` integers)."""
+    path, text = _read_text(path, "HowTo100M video list (HowTo100M_v1.csv)")
+    return _table(path, text, HOWTO_VIDEO_COLUMNS, {"video_id": _as_text, "category_1": _keep, "category_2": _keep, "rank": _as_int, "task_id": _as_int})
+
+
+def _keep(path: Path, line: int | str, field: str, value: Any) -> str:
+    return str(value)
+
+
+def write_howto100m_captions(path: PathLike, captions: Mapping[str, Mapping[str, Sequence[Any]]]) -> Path:
+    """``caption.json``: ``{video_id: {"start": [...], "end": [...], "text": [...]}}`` (compact, like the original)."""
+    payload = {
+        vid: {"start": [float(s) for s in c["start"]], "end": [float(e) for e in c["end"]], "text": [str(t) for t in c["text"]]}
+        for vid, c in captions.items()
+    }
+    return atomic_write_text(path, json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n")
+
+
+def read_howto100m_captions(path: PathLike) -> pd.DataFrame:
+    """Long table ``video_id, start, end, text`` sorted by video then start time."""
+    path, data = _load_json(path, "HowTo100M captions (caption.json)")
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: top level is a {type(data).__name__}, expected an object video_id -> captions")
+    vids: list[str] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    texts: list[str] = []
+    for vid, entry in data.items():
+        if not isinstance(entry, dict):
+            raise DataError(f"{path}: [{vid!r}]: {type(entry).__name__} is not an object with start, end, text")
+        lists = []
+        for key in ("start", "end", "text"):
+            if key not in entry:
+                raise DataError(f"{path}: [{vid!r}]: missing field '{key}' (expected start, end, text lists)")
+            if not isinstance(entry[key], list):
+                raise _bad(path, f"[{vid!r}]", key, entry[key], "a list")
+            lists.append(entry[key])
+        if not len(lists[0]) == len(lists[1]) == len(lists[2]):
+            raise DataError(
+                f"{path}: [{vid!r}]: start/end/text have lengths {len(lists[0])}/{len(lists[1])}/{len(lists[2])}, expected equal"
+            )
+        for i, (s, e, t) in enumerate(zip(*lists)):
+            where = f"[{vid!r}][{i}]"
+            for key, value in (("start", s), ("end", e)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise _bad(path, where, key, value, "a number of seconds")
+            s, e = _as_float(path, where, "start", s), _as_float(path, where, "end", e)
+            if e < s:
+                raise _bad(path, where, "end", e, f"at or after start {s}")
+            if not isinstance(t, str):
+                raise _bad(path, where, "text", t, "a string")
+            vids.append(str(vid))
+            starts.append(s)
+            ends.append(e)
+            texts.append(t)
+    table = pd.DataFrame({"video_id": vids, "start": starts, "end": ends, "text": texts}, columns=["video_id", "start", "end", "text"])
+    table = table.astype({"start": "float64", "end": "float64"})
+    return table.sort_values(["video_id", "start"], kind="stable").reset_index(drop=True)
+
+
+def write_noise_labels(path: PathLike, table: pd.DataFrame) -> Path:
+    rows = (
+        (r.video_id, _seconds(r.clip_start), _seconds(r.clip_end), int(r.audio_aligned), int(r.text_aligned))
+        for r in table.itertuples(index=False)
+    )
+    return _write_csv(path, NOISE_COLUMNS, rows)
+
+
+def read_noise_labels(path: PathLike) -> pd.DataFrame:
+    """Ground truth of the pre-training noise: for the noise-detection evaluation only."""
+    path, text = _read_text(path, "noise labels (noise_labels.csv)")
+    parsers = {"video_id": _as_text, "clip_start": _as_float, "clip_end": _as_float, "audio_aligned": _as_flag, "text_aligned": _as_flag}
+    table = _table(path, text, NOISE_COLUMNS, parsers)
+    return table.astype({"clip_start": "float64", "clip_end": "float64", "audio_aligned": "int64", "text_aligned": "int64"})
+
+
+# --------------------------------------------------------------------------------------------
+# Kinetics
+
+
+def write_kinetics(path: PathLike, table: pd.DataFrame) -> Path:
+    rows = ((r.label, r.youtube_id, int(r.time_start), int(r.time_end), r.split) for r in table.itertuples(index=False))
+    return _write_csv(path, KINETICS_COLUMNS, rows)
+
+
+def _kinetics_split(path: Path, line: int | str, field: str, value: Any) -> str:
+    text = str(value).strip()
+    if text not in KINETICS_SPLITS:
+        raise _bad(path, line, field, value, f"one of {', '.join(KINETICS_SPLITS)}")
+    return text
+
+
+def read_kinetics(path: PathLike) -> pd.DataFrame:
+    """One Kinetics split CSV ``label,youtube_id,time_start,time_end,split`` (integer seconds)."""
+    path, text = _read_text(path, "Kinetics annotation CSV")
+    parsers = {"label": _as_text, "youtube_id": _as_text, "time_start": _as_int, "time_end": _as_int, "split": _kinetics_split}
+    table = _table(path, text, KINETICS_COLUMNS, parsers)
+    return table.astype({"time_start": "int64", "time_end": "int64"})
+
+
+def kinetics_label_dir(label: str) -> str:
+    """Folder name of a class: spaces become underscores, anything unsafe is replaced."""
+    return sanitize_id(str(label).strip().replace(" ", "_"))
+
+
+def kinetics_clip_path(root: PathLike, row: Any) -> Path:
+    """``<root>/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4`` (IDs checked path-safe)."""
+    split = str(_field(row, "split"))
+    if split not in KINETICS_SPLITS:
+        raise DataError(f"kinetics split {split!r} is not one of {', '.join(KINETICS_SPLITS)}")
+    youtube_id = safe_id(_field(row, "youtube_id"), "youtube_id")
+    start, end = int(_field(row, "time_start")), int(_field(row, "time_end"))
+    return Path(root) / split / kinetics_label_dir(_field(row, "label")) / f"{youtube_id}_{start:06d}_{end:06d}.mp4"
+
+
+# --------------------------------------------------------------------------------------------
+# AudioSet
+
+
+def write_audioset_segments(path: PathLike, table: pd.DataFrame) -> Path:
+    """AudioSet's segment CSV byte layout: three ``#`` lines, then ``ID, 30.000, 40.000, "/m/a,/m/b"``."""
+    labels = [list(ls) for ls in table["positive_labels"]]
+    prelude = (
+        f"# Segments csv created {AUDIOSET_CREATED}\n"
+        f"# num_ytids={table['YTID'].nunique()}, num_segs={len(table)}, "
+        f"num_unique_labels={len({m for ls in labels for m in ls})}, num_positive_labels={sum(len(ls) for ls in labels)}\n"
+        f"# {', '.join(AUDIOSET_COLUMNS)}\n"
+    )
+    lines = [
+        f'{ytid}, {float(start):.3f}, {float(end):.3f}, "{",".join(ls)}"\n'
+        for ytid, start, end, ls in zip(table["YTID"], table["start_seconds"], table["end_seconds"], labels)
+    ]
+    return atomic_write_text(path, prelude + "".join(lines))
+
+
+def _mids(path: Path, line: int | str, field: str, value: Any) -> list[str]:
+    mids = [m.strip() for m in str(value).split(",")]
+    if not mids or any(not m.startswith("/") or len(m) < 3 for m in mids):
+        raise _bad(path, line, field, value, "a comma-separated list of label MIDs like /m/09x0r")
+    return mids
+
+
+def read_audioset_segments(path: PathLike) -> pd.DataFrame:
+    """``YTID, start_seconds, end_seconds, positive_labels`` (labels as a list of MIDs)."""
+    path, text = _read_text(path, "AudioSet segments CSV")
+    parsers = {"YTID": _as_text, "start_seconds": _as_float, "end_seconds": _as_float, "positive_labels": _mids}
+    table = _table(path, text, AUDIOSET_COLUMNS, parsers, header=False, skipinitialspace=True)
+    return table.astype({"start_seconds": "float64", "end_seconds": "float64"})
+
+
+def write_audioset_classes(path: PathLike, table: pd.DataFrame) -> Path:
+    """``class_labels_indices.csv`` with display names always quoted, as AudioSet ships it."""
+    body = "".join(
+        f'{int(i)},{mid},"{str(name).replace(chr(34), chr(34) * 2)}"\n'
+        for i, mid, name in zip(table["index"], table["mid"], table["display_name"])
+    )
+    return atomic_write_text(path, ",".join(AUDIOSET_CLASS_COLUMNS) + "\n" + body)
+
+
+def read_audioset_classes(path: PathLike) -> pd.DataFrame:
+    path, text = _read_text(path, "AudioSet class list (class_labels_indices.csv)")
+    parsers = {"index": _as_int, "mid": lambda p, l, f, v: _mids(p, l, f, v)[0], "display_name": _as_text}
+    table = _table(path, text, AUDIOSET_CLASS_COLUMNS, parsers).astype({"index": "int64"})
+    if table["mid"].duplicated().any():
+        dup = table.index[table["mid"].duplicated()][0]
+        raise _bad(path, int(dup) + 2, "mid", table["mid"][dup], "unique (it appears twice)")
+    return table
+
+
+def audioset_clip_path(root: PathLike, row: Any) -> Path:
+    """``<root>/clips/<YTID>_<int(start)>.mp4``, or the ``.wav`` beside it when only that exists."""
+    ytid = safe_id(_field(row, "YTID"), "YTID")
+    stem = Path(root) / "clips" / f"{ytid}_{int(float(_field(row, 'start_seconds')))}"
+    mp4, wav = stem.with_name(stem.name + ".mp4"), stem.with_name(stem.name + ".wav")
+    return wav if not mp4.exists() and wav.exists() else mp4
+
+
+# --------------------------------------------------------------------------------------------
+# MSR-VTT
+
+
+def write_msrvtt_info(path: PathLike, videos: pd.DataFrame, sentences: pd.DataFrame, info: Mapping[str, Any] | None = None) -> Path:
+    """``videodatainfo.json`` with MSR-VTT's key names (``"start time"`` has a space)."""
+    payload = {
+        "info": dict(info or {"contributor": "cmgh synthetic", "data_created": "2016-04-01", "version": "1.0", "year": "2016"}),
+        "videos": [
+            {
+                "category": int(v.category),
+                "url": str(v.url),
+                "video_id": str(v.video_id),
+                "start time": float(v.start_time),
+                "end time": float(v.end_time),
+                "split": str(v.split),
+                "id": int(v.id),
+            }
+            for v in videos.itertuples(index=False)
+        ],
+        "sentences": [
+            {"caption": str(s.caption), "video_id": str(s.video_id), "sen_id": int(s.sen_id)} for s in sentences.itertuples(index=False)
+        ],
+    }
+    return atomic_write_text(path, json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+def _entry(path: Path, where: str, entry: Any, key: str, kind: str) -> Any:
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: {where}: {type(entry).__name__} is not an object")
+    if key not in entry:
+        raise DataError(f"{path}: {where}: missing field '{key}'")
+    value = entry[key]
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise _bad(path, where, key, value, "an integer")
+        return _as_int(path, where, key, value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise _bad(path, where, key, value, "a number")
+        return _as_float(path, where, key, value)
+    if not isinstance(value, str) or (kind == "nonempty" and not value.strip()):
+        raise _bad(path, where, key, value, "a non-empty string" if kind == "nonempty" else "a string")
+    return value
+
+
+def read_msrvtt_info(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(videos[video_id, category, url, start_time, end_time, split, id], sentences[caption, video_id, sen_id])``."""
+    path, data = _load_json(path, "MSR-VTT annotations (videodatainfo.json)")
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: top level is a {type(data).__name__}, expected an object with videos and sentences")
+    for key in ("videos", "sentences"):
+        if key not in data:
+            raise DataError(f"{path}: missing key '{key}' (expected an object with 'videos' and 'sentences' lists)")
+        if not isinstance(data[key], list):
+            raise DataError(f"{path}: '{key}' is a {type(data[key]).__name__}, expected a list")
+    videos: dict[str, list[Any]] = {c: [] for c in MSRVTT_VIDEO_COLUMNS}
+    for i, v in enumerate(data["videos"]):
+        where = f"videos[{i}]"
+        videos["video_id"].append(_entry(path, where, v, "video_id", "nonempty"))
+        videos["category"].append(_entry(path, where, v, "category", "int"))
+        videos["url"].append(_entry(path, where, v, "url", "str"))
+        videos["start_time"].append(_entry(path, where, v, "start time", "float"))
+        videos["end_time"].append(_entry(path, where, v, "end time", "float"))
+        split = _entry(path, where, v, "split", "nonempty")
+        if split not in MSRVTT_SPLITS:
+            raise _bad(path, where, "split", split, f"one of {', '.join(MSRVTT_SPLITS)}")
+        videos["split"].append(split)
+        videos["id"].append(_entry(path, where, v, "id", "int"))
+    sentences: dict[str, list[Any]] = {c: [] for c in MSRVTT_SENTENCE_COLUMNS}
+    for i, s in enumerate(data["sentences"]):
+        where = f"sentences[{i}]"
+        sentences["caption"].append(_entry(path, where, s, "caption", "str"))
+        sentences["video_id"].append(_entry(path, where, s, "video_id", "nonempty"))
+        sentences["sen_id"].append(_entry(path, where, s, "sen_id", "int"))
+    vdf = pd.DataFrame(videos, columns=list(MSRVTT_VIDEO_COLUMNS))
+    vdf = vdf.astype({"category": "int64", "start_time": "float64", "end_time": "float64", "id": "int64"})
+    sdf = pd.DataFrame(sentences, columns=list(MSRVTT_SENTENCE_COLUMNS)).astype({"sen_id": "int64"})
+    return vdf, sdf
+
+
+def write_msrvtt_test(path: PathLike, table: pd.DataFrame) -> Path:
+    return _write_csv(path, MSRVTT_TEST_COLUMNS, table[list(MSRVTT_TEST_COLUMNS)].itertuples(index=False))
+
+
+def read_msrvtt_test(path: PathLike) -> pd.DataFrame:
+    """1k-A style test queries ``key,vid_key,video_id,sentence`` (one caption per test video)."""
+    path, text = _read_text(path, "MSR-VTT 1k-A test CSV")
+    return _table(path, text, MSRVTT_TEST_COLUMNS, {"sentence": _keep}, optional_index=True)

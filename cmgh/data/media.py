@@ -1,0 +1,247 @@
+"""PyAV helpers: write and read the mp4 clips of every dataset (H.264/MPEG-4 video + AAC audio).
+
+Writing is deterministic: same arrays in, same bytes out. We get there by single-threaded
+encoders (``threads=1``: x264's frame threads otherwise make rate control depend on timing),
+ffmpeg's ``bitexact`` flags on the muxer and both codecs (no encoder version strings) and no
+creation time in the container. ``tests/data/test_media.py`` checks two writes byte for byte.
+
+Reading never trusts the file: anything FFmpeg cannot open or decode becomes a
+:class:`~cmgh.errors.DataError` whose message says ``missing`` or ``corrupt: <reason>``, which the
+feature extractor records in its manifest instead of crashing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from cmgh.errors import DataError
+from cmgh.io import atomic_path
+
+VIDEO_CODECS = {"h264": "libx264", "mpeg4": "mpeg4"}
+AUDIO_FRAME = 1024  # samples per AAC frame
+_EPS = 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def write_mp4(
+    path: str | os.PathLike[str],
+    frames: np.ndarray,
+    fps: int,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    video_codec: str = "h264",
+) -> Path:
+    """Encode ``frames`` (uint8 [T,H,W,3]) and optional mono ``audio`` (float32 [S] in [-1, 1]).
+
+    The file appears atomically (temp file in the same folder, then rename), so a crash never
+    leaves a truncated clip that a later run would mistake for a finished one.
+    """
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be uint8 [T,H,W,3] with T >= 1, got {frames.dtype} {frames.shape}")
+    _, height, width, _ = frames.shape
+    if video_codec not in VIDEO_CODECS:
+        raise ValueError(f"video_codec {video_codec!r} is not one of {', '.join(VIDEO_CODECS)}")
+    if (height % 2 or width % 2) and video_codec == "h264":
+        raise ValueError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        _encode(tmp, frames, int(fps), audio, int(sample_rate), video_codec)
+    return target
+
+
+def _encode(tmp: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, sample_rate: int, codec: str) -> None:
+    # The temp name ends in .tmp, so name the muxer explicitly.
+    with av.open(str(tmp), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        _, height, width, _ = frames.shape
+        vstream = container.add_stream(VIDEO_CODECS[codec], rate=fps)
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        vstream.codec_context.time_base = Fraction(1, fps)
+        if codec == "h264":
+            # mbtree=0: x264's macroblock-tree rate control gave run-to-run differences on tiny frames
+            # (bytes depended on heap state, seen at 64x64); without it two writes are identical.
+            vstream.codec_context.options = {
+                "threads": "1", "preset": "veryfast", "crf": "20", "flags": "+bitexact", "x264-params": "mbtree=0",
+            }
+        else:
+            # Constant quantiser 4 (ffmpeg's -q:v 4 = flag qscale + global_quality 4 * FF_QP2LAMBDA).
+            vstream.codec_context.options = {"threads": "1", "flags": "+bitexact+qscale", "global_quality": str(4 * 118)}
+        vstream.codec_context.thread_count = 1
+        astream = None
+        if audio is not None:
+            astream = container.add_stream("aac", rate=sample_rate)
+            astream.layout = "mono"
+            astream.codec_context.options = {"flags": "+bitexact", "aac_coder": "fast"}
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            container.mux(vstream.encode(frame))
+        container.mux(vstream.encode(None))
+        if astream is not None:
+            wave = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+            for start in range(0, len(wave), AUDIO_FRAME):
+                chunk = np.ascontiguousarray(wave[None, start : start + AUDIO_FRAME])
+                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                aframe.sample_rate = sample_rate
+                aframe.pts = start
+                aframe.time_base = Fraction(1, sample_rate)
+                container.mux(astream.encode(aframe))
+            container.mux(astream.encode(None))
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+@contextmanager
+def _open(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Open for reading; FFmpeg failures become DataError naming the file (missing / corrupt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing (no such media file)")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt: cannot open ({_reason(exc)})") from None
+    try:
+        yield container
+    except (av.error.FFmpegError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{path}: corrupt: cannot decode ({_reason(exc)})") from None
+    finally:
+        container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return text[:200]
+
+
+def _video_stream(container: Any, path: Path) -> Any:
+    if not container.streams.video:
+        raise DataError(f"{path}: corrupt: no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "SLICE"  # frame threads would add latency without helping tiny clips
+    return stream
+
+
+def _seek(container: Any, stream: Any, seconds: float) -> None:
+    """Seek to the keyframe at or before ``seconds`` (nothing to do at the start)."""
+    if seconds <= 0 or stream.time_base is None:
+        return
+    container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
+
+
+def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Duration, frame rate, size, audio rate and frame count from the container headers."""
+    path = Path(path)
+    with _open(path) as container:
+        vstream = _video_stream(container, path)
+        duration = None
+        if vstream.duration is not None and vstream.time_base is not None:
+            duration = float(vstream.duration * vstream.time_base)
+        if duration is None and container.duration is not None:
+            duration = container.duration / av.time_base
+        rate = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
+        fps = float(rate) if rate else 0.0
+        num_frames = int(vstream.frames or 0)
+        if not num_frames and duration and fps:
+            num_frames = int(round(duration * fps))
+        audio = container.streams.audio[0] if container.streams.audio else None
+        return {
+            "duration": float(duration or 0.0),
+            "fps": fps,
+            "width": int(vstream.codec_context.width),
+            "height": int(vstream.codec_context.height),
+            "sample_rate": int(audio.codec_context.sample_rate) if audio is not None else 0,
+            "num_frames": num_frames,
+            "has_audio": audio is not None,
+            "video_codec": vstream.codec_context.name,
+            "audio_codec": audio.codec_context.name if audio is not None else None,
+        }
+
+
+def decode_video(path: str | os.PathLike[str], start: float, num_frames: int, fps: float) -> np.ndarray:
+    """``num_frames`` RGB frames sampled at ``fps`` from ``start`` seconds: uint8 [T,H,W,3].
+
+    Each sample time takes the frame on screen at that moment (the last one with a timestamp at
+    or before it); past the end of the clip the last frame repeats, so short clips still fill T.
+    """
+    path = Path(path)
+    if num_frames < 1 or fps <= 0:
+        raise ValueError(f"need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
+    targets = float(start) + np.arange(num_frames) / float(fps)
+    chosen: list[Any] = []
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        _seek(container, stream, float(start))
+        previous = None
+        for frame in container.decode(stream):
+            t = frame.time if frame.time is not None else 0.0
+            while len(chosen) < num_frames and t > targets[len(chosen)] + _EPS:
+                chosen.append(previous if previous is not None else frame)
+            if len(chosen) == num_frames:
+                break
+            previous = frame
+        if previous is None and not chosen:
+            raise DataError(f"{path}: corrupt: no decodable video frames")
+        while len(chosen) < num_frames:
+            chosen.append(previous if previous is not None else chosen[-1])
+        cache: dict[int, np.ndarray] = {}
+        images = []
+        for frame in chosen:
+            key = id(frame)
+            if key not in cache:
+                cache[key] = frame.to_ndarray(format="rgb24")
+            images.append(cache[key])
+    return np.stack(images).astype(np.uint8, copy=False)
+
+
+def decode_audio(path: str | os.PathLike[str], start: float, duration: float, sample_rate: int) -> np.ndarray:
+    """Mono float32 waveform of ``duration`` seconds from ``start``, resampled to ``sample_rate``.
+
+    Exactly ``round(duration * sample_rate)`` samples: zeros where the file has no audio (before
+    its start, past its end, or no audio stream at all, which is legitimate for some real clips).
+    """
+    path = Path(path)
+    length = int(round(float(duration) * sample_rate))
+    out = np.zeros(length, dtype=np.float32)
+    with _open(path) as container:
+        if not container.streams.audio:
+            return out
+        stream = container.streams.audio[0]
+        margin = 0.1  # resampler warm-up before the window
+        _seek(container, stream, float(start) - margin)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
+        chunks: list[np.ndarray] = []
+        t0: float | None = None
+        stop = float(start) + float(duration) + margin
+        for frame in container.decode(stream):
+            if t0 is None:
+                t0 = float(frame.time) if frame.time is not None else 0.0
+            for res in resampler.resample(frame):
+                chunks.append(res.to_ndarray().reshape(-1))
+            if frame.time is not None and frame.time > stop:
+                break
+        for res in resampler.resample(None):
+            chunks.append(res.to_ndarray().reshape(-1))
+    if t0 is None or not chunks:
+        return out
+    wave = np.concatenate(chunks).astype(np.float32, copy=False)
+    offset = int(round((float(start) - t0) * sample_rate))
+    src_lo, dst_lo = max(offset, 0), max(-offset, 0)
+    n = min(len(wave) - src_lo, length - dst_lo)
+    if n > 0:
+        out[dst_lo : dst_lo + n] = wave[src_lo : src_lo + n]
+    return out
