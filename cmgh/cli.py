@@ -62,6 +62,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     from cmgh.train.loop import RunSpec, pretrain
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = _load(args)
     out = Path(args.out) if args.out else cfg.path("results") / "pretrain" / args.backbone / args.variant / f"seed{args.seed}"
     spec = RunSpec(backbone=args.backbone, variant=args.variant, seed=args.seed, out=out)
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--out", default=None, help="default: results/pretrain/{backbone}/{variant}/seed{seed}")
     pre.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    pre.add_argument("--threads", type=int, default=None, help="torch intra-op threads (the rule passes its own)")
     pre.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
     pre.set_defaults(func=cmd_pretrain)
 

@@ -43,8 +43,23 @@ def cmgh_cmd(*args):
     return [sys.executable, "-m", "cmgh.cli", *args, "--config", RESOLVED_CONFIG]
 
 
+def variant_slice(variant):
+    """The resolved config a variant trains with (minus paths): a changed knob reruns only its branch."""
+    tree = cmgh_config.for_variant(CFG, variant).to_dict()
+    return json.dumps({k: tree[k] for k in ("data", "features", "model", "pretrain")}, sort_keys=True)
+
+
+def run_grid():
+    """(backbone, variant, seed) of every pre-training run the config asks for."""
+    return [(b, v, s) for b in CFG.model.backbones for v in CFG.variants for s in CFG.pretrain.seeds]
+
+
+def pretrain_targets():
+    return [f"{RESULTS}/pretrain/{b}/{v}/seed{s}/summary.json" for b, v, s in run_grid()]
+
+
 def all_targets():
-    return [f"{FEATURES}/{name}/index.parquet" for name in DATASETS]
+    return [f"{FEATURES}/{name}/index.parquet" for name in DATASETS] + pretrain_targets()
 
 
 def run_logged(args, log_file):
