@@ -57,6 +57,7 @@ class DecodeSpec:
     max_tokens: int
     candidates: int
     with_text: bool
+    video_optional: bool = False  # AudioSet clips may be audio-only .wav files
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Decoded:
     item_id: str
     status: str
     arrays: dict[str, np.ndarray] | None = None
+    has_video: bool = True
 
 
 def feature_dir(cfg: Config, dataset: str) -> Path:
@@ -112,15 +114,21 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
     try:
         start = item.start
         if start is None:
-            duration = media.probe(item.source)["duration"]
+            duration = media.duration(item.source)
             start = max(0.0, (duration - length) / 2.0)
-        frames = media.decode_video(item.source, start, spec.frames, spec.fps)
+        video: np.ndarray | None = _resize_crop(media.decode_video(item.source, start, spec.frames, spec.fps), spec.size)
+    except DataError as exc:
+        if not (spec.video_optional and str(exc).endswith("no video stream")):
+            return _failed(item, exc)
+        video = None
+    try:
         audio = media.decode_audio(item.source, start, length, spec.sample_rate)
     except DataError as exc:
-        reason = str(exc).split("corrupt: ", 1)[-1]
-        status = "missing" if not Path(item.source).exists() else f"corrupt: {reason}"
-        return Decoded(item.item_id, status)
-    arrays = {"video": _resize_crop(frames, spec.size), "audio": np.asarray(audio, dtype=np.float32)}
+        return _failed(item, exc)
+    has_video = video is not None
+    if video is None:
+        video = np.zeros((spec.frames, spec.size, spec.size, 3), np.uint8)
+    arrays = {"video": video, "audio": np.asarray(audio, dtype=np.float32)}
     if spec.with_text:
         assert _VOCAB is not None, "worker started without a vocabulary"
         text = np.zeros((spec.candidates, spec.max_tokens), dtype=np.int32)
@@ -129,7 +137,12 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
             text[k] = _VOCAB.encode(caption, spec.max_tokens)
             mask[k] = True
         arrays["text"], arrays["text_mask"] = text, mask
-    return Decoded(item.item_id, "ok", arrays)
+    return Decoded(item.item_id, "ok", arrays, has_video)
+
+
+def _failed(item: Item, exc: DataError) -> Decoded:
+    reason = str(exc).split("corrupt: ", 1)[-1]
+    return Decoded(item.item_id, "missing" if not Path(item.source).exists() else f"corrupt: {reason}")
 
 
 def _decode_star(args: tuple[Item, DecodeSpec]) -> Decoded:
@@ -172,7 +185,7 @@ def _write_shard(shards: Path, k: int, spec: DecodeSpec, decoded: list[Decoded],
     for name in names:
         array = np.stack([d.arrays[name] for d in ok]) if ok else empty[name]  # type: ignore[index]
         _save_npy(shards / f"{k:05d}.{name}.npy", array)
-    records = [{"item_id": d.item_id, "status": d.status} for d in decoded]
+    records = [{"item_id": d.item_id, "status": d.status, "has_video": d.has_video} for d in decoded]
     atomic_write_json(shards / f"{k:05d}.json", {"fingerprint": fp, "items": records})
 
 
@@ -191,7 +204,7 @@ def _decoded_stream(todo: list[Item], spec: DecodeSpec, workers: int, vocab_file
         yield from pool.map(_decode_star, [(it, spec) for it in todo], chunksize=4)
 
 
-def decode_spec(cfg: Config, with_text: bool) -> DecodeSpec:
+def decode_spec(cfg: Config, with_text: bool, video_optional: bool = False) -> DecodeSpec:
     f = cfg.features
     return DecodeSpec(
         frames=int(f.video.frames),
@@ -201,6 +214,7 @@ def decode_spec(cfg: Config, with_text: bool) -> DecodeSpec:
         max_tokens=int(f.text.max_tokens),
         candidates=int(f.text.candidates),
         with_text=with_text,
+        video_optional=video_optional,
     )
 
 
@@ -213,7 +227,7 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     shards = out / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     with_text = dataset == "howto100m"
-    spec = decode_spec(cfg, with_text)
+    spec = decode_spec(cfg, with_text, video_optional=dataset == "audioset")
     vocab_file = str(vocab_path(cfg)) if with_text or dataset == "msrvtt" else None
     vocab = Vocabulary.load(vocab_file) if vocab_file else None
 
@@ -273,7 +287,9 @@ def _tables(root: Path, shards: Path, groups: list[list[Item]]) -> tuple[pd.Data
             source = os.path.relpath(item.source, root)
             manifest_rows.append({"item_id": item.item_id, "source": source, "status": status})
             if status == "ok":
-                index_rows.append({"item_id": item.item_id, "shard": k, "row": row, "source": source, **item.meta})
+                index_rows.append(
+                    {"item_id": item.item_id, "shard": k, "row": row, "source": source, "has_video": record.get("has_video", True), **item.meta}
+                )
                 row += 1
     return pd.DataFrame(index_rows), pd.DataFrame(manifest_rows, columns=["item_id", "source", "status"])
 

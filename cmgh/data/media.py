@@ -143,6 +143,18 @@ def _seek(container: Any, stream: Any, seconds: float) -> None:
     container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
 
 
+def duration(path: str | os.PathLike[str]) -> float:
+    """Seconds of media in the file, from the container (works for audio-only files too)."""
+    path = Path(path)
+    with _open(path) as container:
+        if container.duration is not None:
+            return container.duration / av.time_base
+        stream = (container.streams.video or container.streams.audio or [None])[0]
+        if stream is None or stream.duration is None or stream.time_base is None:
+            raise DataError(f"{path}: corrupt: no duration in the container")
+        return float(stream.duration * stream.time_base)
+
+
 def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Duration, frame rate, size, audio rate and frame count from the container headers."""
     path = Path(path)

@@ -150,3 +150,33 @@ def test_vocabulary_is_deterministic_and_round_trips(tmp_path: Path) -> None:
 def test_missing_features_give_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="index.parquet: feature index not found"):
         ShardedClips(tmp_path)
+
+
+def test_audio_only_wav_clips_are_accepted_for_audioset(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    import av
+
+    cfg = copy_world(tiny_world, tmp_path)
+    clips = sorted((cfg.path("data") / "audioset" / "clips").glob("*.mp4"))
+    source = clips[0]
+    from cmgh.data import media
+
+    media_audio = media.decode_audio(source, 0.0, media.duration(source), 16000)
+    wav = source.with_suffix(".wav")
+    with av.open(str(wav), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray((media_audio[None, :] * 32767).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    source.unlink()
+    shutil.rmtree(features.feature_dir(cfg, "audioset"))
+    features.extract(cfg, "audioset")
+    index = pd.read_parquet(features.feature_dir(cfg, "audioset") / "index.parquet").set_index("source")
+    assert not bool(index.loc[f"clips/{wav.name}", "has_video"])
+    assert index["has_video"].sum() == len(index) - 1
+    dataset = ShardedClips(features.feature_dir(cfg, "audioset"))
+    row = int(np.flatnonzero(~dataset.index["has_video"].to_numpy())[0])
+    sample = dataset[row]
+    assert float(sample["audio"].abs().max()) > 0.01 and int(sample["video"].sum()) == 0
