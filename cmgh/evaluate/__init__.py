@@ -1,0 +1,1 @@
+"""Evaluation: the downstream metrics (classification, multi-label tagging, retrieval, noise detection)."""
