@@ -53,7 +53,8 @@ def _tensor(x: Any, name: str) -> Tensor:
     if isinstance(x, Tensor):
         return x.detach()
     try:
-        return torch.as_tensor(np.asarray(x))
+        array = np.asarray(x)
+        return torch.as_tensor(array if array.flags.writeable else array.copy())  # read-only views (pandas) are copied
     except (TypeError, ValueError, RuntimeError) as exc:
         raise DataError(f"{name}: cannot convert {type(x).__name__} to a tensor ({exc})") from None
 

@@ -1,0 +1,53 @@
+"""Noise detection over training: ground-truth join and AUROC per indicator and step window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cmgh import config as config_mod
+from cmgh.data import formats
+from cmgh.evaluate.training_noise import INDICATORS, auroc_over_training, label_clips
+from cmgh.train.loop import RunSpec, pretrain
+
+
+def test_clips_take_the_label_of_the_segment_they_fall_in(tiny_world: config_mod.Config) -> None:
+    index = pd.read_parquet(tiny_world.path("features") / "howto100m" / "index.parquet")
+    noise = formats.read_noise_labels(tiny_world.path("data") / "howto100m" / "noise_labels.csv")
+    truth = label_clips(index, noise).set_index("item_id")
+    assert len(truth) == len(index)
+    for row in index.itertuples():
+        seg = noise[(noise.video_id == row.video_id) & (noise.clip_start <= row.clip_start + 1e-6) & (noise.clip_end > row.clip_start + 1e-6)]
+        assert len(seg) == 1
+        assert truth.at[row.item_id, "audio"] == 1 - seg.audio_aligned.iloc[0]
+        assert truth.at[row.item_id, "text"] == 1 - seg.text_aligned.iloc[0]
+    rates = tiny_world.data.noise
+    assert abs(truth["audio"].mean() - rates.audio_rate) < 0.05 and abs(truth["text"].mean() - rates.text_rate) < 0.05
+
+
+def test_auroc_over_training_reads_real_dumps(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = config_mod.with_overrides(
+        tiny_world,
+        ["pretrain.batch_size=8", "pretrain.steps=6", "pretrain.score_every=1", "model.width=32", "model.heads=2", "model.depth=1",
+         "variants.probe={pretrain: {harmonize: {meeting_point: parameters}}}"],
+    )
+    run = tmp_path / "run"
+    pretrain(cfg, RunSpec("ms", "probe", 0, run))
+    table = auroc_over_training(run, cfg.path("data"), cfg.path("features"), window=3)
+    assert table["step"].tolist() == [0, 3]
+    assert (table["n"] == 24).all()  # 3 steps x batch 8 = one epoch of the 24 tiny clips
+    values = table[[c for c in table.columns if "/" in c]].to_numpy(dtype=float)
+    assert np.all(np.isnan(values) | ((values >= 0) & (values <= 1)))
+    assert {c.split("/")[0] for c in table.columns if "/" in c} == set(INDICATORS)
+
+    # An oracle score (the ground truth itself) must give AUROC 1: the join and direction are right.
+    index = pd.read_parquet(cfg.path("features") / "howto100m" / "index.parquet")
+    truth = label_clips(index, formats.read_noise_labels(cfg.path("data") / "howto100m" / "noise_labels.csv")).set_index("item_id")
+    for dump in (run / "scores").glob("step_*.csv"):
+        scores = pd.read_csv(dump)
+        scores["loss_va"] = truth.loc[scores["item_id"], "audio"].to_numpy()
+        scores.to_csv(dump, index=False)
+    oracle = auroc_over_training(run, cfg.path("data"), cfg.path("features"), window=3)
+    assert (oracle["loss_va/audio"] == 1.0).all()
