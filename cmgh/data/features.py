@@ -199,7 +199,7 @@ def _decoded_stream(todo: list[Item], spec: DecodeSpec, workers: int, vocab_file
         for item in todo:
             yield decode_item(item, spec)
         return
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # like torch DataLoader workers: no re-import of torch per worker
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(vocab_file,)) as pool:
         yield from pool.map(_decode_star, [(it, spec) for it in todo], chunksize=4)
 
