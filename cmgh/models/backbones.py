@@ -34,14 +34,22 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
         self.dropout = dropout
+        # False = explicit softmax attention (same maths): used under torch.func.vmap, which has
+        # no batching rule for the fused CPU kernel and would fall back to a slow loop.
+        self.fused = True
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        p = self.dropout if self.training else 0.0
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            y = F.dropout(scores.softmax(dim=-1), p=p, training=p > 0) @ v
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 

@@ -1,0 +1,198 @@
+"""VATT: Video-Audio-Text Transformer (Akbari et al., NeurIPS 2021), the model CMGH trains.
+
+:class:`VATT` = tokenizers (:mod:`.tokenizers`) + a backbone (:mod:`.backbones`, ``ms`` or ``ma``)
++ fine-and-coarse heads (:mod:`.heads`). It knows nothing about training: ``encode`` gives the
+modality representations, ``heads`` the common-space embeddings, and the trainer decides what to
+do with them. The split between the two is the *meeting point* of CMGH: both objectives read the
+same ``video_rep``, so the trainer can take per-sample gradients there (through the small heads
+only) before running one backward pass through the backbone (:mod:`cmgh.harmonize.gradients`).
+
+Batch keys read: ``video`` uint8 ``[B,T,H,W,3]``, ``audio`` float ``[B,S]``, ``text`` int64
+``[B,K,L]`` (0 = padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from cmgh.models.backbones import Tail, build_backbone
+from cmgh.models.heads import FineCoarseHeads
+from cmgh.models.tokenizers import LogMelTokenizer, TextTokenizer, VideoTokenizer, WaveformTokenizer, drop_tokens
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+class VATT(nn.Module):
+    """Tokenizers + backbone + heads.
+
+    Args:
+        cfg_model: the ``model`` section of the config (a :class:`cmgh.config.Config` or a mapping).
+        backbone: ``"ms"`` (modality-specific) or ``"ma"`` (modality-agnostic, shared Transformer).
+        vocab_size: text vocabulary size (ids ``0`` = padding, ``1`` = unknown).
+        video_shape: ``(T, H, W)`` of the input clips.
+        audio_samples: waveform samples per clip.
+        max_tokens: longest caption (text position table size).
+        audio_sample_rate: only used by the ``logmel`` audio tokenizer.
+    """
+
+    def __init__(
+        self,
+        cfg_model: Any,
+        backbone: str,
+        vocab_size: int,
+        video_shape: Sequence[int] = (8, 32, 32),
+        audio_samples: int = 16000,
+        max_tokens: int = 16,
+        audio_sample_rate: int = 8000,
+    ) -> None:
+        super().__init__()
+        width = int(_get(cfg_model, "width", 64))
+        self.backbone_name = backbone
+        self.droptoken = float(_get(cfg_model, "droptoken", 0.0))
+        self.video_tok = VideoTokenizer(width, _get(cfg_model, "video_patch", (2, 8, 8)), video_shape)
+        audio_patch = int(_get(cfg_model, "audio_patch", 200))
+        if _get(cfg_model, "audio_tokenizer", "waveform") == "logmel":
+            self.audio_tok: nn.Module = LogMelTokenizer(width, audio_patch, audio_samples, audio_sample_rate)
+        else:
+            self.audio_tok = WaveformTokenizer(width, audio_patch, audio_samples)
+        self.text_tok = TextTokenizer(width, vocab_size, int(_get(cfg_model, "text_embed_dim", 64)), max_tokens)
+        self.backbone = build_backbone(
+            backbone,
+            width,
+            int(_get(cfg_model, "depth", 2)),
+            int(_get(cfg_model, "heads", 4)),
+            float(_get(cfg_model, "mlp_ratio", 4.0)),
+            float(_get(cfg_model, "dropout", 0.0)),
+        )
+        self.head = FineCoarseHeads(width, int(_get(cfg_model, "va_dim", 64)), int(_get(cfg_model, "vat_dim", 32)))
+        self.width = width
+
+    # -- per-modality representations ---------------------------------------------------------
+    def video_rep(self, video: Tensor, hidden_blocks: int = 0) -> tuple[Tensor, Tensor | None]:
+        tokens = self.video_tok(video)
+        if self.training:
+            tokens = drop_tokens(tokens, self.droptoken)
+        return self.backbone("video", tokens, None, hidden_blocks)
+
+    def audio_rep(self, audio: Tensor) -> Tensor:
+        tokens = self.audio_tok(audio)
+        if self.training:
+            tokens = drop_tokens(tokens, self.droptoken)
+        return self.backbone("audio", tokens)[0]
+
+    def text_rep(self, text: Tensor) -> Tensor:
+        """``[..., L]`` ids -> ``[..., D]``; padding (id 0) is masked out of attention.
+
+        DropToken is not applied to text (captions are short and padded; VATT drops video and
+        audio tokens).
+        """
+        lead = text.shape[:-1]
+        tokens, mask = self.text_tok(text.reshape(-1, text.shape[-1]))
+        return self.backbone("text", tokens, mask)[0].reshape(*lead, self.width)
+
+    # -- training interface -------------------------------------------------------------------
+    def encode(self, batch: Mapping[str, Tensor], hidden_blocks: int = 0) -> dict[str, Tensor]:
+        """Representations: ``video_rep [B,D]`` (read by both heads), ``audio_rep [B,D]``, ``text_rep [B,K,D]``.
+
+        With ``hidden_blocks = k > 0`` also ``video_hidden [B,1+N,D]``: the input of the video
+        pathway's last ``k`` blocks (see :meth:`video_tail`).
+        """
+        video_rep, hidden = self.video_rep(batch["video"], hidden_blocks)
+        out = {"video_rep": video_rep, "audio_rep": self.audio_rep(batch["audio"]), "text_rep": self.text_rep(batch["text"])}
+        if hidden is not None:
+            out["video_hidden"] = hidden
+        return out
+
+    def heads(self, reps: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Common-space embeddings ``z_va_video, z_va_audio [B,va_dim]``, ``z_vat_video [B,vat_dim]``, ``z_vat_text [B,K,vat_dim]``."""
+        return self.head(reps["video_rep"], reps["audio_rep"], reps["text_rep"])
+
+    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        reps = self.encode(batch)
+        return {**reps, **self.heads(reps)}
+
+    def video_tail(self, blocks: int) -> Tail:
+        """The last ``blocks`` blocks (+ final norm, [AGG] readout) of the video pathway.
+
+        For ``ms`` these belong to the video Transformer, for ``ma`` to the shared one.
+        ``tail(encode(batch, hidden_blocks=blocks)["video_hidden"])`` equals ``video_rep``.
+        """
+        return Tail(self.backbone.transformer("video"), blocks)
+
+    # -- downstream evaluation ----------------------------------------------------------------
+    def embed_video(self, video: Tensor, space: str = "rep") -> Tensor:
+        """``space``: ``rep`` (backbone output, for linear probes), ``va`` or ``vat`` (retrieval)."""
+        rep = self.video_rep(video)[0]
+        if space == "rep":
+            return rep
+        z = self.head.video_va(rep)
+        if space == "va":
+            return z
+        if space == "vat":
+            return self.head.va_vat(z)
+        raise ValueError(f"unknown space {space!r} (expected rep, va or vat)")
+
+    def embed_audio(self, audio: Tensor, space: str = "rep") -> Tensor:
+        """``space``: ``rep`` or ``va``."""
+        rep = self.audio_rep(audio)
+        if space == "rep":
+            return rep
+        if space == "va":
+            return self.head.audio_va(rep)
+        raise ValueError(f"unknown space {space!r} (expected rep or va)")
+
+    def embed_text(self, text: Tensor, space: str = "vat") -> Tensor:
+        """``[..., L]`` ids -> ``[..., vat_dim]`` (``vat``) or ``[..., D]`` (``rep``)."""
+        rep = self.text_rep(text)
+        if space == "rep":
+            return rep
+        if space == "vat":
+            return self.head.text_vat(rep)
+        raise ValueError(f"unknown space {space!r} (expected rep or vat)")
+
+
+def build_model(
+    cfg: Any,
+    backbone: str,
+    vocab_size: int | None = None,
+    video_shape: Sequence[int] | None = None,
+    audio_samples: int | None = None,
+    max_tokens: int | None = None,
+    audio_sample_rate: int | None = None,
+) -> VATT:
+    """Build :class:`VATT` from the full config (shapes derived from ``features``) or from ``model`` alone.
+
+    With the full tree, defaults come from ``features``: ``video_shape = (frames, size, size)``,
+    ``audio_samples = round(sample_rate * frames / fps)`` (the clip's duration),
+    ``max_tokens`` and ``vocab_size`` from ``features.text``. Explicit arguments win (the
+    data loader knows the true vocabulary size).
+    """
+    features = _get(cfg, "features")
+    model_cfg = _get(cfg, "model", cfg) if features is not None else cfg
+    if features is not None:
+        fv, fa, ft = _get(features, "video"), _get(features, "audio"), _get(features, "text")
+        frames, size, fps = int(_get(fv, "frames")), int(_get(fv, "size")), float(_get(fv, "fps"))
+        sr = int(_get(fa, "sample_rate"))
+        video_shape = video_shape or (frames, size, size)
+        audio_samples = audio_samples or int(round(sr * frames / fps))
+        max_tokens = max_tokens or int(_get(ft, "max_tokens"))
+        vocab_size = vocab_size or int(_get(ft, "vocab_size"))
+        audio_sample_rate = audio_sample_rate or sr
+    if vocab_size is None:
+        raise ValueError("vocab_size is required when building from the model section alone")
+    return VATT(
+        model_cfg,
+        backbone,
+        vocab_size,
+        video_shape or (8, 32, 32),
+        audio_samples or 16000,
+        max_tokens or 16,
+        audio_sample_rate or 8000,
+    )

@@ -1,0 +1,197 @@
+"""Per-sample gradients at the meeting point and the single harmonized backward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jacrev, vmap
+
+from cmgh import losses
+from cmgh.curriculum import Curriculum
+from cmgh.harmonize import (
+    Harmonizer,
+    forward_losses,
+    harmonized_step,
+    objective_cotangents,
+    parameter_gradients,
+    per_sample_gradients,
+)
+from cmgh.models import VATT
+
+CFG = {"width": 16, "depth": 2, "heads": 2, "video_patch": [4, 16, 16], "audio_patch": 1000, "va_dim": 12, "vat_dim": 8,
+       "text_embed_dim": 8}
+TAU = 0.1
+
+
+def make_batch(b: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(2, 50, (b, 3, 6), generator=g)
+    text[:, :, 4:] = 0
+    text_mask = torch.rand(b, 3, generator=g) > 0.3
+    text_mask[:, 0] = True
+    has_text = torch.ones(b, dtype=torch.bool)
+    has_text[1] = has_text[4] = False
+    return {
+        "video": torch.randint(0, 256, (b, 8, 32, 32, 3), dtype=torch.uint8, generator=g),
+        "audio": torch.rand(b, 16000, generator=g) * 2 - 1,
+        "text": text,
+        "text_mask": text_mask,
+        "has_text": has_text,
+    }
+
+
+def make_model(backbone: str = "ms", seed: int = 0) -> VATT:
+    torch.manual_seed(seed)
+    return VATT(CFG, backbone, vocab_size=50, max_tokens=6)
+
+
+def plain_grads(model: VATT, batch: dict, w: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    z = model(batch)
+    valid = losses.text_valid(batch["text_mask"], batch["has_text"])
+    l_va = losses.nce(z["z_va_video"], z["z_va_audio"], TAU)
+    l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], TAU, valid)
+    losses.objective(l_va, l_vt, valid, 0.7, w, w).total.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def step_grads(model: VATT, batch: dict, harmonizer: Harmonizer, step: int = 0) -> tuple[dict[str, torch.Tensor], object]:
+    model.zero_grad(set_to_none=True)
+    stats = harmonized_step(model, batch, harmonizer, TAU, step)
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, stats
+
+
+def test_cheap_gradients_equal_torch_func_for_separable_loss() -> None:
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    rep = torch.randn(6, 8, requires_grad=True)
+    target = torch.randn(6, 4)
+    l1 = ((head(rep) - target) ** 2).sum(-1)
+    l2 = head(rep).sin().sum(-1)
+    g1, g2 = per_sample_gradients(l1, l2, rep)
+    params = dict(head.named_parameters())
+    ref1 = vmap(grad(lambda r, t: ((functional_call(head, params, (r[None],)) - t) ** 2).sum()))(rep, target)
+    ref2 = vmap(grad(lambda r: functional_call(head, params, (r[None],)).sin().sum()))(rep)
+    torch.testing.assert_close(g1, ref1)
+    torch.testing.assert_close(g2, ref2)
+    e1, _ = per_sample_gradients(l1, l2, rep, exact=True)  # separable: exact == cheap
+    torch.testing.assert_close(e1, g1)
+
+
+def test_batch_coupled_cheap_is_column_sum_exact_is_diagonal() -> None:
+    torch.manual_seed(0)
+    head = nn.Linear(8, 6)
+    rep = torch.randn(5, 8, requires_grad=True)
+    other = torch.randn(5, 6)
+    c = torch.rand(5)
+
+    def loss_fn(r: torch.Tensor) -> torch.Tensor:
+        return losses.nce(head(r), other, TAU)
+
+    l = loss_fn(rep)
+    cheap, _ = per_sample_gradients(l, l, rep, c, c)
+    exact, _ = per_sample_gradients(l, l, rep, c, c, exact=True)
+    jac = jacrev(loss_fn)(rep.detach()) * c[:, None, None]  # [B(loss j), B(sample i), D]
+    torch.testing.assert_close(cheap, jac.sum(0))  # d(sum_j c_j l_j)/d rep_i
+    torch.testing.assert_close(exact, jac.diagonal(dim1=0, dim2=1).T)  # c_i dl_i/d rep_i
+    assert not torch.allclose(cheap, exact)
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+def test_rule_none_equals_plain_backward(backbone: str) -> None:
+    model, batch = make_model(backbone), make_batch()
+    ref = plain_grads(model, batch)
+    got, stats = step_grads(model, batch, Harmonizer("none", vt_weight=0.7))
+    assert set(got) == set(ref)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert stats.weights is None or stats.weights.kept_fraction == 1.0
+
+
+def test_rule_none_with_curriculum_equals_plain_weighted_backward() -> None:
+    model, batch = make_model(), make_batch()
+    cur = Curriculum("cmgh", "conflict", "triplet", "constant", 0, 0.5, 0.5, 10, vt_weight=0.7)
+    got, stats = step_grads(model, batch, Harmonizer("none", vt_weight=0.7, curriculum=cur))
+    w = stats.weights.w_va
+    assert 0 < stats.weights.kept_fraction < 1 and (w == 0).any()
+    ref = plain_grads(model, batch, w)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_cmgh_leaves_audio_text_towers_and_heads_unchanged() -> None:
+    model, batch = make_model("ms"), make_batch()
+    ref = plain_grads(model, batch)
+    got, stats = step_grads(model, batch, Harmonizer("cmgh", vt_weight=0.7))
+    assert stats.conflict_fraction > 0
+    video_changed = False
+    for name in ref:
+        if name.startswith(("audio_tok", "text_tok", "backbone.nets.audio", "backbone.nets.text", "backbone.agg.audio",
+                            "backbone.agg.text", "head.")):
+            torch.testing.assert_close(got[name], ref[name], atol=1e-6, rtol=1e-5, msg=name)
+        elif name.startswith(("video_tok", "backbone.nets.video")):
+            video_changed |= not torch.allclose(got[name], ref[name], atol=1e-6)
+    assert video_changed
+
+
+def test_rows_without_text_receive_only_g_va() -> None:
+    model, batch = make_model(), make_batch()
+    fwd = forward_losses(model, batch, TAU)
+    c_va, c_vt = objective_cotangents(fwd.valid_vt, 1.0)
+    g_va, g_vt = per_sample_gradients(fwd.l_va, fwd.l_vt, fwd.meet, c_va, c_vt)
+    assert (g_vt[~fwd.valid_vt] == 0).all()
+    seen = {}
+    fwd.video_rep.register_hook(lambda g: seen.setdefault("g", g))
+    Harmonizer("cmgh").backward(fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt)
+    torch.testing.assert_close(seen["g"][~fwd.valid_vt], g_va[~fwd.valid_vt])
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+def test_parameter_gradients_sum_to_tail_gradient(backbone: str) -> None:
+    model, batch = make_model(backbone).eval(), make_batch()
+    fwd = forward_losses(model, batch, TAU, hidden_blocks=1)
+    g_va, g_vt = per_sample_gradients(fwd.l_va, fwd.l_vt, fwd.meet)
+    tail = model.video_tail(1)
+    p_va, p_vt = parameter_gradients(tail, fwd.hidden, [g_va, g_vt])
+    params = list(tail.parameters())
+    assert p_va.shape == (8, sum(p.numel() for p in params))
+    ref = torch.autograd.grad(fwd.video_rep, params, grad_outputs=g_va, retain_graph=True)
+    torch.testing.assert_close(p_va.sum(0), torch.cat([r.flatten() for r in ref]), atol=1e-5, rtol=1e-4)
+    row = torch.autograd.grad(fwd.video_rep[3], params, grad_outputs=g_vt[3], retain_graph=True)
+    torch.testing.assert_close(p_vt[3], torch.cat([r.flatten() for r in row]), atol=1e-5, rtol=1e-4)
+
+
+def test_parameters_meeting_point_step() -> None:
+    model, batch = make_model("ma"), make_batch()
+    cur = Curriculum("cmgh", "conflict", "loss", "constant", 0, 0.5, 0.5, 10)
+    harm = Harmonizer("cmgh", meeting_point="parameters", parameter_blocks=1, curriculum=cur)
+    assert harm.hidden_blocks == 1
+    got, stats = step_grads(model, batch, harm)
+    assert stats.cosine.shape == (8,) and (stats.cosine.abs() <= 1 + 1e-6).all()
+    assert (stats.cosine[~losses.text_valid(batch["text_mask"], batch["has_text"])] == 0).all()
+    assert not torch.allclose(stats.cosine, stats.cosine_representation)
+    assert (stats.weights.w_va == 1).all() and (stats.weights.w_vt == 0).any()  # loss granularity keeps VA
+    assert all(torch.isfinite(g).all() for g in got.values())
+
+
+def test_loss_scorer_and_exact_mode_run() -> None:
+    model, batch = make_model(), make_batch()
+    cur = Curriculum("cmgh", "loss", "triplet", "linear", 0, 0.5, 0.5, 10)
+    harm = Harmonizer("pcgrad", curriculum=cur, exact=True)
+    got, stats = step_grads(model, batch, harm)
+    assert stats.weights.kept.sum() < 8 and all(torch.isfinite(g).all() for g in got.values())
+
+
+def test_gradvac_state_round_trip(tiny_config) -> None:
+    model, batch = make_model(), make_batch()
+    pre = tiny_config.to_dict()["pretrain"]
+    pre["harmonize"]["rule"] = "gradvac"
+    harm = Harmonizer.from_config(pre)
+    step_grads(model, batch, harm)
+    state = harm.state_dict()
+    assert "phi_hat" in state["rule_state"]
+    fresh = Harmonizer.from_config(pre)
+    fresh.load_state_dict(state)
+    assert fresh.state == harm.state
+    Harmonizer.from_config(tiny_config.pretrain)  # a Config view works as well
