@@ -60,6 +60,7 @@ def cmd_data_extract(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cmgh.track import open_tracker
     from cmgh.train.loop import RunSpec, pretrain
 
     if args.threads:
@@ -69,7 +70,47 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = _load(args)
     out = Path(args.out) if args.out else cfg.path("results") / "pretrain" / args.backbone / args.variant / f"seed{args.seed}"
     spec = RunSpec(backbone=args.backbone, variant=args.variant, seed=args.seed, out=out)
-    print(pretrain(cfg, spec, resume=not args.restart, stop_after=args.stop_after))
+    run_cfg = config_mod.for_variant(cfg, args.variant)
+    tags = {"stage": "pretrain", "backbone": args.backbone, "variant": args.variant, "seed": args.seed, "out": out}
+    tracker = open_tracker(run_cfg, f"pretrain/{args.backbone}/{args.variant}/seed{args.seed}", tags, restart=args.restart)
+    status = "FAILED"
+    try:
+        path = pretrain(cfg, spec, resume=not args.restart, tracker=tracker, stop_after=args.stop_after)
+        status = "FINISHED" if args.stop_after is None or args.stop_after >= int(run_cfg.pretrain.steps) else "KILLED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.close(status)
+    print(path)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cmgh.evaluate.tasks import evaluate
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = _load(args)
+    result = evaluate(cfg, args.task, args.checkpoint, args.out, random_init=args.random_init)
+    meta = result["meta"]
+    headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
+    print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cmgh.report import build_report
+
+    results = Path(args.results) if args.results else _load(args).path("results")
+    written = build_report(results)
+    for kind, paths in written.items():
+        for path in paths:
+            print(f"{kind}: {path}")
     return 0
 
 
@@ -135,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--threads", type=int, default=None, help="torch intra-op threads (the rule passes its own)")
     pre.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
     pre.set_defaults(func=cmd_pretrain)
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint (or its random init) on one downstream task")
+    _common(ev)
+    ev.add_argument("--task", choices=["kinetics", "audioset", "msrvtt", "noise"], required=True)
+    ev.add_argument("--checkpoint", required=True, help="a pre-training run folder (checkpoint.pt + config.yaml)")
+    ev.add_argument("--out", default=None, help="default: results/eval/{task}/{backbone}/{variant}/seed{seed}")
+    ev.add_argument("--random-init", action="store_true", help="evaluate the checkpoint's random initialization (variant 'random')")
+    ev.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ev.set_defaults(func=cmd_evaluate)
+
+    rep = sub.add_parser("report", help="tables, figures and summary from a results folder")
+    _common(rep)
+    rep.add_argument("--results", default=None, help="results folder (default: paths.results of the config)")
+    rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("what", choices=["harmonizers", "curricula", "variants", "datasets"])

@@ -196,6 +196,7 @@ def pretrain(
             },
         )
         atomic_write_text(out / TRAIN_LOG, "".join(f"{line}\n" for line in log_lines))
+        tracker.flush()  # the tracker then holds every step the checkpoint covers (no gap on resume)
 
     end = total if stop_after is None else min(total, stop_after)
     model.train()
@@ -244,6 +245,8 @@ def pretrain(
         summary = _summary(out, log_lines, spec, total, nonfinite_total)
         atomic_write_json(out / "summary.json", summary)
         tracker.log_artifact(out / TRAIN_LOG)
+        tracker.log_artifact(out / "summary.json")
+        tracker.log_artifact(out / SCORES_DIR)
     distributed.cleanup(dist_info)
     return ckpt_path
 

@@ -1,0 +1,138 @@
+"""Cost of MLflow tracking on pre-training step time: the same run with tracking on and off.
+
+A small HowTo100M-like corpus is generated into a temporary directory, then the same config
+(variant ``gr_gcl``, one seed) is trained ``--repeats`` times with a :class:`NullTracker` and
+with an :class:`MlflowTracker` on a sqlite store in the same temporary directory, interleaved
+(off, on, off, on, ...) so that machine noise hits both alike. Each timing covers ``pretrain``
+from scratch plus ``tracker.close()`` (buffered metric writes, artifacts, end of run); opening
+the tracker (experiment lookup, sqlite schema creation on first use) is reported separately,
+it happens once per job.
+
+The last line is 1 + (time spent inside tracker calls per step) / (best untracked step time): the
+tracker's own cost, measured in the tracked runs themselves, so that load from other processes on
+a shared machine does not swamp a few-percent difference. The wall-clock ratio of the tracked and
+untracked runs is printed above it as a cross-check.
+
+Usage: .venv/bin/python benchmarks/tracking.py [--steps 40] [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cmgh import config  # noqa: E402
+from cmgh.data import features  # noqa: E402
+from cmgh.data.synth import synthesize  # noqa: E402
+from cmgh.track import NullTracker, open_tracker  # noqa: E402
+from cmgh.train.loop import RunSpec, pretrain  # noqa: E402
+
+VARIANT = "gr_gcl"
+
+
+class Timed:
+    """Wraps a tracker and adds up the time spent inside its calls (the tracker's own cost)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.seconds = inner, 0.0
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self.inner, name)
+        if not callable(method):
+            return method
+
+        def call(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return call
+
+
+def world(root: Path, steps: int, batch: int) -> config.Config:
+    cfg = config.load(
+        overrides=[
+            f"paths.data={root / 'data'}",
+            f"paths.features={root / 'features'}",
+            f"paths.results={root / 'results'}",
+            "data.synth.howto100m.videos=24",
+            "features.workers=0",
+            f"pretrain.steps={steps}",
+            f"pretrain.batch_size={batch}",
+            "pretrain.warmup_steps=2",
+            "pretrain.curriculum.warmup_steps=5",
+            "pretrain.checkpoint_every=20",
+            f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+            f"tracking.artifacts={root / 'mlruns'}",
+        ]
+    )
+    synthesize(cfg, datasets=["howto100m"], progress=False)
+    features.build_vocab(cfg)
+    features.extract(cfg, "howto100m")
+    return cfg
+
+
+def timed_run(cfg: config.Config, out: Path, tracked: bool, seed_key: int) -> tuple[float, float, float]:
+    """(seconds to open the tracker, seconds of pretrain + close, seconds inside tracker calls)."""
+    t0 = time.perf_counter()
+    if tracked:  # a distinct run key per repeat: every tracked repeat is a fresh MLflow run
+        tracker = open_tracker(config.for_variant(cfg, VARIANT), f"bench/{seed_key}", {"variant": VARIANT})
+    else:
+        tracker = NullTracker()
+    tracker = Timed(tracker)
+    t1 = time.perf_counter()
+    pretrain(cfg, RunSpec("ms", VARIANT, 0, out), resume=False, tracker=tracker)
+    tracker.close()
+    t2 = time.perf_counter()
+    if tracked:
+        assert getattr(tracker, "active", True) is False and tracker.run_id, "tracking failed during the benchmark"
+    return t1 - t0, t2 - t1, tracker.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the benchmark's own sqlite store, always
+    with tempfile.TemporaryDirectory(prefix="cmgh-track-bench-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        cfg = world(root, args.steps, args.batch)
+        print(f"corpus generated and extracted in {time.perf_counter() - t0:.1f} s")
+        timed_run(cfg, root / "warmup", False, -1)  # warm-up: imports, allocator, page cache
+        opens, inside, times = [], [], {False: [], True: []}
+        for rep in range(args.repeats):
+            for tracked in (False, True) if rep % 2 == 0 else (True, False):
+                opened, seconds, in_tracker = timed_run(cfg, root / f"run{rep}_{int(tracked)}", tracked, rep)
+                times[tracked].append(seconds / args.steps)
+                if tracked:
+                    opens.append(opened)
+                    inside.append(in_tracker / args.steps)
+    off, on = times[False], times[True]
+    print(f"threads {args.threads}, batch {args.batch}, {args.steps} steps x {args.repeats} repeats (interleaved)")
+    print(f"  off: {statistics.median(off) * 1000:8.1f} ms/step median, {min(off) * 1000:8.1f} best")
+    print(f"  on:  {statistics.median(on) * 1000:8.1f} ms/step median, {min(on) * 1000:8.1f} best")
+    print(f"  opening the tracker: {statistics.median(opens):.2f} s median (first: {opens[0]:.2f} s, creates the sqlite schema)")
+    added = statistics.median(inside) / min(off)
+    print(f"  inside tracker calls: {statistics.median(inside) * 1000:.2f} ms/step = {added:.1%} of the best untracked step")
+    print(f"wall clock on/off: {statistics.median(on) / statistics.median(off):.2f}x median, {min(on) / min(off):.2f}x best "
+          "(noisy on a shared machine: a cross-check)")
+    print(f"tracking overhead: {1 + added:.2f}x (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""MLflow tracking of pre-training runs: real sqlite stores, a real `mlflow server`, a dead one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmgh import cli
+from cmgh import config as config_mod
+from cmgh.track import NullTracker, file_hash, open_tracker, tracking_uri
+from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+SMALL = ["pretrain.batch_size=8", "pretrain.steps=6", "model.width=32", "model.heads=2", "model.depth=1"]
+MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_file(world: config_mod.Config, tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(world.to_dict(), sort_keys=False))
+    return path
+
+
+def cli_pretrain(cfg_file: Path, out: Path, variant: str, seed: int, *extra: str) -> None:
+    """`cmgh pretrain` in-process; ``extra`` holds config overrides and ``--flags``."""
+    args = ["pretrain", "--config", str(cfg_file), "--backbone", "ms", "--variant", variant, "--seed", str(seed), "--out", str(out)]
+    flags = [e for e in extra if e.startswith("--") or e.isdigit()]
+    sets = [item for s in [*SMALL, *extra] if s not in flags for item in ("--set", s)]
+    assert cli.main([*args, *flags, *sets]) == 0
+
+
+def runs_of(client: MlflowClient, experiment: str, filter_string: str = "") -> list:
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    return list(client.search_runs([exp.experiment_id], filter_string=filter_string))
+
+
+def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
+    tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg_file = config_file(tiny_world, tmp_path)
+    store = [f"tracking.uri={uri}", f"tracking.artifacts={tmp_path / 'mlruns'}", "tracking.flush_every=4"]
+    monkeypatch.setenv("CMGH_RULE", "pretrain")
+    out = tmp_path / "gr"
+    cli_pretrain(cfg_file, out, "gr", 0, *store)
+    client = MlflowClient(tracking_uri=uri)
+
+    (run,) = runs_of(client, tiny_world.name)
+    data = run.data
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "pretrain/ms/gr/seed0"
+    assert data.params["pretrain.steps"] == "6"
+    assert data.params["model.width"] == "32"
+    assert data.params["pretrain.harmonize.rule"] == "cmgh"  # the variant's resolved config
+    assert data.params["pretrain.betas"] == "[0.9, 0.999]"
+    assert len(data.params) == len(config_mod.flatten(config_mod.for_variant(tiny_world, "gr").to_dict()))
+    train_log = load_metrics_log(out)
+    for key in train_log.columns.drop("step"):
+        assert steps_of(client, run.info.run_id, key) == list(range(6)), key
+    loss = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss_va")}
+    assert [loss[s] for s in range(6)] == pytest.approx(train_log["loss_va"].tolist())
+    tags = data.tags
+    assert (tags["backbone"], tags["variant"], tags["seed"], tags["stage"]) == ("ms", "gr", "0", "pretrain")
+    assert tags["snakemake_rule"] == "pretrain"
+    assert tags["noise_audio_rate"] == str(tiny_world.data.noise.audio_rate)
+    assert tags["noise_text_rate"] == str(tiny_world.data.noise.text_rate)
+    assert tags["manifest_sha256"] == file_hash(tiny_world.path("features") / "howto100m" / "manifest.csv") != "missing"
+    assert tags["cmgh.run_key"].startswith("pretrain/ms/gr/seed0@")
+    if shutil.which("git"):
+        assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "train_log.jsonl", "summary.json", "scores"} <= artifacts
+    scores = sorted(f"scores/{p.name}" for p in (out / "scores").glob("*.csv"))
+    assert scores and [a.path for a in client.list_artifacts(run.info.run_id, "scores")] == scores
+    logged_cfg = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / "dl"))).read_text())
+    assert logged_cfg["pretrain"]["harmonize"]["rule"] == "cmgh"
+
+    # The same job again (finished): no second run, nothing logged twice.
+    cli_pretrain(cfg_file, out, "gr", 0, *store)
+    (again,) = runs_of(client, tiny_world.name)
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert steps_of(client, run.info.run_id, "loss") == list(range(6))
+
+    # Interrupted and resumed: the same run continues; steps redone after the last checkpoint
+    # (here a "kill" after step 3 with the last checkpoint at step 2) are logged once.
+    out = tmp_path / "baseline"
+    cli_pretrain(cfg_file, out, "baseline", 1, *store, "--stop-after", "2")
+    shutil.copy(out / "checkpoint.pt", tmp_path / "checkpoint_step2.pt")
+    cli_pretrain(cfg_file, out, "baseline", 1, *store, "--stop-after", "4")
+    (partial,) = runs_of(client, tiny_world.name, "tags.variant = 'baseline'")
+    assert partial.info.status == "KILLED"
+    assert steps_of(client, partial.info.run_id, "loss") == [0, 1, 2, 3]
+    shutil.copy(tmp_path / "checkpoint_step2.pt", out / "checkpoint.pt")
+    cli_pretrain(cfg_file, out, "baseline", 1, *store)
+    (resumed,) = runs_of(client, tiny_world.name, "tags.variant = 'baseline'")
+    assert resumed.info.run_id == partial.info.run_id and resumed.info.status == "FINISHED"
+    assert steps_of(client, resumed.info.run_id, "loss") == list(range(6))
+    assert len(runs_of(client, tiny_world.name)) == 2
+
+    # A changed config is another run; --restart starts a fresh one.
+    cli_pretrain(cfg_file, tmp_path / "lr", "gr", 0, *store, "pretrain.lr=2e-3")
+    cli_pretrain(cfg_file, tmp_path / "gr2", "gr", 0, *store, "--restart")
+    assert len(runs_of(client, tiny_world.name, "tags.variant = 'gr'")) == 3
+
+
+def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config_mod.with_overrides(tiny_world, ["tracking.uri=sqlite:///results/x.db"])
+    assert tracking_uri(cfg) == f"sqlite:///{config_mod.REPO_ROOT / 'results' / 'x.db'}"
+    assert tracking_uri(tiny_world) == f"sqlite:///{tiny_world.path('results') / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:1")
+    assert tracking_uri(cfg) == "http://example.invalid:1"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    off = config_mod.with_overrides(tiny_world, ["tracking.enabled=false"])
+    assert isinstance(open_tracker(off, "pretrain/ms/gr/seed0", {}), NullTracker)
+
+    # Long values are cut to MLflow's limit; several trackers coexist on one store.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=unit", "name=a" + "b" * 20])
+    with open_tracker(cfg, "eval/a", {"variant": "x"}) as a, open_tracker(cfg, "eval/b", {"variant": "y"}, nested_under="eval/a") as b:
+        a.log_params({"long": "z" * 2000})
+        for step in range(3):
+            a.log_metrics({"m": step}, step=step)
+            b.log_metrics({"m": -step}, step=step)
+        assert a.run_id != b.run_id
+    client = MlflowClient(tracking_uri=uri)
+    run_a, run_b = client.get_run(a.run_id), client.get_run(b.run_id)
+    assert len(run_a.data.params["long"]) == 500 and run_a.data.params["name"] == "a" + "b" * 20
+    assert run_b.data.tags["mlflow.parentRunId"] == a.run_id
+    assert [m.value for m in client.get_metric_history(b.run_id, "m")] == [0, -1, -2]
+
+
+def test_core_imports_without_mlflow() -> None:
+    code = (
+        "import sys; sys.modules['mlflow'] = None\n"
+        "import cmgh.track, cmgh.train.loop\n"
+        "from cmgh import config\n"
+        "t = cmgh.track.open_tracker(config.load(), 'pretrain/ms/gr/seed0', {})\n"
+        "assert isinstance(t, cmgh.track.NullTracker), t\n"
+        "assert 'mlflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    cmd = [
+        str(MLFLOW_BIN), "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server_artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log_file = open(tmp_path / "server.log", "w")  # noqa: SIM115
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job-runner subprocess
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the server's own session: it and its workers
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log_file.close()
+
+
+def rest(url: str, endpoint: str, body: dict | None = None, **query: str) -> dict:
+    target = f"{url}/api/2.0/mlflow/{endpoint}"
+    if query:
+        target += "?" + urllib.parse.urlencode(query)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(target, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_tracking_server_over_rest(
+    tiny_world: config_mod.Config, tmp_path: Path, mlflow_server: tuple[str, subprocess.Popen], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, proc = mlflow_server
+    cfg = config_mod.with_overrides(tiny_world, [*SMALL, f"tracking.uri={url}"])
+    run_cfg = config_mod.for_variant(cfg, "gr")
+    tracker = open_tracker(run_cfg, "pretrain/ms/gr/seed0", {"backbone": "ms", "variant": "gr", "seed": 0})
+    with tracker:
+        pretrain(cfg, RunSpec("ms", "gr", 0, tmp_path / "run"), tracker=tracker)
+
+    experiment = rest(url, "experiments/get-by-name", experiment_name=tiny_world.name)["experiment"]
+    found = rest(url, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "filter": "tags.variant = 'gr'"})
+    (run,) = found["runs"]
+    assert run["info"]["run_id"] == tracker.run_id and run["info"]["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["pretrain.harmonize.rule"] == "cmgh" and params["pretrain.steps"] == "6"
+    history = rest(url, "metrics/get-history", run_id=tracker.run_id, metric_key="loss")["metrics"]
+    assert sorted(m["step"] for m in history) == list(range(6))
+    listed = rest(url, "artifacts/list", run_id=tracker.run_id)
+    assert {"config.yaml", "train_log.jsonl", "summary.json"} <= {f["path"] for f in listed["files"]}
+
+    # The server dies mid-run: one warning, the run goes on, nothing raised.
+    live = open_tracker(run_cfg, "pretrain/ms/gr/seed1", {"variant": "gr"})
+    live.log_metrics({"loss": 1.0}, step=0)
+    live.flush()
+    assert live.active
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=15)
+    with caplog.at_level(logging.WARNING, logger="cmgh.track"):
+        for step in range(1, 60):
+            live.log_metrics({"loss": 1.0 / step}, step=step)
+        live.log_artifact(tmp_path / "run" / "train_log.jsonl")
+        live.close()
+    assert not live.active
+    warnings = [r for r in caplog.records if r.name == "cmgh.track" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "tracking is off" in warnings[0].getMessage()
+
+
+def test_dead_tracking_server_does_not_break_training(
+    tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="cmgh.track"):
+        cli_pretrain(config_file(tiny_world, tmp_path), tmp_path / "run", "gr", 0)
+    assert time.monotonic() - started < 60
+    assert len(load_metrics_log(tmp_path / "run")) == 6
+    assert (tmp_path / "run" / "summary.json").is_file()
+    warnings = [r for r in caplog.records if r.name == "cmgh.track" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "no MLflow server answers" in warnings[0].getMessage()
