@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -242,7 +242,9 @@ def harmonized_backward(
 
     if curriculum is not None and curriculum.needs_cosine:
         weights = curriculum(step, valid_vt, cosine=cosine, l_va=l_va, l_vt=l_vt)
-        if not (bool((weights.w_va == 1).all()) and bool((weights.w_vt == 1).all())):
+        # Decided by the schedule alone (not by this batch's weights) so that data-parallel ranks,
+        # whose gradients cross a collective, always take the same branch.
+        if weights.keep < 1.0:
             g_va, g_vt = grads_for(weights)
 
     combined = combine(g_va, g_vt, **params)
@@ -359,19 +361,38 @@ class ForwardOutput:
     outputs: dict[str, Tensor]
 
 
-def forward_losses(model: nn.Module, batch: Mapping[str, Tensor], temperature: float, hidden_blocks: int = 0) -> ForwardOutput:
+class RowGather(Protocol):
+    """Concatenates a tensor's rows over data-parallel ranks (differentiably); ``rows`` = this rank's."""
+
+    rows: slice
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def forward_losses(
+    model: nn.Module, batch: Mapping[str, Tensor], temperature: float, hidden_blocks: int = 0, gather: RowGather | None = None
+) -> ForwardOutput:
     """``model.encode`` -> cut at ``video_rep`` -> ``model.heads`` -> NCE and MIL-NCE per sample.
 
     ``model`` is a :class:`cmgh.models.VATT` (anything with ``encode``/``heads``). ``has_text``
-    defaults to all True when absent from the batch.
+    defaults to all True when absent from the batch. Under data parallelism ``gather`` brings
+    every rank's embeddings together so that the negatives are the global batch's, as in VATT;
+    the returned losses are this rank's rows of the global per-sample losses, so they equal
+    what one process would compute on the whole batch.
     """
     reps = model.encode(batch, hidden_blocks=hidden_blocks) if hidden_blocks else model.encode(batch)
     cut, video_rep = detach_meeting_point(reps)
     z = model.heads(cut)
     has_text = batch.get("has_text")
     valid_vt = losses.text_valid(batch["text_mask"], has_text)
-    l_va = losses.nce(z["z_va_video"], z["z_va_audio"], temperature)
-    l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], temperature, valid=valid_vt)
+    if gather is None:
+        l_va = losses.nce(z["z_va_video"], z["z_va_audio"], temperature)
+        l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], temperature, valid=valid_vt)
+    else:
+        g = {k: gather(v) for k, v in z.items()}
+        mask_all, valid_all = gather(batch["text_mask"]), gather(valid_vt)
+        l_va = losses.nce(g["z_va_video"], g["z_va_audio"], temperature)[gather.rows]
+        l_vt = losses.mil_nce(g["z_vat_video"], g["z_vat_text"], mask_all, temperature, valid=valid_all)[gather.rows]
     return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z})
 
 

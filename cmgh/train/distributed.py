@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,13 +48,66 @@ def device_for(info: DistInfo) -> torch.device:
     return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def gather_rows(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Concatenate a tensor's rows over ranks, differentiably (gradients flow back to each rank)."""
-    if not info.enabled:
-        return x
-    from torch.distributed.nn.functional import all_gather
+class _GatherRows(torch.autograd.Function):
+    """all_gather whose backward all-reduces the (made contiguous) gradient and keeps this rank's rows.
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    torch.distributed.nn's all_gather hands non-contiguous gradients (e.g. from einsum) to gloo's
+    all_to_all, which then mixes up rows; all_reduce of a contiguous buffer is simple and exact.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+        ctx.rank, ctx.rows = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows], None, None
+
+
+class RowGather:
+    """Concatenate a tensor's rows over ranks; float tensors differentiably, so that each rank's
+    embeddings receive the gradients of every rank's losses (all_gather's backward sums them).
+
+    Assumes equal local batch sizes (``BatchStream`` guarantees it).
+    """
+
+    def __init__(self, info: DistInfo, local_batch: int) -> None:
+        self.info = info
+        self.rows = slice(info.rank * local_batch, (info.rank + 1) * local_batch)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            return _GatherRows.apply(x, self.info.rank, self.info.world_size)
+        payload = x.to(torch.uint8) if x.dtype == torch.bool else x  # gloo has no bool collectives
+        parts = [torch.empty_like(payload) for _ in range(self.info.world_size)]
+        dist.all_gather(parts, payload.contiguous())
+        out = torch.cat(parts, dim=0)
+        return out.bool() if x.dtype == torch.bool else out
+
+
+def all_true(flag: bool, info: DistInfo) -> bool:
+    """True on every rank only if true on all of them: ranks must take the same branch."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def mean_over_ranks(metrics: dict[str, float], info: DistInfo) -> dict[str, float]:
+    """Average logged scalars over ranks (exact for the losses and fractions of equal-sized local
+    batches; for cosine quantiles it is the mean of the per-rank quantiles)."""
+    if not info.enabled:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    return {k: float(v) / info.world_size for k, v in zip(keys, values.tolist())}
 
 
 def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:

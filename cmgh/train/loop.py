@@ -198,6 +198,8 @@ def pretrain(
         atomic_write_text(out / TRAIN_LOG, "".join(f"{line}\n" for line in log_lines))
         tracker.flush()  # the tracker then holds every step the checkpoint covers (no gap on resume)
 
+    # Under torchrun the losses see the global batch's negatives (VATT); one process needs nothing.
+    gather = distributed.RowGather(dist_info, stream.global_batch // dist_info.world_size) if dist_info.enabled else None
     end = total if stop_after is None else min(total, stop_after)
     model.train()
     bar = tqdm(range(start, end), desc=f"pretrain {spec.backbone}/{spec.variant}/seed{spec.seed}", disable=not sys.stderr.isatty(), leave=False)
@@ -207,10 +209,10 @@ def pretrain(
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in stream_batch(dataset, indices).items()}
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, str(pcfg.precision)):
-            fwd = forward_losses(step_fn, batch, float(pcfg.temperature), harmonizer.hidden_blocks)
+            fwd = forward_losses(step_fn, batch, float(pcfg.temperature), harmonizer.hidden_blocks, gather=gather)
         tail = model.video_tail(harmonizer.parameter_blocks) if harmonizer.meeting_point == "parameters" else None
         stats = harmonizer.backward(fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden)
-        if not torch.isfinite(stats.objective.total):
+        if not distributed.all_true(bool(torch.isfinite(stats.objective.total)), dist_info):
             nonfinite_run += 1
             nonfinite_total += 1
             optimizer.zero_grad(set_to_none=True)
@@ -231,6 +233,8 @@ def pretrain(
         scheduler.step()
         elapsed = time.perf_counter() - tick
         metrics = step_metrics(stats, fwd.valid_vt, lr, len(indices) * dist_info.world_size / max(elapsed, 1e-9))
+        metrics = distributed.mean_over_ranks(metrics, dist_info)
+        metrics["samples_per_s"] = len(indices) * dist_info.world_size / max(elapsed, 1e-9)
         metrics["nonfinite_total"] = nonfinite_total
         if dist_info.is_main:
             log_lines.append(json.dumps({"step": step, **metrics}))
