@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cmgh import config as config_mod
 from cmgh.errors import CmghError
@@ -86,15 +87,41 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_identity(run_dir: Path) -> dict[str, object]:
+    """backbone/variant/seed of a pre-training run folder (summary.json, else the checkpoint's meta)."""
+    import json
+
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    from cmgh.train.checkpoint import load
+
+    return dict(load(run_dir)["meta"])
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cmgh.evaluate.tasks import evaluate
+    from cmgh.track import open_tracker
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     cfg = _load(args)
-    result = evaluate(cfg, args.task, args.checkpoint, args.out, random_init=args.random_init)
+    identity = _run_identity(Path(args.checkpoint))
+    variant = "random" if args.random_init else identity["variant"]
+    where = f"{identity['backbone']}/{variant}/seed{identity['seed']}"
+    tags = {"stage": "evaluate", "task": args.task, "backbone": identity["backbone"], "variant": variant, "seed": identity["seed"]}
+    parent = None if args.random_init else f"pretrain/{identity['backbone']}/{identity['variant']}/seed{identity['seed']}"
+    tracker = open_tracker(cfg, f"eval/{args.task}/{where}", tags, nested_under=parent)
+    status = "FAILED"
+    try:
+        result = evaluate(cfg, args.task, args.checkpoint, args.out, random_init=args.random_init, tracker=tracker)
+        status = "FINISHED"
+    finally:
+        tracker.close(status)
     meta = result["meta"]
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))

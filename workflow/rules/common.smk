@@ -1,6 +1,9 @@
 # Config validation and helpers shared by every rule (snakemake-workflow-template layout).
 import json
+import os
+import re
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -58,16 +61,31 @@ def pretrain_targets():
     return [f"{RESULTS}/pretrain/{b}/{v}/seed{s}/summary.json" for b, v, s in run_grid()]
 
 
+TASKS = ("kinetics", "audioset", "msrvtt", "noise")
+VARIANT_PATTERN = "|".join(re.escape(v) for v in CFG.variants)
+# The random-init floor reuses a trained run's folder only for its config and seed.
+REFERENCE_VARIANT = "baseline" if "baseline" in CFG.variants else next(iter(CFG.variants))
+
+
+def evaluation_targets():
+    runs = [(b, v, s) for b, v, s in run_grid()] + [(b, "random", s) for b in CFG.model.backbones for s in CFG.pretrain.seeds]
+    return [f"{RESULTS}/eval/{t}/{b}/{v}/seed{s}/metrics.json" for t in TASKS for b, v, s in runs]
+
+
 def all_targets():
-    return [f"{FEATURES}/{name}/index.parquet" for name in DATASETS] + pretrain_targets()
+    return [f"{FEATURES}/{name}/index.parquet" for name in DATASETS] + pretrain_targets() + [f"{RESULTS}/tables/ablation.md"]
 
 
-def run_logged(args, log_file):
-    """Run a command as an argument list (never a shell string), appending its output to the log."""
+def run_logged(args, log_file, rule=None):
+    """Run a command as an argument list (never a shell string), appending its output to the log.
+
+    ``CMGH_RULE`` tags the MLflow run with the Snakemake rule that produced it.
+    """
     import subprocess
 
+    env = {**os.environ, "CMGH_RULE": rule} if rule else None
     with open(log_file, "a", encoding="utf-8") as fh:
-        completed = subprocess.run(list(args), stdout=fh, stderr=subprocess.STDOUT, check=False)
+        completed = subprocess.run(list(args), stdout=fh, stderr=subprocess.STDOUT, check=False, env=env)
     if completed.returncode != 0:
         tail = open(log_file, encoding="utf-8").read().strip().splitlines()[-1:]
         raise RuntimeError(f"{args[3:5]} failed (exit {completed.returncode}); see {log_file}: {' '.join(tail)}")

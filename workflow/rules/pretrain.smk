@@ -18,7 +18,7 @@ rule pretrain:
         f"{RESULTS}/benchmarks/pretrain/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
     wildcard_constraints:
         backbone="ms|ma",
-        variant="[A-Za-z0-9_-]+",
+        variant=VARIANT_PATTERN,
         seed=r"\d+",
     threads: 1
     resources:
@@ -35,4 +35,5 @@ rule pretrain:
                 "--threads", str(threads),
             ),
             log[0],
+            rule="pretrain",
         )

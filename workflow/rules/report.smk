@@ -1,0 +1,19 @@
+# Tables, figures and the summary from every metrics.json; `snakemake --report` wraps them in HTML.
+
+
+rule report:
+    input:
+        evaluation_targets(),
+    output:
+        ablation=report(f"{RESULTS}/tables/ablation.md", caption="../report/ablation.rst", category="Tables"),
+        csv=f"{RESULTS}/tables/ablation.csv",
+        tex=f"{RESULTS}/tables/ablation.tex",
+        summary=report(f"{RESULTS}/tables/summary.md", caption="../report/summary.rst", category="Tables"),
+        hist=report(f"{RESULTS}/figures/conflict_cosine_hist.png", caption="../report/conflict_hist.rst", category="Figures"),
+        fractions=report(f"{RESULTS}/figures/fractions.png", caption="../report/fractions.rst", category="Figures"),
+        roc=report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures"),
+    log:
+        f"{RESULTS}/logs/report.log",
+    threads: 1
+    run:
+        run_logged(cmgh_cmd("report", "--results", RESULTS), log[0], rule="report")
