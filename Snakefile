@@ -3,7 +3,12 @@
 from pathlib import Path
 
 
-configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+# --configfile replaces the default rather than merging into it (so a config can drop variants);
+# stack files explicitly to overlay: --configfile config/config.yaml my-overrides.yaml
+if not workflow.overwrite_configfiles:
+
+    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+
 
 
 include: "workflow/rules/common.smk"

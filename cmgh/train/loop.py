@@ -161,7 +161,11 @@ def pretrain(
     total = int(pcfg.steps)
     scheduler = build_scheduler(optimizer, float(pcfg.lr), float(pcfg.min_lr), int(pcfg.warmup_steps), total)
     harmonizer = Harmonizer.from_config(cfg.to_dict()["pretrain"])
-    step_fn = torch.compile(model) if pcfg.compile else model
+    if pcfg.compile:
+        # In place (nn.Module.compile): the trainer calls encode/heads, not forward, and the
+        # state_dict keys stay those of the plain model, so checkpoints are interchangeable.
+        model.backbone.compile()
+        model.head.compile()
 
     start, nonfinite_run, nonfinite_total = 0, 0, 0
     ckpt_path = out / ckpt.CHECKPOINT
@@ -209,7 +213,7 @@ def pretrain(
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in stream_batch(dataset, indices).items()}
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, str(pcfg.precision)):
-            fwd = forward_losses(step_fn, batch, float(pcfg.temperature), harmonizer.hidden_blocks, gather=gather)
+            fwd = forward_losses(model, batch, float(pcfg.temperature), harmonizer.hidden_blocks, gather=gather)
         tail = model.video_tail(harmonizer.parameter_blocks) if harmonizer.meeting_point == "parameters" else None
         stats = harmonizer.backward(fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden)
         if not distributed.all_true(bool(torch.isfinite(stats.objective.total)), dist_info):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,24 +23,63 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
-def tiny_configfile(tmp_path: Path) -> Path:
+TINY_RUNS = [
+    "pretrain.batch_size=8", "pretrain.steps=6", "pretrain.warmup_steps=1", "pretrain.checkpoint_every=3",
+    "pretrain.curriculum.warmup_steps=2", "pretrain.seeds=[0]", "model.width=32", "model.heads=2", "model.depth=1",
+    "evaluate.noise.batch_size=8",
+]
+
+
+def tiny_configfile(tmp_path: Path, *extra: str) -> Path:
+    tree = apply_overrides({}, [*tiny_overrides(tmp_path / "out"), *TINY_RUNS, *extra])
+    tree["variants"] = {"baseline": {}, "gr_gcl": {"pretrain": {"harmonize": {"rule": "cmgh"}, "curriculum": {"rule": "cmgh"}}}}
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(apply_overrides({}, tiny_overrides(tmp_path / "out"))))
+    path.write_text(yaml.safe_dump(tree))
     return path
 
 
+def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Job counts per rule from a dry run's summary table."""
+    counts: dict[str, int] = {}
+    lines = (result.stdout + result.stderr).splitlines()
+    start = next((i for i, line in enumerate(lines) if re.match(r"^job\s+count\s*$", line)), None)
+    assert start is not None, "no job stats in the dry run's output"
+    for line in lines[start + 2 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
 @pytest.mark.slow
-def test_dag_builds_features_and_second_run_is_a_noop(tmp_path: Path) -> None:
+def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     configfile = tiny_configfile(tmp_path)
+    planned = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    # 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init).
+    assert planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1, "synth": 4, "vocab": 1, "total": 25}
     first = snakemake(tmp_path, "--configfile", str(configfile))
     assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "out"
     for name in ("howto100m", "kinetics", "audioset", "msrvtt"):
-        index = pd.read_parquet(tmp_path / "out" / "features" / name / "index.parquet")
-        assert len(index) > 0
-        assert (tmp_path / "out" / "results" / "logs" / "extract" / f"{name}.log").is_file()
-    assert (tmp_path / "out" / "results" / "benchmarks" / "extract" / "kinetics.tsv").is_file()
+        assert len(pd.read_parquet(out / "features" / name / "index.parquet")) > 0
+        assert (out / "results" / "logs" / "extract" / f"{name}.log").is_file()
+    assert (out / "results" / "benchmarks" / "pretrain" / "ms" / "gr_gcl" / "seed0.tsv").is_file()
+    for suffix in ("md", "csv", "tex"):
+        assert (out / "results" / "tables" / f"ablation.{suffix}").stat().st_size > 0
+    assert "gr_gcl" in (out / "results" / "tables" / "ablation.md").read_text()
+    assert (out / "results" / "figures" / "noise_roc.png").is_file()
+    assert (out / "results" / "mlflow.db").is_file()
+
     again = snakemake(tmp_path, "--configfile", str(configfile), "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # A changed hyperparameter of one variant reruns that branch only.
+    tree = yaml.safe_load(configfile.read_text())
+    tree["variants"]["gr_gcl"]["pretrain"]["curriculum"]["end_keep"] = 0.5
+    configfile.write_text(yaml.safe_dump(tree))
+    branch = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    assert branch == {"all": 1, "evaluate": 4, "pretrain": 1, "report": 1, "total": 7}
 
 
 def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
