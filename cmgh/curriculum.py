@@ -35,33 +35,16 @@ import torch
 from torch import Tensor
 
 from cmgh.errors import ConfigError
+from cmgh.registry import Registry
 
 Selector = Callable[[Tensor, Tensor, float], Tensor]
-_RULES: dict[str, Selector] = {}
+_REGISTRY: Registry[Selector] = Registry("curriculum rule", "pretrain.curriculum.rule")
 SCHEDULES = ("constant", "linear", "cosine")
 SCORERS = ("conflict", "loss")
 GRANULARITIES = ("triplet", "loss")
 
 
-def register(name: str) -> Callable[[Selector], Selector]:
-    def wrap(fn: Selector) -> Selector:
-        if name in _RULES:
-            raise ValueError(f"curriculum rule {name!r} is already registered")
-        _RULES[name] = fn
-        return fn
-
-    return wrap
-
-
-def get(name: str) -> Selector:
-    try:
-        return _RULES[name]
-    except KeyError:
-        raise ConfigError(f"pretrain.curriculum.rule: {name!r} is not one of {', '.join(names())}") from None
-
-
-def names() -> list[str]:
-    return sorted(_RULES)
+register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
 @register("none")

@@ -108,3 +108,11 @@ def test_config_docs_cover_every_key_and_are_current() -> None:
 def test_overrides_parse_yaml_values() -> None:
     cfg = config.load(overrides=["pretrain.lr=2e-3", "pretrain.seeds=[3, 4]", "pretrain.compile=true", "name=abc"])
     assert cfg.pretrain.lr == 0.002 and cfg.pretrain.seeds == [3, 4] and cfg.pretrain.compile is True and cfg.name == "abc"
+
+
+def test_schema_choices_match_the_registries() -> None:
+    from cmgh import curriculum, harmonize
+
+    pretrain = config.schema()["properties"]["pretrain"]["properties"]
+    assert sorted(pretrain["harmonize"]["properties"]["rule"]["enum"]) == harmonize.names()
+    assert sorted(pretrain["curriculum"]["properties"]["rule"]["enum"]) == curriculum.names()

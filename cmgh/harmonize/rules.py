@@ -28,33 +28,12 @@ import torch
 from torch import Tensor
 
 from cmgh.errors import ConfigError
+from cmgh.registry import Registry
 
 Rule = Callable[..., Tensor]
-_RULES: dict[str, Rule] = {}
 _EPS = 1e-12
-
-
-def register(name: str) -> Callable[[Rule], Rule]:
-    """Decorator adding a rule to the registry under ``name`` (names are unique)."""
-
-    def wrap(fn: Rule) -> Rule:
-        if name in _RULES:
-            raise ValueError(f"harmonization rule {name!r} is already registered")
-        _RULES[name] = fn
-        return fn
-
-    return wrap
-
-
-def get(name: str) -> Rule:
-    try:
-        return _RULES[name]
-    except KeyError:
-        raise ConfigError(f"pretrain.harmonize.rule: {name!r} is not one of {', '.join(names())}") from None
-
-
-def names() -> list[str]:
-    return sorted(_RULES)
+_REGISTRY: Registry[Rule] = Registry("harmonization rule", "pretrain.harmonize.rule")
+register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
 
 
 def conflict_cosine(g_va: Tensor, g_vt: Tensor) -> Tensor:

@@ -49,7 +49,10 @@ def cmgh_cmd(*args):
 def variant_slice(variant):
     """The resolved config a variant trains with (minus paths): a changed knob reruns only its branch."""
     tree = cmgh_config.for_variant(CFG, variant).to_dict()
-    return json.dumps({k: tree[k] for k in ("data", "features", "model", "pretrain")}, sort_keys=True)
+    synth = tree["data"]["synth"]
+    corpus = {k: synth[k] for k in ("seed", "concepts", "media", "howto100m")}  # not the downstream sets
+    keys = {"corpus": corpus, "noise": tree["data"]["noise"], **{k: tree[k] for k in ("features", "model", "pretrain")}}
+    return json.dumps(keys, sort_keys=True)
 
 
 def run_grid():
