@@ -134,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cmgh.report import build_report
 
     results = Path(args.results) if args.results else _load(args).path("results")
-    written = build_report(results)
+    written = build_report(results, compare=args.compare or ())
     for kind, paths in written.items():
         for path in paths:
             print(f"{kind}: {path}")
@@ -160,6 +160,32 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         names = list(DATASETS)
     print("\n".join(names))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cmgh import sweep
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    overrides = list(args.set or ())
+    if args.study:
+        overrides.append(f"sweep.study={args.study}")
+    if args.storage is not None:
+        overrides.append(f"sweep.storage={args.storage}")
+    cfg = config_mod.load(args.config, overrides)
+    study = sweep.run_study(cfg, n_trials=args.n_trials, worker_trials=args.worker_trials)
+    out = sweep.study_dir(cfg, study.study_name)
+    finished = sweep.finished_trials(study)
+    print(f"study {study.study_name}: {finished} finished trials, best {cfg.sweep.objective}={study.best_value:.4g} (trial {study.best_trial.number})")
+    for key, value in study.best_params.items():
+        print(f"  {key}={value}")
+    print(f"outputs: {out}")
+    print(f"tuned variant: --set '{sweep.tuned_set_option(out / 'best_params.yaml')}'")
+    print(f"  or: snakemake --configfile config/config.yaml {out / 'tuned_variant.yaml'}")
+    print(f"dashboard: {sweep.dashboard_command(cfg)}")
     return 0
 
 
@@ -216,12 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="tables, figures and summary from a results folder")
     _common(rep)
     rep.add_argument("--results", default=None, help="results folder (default: paths.results of the config)")
+    rep.add_argument("--compare", action="append", metavar="DIR", help="results folder of the same grid at another noise rate (repeatable)")
     rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("what", choices=["harmonizers", "curricula", "variants", "datasets"])
     _common(lst)
     lst.set_defaults(func=cmd_list)
+
+    sw = sub.add_parser("sweep", help="run or continue an Optuna study over the harmonization/curriculum hyperparameters")
+    _common(sw)
+    sw.add_argument("--study", default=None, help="study name (default: sweep.study)")
+    sw.add_argument("--n-trials", type=int, default=None, help="finished trials the study should hold (default: sweep.n_trials; resumable)")
+    sw.add_argument("--worker-trials", type=int, default=None, help="instead: run exactly this many finished trials in this process (many workers)")
+    sw.add_argument("--storage", default=None, help="Optuna storage URL (default: sweep.storage, i.e. sqlite:///{results}/optuna.db)")
+    sw.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    sw.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -360,8 +360,63 @@ def figure_noise_roc(results: Path, out: Path, target: str = "either") -> list[P
 # --------------------------------------------------------------------------- entry point
 
 
-def build_report(results: str | Path) -> dict[str, list[Path]]:
-    """Write every table, figure and the summary under ``results``; returns the written paths by kind."""
+def noise_rate_of(results: Path) -> float:
+    """The injected noise rate of a results tree: mean of the audio and text rates its runs used."""
+    for _, _, _, run in _pretrain_runs(results):
+        path = run / "config.yaml"
+        if path.is_file():
+            import yaml
+
+            noise = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("noise", {})
+            return 0.5 * (float(noise.get("audio_rate", 0.0)) + float(noise.get("text_rate", 0.0)))
+    raise DataError(f"{results}/pretrain: no run with a config.yaml to read the noise rate from")
+
+
+def gain_vs_noise(roots: Sequence[Path]) -> pd.DataFrame:
+    """Per results tree (one noise rate each), each variant's paired gain over the baseline on the
+    headline downstream metrics: columns ``noise_rate, backbone, variant, task, mean, std, n``."""
+    rows = []
+    for root in roots:
+        long, rate = collect(root), noise_rate_of(root)
+        for backbone in sorted(long.backbone.unique()):
+            for variant in sorted(set(long[long.backbone == backbone].variant) - {"baseline", "random"}, key=_variant_key):
+                for task in ("kinetics", "audioset", "msrvtt"):
+                    stats = _paired(long, backbone, HEADLINE[task], variant, "baseline")
+                    if stats is not None:
+                        rows.append({"noise_rate": rate, "backbone": backbone, "variant": variant, "task": task,
+                                     "mean": stats[0], "std": stats[1], "n": stats[2]})
+    return pd.DataFrame(rows, columns=["noise_rate", "backbone", "variant", "task", "mean", "std", "n"])
+
+
+def figure_noise_gain(roots: Sequence[Path], out: Path) -> list[Path]:
+    """Downstream gain over the baseline vs injected noise rate (needs trees at >= 2 noise rates)."""
+    import matplotlib.pyplot as plt
+
+    table = gain_vs_noise(roots)
+    if table["noise_rate"].nunique() < 2:
+        return []
+    tasks = ("kinetics", "audioset", "msrvtt")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4))
+    for ax, task in zip(axes, tasks):
+        for (backbone, variant), group in table[table.task == task].groupby(["backbone", "variant"]):
+            group = group.sort_values("noise_rate")
+            ax.errorbar(group["noise_rate"], group["mean"], yerr=group["std"], marker="o", capsize=3, label=f"{backbone}/{variant}")
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{HEADLINE[task].label}: gain over baseline")
+        ax.set_xlabel("injected noise rate (mean of audio, text)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_text(out / "noise_gain.csv", table.to_csv(index=False))
+    paths = _savefig(fig, out, "noise_gain")
+    plt.close(fig)
+    return paths
+
+
+def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dict[str, list[Path]]:
+    """Write every table, figure and the summary under ``results``; returns the written paths by kind.
+
+    ``compare``: results trees of the same grid at other noise rates, for the gain-vs-noise figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -388,4 +443,6 @@ def build_report(results: str | Path) -> dict[str, list[Path]]:
         if not paths:
             log.info("%s: no input for %s", results, make.__name__)
         written["figures"] += paths
+    if compare:
+        written["figures"] += figure_noise_gain([results, *map(Path, compare)], figures)
     return written

@@ -113,3 +113,24 @@ def test_empty_results_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "eval" / "kinetics" / "ms" / "baseline" / "seed0" / "metrics.json").write_text("{broken")
     with pytest.raises(DataError, match="not a metrics file"):
         collect(tmp_path)
+
+
+def test_gain_vs_noise_rate_across_results_trees(results: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    # The same grid "at another noise rate": a copy whose runs record a different data.noise.
+    other = tmp_path / "noisier"
+    shutil.copytree(results, other)
+    for path in (other / "pretrain").glob("*/*/seed*/config.yaml"):
+        tree = yaml.safe_load(path.read_text())
+        tree["data"]["noise"] = {**tree["data"]["noise"], "audio_rate": 0.5, "text_rate": 0.5}
+        path.write_text(yaml.safe_dump(tree))
+    proc = subprocess.run([sys.executable, "-m", "cmgh", "report", "--results", str(results), "--compare", str(other)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(results / "figures" / "noise_gain.csv")
+    assert sorted(table["noise_rate"].unique()) == [0.3, 0.5]
+    assert set(table["variant"]) == {"gr_gcl"} and set(table["task"]) == {"kinetics", "audioset", "msrvtt"}
+    assert (results / "figures" / "noise_gain.png").stat().st_size > 1000
