@@ -13,7 +13,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,13 @@ def pretrain(
     resume: bool = True,
     tracker: Tracker | None = None,
     stop_after: int | None = None,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Path:
-    """Train one variant; returns the checkpoint path. ``stop_after`` ends early (tests, sweeps)."""
+    """Train one variant; returns the checkpoint path. ``stop_after`` ends early (tests, sweeps).
+
+    ``on_step(steps_done, model)`` runs after every optimizer step, once that step's checkpoint (if
+    any) is written; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run, checkpoint kept.
+    """
     tracker = tracker or NullTracker()
     cfg = config_mod.for_variant(cfg, spec.variant)
     dist_info = distributed.init_from_env()
@@ -248,6 +253,8 @@ def pretrain(
                 _dump_scores(out, step, ids, stats, fwd.l_va, fwd.l_vt)
         if (step + 1) % int(pcfg.checkpoint_every) == 0 or step + 1 == end:
             save(step + 1)
+        if on_step is not None:
+            on_step(step + 1, model)
     bar.close()
     if end == total and dist_info.is_main:
         summary = _summary(out, log_lines, spec, total, nonfinite_total)
