@@ -91,4 +91,5 @@ def run_logged(args, log_file, rule=None):
         completed = subprocess.run(list(args), stdout=fh, stderr=subprocess.STDOUT, check=False, env=env)
     if completed.returncode != 0:
         tail = open(log_file, encoding="utf-8").read().strip().splitlines()[-1:]
-        raise RuntimeError(f"{args[3:5]} failed (exit {completed.returncode}); see {log_file}: {' '.join(tail)}")
+        step = next((a for a in args if a in ("data", "pretrain", "evaluate", "report", "sweep")), args[0])
+        raise RuntimeError(f"cmgh {step} failed (exit {completed.returncode}); see {log_file}: {' '.join(tail)}")

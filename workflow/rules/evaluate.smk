@@ -49,6 +49,8 @@ rule evaluate_random_init:
         out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/evaluate/{{task}}/{{backbone}}/random/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{task}}/{{backbone}}/random/seed{{seed}}.tsv"
     wildcard_constraints:
         task="|".join(TASK_FEATURES),
     threads: 1

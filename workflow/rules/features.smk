@@ -10,6 +10,8 @@ rule vocab:
         slice=cfg_slice("features"),
     log:
         f"{RESULTS}/logs/vocab.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/vocab.tsv"
     threads: 1
     run:
         run_logged(cmgh_cmd("data", "vocab"), log[0])

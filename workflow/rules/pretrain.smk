@@ -1,4 +1,20 @@
 # Pre-training variants: one job per backbone x variant x seed (the grid comes from the config).
+# With more than one GPU per job (`resources.gpu`, e.g. from a cluster profile's set-resources),
+# the job runs data-parallel under torchrun (cmgh.train.distributed: nccl on CUDA, gloo on CPU).
+
+
+def pretrain_gpus(wildcards):
+    """GPUs of one pre-training job: the variant's `pretrain.gpus` if the config has that key, else 0."""
+    return int(cmgh_config.for_variant(CFG, wildcards.variant).to_dict()["pretrain"].get("gpus") or 0)
+
+
+def pretrain_cmd(gpus, *args):
+    """`cmgh pretrain ...` as an argument list; under torchrun with one process per GPU when gpus > 1."""
+    if gpus <= 1:
+        return cmgh_cmd("pretrain", *args)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus)]
+    return [*torchrun, "-m", "cmgh", "pretrain", *args, "--config", RESOLVED_CONFIG]
+
 
 
 rule pretrain:
@@ -23,16 +39,17 @@ rule pretrain:
     threads: 1
     resources:
         mem_mb=4000,
-        gpu=0,
+        gpu=pretrain_gpus,
     run:
+        gpus = int(resources.gpu)
         run_logged(
-            cmgh_cmd(
-                "pretrain",
+            pretrain_cmd(
+                gpus,
                 "--backbone", wildcards.backbone,
                 "--variant", wildcards.variant,
                 "--seed", wildcards.seed,
                 "--out", params.out,
-                "--threads", str(threads),
+                "--threads", str(max(1, threads // max(1, gpus))),  # the job's cores shared by its processes
             ),
             log[0],
             rule="pretrain",

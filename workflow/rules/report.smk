@@ -14,6 +14,8 @@ rule report:
         roc=report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures"),
     log:
         f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     threads: 1
     run:
         run_logged(cmgh_cmd("report", "--results", RESULTS), log[0], rule="report")
