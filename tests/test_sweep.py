@@ -123,7 +123,7 @@ def test_pruned_trial_stops_training_and_keeps_its_checkpoint(tiny_world: config
     assert trial.state == TrialState.PRUNED
     assert list(trial.intermediate_values) == [2]
     run = tmp_path / "results" / "sweep" / "prune" / "trial0" / "pretrain"
-    assert ckpt.load(run / "checkpoint.pt")["step"] == 2  # the checkpoint of the pruned step is kept
+    assert ckpt.load(run / "resume.pt")["step"] == 2  # the checkpoint of the pruned step is kept
     assert not (run / "summary.json").exists()
 
 

@@ -118,12 +118,12 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     # (here a "kill" after step 3 with the last checkpoint at step 2) are logged once.
     out = tmp_path / "baseline"
     cli_pretrain(cfg_file, out, "baseline", 1, *store, "--stop-after", "2")
-    shutil.copy(out / "checkpoint.pt", tmp_path / "checkpoint_step2.pt")
+    shutil.copy(out / "resume.pt", tmp_path / "checkpoint_step2.pt")
     cli_pretrain(cfg_file, out, "baseline", 1, *store, "--stop-after", "4")
     (partial,) = runs_of(client, tiny_world.name, "tags.variant = 'baseline'")
     assert partial.info.status == "KILLED"
     assert steps_of(client, partial.info.run_id, "loss") == [0, 1, 2, 3]
-    shutil.copy(tmp_path / "checkpoint_step2.pt", out / "checkpoint.pt")
+    shutil.copy(tmp_path / "checkpoint_step2.pt", out / "resume.pt")
     cli_pretrain(cfg_file, out, "baseline", 1, *store)
     (resumed,) = runs_of(client, tiny_world.name, "tags.variant = 'baseline'")
     assert resumed.info.run_id == partial.info.run_id and resumed.info.status == "FINISHED"

@@ -79,7 +79,7 @@ class Encoder:
 
     def __init__(self, cfg: Config, checkpoint_dir: str | Path, random_init: bool = False) -> None:
         directory = Path(checkpoint_dir)
-        path = directory / ckpt.CHECKPOINT if directory.is_dir() or not directory.suffix else directory
+        path = ckpt.latest(directory) if directory.is_dir() or not directory.suffix else directory
         directory = path.parent
         state = ckpt.load(path)
         if "model" not in state or "meta" not in state:

@@ -1,5 +1,8 @@
 """Atomic, resumable checkpoints: model, optimizer, scheduler, RNG states, curriculum, data position.
 
+A run in progress saves ``resume.pt``; only a finished run has ``checkpoint.pt``. The split is what
+makes a killed Snakemake job resumable: Snakemake deletes a job's declared outputs before it reruns
+the job, so the state a rerun resumes from must not be one of them.
 Loaded with ``weights_only=True``: a checkpoint is data, never code.
 """
 
@@ -16,6 +19,7 @@ from cmgh.errors import DataError
 from cmgh.io import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
+RESUME = "resume.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -56,17 +60,27 @@ def _tensor_to_python_state(state: dict[str, Any]) -> tuple[Any, ...]:
     return (state["version"], tuple(int(v) for v in state["internal"].tolist()), state["gauss"])
 
 
-def save(directory: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``directory/checkpoint.pt`` via a temp file and rename."""
-    target = Path(directory) / CHECKPOINT
+def save(directory: str | Path, payload: dict[str, Any], name: str = CHECKPOINT) -> Path:
+    """Write ``payload`` to ``directory/name`` via a temp file and rename."""
+    target = Path(directory) / name
     atomic_write(target, lambda fh: torch.save(payload, fh))
     return target
+
+
+def latest(directory: str | Path) -> Path:
+    """The newest state of a run folder: ``resume.pt`` while training (or after a kill), else
+    ``checkpoint.pt`` (which may not exist yet)."""
+    directory = Path(directory)
+    resume, final = directory / RESUME, directory / CHECKPOINT
+    if resume.is_file() and (not final.is_file() or resume.stat().st_mtime_ns >= final.stat().st_mtime_ns):
+        return resume
+    return final
 
 
 def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINT
+        path = latest(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     try:

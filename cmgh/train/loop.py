@@ -42,6 +42,9 @@ from cmgh.train.schedule import build_scheduler
 log = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
+PARTIAL_LOG = "train_log.partial.jsonl"  # the log of a run in progress (see cmgh.train.checkpoint)
+# Keys that do not change what a run computes: a resumed run may differ in them.
+_NOT_IN_FINGERPRINT = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus", "compile")
 SCORES_DIR = "scores"
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -124,6 +127,29 @@ def _read_log(path: Path, before_step: int) -> list[str]:
     return kept
 
 
+def fingerprint(cfg: Config, spec: RunSpec) -> str:
+    """Hash of what a run computes; a saved state with another fingerprint is not resumed."""
+    import hashlib
+
+    tree = cfg.to_dict()
+    pretrain_keys = {k: v for k, v in tree["pretrain"].items() if k not in _NOT_IN_FINGERPRINT}
+    keys = {"data": {"noise": tree["data"]["noise"], "synth": tree["data"].get("synth")}, "features": tree["features"],
+            "model": tree["model"], "pretrain": pretrain_keys, "run": [spec.backbone, spec.variant, spec.seed]}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _resumable_state(out: Path, expected: str) -> dict[str, Any] | None:
+    path = ckpt.latest(out)
+    if not path.exists():
+        return None
+    state = ckpt.load(path)
+    found = state.get("meta", {}).get("fingerprint")
+    if found != expected:
+        log.warning("%s: saved with another configuration (fingerprint %s, now %s); starting from step 0", path, found, expected)
+        return None
+    return state
+
+
 def pretrain(
     cfg: Config,
     spec: RunSpec,
@@ -133,7 +159,7 @@ def pretrain(
     stop_after: int | None = None,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Path:
-    """Train one variant; returns the checkpoint path. ``stop_after`` ends early (tests, sweeps).
+    """Train one variant; returns the path of its newest state (checkpoint.pt once finished). ``stop_after`` ends early (tests, sweeps).
 
     ``on_step(steps_done, model)`` runs after every optimizer step, once that step's checkpoint (if
     any) is written; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run, checkpoint kept.
@@ -174,8 +200,9 @@ def pretrain(
 
     start, nonfinite_run, nonfinite_total = 0, 0, 0
     ckpt_path = out / ckpt.CHECKPOINT
-    if resume and ckpt_path.exists():
-        state = ckpt.load(ckpt_path)
+    run_fingerprint = fingerprint(cfg, spec)
+    state = _resumable_state(out, run_fingerprint) if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -184,11 +211,14 @@ def pretrain(
         ckpt.set_rng_state(state["rng"])
         start, nonfinite_run, nonfinite_total = int(state["step"]), int(state["nonfinite_run"]), int(state["nonfinite_total"])
         log.info("resuming %s from step %d", out, start)
-    log_lines = _read_log(out / TRAIN_LOG, start) if dist_info.is_main else []
+    previous_log = out / PARTIAL_LOG if (out / PARTIAL_LOG).is_file() else out / TRAIN_LOG
+    log_lines = _read_log(previous_log, start) if dist_info.is_main and start else []
 
     def save(step: int) -> None:
+        """The final state as checkpoint.pt + train_log.jsonl; any other as resume.pt + the partial log."""
         if not dist_info.is_main:
             return
+        finished = step == total
         ckpt.save(
             out,
             {
@@ -201,10 +231,15 @@ def pretrain(
                 "step": step,
                 "nonfinite_run": nonfinite_run,
                 "nonfinite_total": nonfinite_total,
-                "meta": {"backbone": spec.backbone, "variant": spec.variant, "seed": spec.seed, "vocab_size": len(vocab), "steps": total},
+                "meta": {"backbone": spec.backbone, "variant": spec.variant, "seed": spec.seed, "vocab_size": len(vocab),
+                         "steps": total, "fingerprint": run_fingerprint},
             },
+            name=ckpt.CHECKPOINT if finished else ckpt.RESUME,
         )
-        atomic_write_text(out / TRAIN_LOG, "".join(f"{line}\n" for line in log_lines))
+        atomic_write_text(out / (TRAIN_LOG if finished else PARTIAL_LOG), "".join(f"{line}\n" for line in log_lines))
+        if finished:
+            for stale in (out / ckpt.RESUME, out / PARTIAL_LOG):
+                stale.unlink(missing_ok=True)
         tracker.flush()  # the tracker then holds every step the checkpoint covers (no gap on resume)
 
     # Under torchrun the losses see the global batch's negatives (VATT); one process needs nothing.
@@ -263,7 +298,7 @@ def pretrain(
         tracker.log_artifact(out / "summary.json")
         tracker.log_artifact(out / SCORES_DIR)
     distributed.cleanup(dist_info)
-    return ckpt_path
+    return ckpt.latest(out)
 
 
 def stream_batch(dataset: ShardedClips, indices: list[int]) -> dict[str, Any]:

@@ -49,13 +49,27 @@ def test_resume_equals_uninterrupted(tiny_world: config_mod.Config, tmp_path: Pa
     full = pretrain(cfg, RunSpec("ms", "gv", 0, tmp_path / "full"))
     # Killed after step 5: only the checkpoint of step 4 survives; the resumed run redoes step 4.
     pretrain(cfg, RunSpec("ms", "gv", 0, tmp_path / "cut"), stop_after=6)
-    assert ckpt.load(tmp_path / "cut" / "checkpoint.pt")["step"] == 6
+    assert ckpt.load(tmp_path / "cut" / "resume.pt")["step"] == 6
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()  # only a finished run has one (Snakemake output)
     resumed = pretrain(cfg, RunSpec("ms", "gv", 0, tmp_path / "cut"))
     assert_same_state(state_of(full), state_of(resumed))
     full_log = load_metrics_log(tmp_path / "full").drop(columns=["samples_per_s"])
     cut_log = load_metrics_log(tmp_path / "cut").drop(columns=["samples_per_s"])
     assert full_log.equals(cut_log)
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["steps"] == 12
+
+
+def test_a_state_saved_under_another_config_is_not_resumed(tiny_world: config_mod.Config, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    pretrain(small(tiny_world), RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=4)
+    changed = small(tiny_world, "pretrain.lr=3e-3")
+    with caplog.at_level("WARNING", logger="cmgh.train.loop"):
+        restarted = pretrain(changed, RunSpec("ms", "baseline", 0, tmp_path / "run"))
+    assert "saved with another configuration" in caplog.text and "starting from step 0" in caplog.text
+    assert restarted.name == "checkpoint.pt" and not (tmp_path / "run" / "resume.pt").exists()
+    fresh = pretrain(changed, RunSpec("ms", "baseline", 0, tmp_path / "fresh"))
+    assert_same_state(state_of(restarted), state_of(fresh))
+    assert load_metrics_log(tmp_path / "run")["step"].tolist() == list(range(12))
 
 
 def test_training_lowers_both_losses(tiny_world: config_mod.Config, tmp_path: Path) -> None:
@@ -88,7 +102,7 @@ def test_nonfinite_losses_stop_with_a_clear_error(tiny_world: config_mod.Config,
     cfg = small(tiny_world, f"paths.features={tmp_path / 'features'}", "pretrain.max_nonfinite_steps=3")
     with pytest.raises(TrainingError, match=r"3 non-finite losses in a row at step 2"):
         pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"))
-    assert ckpt.load(tmp_path / "run" / "checkpoint.pt")["nonfinite_total"] == 3
+    assert ckpt.load(tmp_path / "run" / "resume.pt")["nonfinite_total"] == 3
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path: Path) -> None:
