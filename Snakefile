@@ -11,13 +11,19 @@ if not workflow.overwrite_configfiles:
 
 
 
-include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/features.smk"
-include: "workflow/rules/pretrain.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report.smk"
-include: "workflow/rules/sweep.smk"
+if config.get("ablation", {}).get("noise_rates"):  # config/ablation.yaml: one tree per noise rate
+
+    include: "workflow/rules/ablation.smk"
+
+else:
+
+    include: "workflow/rules/common.smk"
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/features.smk"
+    include: "workflow/rules/pretrain.smk"
+    include: "workflow/rules/evaluate.smk"
+    include: "workflow/rules/report.smk"
+    include: "workflow/rules/sweep.smk"
 
 
 rule all:

@@ -133,8 +133,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from cmgh.report import build_report
 
-    results = Path(args.results) if args.results else _load(args).path("results")
-    written = build_report(results, compare=args.compare or ())
+    if args.noise_gain:
+        from cmgh.report import build_noise_gain
+
+        written = build_noise_gain([Path(tree) for tree in args.noise_gain], Path(args.out or args.noise_gain[0]))
+    else:
+        results = Path(args.results) if args.results else _load(args).path("results")
+        written = build_report(results, compare=args.compare or ())
     for kind, paths in written.items():
         for path in paths:
             print(f"{kind}: {path}")
@@ -243,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(rep)
     rep.add_argument("--results", default=None, help="results folder (default: paths.results of the config)")
     rep.add_argument("--compare", action="append", metavar="DIR", help="results folder of the same grid at another noise rate (repeatable)")
+    rep.add_argument("--noise-gain", nargs="+", metavar="DIR", help="only the gain-vs-noise table and figure over these results trees (one noise rate each)")
+    rep.add_argument("--out", default=None, help="with --noise-gain: folder for tables/ and figures/ (default: the first tree)")
     rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="list registered components")

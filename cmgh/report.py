@@ -412,6 +412,20 @@ def figure_noise_gain(roots: Sequence[Path], out: Path) -> list[Path]:
     return paths
 
 
+def build_noise_gain(roots: Sequence[Path], out: Path) -> dict[str, list[Path]]:
+    """The cross-tree part alone (config/ablation.yaml): ``tables/noise_gain.csv`` and the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rates = [noise_rate_of(root) for root in roots]
+    if len(set(rates)) < 2:
+        raise DataError(f"--noise-gain: the trees hold {len(set(rates))} distinct noise rate(s) {sorted(set(rates))}; expected at least 2")
+    figures = figure_noise_gain(roots, out / "figures")
+    table = out / "tables" / "noise_gain.csv"
+    atomic_write_text(table, (out / "figures" / "noise_gain.csv").read_text())
+    return {"tables": [table], "figures": figures}
+
+
 def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dict[str, list[Path]]:
     """Write every table, figure and the summary under ``results``; returns the written paths by kind.
 

@@ -43,7 +43,7 @@ MAX_PARAM_VALUE = 500  # MLflow < 2.3 servers (and some hosted stores) reject lo
 MAX_TAG_VALUE = 5000
 BATCH_PARAMS = 100  # MLflow log_batch limits: 100 params/tags, 1000 metrics, 1000 entities
 BATCH_METRICS = 1000
-HASH_EXCLUDE = ("tracking", "variants", "pretrain.seeds", "sweep")  # do not change what a single run computes
+HASH_EXCLUDE = ("tracking", "variants", "pretrain.seeds", "sweep", "ablation")  # do not change what a single run computes
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 

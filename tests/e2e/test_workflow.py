@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +29,8 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 TINY_RUNS = [
     "pretrain.batch_size=8", "pretrain.steps=6", "pretrain.warmup_steps=1", "pretrain.checkpoint_every=3",
     "pretrain.curriculum.warmup_steps=2", "pretrain.seeds=[0]", "model.width=32", "model.heads=2", "model.depth=1",
-    "evaluate.noise.batch_size=8",
+    "evaluate.noise.batch_size=8", "sweep.run=true", "sweep.n_trials=2", "sweep.steps=4", "sweep.report_every=2",
+    "sweep.backbone=ms", "sweep.base_variant=baseline",
 ]
 
 
@@ -56,8 +60,9 @@ def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
 def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     configfile = tiny_configfile(tmp_path)
     planned = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
-    # 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init).
-    assert planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1, "synth": 4, "vocab": 1, "total": 25}
+    # 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init), 1 study.
+    assert planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1, "synth": 4,
+                       "sweep": 1, "vocab": 1, "total": 26}
     first = snakemake(tmp_path, "--configfile", str(configfile))
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "out"
@@ -70,6 +75,8 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     assert "gr_gcl" in (out / "results" / "tables" / "ablation.md").read_text()
     assert (out / "results" / "figures" / "noise_roc.png").is_file()
     assert (out / "results" / "mlflow.db").is_file()
+    best = yaml.safe_load((out / "results" / "sweep" / "default" / "best_params.yaml").read_text())
+    assert set(best["params"]) and pd.read_csv(out / "results" / "sweep" / "default" / "trials.csv").shape[0] == 2
 
     again = snakemake(tmp_path, "--configfile", str(configfile), "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
@@ -80,6 +87,66 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     configfile.write_text(yaml.safe_dump(tree))
     branch = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
     assert branch == {"all": 1, "evaluate": 4, "pretrain": 1, "report": 1, "total": 7}
+
+
+@pytest.mark.slow
+def test_killed_pretrain_job_resumes_on_rerun(tmp_path: Path) -> None:
+    from cmgh.train import checkpoint as ckpt
+
+    configfile = tiny_configfile(tmp_path, "pretrain.steps=60", "pretrain.checkpoint_every=5")
+    run = tmp_path / "out" / "results" / "pretrain" / "ms" / "baseline" / "seed0"
+    target = str(run / "summary.json")
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "2", target, "--configfile", str(configfile)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not ((run / "resume.pt").is_file() and ckpt.load(run)["step"] >= 10):
+            assert proc.poll() is None and time.monotonic() < deadline, "pre-training never reached step 10"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the machine dies: Snakemake and its job, no clean-up
+        proc.wait()
+    killed_at = ckpt.load(run)["step"]
+    assert not (run / "checkpoint.pt").exists() and killed_at < 60
+
+    assert snakemake(tmp_path, "--unlock", "--configfile", str(configfile)).returncode == 0
+    rerun = snakemake(tmp_path, target, "--rerun-incomplete", "--configfile", str(configfile))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    job_log = (tmp_path / "out" / "results" / "logs" / "pretrain" / "ms" / "baseline" / "seed0.log").read_text()
+    resumed = re.findall(r"resuming \S+ from step (\d+)", job_log)
+    assert resumed and int(resumed[-1]) >= killed_at >= 10  # not a restart from step 0
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(60))  # every step logged exactly once across the kill
+    assert ckpt.load(run / "checkpoint.pt")["step"] == 60 and not (run / "resume.pt").exists()
+
+
+def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> None:
+    overlay = tmp_path / "root.yaml"
+    overlay.write_text(yaml.safe_dump({"ablation": {"root": str(tmp_path / "ablation")}}))
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "ablation.yaml"), str(overlay))
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = planned_jobs(result)
+    for tree in ("noise0", "noise0_3", "noise0_5"):  # 2 backbones x 4 variants x 3 seeds, 4 tasks each
+        assert planned[f"{tree}_pretrain"] == 24 and planned[f"{tree}_evaluate"] == 96 and planned[f"{tree}_report"] == 1
+    assert planned["ablation"] == 1 and planned["all"] == 1
+    assert (tmp_path / "ablation" / "noise0.5" / "config" / "resolved.yaml").is_file()
+    tree = yaml.safe_load((tmp_path / "ablation" / "noise0.5" / "config" / "resolved.yaml").read_text())
+    assert tree["data"]["noise"]["audio_rate"] == tree["data"]["noise"]["text_rate"] == 0.5
+    assert tree["tracking"]["uri"] == f"sqlite:///{tmp_path / 'ablation' / 'mlflow.db'}"  # one store for every tree
+
+
+@pytest.mark.slow
+def test_tiny_ablation_runs_two_noise_rates_to_the_gain_table(tmp_path: Path) -> None:
+    root = tmp_path / "ablation"
+    configfile = tiny_configfile(tmp_path, "ablation.noise_rates=[0.0, 0.5]", f"ablation.root={root}", "sweep.run=false")
+    result = snakemake(tmp_path, "--configfile", str(configfile))
+    assert result.returncode == 0, result.stderr[-3000:]
+    gain = pd.read_csv(root / "tables" / "noise_gain.csv")
+    assert sorted(gain["noise_rate"].unique()) == [0.0, 0.5]
+    assert set(gain["variant"]) == {"gr_gcl"} and set(gain["task"]) == {"kinetics", "audioset", "msrvtt"}
+    assert (root / "figures" / "noise_gain.png").stat().st_size > 0
+    for rate in ("0", "0.5"):
+        assert (root / f"noise{rate}" / "tables" / "ablation.md").is_file()
 
 
 def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:

@@ -76,7 +76,10 @@ def evaluation_targets():
 
 
 def all_targets():
-    return [f"{FEATURES}/{name}/index.parquet" for name in DATASETS] + pretrain_targets() + [f"{RESULTS}/tables/ablation.md"]
+    targets = [f"{FEATURES}/{name}/index.parquet" for name in DATASETS] + pretrain_targets() + [f"{RESULTS}/tables/ablation.md"]
+    if CFG.sweep.run:
+        targets.append(f"{RESULTS}/sweep/{CFG.sweep.study}/best_params.yaml")
+    return targets
 
 
 def run_logged(args, log_file, rule=None):

@@ -6,6 +6,14 @@ SWEEP_PLOTS = ("optimization_history", "param_importances", "parallel_coordinate
 SWEEP_TASK = {"kinetics_val_top1": "kinetics", "audioset_val_mAP": "audioset"}[CFG.sweep.objective]
 
 
+def sweep_slice():
+    """What a study depends on: its settings and the base variant (another variant's knob does not rerun it)."""
+    tree = CFG.to_dict()
+    keys = {k: tree[k] for k in ("sweep", "pretrain", "model", "evaluate", "features")}
+    keys["base_variant"] = tree["variants"].get(CFG.sweep.base_variant)
+    return json.dumps(keys, sort_keys=True)
+
+
 def sweep_inputs(wildcards):
     inputs = [f"{FEATURES}/howto100m/index.parquet", f"{FEATURES}/{SWEEP_TASK}/index.parquet", f"{FEATURES}/vocab.json"]
     workers = int(CFG.sweep.workers)
@@ -22,7 +30,7 @@ rule sweep_worker:
     output:
         touch(f"{RESULTS}/sweep/{{study}}/workers/worker{{worker}}.done"),
     params:
-        slice=cfg_slice("sweep", "pretrain", "model", "evaluate", "variants"),
+        slice=sweep_slice(),
         share=max(1, int(CFG.sweep.n_trials) // int(CFG.sweep.workers)),
     log:
         f"{RESULTS}/logs/sweep/{{study}}/worker{{worker}}.log",
@@ -49,7 +57,7 @@ rule sweep:
         trials=f"{RESULTS}/sweep/{{study}}/trials.csv",
         plots=[f"{RESULTS}/sweep/{{study}}/{plot}.png" for plot in SWEEP_PLOTS],
     params:
-        slice=cfg_slice("sweep", "pretrain", "model", "evaluate", "variants"),
+        slice=sweep_slice(),
     log:
         f"{RESULTS}/logs/sweep/{{study}}.log",
     wildcard_constraints:
