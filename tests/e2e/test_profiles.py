@@ -13,8 +13,9 @@ import pytest
 from tests.e2e.test_workflow import REPO, planned_jobs, snakemake, tiny_configfile
 
 PROFILES = REPO / "workflow" / "profiles"
-# 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init).
-TINY_PLAN = {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1, "synth": 4, "vocab": 1, "total": 25}
+# 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init), 1 study.
+TINY_PLAN = {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1, "synth": 4, "sweep": 1,
+             "vocab": 1, "total": 26}
 
 
 def job_resources(output: str, rule: str) -> list[str]:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmarks.workflow import planned_jobs as job_counts
 from cmgh.config import apply_overrides
 from tests.conftest import tiny_overrides
 
@@ -44,15 +45,8 @@ def tiny_configfile(tmp_path: Path, *extra: str) -> Path:
 
 def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     """Job counts per rule from a dry run's summary table."""
-    counts: dict[str, int] = {}
-    lines = (result.stdout + result.stderr).splitlines()
-    start = next((i for i, line in enumerate(lines) if re.match(r"^job\s+count\s*$", line)), None)
-    assert start is not None, "no job stats in the dry run's output"
-    for line in lines[start + 2 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts, "no job stats in the dry run's output"
     return counts
 
 
