@@ -54,6 +54,8 @@ rule ablation:
         table=f"{ABLATION_ROOT}/tables/noise_gain.csv",
     log:
         f"{ABLATION_ROOT}/logs/noise_gain.log",
+    benchmark:
+        f"{ABLATION_ROOT}/benchmarks/noise_gain.tsv"
     run:
         import subprocess
 

@@ -34,6 +34,8 @@ rule sweep_worker:
         share=max(1, int(CFG.sweep.n_trials) // int(CFG.sweep.workers)),
     log:
         f"{RESULTS}/logs/sweep/{{study}}/worker{{worker}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sweep/{{study}}/worker{{worker}}.tsv"
     wildcard_constraints:
         study=r"[A-Za-z0-9_.-]+",
         worker=r"\d+",
@@ -60,6 +62,8 @@ rule sweep:
         slice=sweep_slice(),
     log:
         f"{RESULTS}/logs/sweep/{{study}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sweep/{{study}}.tsv"
     wildcard_constraints:
         study=r"[A-Za-z0-9_.-]+",
     threads: 1
