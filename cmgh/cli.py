@@ -78,6 +78,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     try:
         path = pretrain(cfg, spec, resume=not args.restart, tracker=tracker, stop_after=args.stop_after)
         status = "FINISHED" if args.stop_after is None or args.stop_after >= int(run_cfg.pretrain.steps) else "KILLED"
+        if status == "FINISHED":
+            from cmgh.report import run_conflict_histogram
+
+            hist = run_conflict_histogram(out, args.backbone, args.variant, args.seed)
+            if hist is not None:
+                tracker.log_artifact(hist)
     except KeyboardInterrupt:
         status = "KILLED"
         raise

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,17 +269,19 @@ def _pretrain_runs(results: Path) -> list[tuple[str, str, int, Path]]:
     return sorted(runs, key=lambda r: (r[0], _variant_key(r[1]), r[2]))
 
 
-def figure_cosine_hist(results: Path, out: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
+def _scores_frame(runs: Iterable[tuple[str, str, int, Path]]) -> pd.DataFrame:
     frames = []
-    for backbone, variant, seed, d in _pretrain_runs(results):
+    for backbone, variant, seed, d in runs:
         for f in sorted((d / "scores").glob("step_*.csv")):
             t = pd.read_csv(f, usecols=["step", "cos"])
             frames.append(t.assign(backbone=backbone, variant=variant, seed=seed))
-    if not frames:
-        return []
-    data = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _plot_cosine_hist(data: pd.DataFrame, out: Path, name: str, title: str) -> list[Path]:
+    """One panel per backbone/variant: the cosine distribution early, midway and late in training."""
+    import matplotlib.pyplot as plt
+
     keys = sorted(map(tuple, data[["backbone", "variant"]].drop_duplicates().to_numpy()), key=lambda k: (k[0], _variant_key(k[1])))
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), sharey=True, squeeze=False)
     bins = np.linspace(-1, 1, 41)
@@ -287,18 +289,35 @@ def figure_cosine_hist(results: Path, out: Path) -> list[Path]:
         sel = data[(data.backbone == backbone) & (data.variant == variant)]
         steps = np.sort(sel.step.unique())
         thirds = [s for s in np.array_split(steps, min(3, len(steps))) if len(s)]
-        for part, name in zip(thirds, ("early", "middle", "late")):
+        for part, label in zip(thirds, ("early", "middle", "late")):
             values = sel[sel.step.isin(part)].cos.to_numpy()
-            ax.hist(values, bins=bins, histtype="step", density=True, label=f"{name} (steps {part[0]}-{part[-1]})")
+            ax.hist(values, bins=bins, histtype="step", density=True, label=f"{label} (steps {part[0]}-{part[-1]})")
         ax.axvline(0, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{backbone} / {variant}")
         ax.set_xlabel("conflict cosine")
     axes[0][0].set_ylabel("density")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("Per-sample conflict cosine over training (all seeds)", y=1.04)
-    paths = _savefig(fig, out, "conflict_cosine_hist")
+    fig.suptitle(title, y=1.04)
+    paths = _savefig(fig, out, name)
     plt.close(fig)
     return paths
+
+
+def figure_cosine_hist(results: Path, out: Path) -> list[Path]:
+    data = _scores_frame(_pretrain_runs(results))
+    return _plot_cosine_hist(data, out, "conflict_cosine_hist", "Per-sample conflict cosine over training (all seeds)") if len(data) else []
+
+
+def run_conflict_histogram(run_dir: Path, backbone: str, variant: str, seed: int) -> Path | None:
+    """``conflict_hist.png`` of one pre-training run (its MLflow artifact); None without score dumps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    data = _scores_frame([(backbone, variant, seed, Path(run_dir))])
+    if not len(data):
+        return None
+    paths = _plot_cosine_hist(data, Path(run_dir), "conflict_hist", f"Per-sample conflict cosine, seed {seed}")
+    return next(p for p in paths if p.suffix == ".png")
 
 
 def figure_fractions(results: Path, out: Path) -> list[Path]:

@@ -102,7 +102,7 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     if shutil.which("git"):
         assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "train_log.jsonl", "summary.json", "scores"} <= artifacts
+    assert {"config.yaml", "train_log.jsonl", "summary.json", "scores", "conflict_hist.png"} <= artifacts
     scores = sorted(f"scores/{p.name}" for p in (out / "scores").glob("*.csv"))
     assert scores and [a.path for a in client.list_artifacts(run.info.run_id, "scores")] == scores
     logged_cfg = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / "dl"))).read_text())
