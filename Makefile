@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The DAG, then its self-contained HTML report (tables and figures with their captions).
 reproduce: setup
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 
 # pytest's exit 5 (no tests collected) fails make like any other non-zero exit.
 test: setup

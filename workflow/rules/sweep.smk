@@ -57,7 +57,7 @@ rule sweep:
         best=f"{RESULTS}/sweep/{{study}}/best_params.yaml",
         tuned=f"{RESULTS}/sweep/{{study}}/tuned_variant.yaml",
         trials=f"{RESULTS}/sweep/{{study}}/trials.csv",
-        plots=[f"{RESULTS}/sweep/{{study}}/{plot}.png" for plot in SWEEP_PLOTS],
+        plots=[report(f"{RESULTS}/sweep/{{study}}/{plot}.png", caption="../report/sweep.rst", category="Sweep") for plot in SWEEP_PLOTS],
     params:
         slice=sweep_slice(),
     log:
