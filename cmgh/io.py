@@ -15,7 +15,10 @@ from cmgh.errors import DataError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
+# A leading '-' or '_' is allowed: about 1 in 32 real YouTube IDs starts with one (`--PJHxphWEs`),
+# and IDs only ever become the last component of a path under a dataset folder or a URL query
+# value, never a command-line argument of their own. A leading '.' (hidden/relative) is not.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.=-]{0,199}$")
 
 
 @contextmanager
@@ -57,7 +60,7 @@ def safe_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is safe as a single path component; raise DataError otherwise.
 
     Dataset IDs (YouTube IDs, video names) come from downloaded annotation files and must never
-    steer a path out of its folder ('..', '/', NUL, leading dots or dashes).
+    steer a path out of its folder ('..', '/', NUL, a leading dot).
     """
     text = str(value)
     if not _SAFE_ID.match(text) or ".." in text:
