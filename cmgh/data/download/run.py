@@ -104,7 +104,10 @@ def _fetch_or_reuse(ctx: Context, url: str, sha256: str | None) -> Fetched:
     """An archive in staging (kept by an interrupted run: it is only there once verified), or fetch it."""
     path = ctx.staging / archive_name(url)
     if path.is_file():
-        return Fetched(path, path.stat().st_size, sha256_file(path))
+        digest = sha256_file(path)
+        if not sha256 or digest == sha256.lower():
+            return Fetched(path, path.stat().st_size, digest)
+        path.unlink()  # fetched under another expected checksum: fetch it again
     return fetch(url, path, sha256, policy=ctx.policy, limiter=ctx.limiter, stop=ctx.stop)
 
 
