@@ -18,6 +18,7 @@ from cmgh.errors import CmghError
 log = logging.getLogger("cmgh")
 
 Handler = Callable[[argparse.Namespace], int]
+DATASETS = ["howto100m", "kinetics", "audioset", "msrvtt"]  # = cmgh.data.formats.DATASETS, without importing pandas
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
@@ -55,6 +56,27 @@ def cmd_data_extract(args: argparse.Namespace) -> int:
     cfg = _load(args)
     for name in args.dataset:
         print(extract(cfg, name, workers=args.workers))
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from cmgh.data.download.run import download
+    from cmgh.errors import DownloadError
+
+    cfg = _load(args)
+    failures = []
+    for name in args.dataset:  # every dataset gets its report, then the first failure decides the exit
+        try:
+            download(
+                cfg, name, limit=args.limit, classes=args.classes or (), dry_run=args.dry_run, annotations_only=args.annotations_only,
+                min_available=args.min_available, workers=args.workers, retry_all=args.retry_all,
+            )
+        except DownloadError as exc:
+            failures.append(exc)
+            if len(args.dataset) > 1:
+                print(f"cmgh: error: {exc}", file=sys.stderr)
+    if failures:
+        raise failures[0]
     return 0
 
 
@@ -167,8 +189,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         names = curriculum.names()
     else:
-        from cmgh.data.formats import DATASETS
-
         names = list(DATASETS)
     print("\n".join(names))
     return 0
@@ -219,16 +239,29 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets and features").add_subparsers(dest="action", required=True)
     synth = data.add_parser("synth", help="generate the mini datasets in the real formats")
     _common(synth)
-    synth.add_argument("--dataset", action="append", choices=["howto100m", "kinetics", "audioset", "msrvtt"])
+    synth.add_argument("--dataset", action="append", choices=DATASETS)
     synth.set_defaults(func=cmd_data_synth)
     vocab = data.add_parser("vocab", help="build the vocabulary from the pre-training captions")
     _common(vocab)
     vocab.set_defaults(func=cmd_data_vocab)
     extract = data.add_parser("extract", help="decode a dataset into shards + index + manifest")
     _common(extract)
-    extract.add_argument("--dataset", action="append", required=True, choices=["howto100m", "kinetics", "audioset", "msrvtt"])
+    extract.add_argument("--dataset", action="append", required=True, choices=DATASETS)
     extract.add_argument("--workers", type=int, default=None, help="decoding processes (default: features.workers)")
     extract.set_defaults(func=cmd_data_extract)
+
+    dl = data.add_parser("download", help="fetch a real dataset into its layout (resumable, with a manifest of failures)")
+    _common(dl)
+    dl.add_argument("--dataset", action="append", required=True, choices=DATASETS)
+    dl.add_argument("--limit", type=int, default=None, help="at most N clips per split (a slice to try things out)")
+    dl.add_argument("--classes", action="append", metavar="NAME",
+                    help="only clips of this class (repeatable): a Kinetics label, AudioSet display name or MID, HowTo100M category, MSR-VTT category number")
+    dl.add_argument("--dry-run", action="store_true", help="list what would be fetched; write nothing")
+    dl.add_argument("--annotations-only", action="store_true", help="fetch the annotation files only (then --dry-run can list the clips)")
+    dl.add_argument("--min-available", type=float, default=None, help="fraction of clips that must end ok (default: data.download.min_available)")
+    dl.add_argument("--workers", type=int, default=None, help="parallel downloads (default: data.download.workers)")
+    dl.add_argument("--retry-all", action="store_true", help="also retry clips an earlier run found unavailable, private or invalid")
+    dl.set_defaults(func=cmd_data_download)
 
     pre = sub.add_parser("pretrain", help="pre-train one variant (resumes from its checkpoint)")
     _common(pre)

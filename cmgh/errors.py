@@ -11,3 +11,7 @@ class ConfigError(CmghError):
 
 class DataError(CmghError):
     """An input file is malformed: the message names the file, line or field and what was expected."""
+
+
+class DownloadError(CmghError):
+    """Fetching a real dataset failed as a whole (an annotation file, or too few clips available)."""

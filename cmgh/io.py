@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,10 @@ from cmgh.errors import DataError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
+# A leading '-' or '_' is allowed: about 1 in 32 real YouTube IDs starts with one (`--PJHxphWEs`),
+# and IDs only ever become the last component of a path under a dataset folder or a URL query
+# value, never a command-line argument of their own. A leading '.' (hidden/relative) is not.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.=-]{0,199}$")
 
 
 @contextmanager
@@ -53,11 +57,20 @@ def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def safe_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is safe as a single path component; raise DataError otherwise.
 
     Dataset IDs (YouTube IDs, video names) come from downloaded annotation files and must never
-    steer a path out of its folder ('..', '/', NUL, leading dots or dashes).
+    steer a path out of its folder ('..', '/', NUL, a leading dot).
     """
     text = str(value)
     if not _SAFE_ID.match(text) or ".." in text:

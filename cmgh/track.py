@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from cmgh.io import sha256_file
+
 log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "cmgh.run_key"  # run key + config hash: identifies a run for resume / dedup
@@ -423,11 +425,7 @@ def config_hash(cfg: Any) -> str:
 def file_hash(path: Path) -> str:
     if not path.is_file():
         return "missing"
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str]:

@@ -61,28 +61,49 @@ def write_mp4(
     return target
 
 
+def add_video_stream(container: Any, fps: int | Fraction, width: int, height: int, codec: str = "h264") -> Any:
+    """A yuv420p video stream with deterministic single-threaded encoder settings."""
+    vstream = container.add_stream(VIDEO_CODECS[codec], rate=fps)
+    vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+    vstream.codec_context.time_base = 1 / Fraction(fps)
+    if codec == "h264":
+        # mbtree=0: x264's macroblock-tree rate control gave run-to-run differences on tiny frames
+        # (bytes depended on heap state, seen at 64x64); without it two writes are identical.
+        vstream.codec_context.options = {
+            "threads": "1", "preset": "veryfast", "crf": "20", "flags": "+bitexact", "x264-params": "mbtree=0",
+        }
+    else:
+        # Constant quantiser 4 (ffmpeg's -q:v 4 = flag qscale + global_quality 4 * FF_QP2LAMBDA).
+        vstream.codec_context.options = {"threads": "1", "flags": "+bitexact+qscale", "global_quality": str(4 * 118)}
+    vstream.codec_context.thread_count = 1
+    return vstream
+
+
+def add_audio_stream(container: Any, sample_rate: int, layout: str = "mono") -> Any:
+    astream = container.add_stream("aac", rate=sample_rate)
+    astream.layout = layout
+    astream.codec_context.options = {"flags": "+bitexact", "aac_coder": "fast"}
+    return astream
+
+
+def mux_audio(container: Any, stream: Any, wave: np.ndarray, sample_rate: int, layout: str, pts: int = 0) -> int:
+    """Encode planar float audio ``[channels, samples]`` in AAC-sized frames from ``pts``; return the next pts."""
+    for start in range(0, wave.shape[1], AUDIO_FRAME):
+        chunk = np.ascontiguousarray(wave[:, start : start + AUDIO_FRAME], dtype=np.float32)
+        aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+        aframe.sample_rate = sample_rate
+        aframe.pts = pts + start
+        aframe.time_base = Fraction(1, sample_rate)
+        container.mux(stream.encode(aframe))
+    return pts + wave.shape[1]
+
+
 def _encode(tmp: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, sample_rate: int, codec: str) -> None:
     # The temp name ends in .tmp, so name the muxer explicitly.
     with av.open(str(tmp), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         _, height, width, _ = frames.shape
-        vstream = container.add_stream(VIDEO_CODECS[codec], rate=fps)
-        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-        vstream.codec_context.time_base = Fraction(1, fps)
-        if codec == "h264":
-            # mbtree=0: x264's macroblock-tree rate control gave run-to-run differences on tiny frames
-            # (bytes depended on heap state, seen at 64x64); without it two writes are identical.
-            vstream.codec_context.options = {
-                "threads": "1", "preset": "veryfast", "crf": "20", "flags": "+bitexact", "x264-params": "mbtree=0",
-            }
-        else:
-            # Constant quantiser 4 (ffmpeg's -q:v 4 = flag qscale + global_quality 4 * FF_QP2LAMBDA).
-            vstream.codec_context.options = {"threads": "1", "flags": "+bitexact+qscale", "global_quality": str(4 * 118)}
-        vstream.codec_context.thread_count = 1
-        astream = None
-        if audio is not None:
-            astream = container.add_stream("aac", rate=sample_rate)
-            astream.layout = "mono"
-            astream.codec_context.options = {"flags": "+bitexact", "aac_coder": "fast"}
+        vstream = add_video_stream(container, fps, width, height, codec)
+        astream = add_audio_stream(container, sample_rate) if audio is not None else None
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = i
@@ -90,14 +111,8 @@ def _encode(tmp: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, s
             container.mux(vstream.encode(frame))
         container.mux(vstream.encode(None))
         if astream is not None:
-            wave = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-            for start in range(0, len(wave), AUDIO_FRAME):
-                chunk = np.ascontiguousarray(wave[None, start : start + AUDIO_FRAME])
-                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                aframe.sample_rate = sample_rate
-                aframe.pts = start
-                aframe.time_base = Fraction(1, sample_rate)
-                container.mux(astream.encode(aframe))
+            wave = np.clip(np.asarray(audio, dtype=np.float32).reshape(1, -1), -1.0, 1.0)
+            mux_audio(container, astream, wave, sample_rate, "mono")
             container.mux(astream.encode(None))
 
 
@@ -136,7 +151,7 @@ def _video_stream(container: Any, path: Path) -> Any:
     return stream
 
 
-def _seek(container: Any, stream: Any, seconds: float) -> None:
+def seek(container: Any, stream: Any, seconds: float) -> None:
     """Seek to the keyframe at or before ``seconds`` (nothing to do at the start)."""
     if seconds <= 0 or stream.time_base is None:
         return
@@ -197,7 +212,7 @@ def decode_video(path: str | os.PathLike[str], start: float, num_frames: int, fp
     chosen: list[Any] = []
     with _open(path) as container:
         stream = _video_stream(container, path)
-        _seek(container, stream, float(start))
+        seek(container, stream, float(start))
         previous = None
         for frame in container.decode(stream):
             t = frame.time if frame.time is not None else 0.0
@@ -234,7 +249,7 @@ def decode_audio(path: str | os.PathLike[str], start: float, duration: float, sa
             return out
         stream = container.streams.audio[0]
         margin = 0.1  # resampler warm-up before the window
-        _seek(container, stream, float(start) - margin)
+        seek(container, stream, float(start) - margin)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
         chunks: list[np.ndarray] = []
         t0: float | None = None

@@ -52,11 +52,17 @@ def test_kinetics_round_trip_and_paths(tmp_path: Path) -> None:
     assert evil.resolve().is_relative_to(tmp_path.resolve())
 
 
-@pytest.mark.parametrize("ytid", ["../x", "a/b", "..", "", "-leading"])
+@pytest.mark.parametrize("ytid", ["../x", "a/b", "..", "", ".hidden", "a\x00b", "x" * 201])
 def test_kinetics_clip_path_rejects_unsafe_ids(tmp_path: Path, ytid: str) -> None:
     row = {"label": "abseiling", "youtube_id": ytid, "time_start": 0, "time_end": 10, "split": "train"}
     with pytest.raises(DataError, match="youtube_id"):
         formats.kinetics_clip_path(tmp_path, row)
+
+
+@pytest.mark.parametrize("ytid", ["--PJHxphWEs", "_8ZTH2f3vKc", "-0CMnp02rNY"])
+def test_real_youtube_ids_with_leading_dash_or_underscore_are_safe(tmp_path: Path, ytid: str) -> None:
+    row = {"label": "abseiling", "youtube_id": ytid, "time_start": 0, "time_end": 10, "split": "train"}
+    assert formats.kinetics_clip_path(tmp_path, row) == tmp_path / "train" / "abseiling" / f"{ytid}_000000_000010.mp4"
 
 
 def test_audioset_segments_exact_layout_and_round_trip(tmp_path: Path) -> None:

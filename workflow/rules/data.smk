@@ -27,3 +27,27 @@ if CFG.data.source == "synth":
         run:
             shell_args = cmgh_cmd("data", "synth", "--dataset", wildcards.dataset)
             run_logged(shell_args, log[0])
+
+
+if CFG.data.source == "download":
+
+    def download_slice(wildcards):
+        """What one downloaded dataset depends on: its sources and the clip re-encoding, not politeness knobs."""
+        download = CFG.to_dict()["data"]["download"]
+        return json.dumps({"sources": download[wildcards.dataset], "reencode": download["reencode"]}, sort_keys=True)
+
+    rule download:
+        output:
+            f"{DATA}/{{dataset}}/.complete",
+        params:
+            slice=download_slice,
+        log:
+            f"{RESULTS}/logs/download/{{dataset}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
+        threads: min(4, CFG.data.download.workers)  # cutting/re-encoding clips; fetching mostly waits on the network
+        resources:
+            mem_mb=8000,  # AudioSet's 2M-row clip list
+        run:
+            shell_args = cmgh_cmd("data", "download", "--dataset", wildcards.dataset)
+            run_logged(shell_args, log[0])

@@ -32,6 +32,8 @@ def _type(node: dict[str, Any]) -> str:
     if "enum" in node:
         return " \\| ".join(f"`{v}`" for v in node["enum"])
     kind = node.get("type", "")
+    if isinstance(kind, list):  # e.g. [number, "null"]
+        kind = " or ".join(kind)
     if kind == "array" and "items" in node:
         return f"list of {_type(node['items'])}"
     bounds = [f"{op} {node[k]}" for k, op in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")) if k in node]

@@ -1,0 +1,53 @@
+"""Where a dataset's files come from: the configured sources, checked, and the names derived from them.
+
+Kept free of heavy imports: :mod:`cmgh.config` checks the sources on every load of a
+``data.source: download`` config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from cmgh.errors import ConfigError
+from cmgh.io import sanitize_id
+
+
+def check_sources(name: str, spec: dict[str, Any]) -> None:
+    """A dataset needs annotation URLs and one way to its clips (one-line ConfigError otherwise)."""
+    key = f"data.download.{name}"
+    if not spec.get("annotations"):
+        raise ConfigError(f"{key}.annotations: empty; downloading {name} needs its annotation URLs (see config/paper.yaml)")
+    if not spec.get("clip_archives"):
+        template = spec.get("clip_url")
+        if not template:
+            raise ConfigError(f"{key}: neither clip_url nor clip_archives is set; expected one way to the clips")
+        if "{id}" not in template or urlsplit(template).scheme not in ("http", "https"):
+            raise ConfigError(f"{key}.clip_url: {template!r} is not an http(s) URL template containing {{id}}")
+
+
+def clip_url(template: str, source_id: str) -> str:
+    """The clip's page or file URL; the ID is already a safe file name and is quoted once more."""
+    return template.replace("{id}", quote(source_id, safe=""))
+
+
+def url_name(url: str) -> str:
+    """The file name at the end of a URL's path, made safe."""
+    return sanitize_id(PurePosixPath(urlsplit(url).path).name or "download")
+
+
+def archive_name(url: str) -> str:
+    """A staging file name per archive URL (two sources with the same file name cannot collide)."""
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:8]}-{url_name(url)}"
+
+
+def local_paths(source: dict[str, Any]) -> list[str]:
+    """Paths (in the dataset folder) an annotation source provides."""
+    return [source["save_as"]] if source.get("save_as") else list(source.get("members", {}).values())
+
+
+def annotation_id(source: dict[str, Any]) -> str:
+    """Manifest ID of an annotation source: its file in the layout, or its archive's name."""
+    return source["save_as"] if source.get("save_as") else url_name(source["url"])

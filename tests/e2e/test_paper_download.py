@@ -1,0 +1,31 @@
+"""`config/paper.yaml` plans the real downloads: one `download` job per dataset, feeding extraction."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.test_workflow import REPO, planned_jobs, snakemake
+
+
+def test_paper_config_dry_run_lists_a_download_job_per_dataset(tmp_path: Path) -> None:
+    tree = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    tree["paths"] = {name: str(tmp_path / "out" / name) for name in ("data", "features", "results")}  # same plan, no writes in the repo
+    configfile = tmp_path / "paper.yaml"
+    configfile.write_text(yaml.safe_dump(tree))
+    result = snakemake(tmp_path, "--configfile", str(configfile), "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    planned = planned_jobs(result)
+    assert planned["download"] == 4 and planned["extract"] == 4 and "synth" not in planned
+    blocks = re.split(r"\n(?=(?:localrule|rule) \w+:)", output)
+    downloads = [b for b in blocks if re.match(r"(?:localrule|rule) download:", b)]
+    datasets = sorted(re.search(r"wildcards: dataset=(\w+)", b).group(1) for b in downloads)
+    assert datasets == ["audioset", "howto100m", "kinetics", "msrvtt"]
+    for block in downloads:
+        dataset = re.search(r"wildcards: dataset=(\w+)", block).group(1)
+        assert f"output: {tmp_path}/out/data/{dataset}/.complete" in block
+        assert f"log: {tmp_path}/out/results/logs/download/{dataset}.log" in block
+    assert not (tmp_path / "out" / "data").exists()  # a dry run fetches nothing
