@@ -37,6 +37,7 @@ rule pretrain:
         variant=VARIANT_PATTERN,
         seed=r"\d+",
     threads: 1
+    priority: 2  # longest jobs first: short evaluations then fill the cores at the end of the DAG
     resources:
         mem_mb=4000,
         gpu=pretrain_gpus,

@@ -40,6 +40,7 @@ rule sweep_worker:
         study=r"[A-Za-z0-9_.-]+",
         worker=r"\d+",
     threads: 1
+    priority: 1
     resources:
         mem_mb=4000,
     run:
@@ -67,6 +68,7 @@ rule sweep:
     wildcard_constraints:
         study=r"[A-Za-z0-9_.-]+",
     threads: 1
+    priority: 1
     resources:
         mem_mb=4000,
     run:
