@@ -75,8 +75,15 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     again = snakemake(tmp_path, "--configfile", str(configfile), "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
-    # A changed hyperparameter of one variant reruns that branch only.
+    # The GPU count changes no result (exact data parallelism): no rerun.
     tree = yaml.safe_load(configfile.read_text())
+    tree["pretrain"]["gpus"] = 2
+    configfile.write_text(yaml.safe_dump(tree))
+    gpus = snakemake(tmp_path, "--configfile", str(configfile), "-n")
+    assert gpus.returncode == 0 and "Nothing to be done" in gpus.stdout + gpus.stderr
+    tree["pretrain"]["gpus"] = 0
+
+    # A changed hyperparameter of one variant reruns that branch only.
     tree["variants"]["gr_gcl"]["pretrain"]["curriculum"]["end_keep"] = 0.5
     configfile.write_text(yaml.safe_dump(tree))
     branch = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))

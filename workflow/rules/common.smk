@@ -52,6 +52,7 @@ def variant_slice(variant):
     synth = tree["data"]["synth"]
     corpus = {k: synth[k] for k in ("seed", "concepts", "media", "howto100m")}  # not the downstream sets
     keys = {"corpus": corpus, "noise": tree["data"]["noise"], **{k: tree[k] for k in ("features", "model", "pretrain")}}
+    keys["pretrain"].pop("gpus", None)  # data-parallel training is exact: the GPU count changes no result
     return json.dumps(keys, sort_keys=True)
 
 

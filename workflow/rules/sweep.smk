@@ -11,6 +11,7 @@ def sweep_slice():
     tree = CFG.to_dict()
     keys = {k: tree[k] for k in ("sweep", "pretrain", "model", "evaluate", "features")}
     keys["base_variant"] = tree["variants"].get(CFG.sweep.base_variant)
+    keys["pretrain"].pop("gpus", None)  # trials run on one device whatever the GPU count of pretrain jobs
     return json.dumps(keys, sort_keys=True)
 
 
