@@ -27,7 +27,7 @@ from cmgh import config as config_mod  # noqa: E402
 from cmgh.evaluate.metrics import retrieval_metrics  # noqa: E402
 from cmgh.evaluate.tasks import evaluate  # noqa: E402
 from cmgh.models import build_model  # noqa: E402
-from cmgh.train import checkpoint as ckpt  # noqa: E402
+from cmgh import checkpoint as ckpt  # noqa: E402
 
 
 def world(tmp: Path) -> config_mod.Config:

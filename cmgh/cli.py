@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cmgh import config as config_mod
+from cmgh.data import DATASETS
 from cmgh.errors import CmghError
 
 log = logging.getLogger("cmgh")
 
 Handler = Callable[[argparse.Namespace], int]
-DATASETS = ["howto100m", "kinetics", "audioset", "msrvtt"]  # = cmgh.data.formats.DATASETS, without importing pandas
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
@@ -122,7 +122,7 @@ def _run_identity(run_dir: Path) -> dict[str, object]:
     summary = run_dir / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text())
-    from cmgh.train.checkpoint import load
+    from cmgh.checkpoint import load
 
     return dict(load(run_dir)["meta"])
 

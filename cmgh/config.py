@@ -33,6 +33,16 @@ def schema() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+def choices(dotted: str) -> tuple[Any, ...]:
+    """The allowed values of a config key (``model.backbones``), from the schema's ``enum``: the one
+    list of dataset, backbone or objective names that the CLI, the workflow and the checks share."""
+    node: Mapping[str, Any] = schema()
+    for part in dotted.split("."):
+        node = node["properties"][part]
+    node = node.get("items", node)
+    return tuple(node["enum"])
+
+
 class Config(Mapping[str, Any]):
     """Read-only view of a validated config tree with attribute access (``cfg.pretrain.steps``)."""
 
@@ -210,6 +220,26 @@ def for_variant(cfg: Config, variant: str) -> Config:
         return from_dict(merged)
     except ConfigError as exc:
         raise ConfigError(f"variants.{variant}: {exc}") from None
+
+
+# pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
+# processes and the GPU count (data parallelism is exact).
+NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus")
+
+
+def training_inputs(cfg: Config) -> dict[str, Any]:
+    """What a pre-training run's result depends on, from its variant's resolved config: the corpus
+    and its noise (not the downstream sets), features, model and the pretrain settings. The resume
+    guard hashes it and the workflow's rerun trigger carries it, so the two cannot disagree."""
+    tree = cfg.to_dict()
+    synth = tree["data"]["synth"]
+    return {
+        "corpus": {k: synth[k] for k in ("seed", "concepts", "media", "howto100m")},
+        "noise": tree["data"]["noise"],
+        "features": tree["features"],
+        "model": tree["model"],
+        "pretrain": {k: v for k, v in tree["pretrain"].items() if k not in NOT_TRAINING_INPUTS},
+    }
 
 
 def _check_consistency(tree: Mapping[str, Any]) -> None:

@@ -407,8 +407,9 @@ def gain_vs_noise(roots: Sequence[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["noise_rate", "backbone", "variant", "task", "mean", "std", "n"])
 
 
-def figure_noise_gain(roots: Sequence[Path], out: Path) -> list[Path]:
-    """Downstream gain over the baseline vs injected noise rate (needs trees at >= 2 noise rates)."""
+def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None = None) -> list[Path]:
+    """Downstream gain over the baseline vs injected noise rate (needs trees at >= 2 noise rates);
+    its table goes to ``table_path`` (default ``out/noise_gain.csv``)."""
     import matplotlib.pyplot as plt
 
     table = gain_vs_noise(roots)
@@ -425,7 +426,7 @@ def figure_noise_gain(roots: Sequence[Path], out: Path) -> list[Path]:
         ax.set_xlabel("injected noise rate (mean of audio, text)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    atomic_write_text(out / "noise_gain.csv", table.to_csv(index=False))
+    atomic_write_text(table_path or out / "noise_gain.csv", table.to_csv(index=False))
     paths = _savefig(fig, out, "noise_gain")
     plt.close(fig)
     return paths
@@ -439,9 +440,8 @@ def build_noise_gain(roots: Sequence[Path], out: Path) -> dict[str, list[Path]]:
     rates = [noise_rate_of(root) for root in roots]
     if len(set(rates)) < 2:
         raise DataError(f"--noise-gain: the trees hold {len(set(rates))} distinct noise rate(s) {sorted(set(rates))}; expected at least 2")
-    figures = figure_noise_gain(roots, out / "figures")
     table = out / "tables" / "noise_gain.csv"
-    atomic_write_text(table, (out / "figures" / "noise_gain.csv").read_text())
+    figures = figure_noise_gain(roots, out / "figures", table)
     return {"tables": [table], "figures": figures}
 
 

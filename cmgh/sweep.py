@@ -236,7 +236,7 @@ def study_dir(cfg: Config, study: str | None = None) -> Path:
 def _validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
     """The objective on the validation split for the checkpoint in ``run_dir`` (RNG state untouched)."""
     from cmgh.evaluate.tasks import evaluate
-    from cmgh.train import checkpoint as ckpt
+    from cmgh import checkpoint as ckpt
 
     task, key = OBJECTIVES[str(cfg.sweep.objective)]
     rng = ckpt.rng_state()  # the evaluation seeds torch; the trial's training must not notice

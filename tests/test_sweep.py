@@ -111,7 +111,7 @@ def test_trials_are_nested_mlflow_runs(sqlite_study: dict) -> None:
 
 
 def test_pruned_trial_stops_training_and_keeps_its_checkpoint(tiny_world: config_mod.Config, tmp_path: Path) -> None:
-    from cmgh.train import checkpoint as ckpt
+    from cmgh import checkpoint as ckpt
 
     cfg = config_mod.load(overrides=sweep_overrides(tiny_world, tmp_path / "results", "sweep.study=prune", "tracking.enabled=false",
                                                     "sweep.space={pretrain.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}}"))

@@ -28,10 +28,10 @@ from typing import Any
 
 import pandas as pd
 
+from cmgh.data import DATASETS
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_text, safe_id, sanitize_id
 
-DATASETS = ("howto100m", "kinetics", "audioset", "msrvtt")
 
 HOWTO_VIDEO_COLUMNS = ("video_id", "category_1", "category_2", "rank", "task_id")
 NOISE_COLUMNS = ("video_id", "clip_start", "clip_end", "audio_aligned", "text_aligned")

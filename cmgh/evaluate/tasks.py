@@ -52,7 +52,7 @@ from cmgh.evaluate import probe as P
 from cmgh.io import atomic_write_json, atomic_write_text
 from cmgh.models import build_model
 from cmgh.track import NullTracker, Tracker
-from cmgh.train import checkpoint as ckpt
+from cmgh import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from cmgh.harmonize import Harmonizer, StepStats, forward_losses
 from cmgh.io import atomic_write_json, atomic_write_text
 from cmgh.models import build_model
 from cmgh.track import NullTracker, Tracker
-from cmgh.train import checkpoint as ckpt
+from cmgh import checkpoint as ckpt
 from cmgh.train import distributed
 from cmgh.train.batches import BatchStream, Position
 from cmgh.train.precision import autocast
@@ -42,9 +42,7 @@ from cmgh.train.schedule import build_scheduler
 log = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
-PARTIAL_LOG = "train_log.partial.jsonl"  # the log of a run in progress (see cmgh.train.checkpoint)
-# Keys that do not change what a run computes: a resumed run may differ in them.
-_NOT_IN_FINGERPRINT = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus", "compile")
+PARTIAL_LOG = "train_log.partial.jsonl"  # the log of a run in progress (see cmgh.checkpoint)
 SCORES_DIR = "scores"
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -131,10 +129,7 @@ def fingerprint(cfg: Config, spec: RunSpec) -> str:
     """Hash of what a run computes; a saved state with another fingerprint is not resumed."""
     import hashlib
 
-    tree = cfg.to_dict()
-    pretrain_keys = {k: v for k, v in tree["pretrain"].items() if k not in _NOT_IN_FINGERPRINT}
-    keys = {"data": {"noise": tree["data"]["noise"], "synth": tree["data"].get("synth")}, "features": tree["features"],
-            "model": tree["model"], "pretrain": pretrain_keys, "run": [spec.backbone, spec.variant, spec.seed]}
+    keys = {**config_mod.training_inputs(cfg), "run": [spec.backbone, spec.variant, spec.seed]}
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -199,7 +194,6 @@ def pretrain(
         model.head.compile()
 
     start, nonfinite_run, nonfinite_total = 0, 0, 0
-    ckpt_path = out / ckpt.CHECKPOINT
     run_fingerprint = fingerprint(cfg, spec)
     state = _resumable_state(out, run_fingerprint) if resume else None
     if state is not None:

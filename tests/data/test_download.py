@@ -637,7 +637,7 @@ def test_ytdlp_messages_map_to_manifest_statuses(message: str, status: str) -> N
 def test_download_config_names_what_is_missing(tmp_path: Path) -> None:
     from cmgh import cli
 
-    assert cli.DATASETS == list(formats.DATASETS)  # the CLI's copy of the names
+    assert cli.DATASETS is formats.DATASETS  # one list of names (cmgh.data), no copy to drift
     base = [*tiny_overrides(tmp_path), "data.source=download"]
     with pytest.raises(config_mod.ConfigError, match=r"^data.download.howto100m.annotations: empty"):
         config_mod.load(overrides=base)

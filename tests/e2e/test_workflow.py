@@ -83,6 +83,13 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     assert gpus.returncode == 0 and "Nothing to be done" in gpus.stdout + gpus.stderr
     tree["pretrain"]["gpus"] = 0
 
+    # Another seed runs that seed only: the existing runs and the sweep stay.
+    tree["pretrain"]["seeds"] = [0, 1]
+    configfile.write_text(yaml.safe_dump(tree))
+    seed = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    assert seed == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "pretrain": 2, "report": 1, "total": 16}
+    tree["pretrain"]["seeds"] = [0]
+
     # A changed hyperparameter of one variant reruns that branch only.
     tree["variants"]["gr_gcl"]["pretrain"]["curriculum"]["end_keep"] = 0.5
     configfile.write_text(yaml.safe_dump(tree))
@@ -92,7 +99,7 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_pretrain_job_resumes_on_rerun(tmp_path: Path) -> None:
-    from cmgh.train import checkpoint as ckpt
+    from cmgh import checkpoint as ckpt
 
     configfile = tiny_configfile(tmp_path, "pretrain.steps=60", "pretrain.checkpoint_every=5")
     run = tmp_path / "out" / "results" / "pretrain" / "ms" / "baseline" / "seed0"

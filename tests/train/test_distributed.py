@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cmgh import config as config_mod
-from cmgh.train import checkpoint as ckpt
+from cmgh import checkpoint as ckpt
 from cmgh.models import build_model
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain, seed_everything
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cmgh import config as config_mod
-from cmgh.train import checkpoint as ckpt
+from cmgh import checkpoint as ckpt
 from cmgh.train.loop import RunSpec, TrainingError, load_metrics_log, pretrain
 from cmgh.train.schedule import lr_at
 

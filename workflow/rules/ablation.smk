@@ -6,6 +6,10 @@ import sys
 from cmgh import config as cmgh_config
 from cmgh.errors import ConfigError
 
+
+include: "commands.smk"
+
+
 try:
     ABLATION = cmgh_config.from_dict(config)
 except ConfigError as exc:
@@ -57,9 +61,5 @@ rule ablation:
     benchmark:
         f"{ABLATION_ROOT}/benchmarks/noise_gain.tsv"
     run:
-        import subprocess
-
         trees = [str(noise_tree(rate)) for rate in RATES]
-        args = [sys.executable, "-m", "cmgh.cli", "report", "--noise-gain", *trees, "--out", str(ABLATION_ROOT)]
-        with open(log[0], "w", encoding="utf-8") as fh:
-            subprocess.run(args, stdout=fh, stderr=subprocess.STDOUT, check=True)
+        run_logged(cmgh_cli("report", "--noise-gain", *trees, "--out", str(ABLATION_ROOT)), log[0], rule="ablation")

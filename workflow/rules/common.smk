@@ -10,6 +10,10 @@ from snakemake.utils import validate
 from cmgh import config as cmgh_config
 from cmgh.errors import ConfigError
 
+
+include: "commands.smk"
+
+
 try:  # first our one-line message naming the key path, before any job starts
     CFG = cmgh_config.from_dict(config)
 except ConfigError as exc:
@@ -42,17 +46,15 @@ def cfg_slice(*keys):
 
 
 def cmgh_cmd(*args):
-    """The cmgh CLI of the running environment, with the resolved config."""
-    return [sys.executable, "-m", "cmgh.cli", *args, "--config", RESOLVED_CONFIG]
+    """The cmgh CLI with the resolved config."""
+    return cmgh_cli(*args, "--config", RESOLVED_CONFIG)
 
 
 def variant_slice(variant):
-    """The resolved config a variant trains with (minus paths): a changed knob reruns only its branch."""
-    tree = cmgh_config.for_variant(CFG, variant).to_dict()
-    synth = tree["data"]["synth"]
-    corpus = {k: synth[k] for k in ("seed", "concepts", "media", "howto100m")}  # not the downstream sets
-    keys = {"corpus": corpus, "noise": tree["data"]["noise"], **{k: tree[k] for k in ("features", "model", "pretrain")}}
-    keys["pretrain"].pop("gpus", None)  # data-parallel training is exact: the GPU count changes no result
+    """What a variant's runs compute (cmgh.config.training_inputs) plus what they write besides the
+    model (the score dumps): a changed knob reruns only its branch; another seed or the GPU count none."""
+    run_cfg = cmgh_config.for_variant(CFG, variant)
+    keys = {**cmgh_config.training_inputs(run_cfg), "score_every": run_cfg.pretrain.score_every}
     return json.dumps(keys, sort_keys=True)
 
 
@@ -81,19 +83,3 @@ def all_targets():
     if CFG.sweep.run:
         targets.append(f"{RESULTS}/sweep/{CFG.sweep.study}/best_params.yaml")
     return targets
-
-
-def run_logged(args, log_file, rule=None):
-    """Run a command as an argument list (never a shell string), appending its output to the log.
-
-    ``CMGH_RULE`` tags the MLflow run with the Snakemake rule that produced it.
-    """
-    import subprocess
-
-    env = {**os.environ, "CMGH_RULE": rule} if rule else None
-    with open(log_file, "a", encoding="utf-8") as fh:
-        completed = subprocess.run(list(args), stdout=fh, stderr=subprocess.STDOUT, check=False, env=env)
-    if completed.returncode != 0:
-        tail = open(log_file, encoding="utf-8").read().strip().splitlines()[-1:]
-        step = next((a for a in args if a in ("data", "pretrain", "evaluate", "report", "sweep")), args[0])
-        raise RuntimeError(f"cmgh {step} failed (exit {completed.returncode}); see {log_file}: {' '.join(tail)}")

@@ -4,8 +4,8 @@
 
 
 def pretrain_gpus(wildcards):
-    """GPUs of one pre-training job: the variant's `pretrain.gpus` if the config has that key, else 0."""
-    return int(cmgh_config.for_variant(CFG, wildcards.variant).to_dict()["pretrain"].get("gpus") or 0)
+    """GPUs of one pre-training job: the variant's `pretrain.gpus`."""
+    return int(cmgh_config.for_variant(CFG, wildcards.variant).pretrain.gpus)
 
 
 def pretrain_cmd(gpus, *args):

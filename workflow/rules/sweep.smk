@@ -7,12 +7,12 @@ SWEEP_TASK = {"kinetics_val_top1": "kinetics", "audioset_val_mAP": "audioset"}[C
 
 
 def sweep_slice():
-    """What a study depends on: its settings and the base variant (another variant's knob does not rerun it)."""
+    """What a study depends on: its settings, the validation protocol and what its base variant's runs
+    compute (another variant's knob, another seed or the GPU count does not rerun it)."""
     tree = CFG.to_dict()
-    keys = {k: tree[k] for k in ("sweep", "pretrain", "model", "evaluate", "features")}
-    keys["base_variant"] = tree["variants"].get(CFG.sweep.base_variant)
-    keys["pretrain"].pop("gpus", None)  # trials run on one device whatever the GPU count of pretrain jobs
-    return json.dumps(keys, sort_keys=True)
+    base = CFG.sweep.base_variant
+    inputs = cmgh_config.training_inputs(cmgh_config.for_variant(CFG, base)) if base in tree["variants"] else None
+    return json.dumps({"sweep": tree["sweep"], "evaluate": tree["evaluate"], "base_variant": inputs}, sort_keys=True)
 
 
 def sweep_inputs(wildcards):

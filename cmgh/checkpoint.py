@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmgh import layout
 from cmgh.errors import DataError
 from cmgh.io import atomic_write
 
-CHECKPOINT = "checkpoint.pt"
-RESUME = "resume.pt"
+CHECKPOINT = layout.CHECKPOINT
+RESUME = layout.RESUME
 
 
 def rng_state() -> dict[str, Any]:
