@@ -129,34 +129,32 @@ class VATT(nn.Module):
     # -- downstream evaluation ----------------------------------------------------------------
     def embed_video(self, video: Tensor, space: str = "rep") -> Tensor:
         """``space``: ``rep`` (backbone output, for linear probes), ``va`` or ``vat`` (retrieval)."""
-        rep = self.video_rep(video)[0]
-        if space == "rep":
-            return rep
-        z = self.head.video_va(rep)
-        if space == "va":
-            return z
-        if space == "vat":
-            return self.head.va_vat(z)
-        raise ValueError(f"unknown space {space!r} (expected rep, va or vat)")
+        return self._project("video", self.video_rep(video)[0], space)
 
     def embed_audio(self, audio: Tensor, space: str = "rep") -> Tensor:
         """``space``: ``rep`` or ``va``."""
-        rep = self.audio_rep(audio)
-        if space == "rep":
-            return rep
-        if space == "va":
-            return self.head.audio_va(rep)
-        raise ValueError(f"unknown space {space!r} (expected rep or va)")
+        return self._project("audio", self.audio_rep(audio), space)
 
     def embed_text(self, text: Tensor, space: str = "vat") -> Tensor:
         """``[..., L]`` ids -> ``[..., vat_dim]`` (``vat``) or ``[..., D]`` (``rep``)."""
-        rep = self.text_rep(text)
-        if space == "rep":
-            return rep
-        if space == "vat":
-            return self.head.text_vat(rep)
-        raise ValueError(f"unknown space {space!r} (expected rep or vat)")
+        return self._project("text", self.text_rep(text), space)
 
+    def _project(self, modality: str, rep: Tensor, space: str) -> Tensor:
+        """Apply the head layers that lead from a modality's representation into ``space``."""
+        chains = _SPACES[modality]
+        if space not in chains:
+            raise ValueError(f"unknown space {space!r} (expected {' or '.join(chains)})")
+        for layer in chains[space]:
+            rep = getattr(self.head, layer)(rep)
+        return rep
+
+
+# modality -> space -> the head layers from its representation into that space (fine and coarse, VATT)
+_SPACES: dict[str, dict[str, tuple[str, ...]]] = {
+    "video": {"rep": (), "va": ("video_va",), "vat": ("video_va", "va_vat")},
+    "audio": {"rep": (), "va": ("audio_va",)},
+    "text": {"rep": (), "vat": ("text_vat",)},
+}
 
 def build_model(
     cfg: Any,
