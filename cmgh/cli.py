@@ -167,7 +167,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = build_noise_gain([Path(tree) for tree in args.noise_gain], Path(args.out or args.noise_gain[0]))
     else:
         results = Path(args.results) if args.results else _load(args).path("results")
-        written = build_report(results, compare=args.compare or ())
+        written = build_report(results, compare=args.compare or (), noise_window=args.noise_window)
     for kind, paths in written.items():
         for path in paths:
             print(f"{kind}: {path}")
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--compare", action="append", metavar="DIR", help="results folder of the same grid at another noise rate (repeatable)")
     rep.add_argument("--noise-gain", nargs="+", metavar="DIR", help="only the gain-vs-noise table and figure over these results trees (one noise rate each)")
     rep.add_argument("--out", default=None, help="with --noise-gain: folder for tables/ and figures/ (default: the first tree)")
+    rep.add_argument("--noise-window", type=int, default=None, metavar="STEPS", help="steps per window of tables/noise_over_training (default: a fifth of the run)")
     rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="list registered components")

@@ -131,6 +131,7 @@ TUNED_VARIANT = "tuned_variant.yaml"
 SWEEP_PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
 
 RANDOM_VARIANT = "random"  # evaluations of the random initialization, beside the pre-trained variants
+BASELINE_VARIANT = "baseline"  # the reference every other variant is compared with in the report
 
 
 def run_key(backbone: str, variant: str, seed: int | str) -> str:

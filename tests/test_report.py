@@ -11,11 +11,16 @@ import pandas as pd
 import pytest
 
 from cmgh import config as config_mod
+from cmgh import layout
 from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
 from cmgh.evaluate.tasks import TASKS, evaluate
 from cmgh.report import ABLATION_COLUMNS, _paired, _verdict, build_report, collect, summary
+from cmgh.report.collect import configured_variants, variant_order
+from cmgh.report.noise_training import default_window, noise_over_training
 from cmgh.train.loop import RunSpec, pretrain
+
+GOLDEN = Path(__file__).parent / "golden" / "report"
 
 SMALL = ["pretrain.batch_size=8", "pretrain.steps=6", "pretrain.warmup_steps=2", "pretrain.score_every=2",
          "pretrain.curriculum.warmup_steps=2", "model.width=32", "model.heads=2", "model.depth=1",
@@ -134,3 +139,118 @@ def test_gain_vs_noise_rate_across_results_trees(results: Path, tmp_path: Path) 
     assert sorted(table["noise_rate"].unique()) == [0.3, 0.5]
     assert set(table["variant"]) == {"gr_gcl"} and set(table["task"]) == {"kinetics", "audioset", "msrvtt"}
     assert (results / "figures" / "noise_gain.png").stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------- a results tree of fake metrics
+
+FAKE_METRICS = {
+    "kinetics": {"top1": (60.0, 10.0), "top5": (85.0, 5.0)},
+    "audioset": {"mAP": (0.3, 0.05), "mAUC": (0.8, 0.05), "d_prime": (1.2, 0.2)},
+    "msrvtt": {"t2v_R@1": (20.0, 5.0), "t2v_R@5": (50.0, 5.0), "t2v_R@10": (65.0, 5.0), "t2v_MedR": (5.0, 1.0)},
+    "noise": {f"auroc/{name}/either": (0.6, 0.05) for name in
+              ("cos_representation", "cos_representation_exact", "cos_parameters", "loss_va", "loss_vt", "loss_total")},
+}
+DEFAULT_VARIANTS = ("baseline", "gr", "gcl", "gr_gcl")
+
+
+def fake_results(root: Path, variants: tuple[str, ...] = DEFAULT_VARIANTS, resolved: bool = True) -> Path:
+    """metrics.json for random init + ``variants`` x 3 seeds, deterministic values (a trend over the
+    variants plus a per-seed wobble); gcl has a single MSR-VTT seed and gr one missing d'."""
+    import json
+
+    for v_i, variant in enumerate(("random", *variants)):
+        for seed in (0, 1, 2):
+            for task, metrics in FAKE_METRICS.items():
+                if (variant == "random" and task == "noise") or (variant == "gcl" and task == "msrvtt" and seed > 0):
+                    continue
+                data: dict[str, object] = {k: round(mu + sd * (0.3 * v_i + math.sin(1.7 * v_i + 2.3 * seed + 0.9 * k_i)), 4)
+                                           for k_i, (k, (mu, sd)) in enumerate(metrics.items())}
+                if variant == "gr" and task == "audioset" and seed == 2:
+                    data["d_prime"] = None
+                path = layout.eval_metrics(root, task, "ms", variant, seed)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({**data, "meta": {"task": task}, "ok": True}))
+    if resolved:  # as the workflow writes it: the config's variants, in its order
+        tree = config_mod.load().to_dict()
+        tree["variants"] = {v: tree["variants"].get(v, {"pretrain": {"harmonize": {"rule": v}}}) for v in variants}
+        layout.resolved_config(root).parent.mkdir(parents=True, exist_ok=True)
+        layout.resolved_config(root).write_text(config_mod.from_dict(tree).to_yaml())
+    return root
+
+
+def test_default_variants_output_is_unchanged(tmp_path: Path) -> None:
+    """Golden files written by the report before its comparisons were derived from the config."""
+    written = build_report(fake_results(tmp_path))
+    tables = layout.tables_dir(tmp_path)
+    for name in ("ablation.csv", "ablation.md", "ablation.tex", "summary.md"):
+        assert tables / name in written["tables"]
+        assert (tables / name).read_bytes() == (GOLDEN / name).read_bytes(), name
+
+
+def test_an_added_variant_is_compared_in_config_order(tmp_path: Path) -> None:
+    variants = ("baseline", "pcgrad", "gr", "gcl", "gr_gcl")  # the config lists pcgrad second
+    build_report(fake_results(tmp_path, variants))
+    tables = layout.tables_dir(tmp_path)
+    assert list(pd.read_csv(tables / "ablation.csv")["variant"]) == ["random", *variants]
+    text = (tables / "summary.md").read_text()
+    assert "**pcgrad** vs baseline: " in text
+    positions = [text.index(f"**{v}** vs baseline") for v in variants[1:]]
+    assert positions == sorted(positions)
+
+
+def test_variant_order_without_a_config_is_alphabetical_after_baseline(tmp_path: Path) -> None:
+    fake_results(tmp_path, ("baseline", "pcgrad", "gr"), resolved=False)
+    assert configured_variants(tmp_path) == []
+    build_report(tmp_path)
+    assert list(pd.read_csv(layout.tables_dir(tmp_path) / "ablation.csv")["variant"]) == ["random", "baseline", "gr", "pcgrad"]
+    # a run's own config (written beside its outputs) carries the config's order too
+    run = layout.run_dir(tmp_path, "ms", "baseline", 0)
+    run.mkdir(parents=True)
+    (run / layout.CONFIG).write_text("variants: {baseline: {}, pcgrad: {}, gr: {}}\n")
+    assert configured_variants(tmp_path) == ["baseline", "pcgrad", "gr"]
+    found = {"zeta", "gr", "baseline", "random", "alpha"}
+    assert variant_order(found, ["baseline", "zeta", "gr", "absent"]) == ("random", "baseline", "zeta", "gr", "alpha")
+    assert variant_order(found) == ("random", "baseline", "alpha", "gr", "zeta")
+
+
+# --------------------------------------------------------------------------- noise detection over training
+
+
+def test_default_window_is_a_fifth_of_the_run_in_whole_dump_intervals() -> None:
+    default = config_mod.load()
+    assert default_window(default.to_dict()) == 30  # 150 steps, a dump every step
+    paper = config_mod.load(REPO_ROOT / "config" / "paper.yaml")
+    assert default_window(paper.to_dict()) == 100_000  # 500k steps, a dump every 10k
+    assert default_window({"pretrain": {"steps": 6, "score_every": 4}}) == 4
+    assert default_window({"pretrain": {"steps": 3, "score_every": 1}}) == 1
+
+
+def test_noise_over_training_table(results: Path) -> None:
+    from cmgh.evaluate.training_noise import auroc_over_training
+
+    build_report(results)
+    tables = layout.tables_dir(results)
+    table = pd.read_csv(tables / "noise_over_training.csv")
+    # SMALL: 6 steps, a dump every 2 -> windows of 2 steps
+    assert list(table["variant"]) == ["baseline"] * 3 + ["gr_gcl"] * 3
+    assert list(table["step"]) == [0, 2, 4] * 2 and list(table["step_to"]) == [1, 3, 5] * 2
+    assert (table["seeds"] == 2).all()
+    names = ["cos_meeting_point", "cos_representation", "loss_va", "loss_vt", "loss_total"]
+    assert all(f"{n} mean" in table and f"{n} std" in table for n in names)
+    cfg = config_mod.load(results / "pretrain" / "ms" / "baseline" / "seed0" / layout.CONFIG)
+    per_seed = [auroc_over_training(layout.run_dir(results, "ms", "baseline", s), cfg.path("data"), cfg.path("features"), 2)
+                for s in (0, 1)]
+    expected = pd.concat(per_seed).groupby("step")["loss_va/either"].mean()
+    got = table[table.variant == "baseline"].set_index("step")["loss_va mean"]
+    assert list(got.round(5)) == list(expected.round(5))
+    md = (tables / "noise_over_training.md").read_text()
+    assert "target: either" in md and "| ms | baseline | 0-1 | 2 |" in md and "±" in md
+
+
+def test_runs_without_dumps_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = layout.run_dir(tmp_path, "ms", "baseline", 0)
+    run.mkdir(parents=True)
+    (run / layout.CONFIG).write_text(config_mod.load().to_yaml())
+    with caplog.at_level("INFO", logger="cmgh.report"):
+        table = noise_over_training(tmp_path)
+    assert table.empty and "no score dumps" in caplog.text

@@ -1,0 +1,88 @@
+"""Tables, figures and a generated summary from a results folder.
+
+Reads the evaluations' metrics (``eval/{task}/{backbone}/{variant}/seed{seed}/metrics.json``) and
+the pre-training runs (train logs, per-sample score dumps), paths from :mod:`cmgh.layout`, and
+writes:
+
+* ``tables/metrics_long.csv`` (one row per task, backbone, variant, seed, metric) and
+  ``tables/metrics_wide.csv`` (one row per run, one column per ``task/metric``);
+* ``tables/ablation.{csv,md,tex}``: backbone x variant (incl. ``random``), mean +- std over seeds,
+  best mean per column in bold (lowest for rank metrics);
+* ``tables/summary.md``: one generated paragraph per backbone comparing every variant with the
+  baseline and pre-training with random init;
+* ``tables/noise_over_training.{csv,md}``: noise-detection AUROC per indicator and step window;
+* ``figures/{conflict_cosine_hist,fractions,noise_roc}.{png,pdf}``.
+
+Rows and comparisons follow the config's variants (:func:`collect.variant_order`): ``random``,
+the baseline, then the config's order (the tree's resolved config, else a run's config).
+
+Modules: :mod:`.collect` (reading), :mod:`.columns`, :mod:`.tables`, :mod:`.summary`,
+:mod:`.figures`, :mod:`.noise_training`, :mod:`.noise_gain` (across trees).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from cmgh import layout
+from cmgh.io import atomic_write_text
+from cmgh.report import noise_training
+from cmgh.report.collect import collect, results_order, wide
+from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
+from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, run_conflict_histogram
+from cmgh.report.noise_gain import build_noise_gain, figure_noise_gain, gain_vs_noise
+from cmgh.report.summary import _paired, _verdict, summary
+from cmgh.report.tables import _best_rows, ablation, formatted, to_latex, to_markdown
+
+__all__ = [
+    "ABLATION_COLUMNS", "HEADLINE", "Column", "_best_rows", "_paired", "_verdict", "ablation", "build_noise_gain",
+    "build_report", "collect", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
+    "summary", "to_latex", "to_markdown", "wide",
+]
+
+log = logging.getLogger(__name__)
+
+CAPTION = "Ablation: mean ± std over seeds; best per column in bold (↓: lower is better)."
+
+
+def build_report(results: str | Path, compare: Sequence[str | Path] = (), noise_window: int | None = None) -> dict[str, list[Path]]:
+    """Write every table, figure and the summary under ``results``; returns the written paths by kind.
+
+    ``compare``: results trees of the same grid at other noise rates, for the gain-vs-noise figure.
+    ``noise_window``: steps per window of the noise-over-training table (default
+    :func:`noise_training.default_window`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    results = Path(results)
+    long = collect(results)
+    order = results_order(results, long.variant.unique())
+    tables, figures = layout.tables_dir(results), layout.figures_dir(results)
+    written: dict[str, list[Path]] = {"tables": [], "figures": []}
+
+    def text(path: Path, content: str) -> None:
+        atomic_write_text(path, content)
+        written["tables"].append(path)
+
+    text(tables / "metrics_long.csv", long.to_csv(index=False))
+    text(tables / "metrics_wide.csv", wide(long).to_csv(index=False))
+    table = ablation(long, order=order)
+    text(tables / "ablation.csv", table.to_csv(index=False, float_format="%.6g"))
+    text(tables / "ablation.md", f"{CAPTION}\n\n" + to_markdown(formatted(table, ABLATION_COLUMNS, ("**", "**"))))
+    text(tables / "ablation.tex", to_latex(formatted(table, ABLATION_COLUMNS, ("<<", ">>")), CAPTION.replace("↓", "lower")))
+    text(tables / "summary.md", summary(long, order))
+    over_training = noise_training.noise_over_training(results, noise_window, order)
+    text(tables / f"{noise_training.TABLE}.csv", over_training.to_csv(index=False, float_format="%.6g"))
+    text(tables / f"{noise_training.TABLE}.md", noise_training.markdown(over_training))
+    figures.mkdir(parents=True, exist_ok=True)
+    for make in (figure_cosine_hist, figure_fractions, figure_noise_roc):
+        paths = make(results, figures, order)
+        if not paths:
+            log.info("%s: no input for %s", results, make.__name__)
+        written["figures"] += paths
+    if compare:
+        written["figures"] += figure_noise_gain([results, *map(Path, compare)], figures)
+    return written

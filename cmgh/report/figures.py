@@ -1,0 +1,120 @@
+"""Figures from the pre-training runs and the noise evaluation (PNG and PDF each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cmgh import layout
+from cmgh.io import atomic_path
+from cmgh.report.collect import order_key, pretrain_runs, results_order, scores_frame, train_logs
+
+
+def savefig(fig: Any, directory: Path, name: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "pdf"):
+        target = directory / f"{name}.{ext}"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
+        paths.append(target)
+    return paths
+
+
+def _plot_cosine_hist(data: pd.DataFrame, out: Path, name: str, title: str, order: tuple[str, ...]) -> list[Path]:
+    """One panel per backbone/variant: the cosine distribution early, midway and late in training."""
+    import matplotlib.pyplot as plt
+
+    key = order_key(order)
+    keys = sorted(map(tuple, data[["backbone", "variant"]].drop_duplicates().to_numpy()), key=lambda k: (k[0], key(k[1])))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), sharey=True, squeeze=False)
+    bins = np.linspace(-1, 1, 41)
+    for ax, (backbone, variant) in zip(axes[0], keys, strict=True):
+        sel = data[(data.backbone == backbone) & (data.variant == variant)]
+        steps = np.sort(sel.step.unique())
+        thirds = [s for s in np.array_split(steps, min(3, len(steps))) if len(s)]
+        for part, label in zip(thirds, ("early", "middle", "late"), strict=False):
+            values = sel[sel.step.isin(part)].cos.to_numpy()
+            ax.hist(values, bins=bins, histtype="step", density=True, label=f"{label} (steps {part[0]}-{part[-1]})")
+        ax.axvline(0, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{backbone} / {variant}")
+        ax.set_xlabel("conflict cosine")
+    axes[0][0].set_ylabel("density")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title, y=1.04)
+    paths = savefig(fig, out, name)
+    plt.close(fig)
+    return paths
+
+
+def figure_cosine_hist(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
+    data = scores_frame(pretrain_runs(results, order))
+    return _plot_cosine_hist(data, out, "conflict_cosine_hist", "Per-sample conflict cosine over training (all seeds)", order) if len(data) else []
+
+
+def run_conflict_histogram(run_dir: Path, backbone: str, variant: str, seed: int) -> Path | None:
+    """``conflict_hist.png`` of one pre-training run (its MLflow artifact); None without score dumps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    data = scores_frame([(backbone, variant, seed, Path(run_dir))])
+    if not len(data):
+        return None
+    paths = _plot_cosine_hist(data, Path(run_dir), "conflict_hist", f"Per-sample conflict cosine, seed {seed}", (variant,))
+    return next(p for p in paths if p.suffix == ".png")
+
+
+def figure_fractions(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    data = train_logs(pretrain_runs(results, order))
+    if not len(data):
+        return []
+    key = order_key(order)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), squeeze=False)
+    panels = (("conflict_fraction", "conflicting fraction (cos < 0)"), ("kept_fraction", "kept fraction (curriculum)"))
+    for ax, (column, title) in zip(axes[0], panels, strict=True):
+        if column not in data:
+            continue
+        for (backbone, variant), group in sorted(data.groupby(["backbone", "variant"]), key=lambda kv: (kv[0][0], key(kv[0][1]))):
+            per_step = group.groupby("step")[column].agg(["mean", "min", "max"])
+            smooth = per_step["mean"].rolling(5, min_periods=1, center=True).mean()
+            line = ax.plot(per_step.index, smooth, label=f"{backbone}/{variant}")[0]
+            ax.fill_between(per_step.index, per_step["min"], per_step["max"], color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][1].legend(fontsize=7)
+    paths = savefig(fig, out, "fractions")
+    plt.close(fig)
+    return paths
+
+
+def figure_noise_roc(results: Path, out: Path, order: tuple[str, ...] | None = None, target: str = "either") -> list[Path]:
+    """ROC curves of every indicator, one panel per (backbone, variant), first seed of each."""
+    import matplotlib.pyplot as plt
+
+    rocs = [p.parent / layout.NOISE_ROC for p in Path(results).glob(layout.eval_glob("noise"))]
+    rocs = [p for p in rocs if p.is_file()]
+    key = order_key(order if order is not None else results_order(results, {p.parts[-3] for p in rocs}))
+    found: dict[tuple[str, str], Path] = {}
+    for path in sorted(rocs, key=lambda p: (p.parts[-4], key(p.parts[-3]), p.parts[-2])):
+        found.setdefault((path.parts[-4], path.parts[-3]), path)
+    if not found:
+        return []
+    fig, axes = plt.subplots(1, len(found), figsize=(3.2 * len(found), 3.2), squeeze=False, sharey=True)
+    for ax, ((backbone, variant), path) in zip(axes[0], found.items(), strict=True):
+        roc = pd.read_csv(path)
+        roc = roc[roc.target == target]
+        for name, group in roc.groupby("indicator", sort=False):
+            ax.plot(group.fpr, group.tpr, label=name, lw=1.2)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{backbone} / {variant} ({path.parts[-2]})")
+        ax.set_xlabel("false positive rate")
+    axes[0][0].set_ylabel(f"true positive rate (target: {target})")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    paths = savefig(fig, out, "noise_roc")
+    plt.close(fig)
+    return paths

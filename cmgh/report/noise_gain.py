@@ -1,0 +1,73 @@
+"""Downstream gain over the baseline against the injected noise rate, across results trees of the
+same grid (one noise rate each; config/ablation.yaml builds them)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from cmgh import layout
+from cmgh.errors import DataError
+from cmgh.io import atomic_write_text
+from cmgh.report.collect import collect, comparisons, noise_rate_of, results_order
+from cmgh.report.columns import DOWNSTREAM, HEADLINE
+from cmgh.report.figures import savefig
+from cmgh.report.summary import _paired
+
+TABLE = "noise_gain.csv"
+
+
+def gain_vs_noise(roots: Sequence[Path]) -> pd.DataFrame:
+    """Per results tree (one noise rate each), each variant's paired gain over the baseline on the
+    headline downstream metrics: columns ``noise_rate, backbone, variant, task, mean, std, n``."""
+    rows = []
+    for root in roots:
+        long, rate = collect(root), noise_rate_of(root)
+        for backbone in sorted(long.backbone.unique()):
+            found = set(long[long.backbone == backbone].variant)
+            for variant in comparisons(results_order(root, found)):
+                for task in DOWNSTREAM:
+                    stats = _paired(long, backbone, HEADLINE[task], variant, layout.BASELINE_VARIANT)
+                    if stats is not None:
+                        rows.append({"noise_rate": rate, "backbone": backbone, "variant": variant, "task": task,
+                                     "mean": stats[0], "std": stats[1], "n": stats[2]})
+    return pd.DataFrame(rows, columns=["noise_rate", "backbone", "variant", "task", "mean", "std", "n"])
+
+
+def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None = None) -> list[Path]:
+    """Downstream gain over the baseline vs injected noise rate (needs trees at >= 2 noise rates);
+    its table goes to ``table_path`` (default ``out/noise_gain.csv``)."""
+    import matplotlib.pyplot as plt
+
+    table = gain_vs_noise(roots)
+    if table["noise_rate"].nunique() < 2:
+        return []
+    fig, axes = plt.subplots(1, len(DOWNSTREAM), figsize=(4.2 * len(DOWNSTREAM), 3.4))
+    for ax, task in zip(axes, DOWNSTREAM, strict=True):
+        for (backbone, variant), group in table[table.task == task].groupby(["backbone", "variant"]):
+            group = group.sort_values("noise_rate")
+            ax.errorbar(group["noise_rate"], group["mean"], yerr=group["std"], marker="o", capsize=3, label=f"{backbone}/{variant}")
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{HEADLINE[task].label}: gain over {layout.BASELINE_VARIANT}")
+        ax.set_xlabel("injected noise rate (mean of audio, text)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_text(table_path or out / TABLE, table.to_csv(index=False))
+    paths = savefig(fig, out, "noise_gain")
+    plt.close(fig)
+    return paths
+
+
+def build_noise_gain(roots: Sequence[Path], out: Path) -> dict[str, list[Path]]:
+    """The cross-tree part alone (config/ablation.yaml): ``tables/noise_gain.csv`` and the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rates = [noise_rate_of(root) for root in roots]
+    if len(set(rates)) < 2:
+        raise DataError(f"--noise-gain: the trees hold {len(set(rates))} distinct noise rate(s) {sorted(set(rates))}; expected at least 2")
+    table = layout.tables_dir(out) / TABLE
+    figures = figure_noise_gain(roots, layout.figures_dir(out), table)
+    return {"tables": [table], "figures": figures}

@@ -1,0 +1,105 @@
+"""Noise detection over training: how well each per-sample indicator flags the misaligned
+triplets at each stage of pre-training, mean ± std over seeds, from every run's score dumps.
+
+Window: by default each run is cut into :data:`WINDOWS` windows of equal length, a multiple of
+``pretrain.score_every`` so each window holds as many dumps. One epoch per window was the other
+candidate; it is 3 steps at the default config (192 clips, batch 64: 50 windows of 192 triplets,
+too noisy to read) and never completes at paper scale (one dumped batch every 10 000 steps), while
+five windows read early -> late at any scale (default config: 30 steps, 1 920 scored triplets,
+each clip scored about ten times). ``window`` overrides it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cmgh import layout
+from cmgh.config import resolve_path
+from cmgh.report.collect import Run, order_key, pretrain_runs, results_order, run_config, score_dumps
+from cmgh.report.tables import cell, to_markdown
+
+log = logging.getLogger(__name__)
+
+WINDOWS = 5
+TARGET = "either"  # a triplet with misaligned audio or text
+TABLE = "noise_over_training"  # tables/noise_over_training.{csv,md}
+CAPTION = (f"Noise detection over training: AUROC of each per-sample indicator for flagging misaligned triplets "
+           f"(target: {TARGET}) per window of training steps, mean ± std over seeds.")
+
+
+def default_window(cfg: Mapping[str, Any]) -> int:
+    """Steps per window: the run cut into :data:`WINDOWS`, rounded up to a multiple of the dump interval."""
+    pretrain = cfg.get("pretrain", {})
+    steps, every = int(pretrain.get("steps", 1)), max(1, int(pretrain.get("score_every", 1)))
+    return every * max(1, math.ceil(steps / (WINDOWS * every)))
+
+
+def _run_table(run: Run, window: int | None) -> pd.DataFrame | None:
+    """One run's AUROC per window (columns ``step, step_to, n, <indicator>``); None when it cannot have one."""
+    backbone, variant, seed, run_dir = run
+    cfg = run_config(run_dir)
+    if not score_dumps(run_dir):
+        log.info("%s: no score dumps, skipped in the noise-over-training table", run_dir)
+        return None
+    if not cfg:
+        log.info("%s: no %s (data and features paths unknown), skipped in the noise-over-training table", run_dir, layout.CONFIG)
+        return None
+    data_root, features_root = resolve_path(cfg["paths"]["data"]), resolve_path(cfg["paths"]["features"])
+    missing = [p for p in (layout.noise_labels(data_root), layout.feature_index(features_root, "howto100m")) if not p.is_file()]
+    if missing:
+        log.info("%s: no %s (no ground truth), skipped in the noise-over-training table", run_dir, missing[0])
+        return None
+    from cmgh.evaluate.training_noise import auroc_over_training
+
+    size = window or default_window(cfg)
+    table = auroc_over_training(run_dir, data_root, features_root, size)
+    steps = int(cfg.get("pretrain", {}).get("steps", 0)) or int(table["step"].max()) + size
+    suffix = f"/{TARGET}"
+    indicators = {c: c.removesuffix(suffix) for c in table.columns if c.endswith(suffix)}
+    out = table[["step", "n", *indicators]].rename(columns=indicators)
+    out.insert(1, "step_to", np.minimum(out["step"] + size, steps) - 1)
+    return out.assign(backbone=backbone, variant=variant, seed=seed)
+
+
+def noise_over_training(results: Path, window: int | None = None, order: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per backbone, variant and window: ``seeds``, mean ``triplets`` per seed, and per indicator
+    ``<name> mean`` and ``<name> std`` over seeds (empty frame when no run has dumps and ground truth)."""
+    runs = pretrain_runs(results, order)
+    key = order_key(order if order is not None else results_order(results, {r[1] for r in runs}))
+    frames = [t for run in runs if (t := _run_table(run, window)) is not None]
+    keys = ["backbone", "variant", "step", "step_to"]
+    if not frames:
+        return pd.DataFrame(columns=[*keys, "seeds", "triplets"])
+    data = pd.concat(frames, ignore_index=True)
+    indicators = [c for c in frames[0].columns if c not in (*keys, "n", "seed")]
+    groups = data.groupby(keys)
+    out = groups.agg(seeds=("seed", "nunique"), triplets=("n", "mean"))
+    for name in indicators:
+        out[f"{name} mean"] = groups[name].mean()
+        out[f"{name} std"] = groups[name].std()
+    out = out.reset_index()
+    rank = out["variant"].map({v: i for i, v in enumerate(sorted(out["variant"].unique(), key=key))})
+    return out.assign(_rank=rank).sort_values(["backbone", "_rank", "step"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+def markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """The caption and one row per backbone, variant and window, ``mean ± std`` cells."""
+    if table.empty:
+        return f"{CAPTION}\n\nNo pre-training run with score dumps and noise ground truth was found.\n"
+    names = [c.removesuffix(" mean") for c in table.columns if c.endswith(" mean")]
+    shown = pd.DataFrame({
+        "backbone": table["backbone"],
+        "variant": table["variant"],
+        "steps": [f"{a}-{b}" for a, b in zip(table["step"], table["step_to"], strict=True)],
+        "seeds": table["seeds"],
+        **{name: [cell(float(m), float(s), digits) for m, s in zip(table[f"{name} mean"], table[f"{name} std"], strict=True)]
+           for name in names},
+    })
+    return f"{CAPTION}\n\n" + to_markdown(shown)
