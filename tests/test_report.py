@@ -13,7 +13,8 @@ import pytest
 from cmgh import config as config_mod
 from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
-from cmgh.evaluate.tasks import TASKS, evaluate
+from cmgh.evaluate import TASKS
+from cmgh.evaluate.run import evaluate
 from cmgh.report import ABLATION_COLUMNS, _paired, _verdict, build_report, collect, summary
 from cmgh.train.loop import RunSpec, pretrain
 
