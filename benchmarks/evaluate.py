@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from cmgh import config as config_mod  # noqa: E402
 from cmgh.evaluate.metrics import retrieval_metrics  # noqa: E402
-from cmgh.evaluate.tasks import evaluate  # noqa: E402
+from cmgh.evaluate.run import evaluate  # noqa: E402
 from cmgh.models import build_model  # noqa: E402
 from cmgh import checkpoint as ckpt  # noqa: E402
 

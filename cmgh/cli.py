@@ -130,7 +130,7 @@ def _run_identity(run_dir: Path) -> dict[str, object]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cmgh.evaluate.tasks import evaluate
+    from cmgh.evaluate.run import evaluate
     from cmgh.track import open_tracker
 
     if args.threads:

@@ -105,6 +105,11 @@ def vocab(features_root: PathLike) -> Path:
     return Path(features_root) / VOCAB
 
 
+def text_tokens(features_root: PathLike, dataset: str, name: str) -> Path:
+    """A tokenized text set of a dataset (``msrvtt/test_1ka.npy``: the retrieval queries)."""
+    return feature_dir(features_root, dataset) / f"{name}.npy"
+
+
 # --------------------------------------------------------------------------- results
 
 CONFIG = "config.yaml"  # the resolved config beside every step's outputs

@@ -235,7 +235,7 @@ def study_dir(cfg: Config, study: str | None = None) -> Path:
 
 def _validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
     """The objective on the validation split for the checkpoint in ``run_dir`` (RNG state untouched)."""
-    from cmgh.evaluate.tasks import evaluate
+    from cmgh.evaluate.run import evaluate
     from cmgh import checkpoint as ckpt
 
     task, key = OBJECTIVES[str(cfg.sweep.objective)]

@@ -14,7 +14,8 @@ from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
-from cmgh.evaluate.tasks import TASKS, evaluate
+from cmgh.evaluate import TASKS
+from cmgh.evaluate.run import evaluate
 from cmgh.report import ABLATION_COLUMNS, _paired, _verdict, build_report, collect, summary
 from cmgh.report.collect import configured_variants, variant_order
 from cmgh.report.noise_training import default_window, noise_over_training

@@ -4,7 +4,8 @@ The trainer dumps, at configured steps, the per-sample scores of the batch it tr
 conflict cosine at its meeting point (``cos``), the cosine at the representation
 (``cos_representation``) and both losses. These are exactly the signals a curriculum sees at that
 moment. Joined with the generator's ground truth (``noise_labels.csv``, which training never
-reads), they give AUROC per indicator and step window: the paper's premise, tested.
+reads; the join of :mod:`cmgh.evaluate.noise_truth`), they give AUROC per indicator and step
+window: the paper's premise, tested.
 """
 
 from __future__ import annotations
@@ -14,61 +15,50 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmgh.data import formats
+from cmgh import config as config_mod
+from cmgh import layout
 from cmgh.errors import DataError
+from cmgh.evaluate import TASK_DATASETS
 from cmgh.evaluate.metrics import binary_auroc
+from cmgh.evaluate.noise_truth import DUMP_COLUMNS, TARGETS, TRAINING_INDICATORS, clip_truth, loss_total
+from cmgh.layout import PathLike
 
-# Indicator name -> (column expression, sign): noisier triplets should score higher.
-INDICATORS = {
-    "cos_meeting_point": ("cos", -1.0),
-    "cos_representation": ("cos_representation", -1.0),
-    "loss_va": ("loss_va", 1.0),
-    "loss_vt": ("loss_vt", 1.0),
-    "loss_total": ("loss_total", 1.0),
-}
-TARGETS = ("audio", "text", "either")
-
-
-def label_clips(index: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:
-    """Ground truth per extracted clip: the noise segment that contains the clip's midpoint."""
-    clips = index[["item_id", "video_id", "clip_start", "clip_end"]].copy()
-    clips["mid"] = 0.5 * (clips["clip_start"] + clips["clip_end"])
-    merged = clips.merge(noise, on="video_id", suffixes=("", "_gt"))
-    inside = (merged["mid"] >= merged["clip_start_gt"]) & (merged["mid"] < merged["clip_end_gt"])
-    merged = merged[inside].drop_duplicates("item_id")
-    if merged.empty:
-        raise DataError("noise labels match no extracted clip (expected video_id and clip windows of the same corpus)")
-    merged["audio"] = 1 - merged["audio_aligned"].astype(int)
-    merged["text"] = 1 - merged["text_aligned"].astype(int)
-    merged["either"] = merged[["audio", "text"]].max(axis=1)
-    return merged[["item_id", "audio", "text", "either"]]
+def run_vt_weight(run_dir: PathLike) -> float:
+    """The ``pretrain.vt_weight`` a run trained with (its config.yaml beside the score dumps)."""
+    path = Path(run_dir) / layout.CONFIG
+    if not path.is_file():
+        raise DataError(f"{path}: the run's config is missing (needed for its pretrain.vt_weight)")
+    return float(config_mod.load(path).pretrain.vt_weight)
 
 
-def read_scores(run_dir: Path) -> pd.DataFrame:
-    files = sorted((Path(run_dir) / "scores").glob("step_*.csv"))
+def read_scores(run_dir: PathLike, vt_weight: float | None = None) -> pd.DataFrame:
+    """Every score dump of a run, indicators named as in :data:`~cmgh.evaluate.noise_truth.TRAINING_INDICATORS`; ``loss_total`` with the
+    run's own ``vt_weight`` unless one is given."""
+    files = sorted((Path(run_dir) / layout.SCORES_DIR).glob("step_*.csv"))
     if not files:
-        raise DataError(f"{run_dir}/scores: no score dumps (set pretrain.score_every)")
-    scores = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    scores["loss_total"] = scores["loss_va"] + scores["loss_vt"]
+        raise DataError(f"{Path(run_dir) / layout.SCORES_DIR}: no score dumps (set pretrain.score_every)")
+    weight = run_vt_weight(run_dir) if vt_weight is None else float(vt_weight)
+    scores = pd.concat([pd.read_csv(f) for f in files], ignore_index=True).rename(columns=DUMP_COLUMNS)
+    scores["loss_total"] = loss_total(scores["loss_va"], scores["loss_vt"], weight)
     return scores
 
 
-def auroc_over_training(run_dir: Path, data_root: Path, features_root: Path, window: int) -> pd.DataFrame:
+def auroc_over_training(run_dir: Path, data_root: Path, features_root: Path, window: int, vt_weight: float | None = None) -> pd.DataFrame:
     """AUROC of every indicator for every target, over consecutive windows of ``window`` steps.
 
     A window of one epoch's worth of steps covers each triplet once, scored by the model of
     that moment.
     """
-    index = pd.read_parquet(Path(features_root) / "howto100m" / "index.parquet")
-    truth = label_clips(index, formats.read_noise_labels(Path(data_root) / "howto100m" / "noise_labels.csv"))
-    scores = read_scores(run_dir).merge(truth, on="item_id")
+    index = pd.read_parquet(layout.feature_index(features_root, TASK_DATASETS["noise"]))
+    truth = clip_truth(data_root, index)
+    scores = read_scores(run_dir, vt_weight).merge(truth, on="item_id")
     scores["window"] = scores["step"] // window * window
     rows = []
     for start, group in scores.groupby("window"):
         row: dict[str, float] = {"step": int(start), "n": len(group)}
-        for name, (column, sign) in INDICATORS.items():
+        for name, sign in TRAINING_INDICATORS.items():
             for target in TARGETS:
                 labels = group[target].to_numpy()
-                row[f"{name}/{target}"] = binary_auroc(sign * group[column].to_numpy(dtype=float), labels) if 0 < labels.sum() < len(labels) else np.nan
+                row[f"{name}/{target}"] = binary_auroc(sign * group[name].to_numpy(dtype=float), labels) if 0 < labels.sum() < len(labels) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)

@@ -44,8 +44,8 @@ def bf_ap(scores: list[float], targets: list[int]) -> float:
 
 
 def bf_auc(scores: list[float], targets: list[int]) -> float:
-    pos = [s for s, t in zip(scores, targets) if t]
-    neg = [s for s, t in zip(scores, targets) if not t]
+    pos = [s for s, t in zip(scores, targets, strict=True) if t]
+    neg = [s for s, t in zip(scores, targets, strict=True) if not t]
     if not pos or not neg:
         return math.nan
     wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)

@@ -9,7 +9,9 @@ import pandas as pd
 
 from cmgh import config as config_mod
 from cmgh.data import formats
-from cmgh.evaluate.training_noise import INDICATORS, auroc_over_training, label_clips
+from cmgh.evaluate.noise_truth import TRAINING_INDICATORS as INDICATORS
+from cmgh.evaluate.noise_truth import label_clips
+from cmgh.evaluate.training_noise import auroc_over_training, read_scores
 from cmgh.train.loop import RunSpec, pretrain
 
 
@@ -51,3 +53,14 @@ def test_auroc_over_training_reads_real_dumps(tiny_world: config_mod.Config, tmp
         scores.to_csv(dump, index=False)
     oracle = auroc_over_training(run, cfg.path("data"), cfg.path("features"), window=3)
     assert (oracle["loss_va/audio"] == 1.0).all()
+
+
+def test_loss_total_over_training_uses_the_runs_vt_weight(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "scores").mkdir(parents=True)
+    pd.DataFrame({"step": [0], "item_id": ["x"], "cos": [0.1], "cos_representation": [0.2], "loss_va": [1.0], "loss_vt": [4.0]}).to_csv(
+        run / "scores" / "step_000000.csv", index=False)
+    config_mod.with_overrides(config_mod.load(), ["pretrain.vt_weight=0.25"]).write(run)
+    scores = read_scores(run)
+    assert scores["loss_total"].tolist() == [2.0]
+    assert "cos_meeting_point" in scores and read_scores(run, vt_weight=1.0)["loss_total"].tolist() == [5.0]

@@ -1,8 +1,10 @@
 """Frozen-encoder embeddings for the downstream tasks, extracted once per checkpoint and cached.
 
+(Not to be confused with :mod:`cmgh.data.features`, which extracts the datasets' input tensors.)
+
 An evaluation first turns every clip of the downstream dataset into one vector (the encoder is
 frozen, in eval mode, no DropToken), then fits and scores probes on those vectors many times
-(weight-decay grid). The vectors are cached in ``features.npz`` beside the task's outputs, keyed
+(weight-decay grid). The vectors are cached in :data:`cmgh.layout.EMBEDDINGS` beside the task's outputs, keyed
 by a fingerprint of everything they depend on: the checkpoint file's bytes (or "random init" +
 seed + model config), the representation space and the dataset's feature index. A changed
 checkpoint or re-extracted dataset invalidates the cache; a rerun of the same evaluation skips the
@@ -26,13 +28,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cmgh.data.datasets import Sample, collate
+from cmgh import layout
+from cmgh.data.datasets import Sample, ShardedClips, collate
 from cmgh.errors import DataError
 from cmgh.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-CACHE_FILE = "features.npz"
 _KEY = "__cache_key__"
 
 
@@ -48,6 +50,22 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
 def fingerprint(*parts: Any) -> str:
     """Stable hash of JSON-serializable parts (paths and numbers are stringified)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:32]
+
+
+def index_digest(features_root: str | Path, dataset: str) -> str:
+    """Digest of a dataset's feature index: re-extracting the dataset invalidates its cached embeddings."""
+    path = layout.feature_index(features_root, dataset)
+    if not path.is_file():
+        raise DataError(f"{path}: feature index not found (run `cmgh data extract` for this dataset)")
+    return file_digest(path)
+
+
+def nonempty_split(root: Path, split: str, modalities: tuple[str, ...]) -> ShardedClips:
+    """One split of an extracted dataset; an empty split is a DataError naming it."""
+    ds = ShardedClips(root, split=split, modalities=modalities)
+    if len(ds) == 0:
+        raise DataError(f"{root}: split {split!r} has no extracted clips")
+    return ds
 
 
 def load_cache(path: str | Path, key: str) -> dict[str, np.ndarray] | None:

@@ -14,7 +14,12 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh.config import REPO_ROOT
-from cmgh.evaluate.tasks import NOISE_INDICATORS, NOISE_TARGETS, default_out_dir, evaluate
+from cmgh.evaluate import TASKS
+from cmgh.evaluate.encoder import Encoder
+from cmgh.evaluate.noise_truth import NOISE_INDICATORS
+from cmgh.evaluate.noise_truth import TARGETS as NOISE_TARGETS
+from cmgh.evaluate.run import TASK_REGISTRY, evaluate
+from cmgh.errors import ConfigError
 from cmgh.train.loop import RunSpec, pretrain
 
 SMALL = ["pretrain.batch_size=8", "pretrain.steps=10", "pretrain.warmup_steps=2", "pretrain.score_every=5",
@@ -119,8 +124,17 @@ def test_finetune_protocol(cfg: config_mod.Config, run: Path, tmp_path: Path) ->
 
 def test_default_out_dir_encodes_the_variant(cfg: config_mod.Config, run: Path) -> None:
     results = cfg.path("results")
-    assert default_out_dir(cfg, "msrvtt", run) == results / "eval" / "msrvtt" / "ms" / "baseline" / "seed0"
-    assert default_out_dir(cfg, "noise", run, random_init=True) == results / "eval" / "noise" / "ms" / "random" / "seed0"
+    assert Encoder(cfg, run).default_out(cfg, "msrvtt") == results / "eval" / "msrvtt" / "ms" / "baseline" / "seed0"
+    assert Encoder(cfg, run, random_init=True).default_out(cfg, "noise") == results / "eval" / "noise" / "ms" / "random" / "seed0"
+
+
+def test_registry_holds_exactly_the_import_free_task_names() -> None:
+    assert TASK_REGISTRY.names() == sorted(TASKS) == sorted(KEYS)
+
+
+def test_unknown_task_is_a_config_error(cfg: config_mod.Config, run: Path) -> None:
+    with pytest.raises(ConfigError, match="--task: 'nope' is not one of audioset, kinetics, msrvtt, noise"):
+        evaluate(cfg, "nope", run)
 
 
 def test_cli_evaluate_subprocess(run: Path, tmp_path: Path) -> None:

@@ -1,0 +1,80 @@
+"""The encoder an evaluation scores: a pre-training checkpoint's model, or its random initialization.
+
+The random-init baseline is ``build_model`` with the checkpoint's config and
+``torch.manual_seed(seed)``: exactly the weights pre-training started from. The evaluation config
+is the given tree with the checkpoint's own ``model`` and ``pretrain`` sections (from the
+``config.yaml`` beside it), so a task reads the architecture and the pre-training objective
+(temperature, vt_weight) the weights were trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cmgh import checkpoint as ckpt
+from cmgh import config as config_mod
+from cmgh import layout
+from cmgh.config import Config
+from cmgh.errors import DataError
+from cmgh.evaluate import embeddings
+from cmgh.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+class Encoder:
+    """A checkpoint's model (or its random initialization) with everything needed to name its outputs."""
+
+    def __init__(self, cfg: Config, checkpoint_dir: str | Path, random_init: bool = False) -> None:
+        directory = Path(checkpoint_dir)
+        path = ckpt.latest(directory) if directory.is_dir() or not directory.suffix else directory
+        directory = path.parent
+        state = ckpt.load(path)
+        if "model" not in state or "meta" not in state:
+            raise DataError(f"{path}: not a cmgh pre-training checkpoint (expected 'model' and 'meta')")
+        meta = dict(state["meta"])
+        self.backbone, self.seed = str(meta["backbone"]), int(meta["seed"])
+        self.pretrained_variant = str(meta["variant"])
+        self.variant = layout.RANDOM_VARIANT if random_init else self.pretrained_variant
+        self.random_init = random_init
+        self.path = path
+        self.cfg = _evaluation_config(cfg, directory, self.pretrained_variant)
+        torch.manual_seed(self.seed)
+        model = build_model(self.cfg, self.backbone, vocab_size=int(meta["vocab_size"]))
+        if not random_init:
+            try:
+                model.load_state_dict(state["model"])
+            except RuntimeError as exc:
+                raise DataError(f"{path}: weights do not fit the model of its config.yaml ({str(exc).splitlines()[0][:200]})") from None
+            self.digest = embeddings.file_digest(path)
+        else:
+            self.digest = embeddings.fingerprint("random", self.seed, self.backbone, int(meta["vocab_size"]), self.cfg.to_dict()["model"])
+        self.model = model.eval()
+        self.meta: dict[str, Any] = {
+            "backbone": self.backbone,
+            "variant": self.variant,
+            "pretrained_variant": self.pretrained_variant,
+            "seed": self.seed,
+            "random_init": random_init,
+            "checkpoint": str(path),
+            "checkpoint_sha256": self.digest,
+            "pretrain_steps": int(meta.get("steps", 0)),
+        }
+
+    def default_out(self, cfg: Config, task: str) -> Path:
+        """``<results>/eval/{task}/{backbone}/{variant}/seed{seed}`` (the variant is ``random`` for the init)."""
+        return layout.eval_dir(cfg.path("results"), task, self.backbone, self.variant, self.seed)
+
+
+def _evaluation_config(cfg: Config, run_dir: Path, variant: str) -> Config:
+    """``cfg`` with the run's ``model`` and ``pretrain`` sections (its config.yaml), else the variant's."""
+    run_cfg_path = run_dir / layout.CONFIG
+    if run_cfg_path.is_file():
+        run = config_mod.load(run_cfg_path).to_dict()
+        return config_mod.from_dict(config_mod.deep_merge(cfg.to_dict(), {"model": run["model"], "pretrain": run["pretrain"]}))
+    log.warning("%s: no %s beside the checkpoint; using the given config's model section", run_dir, layout.CONFIG)
+    return config_mod.for_variant(cfg, variant) if variant in cfg.variants else cfg

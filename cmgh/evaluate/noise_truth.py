@@ -1,0 +1,72 @@
+"""Ground truth of the pre-training noise and the indicators scored against it, defined once.
+
+Both noise evaluations use this module: the final-checkpoint noise detection
+(:mod:`cmgh.evaluate.noise`) and noise detection over training (:mod:`cmgh.evaluate.training_noise`,
+on the trainer's score dumps). A clip takes the label of the ``noise_labels.csv`` segment of its
+video that contains the clip's midpoint: this holds for extracted windows that coincide with the
+generator's segments and for windows of any other length inside them.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import pandas as pd
+
+from cmgh import layout
+from cmgh.data import formats
+from cmgh.errors import DataError
+from cmgh.layout import PathLike
+
+TARGETS = ("audio", "text", "either")  # misaligned audio, misaligned text, either of them
+
+# Indicator -> sign: score = sign * value, a higher score flags a noisier triplet (the two objectives'
+# gradients conflict, a low cosine, on misaligned triplets; their losses are high).
+INDICATORS: dict[str, float] = {
+    "cos_meeting_point": -1.0,  # at the run's configured meeting point (training dumps only)
+    "cos_representation": -1.0,
+    "cos_representation_exact": -1.0,
+    "cos_parameters": -1.0,
+    "loss_va": 1.0,
+    "loss_vt": 1.0,
+    "loss_total": 1.0,
+}
+
+
+def _subset(*names: str) -> dict[str, float]:
+    return {name: INDICATORS[name] for name in names}
+
+
+# What the final-checkpoint evaluation scores (metrics.json ``auroc/<name>/<target>``, roc.csv); the report reads these.
+NOISE_INDICATORS = _subset("cos_representation", "cos_representation_exact", "cos_parameters", "loss_va", "loss_vt", "loss_total")
+# What the trainer's score dumps hold (after :data:`DUMP_COLUMNS` renaming and :func:`loss_total`).
+TRAINING_INDICATORS = _subset("cos_meeting_point", "cos_representation", "loss_va", "loss_vt", "loss_total")
+DUMP_COLUMNS = {"cos": "cos_meeting_point"}  # score-dump column -> indicator name
+
+X = TypeVar("X")
+
+
+def loss_total(l_va: X, l_vt: X, vt_weight: float) -> X:
+    """The pre-training objective per triplet, ``L_va + vt_weight * L_vt`` (tensors, arrays or columns)."""
+    return l_va + vt_weight * l_vt  # type: ignore[operator]
+
+
+def label_clips(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Per clip of ``index``: ``item_id, audio, text, either`` (1 = misaligned), from the segment of
+    ``labels`` (noise_labels.csv) of the same video containing the clip's midpoint. Unmatched clips are left out."""
+    clips = index[["item_id", "video_id", "clip_start", "clip_end"]].copy()
+    clips["mid"] = 0.5 * (clips["clip_start"] + clips["clip_end"])
+    merged = clips.merge(labels, on="video_id", suffixes=("", "_gt"))
+    inside = (merged["mid"] >= merged["clip_start_gt"]) & (merged["mid"] < merged["clip_end_gt"])
+    merged = merged[inside].drop_duplicates("item_id")
+    if merged.empty:
+        raise DataError(f"{layout.NOISE_LABELS} matches no extracted clip (expected video_id and clip windows of the same corpus)")
+    merged["audio"] = 1 - merged["audio_aligned"].astype(int)
+    merged["text"] = 1 - merged["text_aligned"].astype(int)
+    merged["either"] = merged[["audio", "text"]].max(axis=1)
+    return merged[["item_id", *TARGETS]].reset_index(drop=True)
+
+
+def clip_truth(data_root: PathLike, index: pd.DataFrame) -> pd.DataFrame:
+    """:func:`label_clips` with the corpus's own ``noise_labels.csv``."""
+    return label_clips(index, formats.read_noise_labels(layout.noise_labels(data_root)))
