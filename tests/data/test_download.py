@@ -635,19 +635,32 @@ def test_ytdlp_messages_map_to_manifest_statuses(message: str, status: str) -> N
 
 
 def test_download_config_names_what_is_missing(tmp_path: Path) -> None:
-    from cmgh import cli
+    from cmgh import cli, config
+    from cmgh.data import DATASETS
+    from cmgh.data.download.sources import check_config
 
-    assert cli.DATASETS is formats.DATASETS  # one list of names (cmgh.data), no copy to drift
+    assert cli.DATASETS is formats.DATASETS is DATASETS  # one list of names (cmgh.data), no copy to drift
+    assert DATASETS == config.choices("data.datasets")  # ... and it is the schema's
+    # Where downloads are planned (the workflow at parse time, `cmgh data download` per dataset),
+    # not where configs load: cmgh.config stands below cmgh.data.
     base = [*tiny_overrides(tmp_path), "data.source=download"]
+    missing = config_mod.load(overrides=base)
     with pytest.raises(config_mod.ConfigError, match=r"^data.download.howto100m.annotations: empty"):
-        config_mod.load(overrides=base)
+        check_config(missing)
+    with pytest.raises(config_mod.ConfigError, match=r"^data.download.howto100m.annotations: empty"):
+        download(missing, "howto100m", dry_run=True, echo=lambda _: None)
+    assert not (missing.path("data") / "howto100m").exists()  # refused before anything is written
     ok = 'data.download.kinetics.annotations=[{url: "https://x/train.csv", save_as: annotations/train.csv}]'
     with pytest.raises(config_mod.ConfigError, match=r"kinetics.clip_url: 'https://x/v' is not an http\(s\) URL template containing \{id\}"):
-        config_mod.load(overrides=[*base, "data.datasets=[kinetics]", ok, "data.download.kinetics.clip_url=https://x/v"])
-    with pytest.raises(config_mod.ConfigError, match="save_as"):
+        check_config(config_mod.load(overrides=[*base, "data.datasets=[kinetics]", ok, "data.download.kinetics.clip_url=https://x/v"]))
+    with pytest.raises(config_mod.ConfigError, match="save_as"):  # the schema's part: checked on load
         config_mod.load(overrides=[*base, "data.datasets=[kinetics]", 'data.download.kinetics.annotations=[{url: "https://x", save_as: ../up.csv}]'])
     cfg = config_mod.load(overrides=[*base, "data.datasets=[kinetics]", ok, "data.download.kinetics.clip_url=https://x/{id}"])
+    check_config(cfg)
     assert cfg.data.download.kinetics.clip_url == "https://x/{id}"
+    probe = "import sys, cmgh.config; print(sorted(m for m in sys.modules if m.startswith('cmgh.data')))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=config.REPO_ROOT)
+    assert loaded.stdout.strip() == "[]"  # the config loader imports nothing above it
 
 
 def test_journal_survives_a_torn_line_and_merges_into_the_manifest(tmp_path: Path) -> None:
