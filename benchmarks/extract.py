@@ -21,7 +21,8 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cmgh import config  # noqa: E402
+from cmgh import config, layout  # noqa: E402
+from cmgh.data import DATASETS  # noqa: E402
 from cmgh.data import features, items  # noqa: E402
 from cmgh.data.datasets import ShardedClips, make_loader  # noqa: E402
 from cmgh.data.synth import synthesize  # noqa: E402
@@ -44,7 +45,7 @@ def bare_decode(clips: list[items.Item], seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="howto100m", choices=["howto100m", "kinetics", "audioset", "msrvtt"])
+    parser.add_argument("--dataset", default="howto100m", choices=DATASETS)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -53,13 +54,13 @@ def main() -> None:
     cfg = config.load(overrides=base)
     synthesize(cfg, datasets=[args.dataset, "howto100m"], progress=False)
     features.build_vocab(cfg)
-    plan = items.plan(args.dataset, cfg.path("data") / args.dataset, cfg.features)
+    plan = items.plan(args.dataset, layout.dataset_dir(cfg.path("data"), args.dataset), cfg.features)
     seconds = items.clip_seconds(cfg.features)
 
     def timed(fn) -> float:
         best = float("inf")
         for _ in range(args.repeats):
-            shutil.rmtree(cfg.path("features") / args.dataset, ignore_errors=True)
+            shutil.rmtree(features.feature_dir(cfg, args.dataset), ignore_errors=True)
             t0 = time.perf_counter()
             fn()
             best = min(best, time.perf_counter() - t0)
@@ -69,7 +70,7 @@ def main() -> None:
     ours = timed(lambda: features.extract(cfg, args.dataset, workers=0))
     ours2 = timed(lambda: features.extract(cfg, args.dataset, workers=2))
 
-    dataset = ShardedClips(cfg.path("features") / args.dataset)
+    dataset = ShardedClips(features.feature_dir(cfg, args.dataset))
     loader = make_loader(dataset, batch_size=64, shuffle=True, seed=0)
     t0 = time.perf_counter()
     n = 0

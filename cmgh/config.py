@@ -262,11 +262,6 @@ def _check_consistency(tree: Mapping[str, Any]) -> None:
     size = tree["features"]["video"]["size"]
     if size % model["video_patch"][1] or size % model["video_patch"][2]:
         raise ConfigError(f"model.video_patch: spatial patch {model['video_patch'][1:]} does not divide features.video.size ({size})")
-    if tree["data"]["source"] == "download":
-        from cmgh.data.download.sources import check_sources  # the CLI checks the same when run by hand
-
-        for name in tree["data"]["datasets"]:
-            check_sources(name, tree["data"]["download"][name])
     for name, entry in tree.get("variants", {}).items():
         if not isinstance(entry, Mapping):
             raise ConfigError(f"variants.{name}: expected a mapping of config overrides")

@@ -29,6 +29,9 @@ PathLike = str | os.PathLike[str]
 STAMP = ".complete"  # written last by `cmgh data synth` and `cmgh data download`: the dataset is whole
 DOWNLOAD_MANIFEST = "download_manifest.csv"
 DOWNLOAD_STAGING = ".download"
+DOWNLOAD_SUMMARY = "download_summary.csv"  # counts per kind and status, beside the manifest
+DOWNLOAD_JOURNAL = "journal.csv"  # in DOWNLOAD_STAGING: manifest rows of the run in progress
+DOWNLOAD_LOCK = "lock"  # in DOWNLOAD_STAGING: one download per dataset folder
 
 HOWTO100M_VIDEOS = "HowTo100M_v1.csv"
 HOWTO100M_CAPTIONS = "caption.json"
@@ -40,6 +43,7 @@ KINETICS_SPLIT_FILES = {"train": "train.csv", "val": "validate.csv", "test": "te
 
 AUDIOSET_CLASSES = "class_labels_indices.csv"
 AUDIOSET_SEGMENT_FILES = {"train": "balanced_train_segments.csv", "eval": "eval_segments.csv"}
+AUDIOSET_SEGMENTS_SUFFIX = "_segments.csv"  # every segment CSV (balanced_train, unbalanced_train, eval)
 AUDIOSET_CLIPS_DIR = "clips"
 
 MSRVTT_INFO = "videodatainfo.json"
@@ -70,6 +74,16 @@ def annotation_files(data_root: PathLike, dataset: str) -> list[Path]:
     if dataset == "msrvtt":
         return [root / MSRVTT_INFO, root / MSRVTT_TEST]
     raise ValueError(f"dataset {dataset!r} has no known annotation files")
+
+
+def video_file(root: PathLike, video_id: str) -> Path:
+    """A HowTo100M or MSR-VTT video under its dataset folder ``root`` (``videos/<id>.mp4``)."""
+    return Path(root) / VIDEOS_DIR / f"{video_id}.mp4"
+
+
+def audioset_clip(root: PathLike, ytid: str, start: int, suffix: str = ".mp4") -> Path:
+    """An AudioSet clip under its dataset folder ``root`` (``clips/<YTID>_<start>.mp4``)."""
+    return Path(root) / AUDIOSET_CLIPS_DIR / f"{ytid}_{start}{suffix}"
 
 
 def noise_labels(data_root: PathLike) -> Path:
@@ -105,9 +119,14 @@ def vocab(features_root: PathLike) -> Path:
     return Path(features_root) / VOCAB
 
 
-def text_tokens(features_root: PathLike, dataset: str, name: str) -> Path:
-    """A tokenized text set of a dataset (``msrvtt/test_1ka.npy``: the retrieval queries)."""
-    return feature_dir(features_root, dataset) / f"{name}.npy"
+def shard_file(folder: PathLike, shard: int, suffix: str) -> Path:
+    """One file of a shard under a dataset's feature folder (``shards/00000.video.npy``, ``00000.json``)."""
+    return Path(folder) / SHARDS_DIR / f"{shard:05d}.{suffix}"
+
+
+def tokenized_texts(folder: PathLike, name: str) -> tuple[Path, Path]:
+    """Token array and table of a text set saved beside a dataset's shards (MSR-VTT ``captions``, ``test_1ka``)."""
+    return Path(folder) / f"{name}.npy", Path(folder) / f"{name}.parquet"
 
 
 # --------------------------------------------------------------------------- results

@@ -116,3 +116,34 @@ def test_schema_choices_match_the_registries() -> None:
     pretrain = config.schema()["properties"]["pretrain"]["properties"]
     assert sorted(pretrain["harmonize"]["properties"]["rule"]["enum"]) == harmonize.names()
     assert sorted(pretrain["curriculum"]["properties"]["rule"]["enum"]) == curriculum.names()
+
+
+# JSON-schema keywords the config schema uses; any other key in a schema node is a fragment of a
+# description that YAML split off at an unquoted comma inside a flow mapping ({..., description: a, b}).
+SCHEMA_KEYWORDS = {
+    "$schema", "title", "description", "type", "default", "enum", "properties", "additionalProperties",
+    "required", "oneOf", "items", "uniqueItems", "minItems", "maxItems", "minProperties", "propertyNames",
+    "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+}
+
+
+def _schema_nodes(node: object, path: str = "") -> list[tuple[str, dict]]:
+    """Every schema node (not defaults) with its key path."""
+    if not isinstance(node, dict):
+        return []
+    found = [(path or "<root>", node)]
+    for key, sub in node.get("properties", {}).items():
+        found += _schema_nodes(sub, f"{path}.{key}" if path else key)
+    for keyword in ("items", "additionalProperties", "propertyNames"):
+        found += _schema_nodes(node.get(keyword), f"{path}[{keyword}]")
+    for i, sub in enumerate(node.get("oneOf", [])):
+        found += _schema_nodes(sub, f"{path}[oneOf {i}]")
+    return found
+
+
+def test_every_schema_description_survives_yaml() -> None:
+    nodes = _schema_nodes(config.schema())
+    stray = {path: sorted(set(node) - SCHEMA_KEYWORDS) for path, node in nodes if set(node) - SCHEMA_KEYWORDS}
+    assert not stray, f"unquoted comma in a description splits it into keys: {stray}"
+    cut = {path: node["description"] for path, node in nodes if "description" in node and not str(node["description"]).strip().endswith((".", ")"))}
+    assert not cut, f"descriptions are whole sentences (an unquoted ' #' starts a comment): {cut}"

@@ -11,13 +11,14 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cmgh import layout
 from cmgh.errors import DataError
 
 Sample = dict[str, Any]
 
 
 def read_index(root: Path) -> pd.DataFrame:
-    path = Path(root) / "index.parquet"
+    path = Path(root) / layout.FEATURE_INDEX
     if not path.is_file():
         raise DataError(f"{path}: feature index not found (run `cmgh data extract` for this dataset)")
     return pd.read_parquet(path)
@@ -54,7 +55,7 @@ class ShardedClips(Dataset[Sample]):
         self.text_shape = text_shape
         self.label_columns = tuple(label_columns)
         self._shards: dict[tuple[int, str], np.ndarray] = {}
-        self._has_text = (self.root / "shards" / "00000.text.npy").exists()
+        self._has_text = layout.shard_file(self.root, 0, "text.npy").exists()
         self._positions = self.index[["shard", "row"]].to_numpy(dtype=np.int64)
 
     def __len__(self) -> int:
@@ -68,7 +69,7 @@ class ShardedClips(Dataset[Sample]):
     def _array(self, shard: int, name: str) -> np.ndarray:
         key = (shard, name)
         if key not in self._shards:
-            self._shards[key] = np.load(self.root / "shards" / f"{shard:05d}.{name}.npy", mmap_mode="r")
+            self._shards[key] = np.load(layout.shard_file(self.root, shard, f"{name}.npy"), mmap_mode="r")
         return self._shards[key]
 
     def __getitem__(self, i: int) -> Sample:
@@ -133,11 +134,11 @@ class TokenizedTexts(Dataset[Sample]):
 
     def __init__(self, root: str | Path, name: str = "test_1ka") -> None:
         self.root = Path(root)
-        path = self.root / f"{name}.npy"
+        path, table = layout.tokenized_texts(self.root, name)
         if not path.is_file():
             raise DataError(f"{path}: tokenized texts not found (run `cmgh data extract --dataset msrvtt`)")
         self.tokens = np.load(path)
-        self.table = pd.read_parquet(self.root / f"{name}.parquet")
+        self.table = pd.read_parquet(table)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cmgh import layout
 from cmgh.config import Config
 from cmgh.data import formats, items as items_mod, media
 from cmgh.data.items import Item
@@ -69,11 +70,12 @@ class Decoded:
 
 
 def feature_dir(cfg: Config, dataset: str) -> Path:
-    return cfg.path("features") / dataset
+    """The dataset's feature folder under ``paths.features`` (:func:`cmgh.layout.feature_dir`)."""
+    return layout.feature_dir(cfg.path("features"), dataset)
 
 
 def vocab_path(cfg: Config) -> Path:
-    return cfg.path("features") / "vocab.json"
+    return layout.vocab(cfg.path("features"))
 
 
 def build_vocab(cfg: Config) -> Path:
@@ -173,7 +175,7 @@ def _shard_done(shard_json: Path, fp: str) -> bool:
         return False
 
 
-def _write_shard(shards: Path, k: int, spec: DecodeSpec, decoded: list[Decoded], fp: str) -> None:
+def _write_shard(out: Path, k: int, spec: DecodeSpec, decoded: list[Decoded], fp: str) -> None:
     ok = [d for d in decoded if d.arrays is not None]
     names = ("video", "audio", "text", "text_mask") if spec.with_text else ("video", "audio")
     empty = {
@@ -184,9 +186,9 @@ def _write_shard(shards: Path, k: int, spec: DecodeSpec, decoded: list[Decoded],
     }
     for name in names:
         array = np.stack([d.arrays[name] for d in ok]) if ok else empty[name]  # type: ignore[index]
-        _save_npy(shards / f"{k:05d}.{name}.npy", array)
+        _save_npy(layout.shard_file(out, k, f"{name}.npy"), array)
     records = [{"item_id": d.item_id, "status": d.status, "has_video": d.has_video} for d in decoded]
-    atomic_write_json(shards / f"{k:05d}.json", {"fingerprint": fp, "items": records})
+    atomic_write_json(layout.shard_file(out, k, "json"), {"fingerprint": fp, "items": records})
 
 
 def _progress(total: int, desc: str) -> tqdm:
@@ -220,11 +222,9 @@ def decode_spec(cfg: Config, with_text: bool, video_optional: bool = False) -> D
 
 def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     """Decode ``dataset`` into shards; returns the index path. Re-running skips finished shards."""
-    if dataset not in formats.DATASETS:
-        raise DataError(f"dataset {dataset!r} is unknown (expected one of {', '.join(formats.DATASETS)})")
-    root = formats.dataset_root(cfg, dataset)
+    root = formats.dataset_root(cfg, dataset)  # checks the name
     out = feature_dir(cfg, dataset)
-    shards = out / "shards"
+    shards = out / layout.SHARDS_DIR
     shards.mkdir(parents=True, exist_ok=True)
     with_text = dataset == "howto100m"
     spec = decode_spec(cfg, with_text, video_optional=dataset == "audioset")
@@ -237,7 +237,7 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     size = int(cfg.features.shard_size)
     groups = [planned[i : i + size] for i in range(0, len(planned), size)]
     prints = [fingerprint(spec, g, root) for g in groups]
-    pending = [k for k, g in enumerate(groups) if not _shard_done(shards / f"{k:05d}.json", prints[k])]
+    pending = [k for k, g in enumerate(groups) if not _shard_done(layout.shard_file(out, k, "json"), prints[k])]
     todo = [it for k in pending for it in groups[k]]
     log.info("%s: %d items in %d shards, %d to decode", dataset, len(planned), len(groups), len(todo))
 
@@ -249,20 +249,20 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
         for _ in groups[k]:
             decoded.append(next(stream))
             bar.update(1)
-        _write_shard(shards, k, spec, decoded, prints[k])
+        _write_shard(out, k, spec, decoded, prints[k])
     for _ in stream:  # drain (nothing expected): lets the pool shut down cleanly
         pass
     bar.close()
     _remove_stale_shards(shards, len(groups))
 
-    index, manifest = _tables(root, shards, groups)
+    index, manifest = _tables(root, out, groups)
     if dataset == "msrvtt":
         assert vocab is not None
         _write_msrvtt_text(root, out, vocab, spec.max_tokens)
-    manifest_path = out / "manifest.csv"
+    manifest_path = out / layout.FEATURE_MANIFEST
     atomic_write_text(manifest_path, manifest.to_csv(index=False))
     cfg.write(out)
-    index_path = out / "index.parquet"
+    index_path = out / layout.FEATURE_INDEX
     atomic_write(index_path, lambda fh: index.to_parquet(fh, index=False))
     counts = manifest["status"].map(lambda s: s.split(":")[0]).value_counts().to_dict()
     log.info("%s: %s -> %s", dataset, counts, out)
@@ -276,13 +276,13 @@ def _remove_stale_shards(shards: Path, count: int) -> None:
             path.unlink()
 
 
-def _tables(root: Path, shards: Path, groups: list[list[Item]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(root: Path, out: Path, groups: list[list[Item]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
     for k, group in enumerate(groups):
-        records = json.loads((shards / f"{k:05d}.json").read_text())["items"]
+        records = json.loads(layout.shard_file(out, k, "json").read_text())["items"]
         row = 0
-        for item, record in zip(group, records):
+        for item, record in zip(group, records, strict=True):
             status = record["status"]
             source = os.path.relpath(item.source, root)
             manifest_rows.append({"item_id": item.item_id, "source": source, "status": status})
@@ -299,5 +299,6 @@ def _write_msrvtt_text(root: Path, out: Path, vocab: Vocabulary, max_tokens: int
     sentences, test = items_mod.msrvtt_texts(root)
     for name, table, column in (("captions", sentences, "caption"), ("test_1ka", test, "sentence")):
         tokens = vocab.encode_many(table[column].astype(str), max_tokens)
-        _save_npy(out / f"{name}.npy", tokens)
-        atomic_write(out / f"{name}.parquet", lambda fh, t=table: t.reset_index(drop=True).to_parquet(fh, index=False))
+        npy, parquet = layout.tokenized_texts(out, name)
+        _save_npy(npy, tokens)
+        atomic_write(parquet, lambda fh, t=table: t.reset_index(drop=True).to_parquet(fh, index=False))

@@ -7,7 +7,7 @@ validate every row: a malformed one raises :class:`~cmgh.errors.DataError` namin
 expected. Writers are deterministic (fixed column order, ``\\n`` line ends, fixed AudioSet date)
 and atomic.
 
-Layout under ``cfg.path("data")``::
+Layout under ``cfg.path("data")`` (the names live in :mod:`cmgh.layout`)::
 
     howto100m/HowTo100M_v1.csv, caption.json, noise_labels.csv, videos/<video_id>.mp4
     kinetics/annotations/{train,validate,test}.csv, <split>/<label>/<ytid>_<start>_<end>.mp4
@@ -17,26 +17,37 @@ Layout under ``cfg.path("data")``::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cmgh import layout
 from cmgh.data import DATASETS
+from cmgh.data.tables import (
+    as_float,
+    as_flag,
+    as_int,
+    as_text,
+    bad,
+    field_of,
+    keep,
+    load_json,
+    parse_csv,
+    read_text,
+    seconds,
+    write_csv,
+)
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_text, safe_id, sanitize_id
-
+from cmgh.layout import PathLike
 
 HOWTO_VIDEO_COLUMNS = ("video_id", "category_1", "category_2", "rank", "task_id")
 NOISE_COLUMNS = ("video_id", "clip_start", "clip_end", "audio_aligned", "text_aligned")
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
-KINETICS_SPLITS = {"train": "train.csv", "val": "validate.csv", "test": "test.csv"}
+KINETICS_SPLITS = layout.KINETICS_SPLIT_FILES  # split -> annotation CSV name
 AUDIOSET_COLUMNS = ("YTID", "start_seconds", "end_seconds", "positive_labels")
 AUDIOSET_CLASS_COLUMNS = ("index", "mid", "display_name")
 AUDIOSET_CREATED = "Sun Mar  5 10:54:31 2017"  # fixed, so that the files are byte-reproducible
@@ -45,149 +56,12 @@ MSRVTT_SENTENCE_COLUMNS = ("caption", "video_id", "sen_id")
 MSRVTT_SPLITS = ("train", "validate", "test")
 MSRVTT_TEST_COLUMNS = ("key", "vid_key", "video_id", "sentence")
 
-PathLike = str | os.PathLike[str]
-
 
 def dataset_root(cfg: Any, name: str) -> Path:
     """Folder of one dataset under ``paths.data``."""
     if name not in DATASETS:
         raise DataError(f"dataset {name!r} is unknown (expected one of {', '.join(DATASETS)})")
-    return cfg.path("data") / name
-
-
-# --------------------------------------------------------------------------------------------
-# shared CSV machinery
-
-
-def _bad(path: Path, line: int | str, field: str, value: Any, expected: str) -> DataError:
-    where = f"line {line}" if isinstance(line, int) else str(line)
-    return DataError(f"{path}: {where}: field '{field}': {value!r} is not {expected}")
-
-
-def _read_text(path: PathLike, what: str) -> tuple[Path, str]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: missing (expected the {what})")
-    try:
-        return path, path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: byte {exc.start}: not UTF-8 text (expected the {what})") from None
-
-
-def _rows(path: Path, text: str, skipinitialspace: bool = False) -> Iterable[tuple[int, list[str]]]:
-    """``(line_number, fields)`` of every non-blank, non-comment CSV row (line numbers are 1-based)."""
-    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=skipinitialspace, strict=True)
-    try:
-        for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            if fields[0].lstrip().startswith("#"):
-                continue
-            yield reader.line_num, fields
-    except csv.Error as exc:
-        raise DataError(f"{path}: line {reader.line_num + 1}: not valid CSV ({exc})") from None
-
-
-def _as_int(path: Path, line: int | str, field: str, value: Any) -> int:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise _bad(path, line, field, value, "an integer") from None
-    if not math.isfinite(number) or number != int(number):
-        raise _bad(path, line, field, value, "an integer")
-    return int(number)
-
-
-def _as_float(path: Path, line: int | str, field: str, value: Any) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise _bad(path, line, field, value, "a number") from None
-    if not math.isfinite(number):
-        raise _bad(path, line, field, value, "a finite number")
-    return number
-
-
-def _as_flag(path: Path, line: int | str, field: str, value: Any) -> int:
-    text = str(value).strip()
-    if text not in ("0", "1"):
-        raise _bad(path, line, field, value, "0 or 1")
-    return int(text)
-
-
-def _as_text(path: Path, line: int | str, field: str, value: Any) -> str:
-    text = str(value).strip()
-    if not text:
-        raise _bad(path, line, field, value, "a non-empty string")
-    return text
-
-
-def _table(
-    path: Path,
-    text: str,
-    columns: Sequence[str],
-    parsers: Mapping[str, Callable[[Path, int | str, str, Any], Any]],
-    *,
-    header: bool = True,
-    skipinitialspace: bool = False,
-    optional_index: bool = False,
-) -> pd.DataFrame:
-    """Parse a CSV whose header (or, without one, whose rows) has exactly ``columns``.
-
-    ``optional_index`` tolerates the unnamed leading index column pandas writes by default (some
-    public copies of the MSR-VTT test CSV have one).
-    """
-    rows = iter(_rows(path, text, skipinitialspace))
-    drop_first = False
-    if header:
-        first = next(rows, None)
-        if first is None:
-            raise DataError(f"{path}: line 1: empty file (expected header {','.join(columns)})")
-        line, names = first
-        names = [n.strip() for n in names]
-        if optional_index and len(names) == len(columns) + 1 and names[0] in ("", "Unnamed: 0"):
-            names, drop_first = names[1:], True
-        if names != list(columns):
-            raise DataError(f"{path}: line {line}: header {','.join(names)!r} is not {','.join(columns)!r}")
-    records: dict[str, list[Any]] = {c: [] for c in columns}
-    for line, fields in rows:
-        if drop_first:
-            fields = fields[1:]
-        if len(fields) != len(columns):
-            raise DataError(f"{path}: line {line}: {len(fields)} fields, expected {len(columns)} ({', '.join(columns)})")
-        for name, value in zip(columns, fields):
-            records[name].append(parsers.get(name, _as_text)(path, line, name, value))
-    return pd.DataFrame(records, columns=list(columns))
-
-
-def _write_csv(path: PathLike, header: Sequence[str] | None, rows: Iterable[Sequence[Any]], prelude: str = "") -> Path:
-    buffer = io.StringIO()
-    buffer.write(prelude)
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header is not None:
-        writer.writerow(header)
-    writer.writerows(rows)
-    return atomic_write_text(path, buffer.getvalue())
-
-
-def _load_json(path: PathLike, what: str) -> tuple[Path, Any]:
-    path, text = _read_text(path, what)
-    try:
-        return path, json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
-
-
-def _field(row: Any, name: str) -> Any:
-    """A column of a row given as a mapping, a pandas Series or a namedtuple (itertuples)."""
-    if isinstance(row, Mapping | pd.Series):
-        return row[name]
-    return getattr(row, name)
-
-
-def _seconds(value: float) -> str:
-    """Times as HowTo100M/MSR-VTT write them: shortest repr, deterministic."""
-    return repr(float(value))
+    return layout.dataset_dir(cfg.path("data"), name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,17 +69,13 @@ def _seconds(value: float) -> str:
 
 
 def write_howto100m_videos(path: PathLike, table: pd.DataFrame) -> Path:
-    return _write_csv(path, HOWTO_VIDEO_COLUMNS, table[list(HOWTO_VIDEO_COLUMNS)].itertuples(index=False))
+    return write_csv(path, HOWTO_VIDEO_COLUMNS, table[list(HOWTO_VIDEO_COLUMNS)].itertuples(index=False))
 
 
 def read_howto100m_videos(path: PathLike) -> pd.DataFrame:
     """``HowTo100M_v1.csv``: one row per video (``rank``/``task_id`` integers)."""
-    path, text = _read_text(path, "HowTo100M video list (HowTo100M_v1.csv)")
-    return _table(path, text, HOWTO_VIDEO_COLUMNS, {"video_id": _as_text, "category_1": _keep, "category_2": _keep, "rank": _as_int, "task_id": _as_int})
-
-
-def _keep(path: Path, line: int | str, field: str, value: Any) -> str:
-    return str(value)
+    path, text = read_text(path, f"HowTo100M video list ({layout.HOWTO100M_VIDEOS})")
+    return parse_csv(path, text, HOWTO_VIDEO_COLUMNS, {"video_id": as_text, "category_1": keep, "category_2": keep, "rank": as_int, "task_id": as_int})
 
 
 def write_howto100m_captions(path: PathLike, captions: Mapping[str, Mapping[str, Sequence[Any]]]) -> Path:
@@ -219,7 +89,7 @@ def write_howto100m_captions(path: PathLike, captions: Mapping[str, Mapping[str,
 
 def read_howto100m_captions(path: PathLike) -> pd.DataFrame:
     """Long table ``video_id, start, end, text`` sorted by video then start time."""
-    path, data = _load_json(path, "HowTo100M captions (caption.json)")
+    path, data = load_json(path, f"HowTo100M captions ({layout.HOWTO100M_CAPTIONS})")
     if not isinstance(data, dict):
         raise DataError(f"{path}: top level is a {type(data).__name__}, expected an object video_id -> captions")
     vids: list[str] = []
@@ -234,22 +104,22 @@ def read_howto100m_captions(path: PathLike) -> pd.DataFrame:
             if key not in entry:
                 raise DataError(f"{path}: [{vid!r}]: missing field '{key}' (expected start, end, text lists)")
             if not isinstance(entry[key], list):
-                raise _bad(path, f"[{vid!r}]", key, entry[key], "a list")
+                raise bad(path, f"[{vid!r}]", key, entry[key], "a list")
             lists.append(entry[key])
         if not len(lists[0]) == len(lists[1]) == len(lists[2]):
             raise DataError(
                 f"{path}: [{vid!r}]: start/end/text have lengths {len(lists[0])}/{len(lists[1])}/{len(lists[2])}, expected equal"
             )
-        for i, (s, e, t) in enumerate(zip(*lists)):
+        for i, (s, e, t) in enumerate(zip(*lists, strict=True)):
             where = f"[{vid!r}][{i}]"
             for key, value in (("start", s), ("end", e)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise _bad(path, where, key, value, "a number of seconds")
-            s, e = _as_float(path, where, "start", s), _as_float(path, where, "end", e)
+                    raise bad(path, where, key, value, "a number of seconds")
+            s, e = as_float(path, where, "start", s), as_float(path, where, "end", e)
             if e < s:
-                raise _bad(path, where, "end", e, f"at or after start {s}")
+                raise bad(path, where, "end", e, f"at or after start {s}")
             if not isinstance(t, str):
-                raise _bad(path, where, "text", t, "a string")
+                raise bad(path, where, "text", t, "a string")
             vids.append(str(vid))
             starts.append(s)
             ends.append(e)
@@ -261,17 +131,17 @@ def read_howto100m_captions(path: PathLike) -> pd.DataFrame:
 
 def write_noise_labels(path: PathLike, table: pd.DataFrame) -> Path:
     rows = (
-        (r.video_id, _seconds(r.clip_start), _seconds(r.clip_end), int(r.audio_aligned), int(r.text_aligned))
+        (r.video_id, seconds(r.clip_start), seconds(r.clip_end), int(r.audio_aligned), int(r.text_aligned))
         for r in table.itertuples(index=False)
     )
-    return _write_csv(path, NOISE_COLUMNS, rows)
+    return write_csv(path, NOISE_COLUMNS, rows)
 
 
 def read_noise_labels(path: PathLike) -> pd.DataFrame:
     """Ground truth of the pre-training noise: for the noise-detection evaluation only."""
-    path, text = _read_text(path, "noise labels (noise_labels.csv)")
-    parsers = {"video_id": _as_text, "clip_start": _as_float, "clip_end": _as_float, "audio_aligned": _as_flag, "text_aligned": _as_flag}
-    table = _table(path, text, NOISE_COLUMNS, parsers)
+    path, text = read_text(path, f"noise labels ({layout.NOISE_LABELS})")
+    parsers = {"video_id": as_text, "clip_start": as_float, "clip_end": as_float, "audio_aligned": as_flag, "text_aligned": as_flag}
+    table = parse_csv(path, text, NOISE_COLUMNS, parsers)
     return table.astype({"clip_start": "float64", "clip_end": "float64", "audio_aligned": "int64", "text_aligned": "int64"})
 
 
@@ -281,21 +151,21 @@ def read_noise_labels(path: PathLike) -> pd.DataFrame:
 
 def write_kinetics(path: PathLike, table: pd.DataFrame) -> Path:
     rows = ((r.label, r.youtube_id, int(r.time_start), int(r.time_end), r.split) for r in table.itertuples(index=False))
-    return _write_csv(path, KINETICS_COLUMNS, rows)
+    return write_csv(path, KINETICS_COLUMNS, rows)
 
 
 def _kinetics_split(path: Path, line: int | str, field: str, value: Any) -> str:
     text = str(value).strip()
     if text not in KINETICS_SPLITS:
-        raise _bad(path, line, field, value, f"one of {', '.join(KINETICS_SPLITS)}")
+        raise bad(path, line, field, value, f"one of {', '.join(KINETICS_SPLITS)}")
     return text
 
 
 def read_kinetics(path: PathLike) -> pd.DataFrame:
     """One Kinetics split CSV ``label,youtube_id,time_start,time_end,split`` (integer seconds)."""
-    path, text = _read_text(path, "Kinetics annotation CSV")
-    parsers = {"label": _as_text, "youtube_id": _as_text, "time_start": _as_int, "time_end": _as_int, "split": _kinetics_split}
-    table = _table(path, text, KINETICS_COLUMNS, parsers)
+    path, text = read_text(path, "Kinetics annotation CSV")
+    parsers = {"label": as_text, "youtube_id": as_text, "time_start": as_int, "time_end": as_int, "split": _kinetics_split}
+    table = parse_csv(path, text, KINETICS_COLUMNS, parsers)
     return table.astype({"time_start": "int64", "time_end": "int64"})
 
 
@@ -306,12 +176,12 @@ def kinetics_label_dir(label: str) -> str:
 
 def kinetics_clip_path(root: PathLike, row: Any) -> Path:
     """``<root>/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4`` (IDs checked path-safe)."""
-    split = str(_field(row, "split"))
+    split = str(field_of(row, "split"))
     if split not in KINETICS_SPLITS:
         raise DataError(f"kinetics split {split!r} is not one of {', '.join(KINETICS_SPLITS)}")
-    youtube_id = safe_id(_field(row, "youtube_id"), "youtube_id")
-    start, end = int(_field(row, "time_start")), int(_field(row, "time_end"))
-    return Path(root) / split / kinetics_label_dir(_field(row, "label")) / f"{youtube_id}_{start:06d}_{end:06d}.mp4"
+    youtube_id = safe_id(field_of(row, "youtube_id"), "youtube_id")
+    start, end = int(field_of(row, "time_start")), int(field_of(row, "time_end"))
+    return Path(root) / split / kinetics_label_dir(field_of(row, "label")) / f"{youtube_id}_{start:06d}_{end:06d}.mp4"
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +199,7 @@ def write_audioset_segments(path: PathLike, table: pd.DataFrame) -> Path:
     )
     lines = [
         f'{ytid}, {float(start):.3f}, {float(end):.3f}, "{",".join(ls)}"\n'
-        for ytid, start, end, ls in zip(table["YTID"], table["start_seconds"], table["end_seconds"], labels)
+        for ytid, start, end, ls in zip(table["YTID"], table["start_seconds"], table["end_seconds"], labels, strict=True)
     ]
     return atomic_write_text(path, prelude + "".join(lines))
 
@@ -337,15 +207,15 @@ def write_audioset_segments(path: PathLike, table: pd.DataFrame) -> Path:
 def _mids(path: Path, line: int | str, field: str, value: Any) -> list[str]:
     mids = [m.strip() for m in str(value).split(",")]
     if not mids or any(not m.startswith("/") or len(m) < 3 for m in mids):
-        raise _bad(path, line, field, value, "a comma-separated list of label MIDs like /m/09x0r")
+        raise bad(path, line, field, value, "a comma-separated list of label MIDs like /m/09x0r")
     return mids
 
 
 def read_audioset_segments(path: PathLike) -> pd.DataFrame:
     """``YTID, start_seconds, end_seconds, positive_labels`` (labels as a list of MIDs)."""
-    path, text = _read_text(path, "AudioSet segments CSV")
-    parsers = {"YTID": _as_text, "start_seconds": _as_float, "end_seconds": _as_float, "positive_labels": _mids}
-    table = _table(path, text, AUDIOSET_COLUMNS, parsers, header=False, skipinitialspace=True)
+    path, text = read_text(path, "AudioSet segments CSV")
+    parsers = {"YTID": as_text, "start_seconds": as_float, "end_seconds": as_float, "positive_labels": _mids}
+    table = parse_csv(path, text, AUDIOSET_COLUMNS, parsers, header=False, skipinitialspace=True)
     return table.astype({"start_seconds": "float64", "end_seconds": "float64"})
 
 
@@ -353,26 +223,26 @@ def write_audioset_classes(path: PathLike, table: pd.DataFrame) -> Path:
     """``class_labels_indices.csv`` with display names always quoted, as AudioSet ships it."""
     body = "".join(
         f'{int(i)},{mid},"{str(name).replace(chr(34), chr(34) * 2)}"\n'
-        for i, mid, name in zip(table["index"], table["mid"], table["display_name"])
+        for i, mid, name in zip(table["index"], table["mid"], table["display_name"], strict=True)
     )
     return atomic_write_text(path, ",".join(AUDIOSET_CLASS_COLUMNS) + "\n" + body)
 
 
 def read_audioset_classes(path: PathLike) -> pd.DataFrame:
-    path, text = _read_text(path, "AudioSet class list (class_labels_indices.csv)")
-    parsers = {"index": _as_int, "mid": lambda p, l, f, v: _mids(p, l, f, v)[0], "display_name": _as_text}
-    table = _table(path, text, AUDIOSET_CLASS_COLUMNS, parsers).astype({"index": "int64"})
+    path, text = read_text(path, f"AudioSet class list ({layout.AUDIOSET_CLASSES})")
+    parsers = {"index": as_int, "mid": lambda p, l, f, v: _mids(p, l, f, v)[0], "display_name": as_text}
+    table = parse_csv(path, text, AUDIOSET_CLASS_COLUMNS, parsers).astype({"index": "int64"})
     if table["mid"].duplicated().any():
         dup = table.index[table["mid"].duplicated()][0]
-        raise _bad(path, int(dup) + 2, "mid", table["mid"][dup], "unique (it appears twice)")
+        raise bad(path, int(dup) + 2, "mid", table["mid"][dup], "unique (it appears twice)")
     return table
 
 
 def audioset_clip_path(root: PathLike, row: Any) -> Path:
     """``<root>/clips/<YTID>_<int(start)>.mp4``, or the ``.wav`` beside it when only that exists."""
-    ytid = safe_id(_field(row, "YTID"), "YTID")
-    stem = Path(root) / "clips" / f"{ytid}_{int(float(_field(row, 'start_seconds')))}"
-    mp4, wav = stem.with_name(stem.name + ".mp4"), stem.with_name(stem.name + ".wav")
+    ytid = safe_id(field_of(row, "YTID"), "YTID")
+    start = int(float(field_of(row, "start_seconds")))
+    mp4, wav = layout.audioset_clip(root, ytid, start), layout.audioset_clip(root, ytid, start, ".wav")
     return wav if not mp4.exists() and wav.exists() else mp4
 
 
@@ -411,20 +281,20 @@ def _entry(path: Path, where: str, entry: Any, key: str, kind: str) -> Any:
     value = entry[key]
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise _bad(path, where, key, value, "an integer")
-        return _as_int(path, where, key, value)
+            raise bad(path, where, key, value, "an integer")
+        return as_int(path, where, key, value)
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise _bad(path, where, key, value, "a number")
-        return _as_float(path, where, key, value)
+            raise bad(path, where, key, value, "a number")
+        return as_float(path, where, key, value)
     if not isinstance(value, str) or (kind == "nonempty" and not value.strip()):
-        raise _bad(path, where, key, value, "a non-empty string" if kind == "nonempty" else "a string")
+        raise bad(path, where, key, value, "a non-empty string" if kind == "nonempty" else "a string")
     return value
 
 
 def read_msrvtt_info(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(videos[video_id, category, url, start_time, end_time, split, id], sentences[caption, video_id, sen_id])``."""
-    path, data = _load_json(path, "MSR-VTT annotations (videodatainfo.json)")
+    path, data = load_json(path, f"MSR-VTT annotations ({layout.MSRVTT_INFO})")
     if not isinstance(data, dict):
         raise DataError(f"{path}: top level is a {type(data).__name__}, expected an object with videos and sentences")
     for key in ("videos", "sentences"):
@@ -442,7 +312,7 @@ def read_msrvtt_info(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
         videos["end_time"].append(_entry(path, where, v, "end time", "float"))
         split = _entry(path, where, v, "split", "nonempty")
         if split not in MSRVTT_SPLITS:
-            raise _bad(path, where, "split", split, f"one of {', '.join(MSRVTT_SPLITS)}")
+            raise bad(path, where, "split", split, f"one of {', '.join(MSRVTT_SPLITS)}")
         videos["split"].append(split)
         videos["id"].append(_entry(path, where, v, "id", "int"))
     sentences: dict[str, list[Any]] = {c: [] for c in MSRVTT_SENTENCE_COLUMNS}
@@ -458,10 +328,10 @@ def read_msrvtt_info(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def write_msrvtt_test(path: PathLike, table: pd.DataFrame) -> Path:
-    return _write_csv(path, MSRVTT_TEST_COLUMNS, table[list(MSRVTT_TEST_COLUMNS)].itertuples(index=False))
+    return write_csv(path, MSRVTT_TEST_COLUMNS, table[list(MSRVTT_TEST_COLUMNS)].itertuples(index=False))
 
 
 def read_msrvtt_test(path: PathLike) -> pd.DataFrame:
     """1k-A style test queries ``key,vid_key,video_id,sentence`` (one caption per test video)."""
-    path, text = _read_text(path, "MSR-VTT 1k-A test CSV")
-    return _table(path, text, MSRVTT_TEST_COLUMNS, {"sentence": _keep}, optional_index=True)
+    path, text = read_text(path, "MSR-VTT 1k-A test CSV")
+    return parse_csv(path, text, MSRVTT_TEST_COLUMNS, {"sentence": keep}, optional_index=True)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cmgh import layout
 from cmgh.data import formats
 from cmgh.io import safe_id
 
@@ -48,8 +49,8 @@ def nearest_captions(track: pd.DataFrame, start: float, end: float, k: int) -> t
 
 def howto100m_items(root: Path, features: Any) -> list[Item]:
     """Non-overlapping clips from the start of each video, each with its nearest captions."""
-    videos = formats.read_howto100m_videos(root / "HowTo100M_v1.csv")
-    captions = formats.read_howto100m_captions(root / "caption.json")
+    videos = formats.read_howto100m_videos(root / layout.HOWTO100M_VIDEOS)
+    captions = formats.read_howto100m_captions(root / layout.HOWTO100M_CAPTIONS)
     tracks = {vid: grp for vid, grp in captions.groupby("video_id", sort=False)}
     length = clip_seconds(features)
     items: list[Item] = []
@@ -64,7 +65,7 @@ def howto100m_items(root: Path, features: Any) -> list[Item]:
             items.append(
                 Item(
                     item_id=f"{video_id}_{k:03d}",
-                    source=root / "videos" / f"{safe_id(video_id, 'video_id')}.mp4",
+                    source=layout.video_file(root, safe_id(video_id, "video_id")),
                     start=start,
                     meta={"video_id": video_id, "clip_start": start, "clip_end": start + length},
                     captions=nearest_captions(track, start, start + length, int(features.text.candidates)),
@@ -74,7 +75,7 @@ def howto100m_items(root: Path, features: Any) -> list[Item]:
 
 
 def kinetics_items(root: Path) -> list[Item]:
-    tables = [formats.read_kinetics(root / "annotations" / f"{name}.csv") for name in ("train", "validate", "test")]
+    tables = [formats.read_kinetics(root / layout.KINETICS_ANNOTATIONS_DIR / name) for name in layout.KINETICS_SPLIT_FILES.values()]
     table = pd.concat([t for t in tables if not t.empty], ignore_index=True)
     classes = sorted(table["label"].unique())
     index_of = {label: i for i, label in enumerate(classes)}
@@ -91,12 +92,12 @@ def kinetics_items(root: Path) -> list[Item]:
     return items
 
 
-AUDIOSET_SPLITS = {"balanced_train_segments.csv": "train", "eval_segments.csv": "eval"}
+AUDIOSET_SPLITS = {name: split for split, name in layout.AUDIOSET_SEGMENT_FILES.items()}  # segment CSV -> split
 
 
 def audioset_items(root: Path) -> list[Item]:
-    classes = formats.read_audioset_classes(root / "class_labels_indices.csv")
-    index_of = dict(zip(classes["mid"], classes["index"]))
+    classes = formats.read_audioset_classes(root / layout.AUDIOSET_CLASSES)
+    index_of = dict(zip(classes["mid"], classes["index"], strict=True))
     items = []
     for filename, split in AUDIOSET_SPLITS.items():
         path = root / filename
@@ -116,11 +117,11 @@ def audioset_items(root: Path) -> list[Item]:
 
 
 def msrvtt_items(root: Path) -> list[Item]:
-    videos, _ = formats.read_msrvtt_info(root / "videodatainfo.json")
+    videos, _ = formats.read_msrvtt_info(root / layout.MSRVTT_INFO)
     return [
         Item(
             item_id=row.video_id,
-            source=root / "videos" / f"{safe_id(row.video_id, 'video_id')}.mp4",
+            source=layout.video_file(root, safe_id(row.video_id, "video_id")),
             start=None,
             meta={"video_id": row.video_id, "split": row.split, "category": int(row.category)},
         )
@@ -130,15 +131,15 @@ def msrvtt_items(root: Path) -> list[Item]:
 
 def msrvtt_texts(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All captions (JSON) and the 1k-A test queries (CSV), for tokenization beside the shards."""
-    _, sentences = formats.read_msrvtt_info(root / "videodatainfo.json")
-    test_path = root / "MSRVTT_JSFUSION_test.csv"
-    test = formats.read_msrvtt_test(test_path) if test_path.exists() else pd.DataFrame(columns=["key", "vid_key", "video_id", "sentence"])
+    _, sentences = formats.read_msrvtt_info(root / layout.MSRVTT_INFO)
+    test_path = root / layout.MSRVTT_TEST
+    test = formats.read_msrvtt_test(test_path) if test_path.exists() else pd.DataFrame(columns=list(formats.MSRVTT_TEST_COLUMNS))
     return sentences, test
 
 
 def pretrain_texts(root: Path) -> list[str]:
     """Every caption of the pre-training corpus (the vocabulary is built from these only)."""
-    return formats.read_howto100m_captions(root / "caption.json")["text"].astype(str).tolist()
+    return formats.read_howto100m_captions(root / layout.HOWTO100M_CAPTIONS)["text"].astype(str).tolist()
 
 
 def plan(name: str, root: Path, features: Any) -> list[Item]:

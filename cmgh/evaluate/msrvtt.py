@@ -47,7 +47,7 @@ def run(cfg: Config, enc: Encoder, out: Path, timer: E.Timer) -> tuple[dict[str,
     matched = [position[v] for v in q_vids.iloc[q_rows]]
     order = matched + sorted(set(range(len(videos))) - set(matched))  # query i's video is item i
     model = enc.model
-    tokens = layout.text_tokens(features_root, DATASET, str(ecfg.msrvtt.queries))
+    tokens, _ = layout.tokenized_texts(layout.feature_dir(features_root, DATASET), str(ecfg.msrvtt.queries))
     key = E.fingerprint("msrvtt", "vat", str(ecfg.msrvtt.queries), enc.digest, E.index_digest(features_root, DATASET), E.file_digest(tokens))
 
     def compute() -> dict[str, np.ndarray]:

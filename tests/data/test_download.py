@@ -30,10 +30,10 @@ import pytest
 import yaml
 
 from cmgh import config as config_mod
+from cmgh import layout
 from cmgh.data import features, formats, media
 from cmgh.data.download import archives, clips, fetch
-from cmgh.data.download.manifest import MANIFEST, SUMMARY
-from cmgh.data.download.run import STAMP, download
+from cmgh.data.download.run import download
 from cmgh.errors import DataError, DownloadError
 from cmgh.io import sha256_file
 from tests.conftest import tiny_overrides
@@ -209,7 +209,7 @@ def world(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactor
         table["time_start"] = [1 + (i + k) % 3 for k in range(len(table))]
         table["time_end"] = table["time_start"] + 2
         formats.write_kinetics(kin / served, table)
-        for row, clip in zip(table.itertuples(index=False), original):
+        for row, clip in zip(table.itertuples(index=False), original, strict=True):
             _padded_source(clip, kin / "clips" / f"{row.youtube_id}.mp4", row.time_start, fps, rate)
             windows[f"kinetics/{formats.kinetics_clip_path('', row)}"] = (clip, float(row.time_start))
 
@@ -222,7 +222,7 @@ def world(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactor
         table["start_seconds"] = [float(1 + k % 3) for k in range(len(table))]
         table["end_seconds"] = table["start_seconds"] + 2.0
         formats.write_audioset_segments(aus / filename, table)
-        for row, clip in zip(table.itertuples(index=False), original):
+        for row, clip in zip(table.itertuples(index=False), original, strict=True):
             _padded_source(clip, aus / "clips" / f"{row.YTID}.mp4", row.start_seconds, fps, rate)
             windows[f"audioset/clips/{row.YTID}_{int(row.start_seconds)}.mp4"] = (clip, row.start_seconds)
 
@@ -280,7 +280,7 @@ def serve(server: Server, world: dict[str, Any], *names: str) -> None:
 
 
 def manifest(cfg: config_mod.Config, name: str) -> pd.DataFrame:
-    return pd.read_csv(cfg.path("data") / name / MANIFEST, keep_default_na=False).set_index("item_id")
+    return pd.read_csv(cfg.path("data") / name / layout.DOWNLOAD_MANIFEST, keep_default_na=False).set_index("item_id")
 
 
 def quiet(*_: Any) -> None:
@@ -298,7 +298,7 @@ def test_four_datasets_land_in_the_layout_and_extract(tmp_path: Path, server: Se
     for name in formats.DATASETS:
         report = download(cfg, name, progress=False, echo=quiet)
         assert report.complete and report.available == report.selected > 0, report.text()
-        assert (data / name / STAMP).is_file() and (data / name / SUMMARY).is_file()
+        assert (data / name / layout.STAMP).is_file() and (data / name / layout.DOWNLOAD_SUMMARY).is_file()
         assert set(manifest(cfg, name)["status"]) == {"ok"}
 
     # annotations: byte-identical to what the server holds (plain files and archive members)
@@ -312,7 +312,7 @@ def test_four_datasets_land_in_the_layout_and_extract(tmp_path: Path, server: Se
     for video in (original / "howto100m" / "videos").glob("*.mp4"):
         assert (data / "howto100m" / "videos" / video.name).read_bytes() == video.read_bytes()
     assert len(list((data / "msrvtt" / "videos").glob("*.mp4"))) == len(list((original / "msrvtt" / "videos").glob("*.mp4")))
-    for rel, (clip, lead) in world["windows"].items():
+    for rel, (clip, _lead) in world["windows"].items():
         got = data / rel
         info = media.probe(got)
         assert abs(info["duration"] - 2.0) <= 1.0 / fps + 1e-6, (rel, info)
@@ -380,7 +380,7 @@ def test_404_is_unavailable_and_the_run_reports_instead_of_failing(tmp_path: Pat
     bad = table[table["status"] != "ok"]
     assert sorted(bad["status"]) == ["private", "unavailable"] and report.complete
     assert bad["error"].str.contains("HTTP Error 40[34]").all()
-    summary = pd.read_csv(cfg.path("data") / "kinetics" / SUMMARY)
+    summary = pd.read_csv(cfg.path("data") / "kinetics" / layout.DOWNLOAD_SUMMARY)
     assert summary.set_index(["kind", "status"])["count"].to_dict() == {("annotation", "ok"): 3, ("clip", "ok"): report.selected - 2,
                                                                          ("clip", "unavailable"): 1, ("clip", "private"): 1}
     before = len(server.log)  # a re-run does not retry what is gone for good, unless asked
@@ -388,7 +388,7 @@ def test_404_is_unavailable_and_the_run_reports_instead_of_failing(tmp_path: Pat
     assert len(server.log) == before
     with pytest.raises(DownloadError, match=r"kinetics: \d+ of \d+ clips available .* below the minimum 100 %"):
         download(cfg, "kinetics", progress=False, echo=quiet, min_available=1.0, retry_all=True)
-    assert not (cfg.path("data") / "kinetics" / STAMP).exists() and len(server.log) > before
+    assert not (cfg.path("data") / "kinetics" / layout.STAMP).exists() and len(server.log) > before
 
     server.faults["/kinetics/val.csv"] = ["404"]
     (cfg.path("data") / "kinetics" / "annotations" / "validate.csv").unlink()
@@ -574,7 +574,7 @@ def test_killed_download_leaves_no_fake_clip_and_a_rerun_finishes(tmp_path: Path
         assert proc.returncode == 130 and "interrupted" in err, err
     else:
         assert proc.returncode == -signal.SIGKILL
-    assert not (root / STAMP).exists()
+    assert not (root / layout.STAMP).exists()
     resumable = {p.name.split(".")[0] for p in parts() if p.stat().st_size}
     done = finished()
     assert 0 < len(done) < 16
@@ -635,19 +635,32 @@ def test_ytdlp_messages_map_to_manifest_statuses(message: str, status: str) -> N
 
 
 def test_download_config_names_what_is_missing(tmp_path: Path) -> None:
-    from cmgh import cli
+    from cmgh import cli, config
+    from cmgh.data import DATASETS
+    from cmgh.data.download.sources import check_config
 
-    assert cli.DATASETS is formats.DATASETS  # one list of names (cmgh.data), no copy to drift
+    assert cli.DATASETS is formats.DATASETS is DATASETS  # one list of names (cmgh.data), no copy to drift
+    assert DATASETS == config.choices("data.datasets")  # ... and it is the schema's
+    # Where downloads are planned (the workflow at parse time, `cmgh data download` per dataset),
+    # not where configs load: cmgh.config stands below cmgh.data.
     base = [*tiny_overrides(tmp_path), "data.source=download"]
+    missing = config_mod.load(overrides=base)
     with pytest.raises(config_mod.ConfigError, match=r"^data.download.howto100m.annotations: empty"):
-        config_mod.load(overrides=base)
+        check_config(missing)
+    with pytest.raises(config_mod.ConfigError, match=r"^data.download.howto100m.annotations: empty"):
+        download(missing, "howto100m", dry_run=True, echo=lambda _: None)
+    assert not (missing.path("data") / "howto100m").exists()  # refused before anything is written
     ok = 'data.download.kinetics.annotations=[{url: "https://x/train.csv", save_as: annotations/train.csv}]'
     with pytest.raises(config_mod.ConfigError, match=r"kinetics.clip_url: 'https://x/v' is not an http\(s\) URL template containing \{id\}"):
-        config_mod.load(overrides=[*base, "data.datasets=[kinetics]", ok, "data.download.kinetics.clip_url=https://x/v"])
-    with pytest.raises(config_mod.ConfigError, match="save_as"):
+        check_config(config_mod.load(overrides=[*base, "data.datasets=[kinetics]", ok, "data.download.kinetics.clip_url=https://x/v"]))
+    with pytest.raises(config_mod.ConfigError, match="save_as"):  # the schema's part: checked on load
         config_mod.load(overrides=[*base, "data.datasets=[kinetics]", 'data.download.kinetics.annotations=[{url: "https://x", save_as: ../up.csv}]'])
     cfg = config_mod.load(overrides=[*base, "data.datasets=[kinetics]", ok, "data.download.kinetics.clip_url=https://x/{id}"])
+    check_config(cfg)
     assert cfg.data.download.kinetics.clip_url == "https://x/{id}"
+    probe = "import sys, cmgh.config; print(sorted(m for m in sys.modules if m.startswith('cmgh.data')))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=config.REPO_ROOT)
+    assert loaded.stdout.strip() == "[]"  # the config loader imports nothing above it
 
 
 def test_journal_survives_a_torn_line_and_merges_into_the_manifest(tmp_path: Path) -> None:
@@ -662,5 +675,5 @@ def test_journal_survives_a_torn_line_and_merges_into_the_manifest(tmp_path: Pat
     assert set(again.rows) == {("clip", "a"), ("clip", "b")} and again.get("clip", "b").error == "no data, for 60 s"
     again.record(Row("clip", "b", "u", "p/b.mp4", "ok", "", 5, "e" * 64))
     again.save()
-    table = pd.read_csv(tmp_path / MANIFEST)
+    table = pd.read_csv(tmp_path / layout.DOWNLOAD_MANIFEST)
     assert list(table["status"]) == ["ok", "ok"] and first.journal.stat().st_size == 0

@@ -78,7 +78,7 @@ def test_broken_media_are_recorded_and_skipped(tiny_world: config_mod.Config, tm
     shutil.rmtree(features.feature_dir(cfg, "msrvtt"))
     features.extract(cfg, "msrvtt")
     manifest = pd.read_csv(features.feature_dir(cfg, "msrvtt") / "manifest.csv").set_index("item_id")
-    by_file = {Path(s).stem: st for s, st in zip(manifest["source"], manifest["status"])}
+    by_file = {Path(s).stem: st for s, st in zip(manifest["source"], manifest["status"], strict=True)}
     assert by_file[clips[0].stem] == "missing"
     assert by_file[clips[1].stem].startswith("corrupt: ")
     assert by_file[clips[2].stem].startswith("corrupt: ")

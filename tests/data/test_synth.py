@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import tiny_overrides
 
 from cmgh import config as config_mod
+from cmgh import layout
 from cmgh.data import concepts as concepts_mod
 from cmgh.data import formats, media, synth
 
@@ -41,7 +42,7 @@ def test_returns_roots_with_stamps(worlds) -> None:
     assert list(roots) == list(formats.DATASETS)
     for name, root in roots.items():
         assert root == formats.dataset_root(cfg, name)
-        assert json.loads((root / synth.STAMP).read_text()) == synth.stamp_of(cfg, name)
+        assert json.loads((root / layout.STAMP).read_text()) == synth.stamp_of(cfg, name)
 
 
 def test_same_seed_same_bytes_and_frames(worlds) -> None:
@@ -152,14 +153,14 @@ def test_msrvtt_layout(worlds) -> None:
     assert len(sentences) == len(videos) * spec.captions_per_video and sentences["sen_id"].is_unique
     test = formats.read_msrvtt_test(root / "MSRVTT_JSFUSION_test.csv")
     assert test["video_id"].tolist() == videos.loc[videos["split"] == "test", "video_id"].tolist()
-    assert set(zip(test["video_id"], test["sentence"])) <= set(zip(sentences["video_id"], sentences["caption"]))
+    assert set(zip(test["video_id"], test["sentence"], strict=True)) <= set(zip(sentences["video_id"], sentences["caption"], strict=True))
     assert all((root / "videos" / f"{v}.mp4").is_file() for v in videos["video_id"])
 
 
 def test_idempotent_and_regenerates_on_change(tmp_path: Path) -> None:
     cfg = load(tmp_path, "data.synth.msrvtt.train=2", "data.synth.msrvtt.val=1", "data.synth.msrvtt.test=3")
     root = synth.synthesize(cfg, datasets=["msrvtt"], progress=False)["msrvtt"]
-    stamp = root / synth.STAMP
+    stamp = root / layout.STAMP
     before = stamp.stat().st_mtime_ns, (root / "videos" / "video0.mp4").stat().st_mtime_ns
     synth.synthesize(cfg, datasets=["msrvtt"], progress=False)
     assert (stamp.stat().st_mtime_ns, (root / "videos" / "video0.mp4").stat().st_mtime_ns) == before
@@ -209,3 +210,13 @@ def test_captions_use_concept_vocabulary() -> None:
             words = concepts_mod.make_caption(c, rng, style).split()
             assert sum(w in c.words for w in words) >= 2
             assert not any(w in other.words for other in concepts if other is not c for w in words)
+
+
+def test_every_dataset_has_its_generator_reader_and_download_plan() -> None:
+    """The schema's dataset names (cmgh.data.DATASETS) are the keys of every per-dataset table."""
+    from cmgh.data import DATASETS, synth_plans
+    from cmgh.data.download import plan
+
+    assert list(synth_plans.PLANNERS) == list(DATASETS)
+    assert list(plan.PLANNERS) == list(DATASETS) and set(plan.CLASS_HELP) == set(DATASETS)
+    assert list(synth_plans.DATASET_INDEX) == list(DATASETS)  # the order keys the generator streams

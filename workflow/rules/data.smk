@@ -30,6 +30,12 @@ if CFG.data.source == "synth":
 
 
 if CFG.data.source == "download":
+    from cmgh.data.download.sources import check_config as check_download_sources
+
+    try:  # every dataset's sources, before any job starts (as the config check above)
+        check_download_sources(CFG)
+    except ConfigError as exc:
+        sys.exit(f"cmgh: config error: {exc}")
 
     def download_slice(wildcards):
         """What one downloaded dataset depends on: its sources and the clip re-encoding, not politeness knobs."""

@@ -2,6 +2,6 @@
 
 ``fetch`` (HTTP with resume, retries, politeness, checksums), ``archives`` (safe zip/tar reading),
 ``clips`` (yt-dlp + PyAV cutting), ``plan`` (which clips, where), ``manifest`` (what happened to
-each item), ``sources`` (the configured URLs, checked) and ``run`` (the per-dataset driver behind
-``cmgh data download``). Nothing is imported here: the config loader needs only ``sources``.
+each item), ``sources`` (the configured URLs, checked), ``steps`` (annotations, then clips) and
+``run`` (the per-dataset driver behind ``cmgh data download``). Nothing is imported here: the workflow's config check needs only ``sources``.
 """

@@ -62,7 +62,7 @@ class Archive:
         except _BROKEN as exc:
             raise FetchError(CORRUPT, f"{self.path.name}: unreadable archive ({exc})") from None
         names = [check_name(self.path, name) for name, _ in entries]  # all of them, before any write
-        self.files = [name for name, (_, regular) in zip(names, entries) if regular]
+        self.files = [name for name, (_, regular) in zip(names, entries, strict=True) if regular]
 
     def __enter__(self) -> Archive:
         return self

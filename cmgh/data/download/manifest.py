@@ -18,12 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cmgh import layout
 from cmgh.data.download.fetch import STATUSES
 from cmgh.io import atomic_write_text
-
-MANIFEST = "download_manifest.csv"
-SUMMARY = "download_summary.csv"
-STAGING = ".download"  # part files, archives and temp files of a dataset, inside its folder
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,7 @@ COLUMNS = tuple(f.name for f in fields(Row))
 def _row(values: list[str]) -> Row | None:
     if len(values) != len(COLUMNS) or not values[-4] or not values[-2].isdigit():
         return None
-    record = dict(zip(COLUMNS, values))
+    record = dict(zip(COLUMNS, values, strict=True))
     return Row(**{**record, "bytes": int(record["bytes"])})  # type: ignore[arg-type]
 
 
@@ -61,8 +58,8 @@ class Manifest:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.path = root / MANIFEST
-        self.journal = root / STAGING / "journal.csv"
+        self.path = root / layout.DOWNLOAD_MANIFEST
+        self.journal = root / layout.DOWNLOAD_STAGING / layout.DOWNLOAD_JOURNAL
         self.rows: dict[tuple[str, str], Row] = {}
         self._lock = threading.Lock()
         self._fh: io.TextIOWrapper | None = None
@@ -110,4 +107,4 @@ def summary(rows: list[Row]) -> pd.DataFrame:
 
 
 def write_summary(root: Path, table: pd.DataFrame) -> Path:
-    return atomic_write_text(root / SUMMARY, table.to_csv(index=False))
+    return atomic_write_text(root / layout.DOWNLOAD_SUMMARY, table.to_csv(index=False))

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmgh import layout
 from cmgh.data import formats
 from cmgh.errors import DataError
 from cmgh.io import safe_id
@@ -41,45 +42,45 @@ def _target(make: Callable[[str], Path], what: str, value: str) -> tuple[Path | 
 
 def kinetics(root: Path) -> list[Clip]:
     clips = []
-    for filename in formats.KINETICS_SPLITS.values():
-        path = root / "annotations" / filename
+    for filename in layout.KINETICS_SPLIT_FILES.values():
+        path = root / layout.KINETICS_ANNOTATIONS_DIR / filename
         if not path.exists():
             continue
         for row in formats.read_kinetics(path).itertuples(index=False):
             start, end = int(row.time_start), int(row.time_end)
-            target, error = _target(lambda _: formats.kinetics_clip_path(root, row), "youtube_id", row.youtube_id)
+            target, error = _target(lambda _, row=row: formats.kinetics_clip_path(root, row), "youtube_id", row.youtube_id)
             clips.append(Clip(f"{row.youtube_id}_{start:06d}_{end:06d}", row.split, (row.label,), row.youtube_id, target, start, end, error))
     return clips
 
 
 def audioset(root: Path) -> list[Clip]:
-    classes = formats.read_audioset_classes(root / "class_labels_indices.csv")
-    names = dict(zip(classes["mid"], classes["display_name"]))
+    classes = formats.read_audioset_classes(root / layout.AUDIOSET_CLASSES)
+    names = dict(zip(classes["mid"], classes["display_name"], strict=True))
     clips = []
-    for path in sorted(root.glob("*_segments.csv")):
-        split = path.name.removesuffix("_segments.csv")
+    for path in sorted(root.glob(f"*{layout.AUDIOSET_SEGMENTS_SUFFIX}")):  # unbalanced_train too, when fetched
+        split = path.name.removesuffix(layout.AUDIOSET_SEGMENTS_SUFFIX)
         for row in formats.read_audioset_segments(path).itertuples(index=False):
             start = int(float(row.start_seconds))
             labels = tuple(row.positive_labels) + tuple(names[m] for m in row.positive_labels if m in names)
-            target, error = _target(lambda safe: root / "clips" / f"{safe}_{start}.mp4", "YTID", row.YTID)
+            target, error = _target(lambda safe, start=start: layout.audioset_clip(root, safe, start), "YTID", row.YTID)
             clips.append(Clip(f"{row.YTID}_{start}", split, labels, row.YTID, target, float(row.start_seconds), float(row.end_seconds), error))
     return clips
 
 
 def howto100m(root: Path) -> list[Clip]:
-    videos = formats.read_howto100m_videos(root / "HowTo100M_v1.csv")
+    videos = formats.read_howto100m_videos(root / layout.HOWTO100M_VIDEOS)
     clips = []
     for row in videos.itertuples(index=False):
-        target, error = _target(lambda safe: root / "videos" / f"{safe}.mp4", "video_id", row.video_id)
+        target, error = _target(lambda safe: layout.video_file(root, safe), "video_id", row.video_id)
         clips.append(Clip(row.video_id, "all", (row.category_1, row.category_2), row.video_id, target, error=error))
     return clips
 
 
 def msrvtt(root: Path) -> list[Clip]:
-    videos, _ = formats.read_msrvtt_info(root / "videodatainfo.json")
+    videos, _ = formats.read_msrvtt_info(root / layout.MSRVTT_INFO)
     clips = []
     for row in videos.itertuples(index=False):
-        target, error = _target(lambda safe: root / "videos" / f"{safe}.mp4", "video_id", row.video_id)
+        target, error = _target(lambda safe: layout.video_file(root, safe), "video_id", row.video_id)
         clips.append(Clip(row.video_id, row.split, (str(row.category),), row.video_id, target, error=error))
     return clips
 

@@ -1,7 +1,10 @@
 """Where a dataset's files come from: the configured sources, checked, and the names derived from them.
 
-Kept free of heavy imports: :mod:`cmgh.config` checks the sources on every load of a
-``data.source: download`` config.
+The sources are checked where downloads are planned: :func:`cmgh.data.download.run.download`
+checks its dataset's before fetching anything, and the workflow checks every dataset's when it
+reads a ``data.source: download`` config, before any job starts. Kept free of heavy imports for
+that second caller. (The schema checks each URL's shape; whether a dataset has what a download
+needs depends on ``data.datasets``, which one schema node cannot see.)
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ def check_sources(name: str, spec: dict[str, Any]) -> None:
             raise ConfigError(f"{key}: neither clip_url nor clip_archives is set; expected one way to the clips")
         if "{id}" not in template or urlsplit(template).scheme not in ("http", "https"):
             raise ConfigError(f"{key}.clip_url: {template!r} is not an http(s) URL template containing {{id}}")
+
+
+def check_config(cfg: Any) -> None:
+    """Every dataset of ``data.datasets`` has its sources, when ``data.source`` is ``download``."""
+    data = cfg.to_dict()["data"]
+    if data["source"] == "download":
+        for name in data["datasets"]:
+            check_sources(name, data["download"][name])
 
 
 def clip_url(template: str, source_id: str) -> str:
