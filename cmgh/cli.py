@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cmgh import config as config_mod
-from cmgh.data import DATASETS
+from cmgh import layout
 from cmgh.errors import CmghError
+from cmgh.evaluate import TASKS  # import-free: the task names only
 
 log = logging.getLogger("cmgh")
 
@@ -81,8 +82,6 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cmgh.track import open_tracker
     from cmgh.train.loop import RunSpec, pretrain
 
@@ -91,35 +90,30 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = _load(args)
-    out = Path(args.out) if args.out else cfg.path("results") / "pretrain" / args.backbone / args.variant / f"seed{args.seed}"
+    out = Path(args.out) if args.out else layout.run_dir(cfg.path("results"), args.backbone, args.variant, args.seed)
     spec = RunSpec(backbone=args.backbone, variant=args.variant, seed=args.seed, out=out)
     run_cfg = config_mod.for_variant(cfg, args.variant)
-    tags = {"stage": "pretrain", "backbone": args.backbone, "variant": args.variant, "seed": args.seed, "out": out}
-    tracker = open_tracker(run_cfg, f"pretrain/{args.backbone}/{args.variant}/seed{args.seed}", tags, restart=args.restart)
-    status = "FAILED"
-    try:
+    key = layout.run_key(args.backbone, args.variant, args.seed)
+    tags = {"backbone": args.backbone, "variant": args.variant, "seed": args.seed, "out": out}
+    with open_tracker(run_cfg, key, tags, stage="pretrain", restart=args.restart) as tracker:
         path = pretrain(cfg, spec, resume=not args.restart, tracker=tracker, stop_after=args.stop_after)
-        status = "FINISHED" if args.stop_after is None or args.stop_after >= int(run_cfg.pretrain.steps) else "KILLED"
-        if status == "FINISHED":
+        if args.stop_after is not None and args.stop_after < int(run_cfg.pretrain.steps):
+            tracker.close("KILLED")  # stopped on request before the end: a later job resumes it
+        else:
             from cmgh.report import run_conflict_histogram
 
             hist = run_conflict_histogram(out, args.backbone, args.variant, args.seed)
             if hist is not None:
                 tracker.log_artifact(hist)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.close(status)
     print(path)
     return 0
 
 
-def _run_identity(run_dir: Path) -> dict[str, object]:
+def _run_meta(run_dir: Path) -> dict[str, object]:
     """backbone/variant/seed of a pre-training run folder (summary.json, else the checkpoint's meta)."""
     import json
 
-    summary = run_dir / "summary.json"
+    summary = run_dir / layout.SUMMARY
     if summary.is_file():
         return json.loads(summary.read_text())
     from cmgh.checkpoint import load
@@ -128,8 +122,6 @@ def _run_identity(run_dir: Path) -> dict[str, object]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cmgh.evaluate.run import evaluate
     from cmgh.track import open_tracker
 
@@ -138,18 +130,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = _load(args)
-    identity = _run_identity(Path(args.checkpoint))
-    variant = "random" if args.random_init else identity["variant"]
-    where = f"{identity['backbone']}/{variant}/seed{identity['seed']}"
-    tags = {"stage": "evaluate", "task": args.task, "backbone": identity["backbone"], "variant": variant, "seed": identity["seed"]}
-    parent = None if args.random_init else f"pretrain/{identity['backbone']}/{identity['variant']}/seed{identity['seed']}"
-    tracker = open_tracker(cfg, f"eval/{args.task}/{where}", tags, nested_under=parent)
-    status = "FAILED"
-    try:
+    run = _run_meta(Path(args.checkpoint))
+    variant = layout.RANDOM_VARIANT if args.random_init else str(run["variant"])
+    tags = {"task": args.task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
+    parent = None if args.random_init else layout.run_key(str(run["backbone"]), str(run["variant"]), str(run["seed"]))
+    key = layout.eval_key(args.task, str(run["backbone"]), variant, str(run["seed"]))
+    with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate") as tracker:
         result = evaluate(cfg, args.task, args.checkpoint, args.out, random_init=args.random_init, tracker=tracker)
-        status = "FINISHED"
-    finally:
-        tracker.close(status)
     meta = result["meta"]
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
@@ -157,8 +144,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cmgh.report import build_report
 
     if args.noise_gain:
@@ -174,23 +159,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _harmonizers(args: argparse.Namespace) -> list[str]:
+    from cmgh import harmonize
+
+    return harmonize.names()
+
+
+def _curricula(args: argparse.Namespace) -> list[str]:
+    from cmgh import curriculum
+
+    return curriculum.names()
+
+
+def _variants(args: argparse.Namespace) -> list[str]:
+    return [f"{name}: {entry}" for name, entry in _load(args).to_dict()["variants"].items()]
+
+
+def _datasets(args: argparse.Namespace) -> list[str]:
+    return list(config_mod.choices("data.datasets"))
+
+
+LISTS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+    "harmonizers": _harmonizers, "curricula": _curricula, "variants": _variants, "datasets": _datasets,
+}  # fmt: skip
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    what = args.what
-    if what == "variants":
-        for name, entry in _load(args).to_dict()["variants"].items():
-            print(f"{name}: {entry}")
-        return 0
-    if what == "harmonizers":
-        from cmgh import harmonize
-
-        names = harmonize.names()
-    elif what == "curricula":
-        from cmgh import curriculum
-
-        names = curriculum.names()
-    else:
-        names = list(DATASETS)
-    print("\n".join(names))
+    for line in LISTS[args.what](args):
+        print(line)
     return 0
 
 
@@ -208,14 +204,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         overrides.append(f"sweep.storage={args.storage}")
     cfg = config_mod.load(args.config, overrides)
     study = sweep.run_study(cfg, n_trials=args.n_trials, worker_trials=args.worker_trials)
-    out = sweep.study_dir(cfg, study.study_name)
+    out = layout.study_dir(cfg.path("results"), study.study_name)
     finished = sweep.finished_trials(study)
     print(f"study {study.study_name}: {finished} finished trials, best {cfg.sweep.objective}={study.best_value:.4g} (trial {study.best_trial.number})")
     for key, value in study.best_params.items():
         print(f"  {key}={value}")
     print(f"outputs: {out}")
-    print(f"tuned variant: --set '{sweep.tuned_set_option(out / 'best_params.yaml')}'")
-    print(f"  or: snakemake --configfile config/config.yaml {out / 'tuned_variant.yaml'}")
+    print(f"tuned variant: --set '{sweep.tuned_set_option(out / layout.BEST_PARAMS)}'")
+    print(f"  or: snakemake --configfile config/config.yaml {out / layout.TUNED_VARIANT}")
     print(f"dashboard: {sweep.dashboard_command(cfg)}")
     return 0
 
@@ -226,6 +222,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    datasets, backbones = config_mod.choices("data.datasets"), config_mod.choices("model.backbones")
     parser = argparse.ArgumentParser(prog="cmgh", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,20 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets and features").add_subparsers(dest="action", required=True)
     synth = data.add_parser("synth", help="generate the mini datasets in the real formats")
     _common(synth)
-    synth.add_argument("--dataset", action="append", choices=DATASETS)
+    synth.add_argument("--dataset", action="append", choices=datasets)
     synth.set_defaults(func=cmd_data_synth)
     vocab = data.add_parser("vocab", help="build the vocabulary from the pre-training captions")
     _common(vocab)
     vocab.set_defaults(func=cmd_data_vocab)
     extract = data.add_parser("extract", help="decode a dataset into shards + index + manifest")
     _common(extract)
-    extract.add_argument("--dataset", action="append", required=True, choices=DATASETS)
+    extract.add_argument("--dataset", action="append", required=True, choices=datasets)
     extract.add_argument("--workers", type=int, default=None, help="decoding processes (default: features.workers)")
     extract.set_defaults(func=cmd_data_extract)
 
     dl = data.add_parser("download", help="fetch a real dataset into its layout (resumable, with a manifest of failures)")
     _common(dl)
-    dl.add_argument("--dataset", action="append", required=True, choices=DATASETS)
+    dl.add_argument("--dataset", action="append", required=True, choices=datasets)
     dl.add_argument("--limit", type=int, default=None, help="at most N clips per split (a slice to try things out)")
     dl.add_argument("--classes", action="append", metavar="NAME",
                     help="only clips of this class (repeatable): a Kinetics label, AudioSet display name or MID, HowTo100M category, MSR-VTT category number")
@@ -265,10 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser("pretrain", help="pre-train one variant (resumes from its checkpoint)")
     _common(pre)
-    pre.add_argument("--backbone", choices=["ms", "ma"], required=True)
+    pre.add_argument("--backbone", choices=backbones, required=True)
     pre.add_argument("--variant", required=True, help="a name under `variants` in the config")
     pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--out", default=None, help="default: results/pretrain/{backbone}/{variant}/seed{seed}")
+    pre.add_argument("--out", default=None, help=f"default: {layout.run_dir('results', '{backbone}', '{variant}', '{seed}')}")
     pre.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     pre.add_argument("--threads", type=int, default=None, help="torch intra-op threads (the rule passes its own)")
     pre.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
@@ -276,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint (or its random init) on one downstream task")
     _common(ev)
-    ev.add_argument("--task", choices=["kinetics", "audioset", "msrvtt", "noise"], required=True)
+    ev.add_argument("--task", choices=TASKS, required=True)
     ev.add_argument("--checkpoint", required=True, help="a pre-training run folder (checkpoint.pt + config.yaml)")
-    ev.add_argument("--out", default=None, help="default: results/eval/{task}/{backbone}/{variant}/seed{seed}")
+    ev.add_argument("--out", default=None, help=f"default: {layout.eval_dir('results', '{task}', '{backbone}', '{variant}', '{seed}')}")
     ev.add_argument("--random-init", action="store_true", help="evaluate the checkpoint's random initialization (variant 'random')")
     ev.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ev.set_defaults(func=cmd_evaluate)
@@ -293,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="list registered components")
-    lst.add_argument("what", choices=["harmonizers", "curricula", "variants", "datasets"])
+    lst.add_argument("what", choices=list(LISTS))
     _common(lst)
     lst.set_defaults(func=cmd_list)
 
@@ -302,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--study", default=None, help="study name (default: sweep.study)")
     sw.add_argument("--n-trials", type=int, default=None, help="finished trials the study should hold (default: sweep.n_trials; resumable)")
     sw.add_argument("--worker-trials", type=int, default=None, help="instead: run exactly this many finished trials in this process (many workers)")
-    sw.add_argument("--storage", default=None, help="Optuna storage URL (default: sweep.storage, i.e. sqlite:///{results}/optuna.db)")
+    sw.add_argument("--storage", default=None, help=f"Optuna storage URL (default: sweep.storage, i.e. sqlite:///{{results}}/{layout.OPTUNA_DB})")
     sw.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     sw.set_defaults(func=cmd_sweep)
     return parser

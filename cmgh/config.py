@@ -152,13 +152,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for depth, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item}: {'.'.join(keys[: depth + 1])} is not a mapping")
-            node = child
-        node[keys[-1]] = value
+        try:
+            set_path(data, keys, value)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item}: {exc}") from None
     return data
 
 
@@ -225,6 +222,11 @@ def for_variant(cfg: Config, variant: str) -> Config:
 # pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
 # processes and the GPU count (data parallelism is exact).
 NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus")
+PRETRAIN_CORPORA = ("howto100m",)  # the datasets a pre-training run reads (its corpus)
+CORPUS_SYNTH = ("seed", "concepts", "media", *PRETRAIN_CORPORA)  # data.synth keys that make the corpus
+# sweep keys that change no trial: the study's name (in its run key), where it is stored, its budget and workers
+NOT_SWEEP_INPUTS = ("run", "study", "storage", "n_trials", "workers", "max_failures", "heartbeat_interval", "max_retry")
+RUN_STAGES = ("pretrain", "evaluate", "sweep", "sweep_trial")
 
 
 def training_inputs(cfg: Config) -> dict[str, Any]:
@@ -234,12 +236,38 @@ def training_inputs(cfg: Config) -> dict[str, Any]:
     tree = cfg.to_dict()
     synth = tree["data"]["synth"]
     return {
-        "corpus": {k: synth[k] for k in ("seed", "concepts", "media", "howto100m")},
+        "corpus": {k: synth[k] for k in CORPUS_SYNTH},
         "noise": tree["data"]["noise"],
         "features": tree["features"],
         "model": tree["model"],
         "pretrain": {k: v for k, v in tree["pretrain"].items() if k not in NOT_TRAINING_INPUTS},
     }
+
+
+def run_identity(cfg: Config, stage: str) -> dict[str, Any]:
+    """What a tracked run of ``stage`` computes from: the one rule per stage. Its hash is part of
+    the MLflow run key, so a changed input opens a new run and an unchanged one continues its run.
+
+    - ``pretrain`` (the variant's config): :func:`training_inputs`.
+    - ``evaluate``: the encoder's training inputs + what it is scored on (the downstream sets,
+      ``data.source``) + the ``evaluate`` section.
+    - ``sweep_trial`` (the trial's config) and ``sweep`` (the study's config): the ``evaluate``
+      identity (a trial pre-trains, then scores on a validation split) + the ``sweep`` keys that
+      change what a trial computes (not the study's name, storage, budget or workers, so a
+      continued study stays one run).
+    """
+    if stage not in RUN_STAGES:
+        raise ValueError(f"run stage {stage!r} is not one of {', '.join(RUN_STAGES)}")
+    identity = training_inputs(cfg)
+    if stage == "pretrain":
+        return identity
+    tree = cfg.to_dict()
+    data = tree["data"]
+    identity["downstream"] = {"source": data["source"], **{k: v for k, v in data["synth"].items() if k not in CORPUS_SYNTH}}
+    identity["evaluate"] = tree["evaluate"]
+    if stage in ("sweep", "sweep_trial"):
+        identity["sweep"] = {k: v for k, v in tree["sweep"].items() if k not in NOT_SWEEP_INPUTS}
+    return identity
 
 
 def _check_consistency(tree: Mapping[str, Any]) -> None:
@@ -269,15 +297,56 @@ def _check_consistency(tree: Mapping[str, Any]) -> None:
             raise ConfigError(f"variants.{name}: a variant cannot define variants")
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists become JSON strings): for trackers and tables."""
+# --------------------------------------------------------------------------- dotted key paths
+# One walker for ``a.b.c`` paths: overrides set by them, sweeps sample and rebuild by them, trackers
+# log params by them.
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "", *, json_leaves: bool = True) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. With ``json_leaves`` (for trackers and tables) lists and
+    empty mappings become JSON strings; without it they stay as they are, so :func:`unflatten` inverts it."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple, Mapping)):
+            flat.update(flatten(value, f"{name}.", json_leaves=json_leaves))
+        elif json_leaves and isinstance(value, (list, tuple, Mapping)):
             flat[name] = json.dumps(value)
         else:
             flat[name] = value
     return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``: the inverse of ``flatten(..., json_leaves=False)`` for
+    trees whose keys hold no dot (``sweep.space``'s keys are dotted paths themselves)."""
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        set_path(tree, dotted, value)
+    return tree
+
+
+def _keys(path: str | Sequence[str]) -> list[str]:
+    return path.split(".") if isinstance(path, str) else list(path)
+
+
+def get_path(tree: Mapping[str, Any], path: str | Sequence[str]) -> Any:
+    """The value at a dotted path; ConfigError naming the first missing part."""
+    keys, node = _keys(path), tree
+    for depth, key in enumerate(keys):
+        if not isinstance(node, Mapping) or key not in node:
+            where = ".".join(keys[:depth]) or "<root>"
+            raise ConfigError(f"{'.'.join(keys)}: no such config key ({key!r} is not under {where})")
+        node = node[key]
+    return node
+
+
+def set_path(tree: dict[str, Any], path: str | Sequence[str], value: Any) -> None:
+    """Set the value at a dotted path, creating mappings on the way; ConfigError if a part is not one."""
+    keys, node = _keys(path), tree
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys[: depth + 1])} is not a mapping")
+        node = child
+    node[keys[-1]] = value

@@ -153,6 +153,12 @@ TRIALS = "trials.csv"
 BEST_PARAMS = "best_params.yaml"
 TUNED_VARIANT = "tuned_variant.yaml"
 SWEEP_PLOTS = ("optimization_history", "param_importances", "parallel_coordinate")
+TUNED_NAME = "tuned"  # the variant that tuned_variant.yaml defines
+
+# stores under the results root (when tracking.uri, tracking.artifacts, sweep.storage are empty)
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlruns"
+OPTUNA_DB = "optuna.db"
 
 RANDOM_VARIANT = "random"  # evaluations of the random initialization, beside the pre-trained variants
 BASELINE_VARIANT = "baseline"  # the reference every other variant is compared with in the report
@@ -188,7 +194,35 @@ RUN_GLOB = "pretrain/*/*/seed*"  # every pre-training run folder, relative to th
 
 
 def study_dir(results: PathLike, study: str) -> Path:
-    return Path(results) / "sweep" / study
+    return Path(results) / study_key(study)
+
+
+def study_key(study: str) -> str:
+    """A study's identity as a relative path (``sweep/default``): its MLflow parent run's name."""
+    return f"sweep/{study}"
+
+
+def trial_name(number: int | str) -> str:
+    """A trial's name: its variant, its folder under the study and the tail of its run key."""
+    return f"trial{number}"
+
+
+def trial_key(study: str, number: int | str) -> str:
+    return f"{study_key(study)}/{trial_name(number)}"
+
+
+def trial_dir(results: PathLike, study: str, number: int | str) -> Path:
+    return study_dir(results, study) / trial_name(number)
+
+
+def trial_pretrain_dir(results: PathLike, study: str, number: int | str) -> Path:
+    """The trial's pre-training run (checkpoint, config, train log)."""
+    return trial_dir(results, study, number) / "pretrain"
+
+
+def trial_eval_dir(results: PathLike, study: str, number: int | str, step: int | str) -> Path:
+    """A validation evaluation of the trial's checkpoint at ``step`` (``eval/step000040``)."""
+    return trial_dir(results, study, number) / "eval" / (f"step{step:06d}" if isinstance(step, int) else f"step{step}")
 
 
 def tables_dir(results: PathLike) -> Path:

@@ -24,7 +24,7 @@ import yaml
 from optuna.trial import TrialState
 
 from cmgh import config as config_mod
-from cmgh import sweep
+from cmgh import layout, sweep
 from cmgh.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_sqlite_study_outputs_resume_and_failure(sqlite_study: dict) -> None:
     finished = study.get_trials(states=sweep.FINISHED)
     assert len(finished) == 4
     assert len(study.trials) == len(first) + sum(1 for t in study.trials[len(first):] if t.state == TrialState.FAIL) + 1
-    for name in ("trials.csv", "best_params.yaml", "tuned_variant.yaml", *(f"{p}.png" for p in sweep.PLOTS)):
+    for name in ("trials.csv", "best_params.yaml", "tuned_variant.yaml", *(f"{p}.png" for p in layout.SWEEP_PLOTS)):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert "FAIL" in sqlite_study["first"]["csv"]
     best = yaml.safe_load((out / "best_params.yaml").read_text())
@@ -228,7 +228,7 @@ def test_two_workers_share_a_postgres_study(tiny_world: config_mod.Config, tmp_p
             for k in (2, 3)
         ]
         outputs = [p.communicate(timeout=240)[0] for p in procs]
-        for proc, text in zip(procs, outputs):
+        for proc, text in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, text[-2000:]
         assert "optuna-dashboard postgresql://" in outputs[0]
         study = optuna.load_study(study_name="pg", storage=url)

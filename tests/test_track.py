@@ -21,7 +21,8 @@ import yaml
 
 from cmgh import cli
 from cmgh import config as config_mod
-from cmgh.track import NullTracker, file_hash, open_tracker, tracking_uri
+from cmgh import layout
+from cmgh.track import NullTracker, Tracker, config_hash, file_hash, open_tracker, tracking_uri
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
 
 mlflow = pytest.importorskip("mlflow")
@@ -97,7 +98,7 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     assert tags["snakemake_rule"] == "pretrain"
     assert tags["noise_audio_rate"] == str(tiny_world.data.noise.audio_rate)
     assert tags["noise_text_rate"] == str(tiny_world.data.noise.text_rate)
-    assert tags["manifest_sha256"] == file_hash(tiny_world.path("features") / "howto100m" / "manifest.csv") != "missing"
+    assert tags["manifest_sha256"] == file_hash(layout.feature_manifest(tiny_world.path("features"), "howto100m")) != "missing"
     assert tags["cmgh.run_key"].startswith("pretrain/ms/gr/seed0@")
     if shutil.which("git"):
         assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
@@ -144,12 +145,16 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     assert tracking_uri(cfg) == "http://example.invalid:1"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     off = config_mod.with_overrides(tiny_world, ["tracking.enabled=false"])
-    assert isinstance(open_tracker(off, "pretrain/ms/gr/seed0", {}), NullTracker)
+    assert isinstance(open_tracker(off, "pretrain/ms/gr/seed0", {}, stage="pretrain"), NullTracker)
 
     # Long values are cut to MLflow's limit; several trackers coexist on one store.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=unit", "name=a" + "b" * 20])
-    with open_tracker(cfg, "eval/a", {"variant": "x"}) as a, open_tracker(cfg, "eval/b", {"variant": "y"}, nested_under="eval/a") as b:
+    with (
+        open_tracker(cfg, "eval/a", {"variant": "x"}, stage="evaluate") as a,
+        open_tracker(cfg, "eval/b", {"variant": "y"}, nested_under="eval/a", stage="evaluate") as b,
+    ):
+        assert isinstance(a, Tracker) and isinstance(b, Tracker)
         a.log_params({"long": "z" * 2000})
         for step in range(3):
             a.log_metrics({"m": step}, step=step)
@@ -160,6 +165,50 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     assert len(run_a.data.params["long"]) == 500 and run_a.data.params["name"] == "a" + "b" * 20
     assert run_b.data.tags["mlflow.parentRunId"] == a.run_id
     assert [m.value for m in client.get_metric_history(b.run_id, "m")] == [0, -1, -2]
+    assert run_a.info.status == run_b.info.status == "FINISHED" and run_a.data.tags["stage"] == "evaluate"
+
+    # A block that raises ends its run FAILED (Ctrl-C: KILLED); an explicit close() wins over the exit.
+    with pytest.raises(RuntimeError), open_tracker(cfg, "eval/c", {}, stage="evaluate") as c:
+        raise RuntimeError("boom")
+    with pytest.raises(KeyboardInterrupt), open_tracker(cfg, "eval/d", {}, stage="evaluate") as d:
+        raise KeyboardInterrupt
+    with open_tracker(cfg, "eval/e", {}, stage="evaluate") as e:
+        e.close("KILLED")
+    assert [client.get_run(t.run_id).info.status for t in (c, d, e)] == ["FAILED", "KILLED", "KILLED"]
+
+
+def test_both_trackers_satisfy_the_protocol() -> None:
+    from cmgh.track.mlflow_tracker import MlflowTracker
+
+    assert isinstance(NullTracker(), Tracker)
+    methods = [name for name, value in vars(Tracker).items() if callable(value) and not name.startswith("_")]
+    assert set(methods) >= {"log_params", "log_metrics", "log_artifact", "log_text", "set_tags", "flush", "close"}
+    for cls in (NullTracker, MlflowTracker):
+        missing = [name for name in [*methods, "__enter__", "__exit__"] if not callable(getattr(cls, name, None))]
+        assert not missing, (cls.__name__, missing)
+    with NullTracker() as tracker:
+        tracker.log_metrics({"x": 1.0}, step=0)
+
+
+def test_run_identity_decides_the_run_key(tiny_world: config_mod.Config) -> None:
+    def hashes(*overrides: str) -> dict[str, str]:
+        cfg = config_mod.for_variant(config_mod.with_overrides(tiny_world, list(overrides)), "gr")
+        return {stage: config_hash(cfg, stage) for stage in config_mod.RUN_STAGES}
+
+    base = hashes()
+    assert len({base["pretrain"], base["evaluate"], base["sweep"]}) == 3  # one rule per stage
+    assert base["sweep_trial"] == base["sweep"]  # a study and its trials share one rule (on their own configs)
+    # what a pre-training run computes: its lr and its corpus, not its checkpoint cadence or seed list
+    assert hashes("pretrain.checkpoint_every=3") == base
+    assert hashes("pretrain.seeds=[5, 6]", "tracking.flush_every=2") == base
+    assert hashes("pretrain.lr=2e-3")["pretrain"] != base["pretrain"]
+    assert hashes("data.noise.audio_rate=0.1")["pretrain"] != base["pretrain"]
+    # the evaluate section changes evaluations and trials, not pre-training
+    changed = hashes("evaluate.probe_max_iter=7")
+    assert changed["pretrain"] == base["pretrain"] and changed["evaluate"] != base["evaluate"] != changed["sweep_trial"]
+    # a study's budget and storage change no trial; its objective does
+    assert hashes("sweep.n_trials=99", "sweep.storage=sqlite:///x.db") == base
+    assert hashes("sweep.objective=audioset_val_mAP")["sweep_trial"] != base["sweep_trial"]
 
 
 def test_core_imports_without_mlflow() -> None:
@@ -167,7 +216,7 @@ def test_core_imports_without_mlflow() -> None:
         "import sys; sys.modules['mlflow'] = None\n"
         "import cmgh.track, cmgh.train.loop\n"
         "from cmgh import config\n"
-        "t = cmgh.track.open_tracker(config.load(), 'pretrain/ms/gr/seed0', {})\n"
+        "t = cmgh.track.open_tracker(config.load(), 'pretrain/ms/gr/seed0', {}, stage='pretrain')\n"
         "assert isinstance(t, cmgh.track.NullTracker), t\n"
         "assert 'mlflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
@@ -231,7 +280,7 @@ def test_tracking_server_over_rest(
     url, proc = mlflow_server
     cfg = config_mod.with_overrides(tiny_world, [*SMALL, f"tracking.uri={url}"])
     run_cfg = config_mod.for_variant(cfg, "gr")
-    tracker = open_tracker(run_cfg, "pretrain/ms/gr/seed0", {"backbone": "ms", "variant": "gr", "seed": 0})
+    tracker = open_tracker(run_cfg, "pretrain/ms/gr/seed0", {"backbone": "ms", "variant": "gr", "seed": 0}, stage="pretrain")
     with tracker:
         pretrain(cfg, RunSpec("ms", "gr", 0, tmp_path / "run"), tracker=tracker)
 
@@ -247,7 +296,7 @@ def test_tracking_server_over_rest(
     assert {"config.yaml", "train_log.jsonl", "summary.json"} <= {f["path"] for f in listed["files"]}
 
     # The server dies mid-run: one warning, the run goes on, nothing raised.
-    live = open_tracker(run_cfg, "pretrain/ms/gr/seed1", {"variant": "gr"})
+    live = open_tracker(run_cfg, "pretrain/ms/gr/seed1", {"variant": "gr"}, stage="pretrain")
     live.log_metrics({"loss": 1.0}, step=0)
     live.flush()
     assert live.active

@@ -1,96 +1,36 @@
-"""Experiment tracking behind a small protocol: no-op by default, MLflow when it is installed.
+"""The MLflow adapter behind :class:`cmgh.track.Tracker`: the only module that imports mlflow.
 
-The core library only ever sees :class:`Tracker`; the MLflow adapter lives here, at the edge,
-and tracking failures (server down, disk full) are logged as warnings, never raised into a run.
-
-:func:`open_tracker` is the one entry point the CLI (and later evaluation and sweeps) use::
-
-    tracker = open_tracker(cfg, "pretrain/ms/gr/seed0", {"backbone": "ms", "variant": "gr", "seed": "0"})
-    try:
-        pretrain(cfg, spec, tracker=tracker)
-    finally:
-        tracker.close()
-
-One MLflow experiment per config ``name`` (or ``tracking.experiment``); one run per *run key*:
-the caller's key plus a hash of the resolved config, stored as the tag ``cmgh.run_key``. Opening a
-key that already has a run reuses that run (a resumed training continues its run, a re-run of a
-finished job adds nothing), and metrics of steps the run already holds are not logged twice.
-``mlflow`` is imported lazily, only when tracking is enabled, so ``import cmgh.track`` never needs it.
+:func:`cmgh.track.open_tracker` imports it only when tracking is on (an ImportError there means
+"mlflow is not installed": runs go untracked).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from cmgh.io import sha256_file
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-log = logging.getLogger(__name__)
+from cmgh.track import TERMINAL, exit_status
+from cmgh.track.uri import sqlite_path
+
+log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
 
 RUN_KEY_TAG = "cmgh.run_key"  # run key + config hash: identifies a run for resume / dedup
 RUN_NAME_TAG = "cmgh.run"  # the readable key alone (``pretrain/ms/gr/seed0``): parents are found by it
-RULE_ENV_VARS = ("CMGH_RULE", "SNAKEMAKE_RULE")
 MAX_PARAM_VALUE = 500  # MLflow < 2.3 servers (and some hosted stores) reject longer values
 MAX_TAG_VALUE = 5000
 BATCH_PARAMS = 100  # MLflow log_batch limits: 100 params/tags, 1000 metrics, 1000 entities
 BATCH_METRICS = 1000
-HASH_EXCLUDE = ("tracking", "variants", "pretrain.seeds", "sweep", "ablation")  # do not change what a single run computes
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
-
-
-class Tracker(Protocol):
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-
-    def log_artifact(self, path: str | Path) -> None: ...
-
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self, status: str = "FINISHED") -> None: ...
-
-
-class NullTracker:
-    """Tracks nothing: the default, so the core runs without any tracking backend."""
-
-    run_id: str | None = None
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        pass
-
-    def log_artifact(self, path: str | Path) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self, status: str = "FINISHED") -> None:
-        pass
-
-    def __enter__(self) -> NullTracker:
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.close("FINISHED" if exc_type is None else "FAILED")
 
 
 def _now_ms() -> int:
@@ -124,10 +64,10 @@ def _store_lock(uri: str) -> Iterator[None]:
         import fcntl
     except ImportError:  # not POSIX: no lock
         fcntl = None  # type: ignore[assignment]
-    if fcntl is None or not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+    db = sqlite_path(uri)
+    if fcntl is None or db is None:
         yield
         return
-    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -220,8 +160,6 @@ class MlflowTracker:
     def _open(self, run_name: str, tags: dict[str, Any], artifact_location: str | None, nested_under: str | None, restart: bool) -> None:
         if self._remote and not server_reachable(self.uri):
             raise ConnectionError(f"no MLflow server answers at {self.uri}")
-        from mlflow.tracking import MlflowClient
-
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(artifact_location)
         run = None if restart else self._find(RUN_KEY_TAG, self.run_key)
@@ -251,8 +189,6 @@ class MlflowTracker:
         self.set_tags({k: v for k, v in all_tags.items() if v is not None})
 
     def _experiment(self, artifact_location: str | None) -> str:
-        from mlflow.exceptions import MlflowException
-
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
@@ -278,8 +214,6 @@ class MlflowTracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.active:
             return
-        from mlflow.entities import Param
-
         new = []
         for key, value in params.items():
             text = "" if value is None else str(value)
@@ -297,8 +231,6 @@ class MlflowTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.active:
             return
-        from mlflow.entities import RunTag
-
         items = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items() if v is not None]
         for chunk in _chunks(items, BATCH_PARAMS):
             self._call("set tags", self.client.log_batch, self.run_id, tags=chunk, synchronous=True)
@@ -306,8 +238,6 @@ class MlflowTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if not self.active:
             return
-        from mlflow.entities import Metric
-
         stamp = _now_ms()
         for key, value in metrics.items():
             if step is not None and step <= self._floor.get(key, -1):
@@ -371,142 +301,5 @@ class MlflowTracker:
     def __enter__(self) -> MlflowTracker:
         return self
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.close("FINISHED" if exc_type is None else ("KILLED" if exc_type is KeyboardInterrupt else "FAILED"))
-
-
-# -- from the config --------------------------------------------------------------------------
-
-
-def tracking_uri(cfg: Any) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` (relative sqlite paths hang off the
-    repository root), else ``sqlite:///<paths.results>/mlflow.db``."""
-    from cmgh.config import resolve_path
-
-    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if env:
-        return env
-    uri = str(cfg.tracking.uri or "").strip()
-    if not uri:
-        return f"sqlite:///{cfg.path('results') / 'mlflow.db'}"
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        rest = uri[len("sqlite:///") :]
-        if rest and rest != ":memory:":
-            return f"sqlite:///{resolve_path(rest)}"
-    if "://" not in uri and uri not in ("databricks",) and not uri.startswith("databricks"):
-        return resolve_path(uri).as_uri()  # a bare directory: MLflow's file store
-    return uri
-
-
-def artifact_root(cfg: Any, uri: str) -> str | None:
-    """Artifact root of new experiments in a local store (a server decides its own)."""
-    from cmgh.config import resolve_path
-
-    if not uri.startswith(("sqlite:", "file:", "postgresql", "mysql", "mssql")):
-        return None
-    path = str(cfg.tracking.artifacts or "").strip()
-    target = resolve_path(path) if path else cfg.path("results") / "mlruns"
-    return target.as_uri()
-
-
-def config_hash(cfg: Any) -> str:
-    """Short hash of what a run computes: the resolved config minus tracking, variants, seed list."""
-    tree = cfg.to_dict()
-    for dotted in HASH_EXCLUDE:
-        *parents, leaf = dotted.split(".")
-        node = tree
-        for key in parents:
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def file_hash(path: Path) -> str:
-    if not path.is_file():
-        return "missing"
-    return sha256_file(path)[:16]
-
-
-def git_state(cwd: Path | None = None) -> dict[str, str]:
-    """``git_commit`` and ``git_dirty`` of the code (empty when git or the repository is missing)."""
-    from cmgh.config import REPO_ROOT
-
-    where = str(cwd or REPO_ROOT)
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return {}
-    status = git("status", "--porcelain")
-    state = {"git_commit": commit, "mlflow.source.git.commit": commit}
-    if status is not None:
-        state["git_dirty"] = "true" if status else "false"
-    return state
-
-
-def provenance_tags(cfg: Any) -> dict[str, str]:
-    """Tags every cmgh run carries: code version, data version, noise rates, workflow rule."""
-    tags = {
-        **git_state(),
-        "cmgh.config_hash": config_hash(cfg),
-        "noise_audio_rate": str(cfg.data.noise.audio_rate),
-        "noise_text_rate": str(cfg.data.noise.text_rate),
-        "data_source": str(cfg.data.source),
-        "manifest_sha256": file_hash(cfg.path("features") / "howto100m" / "manifest.csv"),
-        "mlflow.source.name": "cmgh",
-    }
-    for var in RULE_ENV_VARS:
-        if os.environ.get(var):
-            tags["snakemake_rule"] = os.environ[var]
-            break
-    return tags
-
-
-def open_tracker(
-    cfg: Any,
-    run_key: str,
-    tags: Mapping[str, Any],
-    nested_under: str | None = None,
-    *,
-    restart: bool = False,
-) -> Tracker:
-    """The tracker of one run: :class:`NullTracker` when ``tracking.enabled`` is false or mlflow is
-    missing, else an :class:`MlflowTracker` on the run of ``run_key`` + config hash (created, or
-    reused when it exists; ``restart`` always starts a new run). Never raises for tracking reasons.
-
-    ``cfg`` is the config the run computes with (for pre-training: ``for_variant`` applied); its
-    flattened tree becomes the run's params and its YAML the artifact ``config.yaml``.
-    ``nested_under`` is a parent run id or a parent's ``run_key`` (e.g. an Optuna study run).
-    """
-    from cmgh import config as config_mod
-
-    if not bool(cfg.tracking.enabled) or os.environ.get("RANK", "0") != "0":
-        return NullTracker()  # disabled, or a non-main process of a distributed run
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        log.warning("tracking.enabled is true but mlflow is not installed; runs are not tracked")
-        return NullTracker()
-    uri = tracking_uri(cfg)
-    provenance = provenance_tags(cfg)
-    tracker = MlflowTracker(
-        uri,
-        str(cfg.tracking.experiment or "") or str(cfg.name),
-        f"{run_key}@{provenance['cmgh.config_hash']}",
-        run_name=run_key,
-        tags={**provenance, **{k: str(v) for k, v in tags.items()}},
-        params=config_mod.flatten(cfg.to_dict()),
-        artifact_location=artifact_root(cfg, uri),
-        nested_under=nested_under,
-        restart=restart,
-        flush_every=int(cfg.tracking.flush_every),
-    )
-    tracker.log_text(cfg.to_yaml(), "config.yaml")
-    return tracker
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self.close(exit_status(exc_type))

@@ -1,0 +1,123 @@
+"""Where a study lives and how it samples: storage URL and backend, sampler, pruner, the study itself."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from cmgh import config as config_mod
+from cmgh import layout
+from cmgh.config import Config
+from cmgh.errors import CmghError
+from cmgh.track.uri import resolve_sqlite, sqlite_path, sqlite_url
+
+JOURNAL = "journal:"  # Optuna's journal file backend: journal:PATH
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards a study's budget
+
+
+class SweepError(CmghError):
+    """A study cannot go on (too many failed trials, no completed trial, bad storage)."""
+
+
+def storage_url(cfg: Config) -> str:
+    """The storage as a URL: empty -> ``sqlite:///{results}/optuna.db``; relative sqlite/journal paths resolved."""
+    url = str(cfg.sweep.storage or "").strip()
+    if not url:
+        return sqlite_url(cfg.path("results") / layout.OPTUNA_DB)
+    if url.startswith(JOURNAL):
+        return f"{JOURNAL}{config_mod.resolve_path(url[len(JOURNAL):])}"
+    return resolve_sqlite(url)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (for logs and MLflow tags)."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - best effort
+        return url.split("://")[0] + "://***"
+
+
+def make_storage(cfg: Config) -> optuna.storages.BaseStorage:
+    url = storage_url(cfg)
+    if url.startswith(JOURNAL):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len(JOURNAL) :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    db = sqlite_path(url)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    attempts = 3  # workers started together race to create the tables: the loser retries
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 60}},
+                    heartbeat_interval=int(cfg.sweep.heartbeat_interval),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=int(cfg.sweep.max_retry)),
+                )
+        except Exception as exc:  # noqa: BLE001 - one line for the user
+            if attempt + 1 < attempts:
+                time.sleep(1.0 + attempt)
+                continue
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise SweepError(f"sweep.storage: cannot open {redacted(url)} ({type(exc).__name__}: {first})") from None
+    raise AssertionError("unreachable")
+
+
+def make_sampler(cfg: Config, worker: bool = False) -> optuna.samplers.BaseSampler:
+    """The seeded sampler. Concurrent workers with one seed would propose the very same trials, so a
+    worker (``worker=True``) mixes its process id and start time into the seed: a many-worker study is
+    not bit-reproducible (nor is Optuna's parallel sampling: it depends on completion order)."""
+    seed = int(cfg.sweep.seed)
+    if worker:
+        seed = (seed * 1_000_003 + os.getpid() * 7919 + time.time_ns()) % 2**32
+    if cfg.sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(cfg: Config) -> optuna.pruners.BasePruner:
+    kind = str(cfg.sweep.pruner)
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=int(cfg.sweep.prune_startup_trials), n_warmup_steps=0)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=int(cfg.sweep.report_every), max_resource=int(cfg.sweep.steps))
+    return optuna.pruners.NopPruner()
+
+
+def dashboard_command(cfg: Config) -> str:
+    url = storage_url(cfg)
+    target = url[len(JOURNAL) :] if url.startswith(JOURNAL) else url
+    return f"optuna-dashboard {target} --host 127.0.0.1"
+
+
+def open_study(cfg: Config, study: str | None = None, worker: bool = False) -> optuna.Study:
+    name = str(study or cfg.sweep.study)
+    return optuna.create_study(
+        storage=make_storage(cfg),
+        study_name=name,
+        sampler=make_sampler(cfg, worker),
+        pruner=make_pruner(cfg),
+        direction=str(cfg.sweep.direction),
+        load_if_exists=True,
+    )
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))

@@ -1,0 +1,148 @@
+"""Experiment tracking behind a small protocol: no-op by default, MLflow when it is installed.
+
+The core library only ever sees :class:`Tracker` (this module imports no mlflow); the MLflow
+adapter (:mod:`cmgh.track.mlflow_tracker`) is imported only when tracking is on, and tracking
+failures (server down, disk full) are logged as warnings, never raised into a run.
+
+:func:`open_tracker` is the one entry point; a tracker is a context manager that ends its run
+FINISHED, or FAILED when the block raises (KILLED on Ctrl-C)::
+
+    with open_tracker(run_cfg, layout.run_key("ms", "gr", 0), {"variant": "gr"}, stage="pretrain") as tracker:
+        pretrain(cfg, spec, tracker=tracker)
+
+One MLflow experiment per config ``name`` (or ``tracking.experiment``); one run per *run key*:
+the caller's key plus the hash of the run's identity (:func:`cmgh.config.run_identity` of its
+stage), stored as the tag ``cmgh.run_key``. Opening a key that already has a run reuses that run
+(a resumed training continues its run, a re-run of a finished job adds nothing), and metrics of
+steps the run already holds are not logged twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cmgh.track.provenance import config_hash, file_hash, git_state, provenance_tags
+from cmgh.track.uri import artifact_root, tracking_uri
+
+__all__ = [
+    "NullTracker", "Tracker", "artifact_root", "config_hash", "exit_status", "file_hash", "git_state",
+    "open_tracker", "provenance_tags", "tracking_uri",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)  # the adapter logs under this name too: one logger for tracking
+
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """What the core, the CLI and the sweep call on a tracker (and nothing else)."""
+
+    run_id: str | None
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_artifact(self, path: str | Path) -> None: ...
+
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self, status: str = "FINISHED") -> None: ...
+
+    def __enter__(self) -> Tracker: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None: ...
+
+
+def exit_status(exc_type: type[BaseException] | None) -> str:
+    """The status a run ends with when its ``with`` block exits: FINISHED, KILLED on Ctrl-C, else FAILED."""
+    if exc_type is None:
+        return "FINISHED"
+    return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+
+
+class NullTracker:
+    """Tracks nothing: the default, so the core runs without any tracking backend."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, status: str = "FINISHED") -> None:
+        pass
+
+    def __enter__(self) -> NullTracker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self.close(exit_status(exc_type))
+
+
+def open_tracker(
+    cfg: Any,
+    run_key: str,
+    tags: Mapping[str, Any],
+    nested_under: str | None = None,
+    *,
+    stage: str,
+    restart: bool = False,
+) -> Tracker:
+    """The tracker of one run: :class:`NullTracker` when ``tracking.enabled`` is false or mlflow is
+    missing, else an MLflow tracker on the run of ``run_key`` + identity hash (created, or reused
+    when it exists; ``restart`` always starts a new run). Never raises for tracking reasons.
+
+    ``cfg`` is the config the run computes with (for pre-training: ``for_variant`` applied); its
+    flattened tree becomes the run's params and its YAML the artifact ``config.yaml``. ``stage``
+    (one of :data:`cmgh.config.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
+    ``nested_under`` is a parent run id or a parent's ``run_key`` (e.g. an Optuna study run).
+    """
+    from cmgh import config as config_mod
+
+    if not bool(cfg.tracking.enabled) or os.environ.get("RANK", "0") != "0":
+        return NullTracker()  # disabled, or a non-main process of a distributed run
+    try:
+        from cmgh.track.mlflow_tracker import MlflowTracker
+    except ImportError:
+        log.warning("tracking.enabled is true but mlflow is not installed; runs are not tracked")
+        return NullTracker()
+    uri = tracking_uri(cfg)
+    provenance = provenance_tags(cfg, stage)
+    tracker = MlflowTracker(
+        uri,
+        str(cfg.tracking.experiment or "") or str(cfg.name),
+        f"{run_key}@{provenance['cmgh.config_hash']}",
+        run_name=run_key,
+        tags={**provenance, **{k: str(v) for k, v in tags.items()}},
+        params=config_mod.flatten(cfg.to_dict()),
+        artifact_location=artifact_root(cfg, uri),
+        nested_under=nested_under,
+        restart=restart,
+        flush_every=int(cfg.tracking.flush_every),
+    )
+    tracker.log_text(cfg.to_yaml(), "config.yaml")
+    return tracker

@@ -1,0 +1,59 @@
+"""Where tracking and study data live: store URIs and artifact roots from the config.
+
+One rule for local stores, shared by MLflow (``tracking.uri``) and Optuna (``sweep.storage``):
+an empty setting means a sqlite file under ``paths.results``, and a relative sqlite path hangs off
+the repository root like every other path in the config. Import-light: no mlflow, no optuna.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cmgh import layout
+from cmgh.config import resolve_path
+
+SQLITE = "sqlite:///"
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """``sqlite:///`` + an absolute path (relative paths hang off the repository root)."""
+    return f"{SQLITE}{resolve_path(path)}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a sqlite URL (None for other URLs and in-memory databases)."""
+    if not url.startswith(SQLITE):
+        return None
+    rest = url[len(SQLITE) :]
+    return None if not rest or rest == ":memory:" else Path(rest)
+
+
+def resolve_sqlite(url: str) -> str:
+    """A sqlite URL with its relative path resolved (``sqlite:///results/x.db``); any other URL as given."""
+    path = sqlite_path(url)
+    return url if path is None or path.is_absolute() else sqlite_url(path)
+
+
+def tracking_uri(cfg: Any) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` (relative sqlite paths hang off the
+    repository root), else ``sqlite:///<paths.results>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    uri = str(cfg.tracking.uri or "").strip()
+    if not uri:
+        return sqlite_url(cfg.path("results") / layout.MLFLOW_DB)
+    if "://" not in uri and not uri.startswith("databricks"):
+        return resolve_path(uri).as_uri()  # a bare directory: MLflow's file store
+    return resolve_sqlite(uri)
+
+
+def artifact_root(cfg: Any, uri: str) -> str | None:
+    """Artifact root of new experiments in a local store (a server decides its own)."""
+    if not uri.startswith(("sqlite:", "file:", "postgresql", "mysql", "mssql")):
+        return None
+    path = str(cfg.tracking.artifacts or "").strip()
+    target = resolve_path(path) if path else cfg.path("results") / layout.MLFLOW_ARTIFACTS
+    return target.as_uri()
