@@ -639,7 +639,11 @@ def test_download_config_names_what_is_missing(tmp_path: Path) -> None:
     from cmgh.data import DATASETS
     from cmgh.data.download.sources import check_config
 
-    assert cli.DATASETS is formats.DATASETS is DATASETS  # one list of names (cmgh.data), no copy to drift
+    assert formats.DATASETS is DATASETS  # one list of names (cmgh.data), no copy to drift
+    parser = cli.build_parser()  # the CLI offers the same names
+    assert [parser.parse_args(["data", "synth", "--dataset", name]).dataset for name in DATASETS] == [[name] for name in DATASETS]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data", "synth", "--dataset", "youtube8m"])
     assert DATASETS == config.choices("data.datasets")  # ... and it is the schema's
     # Where downloads are planned (the workflow at parse time, `cmgh data download` per dataset),
     # not where configs load: cmgh.config stands below cmgh.data.
