@@ -55,10 +55,12 @@ def dataset_dir(data_root: PathLike, dataset: str) -> Path:
 
 
 def stamp(data_root: PathLike, dataset: str) -> Path:
+    """The output of the synth and download rules: present only once the dataset is whole."""
     return dataset_dir(data_root, dataset) / STAMP
 
 
 def kinetics_split_csv(data_root: PathLike, split: str) -> Path:
+    """Kinetics names its val split ``validate`` on disk (``val`` everywhere else in cmgh)."""
     return dataset_dir(data_root, "kinetics") / KINETICS_ANNOTATIONS_DIR / KINETICS_SPLIT_FILES[split]
 
 
@@ -108,14 +110,17 @@ def feature_dir(features_root: PathLike, dataset: str) -> Path:
 
 
 def feature_index(features_root: PathLike, dataset: str) -> Path:
+    """Written last by extraction (one row per decoded item): the extract rule's output."""
     return feature_dir(features_root, dataset) / FEATURE_INDEX
 
 
 def feature_manifest(features_root: PathLike, dataset: str) -> Path:
+    """Every source item with its status; its hash names the data a run saw (tracking provenance)."""
     return feature_dir(features_root, dataset) / FEATURE_MANIFEST
 
 
 def vocab(features_root: PathLike) -> Path:
+    """Built from the pre-training captions only, shared by every dataset's text."""
     return Path(features_root) / VOCAB
 
 

@@ -292,6 +292,37 @@ def _entry(path: Path, where: str, entry: Any, key: str, kind: str) -> Any:
     return value
 
 
+# column -> (JSON key as MSR-VTT spells it, expected kind, allowed values or None)
+_Field = tuple[str, str, tuple[str, ...] | None]
+_MSRVTT_VIDEO_FIELDS: dict[str, _Field] = {
+    "video_id": ("video_id", "nonempty", None),
+    "category": ("category", "int", None),
+    "url": ("url", "str", None),
+    "start_time": ("start time", "float", None),
+    "end_time": ("end time", "float", None),
+    "split": ("split", "nonempty", MSRVTT_SPLITS),
+    "id": ("id", "int", None),
+}
+_MSRVTT_SENTENCE_FIELDS: dict[str, _Field] = {
+    "caption": ("caption", "str", None),
+    "video_id": ("video_id", "nonempty", None),
+    "sen_id": ("sen_id", "int", None),
+}
+
+
+def _entries(path: Path, data: Mapping[str, Any], key: str, fields: Mapping[str, _Field]) -> dict[str, list[Any]]:
+    """Columns of one list of JSON objects, each field checked in order (errors name ``key[i]`` and the field)."""
+    columns: dict[str, list[Any]] = {c: [] for c in fields}
+    for i, entry in enumerate(data[key]):
+        where = f"{key}[{i}]"
+        for column, (name, kind, allowed) in fields.items():
+            value = _entry(path, where, entry, name, kind)
+            if allowed is not None and value not in allowed:
+                raise bad(path, where, name, value, f"one of {', '.join(allowed)}")
+            columns[column].append(value)
+    return columns
+
+
 def read_msrvtt_info(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(videos[video_id, category, url, start_time, end_time, split, id], sentences[caption, video_id, sen_id])``."""
     path, data = load_json(path, f"MSR-VTT annotations ({layout.MSRVTT_INFO})")
@@ -302,25 +333,8 @@ def read_msrvtt_info(path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise DataError(f"{path}: missing key '{key}' (expected an object with 'videos' and 'sentences' lists)")
         if not isinstance(data[key], list):
             raise DataError(f"{path}: '{key}' is a {type(data[key]).__name__}, expected a list")
-    videos: dict[str, list[Any]] = {c: [] for c in MSRVTT_VIDEO_COLUMNS}
-    for i, v in enumerate(data["videos"]):
-        where = f"videos[{i}]"
-        videos["video_id"].append(_entry(path, where, v, "video_id", "nonempty"))
-        videos["category"].append(_entry(path, where, v, "category", "int"))
-        videos["url"].append(_entry(path, where, v, "url", "str"))
-        videos["start_time"].append(_entry(path, where, v, "start time", "float"))
-        videos["end_time"].append(_entry(path, where, v, "end time", "float"))
-        split = _entry(path, where, v, "split", "nonempty")
-        if split not in MSRVTT_SPLITS:
-            raise bad(path, where, "split", split, f"one of {', '.join(MSRVTT_SPLITS)}")
-        videos["split"].append(split)
-        videos["id"].append(_entry(path, where, v, "id", "int"))
-    sentences: dict[str, list[Any]] = {c: [] for c in MSRVTT_SENTENCE_COLUMNS}
-    for i, s in enumerate(data["sentences"]):
-        where = f"sentences[{i}]"
-        sentences["caption"].append(_entry(path, where, s, "caption", "str"))
-        sentences["video_id"].append(_entry(path, where, s, "video_id", "nonempty"))
-        sentences["sen_id"].append(_entry(path, where, s, "sen_id", "int"))
+    videos = _entries(path, data, "videos", _MSRVTT_VIDEO_FIELDS)
+    sentences = _entries(path, data, "sentences", _MSRVTT_SENTENCE_FIELDS)
     vdf = pd.DataFrame(videos, columns=list(MSRVTT_VIDEO_COLUMNS))
     vdf = vdf.astype({"category": "int64", "start_time": "float64", "end_time": "float64", "id": "int64"})
     sdf = pd.DataFrame(sentences, columns=list(MSRVTT_SENTENCE_COLUMNS)).astype({"sen_id": "int64"})
