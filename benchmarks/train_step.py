@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmgh import config, harmonize  # noqa: E402
-from cmgh.curriculum import Curriculum  # noqa: E402
+from cmgh.harmonize.curriculum import Curriculum  # noqa: E402
 from cmgh.harmonize import Harmonizer, forward_losses  # noqa: E402
 from cmgh.models import build_model  # noqa: E402
 

@@ -185,7 +185,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         names = harmonize.names()
     elif what == "curricula":
-        from cmgh import curriculum
+        from cmgh.harmonize import curriculum
 
         names = curriculum.names()
     else:

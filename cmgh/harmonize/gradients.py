@@ -61,7 +61,7 @@ import torch
 from torch import Tensor, nn
 
 from cmgh import losses
-from cmgh.curriculum import Curriculum, CurriculumWeights
+from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
 from cmgh.errors import ConfigError
 from cmgh.harmonize import rules
 

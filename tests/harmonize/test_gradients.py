@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from cmgh import losses
-from cmgh.curriculum import Curriculum
+from cmgh.harmonize.curriculum import Curriculum
 from cmgh.harmonize import (
     Harmonizer,
     forward_losses,
