@@ -1,19 +1,25 @@
 """Cost of a harmonized training step relative to a plain one, measured in the same run.
 
-Modes on the same model and batch:
-  plain       forward + ``total.backward()`` (no harmonization machinery at all)
-  baseline    the trainer's path with rule ``none`` and no curriculum
-  gr_gcl      rule ``cmgh`` + conflict-scored curriculum at the representation meeting point
+Every harmonized mode times :func:`cmgh.train.step.train_step`, the very function the
+pre-training loop calls (forward, harmonized backward, clipping, AdamW and schedule step), with
+the optimizer and schedule the trainer builds from the config. Modes on the same model and batch:
+  plain       forward + ``total.backward()`` + the same clipping and optimizer/schedule step
+              (no harmonization machinery at all)
+  baseline    train_step, rule ``none``, no curriculum (variant ``baseline``)
+  gr          train_step, rule ``cmgh``, no curriculum (variant ``gr``)
+  gr_gcl      train_step, rule ``cmgh`` + conflict-scored curriculum (keep 0.8), representation
+              meeting point (variant ``gr_gcl``)
   gr_gcl_par  the same with the ``parameters`` meeting point (cosine over the last video block)
   naive       per-sample parameter gradients of both losses over the whole video pathway with
-              ``torch.func`` (vmap(grad)), PCGrad per sample, summed: what a literal
-              per-sample PCGrad would cost
+              ``torch.func`` (vmap(grad)), PCGrad per sample, summed, then the same update: what
+              a literal per-sample PCGrad would cost
 
 Peak memory is the peak of live CPU-allocator bytes during one step, from PyTorch's profiler
-memory timeline. A second, larger model (width 256, 4 layers)
-gives the achieved FLOP/s of a plain step as a fraction of this machine's fp32 matmul peak.
+memory timeline. A second, larger model (width 256, 4 layers, batch 32) repeats the ratios of
+the trainer's modes at a more realistic size and gives the achieved FLOP/s of a plain step as a
+fraction of this machine's fp32 matmul peak.
 
-Usage: .venv/bin/python benchmarks/train_step.py [--repeats 5]
+Usage: .venv/bin/python benchmarks/train_step.py [--repeats 5] [--width 64 --depth 2 --batch 64]
 """
 
 from __future__ import annotations
@@ -31,48 +37,87 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cmgh import config, harmonize  # noqa: E402
-from cmgh.curriculum import Curriculum  # noqa: E402
+from cmgh import config, harmonize, losses  # noqa: E402
 from cmgh.harmonize import Harmonizer, forward_losses  # noqa: E402
 from cmgh.models import build_model  # noqa: E402
+from cmgh.train.setup import build_optimizer, build_scheduler_for  # noqa: E402
+from cmgh.train.step import train_step  # noqa: E402
 
 VIDEO_PATHWAY = ("video_tok", "backbone.nets.video", "backbone.agg.video")
-MODES = ("plain", "baseline", "gr_gcl", "gr_gcl_par", "naive")
+MODES = ("plain", "baseline", "gr", "gr_gcl", "gr_gcl_par", "naive")
+TRAINER_MODES = ("baseline", "gr", "gr_gcl", "gr_gcl_par")  # through train_step
+# mode -> (variant, extra overrides); the curriculum keeps 0.8 from step 0 so that it acts at step 50.
+VARIANTS = {
+    "baseline": ("baseline", []),
+    "gr": ("gr", []),
+    "gr_gcl": ("gr_gcl", []),
+    "gr_gcl_par": ("gr_gcl", ["pretrain.harmonize.meeting_point=parameters", "pretrain.harmonize.parameter_blocks=1"]),
+}
+CURRICULUM = ["pretrain.curriculum.warmup_steps=0", "pretrain.curriculum.start_keep=0.8", "pretrain.curriculum.end_keep=0.8"]
+STEP = 50  # the step index the harmonizer sees (curriculum active)
 
 
-def make(width: int, depth: int, batch_size: int, seed: int = 0) -> tuple[torch.nn.Module, dict[str, torch.Tensor], config.Config]:
-    cfg = config.load(overrides=[f"model.width={width}", f"model.depth={depth}", f"pretrain.batch_size={batch_size}"])
-    torch.manual_seed(seed)
-    model = build_model(cfg, "ms", vocab_size=4096)
-    f = cfg.features
-    samples = round(f.audio.sample_rate * f.video.frames / f.video.fps)
-    gen = torch.Generator().manual_seed(seed)
-    text = torch.randint(2, 4096, (batch_size, f.text.candidates, f.text.max_tokens), generator=gen)
-    text[..., 10:] = 0
-    batch = {
-        "video": torch.randint(0, 255, (batch_size, f.video.frames, f.video.size, f.video.size, 3), dtype=torch.uint8, generator=gen),
-        "audio": torch.rand(batch_size, samples, generator=gen) * 2 - 1,
-        "text": text,
-        "text_mask": torch.ones(batch_size, f.text.candidates, dtype=torch.bool),
-        "has_text": torch.ones(batch_size, dtype=torch.bool),
-    }
-    return model, batch, cfg
+class Bench:
+    """One model, one batch, the trainer's optimizer and schedule, and a harmonizer per mode."""
+
+    def __init__(self, width: int, depth: int, batch_size: int, seed: int = 0) -> None:
+        sizes = [f"model.width={width}", f"model.depth={depth}", f"pretrain.batch_size={batch_size}", "pretrain.steps=1000"]
+        self.cfg = cfg = config.load(overrides=[*sizes, *CURRICULUM])
+        torch.manual_seed(seed)
+        self.model = build_model(cfg, "ms", vocab_size=4096)
+        self.device = next(self.model.parameters()).device
+        self.optimizer = build_optimizer(self.model, cfg, self.device)
+        self.scheduler = build_scheduler_for(self.optimizer, cfg)
+        self.harmonizers = {
+            mode: Harmonizer.from_config(config.for_variant(config.with_overrides(cfg, extra), variant).to_dict()["pretrain"])
+            for mode, (variant, extra) in VARIANTS.items()
+        }
+        f = cfg.features
+        samples = round(f.audio.sample_rate * f.video.frames / f.video.fps)
+        gen = torch.Generator().manual_seed(seed)
+        text = torch.randint(2, 4096, (batch_size, f.text.candidates, f.text.max_tokens), generator=gen)
+        text[..., 10:] = 0
+        self.batch = {
+            "video": torch.randint(0, 255, (batch_size, f.video.frames, f.video.size, f.video.size, 3), dtype=torch.uint8, generator=gen),
+            "audio": torch.rand(batch_size, samples, generator=gen) * 2 - 1,
+            "text": text,
+            "text_mask": torch.ones(batch_size, f.text.candidates, dtype=torch.bool),
+            "has_text": torch.ones(batch_size, dtype=torch.bool),
+        }
+
+    def step(self, mode: str) -> None:
+        pcfg = self.cfg.pretrain
+        if mode in TRAINER_MODES:
+            train_step(self.model, self.batch, self.optimizer, self.scheduler, self.harmonizers[mode], step=STEP,
+                       temperature=float(pcfg.temperature), precision=str(pcfg.precision), grad_clip=float(pcfg.grad_clip))
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        if mode == "plain":
+            plain_backward(self.model, self.batch, float(pcfg.temperature))
+        elif mode == "naive":
+            naive_backward(self.model, self.batch, float(pcfg.temperature))
+        else:
+            raise ValueError(mode)
+        # The update train_step makes after its backward, so that every mode's step is a whole step.
+        if float(pcfg.grad_clip) > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(pcfg.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
 
 
-def harmonizer_for(mode: str, steps: int = 100) -> Harmonizer:
-    if mode == "baseline":
-        return Harmonizer("none")
-    curriculum = Curriculum("cmgh", "conflict", "triplet", "linear", warmup_steps=0, start_keep=0.8, end_keep=0.8, total_steps=steps)
-    meeting = "parameters" if mode == "gr_gcl_par" else "representation"
-    return Harmonizer("cmgh", meeting_point=meeting, parameter_blocks=1, curriculum=curriculum)
+def plain_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float) -> None:
+    out = model(batch)
+    valid = losses.text_valid(batch["text_mask"], batch["has_text"])
+    l_va = losses.nce(out["z_va_video"], out["z_va_audio"], temperature)
+    l_vt = losses.mil_nce(out["z_vat_video"], out["z_vat_text"], batch["text_mask"], temperature, valid=valid)
+    losses.objective(l_va, l_vt, valid, 1.0).total.backward()
 
 
-def naive_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float) -> None:
+def naive_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float) -> None:
     """Per-sample gradients over every video-pathway parameter, PCGrad per sample, summed."""
     out = forward_losses(model, batch, temperature, hidden_blocks=0)
     # Heads, audio and text towers: plain gradients of the total.
-    total = harmonize.objective_cotangents(out.valid_vt, 1.0, None, None, out.l_va.shape[0])
-    c_va, c_vt = total
+    c_va, c_vt = harmonize.objective_cotangents(out.valid_vt, 1.0, None, None, out.l_va.shape[0])
     g_va, g_vt = harmonize.per_sample_gradients(out.l_va, out.l_vt, out.meet, c_va, c_vt)
     (out.l_va * c_va + out.l_vt * c_vt).sum().backward(inputs=[p for n, p in model.named_parameters() if not n.startswith(VIDEO_PATHWAY)])
     names = [n for n, _ in model.named_parameters() if n.startswith(VIDEO_PATHWAY)]
@@ -107,45 +152,28 @@ def _video_rep(model: torch.nn.Module, theta: dict[str, torch.Tensor], video: to
     return functional_call(wrapper, theta, (video.unsqueeze(0),), strict=False).squeeze(0)
 
 
-def one_step(mode: str, model: torch.nn.Module, batch: dict[str, torch.Tensor], harmonizer: Harmonizer | None) -> None:
-    model.zero_grad(set_to_none=True)
-    if mode == "plain":
-        out = model(batch)
-        from cmgh import losses
-
-        valid = losses.text_valid(batch["text_mask"], batch["has_text"])
-        l_va = losses.nce(out["z_va_video"], out["z_va_audio"], 0.07)
-        l_vt = losses.mil_nce(out["z_vat_video"], out["z_vat_text"], batch["text_mask"], 0.07, valid=valid)
-        losses.objective(l_va, l_vt, valid, 1.0).total.backward()
-    elif mode == "naive":
-        naive_step(model, batch, 0.07)
-    else:
-        assert harmonizer is not None
-        harmonize.harmonized_step(model, batch, harmonizer, 0.07, step=50)
-
-
 def time_modes(modes: tuple[str, ...], width: int, depth: int, batch_size: int, repeats: int) -> dict[str, float]:
-    model, batch, _ = make(width, depth, batch_size)
-    harmonizers = {m: harmonizer_for(m) for m in modes if m not in ("plain", "naive")}
+    bench = Bench(width, depth, batch_size)
     best = {m: float("inf") for m in modes}
-    for m in modes:  # warm-up
-        one_step(m, model, batch, harmonizers.get(m))
-    for _ in range(repeats):  # interleaved so that machine noise hits every mode alike
-        for m in modes:
+    for m in modes:  # warm-up (also allocates the optimizer state)
+        bench.step(m)
+    for r in range(repeats):
+        # Interleaved so that machine noise hits every mode alike, in a rotating order so that no
+        # mode always follows the allocation-heavy naive step.
+        for m in modes[r % len(modes) :] + modes[: r % len(modes)]:
             t0 = time.perf_counter()
-            one_step(m, model, batch, harmonizers.get(m))
+            bench.step(m)
             best[m] = min(best[m], time.perf_counter() - t0)
     return best
 
 
 def peak_step_mb(mode: str, width: int, depth: int, batch_size: int) -> float:
     """Peak of the CPU allocator's live bytes during one step (PyTorch profiler memory timeline)."""
-    model, batch, _ = make(width, depth, batch_size)
-    harmonizer = harmonizer_for(mode) if mode not in ("plain", "naive") else None
-    one_step(mode, model, batch, harmonizer)  # warm-up outside the profile
+    bench = Bench(width, depth, batch_size)
+    bench.step(mode)  # warm-up outside the profile (allocates the optimizer state)
     activities = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        one_step(mode, model, batch, harmonizer)
+        bench.step(mode)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "timeline.json"
         prof.export_memory_timeline(str(path), device="cpu")
@@ -165,9 +193,10 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def step_flops(width: int, depth: int, batch_size: int) -> float:
-    model, batch, _ = make(width, depth, batch_size)
+    """FLOPs of one plain step (matmuls and attention of forward and backward; the update is pointwise)."""
+    bench = Bench(width, depth, batch_size)
     with FlopCounterMode(display=False) as counter:
-        one_step("plain", model, batch, None)
+        bench.step("plain")
     return float(counter.get_total_flops())
 
 
@@ -181,7 +210,7 @@ def main() -> None:
     times = time_modes(MODES, args.width, args.depth, args.batch, args.repeats)
     rss = {m: peak_step_mb(m, args.width, args.depth, args.batch) for m in ("plain", "baseline", "gr_gcl", "gr_gcl_par")}
     big_w, big_d, big_b = 256, 4, 32
-    big = time_modes(("plain",), big_w, big_d, big_b, max(2, args.repeats // 2))["plain"]
+    big = time_modes(("plain", *TRAINER_MODES), big_w, big_d, big_b, max(2, args.repeats // 2))
     flops = step_flops(big_w, big_d, big_b)
     peak = matmul_peak_flops()
 
@@ -190,11 +219,16 @@ def main() -> None:
         print(f"  {m:<11} {times[m] * 1000:8.1f} ms/step  {args.batch / times[m]:7.0f} samples/s")
     for m, mb in rss.items():
         print(f"  peak step memory {m:<11} {mb:7.1f} MB")
-    print(f"large model (width {big_w}, depth {big_d}, batch {big_b}): {flops / big / 1e9:.1f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s fp32 matmul peak")
-    print(f"parameters meeting point / plain: {times['gr_gcl_par'] / times['plain']:.2f}x")
+    print(f"large model (width {big_w}, depth {big_d}, batch {big_b}):")
+    for m in big:
+        print(f"  {m:<11} {big[m] * 1000:8.1f} ms/step  {big[m] / big['plain']:.2f}x plain")
+    print(f"  {flops / big['plain'] / 1e9:.1f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s fp32 matmul peak")
+    print(f"gr / baseline step time: {times['gr'] / times['baseline']:.2f}x (rule cmgh vs none, no curriculum)")
+    print(f"parameters meeting point / plain: {times['gr_gcl_par'] / times['plain']:.2f}x  (large model: {big['gr_gcl_par'] / big['plain']:.2f}x)")
     print(f"naive per-sample PCGrad / plain: {times['naive'] / times['plain']:.2f}x  (gr_gcl saves {times['naive'] / times['gr_gcl']:.1f}x)")
     print(f"peak memory gr_gcl / plain: {rss['gr_gcl'] / max(rss['plain'], 1e-9):.2f}x (target <= 1.10x)")
-    print(f"achieved FLOP/s / fp32 matmul peak: {flops / big / peak:.0%} (aim >= 40%)")
+    print(f"achieved FLOP/s / fp32 matmul peak: {flops / big['plain'] / peak:.0%} (aim >= 40%)")
+    print(f"large model gr_gcl / baseline: {big['gr_gcl'] / big['baseline']:.2f}x, gr_gcl / plain: {big['gr_gcl'] / big['plain']:.2f}x")
     print(f"gr_gcl / baseline step time: {times['gr_gcl'] / times['baseline']:.2f}x, gr_gcl / plain: {times['gr_gcl'] / times['plain']:.2f}x (target <= 1.10x)")
 
 

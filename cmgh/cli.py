@@ -166,7 +166,7 @@ def _harmonizers(args: argparse.Namespace) -> list[str]:
 
 
 def _curricula(args: argparse.Namespace) -> list[str]:
-    from cmgh import curriculum
+    from cmgh.harmonize import curriculum
 
     return curriculum.names()
 

@@ -178,6 +178,11 @@ def run_dir(results: PathLike, backbone: str, variant: str, seed: int | str) -> 
     return Path(results) / run_key(backbone, variant, seed)
 
 
+def scores_file(run: PathLike, step: int) -> Path:
+    """One dump of per-sample scores in a run folder (``scores/step_000005.csv``)."""
+    return Path(run) / SCORES_DIR / f"step_{step:06d}.csv"
+
+
 def eval_key(task: str, backbone: str, variant: str, seed: int | str) -> str:
     return f"eval/{task}/{backbone}/{variant}/seed{seed}"
 

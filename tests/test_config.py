@@ -111,7 +111,8 @@ def test_overrides_parse_yaml_values() -> None:
 
 
 def test_schema_choices_match_the_registries() -> None:
-    from cmgh import curriculum, harmonize
+    from cmgh import harmonize
+    from cmgh.harmonize import curriculum
 
     pretrain = config.schema()["properties"]["pretrain"]["properties"]
     assert sorted(pretrain["harmonize"]["properties"]["rule"]["enum"]) == harmonize.names()

@@ -1,1 +1,3 @@
-"""The pre-training program: loop, checkpoints, distributed set-up and precision (knows no Snakemake)."""
+"""The pre-training program (knows no Snakemake): ``setup`` builds a run's parts from the config,
+``state`` saves and restores them, ``step`` is the one training step, ``loop`` walks the steps;
+``batches``, ``distributed``, ``precision`` and ``schedule`` are its pieces."""

@@ -107,7 +107,7 @@ def mean_over_ranks(metrics: dict[str, float], info: DistInfo) -> dict[str, floa
     keys = sorted(metrics)
     values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
     dist.all_reduce(values)
-    return {k: float(v) / info.world_size for k, v in zip(keys, values.tolist())}
+    return {k: float(v) / info.world_size for k, v in zip(keys, values.tolist(), strict=True)}
 
 
 def average_gradients(params: list[torch.nn.Parameter], info: DistInfo) -> None:

@@ -1,4 +1,8 @@
-"""Per-sample gradients at the meeting point and the single harmonized backward pass."""
+"""Per-sample gradients at the meeting point and the single harmonized backward pass.
+
+Whole steps go through the trainer's own :func:`cmgh.train.step.train_step` (with a zero learning
+rate, so that the gradients it leaves in ``.grad`` can be compared and the model stays put).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,16 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from cmgh import losses
-from cmgh.curriculum import Curriculum
+from cmgh.harmonize.curriculum import Curriculum
 from cmgh.harmonize import (
     Harmonizer,
     forward_losses,
-    harmonized_step,
     objective_cotangents,
     parameter_gradients,
     per_sample_gradients,
 )
 from cmgh.models import VATT
+from cmgh.train.step import train_step
 
 CFG = {"width": 16, "depth": 2, "heads": 2, "video_patch": [4, 16, 16], "audio_patch": 1000, "va_dim": 12, "vat_dim": 8,
        "text_embed_dim": 8}
@@ -57,8 +61,8 @@ def plain_grads(model: VATT, batch: dict, w: torch.Tensor | None = None) -> dict
 
 
 def step_grads(model: VATT, batch: dict, harmonizer: Harmonizer, step: int = 0) -> tuple[dict[str, torch.Tensor], object]:
-    model.zero_grad(set_to_none=True)
-    stats = harmonized_step(model, batch, harmonizer, TAU, step)
+    result = train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.0), None, harmonizer, step=step, temperature=TAU)
+    stats = result.stats
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, stats
 
 

@@ -100,7 +100,7 @@ def test_video_tail_reproduces_video_rep(backbone: str) -> None:
     reps = model.encode(make_batch(), hidden_blocks=1)
     assert reps["video_hidden"].shape == (3, 1 + 4 * 4 * 4, 32)
     torch.testing.assert_close(model.video_tail(1)(reps["video_hidden"]), reps["video_rep"])
-    assert all(p is q for p, q in zip(model.video_tail(2).parameters(), model.backbone.transformer("video").parameters()))
+    assert all(p is q for p, q in zip(model.video_tail(2).parameters(), model.backbone.transformer("video").parameters(), strict=True))
 
 
 def test_embed_methods() -> None:

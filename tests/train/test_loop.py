@@ -63,7 +63,7 @@ def test_a_state_saved_under_another_config_is_not_resumed(tiny_world: config_mo
                                                            caplog: pytest.LogCaptureFixture) -> None:
     pretrain(small(tiny_world), RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=4)
     changed = small(tiny_world, "pretrain.lr=3e-3")
-    with caplog.at_level("WARNING", logger="cmgh.train.loop"):
+    with caplog.at_level("WARNING", logger="cmgh.train"):
         restarted = pretrain(changed, RunSpec("ms", "baseline", 0, tmp_path / "run"))
     assert "saved with another configuration" in caplog.text and "starting from step 0" in caplog.text
     assert restarted.name == "checkpoint.pt" and not (tmp_path / "run" / "resume.pt").exists()

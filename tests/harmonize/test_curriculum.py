@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from cmgh import curriculum
-from cmgh.curriculum import Curriculum, keep_fraction
+from cmgh.harmonize import curriculum
+from cmgh.harmonize.curriculum import Curriculum, keep_fraction
 from cmgh.errors import ConfigError
 
 

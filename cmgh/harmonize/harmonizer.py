@@ -1,0 +1,263 @@
+"""The harmonized backward: per-sample gradients combined by a rule, then ONE backward pass.
+
+**One backward.** :func:`harmonized_backward` takes the per-sample gradients at the meeting
+point (:mod:`cmgh.harmonize.gradients`), combines them with the rule, then calls
+``torch.autograd.backward([J_total, video_rep], [1, combined])`` once: the first term flows
+through the heads (their parameters get the plain gradients of the weighted objective), through
+``audio_rep``/``text_rep`` into the audio and text towers (their own objectives' gradients,
+unchanged by the rule), and stops at the detached ``meet``; the second feeds the combined
+gradient into the video pathway of the backbone. With rule ``none`` and no curriculum,
+``combined = d J_total / d video_rep`` and every parameter gradient equals plain
+``J_total.backward()``. Extra cost over a plain step: two to four small passes through the
+heads and losses, no extra backbone pass.
+
+With the ``parameters`` meeting point, the cosine over the tail parameters' per-sample
+gradients drives the curriculum and the conflict statistics; the combination itself is still
+applied at the representation (the rule decides on the representation gradients), which keeps
+a single backward pass. This costs one extra forward+backward of the tail blocks per sample and
+objective (see ``benchmarks/train_step.py`` for the measured ratios).
+
+:class:`Harmonizer` binds the config sections to this; :func:`forward_losses` is the forward
+pass cut at the meeting point. The trainer's step (:func:`cmgh.train.step.train_step`) is the
+one place both are called from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from cmgh import losses
+from cmgh.errors import ConfigError
+from cmgh.harmonize import rules
+from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
+from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
+
+
+@dataclass
+class StepStats:
+    """What a harmonized step computed (all detached): for logging, score dumps and the noise evaluation."""
+
+    objective: losses.Objective
+    cosine: Tensor  # [B] conflict cosine at the meeting point (0 for rows without text)
+    cosine_representation: Tensor  # [B] cosine at the representation (equal to cosine there)
+    weights: CurriculumWeights | None
+    conflict_fraction: float  # share of rows with text whose cosine is negative
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def harmonized_backward(
+    video_rep: Tensor,
+    meet: Tensor,
+    l_va: Tensor,
+    l_vt: Tensor,
+    valid_vt: Tensor,
+    *,
+    vt_weight: float = 1.0,
+    rule: str = "none",
+    rule_params: Mapping[str, Any] | None = None,
+    curriculum: Curriculum | None = None,
+    step: int = 0,
+    exact: bool = False,
+    tail: nn.Module | None = None,
+    hidden: Tensor | None = None,
+) -> StepStats:
+    """Combine the two objectives per sample at ``video_rep`` and run ONE backward pass.
+
+    1. Per-sample gradients at ``meet`` of ``J_va`` and ``lambda J_vt`` (through the heads only).
+    2. Conflict cosine: at the representation, or at the tail parameters if ``tail`` and
+       ``hidden`` are given (the ``parameters`` meeting point).
+    3. Curriculum (CMGH Sec. 3.3) weights from the cosine or the losses; with non-trivial
+       weights the per-sample gradients are recomputed for the weighted objective.
+    4. The rule (CMGH Sec. 3.2 or a baseline) combines ``g_va, g_vt`` per row.
+    5. ``autograd.backward([J_total, video_rep], [1, combined])``: heads and audio/text towers
+       get the gradients of the (weighted) objective, the video backbone gets ``combined``.
+
+    Rows without text have ``g_vt = 0`` and thus receive ``g_va`` only under every rule.
+    ``video_rep`` is the backbone output, ``meet`` the detached leaf the heads read
+    (:func:`detach_meeting_point`).
+    """
+    if meet is video_rep or not meet.requires_grad or meet.grad_fn is not None:
+        raise ValueError("meet must be the detached leaf the heads read (see detach_meeting_point)")
+    params = dict(rule_params or {})
+    combine = rules.get(rule)
+    valid_vt = valid_vt.bool()
+
+    weights: CurriculumWeights | None = None
+    if curriculum is not None and curriculum.active and not curriculum.needs_cosine:
+        weights = curriculum(step, valid_vt, l_va=l_va, l_vt=l_vt)
+
+    def grads_for(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
+        c_va, c_vt = objective_cotangents(
+            valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt, l_va.shape[0]
+        )
+        return per_sample_gradients(l_va, l_vt, meet, c_va, c_vt, exact=exact)
+
+    g_va, g_vt = grads_for(weights)
+    cos_rep = rules.conflict_cosine(g_va, g_vt)
+    cosine = cos_rep
+    extras: dict[str, Any] = {}
+    if tail is not None and hidden is not None:
+        p_va, p_vt = parameter_gradients(tail, hidden, [g_va, g_vt])
+        cosine = rules.conflict_cosine(p_va, p_vt)
+        extras["parameter_grad_norms"] = (p_va.norm(dim=1).detach(), p_vt.norm(dim=1).detach())
+    cosine = torch.where(valid_vt, cosine, torch.zeros_like(cosine))
+
+    if curriculum is not None and curriculum.needs_cosine:
+        weights = curriculum(step, valid_vt, cosine=cosine, l_va=l_va, l_vt=l_vt)
+        # Decided by the schedule alone (not by this batch's weights) so that data-parallel ranks,
+        # whose gradients cross a collective, always take the same branch.
+        if weights.keep < 1.0:
+            g_va, g_vt = grads_for(weights)
+
+    combined = combine(g_va, g_vt, **params)
+    obj = losses.objective(
+        l_va, l_vt, valid_vt, vt_weight, None if weights is None else weights.w_va, None if weights is None else weights.w_vt
+    )
+    torch.autograd.backward([obj.total, video_rep], [torch.ones_like(obj.total), combined.to(video_rep.dtype)])
+    n_text = int(valid_vt.sum())
+    conflict_fraction = float(((cosine < 0) & valid_vt).sum()) / n_text if n_text else 0.0
+    return StepStats(
+        objective=losses.Objective(obj.total.detach(), obj.va.detach(), obj.vt.detach()),
+        cosine=cosine.detach(),
+        cosine_representation=cos_rep.detach(),
+        weights=weights,
+        conflict_fraction=conflict_fraction,
+        extras=extras,
+    )
+
+
+class Harmonizer:
+    """The ``pretrain.harmonize`` + ``pretrain.curriculum`` sections bound together, with rule state.
+
+    Holds the rule's mutable state (``gradvac``'s EMA target) so that it can be checkpointed.
+    """
+
+    def __init__(
+        self,
+        rule: str = "none",
+        *,
+        project: str = "both",
+        gradvac_beta: float = 0.01,
+        meeting_point: str = "representation",
+        parameter_blocks: int = 1,
+        vt_weight: float = 1.0,
+        curriculum: Curriculum | None = None,
+        exact: bool = False,
+    ) -> None:
+        rules.get(rule)
+        if meeting_point not in ("representation", "parameters"):
+            raise ConfigError(f"pretrain.harmonize.meeting_point: {meeting_point!r} is not one of representation, parameters")
+        self.rule, self.project, self.gradvac_beta = rule, project, float(gradvac_beta)
+        self.meeting_point, self.parameter_blocks = meeting_point, int(parameter_blocks)
+        self.vt_weight, self.curriculum, self.exact = float(vt_weight), curriculum, exact
+        self.state: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, pretrain: Mapping[str, Any]) -> Harmonizer:
+        h = pretrain["harmonize"]
+        return cls(
+            h["rule"],
+            project=h["project"],
+            gradvac_beta=h["gradvac_beta"],
+            meeting_point=h["meeting_point"],
+            parameter_blocks=h["parameter_blocks"],
+            vt_weight=pretrain["vt_weight"],
+            curriculum=Curriculum.from_config(pretrain),
+        )
+
+    @property
+    def hidden_blocks(self) -> int:
+        """What to pass as ``encode(batch, hidden_blocks=...)``: 0 unless the meeting point is the parameters."""
+        return self.parameter_blocks if self.meeting_point == "parameters" else 0
+
+    def backward(
+        self,
+        video_rep: Tensor,
+        meet: Tensor,
+        l_va: Tensor,
+        l_vt: Tensor,
+        valid_vt: Tensor,
+        *,
+        step: int = 0,
+        tail: nn.Module | None = None,
+        hidden: Tensor | None = None,
+    ) -> StepStats:
+        if self.meeting_point == "parameters" and (tail is None or hidden is None):
+            raise ValueError("the parameters meeting point needs the tail module and its hidden state")
+        return harmonized_backward(
+            video_rep,
+            meet,
+            l_va,
+            l_vt,
+            valid_vt,
+            vt_weight=self.vt_weight,
+            rule=self.rule,
+            rule_params={"project": self.project, "gradvac_beta": self.gradvac_beta, "state": self.state},
+            curriculum=self.curriculum,
+            step=step,
+            exact=self.exact,
+            tail=tail if self.meeting_point == "parameters" else None,
+            hidden=hidden if self.meeting_point == "parameters" else None,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rule_state": dict(self.state), "curriculum": self.curriculum.state_dict() if self.curriculum else {}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.state.clear()
+        self.state.update(state.get("rule_state", {}))
+        if self.curriculum is not None:
+            self.curriculum.load_state_dict(state.get("curriculum", {}))
+
+
+@dataclass
+class ForwardOutput:
+    """A VATT forward pass cut at the meeting point, with the per-sample losses."""
+
+    video_rep: Tensor  # attached backbone output
+    meet: Tensor  # detached leaf the heads read
+    l_va: Tensor  # [B]
+    l_vt: Tensor  # [B] (0 where no text)
+    valid_vt: Tensor  # [B] bool
+    hidden: Tensor | None  # input of the last blocks (parameters meeting point)
+    outputs: dict[str, Tensor]
+
+
+class RowGather(Protocol):
+    """Concatenates a tensor's rows over data-parallel ranks (differentiably); ``rows`` = this rank's."""
+
+    rows: slice
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def forward_losses(
+    model: nn.Module, batch: Mapping[str, Tensor], temperature: float, hidden_blocks: int = 0, gather: RowGather | None = None
+) -> ForwardOutput:
+    """``model.encode`` -> cut at ``video_rep`` -> ``model.heads`` -> NCE and MIL-NCE per sample.
+
+    ``model`` is a :class:`cmgh.models.VATT` (anything with ``encode``/``heads``). ``has_text``
+    defaults to all True when absent from the batch. Under data parallelism ``gather`` brings
+    every rank's embeddings together so that the negatives are the global batch's, as in VATT;
+    the returned losses are this rank's rows of the global per-sample losses, so they equal
+    what one process would compute on the whole batch.
+    """
+    reps = model.encode(batch, hidden_blocks=hidden_blocks) if hidden_blocks else model.encode(batch)
+    cut, video_rep = detach_meeting_point(reps)
+    z = model.heads(cut)
+    has_text = batch.get("has_text")
+    valid_vt = losses.text_valid(batch["text_mask"], has_text)
+    if gather is None:
+        l_va = losses.nce(z["z_va_video"], z["z_va_audio"], temperature)
+        l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], temperature, valid=valid_vt)
+    else:
+        g = {k: gather(v) for k, v in z.items()}
+        mask_all, valid_all = gather(batch["text_mask"]), gather(valid_vt)
+        l_va = losses.nce(g["z_va_video"], g["z_va_audio"], temperature)[gather.rows]
+        l_vt = losses.mil_nce(g["z_vat_video"], g["z_vat_text"], mask_all, temperature, valid=valid_all)[gather.rows]
+    return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z})

@@ -1,0 +1,180 @@
+"""A run's folder: resumable state, the train log, the score dumps and the summary.
+
+Everything a resumed run needs is in the saved state (model, optimizer, scheduler, RNG states,
+harmonizer/curriculum state, data position, non-finite counters), so a resumed run continues to
+the same result as an uninterrupted one. While running the state is ``resume.pt`` beside the
+partial log; once finished it is ``checkpoint.pt`` beside ``train_log.jsonl`` (see
+:mod:`cmgh.checkpoint` for why). A state saved under another configuration (another
+fingerprint of :func:`cmgh.config.training_inputs`) is not resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cmgh import checkpoint as ckpt
+from cmgh import config as config_mod
+from cmgh import layout
+from cmgh.config import Config
+from cmgh.harmonize import StepStats
+from cmgh.io import atomic_write_json, atomic_write_text
+from cmgh.track import Tracker
+from cmgh.train.batches import Position
+from cmgh.train.setup import Run, RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(cfg: Config, spec: RunSpec) -> str:
+    """Hash of what a run computes; a saved state with another fingerprint is not resumed."""
+    keys = {**config_mod.training_inputs(cfg), "run": [spec.backbone, spec.variant, spec.seed]}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _resumable_state(out: Path, expected: str) -> dict[str, Any] | None:
+    path = ckpt.latest(out)
+    if not path.exists():
+        return None
+    state = ckpt.load(path)
+    found = state.get("meta", {}).get("fingerprint")
+    if found != expected:
+        log.warning("%s: saved with another configuration (fingerprint %s, now %s); starting from step 0", path, found, expected)
+        return None
+    return state
+
+
+def _read_log(path: Path, before_step: int) -> list[str]:
+    """Lines of an existing log for steps before ``before_step`` (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] < before_step:
+                kept.append(line)
+        except (ValueError, KeyError):
+            continue
+    return kept
+
+
+class RunState:
+    """The counters and log of a run, and the one place that saves and restores them with the run's parts."""
+
+    def __init__(self, run: Run, tracker: Tracker) -> None:
+        self.run, self.tracker = run, tracker
+        self.out = run.spec.out
+        self.fingerprint = fingerprint(run.cfg, run.spec)
+        self.start = 0  # the step a restored run continues from
+        self.nonfinite_run = 0
+        self.nonfinite_total = 0
+        self.log_lines: list[str] = []
+
+    def restore(self) -> None:
+        """Load the newest state of the run folder into the run's parts, if it was saved by this configuration."""
+        run = self.run
+        state = _resumable_state(self.out, self.fingerprint)
+        if state is not None:
+            run.model.load_state_dict(state["model"])
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+            run.harmonizer.load_state_dict(state["harmonizer"])
+            run.stream.position = Position.from_state(state["position"])
+            ckpt.set_rng_state(state["rng"])
+            self.start, self.nonfinite_run, self.nonfinite_total = int(state["step"]), int(state["nonfinite_run"]), int(state["nonfinite_total"])
+            log.info("resuming %s from step %d", self.out, self.start)
+        partial = self.out / layout.PARTIAL_LOG
+        previous_log = partial if partial.is_file() else self.out / layout.TRAIN_LOG
+        self.log_lines = _read_log(previous_log, self.start) if run.dist.is_main and self.start else []
+
+    def save(self, step: int) -> None:
+        """The final state as checkpoint.pt + train_log.jsonl; any other as resume.pt + the partial log."""
+        run = self.run
+        if not run.dist.is_main:
+            return
+        finished = step == run.total
+        spec = run.spec
+        ckpt.save(
+            self.out,
+            {
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "harmonizer": run.harmonizer.state_dict(),
+                "position": run.stream.position.state_dict(),
+                "rng": ckpt.rng_state(),
+                "step": step,
+                "nonfinite_run": self.nonfinite_run,
+                "nonfinite_total": self.nonfinite_total,
+                "meta": {"backbone": spec.backbone, "variant": spec.variant, "seed": spec.seed, "vocab_size": run.vocab_size,
+                         "steps": run.total, "fingerprint": self.fingerprint},
+            },
+            name=layout.CHECKPOINT if finished else layout.RESUME,
+        )
+        atomic_write_text(self.out / (layout.TRAIN_LOG if finished else layout.PARTIAL_LOG), "".join(f"{line}\n" for line in self.log_lines))
+        if finished:
+            for stale in (self.out / layout.RESUME, self.out / layout.PARTIAL_LOG):
+                stale.unlink(missing_ok=True)
+        self.tracker.flush()  # the tracker then holds every step the checkpoint covers (no gap on resume)
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        """One step's metrics into the log (saved with the next state) and the tracker."""
+        self.log_lines.append(json.dumps({"step": step, **metrics}))
+        self.tracker.log_metrics(metrics, step=step)
+
+    def finish(self) -> None:
+        """The summary of a finished run, and its outputs handed to the tracker."""
+        atomic_write_json(self.out / layout.SUMMARY, summary(self.log_lines, self.run.spec, self.run.total, self.nonfinite_total))
+        self.tracker.log_artifact(self.out / layout.TRAIN_LOG)
+        self.tracker.log_artifact(self.out / layout.SUMMARY)
+        self.tracker.log_artifact(self.out / layout.SCORES_DIR)
+
+
+def write_scores(out: Path, step: int, item_ids: list[str], stats: StepStats, l_va: torch.Tensor, l_vt: torch.Tensor) -> None:
+    """Per-sample scores of one batch at a configured step (histograms, noise detection over training)."""
+    table = pd.DataFrame(
+        {
+            "step": step,
+            "item_id": item_ids,
+            "cos": stats.cosine.float().numpy(),
+            "cos_representation": stats.cosine_representation.float().numpy(),
+            "loss_va": l_va.detach().float().numpy(),
+            "loss_vt": l_vt.detach().float().numpy(),
+            "kept": (torch.ones_like(stats.cosine, dtype=torch.bool) if stats.weights is None else stats.weights.kept).numpy(),
+        }
+    )
+    atomic_write_text(layout.scores_file(out, step), table.to_csv(index=False))
+
+
+def summary(lines: list[str], spec: RunSpec, total: int, nonfinite: int) -> dict[str, Any]:
+    rows = [json.loads(line) for line in lines]
+    last = rows[-10:] if rows else []
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in last])) if last else float("nan")
+
+    return {
+        "backbone": spec.backbone,
+        "variant": spec.variant,
+        "seed": spec.seed,
+        "steps": total,
+        "nonfinite_steps": nonfinite,
+        "final_loss_va": mean("loss_va"),
+        "final_loss_vt": mean("loss_vt"),
+        "first_loss_va": rows[0]["loss_va"] if rows else float("nan"),
+        "first_loss_vt": rows[0]["loss_vt"] if rows else float("nan"),
+        "mean_conflict_fraction": float(np.mean([r["conflict_fraction"] for r in rows])) if rows else float("nan"),
+    }
+
+
+def load_metrics_log(out: Path) -> pd.DataFrame:
+    """The per-step log of a finished run."""
+    path = Path(out) / layout.TRAIN_LOG
+    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
