@@ -183,6 +183,11 @@ def scores_file(run: PathLike, step: int) -> Path:
     return Path(run) / SCORES_DIR / f"step_{step:06d}.csv"
 
 
+def score_files(run: PathLike) -> list[Path]:
+    """Every score dump of a run, in step order (zero-padded names sort by step)."""
+    return sorted((Path(run) / SCORES_DIR).glob("step_*.csv"))
+
+
 def eval_key(task: str, backbone: str, variant: str, seed: int | str) -> str:
     return f"eval/{task}/{backbone}/{variant}/seed{seed}"
 

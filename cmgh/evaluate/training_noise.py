@@ -34,7 +34,7 @@ def run_vt_weight(run_dir: PathLike) -> float:
 def read_scores(run_dir: PathLike, vt_weight: float | None = None) -> pd.DataFrame:
     """Every score dump of a run, indicators named as in :data:`~cmgh.evaluate.noise_truth.TRAINING_INDICATORS`; ``loss_total`` with the
     run's own ``vt_weight`` unless one is given."""
-    files = sorted((Path(run_dir) / layout.SCORES_DIR).glob("step_*.csv"))
+    files = layout.score_files(run_dir)
     if not files:
         raise DataError(f"{Path(run_dir) / layout.SCORES_DIR}: no score dumps (set pretrain.score_every)")
     weight = run_vt_weight(run_dir) if vt_weight is None else float(vt_weight)

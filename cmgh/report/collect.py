@@ -119,15 +119,11 @@ def pretrain_runs(results: Path, order: tuple[str, ...] | None = None) -> list[R
     return sorted(runs, key=lambda r: (r[0], key(r[1]), r[2]))
 
 
-def score_dumps(run_dir: Path) -> list[Path]:
-    return sorted((Path(run_dir) / layout.SCORES_DIR).glob("step_*.csv"))
-
-
 def scores_frame(runs: Iterable[Run]) -> pd.DataFrame:
     """The conflict cosine of every dumped sample: columns ``step, cos, backbone, variant, seed``."""
     frames = []
     for backbone, variant, seed, d in runs:
-        for f in score_dumps(d):
+        for f in layout.score_files(d):
             t = pd.read_csv(f, usecols=["step", "cos"])
             frames.append(t.assign(backbone=backbone, variant=variant, seed=seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -22,7 +22,7 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import resolve_path
-from cmgh.report.collect import Run, order_key, pretrain_runs, results_order, run_config, score_dumps
+from cmgh.report.collect import Run, order_key, pretrain_runs, results_order, run_config
 from cmgh.report.tables import cell, to_markdown
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _run_table(run: Run, window: int | None) -> pd.DataFrame | None:
     """One run's AUROC per window (columns ``step, step_to, n, <indicator>``); None when it cannot have one."""
     backbone, variant, seed, run_dir = run
     cfg = run_config(run_dir)
-    if not score_dumps(run_dir):
+    if not layout.score_files(run_dir):
         log.info("%s: no score dumps, skipped in the noise-over-training table", run_dir)
         return None
     if not cfg:
