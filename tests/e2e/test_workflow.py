@@ -75,6 +75,14 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     again = snakemake(tmp_path, "--configfile", str(configfile), "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # Raw files are declared inputs: a rewritten AudioSet class list reruns what reads it, only that.
+    classes = out / "data" / "audioset" / "class_labels_indices.csv"
+    stat = classes.stat()
+    os.utime(classes, (stat.st_atime, stat.st_mtime + 60))
+    touched = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    assert touched == {"all": 1, "evaluate": 2, "evaluate_random_init": 1, "extract": 1, "report": 1, "total": 6}
+    os.utime(classes, (stat.st_atime, stat.st_mtime))
+
     # The GPU count changes no result (exact data parallelism): no rerun.
     tree = yaml.safe_load(configfile.read_text())
     tree["pretrain"]["gpus"] = 2
