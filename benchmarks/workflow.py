@@ -11,7 +11,9 @@ a temporary directory, so the repository's ``results/`` is never touched. Then r
 - the start-up cost of a job: an evaluation writes the seconds of its own work into its
   metrics.json (``timing.total_s``), so its job time minus that is what starting the job costs
   (interpreter, imports, config, tracking); the median of those times the job count, over the sum
-  of job times, estimates the start-up share of the whole DAG;
+  of job times, estimates the start-up share of the whole DAG (a `run:` rule's benchmark starts
+  inside the nested Snakemake process that runs it, so that process's own start is in the wall
+  time only: compare wall times across such a change);
 - the time of ``snakemake -n`` on the finished tree (target <= 3 s; "Nothing to be done").
 
 The last line printed is the utilisation ratio.
