@@ -10,10 +10,10 @@ a temporary directory, so the repository's ``results/`` is never touched. Then r
   lower bound when some are);
 - the start-up cost of a job: an evaluation writes the seconds of its own work into its
   metrics.json (``timing.total_s``), so its job time minus that is what starting the job costs
-  (interpreter, imports, config, tracking); the median of those times the job count, over the sum
-  of job times, estimates the start-up share of the whole DAG (a `run:` rule's benchmark starts
-  inside the nested Snakemake process that runs it, so that process's own start is in the wall
-  time only: compare wall times across such a change);
+  (interpreter, imports, config, tracking); their sum over the sum of all job times is a lower
+  bound of the DAG's start-up share (a `run:` rule's benchmark starts inside the nested Snakemake
+  process that runs it, so that process's own start shows in the wall time only: compare wall
+  times across such a change);
 - the time of ``snakemake -n`` on the finished tree (target <= 3 s; "Nothing to be done").
 
 The last line printed is the utilisation ratio.
@@ -160,8 +160,8 @@ def main() -> None:
             print(f"evaluation jobs: {len(pairs)}, job time {sum(j for j, _ in pairs):.1f} s, own work {sum(w for _, w in pairs):.1f} s; "
                   f"start-up per job: median {per_job:.2f} s, mean {statistics.fmean(startup):.2f} s "
                   f"({sum(startup) / sum(j for j, _ in pairs):.0%} of their job time)")
-            print(f"start-up share of the DAG (estimate: {n_jobs} jobs x median start-up / sum of job times): "
-                  f"{n_jobs * per_job / job_seconds:.0%}")
+            print(f"start-up share of the DAG's job time: >= {sum(startup) / job_seconds:.0%} "
+                  f"(the evaluations' alone; {n_jobs} jobs x the median would be {n_jobs * per_job:.0f} s of {job_seconds:.0f} s)")
         print(f"no-op `snakemake -n`: {noop_time:.2f} s, then {noop_time2:.2f} s "
               f"(CPU {noop_cpu:.2f} s; {'Nothing to be done' if nothing else 'NOT a no-op: ' + noop_text[-500:]}); target <= 3 s")
         print(f"core utilisation (sum of job times / wall time): {job_seconds / wall:.2f} (target >= 1.6 on 2 cores)")
