@@ -10,14 +10,15 @@ if not workflow.overwrite_configfiles:
     configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
+include: "workflow/rules/common.smk"
 
-if config.get("ablation", {}).get("noise_rates"):  # config/ablation.yaml: one tree per noise rate
+
+if NOISE_RATES:  # config/ablation.yaml: one tree per noise rate, each a module of this Snakefile
 
     include: "workflow/rules/ablation.smk"
 
 else:
 
-    include: "workflow/rules/common.smk"
     include: "workflow/rules/data.smk"
     include: "workflow/rules/features.smk"
     include: "workflow/rules/pretrain.smk"

@@ -8,6 +8,12 @@ a temporary directory, so the repository's ``results/`` is never touched. Then r
   to the wall time: the core utilisation of the DAG's parallelism (target >= 1.6 on 2 cores);
   jobs of rules without a ``benchmark:`` directive are not counted (listed, so the ratio is a
   lower bound when some are);
+- the start-up cost of a job: an evaluation writes the seconds of its own work into its
+  metrics.json (``timing.total_s``), so its job time minus that is what starting the job costs
+  (interpreter, imports, config, tracking); their sum over the sum of all job times is a lower
+  bound of the DAG's start-up share (a `run:` rule's benchmark starts inside the nested Snakemake
+  process that runs it, so that process's own start shows in the wall time only: compare wall
+  times across such a change);
 - the time of ``snakemake -n`` on the finished tree (target <= 3 s; "Nothing to be done").
 
 The last line printed is the utilisation ratio.
@@ -18,7 +24,9 @@ Usage: .venv/bin/python benchmarks/workflow.py [--config FILE] [--cores 2] [--wo
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import statistics
 import resource
 import shutil
 import subprocess
@@ -65,11 +73,24 @@ def rules_without_benchmark() -> list[str]:
     sources = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
     missing = []
     for source in sources:
-        blocks = re.split(r"^\s*rule\s+(\w+)\s*:", source.read_text(encoding="utf-8"), flags=re.M)
-        for name, body in zip(blocks[1::2], blocks[2::2]):
+        blocks = re.split(r"^\s*(?:rule|checkpoint)\s+(\w+)\s*:", source.read_text(encoding="utf-8"), flags=re.M)
+        for name, body in zip(blocks[1::2], blocks[2::2], strict=True):
             if not re.search(r"^\s+benchmark\s*:", body, flags=re.M):
                 missing.append(name)
     return missing
+
+
+def evaluation_startup(results: Path) -> list[tuple[float, float]]:
+    """(job seconds, in-process work seconds) of every evaluation job of the finished tree."""
+    pairs = []
+    for table in sorted((results / "benchmarks" / "evaluate").rglob("*.tsv")):
+        key = table.relative_to(results / "benchmarks" / "evaluate").with_suffix("")  # task/backbone/variant/seed<N>
+        metrics = results / "eval" / key / "metrics.json"
+        if metrics.is_file():
+            work = json.loads(metrics.read_text(encoding="utf-8")).get("timing", {}).get("total_s")
+            if work is not None:
+                pairs.append((float(pd.read_csv(table, sep="\t")["s"].iloc[0]), float(work)))
+    return pairs
 
 
 def temp_config(source: Path, root: Path) -> tuple[Path, Path]:
@@ -131,6 +152,16 @@ def main() -> None:
         print(f"rules without benchmark: {', '.join(f'{r} ({n} jobs)' for r, n in uncounted.items()) or 'none'}"
               f"{' -> ratio is a lower bound' if any(uncounted.values()) else ''}")
         print(f"wall time: {wall:.1f} s; sum of job times: {job_seconds:.1f} s over {len(tables)} benchmark files")
+        pairs = evaluation_startup(results)
+        if pairs:
+            startup = [job - work for job, work in pairs]
+            per_job = statistics.median(startup)
+            n_jobs = sum(len(v) for v in per_rule.values())
+            print(f"evaluation jobs: {len(pairs)}, job time {sum(j for j, _ in pairs):.1f} s, own work {sum(w for _, w in pairs):.1f} s; "
+                  f"start-up per job: median {per_job:.2f} s, mean {statistics.fmean(startup):.2f} s "
+                  f"({sum(startup) / sum(j for j, _ in pairs):.0%} of their job time)")
+            print(f"start-up share of the DAG's job time: >= {sum(startup) / job_seconds:.0%} "
+                  f"(the evaluations' alone; {n_jobs} jobs x the median would be {n_jobs * per_job:.0f} s of {job_seconds:.0f} s)")
         print(f"no-op `snakemake -n`: {noop_time:.2f} s, then {noop_time2:.2f} s "
               f"(CPU {noop_cpu:.2f} s; {'Nothing to be done' if nothing else 'NOT a no-op: ' + noop_text[-500:]}); target <= 3 s")
         print(f"core utilisation (sum of job times / wall time): {job_seconds / wall:.2f} (target >= 1.6 on 2 cores)")

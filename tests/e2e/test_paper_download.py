@@ -20,8 +20,8 @@ def test_paper_config_dry_run_lists_a_download_job_per_dataset(tmp_path: Path) -
     assert result.returncode == 0, output[-3000:]
     planned = planned_jobs(result)
     assert planned["download"] == 4 and planned["extract"] == 4 and "synth" not in planned
-    blocks = re.split(r"\n(?=(?:localrule|rule) \w+:)", output)
-    downloads = [b for b in blocks if re.match(r"(?:localrule|rule) download:", b)]
+    blocks = re.split(r"\n(?=(?:localrule|rule|checkpoint) \w+:)", output)
+    downloads = [b for b in blocks if re.match(r"(?:localrule|rule|checkpoint) download:", b)]
     datasets = sorted(re.search(r"wildcards: dataset=(\w+)", b).group(1) for b in downloads)
     assert datasets == ["audioset", "howto100m", "kinetics", "msrvtt"]
     for block in downloads:

@@ -20,8 +20,8 @@ TINY_PLAN = {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "
 
 def job_resources(output: str, rule: str) -> list[str]:
     """The `resources:` line of every planned job of ``rule`` in a (non-quiet) dry run's output."""
-    blocks = re.split(r"\n(?=(?:localrule|rule) \w+:)", output)
-    return [re.search(r"resources: (.*)", block).group(1) for block in blocks if re.match(rf"(?:localrule|rule) {rule}:", block)]
+    blocks = re.split(r"\n(?=(?:localrule|rule|checkpoint) \w+:)", output)
+    return [re.search(r"resources: (.*)", block).group(1) for block in blocks if re.match(rf"(?:localrule|rule|checkpoint) {rule}:", block)]
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm", "kubernetes"])

@@ -75,6 +75,16 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     again = snakemake(tmp_path, "--configfile", str(configfile), "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # Raw files are declared inputs: a changed AudioSet class list reruns what reads it, only that
+    # (a changed content, not a touch: Snakemake skips newer inputs whose checksum it knows unchanged).
+    classes = out / "data" / "audioset" / "class_labels_indices.csv"
+    original, stat = classes.read_bytes(), classes.stat()
+    classes.write_bytes(original + b"\n")
+    touched = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    assert touched == {"all": 1, "evaluate": 2, "evaluate_random_init": 1, "extract": 1, "report": 1, "total": 6}
+    classes.write_bytes(original)
+    os.utime(classes, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
     # The GPU count changes no result (exact data parallelism): no rerun.
     tree = yaml.safe_load(configfile.read_text())
     tree["pretrain"]["gpus"] = 2

@@ -1,65 +1,25 @@
 # The noise-rate ablation (config/ablation.yaml): this whole workflow once per injected noise rate,
-# as Snakemake modules of the root Snakefile, each with its own results tree; then one rule that
-# plots every variant's downstream gain over the baseline against the noise rate.
-import sys
-
-from cmgh import config as cmgh_config
-from cmgh.errors import ConfigError
+# as Snakemake modules of the root Snakefile (`module` + `use rule * from ... as noise0_3_*`), each
+# with its own results tree; then one rule that plots every variant's downstream gain over the
+# baseline against the noise rate.
 
 
-include: "commands.smk"
-
-
-try:
-    ABLATION = cmgh_config.from_dict(config)
-except ConfigError as exc:
-    sys.exit(f"cmgh: config error: {exc}")
-ABLATION_ROOT = cmgh_config.resolve_path(ABLATION.ablation.root)
-
-
-def noise_tree(rate):
-    """Folder of one noise rate's tree (``noise0.3``)."""
-    return ABLATION_ROOT / f"noise{rate:g}"
-
-
-def tree_config(rate):
-    """The full config of one tree: the ablation config at this noise rate, with its own paths."""
-    tree = ABLATION.to_dict()
-    tree["ablation"]["noise_rates"] = []
-    tree["data"]["noise"].update(audio_rate=float(rate), text_rate=float(rate))
-    base = noise_tree(rate)
-    tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
-    if not tree["tracking"]["uri"]:  # one store for all trees: the MLflow UI compares across rates
-        tree["tracking"]["uri"] = f"sqlite:///{ABLATION_ROOT / 'mlflow.db'}"
-        tree["tracking"]["artifacts"] = tree["tracking"]["artifacts"] or str(ABLATION_ROOT / "mlruns")
-    return tree
-
-
-RATES = sorted(float(r) for r in ABLATION.ablation.noise_rates)
-
-
-def all_targets():
-    return [f"{ABLATION_ROOT}/tables/noise_gain.csv"]
-
-
-# The Python form of `module noiseX: snakefile: ...; config: ...` + `use rule * from noiseX as noiseX_*`
-# (the DSL wants literal names; the rates come from the config).
-for _rate in RATES:
-    _name = f"noise{_rate:g}".replace(".", "_")
-    workflow.module(_name, snakefile="../../Snakefile", config=tree_config(_rate))
-    workflow.userule(rules=["*"], from_module=_name, exclude_rules=[], name_modifier=f"{_name}_*")(lambda: None)
+include: tree_modules_file()
 
 
 rule ablation:
     input:
-        [f"{noise_tree(rate)}/tables/ablation.md" for rate in RATES],
+        [p(layout.tables_dir(noise_tree(rate)) / "ablation.md") for rate in NOISE_RATES],
     output:
-        figure=report(f"{ABLATION_ROOT}/figures/noise_gain.png", caption="../report/noise_gain.rst", category="Figures"),
-        table=f"{ABLATION_ROOT}/tables/noise_gain.csv",
+        figure=report(p(layout.figures_dir(ablation_root()) / "noise_gain.png"), caption="../report/noise_gain.rst", category="Figures"),
+        table=p(layout.tables_dir(ablation_root()) / "noise_gain.csv"),
+    params:
+        cmgh=CMGH,
+        trees=lambda wildcards, input: [str(Path(table).parents[1]) for table in input],  # <tree>/tables/ablation.md
+        out=lambda wildcards, output: str(Path(output.table).parents[1]),
     log:
-        f"{ABLATION_ROOT}/logs/noise_gain.log",
+        p(layout.job_log(ablation_root(), "ablation", "noise_gain")),
     benchmark:
-        f"{ABLATION_ROOT}/benchmarks/noise_gain.tsv"
-    run:
-        trees = [str(noise_tree(rate)) for rate in RATES]
-        run_logged(cmgh_cli("report", "--noise-gain", *trees, "--out", str(ABLATION_ROOT)), log[0], rule="ablation")
+        p(layout.job_benchmark(ablation_root(), "ablation", "noise_gain"))
+    shell:
+        "CMGH_RULE=ablation {params.cmgh:q} report --noise-gain {params.trees:q} --out {params.out:q} >> {log:q} 2>&1"

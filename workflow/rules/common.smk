@@ -1,4 +1,8 @@
-# Config validation and helpers shared by every rule (snakemake-workflow-template layout).
+# Config loading, validation and every helper the rules share (the snakemake-workflow-template
+# layout: each other .smk file is one stage and defines rules only). Paths come from cmgh.layout,
+# names from the config schema and cmgh.evaluate, so a rule and the code that writes its files
+# cannot disagree. Rules are `shell:` commands: a job costs one interpreter start (the cmgh CLI),
+# not a nested Snakemake process first (what a `run:` job costs under the local executor).
 import json
 import os
 import re
@@ -8,10 +12,9 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from cmgh import config as cmgh_config
+from cmgh import layout
 from cmgh.errors import ConfigError
-
-
-include: "commands.smk"
+from cmgh.evaluate import TASK_DATASETS, TASKS, VALIDATION_METRICS
 
 
 try:  # first our one-line message naming the key path, before any job starts
@@ -20,34 +23,107 @@ except ConfigError as exc:
     sys.exit(f"cmgh: config error: {exc}")
 validate(config, schema="../schemas/config.schema.yaml", set_default=False)  # same schema, Snakemake's check
 
+# config/ablation.yaml: the whole DAG once per noise rate (ablation.smk), each tree a module of this Snakefile.
+NOISE_RATES = sorted(float(r) for r in CFG.ablation.noise_rates)
+
 DATA = str(CFG.path("data"))
 FEATURES = str(CFG.path("features"))
 RESULTS = str(CFG.path("results"))
 DATASETS = list(CFG.data.datasets)
+PYTHON = sys.executable  # the interpreter Snakemake runs in: the same environment for every job
+CMGH = [PYTHON, "-m", "cmgh.cli"]  # the cmgh CLI as a command prefix (a rule's params, quoted with :q)
+# `snakemake --lint` wants a conda environment or container per shell rule; none is given, as every
+# job runs this interpreter (the project's environment, `make setup` from pyproject.toml, the one
+# list of dependencies); the kubernetes profile supplies the container image instead.
 
-# Rules read the resolved config from one file; it is rewritten only when its content changes,
-# so its timestamp never triggers reruns (the per-rule `params` slices do that).
-RESOLVED_CONFIG = f"{RESULTS}/config/resolved.yaml"
-_text = CFG.to_yaml()
-try:
-    _old = open(RESOLVED_CONFIG, encoding="utf-8").read()
-except OSError:
-    _old = None
-if _old != _text:
+# wildcard constraints, from the one list of each kind of name
+BACKBONE_PATTERN = "|".join(re.escape(b) for b in cmgh_config.choices("model.backbones"))
+VARIANT_PATTERN = "|".join(re.escape(v) for v in CFG.variants)
+TASK_PATTERN = "|".join(re.escape(t) for t in TASKS)
+DATASET_PATTERN = "|".join(re.escape(d) for d in cmgh_config.choices("data.datasets"))
+STUDY_PATTERN = r"[A-Za-z0-9_.-]+"
+# The random-init floor reuses a trained run's folder only for its config and seed.
+REFERENCE_VARIANT = "baseline" if "baseline" in CFG.variants else next(iter(CFG.variants))
+
+
+def write_if_changed(path, text):
+    """Write ``text`` unless the file already holds it: a file read by rules whose timestamp
+    must never trigger reruns (their `params` slices do that)."""
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
     from cmgh.io import atomic_write_text
 
-    atomic_write_text(RESOLVED_CONFIG, _text)
+    atomic_write_text(path, text)
+
+
+# Every rule's command reads the resolved config from this one file (not in the ablation's root:
+# each tree writes its own).
+RESOLVED_CONFIG = str(layout.resolved_config(RESULTS))
+if not NOISE_RATES:
+    write_if_changed(RESOLVED_CONFIG, CFG.to_yaml())
+
+
+# --------------------------------------------------------------------------- paths (patterns)
+
+
+def p(path):
+    """A cmgh.layout path as the string Snakemake wants (wildcards such as ``{dataset}`` stay)."""
+    return str(path)
+
+
+def job_log(step, name):
+    return p(layout.job_log(RESULTS, step, name))
+
+
+def job_benchmark(step, name):
+    return p(layout.job_benchmark(RESULTS, step, name))
+
+
+def run_file(name, backbone="{backbone}", variant="{variant}", seed="{seed}"):
+    """A file of one pre-training run (the rule's pattern with the default wildcards)."""
+    return p(layout.run_dir(RESULTS, backbone, variant, seed) / name)
+
+
+def feature_index(dataset):
+    return p(layout.feature_index(FEATURES, dataset))
+
+
+def stamp(dataset):
+    return p(layout.stamp(DATA, dataset))
+
+
+def raw_inputs(dataset, files):
+    """Raw files of ``dataset`` that a job reads, as its inputs, with the dataset's `.complete` stamp.
+
+    The data job (rule synth or download, a checkpoint) writes a dataset's annotation files and
+    then the stamp, its declared output: the files' names differ per dataset, so they cannot be
+    output patterns of one `{dataset}` rule. Until that job has run, the checkpoint stands in
+    (Snakemake waits on the stamp and asks again afterwards); then the files themselves are
+    inputs, so a missing one is named at planning and a rewritten one reruns its readers.
+    """
+    data_rule = checkpoints.synth if CFG.data.source == "synth" else checkpoints.download
+    data_rule.get(dataset=dataset)  # raises (wait on the stamp) until the dataset exists
+    return [p(f) for f in files] + [stamp(dataset)]
+
+
+def task_inputs(wildcards):
+    """What one evaluation reads: its features and the raw files of its task (AudioSet's class
+    list, the generator's noise ground truth)."""
+    dataset = TASK_DATASETS[wildcards.task]
+    return {"features": feature_index(dataset), "raw": raw_inputs(dataset, layout.task_raw_inputs(DATA, wildcards.task))}
+
+
+# --------------------------------------------------------------------------- rerun triggers
+# A rule's `params.slice`: the config it depends on, so a changed value reruns exactly its jobs.
 
 
 def cfg_slice(*keys):
-    """A JSON string of config sections: as a rule's params it reruns the rule when they change."""
+    """A JSON string of config sections."""
     tree = CFG.to_dict()
     return json.dumps({k: tree[k] for k in keys}, sort_keys=True)
-
-
-def cmgh_cmd(*args):
-    """The cmgh CLI with the resolved config."""
-    return cmgh_cli(*args, "--config", RESOLVED_CONFIG)
 
 
 def variant_slice(variant):
@@ -58,28 +134,149 @@ def variant_slice(variant):
     return json.dumps(keys, sort_keys=True)
 
 
+def synth_slice(wildcards):
+    """What one generated dataset depends on: a knob of another dataset does not rerun it."""
+    synth = CFG.to_dict()["data"]["synth"]
+    keys = {k: synth[k] for k in ("seed", "concepts", "media")}
+    keys[wildcards.dataset] = synth[wildcards.dataset]
+    if wildcards.dataset == "howto100m":
+        keys["noise"] = CFG.to_dict()["data"]["noise"]
+    return json.dumps(keys, sort_keys=True)
+
+
+def download_slice(wildcards):
+    """What one downloaded dataset depends on: its sources and the clip re-encoding, not politeness knobs."""
+    download = CFG.to_dict()["data"]["download"]
+    return json.dumps({"sources": download[wildcards.dataset], "reencode": download["reencode"]}, sort_keys=True)
+
+
+def sweep_slice():
+    """What a study depends on: its settings, the validation protocol and what its base variant's runs
+    compute (another variant's knob, another seed or the GPU count does not rerun it)."""
+    tree = CFG.to_dict()
+    base = CFG.sweep.base_variant
+    inputs = cmgh_config.training_inputs(cmgh_config.for_variant(CFG, base)) if base in tree["variants"] else None
+    return json.dumps({"sweep": tree["sweep"], "evaluate": tree["evaluate"], "base_variant": inputs}, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- per-stage inputs and commands
+
+
+def extract_inputs(wildcards):
+    """A dataset's annotation files (its media are listed in them), plus the vocabulary where its
+    captions are tokenized."""
+    inputs = raw_inputs(wildcards.dataset, layout.annotation_files(DATA, wildcards.dataset))
+    if wildcards.dataset in ("howto100m", "msrvtt"):
+        inputs.append(p(layout.vocab(FEATURES)))
+    return inputs
+
+
+def pretrain_gpus(wildcards):
+    """GPUs of one pre-training job: the variant's `pretrain.gpus`."""
+    return int(cmgh_config.for_variant(CFG, wildcards.variant).pretrain.gpus)
+
+
+def pretrain_launcher(wildcards, resources):
+    """The cmgh CLI prefix of a pre-training job: under torchrun, one process per GPU, when it has
+    more than one (`resources.gpu`, e.g. from a cluster profile's set-resources)."""
+    gpus = int(resources.gpu)
+    if gpus <= 1:
+        return CMGH
+    return [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus), "-m", "cmgh"]
+
+
+def pretrain_threads(wildcards, threads, resources):
+    """Torch threads per process: the job's cores shared by its processes."""
+    return max(1, threads // max(1, int(resources.gpu)))
+
+
+SWEEP_TASK = VALIDATION_METRICS[CFG.sweep.objective][0]
+
+
+def vocab_inputs(wildcards):
+    """The pre-training captions the vocabulary is built from."""
+    return raw_inputs("howto100m", layout.annotation_files(DATA, "howto100m"))
+
+
+def sweep_features():
+    """What a sweep trial reads: the pre-training corpus and the validation task's features."""
+    return [feature_index("howto100m"), feature_index(TASK_DATASETS[SWEEP_TASK]), p(layout.vocab(FEATURES))]
+
+
+def sweep_inputs(wildcards):
+    inputs = sweep_features()
+    workers = int(CFG.sweep.workers)
+    if workers > 1:
+        inputs += [p(layout.study_dir(RESULTS, wildcards.study) / "workers" / f"worker{w}.done") for w in range(workers)]
+    return inputs
+
+
+# --------------------------------------------------------------------------- targets
+
+
 def run_grid():
     """(backbone, variant, seed) of every pre-training run the config asks for."""
     return [(b, v, s) for b in CFG.model.backbones for v in CFG.variants for s in CFG.pretrain.seeds]
 
 
 def pretrain_targets():
-    return [f"{RESULTS}/pretrain/{b}/{v}/seed{s}/summary.json" for b, v, s in run_grid()]
-
-
-TASKS = ("kinetics", "audioset", "msrvtt", "noise")
-VARIANT_PATTERN = "|".join(re.escape(v) for v in CFG.variants)
-# The random-init floor reuses a trained run's folder only for its config and seed.
-REFERENCE_VARIANT = "baseline" if "baseline" in CFG.variants else next(iter(CFG.variants))
+    return [run_file(layout.SUMMARY, b, v, s) for b, v, s in run_grid()]
 
 
 def evaluation_targets():
-    runs = [(b, v, s) for b, v, s in run_grid()] + [(b, "random", s) for b in CFG.model.backbones for s in CFG.pretrain.seeds]
-    return [f"{RESULTS}/eval/{t}/{b}/{v}/seed{s}/metrics.json" for t in TASKS for b, v, s in runs]
+    runs = run_grid() + [(b, layout.RANDOM_VARIANT, s) for b in CFG.model.backbones for s in CFG.pretrain.seeds]
+    return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t in TASKS for b, v, s in runs]
+
+
+# --------------------------------------------------------------------------- the noise-rate ablation
+
+
+def ablation_root():
+    return cmgh_config.resolve_path(CFG.ablation.root)
+
+
+def noise_tree(rate):
+    """Results tree of one noise rate (``noise0.3``): its own data, features and results."""
+    return ablation_root() / f"noise{rate:g}"
+
+
+def tree_config(rate):
+    """The full config of one tree: the ablation config at this noise rate, with its own paths."""
+    tree = CFG.to_dict()
+    tree["ablation"]["noise_rates"] = []
+    tree["data"]["noise"].update(audio_rate=float(rate), text_rate=float(rate))
+    base = noise_tree(rate)
+    tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
+    if not tree["tracking"]["uri"]:  # one store for all trees: the MLflow UI compares across rates
+        tree["tracking"]["uri"] = f"sqlite:///{ablation_root() / 'mlflow.db'}"
+        tree["tracking"]["artifacts"] = tree["tracking"]["artifacts"] or str(ablation_root() / "mlruns")
+    return tree
+
+
+def tree_module(rate):
+    """A noise rate's module name, also its rules' prefix (``noise0_3``: ``noise0_3_pretrain``)."""
+    return f"noise{rate:g}".replace(".", "_").replace("-", "_")
+
+
+def tree_modules_file():
+    """A Snakefile of one `module` + `use rule` statement pair per noise rate (Snakemake's documented
+    DSL wants each module's name literally; the rates come from the config, so the statements are
+    written here, from validated floats only, and included by ablation.smk)."""
+    path = ablation_root() / "config" / "modules.smk"
+    snakefile = os.path.relpath(Path(workflow.basedir) / "Snakefile", path.parent)  # resolved from this file's folder
+    lines = ["# Written by workflow/rules/common.smk (tree_modules_file) from ablation.noise_rates; do not edit.", ""]
+    for rate in NOISE_RATES:
+        name = tree_module(rate)
+        lines += [f"module {name}:", f"    snakefile: {snakefile!r}", f"    config: tree_config({float(rate)!r})", "",
+                  "", f"use rule * from {name} as {name}_*", "", ""]
+    write_if_changed(path, "\n".join(lines).rstrip() + "\n")
+    return str(path)
 
 
 def all_targets():
-    targets = [f"{FEATURES}/{name}/index.parquet" for name in DATASETS] + pretrain_targets() + [f"{RESULTS}/tables/ablation.md"]
+    if NOISE_RATES:
+        return [p(layout.tables_dir(ablation_root()) / "noise_gain.csv")]
+    targets = [feature_index(name) for name in DATASETS] + pretrain_targets() + [p(layout.tables_dir(RESULTS) / "ablation.md")]
     if CFG.sweep.run:
-        targets.append(f"{RESULTS}/sweep/{CFG.sweep.study}/best_params.yaml")
+        targets.append(p(layout.study_dir(RESULTS, CFG.sweep.study) / layout.BEST_PARAMS))
     return targets

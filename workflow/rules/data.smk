@@ -1,32 +1,28 @@
-# Raw datasets in their real layouts: generated (mini) or downloaded (paper scale).
+# Raw datasets in their real layouts: generated (mini) or downloaded (paper scale). A job writes its
+# dataset's annotation files, then the `.complete` stamp (its output). A checkpoint, so that readers
+# can declare the raw files they read by name once it ran (common.smk: raw_inputs).
 
 
 if CFG.data.source == "synth":
 
-    def synth_slice(wildcards):
-        """What one generated dataset depends on: a knob of another dataset does not rerun it."""
-        synth = CFG.to_dict()["data"]["synth"]
-        keys = {k: synth[k] for k in ("seed", "concepts", "media")}
-        keys[wildcards.dataset] = synth[wildcards.dataset]
-        if wildcards.dataset == "howto100m":
-            keys["noise"] = CFG.to_dict()["data"]["noise"]
-        return json.dumps(keys, sort_keys=True)
-
-    rule synth:
+    checkpoint synth:
         output:
-            f"{DATA}/{{dataset}}/.complete",
+            stamp("{dataset}"),
         params:
+            cmgh=CMGH,
+            config=RESOLVED_CONFIG,
             slice=synth_slice,
         log:
-            f"{RESULTS}/logs/synth/{{dataset}}.log",
+            job_log("synth", "{dataset}"),
         benchmark:
-            f"{RESULTS}/benchmarks/synth/{{dataset}}.tsv"
+            job_benchmark("synth", "{dataset}")
+        wildcard_constraints:
+            dataset=DATASET_PATTERN,
         threads: 1
         resources:
             mem_mb=2000,
-        run:
-            shell_args = cmgh_cmd("data", "synth", "--dataset", wildcards.dataset)
-            run_logged(shell_args, log[0])
+        shell:
+            "{params.cmgh:q} data synth --dataset {wildcards.dataset:q} --config {params.config:q} >> {log:q} 2>&1"
 
 
 if CFG.data.source == "download":
@@ -37,23 +33,21 @@ if CFG.data.source == "download":
     except ConfigError as exc:
         sys.exit(f"cmgh: config error: {exc}")
 
-    def download_slice(wildcards):
-        """What one downloaded dataset depends on: its sources and the clip re-encoding, not politeness knobs."""
-        download = CFG.to_dict()["data"]["download"]
-        return json.dumps({"sources": download[wildcards.dataset], "reencode": download["reencode"]}, sort_keys=True)
-
-    rule download:
+    checkpoint download:
         output:
-            f"{DATA}/{{dataset}}/.complete",
+            stamp("{dataset}"),
         params:
+            cmgh=CMGH,
+            config=RESOLVED_CONFIG,
             slice=download_slice,
         log:
-            f"{RESULTS}/logs/download/{{dataset}}.log",
+            job_log("download", "{dataset}"),
         benchmark:
-            f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
+            job_benchmark("download", "{dataset}")
+        wildcard_constraints:
+            dataset=DATASET_PATTERN,
         threads: min(4, CFG.data.download.workers)  # cutting/re-encoding clips; fetching mostly waits on the network
         resources:
             mem_mb=8000,  # AudioSet's 2M-row clip list
-        run:
-            shell_args = cmgh_cmd("data", "download", "--dataset", wildcards.dataset)
-            run_logged(shell_args, log[0])
+        shell:
+            "{params.cmgh:q} data download --dataset {wildcards.dataset:q} --config {params.config:q} >> {log:q} 2>&1"

@@ -1,66 +1,60 @@
 # Downstream evaluations of every pre-trained run, plus a randomly initialized encoder per
-# backbone and seed (the floor every pre-trained variant must beat).
-
-TASK_FEATURES = {"kinetics": "kinetics", "audioset": "audioset", "msrvtt": "msrvtt", "noise": "howto100m"}
-
-
-def run_dir(backbone, variant, seed):
-    return f"{RESULTS}/pretrain/{backbone}/{variant}/seed{seed}"
+# backbone and seed (the floor every pre-trained variant must beat). One job per task and run:
+# a changed feature set or a deleted metrics.json reruns that evaluation only.
 
 
 rule evaluate:
     input:
-        summary=f"{RESULTS}/pretrain/{{backbone}}/{{variant}}/seed{{seed}}/summary.json",
-        features=lambda wildcards: f"{FEATURES}/{TASK_FEATURES[wildcards.task]}/index.parquet",
+        unpack(task_inputs),
+        summary=run_file(layout.SUMMARY),
     output:
-        f"{RESULTS}/eval/{{task}}/{{backbone}}/{{variant}}/seed{{seed}}/metrics.json",
+        p(layout.eval_metrics(RESULTS, "{task}", "{backbone}", "{variant}", "{seed}")),
     params:
+        cmgh=CMGH,
+        config=RESOLVED_CONFIG,
         slice=lambda wildcards: variant_slice(wildcards.variant) + cfg_slice("evaluate"),
-        checkpoint=lambda wildcards: run_dir(wildcards.backbone, wildcards.variant, wildcards.seed),
+        checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
         out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
-        f"{RESULTS}/logs/evaluate/{{task}}/{{backbone}}/{{variant}}/seed{{seed}}.log",
+        job_log("evaluate", "{task}/{backbone}/{variant}/seed{seed}"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{task}}/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
+        job_benchmark("evaluate", "{task}/{backbone}/{variant}/seed{seed}")
     wildcard_constraints:
-        task="|".join(TASK_FEATURES),
+        task=TASK_PATTERN,
+        backbone=BACKBONE_PATTERN,
         variant=VARIANT_PATTERN,
     threads: 1
     resources:
         mem_mb=3000,
         gpu=0,
-    run:
-        run_logged(
-            cmgh_cmd("evaluate", "--task", wildcards.task, "--checkpoint", params.checkpoint, "--out", params.out, "--threads", str(threads)),
-            log[0],
-            rule="evaluate",
-        )
+    shell:
+        "CMGH_RULE=evaluate {params.cmgh:q} evaluate --task {wildcards.task:q} --checkpoint {params.checkpoint:q}"
+        " --out {params.out:q} --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
 
 
 rule evaluate_random_init:
     input:
-        summary=lambda wildcards: f"{run_dir(wildcards.backbone, REFERENCE_VARIANT, wildcards.seed)}/summary.json",
-        features=lambda wildcards: f"{FEATURES}/{TASK_FEATURES[wildcards.task]}/index.parquet",
+        unpack(task_inputs),
+        summary=lambda wildcards: run_file(layout.SUMMARY, wildcards.backbone, REFERENCE_VARIANT, wildcards.seed),
     output:
-        f"{RESULTS}/eval/{{task}}/{{backbone}}/random/seed{{seed}}/metrics.json",
+        p(layout.eval_metrics(RESULTS, "{task}", "{backbone}", layout.RANDOM_VARIANT, "{seed}")),
     params:
-        slice=lambda wildcards: cfg_slice("model", "features", "evaluate"),
-        checkpoint=lambda wildcards: run_dir(wildcards.backbone, REFERENCE_VARIANT, wildcards.seed),
+        cmgh=CMGH,
+        config=RESOLVED_CONFIG,
+        slice=cfg_slice("model", "features", "evaluate"),
+        checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
         out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
-        f"{RESULTS}/logs/evaluate/{{task}}/{{backbone}}/random/seed{{seed}}.log",
+        job_log("evaluate", f"{{task}}/{{backbone}}/{layout.RANDOM_VARIANT}/seed{{seed}}"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{task}}/{{backbone}}/random/seed{{seed}}.tsv"
+        job_benchmark("evaluate", f"{{task}}/{{backbone}}/{layout.RANDOM_VARIANT}/seed{{seed}}")
     wildcard_constraints:
-        task="|".join(TASK_FEATURES),
+        task=TASK_PATTERN,
+        backbone=BACKBONE_PATTERN,
     threads: 1
     resources:
         mem_mb=3000,
         gpu=0,
-    run:
-        run_logged(
-            cmgh_cmd("evaluate", "--task", wildcards.task, "--checkpoint", params.checkpoint, "--out", params.out,
-                     "--random-init", "--threads", str(threads)),
-            log[0],
-            rule="evaluate_random_init",
-        )
+    shell:
+        "CMGH_RULE=evaluate_random_init {params.cmgh:q} evaluate --task {wildcards.task:q} --checkpoint {params.checkpoint:q}"
+        " --out {params.out:q} --random-init --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"

@@ -3,40 +3,39 @@
 
 rule vocab:
     input:
-        f"{DATA}/howto100m/.complete",
+        vocab_inputs,
     output:
-        f"{FEATURES}/vocab.json",
+        p(layout.vocab(FEATURES)),
     params:
+        cmgh=CMGH,
+        config=RESOLVED_CONFIG,
         slice=cfg_slice("features"),
     log:
-        f"{RESULTS}/logs/vocab.log",
+        job_log("vocab", "vocab"),
     benchmark:
-        f"{RESULTS}/benchmarks/vocab.tsv"
+        job_benchmark("vocab", "vocab")
     threads: 1
-    run:
-        run_logged(cmgh_cmd("data", "vocab"), log[0])
-
-
-def extract_inputs(wildcards):
-    inputs = [f"{DATA}/{wildcards.dataset}/.complete"]
-    if wildcards.dataset in ("howto100m", "msrvtt"):
-        inputs.append(f"{FEATURES}/vocab.json")
-    return inputs
+    shell:
+        "{params.cmgh:q} data vocab --config {params.config:q} >> {log:q} 2>&1"
 
 
 rule extract:
     input:
         extract_inputs,
     output:
-        f"{FEATURES}/{{dataset}}/index.parquet",
+        feature_index("{dataset}"),
     params:
+        cmgh=CMGH,
+        config=RESOLVED_CONFIG,
         slice=cfg_slice("features"),
     log:
-        f"{RESULTS}/logs/extract/{{dataset}}.log",
+        job_log("extract", "{dataset}"),
     benchmark:
-        f"{RESULTS}/benchmarks/extract/{{dataset}}.tsv"
+        job_benchmark("extract", "{dataset}")
+    wildcard_constraints:
+        dataset=DATASET_PATTERN,
     threads: max(1, CFG.features.workers)
     resources:
         mem_mb=4000,
-    run:
-        run_logged(cmgh_cmd("data", "extract", "--dataset", wildcards.dataset, "--workers", str(threads)), log[0])
+    shell:
+        "{params.cmgh:q} data extract --dataset {wildcards.dataset:q} --workers {threads:q} --config {params.config:q} >> {log:q} 2>&1"

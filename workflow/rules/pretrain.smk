@@ -3,37 +3,26 @@
 # the job runs data-parallel under torchrun (cmgh.train.distributed: nccl on CUDA, gloo on CPU).
 
 
-def pretrain_gpus(wildcards):
-    """GPUs of one pre-training job: the variant's `pretrain.gpus`."""
-    return int(cmgh_config.for_variant(CFG, wildcards.variant).pretrain.gpus)
-
-
-def pretrain_cmd(gpus, *args):
-    """`cmgh pretrain ...` as an argument list; under torchrun with one process per GPU when gpus > 1."""
-    if gpus <= 1:
-        return cmgh_cmd("pretrain", *args)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus)]
-    return [*torchrun, "-m", "cmgh", "pretrain", *args, "--config", RESOLVED_CONFIG]
-
-
-
 rule pretrain:
     input:
-        f"{FEATURES}/howto100m/index.parquet",
-        f"{FEATURES}/vocab.json",
+        feature_index("howto100m"),
+        p(layout.vocab(FEATURES)),
     output:
-        checkpoint=f"{RESULTS}/pretrain/{{backbone}}/{{variant}}/seed{{seed}}/checkpoint.pt",
-        log=f"{RESULTS}/pretrain/{{backbone}}/{{variant}}/seed{{seed}}/train_log.jsonl",
-        summary=f"{RESULTS}/pretrain/{{backbone}}/{{variant}}/seed{{seed}}/summary.json",
+        checkpoint=run_file(layout.CHECKPOINT),
+        log=run_file(layout.TRAIN_LOG),
+        summary=run_file(layout.SUMMARY),
     params:
+        cmgh=pretrain_launcher,
+        config=RESOLVED_CONFIG,
         slice=lambda wildcards: variant_slice(wildcards.variant),
         out=lambda wildcards, output: str(Path(output.checkpoint).parent),
+        threads=pretrain_threads,
     log:
-        f"{RESULTS}/logs/pretrain/{{backbone}}/{{variant}}/seed{{seed}}.log",
+        job_log("pretrain", "{backbone}/{variant}/seed{seed}"),
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
+        job_benchmark("pretrain", "{backbone}/{variant}/seed{seed}")
     wildcard_constraints:
-        backbone="ms|ma",
+        backbone=BACKBONE_PATTERN,
         variant=VARIANT_PATTERN,
         seed=r"\d+",
     threads: 1
@@ -41,17 +30,6 @@ rule pretrain:
     resources:
         mem_mb=4000,
         gpu=pretrain_gpus,
-    run:
-        gpus = int(resources.gpu)
-        run_logged(
-            pretrain_cmd(
-                gpus,
-                "--backbone", wildcards.backbone,
-                "--variant", wildcards.variant,
-                "--seed", wildcards.seed,
-                "--out", params.out,
-                "--threads", str(max(1, threads // max(1, gpus))),  # the job's cores shared by its processes
-            ),
-            log[0],
-            rule="pretrain",
-        )
+    shell:
+        "CMGH_RULE=pretrain {params.cmgh:q} pretrain --backbone {wildcards.backbone:q} --variant {wildcards.variant:q}"
+        " --seed {wildcards.seed:q} --out {params.out:q} --threads {params.threads:q} --config {params.config:q} >> {log:q} 2>&1"

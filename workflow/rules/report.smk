@@ -14,9 +14,12 @@ rule report:
         fractions=report(f"{RESULTS}/figures/fractions.png", caption="../report/fractions.rst", category="Figures"),
         roc=report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures"),
     log:
-        f"{RESULTS}/logs/report.log",
+        job_log("report", "report"),
     benchmark:
-        f"{RESULTS}/benchmarks/report.tsv"
+        job_benchmark("report", "report")
+    params:
+        cmgh=CMGH,
+        config=RESOLVED_CONFIG,
     threads: 1
-    run:
-        run_logged(cmgh_cmd("report", "--results", RESULTS), log[0], rule="report")
+    shell:
+        "CMGH_RULE=report {params.cmgh:q} report --config {params.config:q} >> {log:q} 2>&1"
