@@ -4,7 +4,7 @@ CMGH's observation: a triplet whose video-audio and video-text gradients conflic
 cosine) is likely misaligned (ASR captions unrelated to what is seen, background music), so a
 curriculum that trains on every triplet first and then progressively leaves out the most
 conflicting ones learns from cleaner data. The cosine is a hypothesis about noise, not a fact,
-so the scorer is pluggable (DESIGN.md, "Training step with harmonization"):
+so the scorer is pluggable (docs/architecture.md, "The training step"):
 
 * ``conflict``: noisiness ``= -cos(g_va, g_vt)`` (lower cosine = noisier), CMGH's criterion;
 * ``loss``: the small-loss criterion (Han et al. 2018, Co-teaching): noisiness ``=`` the
