@@ -21,5 +21,7 @@ rule ablation:
         p(layout.job_log(ablation_root(), "ablation", "noise_gain")),
     benchmark:
         p(layout.job_benchmark(ablation_root(), "ablation", "noise_gain"))
+    conda:
+        CONDA_ENV
     shell:
         "CMGH_RULE=ablation {params.cmgh:q} report --noise-gain {params.trees:q} --out {params.out:q} >> {log:q} 2>&1"

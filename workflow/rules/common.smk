@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from cmgh import config as cmgh_config
@@ -30,11 +31,13 @@ DATA = str(CFG.path("data"))
 FEATURES = str(CFG.path("features"))
 RESULTS = str(CFG.path("results"))
 DATASETS = list(CFG.data.datasets)
-PYTHON = sys.executable  # the interpreter Snakemake runs in: the same environment for every job
+# Jobs run the interpreter that runs Snakemake (`make setup`'s .venv), or, with
+# `--software-deployment-method conda`, the `python` of the environment Snakemake activates for
+# them (workflow/envs/cmgh.yaml, every rule's `conda:`).
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PYTHON = "python" if USE_CONDA else sys.executable
 CMGH = [PYTHON, "-m", "cmgh.cli"]  # the cmgh CLI as a command prefix (a rule's params, quoted with :q)
-# `snakemake --lint` wants a conda environment or container per shell rule; none is given, as every
-# job runs this interpreter (the project's environment, `make setup` from pyproject.toml, the one
-# list of dependencies); the kubernetes profile supplies the container image instead.
+CONDA_ENV = "../envs/cmgh.yaml"  # relative to the rule files
 
 # wildcard constraints, from the one list of each kind of name
 BACKBONE_PATTERN = "|".join(re.escape(b) for b in cmgh_config.choices("model.backbones"))

@@ -21,6 +21,8 @@ if CFG.data.source == "synth":
         threads: 1
         resources:
             mem_mb=2000,
+        conda:
+            CONDA_ENV
         shell:
             "{params.cmgh:q} data synth --dataset {wildcards.dataset:q} --config {params.config:q} >> {log:q} 2>&1"
 
@@ -49,5 +51,7 @@ if CFG.data.source == "download":
         threads: min(4, CFG.data.download.workers)  # cutting/re-encoding clips; fetching mostly waits on the network
         resources:
             mem_mb=8000,  # AudioSet's 2M-row clip list
+        conda:
+            CONDA_ENV
         shell:
             "{params.cmgh:q} data download --dataset {wildcards.dataset:q} --config {params.config:q} >> {log:q} 2>&1"

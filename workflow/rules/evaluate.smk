@@ -27,6 +27,8 @@ rule evaluate:
     resources:
         mem_mb=3000,
         gpu=0,
+    conda:
+        CONDA_ENV
     shell:
         "CMGH_RULE=evaluate {params.cmgh:q} evaluate --task {wildcards.task:q} --checkpoint {params.checkpoint:q}"
         " --out {params.out:q} --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
@@ -55,6 +57,8 @@ rule evaluate_random_init:
     resources:
         mem_mb=3000,
         gpu=0,
+    conda:
+        CONDA_ENV
     shell:
         "CMGH_RULE=evaluate_random_init {params.cmgh:q} evaluate --task {wildcards.task:q} --checkpoint {params.checkpoint:q}"
         " --out {params.out:q} --random-init --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"

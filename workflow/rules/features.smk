@@ -15,6 +15,8 @@ rule vocab:
     benchmark:
         job_benchmark("vocab", "vocab")
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         "{params.cmgh:q} data vocab --config {params.config:q} >> {log:q} 2>&1"
 
@@ -37,5 +39,7 @@ rule extract:
     threads: max(1, CFG.features.workers)
     resources:
         mem_mb=4000,
+    conda:
+        CONDA_ENV
     shell:
         "{params.cmgh:q} data extract --dataset {wildcards.dataset:q} --workers {threads:q} --config {params.config:q} >> {log:q} 2>&1"

@@ -30,6 +30,8 @@ rule pretrain:
     resources:
         mem_mb=4000,
         gpu=pretrain_gpus,
+    conda:
+        CONDA_ENV
     shell:
         "CMGH_RULE=pretrain {params.cmgh:q} pretrain --backbone {wildcards.backbone:q} --variant {wildcards.variant:q}"
         " --seed {wildcards.seed:q} --out {params.out:q} --threads {params.threads:q} --config {params.config:q} >> {log:q} 2>&1"

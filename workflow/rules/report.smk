@@ -21,5 +21,7 @@ rule report:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         "CMGH_RULE=report {params.cmgh:q} report --config {params.config:q} >> {log:q} 2>&1"

@@ -24,6 +24,8 @@ rule sweep_worker:
     priority: 1
     resources:
         mem_mb=4000,
+    conda:
+        CONDA_ENV
     shell:
         "CMGH_RULE=sweep_worker {params.cmgh:q} sweep --study {wildcards.study:q} --worker-trials {params.share:q}"
         " --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
@@ -55,6 +57,8 @@ rule sweep:
     priority: 1
     resources:
         mem_mb=4000,
+    conda:
+        CONDA_ENV
     shell:
         "CMGH_RULE=sweep {params.cmgh:q} sweep --study {wildcards.study:q} --n-trials {params.n_trials:q}"
         " --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
