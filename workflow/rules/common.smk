@@ -3,6 +3,7 @@
 # names from the config schema and cmgh.evaluate, so a rule and the code that writes its files
 # cannot disagree. Rules are `shell:` commands: a job costs one interpreter start (the cmgh CLI),
 # not a nested Snakemake process first (what a `run:` job costs under the local executor).
+import functools
 import json
 import os
 import re
@@ -10,7 +11,6 @@ import sys
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
-from snakemake.utils import validate
 
 from cmgh import config as cmgh_config
 from cmgh import layout
@@ -22,7 +22,8 @@ try:  # first our one-line message naming the key path, before any job starts
     CFG = cmgh_config.from_dict(config)
 except ConfigError as exc:
     sys.exit(f"cmgh: config error: {exc}")
-validate(config, schema="../schemas/config.schema.yaml", set_default=False)  # same schema, Snakemake's check
+# (cmgh.config validates against workflow/schemas/config.schema.yaml, the schema Snakemake's
+# `validate` would read again: once is enough, and ours names the key in one line)
 
 # config/ablation.yaml: the whole DAG once per noise rate (ablation.smk), each tree a module of this Snakefile.
 NOISE_RATES = sorted(float(r) for r in CFG.ablation.noise_rates)
@@ -123,16 +124,25 @@ def task_inputs(wildcards):
 # A rule's `params.slice`: the config it depends on, so a changed value reruns exactly its jobs.
 
 
+@functools.cache
 def cfg_slice(*keys):
     """A JSON string of config sections."""
     tree = CFG.to_dict()
     return json.dumps({k: tree[k] for k in keys}, sort_keys=True)
 
 
+@functools.cache
+def variant_config(variant):
+    """A variant's resolved config, resolved once per parse: every job of the variant asks for it
+    (the rerun trigger, the GPU count), and a dry run evaluates every job's params."""
+    return cmgh_config.for_variant(CFG, variant)
+
+
+@functools.cache
 def variant_slice(variant):
     """What a variant's runs compute (cmgh.config.training_inputs) plus what they write besides the
     model (the score dumps): a changed knob reruns only its branch; another seed or the GPU count none."""
-    run_cfg = cmgh_config.for_variant(CFG, variant)
+    run_cfg = variant_config(variant)
     keys = {**cmgh_config.training_inputs(run_cfg), "score_every": run_cfg.pretrain.score_every}
     return json.dumps(keys, sort_keys=True)
 
@@ -158,7 +168,7 @@ def sweep_slice():
     compute (another variant's knob, another seed or the GPU count does not rerun it)."""
     tree = CFG.to_dict()
     base = CFG.sweep.base_variant
-    inputs = cmgh_config.training_inputs(cmgh_config.for_variant(CFG, base)) if base in tree["variants"] else None
+    inputs = cmgh_config.training_inputs(variant_config(base)) if base in tree["variants"] else None
     return json.dumps({"sweep": tree["sweep"], "evaluate": tree["evaluate"], "base_variant": inputs}, sort_keys=True)
 
 
@@ -176,7 +186,7 @@ def extract_inputs(wildcards):
 
 def pretrain_gpus(wildcards):
     """GPUs of one pre-training job: the variant's `pretrain.gpus`."""
-    return int(cmgh_config.for_variant(CFG, wildcards.variant).pretrain.gpus)
+    return int(variant_config(wildcards.variant).pretrain.gpus)
 
 
 def pretrain_launcher(wildcards, resources):
