@@ -1,8 +1,8 @@
 """Load, override, validate and resolve the one config tree.
 
 The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single source of structure and
-defaults: the Snakefile validates against the same file, so a key accepted by one is accepted by
-the other. Every validation failure becomes a one-line :class:`ConfigError` naming the key path.
+defaults: the workflow validates its config through this module too, so a key accepted by the CLI
+is accepted by the workflow. Every validation failure becomes a one-line :class:`ConfigError` naming the key path.
 """
 
 from __future__ import annotations
