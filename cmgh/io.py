@@ -57,6 +57,12 @@ def atomic_write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def json_digest(obj: Any, length: int = 64) -> str:
+    """Hex SHA-256 of ``obj`` as sorted-key JSON (paths and numbers stringified): the one way a
+    config slice, a shard's inputs or a cache key becomes a stable name."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:length]
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()

@@ -18,7 +18,6 @@ file is recorded in the manifest and skipped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -40,7 +39,7 @@ from cmgh.data import formats, items as items_mod, media
 from cmgh.data.items import Item
 from cmgh.data.text import Vocabulary
 from cmgh.errors import DataError
-from cmgh.io import atomic_write, atomic_write_json, atomic_write_text
+from cmgh.io import atomic_write, atomic_write_json, atomic_write_text, json_digest
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +155,7 @@ def fingerprint(spec: DecodeSpec, shard_items: Sequence[Item], root: Path) -> st
 
     Sources count relative to the dataset root, so a moved or copied dataset stays resumable.
     """
-    payload = json.dumps(
-        [spec.__dict__, [(it.item_id, os.path.relpath(it.source, root), it.start, it.captions) for it in shard_items]],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return json_digest([spec.__dict__, [(it.item_id, os.path.relpath(it.source, root), it.start, it.captions) for it in shard_items]], 16)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

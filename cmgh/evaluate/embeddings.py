@@ -13,9 +13,7 @@ encoder entirely.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import sys
 import time
@@ -31,25 +29,19 @@ from tqdm import tqdm
 from cmgh import layout
 from cmgh.data.datasets import Sample, ShardedClips, collate
 from cmgh.errors import DataError
-from cmgh.io import atomic_write
+from cmgh.io import atomic_write, json_digest, sha256_file
 
 log = logging.getLogger(__name__)
 
 _KEY = "__cache_key__"
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+file_digest = sha256_file  # a checkpoint's or index's bytes name the embeddings cached from them
 
 
 def fingerprint(*parts: Any) -> str:
     """Stable hash of JSON-serializable parts (paths and numbers are stringified)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:32]
+    return json_digest(parts, 32)
 
 
 def index_digest(features_root: str | Path, dataset: str) -> str:

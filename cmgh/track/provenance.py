@@ -5,8 +5,6 @@ Import-light (no mlflow): the hash and the tags are plain strings the adapter st
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 
 from cmgh import layout
 from cmgh.config import PRETRAIN_CORPORA, REPO_ROOT, run_identity
-from cmgh.io import sha256_file
+from cmgh.io import json_digest, sha256_file
 
 RULE_ENV_VARS = ("CMGH_RULE", "SNAKEMAKE_RULE")
 MISSING = "missing"
@@ -23,7 +21,7 @@ MISSING = "missing"
 def config_hash(cfg: Any, stage: str) -> str:
     """Short hash of what a run of ``stage`` computes from (:func:`cmgh.config.run_identity`)."""
     identity = run_identity(cfg, stage)
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return json_digest(identity, 12)
 
 
 def file_hash(path: Path) -> str:

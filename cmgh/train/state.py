@@ -10,7 +10,6 @@ fingerprint of :func:`cmgh.config.training_inputs`) is not resumed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -25,7 +24,7 @@ from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
 from cmgh.harmonize import StepStats
-from cmgh.io import atomic_write_json, atomic_write_text
+from cmgh.io import atomic_write_json, atomic_write_text, json_digest
 from cmgh.track import Tracker
 from cmgh.train.batches import Position
 from cmgh.train.setup import Run, RunSpec
@@ -36,7 +35,7 @@ log = logging.getLogger(__name__)
 def fingerprint(cfg: Config, spec: RunSpec) -> str:
     """Hash of what a run computes; a saved state with another fingerprint is not resumed."""
     keys = {**config_mod.training_inputs(cfg), "run": [spec.backbone, spec.variant, spec.seed]}
-    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(keys, 16)
 
 
 def _resumable_state(out: Path, expected: str) -> dict[str, Any] | None:
