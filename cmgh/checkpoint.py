@@ -19,10 +19,6 @@ from cmgh import layout
 from cmgh.errors import DataError
 from cmgh.io import atomic_write
 
-CHECKPOINT = layout.CHECKPOINT
-RESUME = layout.RESUME
-
-
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -61,7 +57,7 @@ def _tensor_to_python_state(state: dict[str, Any]) -> tuple[Any, ...]:
     return (state["version"], tuple(int(v) for v in state["internal"].tolist()), state["gauss"])
 
 
-def save(directory: str | Path, payload: dict[str, Any], name: str = CHECKPOINT) -> Path:
+def save(directory: str | Path, payload: dict[str, Any], name: str = layout.CHECKPOINT) -> Path:
     """Write ``payload`` to ``directory/name`` via a temp file and rename."""
     target = Path(directory) / name
     atomic_write(target, lambda fh: torch.save(payload, fh))
@@ -72,7 +68,7 @@ def latest(directory: str | Path) -> Path:
     """The newest state of a run folder: ``resume.pt`` while training (or after a kill), else
     ``checkpoint.pt`` (which may not exist yet)."""
     directory = Path(directory)
-    resume, final = directory / RESUME, directory / CHECKPOINT
+    resume, final = directory / layout.RESUME, directory / layout.CHECKPOINT
     if resume.is_file() and (not final.is_file() or resume.stat().st_mtime_ns >= final.stat().st_mtime_ns):
         return resume
     return final
