@@ -23,8 +23,9 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
+from cmgh import layout
 from cmgh.track.provenance import config_hash, file_hash, git_state, provenance_tags
 from cmgh.track.uri import artifact_root, tracking_uri
 
@@ -70,7 +71,21 @@ def exit_status(exc_type: type[BaseException] | None) -> str:
     return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
 
 
-class NullTracker:
+class RunContext:
+    """``with tracker:`` ends the run with the status of how the block exits (:func:`exit_status`);
+    shared by every tracker, which only has to implement ``close``."""
+
+    def close(self, status: str = "FINISHED") -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self.close(exit_status(exc_type))
+
+
+class NullTracker(RunContext):
     """Tracks nothing: the default, so the core runs without any tracking backend."""
 
     run_id: str | None = None
@@ -95,12 +110,6 @@ class NullTracker:
 
     def close(self, status: str = "FINISHED") -> None:
         pass
-
-    def __enter__(self) -> NullTracker:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        self.close(exit_status(exc_type))
 
 
 def open_tracker(
@@ -144,5 +153,5 @@ def open_tracker(
         restart=restart,
         flush_every=int(cfg.tracking.flush_every),
     )
-    tracker.log_text(cfg.to_yaml(), "config.yaml")
+    tracker.log_text(cfg.to_yaml(), layout.CONFIG)
     return tracker

@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cmgh.track import TERMINAL, exit_status
+from cmgh.track import TERMINAL, RunContext
 from cmgh.track.uri import sqlite_path
 
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
@@ -77,7 +77,7 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class MlflowTracker:
+class MlflowTracker(RunContext):
     """One MLflow run through ``MlflowClient`` (no fluent global state: trackers can coexist).
 
     Metrics are buffered and written with ``log_batch`` every ``flush_every`` steps (or
@@ -297,9 +297,3 @@ class MlflowTracker:
         if self.active:
             self._call("end the run", self.client.set_terminated, self.run_id, status if status in TERMINAL else "FINISHED")
         self._closed = True
-
-    def __enter__(self) -> MlflowTracker:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        self.close(exit_status(exc_type))
