@@ -38,7 +38,7 @@ def choices(dotted: str) -> tuple[Any, ...]:
     list of dataset, backbone or objective names that the CLI, the workflow and the checks share."""
     node: Mapping[str, Any] = schema()
     for part in dotted.split("."):
-        node = node["properties"][part]
+        node = node.get("items", node)["properties"][part]  # through arrays of objects too
     node = node.get("items", node)
     return tuple(node["enum"])
 
@@ -222,8 +222,8 @@ def for_variant(cfg: Config, variant: str) -> Config:
 # pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
 # processes and the GPU count (data parallelism is exact).
 NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus")
-PRETRAIN_CORPORA = ("howto100m",)  # the datasets a pre-training run reads (its corpus)
-CORPUS_SYNTH = ("seed", "concepts", "media", *PRETRAIN_CORPORA)  # data.synth keys that make the corpus
+PRETRAIN_CORPORA = choices("pretrain.corpora.dataset")  # the datasets `pretrain.corpora` may name
+CORPUS_SYNTH = ("seed", "concepts", "media")  # data.synth keys shared by every generated dataset
 # sweep keys that change no trial: the study's name (in its run key), where it is stored, its budget and workers
 NOT_SWEEP_INPUTS = ("run", "study", "storage", "n_trials", "workers", "max_failures", "heartbeat_interval", "max_retry")
 RUN_STAGES = ("pretrain", "evaluate", "sweep", "sweep_trial")
@@ -235,8 +235,9 @@ def training_inputs(cfg: Config) -> dict[str, Any]:
     guard hashes it and the workflow's rerun trigger carries it, so the two cannot disagree."""
     tree = cfg.to_dict()
     synth = tree["data"]["synth"]
+    corpora = [entry["dataset"] for entry in tree["pretrain"]["corpora"]]
     return {
-        "corpus": {k: synth[k] for k in CORPUS_SYNTH},
+        "corpus": {k: synth[k] for k in (*CORPUS_SYNTH, *corpora) if k in synth},
         "noise": tree["data"]["noise"],
         "features": tree["features"],
         "model": tree["model"],
@@ -263,7 +264,7 @@ def run_identity(cfg: Config, stage: str) -> dict[str, Any]:
         return identity
     tree = cfg.to_dict()
     data = tree["data"]
-    identity["downstream"] = {"source": data["source"], **{k: v for k, v in data["synth"].items() if k not in CORPUS_SYNTH}}
+    identity["downstream"] = {"source": data["source"], **{k: v for k, v in data["synth"].items() if k not in identity["corpus"]}}
     identity["evaluate"] = tree["evaluate"]
     if stage in ("sweep", "sweep_trial"):
         identity["sweep"] = {k: v for k, v in tree["sweep"].items() if k not in NOT_SWEEP_INPUTS}
@@ -290,11 +291,35 @@ def _check_consistency(tree: Mapping[str, Any]) -> None:
     size = tree["features"]["video"]["size"]
     if size % model["video_patch"][1] or size % model["video_patch"][2]:
         raise ConfigError(f"model.video_patch: spatial patch {model['video_patch'][1:]} does not divide features.video.size ({size})")
+    _check_features(tree["features"])
+    corpora(tree["pretrain"])
     for name, entry in tree.get("variants", {}).items():
         if not isinstance(entry, Mapping):
             raise ConfigError(f"variants.{name}: expected a mapping of config overrides")
         if "variants" in entry:
             raise ConfigError(f"variants.{name}: a variant cannot define variants")
+
+
+def _check_features(features: Mapping[str, Any]) -> None:
+    video, augment = features["video"], features["augment"]
+    if video["short_side"] < video["size"]:
+        raise ConfigError(f"features.video.short_side: {video['short_side']} is below features.video.size ({video['size']}); packed clips must cover the crop")
+    for key in ("crop_scale", "crop_ratio"):
+        low, high = augment[key]
+        if low > high:
+            raise ConfigError(f"features.augment.{key}: [{low}, {high}] is not a range (expected low <= high)")
+
+
+def corpora(pretrain: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """``pretrain.corpora`` as ``(dataset, weight)`` pairs, weights summing to 1 (the schema checked each entry)."""
+    entries = [(str(e["dataset"]), float(e.get("weight", 1.0))) for e in pretrain["corpora"]]
+    names = [name for name, _ in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"pretrain.corpora: {names} names a dataset twice; expected each corpus once with one weight")
+    total = sum(weight for _, weight in entries)
+    if total <= 0:
+        raise ConfigError(f"pretrain.corpora: every weight is 0 ({names}); expected at least one positive weight")
+    return [(name, weight / total) for name, weight in entries]
 
 
 # --------------------------------------------------------------------------- dotted key paths

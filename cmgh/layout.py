@@ -43,6 +43,7 @@ KINETICS_SPLIT_FILES = {"train": "train.csv", "val": "validate.csv", "test": "te
 
 AUDIOSET_CLASSES = "class_labels_indices.csv"
 AUDIOSET_SEGMENT_FILES = {"train": "balanced_train_segments.csv", "eval": "eval_segments.csv"}
+AUDIOSET_PRETRAIN_SEGMENT_FILES = ("balanced_train_segments.csv", "unbalanced_train_segments.csv")  # packed for pre-training
 AUDIOSET_SEGMENTS_SUFFIX = "_segments.csv"  # every segment CSV (balanced_train, unbalanced_train, eval)
 AUDIOSET_CLIPS_DIR = "clips"
 
@@ -119,13 +120,34 @@ def feature_manifest(features_root: PathLike, dataset: str) -> Path:
     return feature_dir(features_root, dataset) / FEATURE_MANIFEST
 
 
+# Packed pre-training corpora (features.format = packed) under ``paths.features/packed/<dataset>/``:
+# ``shards/00000.tar`` (WebDataset layout: ``<key>.mp4`` + ``<key>.json`` per sample) with
+# ``shards/00000.json`` (fingerprint + per-item status, written last), index.parquet, manifest.csv.
+PACKED_DIR = "packed"
+PACKED_MEMBERS = ("mp4", "json")  # the members of one sample in a tar shard, in this order
+
+
+def packed_dir(features_root: PathLike, dataset: str) -> Path:
+    return Path(features_root) / PACKED_DIR / dataset
+
+
+def packed_index(features_root: PathLike, dataset: str) -> Path:
+    """Written last by packing (one row per packed sample, with its members' byte offsets): the pack rule's output."""
+    return packed_dir(features_root, dataset) / FEATURE_INDEX
+
+
+def corpus_dir(features_root: PathLike, dataset: str, fmt: str) -> Path:
+    """The features a pre-training run reads for one corpus in ``features.format`` ``fmt``."""
+    return packed_dir(features_root, dataset) if fmt == "packed" else feature_dir(features_root, dataset)
+
+
 def vocab(features_root: PathLike) -> Path:
     """Built from the pre-training captions only, shared by every dataset's text."""
     return Path(features_root) / VOCAB
 
 
 def shard_file(folder: PathLike, shard: int, suffix: str) -> Path:
-    """One file of a shard under a dataset's feature folder (``shards/00000.video.npy``, ``00000.json``)."""
+    """One file of a shard under a dataset's feature folder (``shards/00000.video.npy``, ``00000.tar``, ``00000.json``)."""
     return Path(folder) / SHARDS_DIR / f"{shard:05d}.{suffix}"
 
 
