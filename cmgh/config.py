@@ -226,6 +226,14 @@ PRETRAIN_CORPORA = choices("pretrain.corpora.dataset")  # the datasets `pretrain
 CORPUS_SYNTH = ("seed", "concepts", "media")  # data.synth keys shared by every generated dataset
 # sweep keys that change no trial: the study's name (in its run key), where it is stored, its budget and workers
 NOT_SWEEP_INPUTS = ("run", "study", "storage", "n_trials", "workers", "max_failures", "heartbeat_interval", "max_retry")
+# features keys that change what extraction writes, per features.format (the rest, e.g. the
+# augmentation or the shuffle buffer, change only what training reads from the files)
+EXTRACTION_INPUTS = {
+    "decoded": ("features.video.frames", "features.video.fps", "features.video.size", "features.audio", "features.text",
+                "features.clips_per_video", "features.shard_size"),
+    "packed": ("features.video.fps", "features.video.short_side", "features.audio", "features.packed.max_seconds",
+               "features.packed.crf", "features.packed.keyframe_seconds", "features.packed.audio_kbps", "features.shard_size"),
+}
 RUN_STAGES = ("pretrain", "evaluate", "sweep", "sweep_trial")
 
 

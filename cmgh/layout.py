@@ -79,6 +79,18 @@ def annotation_files(data_root: PathLike, dataset: str) -> list[Path]:
     raise ValueError(f"dataset {dataset!r} has no known annotation files")
 
 
+REQUIRED_PACK_FILES = (HOWTO100M_VIDEOS, HOWTO100M_CAPTIONS, AUDIOSET_CLASSES, AUDIOSET_SEGMENT_FILES["train"])
+
+
+def pack_annotation_files(data_root: PathLike, dataset: str) -> list[Path]:
+    """The annotation files a packed pre-training corpus may read (AudioSet: classes and training
+    segment lists; of these only :data:`REQUIRED_PACK_FILES` must exist)."""
+    root = dataset_dir(data_root, dataset)
+    if dataset == "audioset":
+        return [root / AUDIOSET_CLASSES, *(root / name for name in AUDIOSET_PRETRAIN_SEGMENT_FILES)]
+    return annotation_files(data_root, dataset)
+
+
 def video_file(root: PathLike, video_id: str) -> Path:
     """A HowTo100M or MSR-VTT video under its dataset folder ``root`` (``videos/<id>.mp4``)."""
     return Path(root) / VIDEOS_DIR / f"{video_id}.mp4"

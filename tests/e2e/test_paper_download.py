@@ -19,8 +19,17 @@ def test_paper_config_dry_run_lists_a_download_job_per_dataset(tmp_path: Path) -
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     planned = planned_jobs(result)
-    assert planned["download"] == 4 and planned["extract"] == 4 and "synth" not in planned
+    # Downstream sets decoded; the pre-training corpora packed (no decoded HowTo100M: 53 TB at 8
+    # clips per video); no noise evaluation (real data has no ground truth).
+    assert planned["download"] == 4 and planned["extract"] == 3 and planned["pack"] == 2 and "synth" not in planned
     blocks = re.split(r"\n(?=(?:localrule|rule|checkpoint) \w+:)", output)
+    extracted = sorted(re.search(r"wildcards: dataset=(\w+)", b).group(1) for b in blocks if re.match(r"rule extract:", b))
+    assert extracted == ["audioset", "kinetics", "msrvtt"]
+    pretrain = next(b for b in blocks if re.match(r"rule pretrain:", b))
+    inputs = re.search(r"input: (.*)", pretrain).group(1)
+    for corpus in ("howto100m", "audioset"):
+        assert f"{tmp_path}/out/features/packed/{corpus}/index.parquet" in inputs
+    assert "task=noise" not in output
     downloads = [b for b in blocks if re.match(r"(?:localrule|rule|checkpoint) download:", b)]
     datasets = sorted(re.search(r"wildcards: dataset=(\w+)", b).group(1) for b in downloads)
     assert datasets == ["audioset", "howto100m", "kinetics", "msrvtt"]

@@ -15,7 +15,7 @@ from snakemake.settings.types import DeploymentMethod
 from cmgh import config as cmgh_config
 from cmgh import layout
 from cmgh.errors import ConfigError
-from cmgh.evaluate import TASK_DATASETS, TASKS, VALIDATION_METRICS
+from cmgh.evaluate import TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
 
 
 try:  # first our one-line message naming the key path, before any job starts
@@ -43,6 +43,7 @@ CONDA_ENV = "../envs/cmgh.yaml"  # relative to the rule files
 # wildcard constraints, from the one list of each kind of name
 BACKBONE_PATTERN = "|".join(re.escape(b) for b in cmgh_config.choices("model.backbones"))
 VARIANT_PATTERN = "|".join(re.escape(v) for v in CFG.variants)
+PLANNED_TASKS = planned_tasks(CFG.data.source)
 TASK_PATTERN = "|".join(re.escape(t) for t in TASKS)
 DATASET_PATTERN = "|".join(re.escape(d) for d in cmgh_config.choices("data.datasets"))
 STUDY_PATTERN = r"[A-Za-z0-9_.-]+"
@@ -95,6 +96,17 @@ def feature_index(dataset):
     return p(layout.feature_index(FEATURES, dataset))
 
 
+def packed_index(dataset):
+    return p(layout.packed_index(FEATURES, dataset))
+
+
+def corpus_indexes(cfg):
+    """The features a pre-training run of ``cfg`` (a variant's config) reads: each corpus of
+    `pretrain.corpora`, packed or decoded as `features.format` says."""
+    packed = str(cfg.features.format) == "packed"
+    return [packed_index(name) if packed else feature_index(name) for name, _ in cmgh_config.corpora(cfg.to_dict()["pretrain"])]
+
+
 def stamp(dataset):
     return p(layout.stamp(DATA, dataset))
 
@@ -126,9 +138,9 @@ def task_inputs(wildcards):
 
 @functools.cache
 def cfg_slice(*keys):
-    """A JSON string of config sections."""
+    """A JSON string of config sections or dotted keys (``features.video.fps``)."""
     tree = CFG.to_dict()
-    return json.dumps({k: tree[k] for k in keys}, sort_keys=True)
+    return json.dumps({k: cmgh_config.get_path(tree, k) for k in keys}, sort_keys=True)
 
 
 @functools.cache
@@ -184,6 +196,18 @@ def extract_inputs(wildcards):
     return inputs
 
 
+def pack_inputs(wildcards):
+    """The annotation files a packed corpus is built from (AudioSet: its training segment lists
+    that exist: the unbalanced list only where it was downloaded)."""
+    files = layout.pack_annotation_files(DATA, wildcards.dataset)
+    raw_inputs(wildcards.dataset, [])  # wait for the data job before asking which files exist
+    return raw_inputs(wildcards.dataset, [f for f in files if f.exists() or f.name in layout.REQUIRED_PACK_FILES])
+
+
+def pretrain_inputs(wildcards):
+    return corpus_indexes(variant_config(wildcards.variant)) + [p(layout.vocab(FEATURES))]
+
+
 def pretrain_gpus(wildcards):
     """GPUs of one pre-training job: the variant's `pretrain.gpus`."""
     return int(variant_config(wildcards.variant).pretrain.gpus)
@@ -213,7 +237,7 @@ def vocab_inputs(wildcards):
 
 def sweep_features():
     """What a sweep trial reads: the pre-training corpus and the validation task's features."""
-    return [feature_index("howto100m"), feature_index(TASK_DATASETS[SWEEP_TASK]), p(layout.vocab(FEATURES))]
+    return [*corpus_indexes(CFG), feature_index(TASK_DATASETS[SWEEP_TASK]), p(layout.vocab(FEATURES))]
 
 
 def sweep_inputs(wildcards):
@@ -238,7 +262,14 @@ def pretrain_targets():
 
 def evaluation_targets():
     runs = run_grid() + [(b, layout.RANDOM_VARIANT, s) for b in CFG.model.backbones for s in CFG.pretrain.seeds]
-    return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t in TASKS for b, v, s in runs]
+    return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t in PLANNED_TASKS for b, v, s in runs]
+
+
+def feature_targets():
+    """Decoded features of every evaluated dataset, and the corpora of every variant's pre-training."""
+    decoded = {TASK_DATASETS[t] for t in PLANNED_TASKS} & set(DATASETS)
+    corpora = {path for v in CFG.variants for path in corpus_indexes(variant_config(v))}
+    return sorted({feature_index(name) for name in decoded} | corpora)
 
 
 # --------------------------------------------------------------------------- the noise-rate ablation
@@ -289,7 +320,7 @@ def tree_modules_file():
 def all_targets():
     if NOISE_RATES:
         return [p(layout.tables_dir(ablation_root()) / "noise_gain.csv")]
-    targets = [feature_index(name) for name in DATASETS] + pretrain_targets() + [p(layout.tables_dir(RESULTS) / "ablation.md")]
+    targets = feature_targets() + pretrain_targets() + [p(layout.tables_dir(RESULTS) / "ablation.md")]
     if CFG.sweep.run:
         targets.append(p(layout.study_dir(RESULTS, CFG.sweep.study) / layout.BEST_PARAMS))
     return targets

@@ -9,7 +9,7 @@ rule vocab:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=cfg_slice("features"),
+        slice=cfg_slice("features.text"),
     log:
         job_log("vocab", "vocab"),
     benchmark:
@@ -29,7 +29,7 @@ rule extract:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=cfg_slice("features"),
+        slice=cfg_slice(*cmgh_config.EXTRACTION_INPUTS["decoded"]),
     log:
         job_log("extract", "{dataset}"),
     benchmark:
@@ -42,4 +42,30 @@ rule extract:
     conda:
         CONDA_ENV
     shell:
-        "{params.cmgh:q} data extract --dataset {wildcards.dataset:q} --workers {threads:q} --config {params.config:q} >> {log:q} 2>&1"
+        "{params.cmgh:q} data extract --dataset {wildcards.dataset:q} --format decoded --workers {threads:q} --config {params.config:q} >> {log:q} 2>&1"
+
+
+rule pack:
+    """A pre-training corpus as packed tar shards (features.format = packed): re-encoded clips
+    that training streams with a random window and augmentation per epoch."""
+    input:
+        pack_inputs,
+    output:
+        packed_index("{dataset}"),
+    params:
+        cmgh=CMGH,
+        config=RESOLVED_CONFIG,
+        slice=cfg_slice(*cmgh_config.EXTRACTION_INPUTS["packed"]),
+    log:
+        job_log("pack", "{dataset}"),
+    benchmark:
+        job_benchmark("pack", "{dataset}")
+    wildcard_constraints:
+        dataset="|".join(cmgh_config.PRETRAIN_CORPORA),
+    threads: max(1, CFG.features.workers)
+    resources:
+        mem_mb=4000,
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.cmgh:q} data extract --dataset {wildcards.dataset:q} --format packed --workers {threads:q} --config {params.config:q} >> {log:q} 2>&1"

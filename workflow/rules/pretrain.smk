@@ -5,8 +5,7 @@
 
 rule pretrain:
     input:
-        feature_index("howto100m"),
-        p(layout.vocab(FEATURES)),
+        pretrain_inputs,
     output:
         checkpoint=run_file(layout.CHECKPOINT),
         log=run_file(layout.TRAIN_LOG),
