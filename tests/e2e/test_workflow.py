@@ -108,6 +108,34 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_packed_mixed_corpus_branch_runs_to_the_report(tmp_path: Path) -> None:
+    configfile = tiny_configfile(
+        tmp_path, "features.format=packed", "features.packed.shuffle_buffer=4", "pretrain.num_workers=2", "pretrain.score_every=1",
+        "sweep.run=false", "pretrain.corpora=[{dataset: howto100m, weight: 0.75}, {dataset: audioset, weight: 0.25}]",
+    )
+    tree = yaml.safe_load(configfile.read_text())
+    tree["variants"] = {"gr_gcl": tree["variants"]["gr_gcl"]}
+    configfile.write_text(yaml.safe_dump(tree))
+    result = snakemake(tmp_path, "--configfile", str(configfile))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    for corpus in ("howto100m", "audioset"):
+        packed = out / "features" / "packed" / corpus
+        assert len(pd.read_parquet(packed / "index.parquet")) > 0 and list((packed / "shards").glob("*.tar"))
+        assert (out / "results" / "logs" / "pack" / f"{corpus}.log").is_file()
+        assert (out / "results" / "benchmarks" / "pack" / f"{corpus}.tsv").is_file()
+    run = out / "results" / "pretrain" / "ms" / "gr_gcl" / "seed0"
+    assert len((run / "train_log.jsonl").read_text().splitlines()) == 6
+    scores = pd.concat([pd.read_csv(f) for f in (run / "scores").glob("step_*.csv")])
+    assert set(scores["dataset"]) == {"howto100m", "audioset"}  # both corpora in the batches
+    assert (scores.loc[scores["dataset"] == "audioset", "cos"] == 0).all()  # no text: no harmonization
+    # The noise ground truth labels the streamed windows (decoded HowTo100M serves only that evaluation).
+    assert len(pd.read_csv(out / "results" / "tables" / "noise_over_training.csv")) > 0
+    again = snakemake(tmp_path, "--configfile", str(configfile), "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
 def test_killed_pretrain_job_resumes_on_rerun(tmp_path: Path) -> None:
     from cmgh import checkpoint as ckpt
 

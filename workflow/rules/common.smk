@@ -265,6 +265,10 @@ def evaluation_targets():
     return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t in PLANNED_TASKS for b, v, s in runs]
 
 
+# The report's noise-detection ROC exists only where the noise evaluation runs (generated ground truth).
+NOISE_FIGURES = {"roc": report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures")} if "noise" in PLANNED_TASKS else {}
+
+
 def feature_targets():
     """Decoded features of every evaluated dataset, and the corpora of every variant's pre-training."""
     decoded = {TASK_DATASETS[t] for t in PLANNED_TASKS} & set(DATASETS)

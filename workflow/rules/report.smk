@@ -12,7 +12,7 @@ rule report:
         noise_over_training=f"{RESULTS}/tables/noise_over_training.csv",
         hist=report(f"{RESULTS}/figures/conflict_cosine_hist.png", caption="../report/conflict_hist.rst", category="Figures"),
         fractions=report(f"{RESULTS}/figures/fractions.png", caption="../report/fractions.rst", category="Figures"),
-        roc=report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures"),
+        **NOISE_FIGURES,
     log:
         job_log("report", "report"),
     benchmark:
