@@ -36,14 +36,20 @@ def clip_seconds(features: Any) -> float:
     return float(features.video.frames) / float(features.video.fps)
 
 
+def nearest(starts: np.ndarray, ends: np.ndarray, start: float, end: float, k: int) -> np.ndarray:
+    """Indices of the ``k`` captions whose midpoints are nearest the clip centre (MIL-NCE positives,
+    VATT); ties keep caption order. The one rule for fixed (extracted) and drawn (streamed) windows."""
+    centre = 0.5 * (start + end)
+    mid = 0.5 * (np.asarray(starts, dtype=float) + np.asarray(ends, dtype=float))
+    return np.argsort(np.abs(mid - centre), kind="stable")[:k]
+
+
 def nearest_captions(track: pd.DataFrame, start: float, end: float, k: int) -> tuple[str, ...]:
-    """The ``k`` captions whose midpoints are nearest the clip centre (MIL-NCE positives, VATT)."""
+    """The texts of :func:`nearest` for one video's caption table."""
     if track.empty:
         return ()
-    centre = 0.5 * (start + end)
-    mid = 0.5 * (track["start"].to_numpy(dtype=float) + track["end"].to_numpy(dtype=float))
-    order = np.argsort(np.abs(mid - centre), kind="stable")[:k]
     texts = track["text"].to_numpy()
+    order = nearest(track["start"].to_numpy(dtype=float), track["end"].to_numpy(dtype=float), start, end, k)
     return tuple(str(texts[i]) for i in order)
 
 

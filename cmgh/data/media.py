@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from cmgh.errors import DataError
 from cmgh.io import atomic_path
@@ -227,6 +228,10 @@ def center_crop(images: np.ndarray, size: int) -> np.ndarray:
     return images[:, top : top + size, left : left + size]
 
 
+def _label(source: Source, name: str | None) -> Any:
+    return name or (source if isinstance(source, (str, os.PathLike)) else "<bytes>")
+
+
 def decode_video(source: Source, start: float, num_frames: int, fps: float, short_side: int | None = None, name: str | None = None) -> np.ndarray:
     """``num_frames`` RGB frames sampled at ``fps`` from ``start`` seconds: uint8 [T,H,W,3].
 
@@ -238,36 +243,8 @@ def decode_video(source: Source, start: float, num_frames: int, fps: float, shor
     """
     if num_frames < 1 or fps <= 0:
         raise ValueError(f"need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
-    path: Any = name or (source if isinstance(source, (str, os.PathLike)) else "<bytes>")
-    targets = float(start) + np.arange(num_frames) / float(fps)
-    chosen: list[Any] = []
     with _open(source, name) as container:
-        stream = _video_stream(container, path)
-        seek(container, stream, float(start))
-        previous = None
-        for frame in container.decode(stream):
-            t = frame.time if frame.time is not None else 0.0
-            while len(chosen) < num_frames and t > targets[len(chosen)] + _EPS:
-                chosen.append(previous if previous is not None else frame)
-            if len(chosen) == num_frames:
-                break
-            previous = frame
-        if previous is None and not chosen:
-            raise DataError(f"{path}: corrupt: no decodable video frames")
-        while len(chosen) < num_frames:
-            chosen.append(previous if previous is not None else chosen[-1])
-        size: dict[str, Any] = {}
-        if short_side is not None:
-            width, height = scaled_size(stream.codec_context.width, stream.codec_context.height, int(short_side))
-            size = {"width": width, "height": height, "interpolation": "AREA"}
-        cache: dict[int, np.ndarray] = {}
-        images = []
-        for frame in chosen:
-            key = id(frame)
-            if key not in cache:
-                cache[key] = frame.to_ndarray(format="rgb24", **size)
-            images.append(cache[key])
-    return np.stack(images).astype(np.uint8, copy=False)
+        return _video_window(container, _label(source, name), start, num_frames, fps, short_side)
 
 
 def decode_audio(source: Source, start: float, duration: float, sample_rate: int, name: str | None = None) -> np.ndarray:
@@ -276,27 +253,85 @@ def decode_audio(source: Source, start: float, duration: float, sample_rate: int
     Exactly ``round(duration * sample_rate)`` samples: zeros where the file has no audio (before
     its start, past its end, or no audio stream at all, which is legitimate for some real clips).
     """
+    with _open(source, name) as container:
+        return _audio_window(container, start, duration, sample_rate)
+
+
+def decode_clip(
+    source: Source, start: float, num_frames: int, fps: float, sample_rate: int, short_side: int | None = None, name: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_video` and the aligned :func:`decode_audio` window (``num_frames / fps`` s) from
+    one open of the container: opening parses the whole sample table, which for a long packed clip
+    costs as much as decoding the window, so the streaming loader opens each member once."""
+    if num_frames < 1 or fps <= 0:
+        raise ValueError(f"need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
+    with _open(source, name) as container:
+        video = _video_window(container, _label(source, name), start, num_frames, fps, short_side)
+        audio = _audio_window(container, start, num_frames / float(fps), sample_rate)
+    return video, audio
+
+
+def _video_window(container: Any, path: Any, start: float, num_frames: int, fps: float, short_side: int | None) -> np.ndarray:
+    targets = float(start) + np.arange(num_frames) / float(fps)
+    chosen: list[Any] = []
+    stream = _video_stream(container, path)
+    seek(container, stream, float(start))
+    previous = None
+    for frame in container.decode(stream):
+        t = frame.time if frame.time is not None else 0.0
+        while len(chosen) < num_frames and t > targets[len(chosen)] + _EPS:
+            chosen.append(previous if previous is not None else frame)
+        if len(chosen) == num_frames:
+            break
+        previous = frame
+    if previous is None and not chosen:
+        raise DataError(f"{path}: corrupt: no decodable video frames")
+    while len(chosen) < num_frames:
+        chosen.append(previous if previous is not None else chosen[-1])
+    size: dict[str, Any] = {}
+    if short_side is not None:
+        width, height = scaled_size(stream.codec_context.width, stream.codec_context.height, int(short_side))
+        size = {"width": width, "height": height, "interpolation": "AREA"}
+    # One reformatter for the whole window: VideoFrame.to_ndarray(format=...) builds a new
+    # SwsContext per frame, which costs 5-30x the conversion itself.
+    reformatter = VideoReformatter()
+    cache: dict[int, np.ndarray] = {}
+    images = []
+    for frame in chosen:
+        key = id(frame)
+        if key not in cache:
+            cache[key] = reformatter.reformat(frame, format="rgb24", **size).to_ndarray()
+        images.append(cache[key])
+    return np.stack(images).astype(np.uint8, copy=False)
+
+
+def _audio_window(container: Any, start: float, duration: float, sample_rate: int) -> np.ndarray:
     length = int(round(float(duration) * sample_rate))
     out = np.zeros(length, dtype=np.float32)
-    with _open(source, name) as container:
-        if not container.streams.audio:
-            return out
-        stream = container.streams.audio[0]
-        margin = 0.1  # resampler warm-up before the window
-        seek(container, stream, float(start) - margin)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
-        chunks: list[np.ndarray] = []
-        t0: float | None = None
-        stop = float(start) + float(duration) + margin
-        for frame in container.decode(stream):
-            if t0 is None:
-                t0 = float(frame.time) if frame.time is not None else 0.0
-            for res in resampler.resample(frame):
-                chunks.append(res.to_ndarray().reshape(-1))
-            if frame.time is not None and frame.time > stop:
-                break
-        for res in resampler.resample(None):
-            chunks.append(res.to_ndarray().reshape(-1))
+    if not container.streams.audio:
+        return out
+    stream = container.streams.audio[0]
+    margin = 0.1  # resampler warm-up before the window
+    seek(container, stream, float(start) - margin)
+    ctx = stream.codec_context
+    # Planar float mono at the target rate (what the packed AAC decodes to) needs no resampler:
+    # swresample would only copy it, at a third of the decoding cost.
+    direct = ctx.format is not None and ctx.format.name == "fltp" and ctx.layout.nb_channels == 1 and ctx.sample_rate == sample_rate
+    resampler = None if direct else av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
+    chunks: list[np.ndarray] = []
+    t0: float | None = None
+    stop = float(start) + float(duration) + margin
+    for frame in container.decode(stream):
+        if t0 is None:
+            t0 = float(frame.time) if frame.time is not None else 0.0
+        if resampler is None:
+            chunks.append(frame.to_ndarray().reshape(-1))
+        else:
+            chunks.extend(res.to_ndarray().reshape(-1) for res in resampler.resample(frame))
+        if frame.time is not None and frame.time > stop:
+            break
+    if resampler is not None:
+        chunks.extend(res.to_ndarray().reshape(-1) for res in resampler.resample(None))
     if t0 is None or not chunks:
         return out
     wave = np.concatenate(chunks).astype(np.float32, copy=False)

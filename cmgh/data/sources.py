@@ -1,0 +1,192 @@
+"""The corpora a :class:`~cmgh.data.stream.PretrainStream` draws from.
+
+Each source has ``__len__``, ``order(epoch, seed)`` (the permutation of its samples in one corpus
+epoch) and ``sample(i, rng)`` (one sample as tensors, its randomness from ``rng`` only).
+
+- :class:`PackedSource`: a packed corpus (WebDataset tar shards + ``index.parquet`` with byte
+  offsets). Per sample a random window of the packed clip, its audio, the captions nearest the
+  window, and VATT's augmentation.
+- :class:`DecodedSource`: extracted ``.npy`` shards (fixed windows, no augmentation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cmgh import layout
+from cmgh.data import augment, media
+from cmgh.data.datasets import ShardedClips
+from cmgh.data.items import nearest
+from cmgh.data.schedule import generator
+from cmgh.data.text import Vocabulary
+from cmgh.errors import DataError
+
+Sample = dict[str, Any]
+INDEX_COLUMNS = ("item_id", "key", "shard", "mp4_offset", "mp4_size", "json_offset", "json_size", "duration")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """The features a streamed sample has (picklable, read once from ``features``)."""
+
+    frames: int
+    fps: float
+    short_side: int
+    sample_rate: int
+    max_tokens: int
+    candidates: int
+    shuffle_buffer: int
+    augment: augment.AugmentSpec
+
+    @classmethod
+    def from_features(cls, features: Mapping[str, Any]) -> ClipSpec:
+        return cls(
+            frames=int(features["video"]["frames"]),
+            fps=float(features["video"]["fps"]),
+            short_side=int(features["video"]["short_side"]),
+            sample_rate=int(features["audio"]["sample_rate"]),
+            max_tokens=int(features["text"]["max_tokens"]),
+            candidates=int(features["text"]["candidates"]),
+            shuffle_buffer=int(features["packed"]["shuffle_buffer"]),
+            augment=augment.AugmentSpec.from_features(features),
+        )
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps
+
+
+class PackedSource:
+    """Samples of one packed corpus, read with one ``pread`` per member (no shared file offset,
+    so a handle inherited over ``fork`` stays correct; handles are reopened per process anyway)."""
+
+    def __init__(self, folder: str | Path, features: Mapping[str, Any], vocab: Vocabulary, dataset: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.dataset = dataset or self.folder.name
+        path = self.folder / layout.FEATURE_INDEX
+        if not path.is_file():
+            raise DataError(f"{path}: packed index not found (run `cmgh data extract` with features.format=packed)")
+        index = pd.read_parquet(path)
+        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        if missing:
+            raise DataError(f"{path}: packed index lacks columns {missing}; expected {list(INDEX_COLUMNS)}")
+        self.index = index.sort_values(["shard", "mp4_offset"], kind="stable").reset_index(drop=True)
+        self.spec = ClipSpec.from_features(features)
+        self.vocab = vocab
+        self._shard_rows = {int(s): g.index.to_numpy() for s, g in self.index.groupby("shard", sort=True)}
+        self._columns = {c: self.index[c].to_numpy() for c in INDEX_COLUMNS}
+        self._files: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def order(self, epoch: int, seed: int) -> np.ndarray:
+        """Shards permuted, then samples shuffled within consecutive blocks of ``shuffle_buffer``:
+        a reader walks a few shards at a time instead of seeking all over the corpus."""
+        rng = generator(seed, "order", self.dataset, epoch)
+        shards = sorted(self._shard_rows)
+        rows = np.concatenate([self._shard_rows[shards[i]] for i in rng.permutation(len(shards))])
+        block = self.spec.shuffle_buffer
+        for lo in range(0, len(rows), block):
+            rows[lo : lo + block] = rng.permutation(rows[lo : lo + block])
+        return rows
+
+    def member_name(self, i: int, suffix: str) -> str:
+        shard = layout.shard_file(self.folder, int(self._columns["shard"][i]), "tar")
+        return f"{shard}:{self._columns['key'][i]}.{suffix}"
+
+    def _read(self, i: int, member: str) -> bytes:
+        if os.getpid() != self._pid:
+            self._files, self._pid = {}, os.getpid()
+        shard = int(self._columns["shard"][i])
+        if shard not in self._files:
+            path = layout.shard_file(self.folder, shard, "tar")
+            try:
+                self._files[shard] = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise DataError(f"{path}: missing: cannot open shard ({exc.strerror})") from None
+        size, offset = int(self._columns[f"{member}_size"][i]), int(self._columns[f"{member}_offset"][i])
+        data = os.pread(self._files[shard], size, offset)
+        if len(data) != size:
+            raise DataError(f"{self.member_name(i, member)}: corrupt: {len(data)} of {size} bytes in the shard")
+        return data
+
+    def sample(self, i: int, rng: np.random.Generator) -> Sample:
+        spec = self.spec
+        try:
+            meta = json.loads(self._read(i, "json"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{self.member_name(i, 'json')}: corrupt: not JSON ({exc})") from None
+        duration = float(self._columns["duration"][i])
+        start = float(rng.uniform(0.0, max(0.0, duration - spec.seconds)))
+        video, audio = media.decode_clip(
+            self._read(i, "mp4"), start, spec.frames, spec.fps, spec.sample_rate, short_side=spec.short_side, name=self.member_name(i, "mp4")
+        )
+        params = augment.draw(spec.augment, rng, video.shape[1], video.shape[2])
+        text, mask = self._captions(meta.get("captions") or [], start, start + spec.seconds)
+        return {
+            "video": augment.apply(video, params, spec.augment.size),
+            "audio": torch.from_numpy(audio),
+            "text": text,
+            "text_mask": mask,
+            "has_text": bool(mask.any()),
+            "item_id": str(self._columns["item_id"][i]),
+            "dataset": self.dataset,
+            "clip_start": start,
+            "clip_end": start + spec.seconds,
+        }
+
+    def _captions(self, captions: list[dict[str, Any]], start: float, end: float) -> tuple[torch.Tensor, torch.Tensor]:
+        k, length = self.spec.candidates, self.spec.max_tokens
+        text = np.zeros((k, length), dtype=np.int64)
+        mask = np.zeros(k, dtype=bool)
+        if captions:
+            starts = np.array([float(c["start"]) for c in captions])
+            ends = np.array([float(c["end"]) for c in captions])
+            for row, j in enumerate(nearest(starts, ends, start, end, k)):
+                text[row] = self.vocab.encode(str(captions[j]["text"]), length)
+                mask[row] = True
+        return torch.from_numpy(text), torch.from_numpy(mask)
+
+
+class DecodedSource:
+    """Samples of one extracted (decoded) corpus: fixed windows, no augmentation, text as stored."""
+
+    def __init__(self, folder: str | Path, text_shape: tuple[int, int], dataset: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.dataset = dataset or self.folder.name
+        self.clips = ShardedClips(self.folder, modalities=("video", "audio", "text"), text_shape=text_shape)
+        index = self.clips.index
+        self._ids = index["item_id"].astype(str).to_numpy()
+        nan = np.full(len(index), np.nan)
+        self._starts = index["clip_start"].to_numpy(dtype=float) if "clip_start" in index.columns else nan
+        self._ends = index["clip_end"].to_numpy(dtype=float) if "clip_end" in index.columns else nan
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def order(self, epoch: int, seed: int) -> np.ndarray:
+        return generator(seed, "order", self.dataset, epoch).permutation(len(self))
+
+    def sample(self, i: int, rng: np.random.Generator) -> Sample:
+        sample = self.clips[int(i)]
+        sample.pop("index", None)
+        sample.update(
+            item_id=str(self._ids[i]), dataset=self.dataset, clip_start=float(self._starts[i]), clip_end=float(self._ends[i])
+        )
+        return sample
