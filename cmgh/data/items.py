@@ -99,6 +99,9 @@ def kinetics_items(root: Path) -> list[Item]:
 
 
 AUDIOSET_SPLITS = {name: split for split, name in layout.AUDIOSET_SEGMENT_FILES.items()}  # segment CSV -> split
+# Decoded splits a pre-training corpus may use (None: all); packed AudioSet reads its training
+# segment lists (layout.AUDIOSET_PRETRAIN_SEGMENT_FILES) instead. Never an evaluation split.
+PRETRAIN_SPLITS: dict[str, tuple[str, ...]] = {"audioset": ("train",)}
 
 
 def audioset_items(root: Path) -> list[Item]:

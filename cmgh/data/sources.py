@@ -167,10 +167,10 @@ class PackedSource:
 class DecodedSource:
     """Samples of one extracted (decoded) corpus: fixed windows, no augmentation, text as stored."""
 
-    def __init__(self, folder: str | Path, text_shape: tuple[int, int], dataset: str | None = None) -> None:
+    def __init__(self, folder: str | Path, text_shape: tuple[int, int], dataset: str | None = None, split: tuple[str, ...] | None = None) -> None:
         self.folder = Path(folder)
         self.dataset = dataset or self.folder.name
-        self.clips = ShardedClips(self.folder, modalities=("video", "audio", "text"), text_shape=text_shape)
+        self.clips = ShardedClips(self.folder, split=split, modalities=("video", "audio", "text"), text_shape=text_shape)
         index = self.clips.index
         self._ids = index["item_id"].astype(str).to_numpy()
         nan = np.full(len(index), np.nan)

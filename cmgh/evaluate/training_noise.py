@@ -20,7 +20,8 @@ from cmgh import layout
 from cmgh.errors import DataError
 from cmgh.evaluate import TASK_DATASETS
 from cmgh.evaluate.metrics import binary_auroc
-from cmgh.evaluate.noise_truth import DUMP_COLUMNS, TARGETS, TRAINING_INDICATORS, clip_truth, loss_total
+from cmgh.data import formats
+from cmgh.evaluate.noise_truth import DUMP_COLUMNS, TARGETS, TRAINING_INDICATORS, label_clips, loss_total
 from cmgh.layout import PathLike
 
 def run_vt_weight(run_dir: PathLike) -> float:
@@ -43,15 +44,23 @@ def read_scores(run_dir: PathLike, vt_weight: float | None = None) -> pd.DataFra
     return scores
 
 
-def auroc_over_training(run_dir: Path, data_root: Path, features_root: Path, window: int, vt_weight: float | None = None) -> pd.DataFrame:
+def auroc_over_training(run_dir: Path, data_root: Path, features_root: Path, window: int, vt_weight: float | None = None,
+                        fmt: str = "decoded") -> pd.DataFrame:
     """AUROC of every indicator for every target, over consecutive windows of ``window`` steps.
 
-    A window of one epoch's worth of steps covers each triplet once, scored by the model of
-    that moment.
+    Each dumped row is labelled by its own window (``clip_start``, ``clip_end``: streamed clips
+    draw a new window every epoch); the corpus index of ``fmt`` (``features.format``) gives its
+    video. A window of one epoch's worth of steps covers each triplet once, scored by the model
+    of that moment.
     """
-    index = pd.read_parquet(layout.feature_index(features_root, TASK_DATASETS["noise"]))
-    truth = clip_truth(data_root, index)
-    scores = read_scores(run_dir, vt_weight).merge(truth, on="item_id")
+    corpus = TASK_DATASETS["noise"]
+    index = pd.read_parquet(layout.corpus_dir(features_root, corpus, fmt) / layout.FEATURE_INDEX, columns=["item_id", "video_id"])
+    scores = read_scores(run_dir, vt_weight)
+    scores = scores[scores["dataset"] == corpus].reset_index(drop=True)
+    rows = scores.assign(row=np.arange(len(scores))).merge(index, on="item_id")
+    clips = rows[["row", "video_id", "clip_start", "clip_end"]].rename(columns={"row": "item_id"})
+    truth = label_clips(clips, formats.read_noise_labels(layout.noise_labels(data_root))).rename(columns={"item_id": "row"})
+    scores = rows.drop(columns=["video_id"]).merge(truth, on="row")
     scores["window"] = scores["step"] // window * window
     rows = []
     for start, group in scores.groupby("window"):

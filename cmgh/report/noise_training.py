@@ -22,6 +22,7 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import resolve_path
+from cmgh.evaluate import TASK_DATASETS
 from cmgh.report.collect import Run, order_key, pretrain_runs, results_order, run_config
 from cmgh.report.tables import cell, to_markdown
 
@@ -52,14 +53,16 @@ def _run_table(run: Run, window: int | None) -> pd.DataFrame | None:
         log.info("%s: no %s (data and features paths unknown), skipped in the noise-over-training table", run_dir, layout.CONFIG)
         return None
     data_root, features_root = resolve_path(cfg["paths"]["data"]), resolve_path(cfg["paths"]["features"])
-    missing = [p for p in (layout.noise_labels(data_root), layout.feature_index(features_root, "howto100m")) if not p.is_file()]
+    fmt = str(cfg.get("features", {}).get("format", "decoded"))
+    corpus_index = layout.corpus_dir(features_root, TASK_DATASETS["noise"], fmt) / layout.FEATURE_INDEX
+    missing = [p for p in (layout.noise_labels(data_root), corpus_index) if not p.is_file()]
     if missing:
         log.info("%s: no %s (no ground truth), skipped in the noise-over-training table", run_dir, missing[0])
         return None
     from cmgh.evaluate.training_noise import auroc_over_training
 
     size = window or default_window(cfg)
-    table = auroc_over_training(run_dir, data_root, features_root, size)
+    table = auroc_over_training(run_dir, data_root, features_root, size, fmt=fmt)
     steps = int(cfg.get("pretrain", {}).get("steps", 0)) or int(table["step"].max()) + size
     suffix = f"/{TARGET}"
     indicators = {c: c.removesuffix(suffix) for c in table.columns if c.endswith(suffix)}

@@ -73,7 +73,7 @@ class RowGather:
     """Concatenate a tensor's rows over ranks; float tensors differentiably, so that each rank's
     embeddings receive the gradients of every rank's losses (all_gather's backward sums them).
 
-    Assumes equal local batch sizes (``BatchStream`` guarantees it).
+    Assumes equal local batch sizes (the pre-training stream gives every rank ``batch_size // world_size`` rows).
     """
 
     def __init__(self, info: DistInfo, local_batch: int) -> None:

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from cmgh import checkpoint as ckpt
 from cmgh.config import Config
-from cmgh.data.datasets import collate
 from cmgh.errors import CmghError
 from cmgh.track import NullTracker, Tracker
 from cmgh.train import distributed
@@ -62,10 +61,14 @@ def pretrain(
     run.model.train()
     bar = tqdm(range(state.start, end), desc=f"pretrain {spec.backbone}/{spec.variant}/seed{spec.seed}",
                disable=not sys.stderr.isatty(), leave=False)
+    stream = run.stream(state.position)
+    batches = run.batches(stream)
+    tick = time.perf_counter()
     for step in bar:
-        tick = time.perf_counter()
-        indices = run.stream.next_indices()
-        batch = {k: v.to(run.device) if isinstance(v, torch.Tensor) else v for k, v in collate([run.dataset[i] for i in indices]).items()}
+        loaded = next(batches)
+        if loaded["step"] != step:
+            raise TrainingError(f"{out}: the data stream delivered step {loaded['step']} for step {step} (loader workers out of order)")
+        batch = {k: v.to(run.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in loaded.items()}
         result = train_step(
             run.model, batch, run.optimizer, run.scheduler, run.harmonizer, step=step,
             temperature=float(pcfg.temperature), precision=str(pcfg.precision), grad_clip=float(pcfg.grad_clip),
@@ -76,25 +79,25 @@ def pretrain(
             state.nonfinite_total += 1
             log.warning("step %d: non-finite loss, skipped (%d in a row)", step, state.nonfinite_run)
             if state.nonfinite_run >= int(pcfg.max_nonfinite_steps):
-                state.save(step)
+                state.save(step, stream.position(step))
                 raise TrainingError(
                     f"{out}: {state.nonfinite_run} non-finite losses in a row at step {step} "
                     f"(lower pretrain.lr or check the data); checkpoint kept for inspection"
                 )
             continue  # the schedule does not advance over a skipped step
         state.nonfinite_run = 0
-        elapsed = time.perf_counter() - tick
-        samples_per_s = len(indices) * dist_info.world_size / max(elapsed, 1e-9)
+        now = time.perf_counter()
+        elapsed, tick = now - tick, now  # step to step: the loader's waiting counts
+        samples_per_s = len(loaded["item_id"]) * dist_info.world_size / max(elapsed, 1e-9)
         metrics = distributed.mean_over_ranks(step_metrics(result, samples_per_s), dist_info)
         metrics["samples_per_s"] = samples_per_s
         metrics["nonfinite_total"] = state.nonfinite_total
         if dist_info.is_main:
             state.record(step, metrics)
             if step % int(pcfg.score_every) == 0 or step == total - 1:
-                ids = run.dataset.index["item_id"].iloc[indices].tolist()
-                write_scores(out, step, ids, result.stats, result.forward.l_va, result.forward.l_vt)
+                write_scores(out, step, loaded, result.stats, result.forward.l_va, result.forward.l_vt)
         if (step + 1) % int(pcfg.checkpoint_every) == 0 or step + 1 == end:
-            state.save(step + 1)
+            state.save(step + 1, stream.position(step + 1))
         if on_step is not None:
             on_step(step + 1, run.model)
     bar.close()

@@ -1,28 +1,32 @@
 """Set-up of one pre-training run: everything the loop steps, built from the config in a fixed order.
 
-The order matters: seeding, then dataset, batch stream and model (whose initialization draws
+The order matters: seeding, then the batch stream and the model (whose initialization draws
 from the seeded generator), so that the same config and seed give the same run, bit for bit.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data.datasets import ShardedClips
-from cmgh.data.features import feature_dir, vocab_path
+from cmgh.data.datasets import Sample
+from cmgh.data import items
+from cmgh.data.features import vocab_path
+from cmgh.data.stream import DecodedSource, PackedSource, PretrainStream, Source, StreamPosition
+from cmgh.errors import DataError
 from cmgh.data.text import Vocabulary
 from cmgh.harmonize import Harmonizer
 from cmgh.models import build_model
 from cmgh.train import distributed
-from cmgh.train.batches import BatchStream
 from cmgh.train.schedule import build_scheduler
 
 
@@ -40,9 +44,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pretrain_dataset(cfg: Config) -> ShardedClips:
-    """HowTo100M-style triplets (VATT also mixes AudioSet pairs at paper scale: rows without text)."""
-    return ShardedClips(feature_dir(cfg, "howto100m"), modalities=("video", "audio", "text"))
+def corpus_sources(cfg: Config, vocab: Vocabulary) -> list[tuple[str, float, Source]]:
+    """``pretrain.corpora`` as stream sources in ``features.format``: HowTo100M triplets and AudioSet
+    video-audio pairs (no text: only the video-audio loss), each with its weight."""
+    fmt = str(cfg.features.format)
+    text_shape = (int(cfg.features.text.candidates), int(cfg.features.text.max_tokens))
+    sources: list[tuple[str, float, Source]] = []
+    for name, weight in config_mod.corpora(cfg.to_dict()["pretrain"]):
+        folder = layout.corpus_dir(cfg.path("features"), name, fmt)
+        if fmt == "packed":
+            source: Source = PackedSource(folder, cfg.features.to_dict(), vocab, dataset=name)
+        else:
+            source = DecodedSource(folder, text_shape, dataset=name, split=items.PRETRAIN_SPLITS.get(name))
+        sources.append((name, weight, source))
+    total = sum(len(source) for _, _, source in sources)
+    if total < int(cfg.pretrain.batch_size):
+        raise DataError(f"pretrain.batch_size: {cfg.pretrain.batch_size} exceeds the {total} pre-training clips; lower it or generate more data")
+    return sources
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
@@ -73,8 +91,7 @@ class Run:
     spec: RunSpec
     dist: distributed.DistInfo
     device: torch.device
-    dataset: ShardedClips
-    stream: BatchStream
+    corpora: list[tuple[str, float, Source]]
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -85,6 +102,19 @@ class Run:
     @property
     def total(self) -> int:
         return int(self.cfg.pretrain.steps)
+
+    def stream(self, start: StreamPosition) -> PretrainStream:
+        """This rank's stream of local batches from ``start`` (a restored run's position) on."""
+        return PretrainStream(self.corpora, int(self.cfg.pretrain.batch_size), self.spec.seed, self.dist.rank, self.dist.world_size, start=start)
+
+    def batches(self, stream: PretrainStream) -> Iterator[Sample]:
+        """``stream``'s batches, decoded by ``pretrain.num_workers`` loader processes (0: in this one)."""
+        workers = int(self.cfg.pretrain.num_workers)
+        loader = DataLoader(
+            stream, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if workers else None, persistent_workers=False,
+        )
+        return iter(loader)
 
 
 def build(cfg: Config, spec: RunSpec) -> Run:
@@ -99,8 +129,7 @@ def build(cfg: Config, spec: RunSpec) -> Run:
 
     seed_everything(spec.seed)
     vocab = Vocabulary.load(vocab_path(cfg))
-    dataset = pretrain_dataset(cfg)
-    stream = BatchStream(dataset, int(pcfg.batch_size), spec.seed, dist_info.rank, dist_info.world_size)
+    corpora = corpus_sources(cfg, vocab)
     model = build_model(cfg, spec.backbone, vocab_size=len(vocab)).to(device)
     optimizer = build_optimizer(model, cfg, device)
     scheduler = build_scheduler_for(optimizer, cfg)
@@ -110,5 +139,5 @@ def build(cfg: Config, spec: RunSpec) -> Run:
         # state_dict keys stay those of the plain model, so checkpoints are interchangeable.
         model.backbone.compile()
         model.head.compile()
-    gather = distributed.RowGather(dist_info, stream.global_batch // dist_info.world_size) if dist_info.enabled else None
-    return Run(cfg, spec, dist_info, device, dataset, stream, model, optimizer, scheduler, harmonizer, len(vocab), gather)
+    gather = distributed.RowGather(dist_info, int(pcfg.batch_size) // dist_info.world_size) if dist_info.enabled else None
+    return Run(cfg, spec, dist_info, device, corpora, model, optimizer, scheduler, harmonizer, len(vocab), gather)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from cmgh.config import Config
 from cmgh.harmonize import StepStats
 from cmgh.io import atomic_write_json, atomic_write_text, json_digest
 from cmgh.track import Tracker
-from cmgh.train.batches import Position
+from cmgh.data.stream import StreamPosition
 from cmgh.train.setup import Run, RunSpec
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class RunState:
         self.out = run.spec.out
         self.fingerprint = fingerprint(run.cfg, run.spec)
         self.start = 0  # the step a restored run continues from
+        self.position = StreamPosition(0, {})  # where the data stream continues
         self.nonfinite_run = 0
         self.nonfinite_total = 0
         self.log_lines: list[str] = []
@@ -85,7 +87,7 @@ class RunState:
             run.optimizer.load_state_dict(state["optimizer"])
             run.scheduler.load_state_dict(state["scheduler"])
             run.harmonizer.load_state_dict(state["harmonizer"])
-            run.stream.position = Position.from_state(state["position"])
+            self.position = StreamPosition.from_dict(state["position"])
             ckpt.set_rng_state(state["rng"])
             self.start, self.nonfinite_run, self.nonfinite_total = int(state["step"]), int(state["nonfinite_run"]), int(state["nonfinite_total"])
             log.info("resuming %s from step %d", self.out, self.start)
@@ -93,8 +95,10 @@ class RunState:
         previous_log = partial if partial.is_file() else self.out / layout.TRAIN_LOG
         self.log_lines = _read_log(previous_log, self.start) if run.dist.is_main and self.start else []
 
-    def save(self, step: int) -> None:
-        """The final state as checkpoint.pt + train_log.jsonl; any other as resume.pt + the partial log."""
+    def save(self, step: int, position: StreamPosition) -> None:
+        """The final state as checkpoint.pt + train_log.jsonl; any other as resume.pt + the partial log.
+
+        ``position`` is the data stream's position before ``step`` (what a resumed run reads next)."""
         run = self.run
         if not run.dist.is_main:
             return
@@ -107,7 +111,7 @@ class RunState:
                 "optimizer": run.optimizer.state_dict(),
                 "scheduler": run.scheduler.state_dict(),
                 "harmonizer": run.harmonizer.state_dict(),
-                "position": run.stream.position.state_dict(),
+                "position": position.to_dict(),
                 "rng": ckpt.rng_state(),
                 "step": step,
                 "nonfinite_run": self.nonfinite_run,
@@ -136,12 +140,18 @@ class RunState:
         self.tracker.log_artifact(self.out / layout.SCORES_DIR)
 
 
-def write_scores(out: Path, step: int, item_ids: list[str], stats: StepStats, l_va: torch.Tensor, l_vt: torch.Tensor) -> None:
-    """Per-sample scores of one batch at a configured step (histograms, noise detection over training)."""
+def write_scores(out: Path, step: int, batch: Mapping[str, Any], stats: StepStats, l_va: torch.Tensor, l_vt: torch.Tensor) -> None:
+    """Per-sample scores of one batch at a configured step (histograms, noise detection over training).
+
+    Each row names its clip (corpus, item, window in the source video): streamed clips draw a new
+    window every epoch, so the item alone does not say which seconds were scored."""
     table = pd.DataFrame(
         {
             "step": step,
-            "item_id": item_ids,
+            "item_id": batch["item_id"],
+            "dataset": batch["dataset"],
+            "clip_start": torch.as_tensor(batch["clip_start"]).double().numpy(),
+            "clip_end": torch.as_tensor(batch["clip_end"]).double().numpy(),
             "cos": stats.cosine.float().numpy(),
             "cos_representation": stats.cosine_representation.float().numpy(),
             "loss_va": l_va.detach().float().numpy(),
