@@ -13,8 +13,9 @@ feature extractor records in its manifest instead of crashing.
 from __future__ import annotations
 
 import io
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -37,52 +38,74 @@ _EPS = 1e-6
 
 def write_mp4(
     path: str | os.PathLike[str],
-    frames: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: int,
     audio: np.ndarray | None = None,
     sample_rate: int = 16000,
     video_codec: str = "h264",
 ) -> Path:
-    """Encode ``frames`` (uint8 [T,H,W,3]) and optional mono ``audio`` (float32 [S] in [-1, 1]).
+    """Encode ``frames`` (uint8 [T,H,W,3], or an iterable of [H,W,3] frames so that long clips
+    never sit in memory whole) and optional mono ``audio`` (float32 [S] in [-1, 1]).
 
     The file appears atomically (temp file in the same folder, then rename), so a crash never
     leaves a truncated clip that a later run would mistake for a finished one.
     """
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"frames must be uint8 [T,H,W,3] with T >= 1, got {frames.dtype} {frames.shape}")
-    _, height, width, _ = frames.shape
+    if isinstance(frames, np.ndarray):
+        first, stream = (frames[0] if frames.ndim == 4 and len(frames) else None), iter(frames)
+        shape, dtype = frames.shape, frames.dtype
+    else:
+        stream = iter(frames)
+        first = next(stream, None)
+        if first is not None:
+            first = np.asarray(first)
+            stream = itertools.chain([first], stream)
+        shape, dtype = ((0,) if first is None else (-1, *first.shape)), (None if first is None else first.dtype)
+    if first is None or dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T,H,W,3] with T >= 1, got {dtype} {shape}")
+    height, width = shape[1:3]
     if video_codec not in VIDEO_CODECS:
         raise ValueError(f"video_codec {video_codec!r} is not one of {', '.join(VIDEO_CODECS)}")
     if (height % 2 or width % 2) and video_codec == "h264":
         raise ValueError(f"H.264 with yuv420p needs even frame sizes, got {width}x{height}")
     target = Path(path)
     with atomic_path(target) as tmp:
-        _encode(tmp, frames, int(fps), audio, int(sample_rate), video_codec)
+        _encode(tmp, stream, (width, height), int(fps), audio, int(sample_rate), video_codec)
     return target
 
 
-def add_video_stream(container: Any, fps: int | Fraction, width: int, height: int, codec: str = "h264") -> Any:
-    """A yuv420p video stream with deterministic single-threaded encoder settings."""
+def add_video_stream(
+    container: Any, fps: int | Fraction, width: int, height: int, codec: str = "h264", crf: int = 20, gop: int | None = None
+) -> Any:
+    """A yuv420p video stream with deterministic single-threaded encoder settings.
+
+    ``gop`` fixes the keyframe interval in frames (no scene-cut keyframes), so a reader seeking to
+    a random time decodes at most ``gop - 1`` frames in vain; None keeps the encoder's default.
+    """
     vstream = container.add_stream(VIDEO_CODECS[codec], rate=fps)
     vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
     vstream.codec_context.time_base = 1 / Fraction(fps)
     if codec == "h264":
         # mbtree=0: x264's macroblock-tree rate control gave run-to-run differences on tiny frames
         # (bytes depended on heap state, seen at 64x64); without it two writes are identical.
+        params = "mbtree=0" + (f":keyint={gop}:min-keyint={gop}:scenecut=0" if gop else "")
         vstream.codec_context.options = {
-            "threads": "1", "preset": "veryfast", "crf": "20", "flags": "+bitexact", "x264-params": "mbtree=0",
+            "threads": "1", "preset": "veryfast", "crf": str(crf), "flags": "+bitexact", "x264-params": params,
         }
     else:
         # Constant quantiser 4 (ffmpeg's -q:v 4 = flag qscale + global_quality 4 * FF_QP2LAMBDA).
         vstream.codec_context.options = {"threads": "1", "flags": "+bitexact+qscale", "global_quality": str(4 * 118)}
+        if gop:
+            vstream.codec_context.gop_size = gop
     vstream.codec_context.thread_count = 1
     return vstream
 
 
-def add_audio_stream(container: Any, sample_rate: int, layout: str = "mono") -> Any:
+def add_audio_stream(container: Any, sample_rate: int, layout: str = "mono", kbps: int | None = None) -> Any:
+    """An AAC stream (FFmpeg's native encoder, deterministic); ``kbps`` sets its bitrate (None: the encoder's default)."""
     astream = container.add_stream("aac", rate=sample_rate)
     astream.layout = layout
+    if kbps:
+        astream.codec_context.bit_rate = int(kbps) * 1000
     astream.codec_context.options = {"flags": "+bitexact", "aac_coder": "fast"}
     return astream
 
@@ -99,11 +122,12 @@ def mux_audio(container: Any, stream: Any, wave: np.ndarray, sample_rate: int, l
     return pts + wave.shape[1]
 
 
-def _encode(tmp: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, sample_rate: int, codec: str) -> None:
+def _encode(
+    tmp: Path, frames: Iterator[np.ndarray], size: tuple[int, int], fps: int, audio: np.ndarray | None, sample_rate: int, codec: str
+) -> None:
     # The temp name ends in .tmp, so name the muxer explicitly.
     with av.open(str(tmp), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        _, height, width, _ = frames.shape
-        vstream = add_video_stream(container, fps, width, height, codec)
+        vstream = add_video_stream(container, fps, *size, codec=codec)
         astream = add_audio_stream(container, sample_rate) if audio is not None else None
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
