@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -330,3 +331,154 @@ def decode_audio(source: Source, start: float, duration: float, sample_rate: int
     if n > 0:
         out[dst_lo : dst_lo + n] = wave[src_lo : src_lo + n]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# re-encoding (packed pre-training clips)
+
+
+def transcode(
+    source: str | os.PathLike[str],
+    out: BinaryIO,
+    fps: float,
+    short_side: int,
+    sample_rate: int,
+    *,
+    max_seconds: float | None = None,
+    crf: int = 20,
+    gop: int | None = None,
+    audio_kbps: int | None = None,
+) -> dict[str, Any]:
+    """Re-encode the start of ``source`` into an mp4 written to ``out`` (a file or ``io.BytesIO``).
+
+    The output covers source time ``[0, min(duration, max_seconds))``: frame ``k`` shows what the
+    source shows at ``k / fps`` (the frame on screen then), scaled by the decoder's scaler to
+    ``short_side`` (area filter, even sizes); H.264 at ``crf`` with a keyframe every ``gop``
+    frames, deterministic as :func:`add_video_stream`. Audio becomes AAC mono at ``sample_rate``
+    lasting as long as the video (silence where the source has none); a source without an audio
+    stream gives none. One pass over the source's packets, so the output is interleaved too.
+    Returns ``duration`` (seconds of the output), ``frames``, ``width``, ``height``, ``has_audio``.
+    """
+    rate = Fraction(fps).limit_denominator(1001)
+    path = Path(source)
+    with _open(path) as src:
+        vin = _video_stream(src, path)
+        ain = src.streams.audio[0] if src.streams.audio else None
+        length = _container_seconds(src, vin)
+        if max_seconds is not None:
+            length = min(length, float(max_seconds))
+        count = max(1, math.ceil(length * rate - _EPS))
+        width, height = scaled_size(vin.codec_context.width, vin.codec_context.height, int(short_side))
+        with av.open(out, mode="w", format="mp4", options={"fflags": "+bitexact"}) as dst:
+            vout = add_video_stream(dst, rate, width, height, crf=crf, gop=gop)
+            video = _VideoSampler(dst, vout, rate, count, (width, height), 1.0 / float(vin.average_rate or rate))
+            audio = None
+            if ain is not None:
+                aout = add_audio_stream(dst, int(sample_rate), "mono", audio_kbps)
+                audio = _AudioWindow(dst, aout, int(sample_rate), round(count / rate * int(sample_rate)))
+            for packet in src.demux(*([vin] if ain is None else [vin, ain])):
+                sink: Any = video if packet.stream is vin else audio
+                if sink.done:
+                    if video.done and (audio is None or audio.done):
+                        break
+                    continue
+                for frame in packet.decode():
+                    sink.push(frame)
+            if not video.emitted and video.previous is None:
+                raise DataError(f"{path}: corrupt: no decodable video frames")
+            video.finish()
+            if audio is not None:
+                audio.finish()
+    return {"duration": count / float(rate), "frames": count, "width": width, "height": height, "has_audio": ain is not None}
+
+
+def _container_seconds(container: Any, vstream: Any) -> float:
+    if container.duration is not None:
+        return container.duration / av.time_base
+    if vstream.duration is not None and vstream.time_base is not None:
+        return float(vstream.duration * vstream.time_base)
+    raise DataError(f"{container.name}: corrupt: no duration in the container")
+
+
+class _VideoSampler:
+    """Encodes the frame on screen at each output time ``k / rate``, ``k < count``."""
+
+    def __init__(self, container: Any, stream: Any, rate: Fraction, count: int, size: tuple[int, int], frame_seconds: float) -> None:
+        self.container, self.stream, self.rate, self.count, self.size = container, stream, rate, count, size
+        self.frame_seconds = frame_seconds
+        self.emitted, self.previous, self.last_time = 0, None, None
+
+    @property
+    def done(self) -> bool:
+        return self.emitted >= self.count
+
+    def _emit(self, frame: Any) -> None:
+        image = frame.reformat(width=self.size[0], height=self.size[1], format="yuv420p", interpolation="AREA")
+        image.pts, image.time_base = self.emitted, 1 / self.rate
+        self.container.mux(self.stream.encode(image))
+        self.emitted += 1
+
+    def _fill_before(self, t: float, frame: Any) -> None:
+        while not self.done and float(self.emitted / self.rate) < t - _EPS:
+            self._emit(frame)
+
+    def push(self, frame: Any) -> None:
+        t = float(frame.time) if frame.time is not None else (self.last_time or 0.0) + self.frame_seconds
+        self._fill_before(t, self.previous if self.previous is not None else frame)
+        self.previous, self.last_time = frame, t
+
+    def finish(self) -> None:
+        while not self.done:  # past the source's last frame it stays on screen
+            self._emit(self.previous)
+        self.container.mux(self.stream.encode(None))
+
+
+class _AudioWindow:
+    """Resamples to mono and encodes output samples ``[0, length)`` in whole AAC frames."""
+
+    def __init__(self, container: Any, stream: Any, sample_rate: int, length: int) -> None:
+        self.container, self.stream, self.rate, self.length = container, stream, sample_rate, length
+        self.resampler = av.AudioResampler(format="fltp", layout="mono", rate=sample_rate)
+        self.position: int | None = None  # output index of the next resampled sample
+        self.pending: list[np.ndarray] = []
+        self.held = self.pts = 0
+
+    @property
+    def done(self) -> bool:
+        return self.position is not None and self.position >= self.length
+
+    def push(self, frame: Any) -> None:
+        if self.position is None:
+            self.position = round(float(frame.time or 0.0) * self.rate)
+            if self.position > 0:  # the source's audio starts late: silence first
+                self._take(np.zeros((1, self.position), np.float32), 0)
+        for res in self.resampler.resample(frame):
+            self._resampled(res.to_ndarray().reshape(1, -1))
+
+    def _resampled(self, chunk: np.ndarray) -> None:
+        assert self.position is not None
+        self._take(chunk, self.position)
+        self.position += chunk.shape[1]
+
+    def _take(self, chunk: np.ndarray, at: int) -> None:
+        lo, hi = max(-at, 0), min(self.length - at, chunk.shape[1])
+        if hi > lo:
+            self.pending.append(chunk[:, lo:hi])
+            self.held += hi - lo
+        if self.held >= AUDIO_FRAME:
+            wave = np.concatenate(self.pending, axis=1)
+            whole = wave.shape[1] // AUDIO_FRAME * AUDIO_FRAME
+            self.pts = mux_audio(self.container, self.stream, wave[:, :whole], self.rate, "mono", self.pts)
+            self.pending, self.held = [wave[:, whole:]], wave.shape[1] - whole
+
+    def finish(self) -> None:
+        if self.position is not None and not self.done:
+            for res in self.resampler.resample(None):
+                self._resampled(res.to_ndarray().reshape(1, -1))
+        missing = self.length - self.pts - self.held  # silence to the video's end
+        if missing > 0:
+            self.pending.append(np.zeros((1, missing), np.float32))
+            self.held += missing
+        if self.held:
+            mux_audio(self.container, self.stream, np.concatenate(self.pending, axis=1), self.rate, "mono", self.pts)
+        self.container.mux(self.stream.encode(None))
