@@ -11,7 +11,7 @@ Layout of ``<features>/packed/<dataset>/`` (:func:`cmgh.layout.packed_dir`)::
 
 Each sample covers its whole source up to ``features.packed.max_seconds``, so the loader draws a
 new window every epoch; decoding one window of a 256p/10 fps clip costs a fraction of decoding
-the 720p source, and a packed second is ~45x smaller than the decoded arrays of a clip.
+the 720p source, and a 3.2 s window takes ~40x fewer bytes than the decoded arrays of a clip.
 Shards are resumable exactly like the decoded ones (:mod:`cmgh.data.shards`); a finished shard
 whose tar no longer matches its JSON is packed again, and a missing or corrupt source is recorded
 in the manifest and skipped.
