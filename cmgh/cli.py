@@ -53,10 +53,12 @@ def cmd_data_vocab(args: argparse.Namespace) -> int:
 
 def cmd_data_extract(args: argparse.Namespace) -> int:
     from cmgh.data.features import extract
+    from cmgh.data.packed import pack
 
     cfg = _load(args)
     for name in args.dataset:
-        print(extract(cfg, name, workers=args.workers))
+        fmt = args.format or config_mod.corpus_format(cfg, name)
+        print((pack if fmt == "packed" else extract)(cfg, name, workers=args.workers))
     return 0
 
 
@@ -241,10 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     vocab = data.add_parser("vocab", help="build the vocabulary from the pre-training captions")
     _common(vocab)
     vocab.set_defaults(func=cmd_data_vocab)
-    extract = data.add_parser("extract", help="decode a dataset into shards + index + manifest")
+    extract = data.add_parser("extract", help="decode (or pack) a dataset into shards + index + manifest")
     _common(extract)
     extract.add_argument("--dataset", action="append", required=True, choices=datasets)
     extract.add_argument("--workers", type=int, default=None, help="decoding processes (default: features.workers)")
+    extract.add_argument(
+        "--format", choices=config_mod.choices("features.format"), default=None,
+        help="decoded .npy shards or packed tar shards (default: packed for a pretrain.corpora dataset when features.format is packed)",
+    )
     extract.set_defaults(func=cmd_data_extract)
 
     dl = data.add_parser("download", help="fetch a real dataset into its layout (resumable, with a manifest of failures)")

@@ -330,6 +330,16 @@ def corpora(pretrain: Mapping[str, Any]) -> list[tuple[str, float]]:
     return [(name, weight / total) for name, weight in entries]
 
 
+def corpus_format(tree: Mapping[str, Any], dataset: str) -> str:
+    """How ``dataset``'s features are stored: ``packed`` for a configured pre-training corpus when
+    ``features.format`` is packed, ``decoded`` otherwise (downstream sets are always decoded).
+    One rule for the CLI and the workflow; ``tree`` is a config or its ``to_dict()``."""
+    tree = tree.to_dict() if isinstance(tree, Config) else tree
+    if tree["features"]["format"] != "packed":
+        return "decoded"
+    return "packed" if dataset in {name for name, _ in corpora(tree["pretrain"])} else "decoded"
+
+
 # --------------------------------------------------------------------------- dotted key paths
 # One walker for ``a.b.c`` paths: overrides set by them, sweeps sample and rebuild by them, trackers
 # log params by them.

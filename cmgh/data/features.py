@@ -12,7 +12,8 @@ Layout of ``<features>/<dataset>/``::
     config.yaml                  the resolved config
 
 Items are decoded by a process pool in order; the parent writes each shard as soon as its items
-are in, so an interrupted run resumes at the first unfinished shard. A missing or corrupt media
+are in, so an interrupted run resumes at the first unfinished shard (:mod:`cmgh.data.shards`,
+shared with packing). A missing or corrupt media
 file is recorded in the manifest and skipped.
 """
 
@@ -20,26 +21,21 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
-import sys
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
-
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data import formats, items as items_mod, media
+from cmgh.data import formats, items as items_mod, media, shards
 from cmgh.data.items import Item
 from cmgh.data.text import Vocabulary
 from cmgh.errors import DataError
-from cmgh.io import atomic_write, atomic_write_json, atomic_write_text, json_digest
+from cmgh.io import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +54,7 @@ class DecodeSpec:
     candidates: int
     with_text: bool
     video_optional: bool = False  # AudioSet clips may be audio-only .wav files
+    resize: str = "area"  # FFmpeg's scaler in the decoder (part of the fingerprint: older shards used torchvision)
 
 
 @dataclass
@@ -86,18 +83,6 @@ def build_vocab(cfg: Config) -> Path:
     return path
 
 
-def _resize_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """Short side to ``size`` (antialiased), then a centre crop: uint8 [T,size,size,3]."""
-    import torch
-    from torchvision.transforms.v2 import functional as F
-
-    clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    if min(clip.shape[-2:]) != size:
-        clip = F.resize(clip, [size], antialias=True)
-    clip = F.center_crop(clip, [size, size])
-    return clip.permute(0, 2, 3, 1).contiguous().numpy()
-
-
 _VOCAB: Vocabulary | None = None
 
 
@@ -117,7 +102,10 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
         if start is None:
             duration = media.duration(item.source)
             start = max(0.0, (duration - length) / 2.0)
-        video: np.ndarray | None = _resize_crop(media.decode_video(item.source, start, spec.frames, spec.fps), spec.size)
+        # The decoder's scaler resizes while converting to RGB (area filter, antialiased): at 720p
+        # that is several times cheaper than converting the full frame and resizing afterwards.
+        frames = media.decode_video(item.source, start, spec.frames, spec.fps, short_side=spec.size)
+        video: np.ndarray | None = np.ascontiguousarray(media.center_crop(frames, spec.size))
     except DataError as exc:
         if not (spec.video_optional and str(exc).endswith("no video stream")):
             return _failed(item, exc)
@@ -155,21 +143,15 @@ def fingerprint(spec: DecodeSpec, shard_items: Sequence[Item], root: Path) -> st
 
     Sources count relative to the dataset root, so a moved or copied dataset stays resumable.
     """
-    return json_digest([spec.__dict__, [(it.item_id, os.path.relpath(it.source, root), it.start, it.captions) for it in shard_items]], 16)
+    return shards.fingerprint(spec, [(it.item_id, os.path.relpath(it.source, root), it.start, it.captions) for it in shard_items])
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
-def _shard_done(shard_json: Path, fp: str) -> bool:
-    try:
-        return json.loads(shard_json.read_text())["fingerprint"] == fp
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-def _write_shard(out: Path, k: int, spec: DecodeSpec, decoded: list[Decoded], fp: str) -> None:
+def _write_shard(out: Path, k: int, spec: DecodeSpec, results: Iterator[Decoded], fp: str) -> None:
+    decoded = list(results)
     ok = [d for d in decoded if d.arrays is not None]
     names = ("video", "audio", "text", "text_mask") if spec.with_text else ("video", "audio")
     empty = {
@@ -183,21 +165,6 @@ def _write_shard(out: Path, k: int, spec: DecodeSpec, decoded: list[Decoded], fp
         _save_npy(layout.shard_file(out, k, f"{name}.npy"), array)
     records = [{"item_id": d.item_id, "status": d.status, "has_video": d.has_video} for d in decoded]
     atomic_write_json(layout.shard_file(out, k, "json"), {"fingerprint": fp, "items": records})
-
-
-def _progress(total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="clip", disable=not sys.stderr.isatty(), leave=False)
-
-
-def _decoded_stream(todo: list[Item], spec: DecodeSpec, workers: int, vocab_file: str | None) -> Iterator[Decoded]:
-    if workers <= 0 or len(todo) < 2:
-        _init_worker(vocab_file)
-        for item in todo:
-            yield decode_item(item, spec)
-        return
-    ctx = mp.get_context("fork")  # like torch DataLoader workers: no re-import of torch per worker
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(vocab_file,)) as pool:
-        yield from pool.map(_decode_star, [(it, spec) for it in todo], chunksize=4)
 
 
 def decode_spec(cfg: Config, with_text: bool, video_optional: bool = False) -> DecodeSpec:
@@ -218,8 +185,8 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     """Decode ``dataset`` into shards; returns the index path. Re-running skips finished shards."""
     root = formats.dataset_root(cfg, dataset)  # checks the name
     out = feature_dir(cfg, dataset)
-    shards = out / layout.SHARDS_DIR
-    shards.mkdir(parents=True, exist_ok=True)
+    shard_dir = out / layout.SHARDS_DIR
+    shard_dir.mkdir(parents=True, exist_ok=True)
     with_text = dataset == "howto100m"
     spec = decode_spec(cfg, with_text, video_optional=dataset == "audioset")
     vocab_file = str(vocab_path(cfg)) if with_text or dataset == "msrvtt" else None
@@ -228,26 +195,16 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     planned = items_mod.plan(dataset, root, cfg.features)
     if not planned:
         raise DataError(f"{root}: no items found for dataset {dataset!r}")
-    size = int(cfg.features.shard_size)
-    groups = [planned[i : i + size] for i in range(0, len(planned), size)]
+    groups = shards.split(planned, int(cfg.features.shard_size))
     prints = [fingerprint(spec, g, root) for g in groups]
-    pending = [k for k, g in enumerate(groups) if not _shard_done(layout.shard_file(out, k, "json"), prints[k])]
-    todo = [it for k in pending for it in groups[k]]
+    pending = [k for k, g in enumerate(groups) if not shards.recorded(layout.shard_file(out, k, "json"), prints[k])]
+    todo = [(it, spec) for k in pending for it in groups[k]]
     log.info("%s: %d items in %d shards, %d to decode", dataset, len(planned), len(groups), len(todo))
 
     n_workers = int(cfg.features.workers if workers is None else workers)
-    bar = _progress(len(todo), f"extract {dataset}")
-    stream = _decoded_stream(todo, spec, n_workers, vocab_file)
-    for k in pending:
-        decoded = []
-        for _ in groups[k]:
-            decoded.append(next(stream))
-            bar.update(1)
-        _write_shard(out, k, spec, decoded, prints[k])
-    for _ in stream:  # drain (nothing expected): lets the pool shut down cleanly
-        pass
-    bar.close()
-    _remove_stale_shards(shards, len(groups))
+    stream = shards.ordered_map(_decode_star, todo, n_workers, _init_worker, (vocab_file,))
+    shards.run(groups, pending, stream, lambda k, results: _write_shard(out, k, spec, results, prints[k]), f"extract {dataset}")
+    shards.remove_stale(shard_dir, len(groups))
 
     index, manifest = _tables(root, out, groups)
     if dataset == "msrvtt":
@@ -261,13 +218,6 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     counts = manifest["status"].map(lambda s: s.split(":")[0]).value_counts().to_dict()
     log.info("%s: %s -> %s", dataset, counts, out)
     return index_path
-
-
-def _remove_stale_shards(shards: Path, count: int) -> None:
-    for path in shards.iterdir():
-        stem = path.name.split(".")[0]
-        if stem.isdigit() and int(stem) >= count:
-            path.unlink()
 
 
 def _tables(root: Path, out: Path, groups: list[list[Item]]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -7,6 +7,7 @@ The pre-training ground truth (``noise_labels.csv``) is never read here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,16 +100,21 @@ def kinetics_items(root: Path) -> list[Item]:
 
 
 AUDIOSET_SPLITS = {name: split for split, name in layout.AUDIOSET_SEGMENT_FILES.items()}  # segment CSV -> split
-# Decoded splits a pre-training corpus may use (None: all); packed AudioSet reads its training
-# segment lists (layout.AUDIOSET_PRETRAIN_SEGMENT_FILES) instead. Never an evaluation split.
-PRETRAIN_SPLITS: dict[str, tuple[str, ...]] = {"audioset": ("train",)}
+# Pre-training segments (packed): balanced train keeps its evaluation name "train", never eval.
+AUDIOSET_PRETRAIN_SPLITS = {
+    name: AUDIOSET_SPLITS.get(name, name.removesuffix(layout.AUDIOSET_SEGMENTS_SUFFIX)) for name in layout.AUDIOSET_PRETRAIN_SEGMENT_FILES
+}
+# Decoded splits a pre-training corpus may use (absent: all): the decoded AudioSet holds its
+# balanced training split and the eval split, and pre-training never sees an evaluation split.
+PRETRAIN_SPLITS: dict[str, tuple[str, ...]] = {"audioset": (AUDIOSET_SPLITS[layout.AUDIOSET_SEGMENT_FILES["train"]],)}
 
 
-def audioset_items(root: Path) -> list[Item]:
+def audioset_items(root: Path, segment_files: Mapping[str, str] = AUDIOSET_SPLITS) -> list[Item]:
+    """One item per segment of the ``segment_files`` (CSV name -> split) that exist, labels as class indices."""
     classes = formats.read_audioset_classes(root / layout.AUDIOSET_CLASSES)
     index_of = dict(zip(classes["mid"], classes["index"], strict=True))
     items = []
-    for filename, split in AUDIOSET_SPLITS.items():
+    for filename, split in segment_files.items():
         path = root / filename
         if not path.exists():
             continue

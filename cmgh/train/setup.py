@@ -47,10 +47,10 @@ def seed_everything(seed: int) -> None:
 def corpus_sources(cfg: Config, vocab: Vocabulary) -> list[tuple[str, float, Source]]:
     """``pretrain.corpora`` as stream sources in ``features.format``: HowTo100M triplets and AudioSet
     video-audio pairs (no text: only the video-audio loss), each with its weight."""
-    fmt = str(cfg.features.format)
     text_shape = (int(cfg.features.text.candidates), int(cfg.features.text.max_tokens))
     sources: list[tuple[str, float, Source]] = []
     for name, weight in config_mod.corpora(cfg.to_dict()["pretrain"]):
+        fmt = config_mod.corpus_format(cfg, name)
         folder = layout.corpus_dir(cfg.path("features"), name, fmt)
         if fmt == "packed":
             source: Source = PackedSource(folder, cfg.features.to_dict(), vocab, dataset=name)

@@ -103,8 +103,9 @@ def packed_index(dataset):
 def corpus_indexes(cfg):
     """The features a pre-training run of ``cfg`` (a variant's config) reads: each corpus of
     `pretrain.corpora`, packed or decoded as `features.format` says."""
-    packed = str(cfg.features.format) == "packed"
-    return [packed_index(name) if packed else feature_index(name) for name, _ in cmgh_config.corpora(cfg.to_dict()["pretrain"])]
+    tree = cfg.to_dict()
+    names = [name for name, _ in cmgh_config.corpora(tree["pretrain"])]
+    return [packed_index(name) if cmgh_config.corpus_format(tree, name) == "packed" else feature_index(name) for name in names]
 
 
 def stamp(dataset):
