@@ -234,6 +234,16 @@ EXTRACTION_INPUTS = {
     "packed": ("features.video.fps", "features.video.short_side", "features.audio", "features.packed.max_seconds",
                "features.packed.crf", "features.packed.keyframe_seconds", "features.packed.audio_kbps", "features.shard_size"),
 }
+# features keys that change what a packed stream draws from its files (windows, crops, text)
+STREAM_INPUTS = ("features.video.frames", "features.video.size", "features.text", "features.augment", "features.packed.shuffle_buffer")
+
+
+def feature_inputs(fmt: str) -> tuple[str, ...]:
+    """The features keys a pre-training run in ``features.format`` ``fmt`` depends on (a decoded
+    run ignores the packing and augmentation keys, a packed one the decoded windows)."""
+    return ("features.format", *EXTRACTION_INPUTS[fmt], *(STREAM_INPUTS if fmt == "packed" else ()))
+
+
 RUN_STAGES = ("pretrain", "evaluate", "sweep", "sweep_trial")
 
 
@@ -247,7 +257,7 @@ def training_inputs(cfg: Config) -> dict[str, Any]:
     return {
         "corpus": {k: synth[k] for k in (*CORPUS_SYNTH, *corpora) if k in synth},
         "noise": tree["data"]["noise"],
-        "features": tree["features"],
+        "features": {key: get_path(tree, key) for key in feature_inputs(tree["features"]["format"])},
         "model": tree["model"],
         "pretrain": {k: v for k, v in tree["pretrain"].items() if k not in NOT_TRAINING_INPUTS},
     }

@@ -148,3 +148,33 @@ def test_every_schema_description_survives_yaml() -> None:
     assert not stray, f"unquoted comma in a description splits it into keys: {stray}"
     cut = {path: node["description"] for path, node in nodes if "description" in node and not str(node["description"]).strip().endswith((".", ")"))}
     assert not cut, f"descriptions are whole sentences (an unquoted ' #' starts a comment): {cut}"
+
+
+def test_a_run_depends_on_the_feature_keys_of_its_format_only() -> None:
+    def identity(*overrides: str) -> dict:
+        return config.training_inputs(config.load(overrides=list(overrides)))
+
+    decoded = identity()
+    assert identity("features.augment.flip=0.0") == decoded and identity("features.packed.crf=30") == decoded
+    assert identity("features.clips_per_video=3") != decoded
+    packed = identity("features.format=packed")
+    assert packed != decoded
+    assert identity("features.format=packed", "features.augment.flip=0.0") != packed  # the stream's augmentation
+    assert identity("features.format=packed", "features.packed.crf=30") != packed  # the packed files
+    assert identity("features.format=packed", "features.clips_per_video=3") == packed  # decoded windows only
+    assert identity("features.workers=7") == decoded  # how many decoders, not what they write
+
+
+def test_bad_corpora_get_one_line_errors() -> None:
+    cases = {
+        "pretrain.corpora=[{dataset: kinetics, weight: 1}]": "pretrain.corpora",
+        "pretrain.corpora=[{dataset: howto100m, weight: -1}]": "pretrain.corpora",
+        "pretrain.corpora=[{dataset: howto100m, weight: 0}, {dataset: audioset, weight: 0}]": "every weight is 0",
+        "pretrain.corpora=[{dataset: howto100m}, {dataset: howto100m}]": "names a dataset twice",
+        "pretrain.corpora=[]": "pretrain.corpora",
+    }
+    for override, expected in cases.items():
+        with pytest.raises(ConfigError) as err:
+            config.load(overrides=[override])
+        message = str(err.value)
+        assert expected in message and "\n" not in message, (override, message)

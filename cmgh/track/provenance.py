@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cmgh import layout
-from cmgh.config import REPO_ROOT, corpora, run_identity
+from cmgh.config import REPO_ROOT, corpora, corpus_format, run_identity
 from cmgh.io import json_digest, sha256_file
 
 RULE_ENV_VARS = ("CMGH_RULE", "SNAKEMAKE_RULE")
@@ -37,9 +37,8 @@ def manifest_tag(dataset: str) -> str:
 
 def manifest_tags(cfg: Any) -> dict[str, str]:
     """The hash of the feature manifest of every dataset a pre-training run reads (its corpus)."""
-    fmt = str(cfg.features.format)
     return {
-        manifest_tag(name): file_hash(layout.corpus_dir(cfg.path("features"), name, fmt) / layout.FEATURE_MANIFEST)
+        manifest_tag(name): file_hash(layout.corpus_dir(cfg.path("features"), name, corpus_format(cfg, name)) / layout.FEATURE_MANIFEST)
         for name, _ in corpora(cfg.to_dict()["pretrain"])
     }
 

@@ -1,0 +1,58 @@
+"""Pre-training from packed shards of two corpora: exact resume, and AudioSet pairs outside the video-text loss."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cmgh import config as config_mod
+from cmgh import checkpoint as ckpt
+from cmgh.data import packed
+from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
+from tests.train.test_loop import assert_same_state, small, state_of
+
+MIXED = "pretrain.corpora=[{dataset: howto100m, weight: 0.6}, {dataset: audioset, weight: 0.4}]"
+
+
+@pytest.fixture(scope="module")
+def packed_world(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
+    """The tiny world's HowTo100M and AudioSet packed (features.format=packed) into a features folder of their own."""
+    features = tmp_path_factory.mktemp("packed_features")
+    shutil.copy(tiny_world.path("features") / "vocab.json", features / "vocab.json")
+    cfg = config_mod.with_overrides(tiny_world, [f"paths.features={features}", "features.format=packed", MIXED])
+    for name in ("howto100m", "audioset"):
+        packed.pack(cfg, name, workers=0)
+    return cfg
+
+
+def test_killed_packed_run_resumes_to_the_uninterrupted_parameters(packed_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = small(packed_world, "pretrain.steps=8")
+    full = pretrain(cfg, RunSpec("ms", "gr_gcl", 0, tmp_path / "full"))
+    # The interrupted run streams with two loader processes: the sequence does not depend on them.
+    with_workers = config_mod.with_overrides(cfg, ["pretrain.num_workers=2"])
+    pretrain(with_workers, RunSpec("ms", "gr_gcl", 0, tmp_path / "cut"), stop_after=5)
+    position = ckpt.load(tmp_path / "cut" / "resume.pt")["position"]
+    assert position["step"] == 5 and sum(position["consumed"].values()) == 5 * 8
+    resumed = pretrain(with_workers, RunSpec("ms", "gr_gcl", 0, tmp_path / "cut"))
+    assert_same_state(state_of(full), state_of(resumed))
+    drop = ["samples_per_s"]
+    assert load_metrics_log(tmp_path / "full").drop(columns=drop).equals(load_metrics_log(tmp_path / "cut").drop(columns=drop))
+
+
+def test_audioset_pairs_get_no_video_text_loss_and_no_harmonization(packed_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = small(packed_world, "pretrain.steps=6", "pretrain.score_every=1", "pretrain.curriculum.warmup_steps=1",
+                "pretrain.curriculum.schedule=constant", "pretrain.curriculum.start_keep=0.5", "pretrain.curriculum.end_keep=0.5")
+    run = tmp_path / "run"
+    pretrain(cfg, RunSpec("ms", "gr_gcl", 0, run))
+    scores = pd.concat([pd.read_csv(f) for f in sorted((run / "scores").glob("step_*.csv"))], ignore_index=True)
+    pairs, triplets = scores[scores["dataset"] == "audioset"], scores[scores["dataset"] == "howto100m"]
+    assert len(pairs) and len(triplets)
+    assert (pairs["cos"] == 0).all() and pairs["kept"].all()  # no conflict measured, never dropped by the curriculum
+    assert (triplets["cos"] != 0).any() and not triplets["kept"].all()  # triplets are harmonized and curated
+    # Windows are drawn inside each packed clip, and the same clip gets other windows over the epochs.
+    assert (scores["clip_end"] - scores["clip_start"]).round(6).eq(cfg.features.video.frames / cfg.features.video.fps).all()
+    per_item = triplets.groupby("item_id")["clip_start"].nunique()
+    assert (per_item > 1).any()
