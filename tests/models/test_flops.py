@@ -8,28 +8,16 @@ import torch
 from cmgh import losses
 from cmgh.models import VATT
 from cmgh.models.flops import flop_counter, kept_tokens, sequence_lengths, train_flops
+from tests.models.test_vatt import make_batch
 
 CFG = {"width": 32, "depth": 2, "heads": 4, "video_patch": [2, 8, 8], "audio_patch": 200, "va_dim": 24, "vat_dim": 16,
        "text_embed_dim": 16, "droptoken": 0.5}
 B, K, L = 3, 4, 6
 
 
-def make_batch() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    text = torch.randint(2, 100, (B, K, L), generator=g)
-    text[:, :, 4:] = 0
-    return {
-        "video": torch.randint(0, 256, (B, 8, 32, 32, 3), dtype=torch.uint8, generator=g),
-        "audio": torch.rand(B, 16000, generator=g) * 2 - 1,
-        "text": text,
-        "text_mask": torch.ones(B, K, dtype=torch.bool),
-        "has_text": torch.ones(B, dtype=torch.bool),
-    }
-
-
 def measured_per_sample(model: VATT) -> float:
     """Forward + plain backward of the two objectives, as counted by the project's counter."""
-    batch = make_batch()
+    batch = make_batch(B, K, L)
     with flop_counter() as counter:
         out = model(batch)
         valid = losses.text_valid(batch["text_mask"], batch["has_text"])
@@ -76,6 +64,6 @@ def test_counter_runs_the_trainers_step(rule: str) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     harmonizer = Harmonizer(rule)
     with flop_counter() as counter:
-        train_step(model, make_batch(), optimizer, None, harmonizer, step=0, temperature=0.07)
+        train_step(model, make_batch(B, K, L), optimizer, None, harmonizer, step=0, temperature=0.07)
     analytic = train_flops(model, B, K, L)
     assert analytic.total <= counter.get_total_flops() / B <= analytic.total * 1.001
