@@ -138,16 +138,16 @@ def alternate(configs: dict[str, PackedSource], samples: int) -> dict[str, dict[
     return {name: {"loader": times[name] / samples, "bare": bare[name] / samples, "bytes": read[name] / samples} for name in configs}
 
 
-def device_jitter_cost(feats: dict, batch: int, repeats: int) -> float:
+def device_jitter_cost(feats: dict, batch: int, repeats: int, batched: bool) -> float:
     """Seconds of :func:`augment.apply_jitter` per batch of ``batch`` paper-size clips on this CPU core."""
     video = feats["video"]
     spec = augment.AugmentSpec.from_features(feats)
     clips = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, video["frames"], video["size"], video["size"], 3), dtype=np.uint8))
     maps = torch.stack([torch.from_numpy(augment.jitter_map(augment.draw(spec, np.random.default_rng(k), 256, 456))) for k in range(batch)])
-    augment.apply_jitter(clips, maps)
+    augment.apply_jitter(clips, maps, batched)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        augment.apply_jitter(clips, maps)
+        augment.apply_jitter(clips, maps, batched)
     return (time.perf_counter() - t0) / repeats
 
 
@@ -192,7 +192,7 @@ def main() -> None:
     }, args.samples)
     real = alternate({"720p30 source packed to 256p": src(r720)}, max(8, args.samples // 4))
     longs = alternate({"whole member": src(long, WholeMember), "byte range": src(long)}, max(8, args.samples // 2))
-    per_batch = device_jitter_cost(feats, args.batch, 5)
+    per_batch = {way: device_jitter_cost(feats, args.batch, 3, way == "batched torch") for way in ("numpy per clip", "batched torch")}
 
     decoded = video["frames"] * video["size"] ** 2 * 3 + window * sr * 4
     clip = np.stack(list(frames(video["frames"], video["short_side"], width256, 10, 0)))
@@ -225,7 +225,8 @@ def main() -> None:
 
     print(f"paper settings: {video['frames']} frames @ {video['fps']} fps, {video['size']}^2, {window:.1f} s @ {sr} Hz, augmentation on; 1 core")
     print("augmentation 32x%dx%d -> %d: %s" % (video["short_side"], width256, video["size"], ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in aug.items())))
-    print(f"device jitter on this CPU core: {per_batch * 1e3:.0f} ms per batch of {args.batch} ({per_batch / args.batch * 1e3:.1f} ms per clip; on a GPU negligible)")
+    for way, cost in per_batch.items():
+        print(f"device jitter on this CPU core, {way}: {cost * 1e3:.0f} ms per batch of {args.batch} ({cost / args.batch * 1e3:.1f} ms per clip)")
     print(f"decoded clip: {decoded / 1e6:.2f} MB")
     for folder, tune in ((veryfast, "veryfast"), (fastdecode, "fastdecode"), (r720, "720p30 -> 256p fastdecode")):
         rate = kbps(folder)

@@ -318,6 +318,8 @@ def decode_clip(
                 if video.done and audio.done:
                     break
                 continue
+            if sink is audio and audio.early(packet):
+                continue
             for frame in packet.decode():
                 sink.push(frame)
         return video.images(vstream, path, short_side), audio.wave()
@@ -389,6 +391,13 @@ class _Samples:
             self.resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
         self.margin = 2 * AUDIO_FRAME / float(ctx.sample_rate or sample_rate) if direct else 0.1
         self.stop = start + duration + self.margin
+
+    def early(self, packet: Any) -> bool:
+        """The packet ends before the window and its warm-up margin: not even decoded (the demuxer
+        starts the audio at the video keyframe, up to a GOP before the window)."""
+        if self.t0 is not None or packet.pts is None or packet.time_base is None or not packet.duration:
+            return False
+        return float((packet.pts + packet.duration) * packet.time_base) < self.start - self.margin
 
     def push(self, frame: Any) -> None:
         t = float(frame.time) if frame.time is not None else None
