@@ -16,6 +16,8 @@ import io
 import itertools
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -76,12 +78,20 @@ def write_mp4(
 
 
 def add_video_stream(
-    container: Any, fps: int | Fraction, width: int, height: int, codec: str = "h264", crf: int = 20, gop: int | None = None
+    container: Any,
+    fps: int | Fraction,
+    width: int,
+    height: int,
+    codec: str = "h264",
+    crf: int = 20,
+    gop: int | None = None,
+    tune: str | None = None,
 ) -> Any:
     """A yuv420p video stream with deterministic single-threaded encoder settings.
 
     ``gop`` fixes the keyframe interval in frames (no scene-cut keyframes), so a reader seeking to
     a random time decodes at most ``gop - 1`` frames in vain; None keeps the encoder's default.
+    ``tune`` is x264's (``fastdecode``: no CABAC, deblocking or weighted prediction).
     """
     vstream = container.add_stream(VIDEO_CODECS[codec], rate=fps)
     vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
@@ -93,6 +103,8 @@ def add_video_stream(
         vstream.codec_context.options = {
             "threads": "1", "preset": "veryfast", "crf": str(crf), "flags": "+bitexact", "x264-params": params,
         }
+        if tune:
+            vstream.codec_context.options = {**vstream.codec_context.options, "tune": tune}
     else:
         # Constant quantiser 4 (ffmpeg's -q:v 4 = flag qscale + global_quality 4 * FF_QP2LAMBDA).
         vstream.codec_context.options = {"threads": "1", "flags": "+bitexact+qscale", "global_quality": str(4 * 118)}
@@ -285,87 +297,158 @@ def decode_audio(source: Source, start: float, duration: float, sample_rate: int
 def decode_clip(
     source: Source, start: float, num_frames: int, fps: float, sample_rate: int, short_side: int | None = None, name: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`decode_video` and the aligned :func:`decode_audio` window (``num_frames / fps`` s) from
-    one open of the container: opening parses the whole sample table, which for a long packed clip
-    costs as much as decoding the window, so the streaming loader opens each member once."""
+    """:func:`decode_video` and the aligned :func:`decode_audio` window (``num_frames / fps`` s) in
+    one pass: one open (which parses the sample table), one seek and one walk over the window's
+    interleaved packets for both streams, instead of reading the window's bytes twice."""
     if num_frames < 1 or fps <= 0:
         raise ValueError(f"need num_frames >= 1 and fps > 0, got {num_frames}, {fps}")
+    path = _label(source, name)
     with _open(source, name) as container:
-        video = _video_window(container, _label(source, name), start, num_frames, fps, short_side)
-        audio = _audio_window(container, start, num_frames / float(fps), sample_rate)
-    return video, audio
+        vstream = _video_stream(container, path)
+        astream = container.streams.audio[0] if container.streams.audio else None
+        video = _Frames(float(start), num_frames, float(fps))
+        audio = _Samples(astream, float(start), num_frames / float(fps), int(sample_rate))
+        # Seeking the video stream positions the audio at the keyframe found too (FFmpeg's mov
+        # demuxer), so going back by the audio margin covers the decoder's warm-up for both.
+        seek(container, vstream, float(start) - audio.margin)
+        streams = [vstream] if astream is None else [vstream, astream]
+        for packet in container.demux(*streams):
+            sink: Any = video if packet.stream is vstream else audio
+            if sink.done:
+                if video.done and audio.done:
+                    break
+                continue
+            if sink is audio and audio.early(packet):
+                continue
+            for frame in packet.decode():
+                sink.push(frame)
+        return video.images(vstream, path, short_side), audio.wave()
+
+
+class _Frames:
+    """The frame on screen at each of the window's sample times (the last one with a timestamp at
+    or before it), from decoded frames in order; past the clip's end the last frame repeats."""
+
+    def __init__(self, start: float, num_frames: int, fps: float) -> None:
+        self.targets = start + np.arange(num_frames) / fps
+        self.chosen: list[Any] = []
+        self.previous: Any = None
+
+    @property
+    def done(self) -> bool:
+        return len(self.chosen) == len(self.targets)
+
+    def push(self, frame: Any) -> None:
+        t = frame.time if frame.time is not None else 0.0
+        while not self.done and t > self.targets[len(self.chosen)] + _EPS:
+            self.chosen.append(self.previous if self.previous is not None else frame)
+        if not self.done:
+            self.previous = frame
+
+    def images(self, stream: Any, path: Any, short_side: int | None) -> np.ndarray:
+        if self.previous is None and not self.chosen:
+            raise DataError(f"{path}: corrupt: no decodable video frames")
+        while not self.done:
+            self.chosen.append(self.previous if self.previous is not None else self.chosen[-1])
+        size: dict[str, Any] = {}
+        if short_side is not None:
+            width, height = scaled_size(stream.codec_context.width, stream.codec_context.height, int(short_side))
+            if (width, height) != (stream.codec_context.width, stream.codec_context.height):
+                size = {"width": width, "height": height, "interpolation": "AREA"}
+        # One reformatter for the whole window: VideoFrame.to_ndarray(format=...) builds a new
+        # SwsContext per frame, which costs 5-30x the conversion itself.
+        reformatter = VideoReformatter()
+        cache: dict[int, np.ndarray] = {}
+        images = []
+        for frame in self.chosen:
+            key = id(frame)
+            if key not in cache:
+                cache[key] = reformatter.reformat(frame, format="rgb24", **size).to_ndarray()
+            images.append(cache[key])
+        return np.stack(images).astype(np.uint8, copy=False)
+
+
+class _Samples:
+    """Mono float32 samples ``[start, start + duration)`` at ``sample_rate`` from decoded audio
+    frames in order (zeros where there are none: no stream, before its start, past its end)."""
+
+    def __init__(self, stream: Any, start: float, duration: float, sample_rate: int) -> None:
+        self.start, self.rate = start, sample_rate
+        self.length = int(round(duration * sample_rate))
+        self.chunks: list[np.ndarray] = []
+        self.t0: float | None = None
+        self.done = stream is None
+        self.resampler = None
+        self.margin = 0.0
+        if stream is None:
+            return
+        ctx = stream.codec_context
+        # Planar float mono at the target rate (what the packed AAC decodes to) needs no resampler:
+        # swresample would only copy it, at a third of the decoding cost. Then the margin only
+        # covers AAC's overlapped first frame after a seek; a resampler needs more warm-up.
+        direct = ctx.format is not None and ctx.format.name == "fltp" and ctx.layout.nb_channels == 1 and ctx.sample_rate == sample_rate
+        if not direct:
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
+        self.margin = 2 * AUDIO_FRAME / float(ctx.sample_rate or sample_rate) if direct else 0.1
+        self.stop = start + duration + self.margin
+
+    def early(self, packet: Any) -> bool:
+        """The packet ends before the window and its warm-up margin: not even decoded (the demuxer
+        starts the audio at the video keyframe, up to a GOP before the window)."""
+        if self.t0 is not None or packet.pts is None or packet.time_base is None or not packet.duration:
+            return False
+        return float((packet.pts + packet.duration) * packet.time_base) < self.start - self.margin
+
+    def push(self, frame: Any) -> None:
+        t = float(frame.time) if frame.time is not None else None
+        if self.resampler is None:
+            if t is not None and t + frame.samples / self.rate <= self.start - _EPS and self.t0 is None:
+                return  # wholly before the window (only the seek's warm-up): not converted
+            self.chunks.append(frame.to_ndarray().reshape(-1))
+        else:
+            self.chunks.extend(res.to_ndarray().reshape(-1) for res in self.resampler.resample(frame))
+        if self.t0 is None:
+            self.t0 = t if t is not None else 0.0
+        if t is not None and t > self.stop:
+            self.done = True
+
+    def wave(self) -> np.ndarray:
+        out = np.zeros(self.length, dtype=np.float32)
+        if self.resampler is not None and self.t0 is not None:
+            self.chunks.extend(res.to_ndarray().reshape(-1) for res in self.resampler.resample(None))
+        if self.t0 is None or not self.chunks:
+            return out
+        wave = np.concatenate(self.chunks).astype(np.float32, copy=False)
+        offset = int(round((self.start - self.t0) * self.rate))
+        src_lo, dst_lo = max(offset, 0), max(-offset, 0)
+        n = min(len(wave) - src_lo, self.length - dst_lo)
+        if n > 0:
+            out[dst_lo : dst_lo + n] = wave[src_lo : src_lo + n]
+        return out
 
 
 def _video_window(container: Any, path: Any, start: float, num_frames: int, fps: float, short_side: int | None) -> np.ndarray:
-    targets = float(start) + np.arange(num_frames) / float(fps)
-    chosen: list[Any] = []
     stream = _video_stream(container, path)
     seek(container, stream, float(start))
-    previous = None
+    frames = _Frames(float(start), num_frames, float(fps))
     for frame in container.decode(stream):
-        t = frame.time if frame.time is not None else 0.0
-        while len(chosen) < num_frames and t > targets[len(chosen)] + _EPS:
-            chosen.append(previous if previous is not None else frame)
-        if len(chosen) == num_frames:
+        frames.push(frame)
+        if frames.done:
             break
-        previous = frame
-    if previous is None and not chosen:
-        raise DataError(f"{path}: corrupt: no decodable video frames")
-    while len(chosen) < num_frames:
-        chosen.append(previous if previous is not None else chosen[-1])
-    size: dict[str, Any] = {}
-    if short_side is not None:
-        width, height = scaled_size(stream.codec_context.width, stream.codec_context.height, int(short_side))
-        size = {"width": width, "height": height, "interpolation": "AREA"}
-    # One reformatter for the whole window: VideoFrame.to_ndarray(format=...) builds a new
-    # SwsContext per frame, which costs 5-30x the conversion itself.
-    reformatter = VideoReformatter()
-    cache: dict[int, np.ndarray] = {}
-    images = []
-    for frame in chosen:
-        key = id(frame)
-        if key not in cache:
-            cache[key] = reformatter.reformat(frame, format="rgb24", **size).to_ndarray()
-        images.append(cache[key])
-    return np.stack(images).astype(np.uint8, copy=False)
+    return frames.images(stream, path, short_side)
 
 
 def _audio_window(container: Any, start: float, duration: float, sample_rate: int) -> np.ndarray:
-    length = int(round(float(duration) * sample_rate))
-    out = np.zeros(length, dtype=np.float32)
-    if not container.streams.audio:
-        return out
-    stream = container.streams.audio[0]
-    margin = 0.1  # resampler warm-up before the window
-    seek(container, stream, float(start) - margin)
-    ctx = stream.codec_context
-    # Planar float mono at the target rate (what the packed AAC decodes to) needs no resampler:
-    # swresample would only copy it, at a third of the decoding cost.
-    direct = ctx.format is not None and ctx.format.name == "fltp" and ctx.layout.nb_channels == 1 and ctx.sample_rate == sample_rate
-    resampler = None if direct else av.AudioResampler(format="flt", layout="mono", rate=int(sample_rate))
-    chunks: list[np.ndarray] = []
-    t0: float | None = None
-    stop = float(start) + float(duration) + margin
+    stream = container.streams.audio[0] if container.streams.audio else None
+    samples = _Samples(stream, float(start), float(duration), int(sample_rate))
+    if stream is None:
+        return samples.wave()
+    seek(container, stream, float(start) - samples.margin)
     for frame in container.decode(stream):
-        if t0 is None:
-            t0 = float(frame.time) if frame.time is not None else 0.0
-        if resampler is None:
-            chunks.append(frame.to_ndarray().reshape(-1))
-        else:
-            chunks.extend(res.to_ndarray().reshape(-1) for res in resampler.resample(frame))
-        if frame.time is not None and frame.time > stop:
+        samples.push(frame)
+        if samples.done:
             break
-    if resampler is not None:
-        chunks.extend(res.to_ndarray().reshape(-1) for res in resampler.resample(None))
-    if t0 is None or not chunks:
-        return out
-    wave = np.concatenate(chunks).astype(np.float32, copy=False)
-    offset = int(round((float(start) - t0) * sample_rate))
-    src_lo, dst_lo = max(offset, 0), max(-offset, 0)
-    n = min(len(wave) - src_lo, length - dst_lo)
-    if n > 0:
-        out[dst_lo : dst_lo + n] = wave[src_lo : src_lo + n]
-    return out
+    return samples.wave()
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +457,7 @@ def _audio_window(container: Any, start: float, duration: float, sample_rate: in
 
 def transcode(
     source: str | os.PathLike[str],
-    out: BinaryIO,
+    out: str | os.PathLike[str] | BinaryIO,
     fps: float,
     short_side: int,
     sample_rate: int,
@@ -383,8 +466,9 @@ def transcode(
     crf: int = 20,
     gop: int | None = None,
     audio_kbps: int | None = None,
+    tune: str | None = None,
 ) -> dict[str, Any]:
-    """Re-encode the start of ``source`` into an mp4 written to ``out`` (a file or ``io.BytesIO``).
+    """Re-encode the start of ``source`` into an mp4 at path ``out`` or written to ``out`` (a binary file or ``io.BytesIO``).
 
     The output covers source time ``[0, min(duration, max_seconds))``: frame ``k`` shows what the
     source shows at ``k / fps`` (the frame on screen then), scaled by the decoder's scaler to
@@ -392,10 +476,26 @@ def transcode(
     frames, deterministic as :func:`add_video_stream`. Audio becomes AAC mono at ``sample_rate``
     lasting as long as the video (silence where the source has none); a source without an audio
     stream gives none. One pass over the source's packets, so the output is interleaved too.
-    Returns ``duration`` (seconds of the output), ``frames``, ``width``, ``height``, ``has_audio``.
+    The index (``moov``) comes first (``+faststart``): a reader of a byte range reads the header
+    and then only its window. FFmpeg writes that by re-reading its output by name, so a file
+    object gets the bytes of a temporary file. Returns ``duration`` (seconds of the output),
+    ``frames``, ``width``, ``height``, ``has_audio``.
     """
+    if isinstance(out, (str, os.PathLike)):
+        return _transcode(Path(source), str(out), fps, short_side, sample_rate, max_seconds, crf, gop, audio_kbps, tune)
+    with tempfile.TemporaryDirectory(prefix="cmgh-transcode-") as tmp:
+        target = Path(tmp) / "clip.mp4"
+        info = _transcode(Path(source), str(target), fps, short_side, sample_rate, max_seconds, crf, gop, audio_kbps, tune)
+        with open(target, "rb") as fh:
+            shutil.copyfileobj(fh, out)
+    return info
+
+
+def _transcode(
+    path: Path, out: str, fps: float, short_side: int, sample_rate: int,
+    max_seconds: float | None, crf: int, gop: int | None, audio_kbps: int | None, tune: str | None,
+) -> dict[str, Any]:
     rate = Fraction(fps).limit_denominator(1001)
-    path = Path(source)
     with _open(path) as src:
         vin = _video_stream(src, path)
         ain = src.streams.audio[0] if src.streams.audio else None
@@ -404,8 +504,8 @@ def transcode(
             length = min(length, float(max_seconds))
         count = max(1, math.ceil(length * rate - _EPS))
         width, height = scaled_size(vin.codec_context.width, vin.codec_context.height, int(short_side))
-        with av.open(out, mode="w", format="mp4", options={"fflags": "+bitexact"}) as dst:
-            vout = add_video_stream(dst, rate, width, height, crf=crf, gop=gop)
+        with av.open(out, mode="w", format="mp4", options={"fflags": "+bitexact", "movflags": "+faststart"}) as dst:
+            vout = add_video_stream(dst, rate, width, height, crf=crf, gop=gop, tune=tune)
             video = _VideoSampler(dst, vout, rate, count, (width, height), 1.0 / float(vin.average_rate or rate))
             audio = None
             if ain is not None:

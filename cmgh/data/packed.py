@@ -10,8 +10,10 @@ Layout of ``<features>/packed/<dataset>/`` (:func:`cmgh.layout.packed_dir`)::
     config.yaml         the resolved config
 
 Each sample covers its whole source up to ``features.packed.max_seconds``, so the loader draws a
-new window every epoch; decoding one window of a 256p/10 fps clip costs a fraction of decoding
-the 720p source, and a 3.2 s window takes ~40x fewer bytes than the decoded arrays of a clip.
+new window every epoch; the mp4's index comes first (``+faststart``), so a loader reading the
+member as a byte range reads its header and its window only. Decoding one window of a 256p/10 fps
+clip costs a fraction of decoding the 720p source, and a 3.2 s window takes ~40x fewer bytes
+than the decoded arrays of a clip.
 Shards are resumable exactly like the decoded ones (:mod:`cmgh.data.shards`); a finished shard
 whose tar no longer matches its JSON is packed again, and a missing or corrupt source is recorded
 in the manifest and skipped.
@@ -45,6 +47,9 @@ NO_VIDEO = "skipped: no video stream"  # an audio-only AudioSet clip is no video
 INDEX_COLUMNS = ("item_id", "key", "shard", "mp4_offset", "mp4_size", "json_offset", "json_size", "source", "duration", "has_audio")
 DATASET_COLUMNS = {"howto100m": ("video_id",), "audioset": ("YTID", "split", "labels")}
 _MP4, _JSON = layout.PACKED_MEMBERS
+# x264 tune of the packed video: at 256p/10 fps fastdecode (no CABAC, deblocking or weighted
+# prediction) halves the loader's decode time for ~10% more bytes (benchmarks/stream.py).
+TUNE = "fastdecode"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class PackSpec:
     crf: int
     gop: int  # frames between keyframes
     audio_kbps: int
+    tune: str | None = TUNE
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class Packed:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def pack_spec(cfg: Config, dataset: str) -> PackSpec:
+def pack_spec(cfg: Config, dataset: str, tune: str | None = TUNE) -> PackSpec:
     f = cfg.features
     fps = float(f.video.fps)
     return PackSpec(
@@ -96,6 +102,7 @@ def pack_spec(cfg: Config, dataset: str) -> PackSpec:
         crf=int(f.packed.crf),
         gop=max(1, round(float(f.packed.keyframe_seconds) * fps)),
         audio_kbps=int(f.packed.audio_kbps),
+        tune=tune,
     )
 
 
@@ -144,7 +151,7 @@ def pack_item(item: PackItem, spec: PackSpec) -> Packed:
     try:
         info = media.transcode(
             item.source, buffer, spec.fps, spec.short_side, spec.sample_rate,
-            max_seconds=spec.max_seconds, crf=spec.crf, gop=spec.gop, audio_kbps=spec.audio_kbps,
+            max_seconds=spec.max_seconds, crf=spec.crf, gop=spec.gop, audio_kbps=spec.audio_kbps, tune=spec.tune,
         )
     except DataError as exc:
         if not Path(item.source).exists():
@@ -240,16 +247,16 @@ def verify_shard(out: Path, k: int, group: Sequence[PackItem], fp: str) -> list[
     return rows
 
 
-def pack(cfg: Config, dataset: str, workers: int | None = None) -> Path:
+def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None = TUNE) -> Path:
     """Pack ``dataset`` (howto100m or audioset) into tar shards; returns the index path.
 
-    Re-running skips every finished, intact shard.
+    Re-running skips every finished, intact shard. ``tune``: x264's tune (the benchmark compares).
     """
     root = formats.dataset_root(cfg, dataset)
     out = layout.packed_dir(cfg.path("features"), dataset)
     shard_dir = out / layout.SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
-    spec = pack_spec(cfg, dataset)
+    spec = pack_spec(cfg, dataset, tune)
     planned = pack_items(dataset, root)
     if not planned:
         raise DataError(f"{root}: no items found to pack for dataset {dataset!r}")

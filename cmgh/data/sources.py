@@ -5,12 +5,13 @@ epoch) and ``sample(i, rng)`` (one sample as tensors, its randomness from ``rng`
 
 - :class:`PackedSource`: a packed corpus (WebDataset tar shards + ``index.parquet`` with byte
   offsets). Per sample a random window of the packed clip, its audio, the captions nearest the
-  window, and VATT's augmentation.
-- :class:`DecodedSource`: extracted ``.npy`` shards (fixed windows, no augmentation).
+  window, and VATT's augmentation (the colour jitter as ``jitter``, for the training device).
+- :class:`DecodedSource`: extracted ``.npy`` shards (fixed windows, no augmentation, identity ``jitter``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -65,11 +66,57 @@ class ClipSpec:
         return self.frames / self.fps
 
 
-class PackedSource:
-    """Samples of one packed corpus, read with one ``pread`` per member (no shared file offset,
-    so a handle inherited over ``fork`` stays correct; handles are reopened per process anyway)."""
+class MemberFile(io.RawIOBase):
+    """Bytes ``[offset, offset + size)`` of an open file as a read-only seekable file, read with
+    ``pread`` (no shared file offset, so a descriptor inherited over ``fork`` stays correct).
 
-    def __init__(self, folder: str | Path, features: Mapping[str, Any], vocab: Vocabulary, dataset: str | None = None) -> None:
+    Handed to FFmpeg instead of the member's bytes, it reads the packed mp4's header (its index
+    comes first) and the packets of the window only: a long clip is not read whole per sample.
+    """
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self.fd, self.offset, self.size = fd, int(offset), int(size)
+        self.pos = self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
+        if n <= 0:
+            return b""
+        data = os.pread(self.fd, n, self.offset + self.pos)
+        self.pos += len(data)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + int(pos))
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+
+class PackedSource:
+    """Samples of one packed corpus; members are read by ``pread`` from descriptors opened per
+    process. ``device_jitter=False`` applies the colour jitter in the loader (the old way, for
+    comparison) and ships the identity map; the default leaves it to :func:`augment.apply_jitter`.
+    ``bytes_read`` counts the bytes this process read from the shards."""
+
+    def __init__(
+        self, folder: str | Path, features: Mapping[str, Any], vocab: Vocabulary, dataset: str | None = None, device_jitter: bool = True
+    ) -> None:
         self.folder = Path(folder)
         self.dataset = dataset or self.folder.name
         path = self.folder / layout.FEATURE_INDEX
@@ -84,7 +131,9 @@ class PackedSource:
         self.vocab = vocab
         self._shard_rows = {int(s): g.index.to_numpy() for s, g in self.index.groupby("shard", sort=True)}
         self._columns = {c: self.index[c].to_numpy() for c in INDEX_COLUMNS}
-        self._files: dict[int, int] = {}
+        self.device_jitter = bool(device_jitter)
+        self.bytes_read = 0
+        self._files: dict[int, tuple[int, int]] = {}  # shard -> (descriptor, file size)
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -110,21 +159,31 @@ class PackedSource:
         shard = layout.shard_file(self.folder, int(self._columns["shard"][i]), "tar")
         return f"{shard}:{self._columns['key'][i]}.{suffix}"
 
-    def _read(self, i: int, member: str) -> bytes:
+    def _member(self, i: int, member: str) -> MemberFile:
         if os.getpid() != self._pid:
             self._files, self._pid = {}, os.getpid()
         shard = int(self._columns["shard"][i])
         if shard not in self._files:
             path = layout.shard_file(self.folder, shard, "tar")
             try:
-                self._files[shard] = os.open(path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY)
             except OSError as exc:
                 raise DataError(f"{path}: missing: cannot open shard ({exc.strerror})") from None
+            self._files[shard] = (fd, os.fstat(fd).st_size)
+        fd, length = self._files[shard]
         size, offset = int(self._columns[f"{member}_size"][i]), int(self._columns[f"{member}_offset"][i])
-        data = os.pread(self._files[shard], size, offset)
-        if len(data) != size:
-            raise DataError(f"{self.member_name(i, member)}: corrupt: {len(data)} of {size} bytes in the shard")
+        if offset + size > length:
+            raise DataError(f"{self.member_name(i, member)}: corrupt: the member ends at byte {offset + size}, past the shard's {length}")
+        return MemberFile(fd, offset, size)
+
+    def _read(self, i: int, member: str) -> bytes:
+        """A member's bytes, whole."""
+        data = self._member(i, member).read()
+        self.bytes_read += len(data)
         return data
+
+    def _mp4(self, i: int) -> MemberFile | bytes:
+        return self._member(i, "mp4")
 
     def sample(self, i: int, rng: np.random.Generator) -> Sample:
         spec = self.spec
@@ -134,13 +193,20 @@ class PackedSource:
             raise DataError(f"{self.member_name(i, 'json')}: corrupt: not JSON ({exc})") from None
         duration = float(self._columns["duration"][i])
         start = float(rng.uniform(0.0, max(0.0, duration - spec.seconds)))
-        video, audio = media.decode_clip(
-            self._read(i, "mp4"), start, spec.frames, spec.fps, spec.sample_rate, short_side=spec.short_side, name=self.member_name(i, "mp4")
-        )
+        mp4 = self._mp4(i)
+        try:
+            video, audio = media.decode_clip(
+                mp4, start, spec.frames, spec.fps, spec.sample_rate, short_side=spec.short_side, name=self.member_name(i, "mp4")
+            )
+        finally:
+            if isinstance(mp4, MemberFile):
+                self.bytes_read += mp4.bytes_read
         params = augment.draw(spec.augment, rng, video.shape[1], video.shape[2])
         text, mask = self._captions(meta.get("captions") or [], start, start + spec.seconds)
+        jitter = augment.jitter_map(params) if self.device_jitter else augment.IDENTITY
         return {
-            "video": augment.apply(video, params, spec.augment.size),
+            "video": augment.apply(video, params, spec.augment.size, jitter=not self.device_jitter),
+            "jitter": torch.from_numpy(jitter.copy()),
             "audio": torch.from_numpy(audio),
             "text": text,
             "text_mask": mask,
@@ -187,6 +253,7 @@ class DecodedSource:
         sample = self.clips[int(i)]
         sample.pop("index", None)
         sample.update(
-            item_id=str(self._ids[i]), dataset=self.dataset, clip_start=float(self._starts[i]), clip_end=float(self._ends[i])
+            item_id=str(self._ids[i]), dataset=self.dataset, clip_start=float(self._starts[i]), clip_end=float(self._ends[i]),
+            jitter=torch.from_numpy(augment.IDENTITY.copy()),
         )
         return sample

@@ -7,6 +7,10 @@ it is; the corpus's ``k``-th draw is ``order(epoch=k // N)[k % N]``, so every sa
 is drawn exactly once per corpus epoch over all ranks. Per-sample randomness comes from a
 generator keyed by (seed, corpus, k): the sequence is the same for any worker count, and a run
 resumed at :meth:`PretrainStream.position` continues it exactly.
+
+Besides the contract's keys a batch carries ``jitter`` float32 [B,3]: each clip's fused colour
+jitter (:func:`cmgh.data.augment.jitter_map`, identity for decoded corpora), which the trainer
+applies on its device with :func:`cmgh.data.augment.apply_jitter` before the step.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from cmgh import checkpoint as ckpt
 from cmgh.config import Config
+from cmgh.data import augment
 from cmgh.errors import CmghError
 from cmgh.track import NullTracker, Tracker
 from cmgh.train import distributed
@@ -69,6 +70,8 @@ def pretrain(
         if loaded["step"] != step:
             raise TrainingError(f"{out}: the data stream delivered step {loaded['step']} for step {step} (loader workers out of order)")
         batch = {k: v.to(run.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in loaded.items()}
+        if "jitter" in batch:  # the colour jitter the loader drew, applied on the training device
+            batch["video"] = augment.apply_jitter(batch["video"], batch["jitter"])
         result = train_step(
             run.model, batch, run.optimizer, run.scheduler, run.harmonizer, step=step,
             temperature=float(pcfg.temperature), precision=str(pcfg.precision), grad_clip=float(pcfg.grad_clip),

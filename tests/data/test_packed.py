@@ -99,6 +99,7 @@ def test_packed_mp4_has_the_configured_streams(packed_world: config_mod.Config) 
         data = fh.read(row.mp4_size)
     source = cfg.path("data") / "howto100m" / row.source
     info = media.probe(source)
+    assert 0 <= data.find(b"moov") < data.find(b"mdat")  # faststart: a byte-range reader gets the index first
     with av.open(io.BytesIO(data)) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
         assert video.codec_context.name == "h264" and video.codec_context.pix_fmt == "yuv420p"

@@ -1,10 +1,11 @@
-"""The pre-training stream over real packed shards (real mp4 members in real tar files) and real
-DataLoader worker processes: coverage per epoch, determinism, resume, mixing, captions, augmentation."""
+"""The pre-training stream over real packed shards (sources in the HowTo100M/AudioSet layouts packed
+by the real writer) and real DataLoader worker processes: coverage per epoch, determinism, resume,
+mixing, captions, augmentation, byte-range reads."""
 
 from __future__ import annotations
 
+import json
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +20,25 @@ from cmgh.data.schedule import Schedule, StreamPosition
 from cmgh.data.stream import DecodedSource, PackedSource, PretrainStream
 from cmgh.data.text import Vocabulary
 from cmgh.errors import ConfigError
-from tests.data.packed_shards import PackedClip, write_packed
+from tests.data.corpus_trees import Clip, pack_tree, write_audioset, write_howto100m
 
 FPS, SR, SECONDS, H, W = 4, 8000, 3.0, 32, 48
 N_HOWTO, N_AUDIOSET = 10, 6
+SETTINGS = [
+    "features.video.frames=4", "features.video.fps=4", "features.video.size=24", "features.video.short_side=32",
+    "features.audio.sample_rate=8000", "features.text.max_tokens=6", "features.text.candidates=2",
+    "features.packed.shuffle_buffer=4", "features.shard_size=4",
+]
 
 
 def features(**augment_overrides: object) -> dict:
-    cfg = config_mod.load(overrides=[
-        "features.video.frames=4", "features.video.fps=4", "features.video.size=24", "features.video.short_side=32",
-        "features.audio.sample_rate=8000", "features.text.max_tokens=6", "features.text.candidates=2",
-        "features.packed.shuffle_buffer=4",
-    ])
-    out = cfg.to_dict()["features"]
+    out = config_mod.load(overrides=SETTINGS).to_dict()["features"]
     out["augment"].update(augment_overrides)
     return out
 
 
-def clip_bytes(tmp: Path, frames: np.ndarray, audio: np.ndarray | None) -> bytes:
-    path = media.write_mp4(tmp / "clip.mp4", frames, FPS, audio, SR)
-    return path.read_bytes()
+def tone(seconds: float = SECONDS) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * SR)) / SR)).astype(np.float32)
 
 
 def ramp_frames(seed: int) -> np.ndarray:
@@ -49,23 +49,27 @@ def ramp_frames(seed: int) -> np.ndarray:
     return frames
 
 
+def still_frames(seconds: float = SECONDS) -> np.ndarray:
+    yy, xx = np.mgrid[0:H, 0:W]
+    image = np.stack([xx * 5, yy * 7, (xx + yy) * 3], axis=-1).clip(0, 255).astype(np.uint8)  # smooth: H.264 keeps it
+    return np.repeat(image[None], int(seconds * FPS), axis=0)
+
+
 @pytest.fixture(scope="module")
-def corpora() -> tuple[Path, Path, Vocabulary]:
-    root = Path(tempfile.mkdtemp(prefix="cmgh-stream-"))
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Vocabulary]:
+    base = tmp_path_factory.mktemp("stream")
     rng = np.random.default_rng(0)
     words = [f"word{i}" for i in range(40)]
-    howto, audioset = [], []
+    clips, captions = {}, {}
     for v in range(N_HOWTO):
-        captions = [{"start": s, "end": s + 0.5, "text": " ".join(rng.choice(words, 3))} for s in np.arange(0.0, SECONDS, 0.5)]
-        audio = (0.5 * np.sin(2 * np.pi * 440 * np.arange(int(SECONDS * SR)) / SR)).astype(np.float32)
-        howto.append(PackedClip(f"vid{v:02d}", clip_bytes(root, ramp_frames(v), audio), SECONDS, FPS, SR, True, captions))
-    for a in range(N_AUDIOSET):
-        howto_like = ramp_frames(100 + a)
-        audioset.append(PackedClip(f"yt{a}.x_30", clip_bytes(root, howto_like, None), SECONDS, FPS, SR, False, [], [a]))
-    vocab = Vocabulary.build([c["text"] for clip in howto for c in clip.captions], 64)
-    h = write_packed(layout.packed_dir(root, "howto100m"), "howto100m", howto, shard_size=4)
-    a = write_packed(layout.packed_dir(root, "audioset"), "audioset", audioset, shard_size=4)
-    return h, a, vocab
+        vid = f"vid{v:02d}"
+        captions[vid] = [(float(s), float(s) + 0.5, " ".join(rng.choice(words, 3))) for s in np.arange(0.0, SECONDS, 0.5)]
+        clips[vid] = Clip(ramp_frames(v), FPS, tone(), SR)
+    write_howto100m(base / "data" / "howto100m", clips, captions)
+    segments = {(f"yt{a}.x", 30): Clip(ramp_frames(100 + a), FPS) for a in range(N_AUDIOSET)}  # a dot: keys replace it
+    write_audioset(base / "data" / "audioset", segments, {key: [a] for a, key in enumerate(segments)}, classes=N_AUDIOSET)
+    vocab = Vocabulary.build([c[2] for cs in captions.values() for c in cs], 64)
+    return pack_tree(base, "howto100m", SETTINGS), pack_tree(base, "audioset", SETTINGS), vocab
 
 
 def make(corpora, seed=0, rank=0, world=1, start=None, stop=4, batch=4, weights=(1.0, 0.0), feats=None):
@@ -137,6 +141,8 @@ def test_batch_follows_the_contract(corpora) -> None:
     assert batch["audio"].dtype == torch.float32 and tuple(batch["audio"].shape) == (4, 8000)
     assert batch["text"].dtype == torch.int64 and tuple(batch["text"].shape) == (4, 2, 6)
     assert batch["text_mask"].dtype == torch.bool and batch["has_text"].dtype == torch.bool
+    assert batch["jitter"].dtype == torch.float32 and tuple(batch["jitter"].shape) == (4, 3)
+    assert (batch["jitter"] != torch.from_numpy(augment.IDENTITY)).any(dim=1).all()  # packed rows: each its own map
     assert batch["clip_start"].dtype == torch.float64 and torch.allclose(batch["clip_end"] - batch["clip_start"], torch.tensor(1.0, dtype=torch.float64))
     assert batch["step"] == 0 and batch["skipped"] == 0 and len(batch["item_id"]) == len(batch["dataset"]) == 4
 
@@ -145,61 +151,91 @@ def test_window_captions_and_audio_align_with_the_drawn_window(corpora) -> None:
     h, _, vocab = corpora
     still = features(crop_scale=[1.0, 1.0], crop_ratio=[1.5, 1.5], flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
     source = PackedSource(h, still, vocab)
-    meta = pd.read_parquet(h / layout.FEATURE_INDEX)
-    captions = None
     for seed in range(6):
         i = seed % len(source)
         sample = source.sample(i, np.random.default_rng(seed))
         start = sample["clip_start"]
-        assert 0.0 <= start <= SECONDS - 1.0
-        shown = np.floor(start * FPS + 1e-6 + np.arange(4))  # frames on screen at the 4 sample times
+        assert 0.0 <= start <= float(source.index.at[i, "duration"]) - 1.0
+        shown = np.minimum(np.floor(start * FPS + 1e-6 + np.arange(4)), SECONDS * FPS - 1)  # frames on screen at the 4 sample times
         level = sample["video"].float()[:, 12:, 12:].mean(dim=(1, 2, 3)).numpy()  # away from the coloured corner
         np.testing.assert_allclose(level, 16 + 12 * shown, atol=4)
-        item = str(source.index.at[i, "item_id"])
-        assert item == meta.set_index("item_id").index[meta["item_id"] == item][0]
-        import json
-
-        raw = json.loads(source._read(i, "json"))
-        captions = raw["captions"]
+        assert torch.equal(sample["jitter"], torch.from_numpy(augment.IDENTITY))
+        captions = json.loads(source._read(i, "json"))["captions"]
+        assert len(captions) == 6  # the source's captions, in packed-clip seconds (the clip starts at 0)
         mids = np.array([0.5 * (c["start"] + c["end"]) for c in captions])
         want = np.argsort(np.abs(mids - (start + 0.5)), kind="stable")[:2]
         expected = np.stack([vocab.encode(captions[j]["text"], 6) for j in want])
         np.testing.assert_array_equal(sample["text"].numpy(), expected)
         assert sample["has_text"] and sample["text_mask"].all()
         assert abs(float(sample["audio"].abs().max()) - 0.5) < 0.1  # the tone, not the zero padding
-    assert captions is not None
 
 
 def test_augmentation_same_for_every_frame_and_different_between_samples() -> None:
     spec = augment.AugmentSpec.from_features(features())
     image = np.random.default_rng(0).integers(0, 256, (1, 40, 60, 3), dtype=np.uint8)
     clip = np.repeat(image, 6, axis=0)
-    outs = []
+    outs, maps, loader_parts = [], [], []
     for seed in range(4):
         params = augment.draw(spec, np.random.default_rng(seed), 40, 60)
-        out = augment.apply(clip, params, 24)
+        part = augment.apply(clip, params, 24, jitter=False)  # the loader's share: crop, resize, flip
+        jitter = torch.from_numpy(augment.jitter_map(params))
+        out = augment.apply_jitter(part[None], jitter[None])[0]  # the device's share
         assert tuple(out.shape) == (6, 24, 24, 3) and out.dtype == torch.uint8
         assert all(torch.equal(out[0], out[t]) for t in range(6))
         # the fused jitter matches torchvision's functional chain up to its intermediate clamps
         assert (out.int() - augment.reference(clip, params, 24).int()).abs().float().mean() < 2.0
+        # on a CPU it is the loader's numpy form (the old way); batched torch ops (a GPU's way) agree up to float rounding
+        assert torch.equal(out, augment.apply(clip, params, 24))
+        batched = augment.apply_jitter(part[None], jitter[None], batched=True)[0]
+        assert (out.int() - batched.int()).abs().max() <= 1 and (out != batched).float().mean() < 0.01
         outs.append(out)
+        maps.append(jitter)
+        loader_parts.append(part)
     assert all(not torch.equal(outs[0], o) for o in outs[1:])
+    maps[1] = torch.from_numpy(augment.IDENTITY)  # a decoded corpus's row in a mixed batch
+    batch = augment.apply_jitter(torch.stack(loader_parts), torch.stack(maps))
+    assert torch.equal(batch[0], outs[0]) and torch.equal(batch[1], loader_parts[1]) and torch.equal(batch[3], outs[3])
+    batch = augment.apply_jitter(torch.stack(loader_parts), torch.stack(maps), batched=True)
+    assert torch.equal(batch[1], loader_parts[1]) and (batch[3].int() - outs[3].int()).abs().max() <= 1
     before = torch.random.get_rng_state()
-    augment.apply(clip, augment.draw(spec, np.random.default_rng(9), 40, 60), 24)
+    params = augment.draw(spec, np.random.default_rng(9), 40, 60)
+    augment.apply_jitter(augment.apply(clip, params, 24, jitter=False)[None], torch.from_numpy(augment.jitter_map(params))[None])
+    augment.apply(clip, params, 24)
     assert torch.equal(before, torch.random.get_rng_state())
 
 
 def test_streamed_still_clip_augments_every_frame_alike(corpora, tmp_path: Path) -> None:
     _, _, vocab = corpora
-    yy, xx = np.mgrid[0:H, 0:W]
-    image = np.stack([xx * 5, yy * 7, (xx + yy) * 3], axis=-1).clip(0, 255).astype(np.uint8)  # smooth: H.264 keeps it
-    still = np.repeat(image[None], int(SECONDS * FPS), axis=0)
-    clips = [PackedClip(f"still{i}", clip_bytes(tmp_path, still, None), SECONDS, FPS, SR, False) for i in range(2)]
-    folder = write_packed(tmp_path / "howto100m", "howto100m", clips, shard_size=2)
-    source = PackedSource(folder, features(), vocab)
-    a, b = source.sample(0, np.random.default_rng(0)), source.sample(0, np.random.default_rng(1))
-    assert all((a["video"][0].float() - a["video"][t].float()).abs().mean() < 1.0 for t in range(4))
-    assert (a["video"].float() - b["video"].float()).abs().mean() > 5
+    write_howto100m(tmp_path / "data" / "howto100m", {f"still{i}": Clip(still_frames(), FPS) for i in range(2)}, {})
+    lossless = [*SETTINGS, "features.packed.crf=0"]  # re-encoding noise (~1.5 levels at crf 23) would mask the test
+    source = PackedSource(pack_tree(tmp_path, "howto100m", lossless), features(), vocab)
+    batch = PretrainStream([("howto100m", 1.0, source)], 2, seed=0, stop=1)
+    loaded = run(batch)[0]
+    video = augment.apply_jitter(loaded["video"], loaded["jitter"])  # what the trainer's device sees
+    assert not torch.equal(video, loaded["video"])  # the jitter happens there
+    for clip in video:
+        assert all((clip[0].float() - clip[t].float()).abs().mean() < 1.0 for t in range(4))
+    assert (video[0].float() - video[1].float()).abs().mean() > 5
+
+
+def test_member_is_read_as_a_byte_range(corpora, tmp_path: Path) -> None:
+    _, _, vocab = corpora
+    seconds = 60.0
+    frames = np.random.default_rng(0).integers(0, 256, (int(seconds * FPS), H, W, 3), dtype=np.uint8)  # noise: every frame costs bytes
+    write_howto100m(tmp_path / "data" / "howto100m", {"long": Clip(frames, FPS, tone(seconds), SR)}, {})
+    source = PackedSource(pack_tree(tmp_path, "howto100m", SETTINGS), features(), vocab)
+    size = int(source.index.at[0, "mp4_size"])
+    for seed in range(3):
+        before = source.bytes_read
+        sample = source.sample(0, np.random.default_rng(seed))
+        read = source.bytes_read - before
+        assert read < size / 4  # the header and about a second of a minute, not the whole member
+        video, audio = media.decode_clip(source._read(0, "mp4"), sample["clip_start"], 4, FPS, SR, short_side=32)  # whole bytes
+        rng = np.random.default_rng(seed)
+        assert rng.uniform(0, float(source.index.at[0, "duration"]) - 1) == sample["clip_start"]
+        params = augment.draw(source.spec.augment, rng, H, W)
+        assert torch.equal(augment.apply(video, params, 24, jitter=False), sample["video"])
+        assert np.array_equal(audio, sample["audio"].numpy()) and np.abs(audio).max() > 0.4
 
 
 def test_audioset_rows_have_no_text(corpora) -> None:
@@ -274,6 +310,7 @@ def test_decoded_source_gives_the_same_batch_shape(tmp_path: Path) -> None:
     i = batch["item_id"].index("v3_000")
     assert torch.equal(batch["video"][i], torch.from_numpy(arrays["video"][3])) and batch["clip_start"][i] == 6.0
     assert batch["has_text"].all() and tuple(batch["text"].shape) == (5, k, length)
+    assert torch.equal(batch["jitter"], torch.from_numpy(augment.IDENTITY).expand(5, 3))  # no augmentation
 
 
 def test_nearest_captions_is_one_rule() -> None:
