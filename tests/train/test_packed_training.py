@@ -56,3 +56,20 @@ def test_audioset_pairs_get_no_video_text_loss_and_no_harmonization(packed_world
     assert (scores["clip_end"] - scores["clip_start"]).round(6).eq(cfg.features.video.frames / cfg.features.video.fps).all()
     per_item = triplets.groupby("item_id")["clip_start"].nunique()
     assert (per_item > 1).any()
+
+
+def test_decoded_corpora_mix_too_and_audioset_pairs_come_from_its_training_split(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    from cmgh.data.datasets import read_index
+    from cmgh.data.text import Vocabulary
+    from cmgh.train.setup import corpus_sources
+
+    cfg = small(tiny_world, MIXED)
+    sources = dict((name, source) for name, _, source in corpus_sources(cfg, Vocabulary.load(cfg.path("features") / "vocab.json")))
+    audioset = read_index(cfg.path("features") / "audioset")
+    assert len(sources["audioset"]) == int((audioset["split"] == "train").sum()) < len(audioset)  # never the eval split
+    run = tmp_path / "run"
+    pretrain(config_mod.with_overrides(cfg, ["pretrain.steps=4", "pretrain.score_every=1"]), RunSpec("ms", "baseline", 0, run))
+    scores = pd.concat([pd.read_csv(f) for f in (run / "scores").glob("step_*.csv")], ignore_index=True)
+    assert set(scores["dataset"]) == {"howto100m", "audioset"}
+    eval_ids = set(audioset.loc[audioset["split"] == "eval", "item_id"])
+    assert not eval_ids & set(scores.loc[scores["dataset"] == "audioset", "item_id"])
