@@ -2,7 +2,7 @@
 
 The content is what a camera sees, not per-pixel noise (which no codec compresses and no real
 video looks like): a smooth multi-scale texture panned at a few pixels per frame, with textured
-objects moving across it. At ``media.write_mp4``'s crf that encodes at
+objects moving across it. At ``encode.write_mp4``'s crf that encodes at
 roughly 1-3 Mbit/s, the range of 720p uploads. Frames are generated one at a time, so a long clip
 never sits in memory. Usage as a script: ``realres.py OUT.mp4 [--seconds 30] [--no-audio]``.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cmgh.data import media  # noqa: E402
+from cmgh.data import encode, media  # noqa: E402
 
 WIDTH, HEIGHT, FPS, SAMPLE_RATE = 1280, 720, 30, 44100
 
@@ -79,7 +79,7 @@ def audio(seconds: float, seed: int = 0, sample_rate: int = SAMPLE_RATE) -> np.n
 def write_clip(path: Path, seconds: float, with_audio: bool = True, seed: int = 0) -> Path:
     """A 720p30 H.264 (+ AAC 44.1 kHz unless ``with_audio`` is False) clip of ``seconds``."""
     wave = audio(seconds, seed) if with_audio else None
-    return media.write_mp4(path, frames(seconds, seed), FPS, wave, SAMPLE_RATE)
+    return encode.write_mp4(path, frames(seconds, seed), FPS, wave, SAMPLE_RATE)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config, corpus_format
-from cmgh.data import formats, items as items_mod, media, shards
+from cmgh.data import encode, formats, items as items_mod, shards
 from cmgh.errors import DataError
 from cmgh.io import atomic_path, atomic_write, atomic_write_json, atomic_write_text, safe_id
 
@@ -149,7 +149,7 @@ def pack_item(item: PackItem, spec: PackSpec) -> Packed:
     """Re-encode one source in memory; media errors become a manifest status instead of an exception."""
     buffer = io.BytesIO()
     try:
-        info = media.transcode(
+        info = encode.transcode(
             item.source, buffer, spec.fps, spec.short_side, spec.sample_rate,
             max_seconds=spec.max_seconds, crf=spec.crf, gop=spec.gop, audio_kbps=spec.audio_kbps, tune=spec.tune,
         )

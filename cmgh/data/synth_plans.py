@@ -126,7 +126,7 @@ def _concepts(number: int, seed: int) -> tuple[Concept, ...]:
 
 def render_job(job: Job) -> str:
     """Render and encode one clip (runs in a worker process)."""
-    from cmgh.data import media  # PyAV only where media are made
+    from cmgh.data import encode  # PyAV only where media are made
 
     concepts = _concepts(*job.concepts)
     fps, width, height, rate, codec = job.media
@@ -135,7 +135,7 @@ def render_job(job: Job) -> str:
     for seg in job.segments:
         frames.append(render_video([concepts[c] for c in seg.video], rng, seg.seconds, fps, width, height))
         audio.append(render_audio([concepts[c] for c in seg.audio], rng, seg.seconds, rate))
-    media.write_mp4(job.path, np.concatenate(frames), fps, np.concatenate(audio), rate, codec)
+    encode.write_mp4(job.path, np.concatenate(frames), fps, np.concatenate(audio), rate, codec)
     return job.path
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cmgh import config as config_mod, layout
-from cmgh.data import formats, media, packed
+from cmgh.data import encode, formats, packed
 
 
 @dataclass
@@ -29,7 +29,7 @@ def write_howto100m(root: Path, clips: Mapping[str, Clip], captions: Mapping[str
     tracks = {vid: {"start": [c[0] for c in cs], "end": [c[1] for c in cs], "text": [c[2] for c in cs]} for vid, cs in captions.items()}
     formats.write_howto100m_captions(root / layout.HOWTO100M_CAPTIONS, tracks)
     for vid, clip in clips.items():
-        media.write_mp4(layout.video_file(root, vid), clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        encode.write_mp4(layout.video_file(root, vid), clip.frames, clip.fps, clip.audio, clip.sample_rate)
     return root
 
 
@@ -44,7 +44,7 @@ def write_audioset(root: Path, clips: Mapping[tuple[str, int], Clip], labels: Ma
     )
     formats.write_audioset_segments(root / layout.AUDIOSET_SEGMENT_FILES["train"], segments)
     for (ytid, start), clip in clips.items():
-        media.write_mp4(layout.audioset_clip(root, ytid, start), clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        encode.write_mp4(layout.audioset_clip(root, ytid, start), clip.frames, clip.fps, clip.audio, clip.sample_rate)
     return root
 
 

@@ -31,7 +31,7 @@ import yaml
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import features, formats, media
+from cmgh.data import encode, features, formats, media
 from cmgh.data.download import archives, clips, fetch
 from cmgh.data.download.run import download
 from cmgh.errors import DataError, DownloadError
@@ -169,7 +169,7 @@ def _padded_source(clip: Path, dest: Path, lead: float, fps: int, sample_rate: i
     black = np.zeros((int(lead * fps), *frames.shape[1:]), np.uint8)
     tail = np.zeros((fps, *frames.shape[1:]), np.uint8)
     audio = np.concatenate([np.zeros(int(lead * sample_rate), np.float32), wave, np.zeros(sample_rate, np.float32)])
-    media.write_mp4(dest, np.concatenate([black, frames, tail]), fps, audio, sample_rate)
+    encode.write_mp4(dest, np.concatenate([black, frames, tail]), fps, audio, sample_rate)
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> None:
@@ -416,7 +416,7 @@ def test_500_then_success_is_retried_with_backoff(tmp_path: Path, server: Server
 
 
 def _tiny_mp4(tmp_path: Path) -> bytes:
-    media.write_mp4(tmp_path / "t.mp4", np.full((8, 32, 32, 3), 99, np.uint8), 8, np.zeros(8000, np.float32), 8000)
+    encode.write_mp4(tmp_path / "t.mp4", np.full((8, 32, 32, 3), 99, np.uint8), 8, np.zeros(8000, np.float32), 8000)
     return (tmp_path / "t.mp4").read_bytes()
 
 
@@ -601,7 +601,7 @@ def test_cut_is_exact_to_a_frame_keeps_sync_and_reencodes_when_asked(tmp_path: P
     frames = np.stack([np.full((48, 80, 3), 5 * i, np.uint8) for i in range(fps * seconds)])  # frame i has value 5 i
     t = np.arange(rate * seconds) / rate
     audio = (0.1 * (1 + np.floor(t))).astype(np.float32) * np.sign(np.sin(2 * np.pi * 200 * t)).astype(np.float32)  # louder each second
-    source = media.write_mp4(tmp_path / "src.mp4", frames, fps, audio, rate)
+    source = encode.write_mp4(tmp_path / "src.mp4", frames, fps, audio, rate)
     for start, end, out_fps, short, want_frames, want_size in [
         (1.5, 3.5, None, None, 16, (80, 48)),
         (2.0, 4.0, 5.0, 24, 10, (40, 24)),

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from cmgh.data import media
+from cmgh.data import encode, media
 from cmgh.errors import DataError
 
 FPS, RATE, T, H, W = 8, 16000, 16, 48, 64
@@ -34,7 +34,7 @@ def frame_index(frames: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module", params=["h264", "mpeg4"])
 def clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp(request.param) / "clip.mp4"
-    media.write_mp4(path, coded_frames(), FPS, tone(T / FPS), RATE, request.param)
+    encode.write_mp4(path, coded_frames(), FPS, tone(T / FPS), RATE, request.param)
     return path, request.param
 
 
@@ -79,8 +79,8 @@ def test_decode_audio_rate_length_and_alignment(clip: tuple[Path, str]) -> None:
 def test_writes_are_byte_identical(tmp_path: Path) -> None:
     frames, audio = coded_frames(), tone(2.0)
     for codec in ("h264", "mpeg4"):
-        a = media.write_mp4(tmp_path / f"a_{codec}.mp4", frames, FPS, audio, RATE, codec)
-        b = media.write_mp4(tmp_path / f"b_{codec}.mp4", frames, FPS, audio, RATE, codec)
+        a = encode.write_mp4(tmp_path / f"a_{codec}.mp4", frames, FPS, audio, RATE, codec)
+        b = encode.write_mp4(tmp_path / f"b_{codec}.mp4", frames, FPS, audio, RATE, codec)
         assert a.read_bytes() == b.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_h264.mp4", "a_mpeg4.mp4", "b_h264.mp4", "b_mpeg4.mp4"]
 
@@ -100,12 +100,12 @@ def test_repeated_writes_of_moving_content_are_byte_identical(tmp_path: Path) ->
     seen: dict[int, set[bytes]] = {i: set() for i in range(len(clips))}
     for _ in range(3):
         for i, (frames, audio) in enumerate(clips):
-            seen[i].add(media.write_mp4(tmp_path / "clip.mp4", frames, FPS, audio, RATE, "h264").read_bytes())
+            seen[i].add(encode.write_mp4(tmp_path / "clip.mp4", frames, FPS, audio, RATE, "h264").read_bytes())
     assert all(len(versions) == 1 for versions in seen.values())
 
 
 def test_video_without_audio_decodes_silence(tmp_path: Path) -> None:
-    path = media.write_mp4(tmp_path / "silent.mp4", coded_frames(), FPS, None)
+    path = encode.write_mp4(tmp_path / "silent.mp4", coded_frames(), FPS, None)
     assert media.probe(path)["has_audio"] is False
     assert not media.decode_audio(path, 0.0, 0.5, 8000).any()
 
@@ -118,7 +118,7 @@ def test_missing_and_corrupt_files_raise_data_error(tmp_path: Path) -> None:
     for call in (lambda: media.probe(garbage), lambda: media.decode_video(garbage, 0, 4, 4.0), lambda: media.decode_audio(garbage, 0, 1, 8000)):
         with pytest.raises(DataError, match=r"garbage\.mp4: corrupt: "):
             call()
-    good = media.write_mp4(tmp_path / "good.mp4", coded_frames(), FPS, tone(2.0), RATE)
+    good = encode.write_mp4(tmp_path / "good.mp4", coded_frames(), FPS, tone(2.0), RATE)
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(DataError, match=r"truncated\.mp4: corrupt: "):

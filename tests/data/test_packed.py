@@ -15,7 +15,7 @@ import pytest
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import formats, media, packed
+from cmgh.data import encode, formats, media, packed
 from cmgh.errors import DataError
 
 JSON_FIELDS = {"key", "item_id", "dataset", "source_id", "source", "duration", "fps", "sample_rate", "has_audio", "captions", "labels"}
@@ -128,7 +128,7 @@ def test_broken_sources_are_recorded_and_skipped(tiny_world: config_mod.Config, 
     missing.unlink()
     corrupt.write_bytes(corrupt.read_bytes()[:400])
     frames = media.decode_video(silent, 0.0, 16, 8.0)
-    media.write_mp4(silent, frames, 8)  # no audio stream: a legitimate pre-training video
+    encode.write_mp4(silent, frames, 8)  # no audio stream: a legitimate pre-training video
     packed.pack(cfg, "howto100m", workers=2)
     status = manifest(cfg)
     assert status[missing.stem] == "missing" and status[corrupt.stem].startswith("corrupt: ")

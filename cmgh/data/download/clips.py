@@ -19,7 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
-from cmgh.data import media
+from cmgh.data import encode, media
 from cmgh.data.download.fetch import (
     CORRUPT,
     ERROR,
@@ -174,11 +174,11 @@ def cut(
             width, height = output_size(vin.codec_context.width, vin.codec_context.height, short_side)
             ain = src.streams.audio[0] if src.streams.audio else None
             with av.open(str(target), mode="w", format="mp4", options={"fflags": "+bitexact"}) as out:
-                vout = media.add_video_stream(out, rate, width, height)
+                vout = encode.add_video_stream(out, rate, width, height)
                 aout, layout = None, "mono"
                 if ain is not None:
                     layout = "stereo" if ain.codec_context.channels >= 2 else "mono"
-                    aout = media.add_audio_stream(out, int(ain.codec_context.sample_rate), layout)
+                    aout = encode.add_audio_stream(out, int(ain.codec_context.sample_rate), layout)
                 frames = _cut_video(src, vin, out, vout, start, end, rate, (width, height), deadline)
                 if frames == 0:
                     raise FetchError(CORRUPT, f"{source.name}: no video frames in [{start:g}, {end if end is not None else 'end'}] s")
@@ -244,7 +244,7 @@ def _cut_audio(src: Any, ain: Any, out: Any, aout: Any, start: float, end: float
         if held >= media.AUDIO_FRAME:  # encode whole AAC frames, keep the remainder
             wave = np.concatenate(pending, axis=1)
             whole = wave.shape[1] // media.AUDIO_FRAME * media.AUDIO_FRAME
-            pts = media.mux_audio(out, aout, wave[:, :whole], rate, layout, pts)
+            pts = encode.mux_audio(out, aout, wave[:, :whole], rate, layout, pts)
             pending[:] = [wave[:, whole:]]
             held = wave.shape[1] - whole
 
@@ -265,7 +265,7 @@ def _cut_audio(src: Any, ain: Any, out: Any, aout: Any, start: float, end: float
         for res in resampler.resample(None):
             take(res.to_ndarray().reshape(channels, -1))
     if pending and held:
-        media.mux_audio(out, aout, np.concatenate(pending, axis=1), rate, layout, pts)
+        encode.mux_audio(out, aout, np.concatenate(pending, axis=1), rate, layout, pts)
     out.mux(aout.encode(None))
 
 
