@@ -8,7 +8,6 @@ is accepted by the workflow. Every validation failure becomes a one-line :class:
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -20,6 +19,7 @@ import yaml
 
 from cmgh.errors import ConfigError
 from cmgh.io import atomic_write_text
+from cmgh.keypaths import get_path, set_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -348,58 +348,3 @@ def corpus_format(tree: Mapping[str, Any], dataset: str) -> str:
     if tree["features"]["format"] != "packed":
         return "decoded"
     return "packed" if dataset in {name for name, _ in corpora(tree["pretrain"])} else "decoded"
-
-
-# --------------------------------------------------------------------------- dotted key paths
-# One walker for ``a.b.c`` paths: overrides set by them, sweeps sample and rebuild by them, trackers
-# log params by them.
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "", *, json_leaves: bool = True) -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. With ``json_leaves`` (for trackers and tables) lists and
-    empty mappings become JSON strings; without it they stay as they are, so :func:`unflatten` inverts it."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}.", json_leaves=json_leaves))
-        elif json_leaves and isinstance(value, (list, tuple, Mapping)):
-            flat[name] = json.dumps(value)
-        else:
-            flat[name] = value
-    return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``: the inverse of ``flatten(..., json_leaves=False)`` for
-    trees whose keys hold no dot (``sweep.space``'s keys are dotted paths themselves)."""
-    tree: dict[str, Any] = {}
-    for dotted, value in flat.items():
-        set_path(tree, dotted, value)
-    return tree
-
-
-def _keys(path: str | Sequence[str]) -> list[str]:
-    return path.split(".") if isinstance(path, str) else list(path)
-
-
-def get_path(tree: Mapping[str, Any], path: str | Sequence[str]) -> Any:
-    """The value at a dotted path; ConfigError naming the first missing part."""
-    keys, node = _keys(path), tree
-    for depth, key in enumerate(keys):
-        if not isinstance(node, Mapping) or key not in node:
-            where = ".".join(keys[:depth]) or "<root>"
-            raise ConfigError(f"{'.'.join(keys)}: no such config key ({key!r} is not under {where})")
-        node = node[key]
-    return node
-
-
-def set_path(tree: dict[str, Any], path: str | Sequence[str], value: Any) -> None:
-    """Set the value at a dotted path, creating mappings on the way; ConfigError if a part is not one."""
-    keys, node = _keys(path), tree
-    for depth, key in enumerate(keys[:-1]):
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(keys[: depth + 1])} is not a mapping")
-        node = child
-    node[keys[-1]] = value

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmgh import config
+from cmgh import config, keypaths
 from cmgh.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 
 def test_flatten_for_trackers() -> None:
-    flat = config.flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}})
+    flat = keypaths.flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}})
     assert flat == {"a.b": 1, "a.c": "[1, 2]", "d": "{}"}
 
 

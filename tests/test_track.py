@@ -21,7 +21,7 @@ import yaml
 
 from cmgh import cli
 from cmgh import config as config_mod
-from cmgh import layout
+from cmgh import keypaths, layout
 from cmgh.track import NullTracker, Tracker, config_hash, file_hash, open_tracker, tracking_uri
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
 
@@ -87,7 +87,7 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     assert data.params["model.width"] == "32"
     assert data.params["pretrain.harmonize.rule"] == "cmgh"  # the variant's resolved config
     assert data.params["pretrain.betas"] == "[0.9, 0.999]"
-    assert len(data.params) == len(config_mod.flatten(config_mod.for_variant(tiny_world, "gr").to_dict()))
+    assert len(data.params) == len(keypaths.flatten(config_mod.for_variant(tiny_world, "gr").to_dict()))
     train_log = load_metrics_log(out)
     for key in train_log.columns.drop("step"):
         assert steps_of(client, run.info.run_id, key) == list(range(6)), key

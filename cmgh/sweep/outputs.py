@@ -13,7 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from cmgh import config as config_mod
-from cmgh import layout
+from cmgh import keypaths, layout
 from cmgh.config import Config
 from cmgh.io import atomic_path, atomic_write_text
 from cmgh.sweep.storage import SweepError
@@ -58,7 +58,7 @@ def tuned_variant(best_params_path: str | Path) -> dict[str, Any]:
     record = yaml.safe_load(path.read_text()) or {}
     if "params" not in record:
         raise SweepError(f"{path}: not a cmgh sweep {layout.BEST_PARAMS} (no 'params')")
-    return config_mod.deep_merge(dict(record.get("base_variant_overrides") or {}), config_mod.unflatten(record["params"]))
+    return config_mod.deep_merge(dict(record.get("base_variant_overrides") or {}), keypaths.unflatten(record["params"]))
 
 
 def tuned_set_option(best_params_path: str | Path) -> str:

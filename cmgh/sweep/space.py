@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 from cmgh import config as config_mod
+from cmgh import keypaths
 from cmgh.config import Config
 from cmgh.errors import ConfigError
 
@@ -23,7 +24,7 @@ def search_space(cfg: Config) -> dict[str, dict[str, Any]]:
         raise ConfigError("sweep.space: empty (expected at least one config key -> distribution)")
     for key, dist in space.items():
         try:
-            node = config_mod.get_path(tree, key)
+            node = keypaths.get_path(tree, key)
         except ConfigError as exc:
             raise ConfigError(f"sweep.space.{exc}") from None
         if isinstance(node, dict):
@@ -72,7 +73,7 @@ def trial_config(cfg: Config, params: Mapping[str, Any], name: str) -> Config:
     tree = cfg.to_dict()
     tree["pretrain"]["steps"] = int(cfg.sweep.steps)
     tree["pretrain"]["checkpoint_every"] = int(cfg.sweep.report_every)
-    tree["variants"][name] = config_mod.deep_merge(base_variant(cfg), config_mod.unflatten(params))
+    tree["variants"][name] = config_mod.deep_merge(base_variant(cfg), keypaths.unflatten(params))
     trial_cfg = config_mod.from_dict(tree)
     config_mod.for_variant(trial_cfg, name)  # an impossible combination fails here, naming the key
     return trial_cfg

@@ -130,7 +130,7 @@ def open_tracker(
     (one of :data:`cmgh.config.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
     ``nested_under`` is a parent run id or a parent's ``run_key`` (e.g. an Optuna study run).
     """
-    from cmgh import config as config_mod
+    from cmgh import keypaths
 
     if not bool(cfg.tracking.enabled) or os.environ.get("RANK", "0") != "0":
         return NullTracker()  # disabled, or a non-main process of a distributed run
@@ -147,7 +147,7 @@ def open_tracker(
         f"{run_key}@{provenance['cmgh.config_hash']}",
         run_name=run_key,
         tags={**provenance, **{k: str(v) for k, v in tags.items()}},
-        params=config_mod.flatten(cfg.to_dict()),
+        params=keypaths.flatten(cfg.to_dict()),
         artifact_location=artifact_root(cfg, uri),
         nested_under=nested_under,
         restart=restart,

@@ -13,7 +13,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 
 from cmgh import config as cmgh_config
-from cmgh import layout
+from cmgh import keypaths, layout
 from cmgh.errors import ConfigError
 from cmgh.evaluate import TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
 
@@ -141,7 +141,7 @@ def task_inputs(wildcards):
 def cfg_slice(*keys):
     """A JSON string of config sections or dotted keys (``features.video.fps``)."""
     tree = CFG.to_dict()
-    return json.dumps({k: cmgh_config.get_path(tree, k) for k in keys}, sort_keys=True)
+    return json.dumps({k: keypaths.get_path(tree, k) for k in keys}, sort_keys=True)
 
 
 @functools.cache
