@@ -137,6 +137,8 @@ def feature_manifest(features_root: PathLike, dataset: str) -> Path:
 # ``shards/00000.json`` (fingerprint + per-item status, written last), index.parquet, manifest.csv.
 PACKED_DIR = "packed"
 PACKED_MEMBERS = ("mp4", "json")  # the members of one sample in a tar shard, in this order
+# index.parquet of a packed corpus: these columns (members' byte ranges in their tar), then the dataset's own
+PACKED_INDEX_COLUMNS = ("item_id", "key", "shard", "mp4_offset", "mp4_size", "json_offset", "json_size", "source", "duration", "has_audio")
 
 
 def packed_dir(features_root: PathLike, dataset: str) -> Path:

@@ -35,7 +35,7 @@ from cmgh.data import formats, items as items_mod, media, shards
 from cmgh.data.items import Item
 from cmgh.data.text import Vocabulary
 from cmgh.errors import DataError
-from cmgh.io import atomic_write, atomic_write_json, atomic_write_text
+from cmgh.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
 
 
 def _failed(item: Item, exc: DataError) -> Decoded:
-    reason = str(exc).split("corrupt: ", 1)[-1]
-    return Decoded(item.item_id, "missing" if not Path(item.source).exists() else f"corrupt: {reason}")
+    return Decoded(item.item_id, media.manifest_status(item.source, exc))
 
 
 def _decode_star(args: tuple[Item, DecodeSpec]) -> Decoded:
@@ -206,21 +205,14 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     shards.run(groups, pending, stream, lambda k, results: _write_shard(out, k, spec, results, prints[k]), f"extract {dataset}")
     shards.remove_stale(shard_dir, len(groups))
 
-    index, manifest = _tables(root, out, groups)
+    index, manifest_rows = _tables(root, out, groups)
     if dataset == "msrvtt":
         assert vocab is not None
         _write_msrvtt_text(root, out, vocab, spec.max_tokens)
-    manifest_path = out / layout.FEATURE_MANIFEST
-    atomic_write_text(manifest_path, manifest.to_csv(index=False))
-    cfg.write(out)
-    index_path = out / layout.FEATURE_INDEX
-    atomic_write(index_path, lambda fh: index.to_parquet(fh, index=False))
-    counts = manifest["status"].map(lambda s: s.split(":")[0]).value_counts().to_dict()
-    log.info("%s: %s -> %s", dataset, counts, out)
-    return index_path
+    return shards.write_tables(cfg, out, dataset, index, manifest_rows)
 
 
-def _tables(root: Path, out: Path, groups: list[list[Item]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _tables(root: Path, out: Path, groups: list[list[Item]]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
     for k, group in enumerate(groups):
@@ -235,7 +227,7 @@ def _tables(root: Path, out: Path, groups: list[list[Item]]) -> tuple[pd.DataFra
                     {"item_id": item.item_id, "shard": k, "row": row, "source": source, "has_video": record.get("has_video", True), **item.meta}
                 )
                 row += 1
-    return pd.DataFrame(index_rows), pd.DataFrame(manifest_rows, columns=["item_id", "source", "status"])
+    return pd.DataFrame(index_rows), manifest_rows
 
 
 def _write_msrvtt_text(root: Path, out: Path, vocab: Vocabulary, max_tokens: int) -> None:

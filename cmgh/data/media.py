@@ -59,6 +59,14 @@ def open_media(source: Source, name: str | None = None) -> Iterator[Any]:
         container.close()
 
 
+def manifest_status(source: str | os.PathLike[str], exc: DataError) -> str:
+    """What a feature manifest records for a source that failed with ``exc``: ``missing`` when the
+    file is not there, else ``corrupt: <reason>`` (the reason this module's errors carry)."""
+    if not Path(source).exists():
+        return "missing"
+    return f"corrupt: {str(exc).split('corrupt: ', 1)[-1]}"
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or exc.__class__.__name__
     return text[:200]

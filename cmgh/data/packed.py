@@ -35,16 +35,15 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config, corpus_format
-from cmgh.data import encode, formats, items as items_mod, shards
+from cmgh.data import encode, formats, items as items_mod, media, shards
 from cmgh.errors import DataError
-from cmgh.io import atomic_path, atomic_write, atomic_write_json, atomic_write_text, safe_id
+from cmgh.io import atomic_path, atomic_write_json, safe_id
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PackItem", "PackSpec", "corpus_format", "pack", "pack_items", "verify_shard"]
 
 NO_VIDEO = "skipped: no video stream"  # an audio-only AudioSet clip is no video-audio pair
-INDEX_COLUMNS = ("item_id", "key", "shard", "mp4_offset", "mp4_size", "json_offset", "json_size", "source", "duration", "has_audio")
 DATASET_COLUMNS = {"howto100m": ("video_id",), "audioset": ("YTID", "split", "labels")}
 _MP4, _JSON = layout.PACKED_MEMBERS
 # x264 tune of the packed video: at 256p/10 fps fastdecode (no CABAC, deblocking or weighted
@@ -154,12 +153,10 @@ def pack_item(item: PackItem, spec: PackSpec) -> Packed:
             max_seconds=spec.max_seconds, crf=spec.crf, gop=spec.gop, audio_kbps=spec.audio_kbps, tune=spec.tune,
         )
     except DataError as exc:
-        if not Path(item.source).exists():
-            return Packed(item.item_id, "missing")
-        reason = str(exc).split("corrupt: ", 1)[-1]
-        if reason == "no video stream" and spec.dataset == "audioset":
+        status = media.manifest_status(item.source, exc)
+        if status == "corrupt: no video stream" and spec.dataset == "audioset":
             return Packed(item.item_id, NO_VIDEO)
-        return Packed(item.item_id, f"corrupt: {reason}")
+        return Packed(item.item_id, status)
     duration = float(info["duration"])
     sample = {
         "key": item.key,
@@ -279,21 +276,11 @@ def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None
             layout.shard_file(out, k, "json").unlink(missing_ok=True)
             raise DataError(f"{layout.shard_file(out, k, 'tar')}: damaged right after packing; run the extraction again")
         index_rows.extend(rows)
-    manifest = _manifest(out, groups)
-    columns = [*INDEX_COLUMNS, *DATASET_COLUMNS[dataset]]
-    index = pd.DataFrame(index_rows, columns=columns)
-    atomic_write_text(out / layout.FEATURE_MANIFEST, manifest.to_csv(index=False))
-    cfg.write(out)
-    index_path = layout.packed_index(cfg.path("features"), dataset)
-    atomic_write(index_path, lambda fh: index.to_parquet(fh, index=False))
-    counts = manifest["status"].map(lambda s: s.split(":")[0]).value_counts().to_dict()
-    log.info("%s: %s -> %s", dataset, counts, out)
-    return index_path
+    index = pd.DataFrame(index_rows, columns=[*layout.PACKED_INDEX_COLUMNS, *DATASET_COLUMNS[dataset]])
+    return shards.write_tables(cfg, out, dataset, index, _manifest_rows(out, groups))
 
 
-def _manifest(out: Path, groups: Sequence[Sequence[PackItem]]) -> pd.DataFrame:
-    rows = []
+def _manifest_rows(out: Path, groups: Sequence[Sequence[PackItem]]) -> Iterator[dict[str, Any]]:
     for k, group in enumerate(groups):
         records = json.loads(layout.shard_file(out, k, "json").read_text())["items"]
-        rows.extend({"item_id": it.item_id, "source": it.relpath, "status": r["status"]} for it, r in zip(group, records, strict=True))
-    return pd.DataFrame(rows, columns=["item_id", "source", "status"])
+        yield from ({"item_id": it.item_id, "source": it.relpath, "status": r["status"]} for it, r in zip(group, records, strict=True))

@@ -10,6 +10,7 @@ are in and never holds more than a few results (a packed video is megabytes).
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import sys
 from collections import deque
@@ -18,9 +19,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pandas as pd
 from tqdm import tqdm
 
-from cmgh.io import json_digest
+from cmgh import layout
+from cmgh.io import atomic_write, atomic_write_text, json_digest
+
+log = logging.getLogger(__name__)
+MANIFEST_COLUMNS = ("item_id", "source", "status")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -108,3 +114,16 @@ def remove_stale(shards: Path, count: int) -> None:
         stem = path.name.split(".")[0]
         if stem.isdigit() and int(stem) >= count:
             path.unlink()
+
+
+def write_tables(cfg: Any, out: Path, dataset: str, index: pd.DataFrame, manifest_rows: Iterable[dict[str, Any]]) -> Path:
+    """The manifest (every source item with its status), the resolved config and, last, the index
+    (the rule's output) of a finished feature folder; returns the index path."""
+    manifest = pd.DataFrame(list(manifest_rows), columns=list(MANIFEST_COLUMNS))
+    atomic_write_text(out / layout.FEATURE_MANIFEST, manifest.to_csv(index=False))
+    cfg.write(out)
+    index_path = out / layout.FEATURE_INDEX
+    atomic_write(index_path, lambda fh: index.to_parquet(fh, index=False))
+    counts = manifest["status"].map(lambda s: s.split(":")[0]).value_counts().to_dict()
+    log.info("%s: %s -> %s", dataset, counts, out)
+    return index_path

@@ -32,7 +32,6 @@ from cmgh.data.text import Vocabulary
 from cmgh.errors import DataError
 
 Sample = dict[str, Any]
-INDEX_COLUMNS = ("item_id", "key", "shard", "mp4_offset", "mp4_size", "json_offset", "json_size", "duration")
 
 
 @dataclass(frozen=True)
@@ -123,14 +122,14 @@ class PackedSource:
         if not path.is_file():
             raise DataError(f"{path}: packed index not found (run `cmgh data extract` with features.format=packed)")
         index = pd.read_parquet(path)
-        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        missing = [c for c in layout.PACKED_INDEX_COLUMNS if c not in index.columns]
         if missing:
-            raise DataError(f"{path}: packed index lacks columns {missing}; expected {list(INDEX_COLUMNS)}")
+            raise DataError(f"{path}: packed index lacks columns {missing}; expected {list(layout.PACKED_INDEX_COLUMNS)}")
         self.index = index.sort_values(["shard", "mp4_offset"], kind="stable").reset_index(drop=True)
         self.spec = ClipSpec.from_features(features)
         self.vocab = vocab
         self._shard_rows = {int(s): g.index.to_numpy() for s, g in self.index.groupby("shard", sort=True)}
-        self._columns = {c: self.index[c].to_numpy() for c in INDEX_COLUMNS}
+        self._columns = {c: self.index[c].to_numpy() for c in layout.PACKED_INDEX_COLUMNS}
         self.device_jitter = bool(device_jitter)
         self.bytes_read = 0
         self._files: dict[int, tuple[int, int]] = {}  # shard -> (descriptor, file size)

@@ -54,7 +54,7 @@ def test_tar_members_follow_the_contract(packed_world: config_mod.Config) -> Non
     index = pd.read_parquet(layout.packed_index(cfg.path("features"), "howto100m"))
     videos = formats.read_howto100m_videos(cfg.path("data") / "howto100m" / layout.HOWTO100M_VIDEOS)
     assert index["item_id"].tolist() == videos["video_id"].tolist()  # one sample per video, in list order
-    assert list(index.columns) == [*packed.INDEX_COLUMNS, "video_id"]
+    assert list(index.columns) == [*layout.PACKED_INDEX_COLUMNS, "video_id"]
     shards = sorted((folder(cfg) / "shards").glob("*.tar"))
     assert len(shards) == -(-len(videos) // cfg.features.shard_size) >= 2
     captions = formats.read_howto100m_captions(cfg.path("data") / "howto100m" / layout.HOWTO100M_CAPTIONS)
