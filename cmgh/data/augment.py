@@ -32,18 +32,21 @@ from torchvision.transforms.v2 import functional as F
 
 GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+_JITTER_OPS = {BRIGHTNESS: F.adjust_brightness, CONTRAST: F.adjust_contrast, SATURATION: F.adjust_saturation, HUE: F.adjust_hue}
 
 
 @dataclass(frozen=True)
 class AugmentSpec:
+    """``features.augment`` (its defaults live in the config schema) and the crop side."""
+
     size: int
-    crop_scale: tuple[float, float] = (0.3, 1.0)
-    crop_ratio: tuple[float, float] = (0.75, 4 / 3)
-    flip: float = 0.5
-    brightness: float = 0.125
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.0
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    flip: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
 
     @classmethod
     def from_features(cls, features: Mapping[str, Any]) -> AugmentSpec:
@@ -116,11 +119,10 @@ def apply(video: np.ndarray | torch.Tensor, params: AugmentParams, size: int, ji
     if params.factors[HUE] == 0.0:
         return torch.from_numpy(_fused_jitter(hwc.numpy(), jitter_map(params))) if jitter else hwc.contiguous()
     chw = tv_tensors.Video(hwc.contiguous().permute(0, 3, 1, 2))
-    ops = {BRIGHTNESS: F.adjust_brightness, CONTRAST: F.adjust_contrast, SATURATION: F.adjust_saturation, HUE: F.adjust_hue}
     for op in params.order:
         if op != HUE and params.factors[op] == 1.0:
             continue
-        chw = ops[op](chw, params.factors[op])
+        chw = _JITTER_OPS[op](chw, params.factors[op])
     return chw.as_subclass(torch.Tensor).permute(0, 2, 3, 1).contiguous()
 
 
@@ -131,9 +133,8 @@ def reference(video: np.ndarray | torch.Tensor, params: AugmentParams, size: int
     out = F.resized_crop(frames, params.top, params.left, params.height, params.width, [size, size], antialias=True)
     if params.flip:
         out = F.horizontal_flip(out)
-    ops = {BRIGHTNESS: F.adjust_brightness, CONTRAST: F.adjust_contrast, SATURATION: F.adjust_saturation, HUE: F.adjust_hue}
     for op in params.order:
-        out = ops[op](out, params.factors[op])
+        out = _JITTER_OPS[op](out, params.factors[op])
     return out.as_subclass(torch.Tensor).permute(0, 2, 3, 1).contiguous()
 
 
