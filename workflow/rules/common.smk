@@ -201,8 +201,9 @@ def pack_inputs(wildcards):
     """The annotation files a packed corpus is built from (AudioSet: its training segment lists
     that exist: the unbalanced list only where it was downloaded)."""
     files = layout.pack_annotation_files(DATA, wildcards.dataset)
-    raw_inputs(wildcards.dataset, [])  # wait for the data job before asking which files exist
-    return raw_inputs(wildcards.dataset, [f for f in files if f.exists() or f.name in layout.REQUIRED_PACK_FILES])
+    required = [f for f in files if f.name in layout.REQUIRED_PACK_FILES]
+    inputs = raw_inputs(wildcards.dataset, required)  # waits for the data job: then the optional files are there or not
+    return inputs + [p(f) for f in files if f not in required and f.exists()]
 
 
 def pretrain_inputs(wildcards):
