@@ -36,7 +36,7 @@ DOWNLOAD_LOCK = "lock"  # in DOWNLOAD_STAGING: one download per dataset folder
 HOWTO100M_VIDEOS = "HowTo100M_v1.csv"
 HOWTO100M_CAPTIONS = "caption.json"
 NOISE_LABELS = "noise_labels.csv"  # generated ground truth: only the noise evaluation reads it
-VIDEOS_DIR = "videos"  # howto100m/videos/<video_id>.mp4, msrvtt/videos/video<N>.mp4
+VIDEOS_DIR = "videos"  # howto100m/ and youtube8m/videos/<video_id>.mp4, msrvtt/videos/video<N>.mp4
 
 KINETICS_ANNOTATIONS_DIR = "annotations"
 KINETICS_SPLIT_FILES = {"train": "train.csv", "val": "validate.csv", "test": "test.csv"}
@@ -49,6 +49,12 @@ AUDIOSET_CLIPS_DIR = "clips"
 
 MSRVTT_INFO = "videodatainfo.json"
 MSRVTT_TEST = "MSRVTT_JSFUSION_test.csv"
+
+YOUTUBE8M_VOCABULARY = "vocabulary.csv"
+YOUTUBE8M_RECORDS_DIR = "video"  # video-level TFRecords: video/{train,validate,test}NNNN.tfrecord
+YOUTUBE8M_RECORD_SUFFIX = ".tfrecord"
+YOUTUBE8M_LOOKUP_DIR = "lookup"  # pseudo id -> YouTube id answers, as served: lookup/<first two chars>/<id>.js
+YOUTUBE8M_CAPTIONS = HOWTO100M_CAPTIONS  # automatic captions, in HowTo100M's caption.json layout
 
 
 def dataset_dir(data_root: PathLike, dataset: str) -> Path:
@@ -76,10 +82,12 @@ def annotation_files(data_root: PathLike, dataset: str) -> list[Path]:
         return [root / AUDIOSET_CLASSES, *(root / name for name in AUDIOSET_SEGMENT_FILES.values())]
     if dataset == "msrvtt":
         return [root / MSRVTT_INFO, root / MSRVTT_TEST]
+    if dataset == "youtube8m":  # and the records under video/ (listed by youtube8m_records)
+        return [root / YOUTUBE8M_VOCABULARY, root / YOUTUBE8M_CAPTIONS]
     raise ValueError(f"dataset {dataset!r} has no known annotation files")
 
 
-REQUIRED_PACK_FILES = (HOWTO100M_VIDEOS, HOWTO100M_CAPTIONS, AUDIOSET_CLASSES, AUDIOSET_SEGMENT_FILES["train"])
+REQUIRED_PACK_FILES = (HOWTO100M_VIDEOS, HOWTO100M_CAPTIONS, AUDIOSET_CLASSES, AUDIOSET_SEGMENT_FILES["train"], YOUTUBE8M_VOCABULARY)
 
 
 def pack_annotation_files(data_root: PathLike, dataset: str) -> list[Path]:
@@ -101,8 +109,25 @@ def audioset_clip(root: PathLike, ytid: str, start: int, suffix: str = ".mp4") -
     return Path(root) / AUDIOSET_CLIPS_DIR / f"{ytid}_{start}{suffix}"
 
 
-def noise_labels(data_root: PathLike) -> Path:
-    return dataset_dir(data_root, "howto100m") / NOISE_LABELS
+def youtube8m_record(root: PathLike, split: str, number: int) -> Path:
+    """A video-level TFRecord under the YouTube-8M folder ``root``, named as the dataset's own
+    download script saves it (``video/train0042.tfrecord``)."""
+    return Path(root) / YOUTUBE8M_RECORDS_DIR / f"{split}{number:04d}{YOUTUBE8M_RECORD_SUFFIX}"
+
+
+def youtube8m_records(root: PathLike) -> list[Path]:
+    """Every video-level TFRecord under ``root``, in name order."""
+    return sorted((Path(root) / YOUTUBE8M_RECORDS_DIR).glob(f"*{YOUTUBE8M_RECORD_SUFFIX}"))
+
+
+def youtube8m_lookup(root: PathLike, pseudo_id: str) -> Path:
+    """The stored answer of the id lookup for one (path-safe) pseudo id, mirroring the lookup's URL."""
+    return Path(root) / YOUTUBE8M_LOOKUP_DIR / pseudo_id[:2] / f"{pseudo_id}.js"
+
+
+def noise_labels(data_root: PathLike, dataset: str = "howto100m") -> Path:
+    """A generated pre-training corpus's ground truth (HowTo100M's or YouTube-8M's)."""
+    return dataset_dir(data_root, dataset) / NOISE_LABELS
 
 
 def audioset_classes(data_root: PathLike) -> Path:

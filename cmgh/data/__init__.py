@@ -1,4 +1,4 @@
-"""Data: the four datasets' real formats, the mini-world generator, media decoding and features.
+"""Data: the five datasets' real formats, the mini-world generator, media decoding and features.
 
 Kept import-free so that ``import cmgh.data.formats`` does not pull in PyAV or torch, and so that
 the CLI can name the datasets without importing pandas. ``DATASETS`` (the dataset names, in the

@@ -28,7 +28,7 @@ from cmgh.data.concepts import Concept, build_concepts, make_caption, render_aud
 from cmgh.errors import DataError
 
 DATASET_INDEX = {name: i for i, name in enumerate(DATASETS)}  # keys each dataset's random stream
-_ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
+ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
 HOWTO_CATEGORIES = (
     ("Food and Entertaining", "Recipes"),
     ("Hobbies and Crafts", "Crafts"),
@@ -75,30 +75,30 @@ class Plan:
 
 def youtube_id(rng: np.random.Generator) -> str:
     """11 characters like a YouTube ID, first one alphanumeric (never '-': IDs must be path-safe)."""
-    first = _ID_ALPHABET[rng.integers(62)]
-    rest = _ID_ALPHABET[rng.integers(64, size=10)]
+    first = ID_ALPHABET[rng.integers(62)]
+    rest = ID_ALPHABET[rng.integers(64, size=10)]
     return first + "".join(rest)
 
 
-def _item_rng(seed: int, dataset: str, split: int, index: int) -> np.random.Generator:
+def item_rng(seed: int, dataset: str, split: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, DATASET_INDEX[dataset], split, index])
 
 
-def _media_key(seed: int, dataset: str, split: int, index: int) -> tuple[int, ...]:
+def media_key(seed: int, dataset: str, split: int, index: int) -> tuple[int, ...]:
     return (seed, DATASET_INDEX[dataset], split, index, 1)
 
 
-def _unique(ids: Sequence[str], what: str) -> None:
+def check_unique(ids: Sequence[str], what: str) -> None:
     if len(set(ids)) != len(ids):
         raise DataError(f"generator produced duplicate {what}s; change data.synth.seed")
 
 
-def _balanced(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
+def balanced(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
     """``n`` concept indices covering all classes as evenly as possible, in random order."""
     return rng.permutation(np.resize(np.arange(classes), n))
 
 
-def _cyclic(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
+def cyclic(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
     """Balanced concept indices whose first ``k`` entries do not depend on ``n`` (a shuffled cycle).
 
     Growing a split then only appends items: the existing ones keep their concept.
@@ -107,20 +107,20 @@ def _cyclic(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
     return order[np.arange(n) % classes]
 
 
-def _exact_fraction(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
+def exact_fraction(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
     """A boolean mask with exactly ``round(rate * n)`` True entries at random positions."""
     mask = np.zeros(n, dtype=bool)
     mask[rng.permutation(n)[: int(round(rate * n))]] = True
     return mask
 
 
-def _other(rng: np.random.Generator, concepts: np.ndarray, classes: int) -> np.ndarray:
+def other_concepts(rng: np.random.Generator, concepts: np.ndarray, classes: int) -> np.ndarray:
     """For each concept, a different one drawn uniformly from the rest."""
     return (concepts + rng.integers(1, classes, size=len(concepts))) % classes
 
 
 @lru_cache(maxsize=4)
-def _concepts(number: int, seed: int) -> tuple[Concept, ...]:
+def concept_set(number: int, seed: int) -> tuple[Concept, ...]:
     return tuple(build_concepts(number, seed))
 
 
@@ -128,7 +128,7 @@ def render_job(job: Job) -> str:
     """Render and encode one clip (runs in a worker process)."""
     from cmgh.data import encode  # PyAV only where media are made
 
-    concepts = _concepts(*job.concepts)
+    concepts = concept_set(*job.concepts)
     fps, width, height, rate, codec = job.media
     rng = np.random.default_rng(list(job.key))
     frames, audio = [], []
@@ -139,7 +139,7 @@ def render_job(job: Job) -> str:
     return job.path
 
 
-def _media(cfg: Any) -> tuple[int, int, int, int, str]:
+def media_settings(cfg: Any) -> tuple[int, int, int, int, str]:
     m = cfg.data.synth.media
     return int(m.fps), int(m.width), int(m.height), int(m.sample_rate), str(m.video_codec)
 
@@ -156,17 +156,17 @@ def plan_howto100m(cfg: Any, root: Path) -> Plan:
     n, per, seg_len, cps = int(spec.videos), int(spec.segments_per_video), float(spec.segment_seconds), int(spec.captions_per_segment)
     total = n * per
     drng = np.random.default_rng([seed, DATASET_INDEX["howto100m"]])
-    visual = _balanced(drng, total, n_concepts)
-    audio_bad = _exact_fraction(drng, total, float(noise.audio_rate))
-    text_bad = _exact_fraction(drng, total, float(noise.text_rate))
-    audio_c = np.where(audio_bad, _other(drng, visual, n_concepts), visual)
-    text_c = np.where(text_bad, _other(drng, visual, n_concepts), visual)
-    concepts = _concepts(n_concepts, seed)
+    visual = balanced(drng, total, n_concepts)
+    audio_bad = exact_fraction(drng, total, float(noise.audio_rate))
+    text_bad = exact_fraction(drng, total, float(noise.text_rate))
+    audio_c = np.where(audio_bad, other_concepts(drng, visual, n_concepts), visual)
+    text_c = np.where(text_bad, other_concepts(drng, visual, n_concepts), visual)
+    concepts = concept_set(n_concepts, seed)
     shift = float(noise.caption_shift_seconds)
     plan = Plan("howto100m", root)
     videos, captions, labels = [], {}, []
     for i in range(n):
-        rng = _item_rng(seed, "howto100m", 0, i)
+        rng = item_rng(seed, "howto100m", 0, i)
         vid = youtube_id(rng)
         cat1, cat2 = HOWTO_CATEGORIES[int(rng.integers(len(HOWTO_CATEGORIES)))]
         videos.append((vid, cat1, cat2, int(rng.integers(1, 200)), int(rng.integers(10000, 200000))))
@@ -187,9 +187,9 @@ def plan_howto100m(cfg: Any, root: Path) -> Plan:
             labels.append((vid, lo, lo + seg_len, int(not audio_bad[s]), int(not text_bad[s])))
         captions[vid] = {"start": starts, "end": ends, "text": texts}
         plan.jobs.append(
-            Job(str(layout.video_file(root, vid)), _media_key(seed, "howto100m", 0, i), tuple(segments), _media(cfg), (n_concepts, seed))
+            Job(str(layout.video_file(root, vid)), media_key(seed, "howto100m", 0, i), tuple(segments), media_settings(cfg), (n_concepts, seed))
         )
-    _unique([v[0] for v in videos], "video_id")
+    check_unique([v[0] for v in videos], "video_id")
     plan.writers += [
         (formats.write_howto100m_videos, root / layout.HOWTO100M_VIDEOS, pd.DataFrame(videos, columns=list(formats.HOWTO_VIDEO_COLUMNS))),
         (formats.write_howto100m_captions, root / layout.HOWTO100M_CAPTIONS, captions),
@@ -202,7 +202,7 @@ def plan_kinetics(cfg: Any, root: Path) -> Plan:
     """``classes`` action classes = the first concepts, each with train/val/test clips."""
     synth = cfg.data.synth
     seed, n_concepts, spec = int(synth.seed), int(synth.concepts), synth.kinetics
-    concepts = _concepts(n_concepts, seed)
+    concepts = concept_set(n_concepts, seed)
     classes, seconds = int(spec.classes), float(spec.clip_seconds)
     window = max(1, int(round(seconds)))
     counts = {"train": int(spec.train_per_class), "val": int(spec.val_per_class), "test": int(spec.test_per_class)}
@@ -212,7 +212,7 @@ def plan_kinetics(cfg: Any, root: Path) -> Plan:
         rows = []
         for i in range(classes * per_class):
             c = i // per_class
-            rng = _item_rng(seed, "kinetics", split_index, i)
+            rng = item_rng(seed, "kinetics", split_index, i)
             ytid = youtube_id(rng)
             start = int(rng.integers(0, 290))
             row = {"label": concepts[c].name, "youtube_id": ytid, "time_start": start, "time_end": start + window, "split": split}
@@ -220,16 +220,16 @@ def plan_kinetics(cfg: Any, root: Path) -> Plan:
             plan.jobs.append(
                 Job(
                     str(formats.kinetics_clip_path(root, row)),
-                    _media_key(seed, "kinetics", split_index, i),
+                    media_key(seed, "kinetics", split_index, i),
                     (Segment(seconds, (c,), (c,)),),
-                    _media(cfg),
+                    media_settings(cfg),
                     (n_concepts, seed),
                 )
             )
         all_ids += [r["youtube_id"] for r in rows]
         table = pd.DataFrame(rows, columns=list(formats.KINETICS_COLUMNS))
         plan.writers.append((formats.write_kinetics, root / layout.KINETICS_ANNOTATIONS_DIR / layout.KINETICS_SPLIT_FILES[split], table))
-    _unique(all_ids, "youtube_id")
+    check_unique(all_ids, "youtube_id")
     return plan
 
 
@@ -256,7 +256,7 @@ def plan_audioset(cfg: Any, root: Path) -> Plan:
     """Multi-label clips: 1..max_sources concepts mixed (summed audio, all drawn in the video)."""
     synth = cfg.data.synth
     seed, n_concepts, spec = int(synth.seed), int(synth.concepts), synth.audioset
-    concepts = _concepts(n_concepts, seed)
+    concepts = concept_set(n_concepts, seed)
     classes, group_of = audioset_classes(concepts, seed)
     mids = classes["mid"].tolist()
     seconds, max_sources = float(spec.clip_seconds), min(int(spec.max_sources), n_concepts)
@@ -265,10 +265,10 @@ def plan_audioset(cfg: Any, root: Path) -> Plan:
     all_ids: list[str] = []
     for split_index, (filename, count) in enumerate(((layout.AUDIOSET_SEGMENT_FILES["train"], int(spec.train)), (layout.AUDIOSET_SEGMENT_FILES["eval"], int(spec.eval)))):
         drng = np.random.default_rng([seed, DATASET_INDEX["audioset"], split_index])
-        primary = _cyclic(drng, count, n_concepts)
+        primary = cyclic(drng, count, n_concepts)
         rows = []
         for i in range(count):
-            rng = _item_rng(seed, "audioset", split_index, i)
+            rng = item_rng(seed, "audioset", split_index, i)
             ytid = youtube_id(rng)
             start = float(10 * rng.integers(0, 30))
             k = int(rng.integers(1, max_sources + 1))
@@ -280,15 +280,15 @@ def plan_audioset(cfg: Any, root: Path) -> Plan:
             plan.jobs.append(
                 Job(
                     str(layout.audioset_clip(root, ytid, int(start))),
-                    _media_key(seed, "audioset", split_index, i),
+                    media_key(seed, "audioset", split_index, i),
                     (Segment(seconds, sources, sources),),
-                    _media(cfg),
+                    media_settings(cfg),
                     (n_concepts, seed),
                 )
             )
         all_ids += [f"{r['YTID']}_{int(r['start_seconds'])}" for r in rows]
         plan.writers.append((formats.write_audioset_segments, root / filename, pd.DataFrame(rows, columns=list(formats.AUDIOSET_COLUMNS))))
-    _unique(all_ids, "YTID")
+    check_unique(all_ids, "YTID")
     return plan
 
 
@@ -296,18 +296,18 @@ def plan_msrvtt(cfg: Any, root: Path) -> Plan:
     """One concept per video, several varied descriptions each, and the 1k-A style test list."""
     synth = cfg.data.synth
     seed, n_concepts, spec = int(synth.seed), int(synth.concepts), synth.msrvtt
-    concepts = _concepts(n_concepts, seed)
+    concepts = concept_set(n_concepts, seed)
     seconds, per_video = float(spec.clip_seconds), int(spec.captions_per_video)
     plan = Plan("msrvtt", root)
     videos, sentences, test_rows = [], [], []
     offset = 0
     for split_index, (split, count) in enumerate((("train", int(spec.train)), ("validate", int(spec.val)), ("test", int(spec.test)))):
         drng = np.random.default_rng([seed, DATASET_INDEX["msrvtt"], split_index])
-        assigned = _cyclic(drng, count, n_concepts)
+        assigned = cyclic(drng, count, n_concepts)
         for i in range(count):
             number = offset + i
             c = int(assigned[i])
-            rng = _item_rng(seed, "msrvtt", split_index, i)
+            rng = item_rng(seed, "msrvtt", split_index, i)
             ytid = youtube_id(rng)
             start = round(float(rng.uniform(0.0, 300.0)), 2)
             video_id = f"video{number}"
@@ -326,9 +326,9 @@ def plan_msrvtt(cfg: Any, root: Path) -> Plan:
             plan.jobs.append(
                 Job(
                     str(layout.video_file(root, video_id)),
-                    _media_key(seed, "msrvtt", split_index, i),
+                    media_key(seed, "msrvtt", split_index, i),
                     (Segment(seconds, (c,), (c,)),),
-                    _media(cfg),
+                    media_settings(cfg),
                     (n_concepts, seed),
                 )
             )

@@ -217,6 +217,6 @@ def test_every_dataset_has_its_generator_reader_and_download_plan() -> None:
     from cmgh.data import DATASETS, synth_plans
     from cmgh.data.download import plan
 
-    assert list(synth_plans.PLANNERS) == list(DATASETS)
+    assert list(synth.PLANNERS) == list(DATASETS)
     assert list(plan.PLANNERS) == list(DATASETS) and set(plan.CLASS_HELP) == set(DATASETS)
     assert list(synth_plans.DATASET_INDEX) == list(DATASETS)  # the order keys the generator streams

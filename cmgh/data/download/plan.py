@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data import formats, youtube8m as yt8m
 from cmgh.errors import DataError
 from cmgh.io import safe_id
 
@@ -85,12 +85,29 @@ def msrvtt(root: Path) -> list[Clip]:
     return clips
 
 
-PLANNERS = {"howto100m": howto100m, "kinetics": kinetics, "audioset": audioset, "msrvtt": msrvtt}
+def youtube8m(root: Path) -> list[Clip]:
+    """Whole videos of every record file on disk, under their YouTube ids (2018 pseudo ids resolved
+    through the stored lookup answers; one without an answer gets no target)."""
+    vocab = yt8m.read_vocabulary(root / layout.YOUTUBE8M_VOCABULARY)
+    names = dict(zip(vocab["Index"], vocab["Name"], strict=True))
+    clips = []
+    for row in yt8m.read_videos(root).itertuples(index=False):
+        classes = tuple(names[i] for i in row.labels if i in names) + tuple(str(i) for i in row.labels)
+        if not row.youtube_id:
+            clips.append(Clip(row.record_id, row.split, classes, row.record_id, None, error=f"pseudo id {row.record_id!r} has no YouTube id from the id lookup"))
+            continue
+        target, error = _target(lambda safe: layout.video_file(root, safe), "youtube id", row.youtube_id)
+        clips.append(Clip(row.record_id, row.split, classes, row.youtube_id, target, error=error))
+    return clips
+
+
+PLANNERS = {"howto100m": howto100m, "kinetics": kinetics, "audioset": audioset, "msrvtt": msrvtt, "youtube8m": youtube8m}
 CLASS_HELP = {
     "kinetics": "Kinetics labels",
     "audioset": "AudioSet display names or MIDs",
     "howto100m": "HowTo100M category_1 or category_2 values",
     "msrvtt": "MSR-VTT category numbers",
+    "youtube8m": "YouTube-8M vocabulary names or label indices",
 }
 
 
