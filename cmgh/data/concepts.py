@@ -1,4 +1,4 @@
-"""Latent concepts shared by the four generated datasets, and their renderers.
+"""Latent concepts shared by the five generated datasets, and their renderers.
 
 A concept is what the mini world is *about*: it fixes a visual pattern (shape, hue, texture and
 a motion), a sound (pitch, harmonic profile, rhythm) and a small invented vocabulary. Every

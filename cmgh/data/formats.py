@@ -1,4 +1,4 @@
-"""Writers and readers of the four datasets' real annotation formats.
+"""Writers and readers of the HowTo100M, Kinetics, AudioSet and MSR-VTT annotation formats (YouTube-8M's: :mod:`cmgh.data.youtube8m`).
 
 The generator writes exactly what the real datasets ship, and the readers accept both, so the
 rest of the code never knows whether it runs on the mini world or on the real thing. Readers

@@ -145,7 +145,7 @@ def media_settings(cfg: Any) -> tuple[int, int, int, int, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# the four datasets
+# four of the datasets (YouTube-8M: cmgh.data.synth_youtube8m)
 
 
 def plan_howto100m(cfg: Any, root: Path) -> Plan:

@@ -21,18 +21,19 @@ def test_paper_config_dry_run_lists_a_download_job_per_dataset(tmp_path: Path) -
     planned = planned_jobs(result)
     # Downstream sets decoded; the pre-training corpora packed (no decoded HowTo100M: 53 TB at 8
     # clips per video); no noise evaluation (real data has no ground truth).
-    assert planned["download"] == 4 and planned["extract"] == 3 and planned["pack"] == 2 and "synth" not in planned
+    assert planned["download"] == 5 and planned["extract"] == 3 and planned["pack"] == 3 and "synth" not in planned
     blocks = re.split(r"\n(?=(?:localrule|rule|checkpoint) \w+:)", output)
     extracted = sorted(re.search(r"wildcards: dataset=(\w+)", b).group(1) for b in blocks if re.match(r"rule extract:", b))
     assert extracted == ["audioset", "kinetics", "msrvtt"]
-    pretrain = next(b for b in blocks if re.match(r"rule pretrain:", b))
-    inputs = re.search(r"input: (.*)", pretrain).group(1)
+    pretrain = {re.search(r"variant=(\w+)", b).group(1): re.search(r"input: (.*)", b).group(1) for b in blocks if re.match(r"rule pretrain:", b)}
     for corpus in ("howto100m", "audioset"):
-        assert f"{tmp_path}/out/features/packed/{corpus}/index.parquet" in inputs
+        assert f"{tmp_path}/out/features/packed/{corpus}/index.parquet" in pretrain["baseline"]
+    yt8m = f"{tmp_path}/out/features/packed/youtube8m/index.parquet"
+    assert yt8m in pretrain["gr_gcl_yt8m"] and yt8m in pretrain["baseline_yt8m"] and yt8m not in pretrain["gr_gcl"]
     assert "task=noise" not in output
     downloads = [b for b in blocks if re.match(r"(?:localrule|rule|checkpoint) download:", b)]
     datasets = sorted(re.search(r"wildcards: dataset=(\w+)", b).group(1) for b in downloads)
-    assert datasets == ["audioset", "howto100m", "kinetics", "msrvtt"]
+    assert datasets == ["audioset", "howto100m", "kinetics", "msrvtt", "youtube8m"]
     for block in downloads:
         dataset = re.search(r"wildcards: dataset=(\w+)", block).group(1)
         assert f"output: {tmp_path}/out/data/{dataset}/.complete" in block
