@@ -344,7 +344,7 @@ def all_targets():
         return [p(layout.tables_dir(ablation_root()) / "noise_gain.csv")]
     targets = feature_targets() + pretrain_targets() + [p(layout.tables_dir(RESULTS) / "ablation.md")]
     if scaling_pairs():
-        targets.append(SCALING_OUTPUTS["scaling"])
+        targets.append(p(layout.scaling_table(RESULTS, "md")))
     if CFG.sweep.run:
         targets.append(p(layout.study_dir(RESULTS, CFG.sweep.study) / layout.BEST_PARAMS))
     return targets
