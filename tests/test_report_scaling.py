@@ -101,9 +101,13 @@ def test_variants_pair_only_when_they_differ_by_added_youtube8m_alone() -> None:
         "ha_yt": corpora(("howto100m", 3), ("audioset", 1), ("youtube8m", 4)),  # shared corpora keep 3:1
         "ha_yt_1to1": corpora(("howto100m", 1), ("audioset", 1), ("youtube8m", 2)),  # 1:1 is another mixture
         "shift": {"data": {"noise": {"text_rate": 0.5}}, **corpora(("howto100m", 1), ("youtube8m", 1))},  # another corpus noise
+        "third": corpora(("howto100m", 1), ("youtube8m", 2)),
+        "third_b": corpora(("howto100m", 0.3), ("youtube8m", 0.6)),  # the same mixture (0.3 / 0.9 is not 1 / 3 in floats)
     }
-    found = {(p.method, p.with_added) for p in pairs(variant_configs(config_mod.from_dict(tree)))}
-    assert found == {("baseline", "mix"), ("baseline", "mix3"), ("ha", "ha_yt"), ("audio", "ha_yt_1to1")}
+    found = {p.with_added: p for p in pairs(variant_configs(config_mod.from_dict(tree)))}
+    assert {(p.method, p.with_added) for p in found.values()} == {
+        ("baseline", "mix"), ("baseline", "mix3"), ("ha", "ha_yt"), ("audio", "ha_yt_1to1"), ("baseline", "third"), ("baseline", "third_b")}
+    assert found["third"].mixture == found["third_b"].mixture != found["mix"].mixture
 
 
 def test_results_configs_from_the_resolved_config_or_the_runs(tmp_path: Path) -> None:

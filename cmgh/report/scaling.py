@@ -46,7 +46,8 @@ COLUMNS = ["backbone", "method", "with_added", "quantity", "reference", "task", 
 @dataclass(frozen=True)
 class Pair:
     """Two variants whose resolved configs differ only in ``pretrain.corpora``, ``with_added``'s
-    being ``method``'s plus YouTube-8M; ``mixture`` is ``with_added``'s normalized corpora."""
+    being ``method``'s plus YouTube-8M; ``mixture`` is ``with_added``'s normalized corpora (to 9
+    digits: weights 1:2 and 0.3:0.6 are one mixture), which matches a method with its baseline pair."""
 
     method: str
     with_added: str
@@ -79,7 +80,7 @@ def pairs(configs: Mapping[str, Mapping[str, Any]], added: str = ADDED) -> list[
         flat = keypaths.flatten(tree)
         flat.pop("pretrain.corpora", None)
         rest[name] = flat
-    return [Pair(a, b, tuple(_weights(configs[b]).items())) for a in configs for b in configs
+    return [Pair(a, b, tuple((name, round(w, 9)) for name, w in _weights(configs[b]).items())) for a in configs for b in configs
             if a != b and rest[a] == rest[b] and adds_corpus(configs[a], configs[b], added)]
 
 
