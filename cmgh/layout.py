@@ -309,6 +309,19 @@ def figures_dir(results: PathLike) -> Path:
     return Path(results) / "figures"
 
 
+# the scaling report (cmgh.report.scaling): gain from adding YouTube-8M to the pre-training corpora
+SCALING_TABLE = "scaling"  # tables/scaling.{csv,md}
+SCALING_FIGURE = "scaling_gain"  # figures/scaling_gain.{png,pdf}
+
+
+def scaling_table(results: PathLike, suffix: str) -> Path:
+    return tables_dir(results) / f"{SCALING_TABLE}.{suffix}"
+
+
+def scaling_figure(results: PathLike, suffix: str = "png") -> Path:
+    return figures_dir(results) / f"{SCALING_FIGURE}.{suffix}"
+
+
 def job_log(results: PathLike, step: str, name: str) -> Path:
     """The log of one workflow job (``logs/evaluate/kinetics/ms/baseline/seed0.log``)."""
     return Path(results) / "logs" / step / f"{name}.log"

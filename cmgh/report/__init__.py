@@ -11,13 +11,15 @@ writes:
 * ``tables/summary.md``: one generated paragraph per backbone comparing every variant with the
   baseline and pre-training with random init;
 * ``tables/noise_over_training.{csv,md}``: noise-detection AUROC per indicator and step window;
-* ``figures/{conflict_cosine_hist,fractions,noise_roc}.{png,pdf}``.
+* ``figures/{conflict_cosine_hist,fractions,noise_roc}.{png,pdf}``;
+* ``tables/scaling.{csv,md}`` and ``figures/scaling_gain.{png,pdf}`` when the variants include
+  pairs that differ only by YouTube-8M in ``pretrain.corpora`` (:mod:`.scaling`).
 
 Rows and comparisons follow the config's variants (:func:`collect.variant_order`): ``random``,
 the baseline, then the config's order (the tree's resolved config, else a run's config).
 
 Modules: :mod:`.collect` (reading), :mod:`.columns`, :mod:`.tables`, :mod:`.summary`,
-:mod:`.figures`, :mod:`.noise_training`, :mod:`.noise_gain` (across trees).
+:mod:`.figures`, :mod:`.noise_training`, :mod:`.scaling`, :mod:`.noise_gain` (across trees).
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from cmgh.report.collect import collect, results_order, wide
 from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
 from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, run_conflict_histogram
 from cmgh.report.noise_gain import build_noise_gain, figure_noise_gain, gain_vs_noise
+from cmgh.report.scaling import build_scaling
 from cmgh.report.summary import _paired, _verdict, summary
 from cmgh.report.tables import _best_rows, ablation, formatted, to_latex, to_markdown
 
 __all__ = [
     "ABLATION_COLUMNS", "HEADLINE", "Column", "_best_rows", "_paired", "_verdict", "ablation", "build_noise_gain",
-    "build_report", "collect", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
+    "build_report", "build_scaling", "collect", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
     "summary", "to_latex", "to_markdown", "wide",
 ]
 
@@ -83,6 +86,8 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = (), noise_
         if not paths:
             log.info("%s: no input for %s", results, make.__name__)
         written["figures"] += paths
+    for kind, paths in build_scaling(results, long).items():
+        written[kind] += paths
     if compare:
         written["figures"] += figure_noise_gain([results, *map(Path, compare)], figures)
     return written

@@ -13,11 +13,16 @@ from cmgh.report.collect import comparisons, variant_order
 from cmgh.report.columns import HEADLINE, Column
 
 
+def seed_values(long: pd.DataFrame, backbone: str, col: Column, variant: str) -> pd.Series:
+    """One variant's values of a column, indexed by seed (missing values dropped): what every
+    comparison pairs by seed."""
+    sel = long[(long.backbone == backbone) & (long.task == col.task) & (long.metric == col.metric) & (long.variant == variant)]
+    return sel.set_index("seed")["value"].dropna()
+
+
 def _paired(long: pd.DataFrame, backbone: str, col: Column, a: str, b: str) -> tuple[float, float, int] | None:
     """Mean and std over seeds of (a - b), paired by seed when both ran it, else unpaired (pooled std)."""
-    sel = long[(long.backbone == backbone) & (long.task == col.task) & (long.metric == col.metric)]
-    va = sel[sel.variant == a].set_index("seed")["value"].dropna()
-    vb = sel[sel.variant == b].set_index("seed")["value"].dropna()
+    va, vb = seed_values(long, backbone, col, a), seed_values(long, backbone, col, b)
     if va.empty or vb.empty:
         return None
     common = va.index.intersection(vb.index)

@@ -181,6 +181,40 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
     assert tree["tracking"]["uri"] == f"sqlite:///{tmp_path / 'ablation' / 'mlflow.db'}"  # one store for every tree
 
 
+def planned_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
+    """Each planned job of a dry run: its rule and its ``input:``, ``output:``, ``wildcards:`` lines."""
+    blocks = []
+    for block in re.split(r"^(?=(?:local)?(?:rule|checkpoint) \w+:$)", output, flags=re.M)[1:]:
+        rule = block.split(None, 2)[1].rstrip(":")
+        fields = dict(re.findall(r"^    (input|output|wildcards): (.*)$", block, flags=re.M))
+        blocks.append((rule, fields))
+    return blocks
+
+
+def test_scaling_config_plans_each_method_with_and_without_youtube8m(tmp_path: Path) -> None:
+    overlay = tmp_path / "paths.yaml"
+    overlay.write_text(yaml.safe_dump({"paths": {name: str(tmp_path / name) for name in ("data", "features", "results")}}))
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "scaling.yaml"), str(overlay))
+    assert result.returncode == 0, result.stderr[-2000:]
+    # 2 backbones x 6 variants x 3 seeds; 4 tasks per run and per random init; five datasets (YouTube-8M too); no sweep
+    assert planned_jobs(result) == {"synth": 5, "extract": 5, "vocab": 1, "pretrain": 36, "evaluate": 144, "evaluate_random_init": 24,
+                                    "report": 1, "all": 1, "total": 217}
+    blocks = planned_blocks(result.stdout)
+    youtube8m = str(tmp_path / "features" / "youtube8m" / "index.parquet")
+    assert any(rule == "extract" and f["output"] == youtube8m for rule, f in blocks)
+    assert any(rule == "synth" and f["output"] == str(tmp_path / "data" / "youtube8m" / ".complete") for rule, f in blocks)
+    runs = {f["wildcards"]: youtube8m in f["input"] for rule, f in blocks if rule == "pretrain"}
+    assert len(runs) == 36
+    assert all(reads == ("_yt8m," in wildcards) for wildcards, reads in runs.items())  # only the *_yt8m variants read it
+    report = next(f["output"] for rule, f in blocks if rule == "report")
+    for name in ("tables/scaling.md", "tables/scaling.csv", "figures/scaling_gain.png"):
+        assert str(tmp_path / "results" / name) in report
+    variants = [f"{m}{suffix}" for m in ("baseline", "gr_gcl", "small_loss") for suffix in ("", "_yt8m")]
+    evaluated = {f["wildcards"] for rule, f in blocks if rule == "evaluate"}
+    assert evaluated == {f"task={t}, backbone={b}, variant={v}, seed={s}" for t in ("kinetics", "audioset", "msrvtt", "noise")
+                         for b in ("ms", "ma") for v in variants for s in (0, 1, 2)}
+
+
 @pytest.mark.slow
 def test_tiny_ablation_runs_two_noise_rates_to_the_gain_table(tmp_path: Path) -> None:
     root = tmp_path / "ablation"

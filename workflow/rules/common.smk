@@ -271,6 +271,22 @@ def evaluation_targets():
 NOISE_FIGURES = {"roc": report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures")} if "noise" in PLANNED_TASKS else {}
 
 
+@functools.cache
+def scaling_pairs():
+    """Variants that differ only by YouTube-8M added to `pretrain.corpora` (config/scaling.yaml), paired
+    as the report pairs them (cmgh.report.scaling.pairs); with any, the report writes the gain from adding it."""
+    from cmgh.report.scaling import pairs
+
+    return pairs({v: variant_config(v).to_dict() for v in CFG.variants})
+
+
+SCALING_OUTPUTS = {
+    "scaling": report(p(layout.scaling_table(RESULTS, "md")), caption="../report/scaling.rst", category="Tables"),
+    "scaling_csv": p(layout.scaling_table(RESULTS, "csv")),
+    "scaling_figure": report(p(layout.scaling_figure(RESULTS)), caption="../report/scaling_gain.rst", category="Figures"),
+} if scaling_pairs() else {}
+
+
 def feature_targets():
     """Decoded features of every evaluated dataset, and the corpora of every variant's pre-training."""
     decoded = {TASK_DATASETS[t] for t in PLANNED_TASKS} & set(DATASETS)
@@ -327,6 +343,8 @@ def all_targets():
     if NOISE_RATES:
         return [p(layout.tables_dir(ablation_root()) / "noise_gain.csv")]
     targets = feature_targets() + pretrain_targets() + [p(layout.tables_dir(RESULTS) / "ablation.md")]
+    if scaling_pairs():
+        targets.append(p(layout.scaling_table(RESULTS, "md")))
     if CFG.sweep.run:
         targets.append(p(layout.study_dir(RESULTS, CFG.sweep.study) / layout.BEST_PARAMS))
     return targets

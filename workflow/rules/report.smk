@@ -1,4 +1,5 @@
-# Tables, figures and the summary from every metrics.json; `snakemake --report` wraps them in HTML.
+# Tables, figures and the summary from every metrics.json (with the scaling table and figure when
+# the variants hold YouTube-8M pairs); `snakemake --report` wraps them in HTML.
 
 
 rule report:
@@ -13,6 +14,7 @@ rule report:
         hist=report(f"{RESULTS}/figures/conflict_cosine_hist.png", caption="../report/conflict_hist.rst", category="Figures"),
         fractions=report(f"{RESULTS}/figures/fractions.png", caption="../report/fractions.rst", category="Figures"),
         **NOISE_FIGURES,
+        **SCALING_OUTPUTS,
     log:
         job_log("report", "report"),
     benchmark:
