@@ -21,6 +21,7 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import layout
+from cmgh.data import formats
 from cmgh.data import youtube8m as yt8m
 from cmgh.data.download import fetch, records
 from cmgh.data.download.run import download
@@ -81,16 +82,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     captions = json.loads((data / layout.YOUTUBE8M_CAPTIONS).read_text())
     videos = yt8m.read_videos(data)
     assert (videos["youtube_id"] != "").all() and 0 < len(captions) < len(videos)
-    for n, ytid in enumerate(videos["youtube_id"]):
+    first = next(y for y in videos["youtube_id"] if y in captions)  # served as json3, the others as VTT
+    for ytid in videos["youtube_id"]:
         shutil.copy(layout.video_file(data, ytid), out / "media" / f"{ytid}.mp4")
         track = ""
         if ytid in captions:
-            name = f"{ytid}.en.json3" if n == 0 else f"{ytid}.en.vtt"
-            (out / "subs" / name).write_text(json3(captions[ytid]) if n == 0 else vtt(captions[ytid]))
+            name = f"{ytid}.en.json3" if ytid == first else f"{ytid}.en.vtt"
+            (out / "subs" / name).write_text(json3(captions[ytid]) if ytid == first else vtt(captions[ytid]))
             track = f'<track kind="captions" src="/youtube8m/subs/{name}" srclang="en" label="English">'
         (out / "watch" / f"{ytid}.html").write_text(
             f'<!DOCTYPE html>\n<html><head><title>{ytid}</title></head><body><video src="/youtube8m/media/{ytid}.mp4">{track}</video></body></html>\n')
-    return {"dir": out, "data": data, "videos": videos, "captions": captions}
+    return {"dir": out, "data": data, "videos": videos, "captions": captions, "json3": first}
 
 
 def sources(url: str) -> dict[str, Any]:
@@ -218,7 +220,7 @@ def test_index_lands_in_the_layout_with_resume_checksums_and_unknown_ids(tmp_pat
     before = len(server.log)
     with pytest.raises(DownloadError, match=r"youtube8m: 2 of 3 record files available \(66.7 %\), below the minimum 100 %"):
         download(cfg, "youtube8m", limit=1, progress=False, echo=quiet)
-    assert {p for p, _ in server.log[before:] if "/watch/" not in p and "/media/" not in p} == {f"/youtube8m/video/train/{broken.name}"}
+    assert {p for p, _ in server.log[before:] if not re.match(r"/youtube8m/(watch|media|subs)/", p)} == {f"/youtube8m/video/train/{broken.name}"}
     assert not (root / layout.STAMP).exists()
     clip_rows = manifest(cfg, "youtube8m").query("kind == 'clip'")
     assert clip_rows.loc[unknown, "status"] == "unavailable" and "does not know" in clip_rows.loc[unknown, "error"]
@@ -274,3 +276,58 @@ def test_dry_run_lists_plans_records_lookups_and_clips_and_writes_nothing(tmp_pa
     assert [line.split("\t")[2:4] for line in lines if line.startswith("record\t")] == [
         [f"{server.url}/youtube8m/video/train/trainab.tfrecord", "video/train0001.tfrecord"]]
     assert len(server.log) == before and not layout.youtube8m_lookup(root, pid).exists() and not list(root.glob("videos/*"))
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: records, lookups, videos and their captions, then a re-run that fetches nothing
+
+
+def test_whole_download_ends_in_the_real_layout_with_captions(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:
+    site = serve(server, world)
+    videos, generated = world["videos"], world["captions"]
+    captioned = [y for y in videos["youtube_id"] if y in generated]
+    broken = captioned[-1]  # a caption file that does not parse: the video stays, without text
+    (site / "subs" / f"{broken}.en.vtt").write_text("WEBVTT\n\n00:00:01.000 --> 00:00:00.500\nbackwards\n")
+    cfg = yt8m_config(tmp_path, server, world)
+    root = cfg.path("data") / "youtube8m"
+
+    report = download(cfg, "youtube8m", progress=False, echo=quiet)
+    assert report.complete and report.available == report.selected == len(videos) and report.records == (3, 3), report.text()
+    assert (root / layout.STAMP).is_file()
+    # the real layout, read back by the dataset's own readers
+    got = yt8m.read_videos(root)
+    assert got[["record_id", "youtube_id", "split"]].equals(videos[["record_id", "youtube_id", "split"]])
+    for ytid in videos["youtube_id"]:
+        assert layout.video_file(root, ytid).read_bytes() == (site / "media" / f"{ytid}.mp4").read_bytes()
+    # caption.json: every captioned video whose captions parse, with the generator's segment times
+    want = {y: generated[y] for y in captioned if y != broken}
+    assert json.loads((root / layout.YOUTUBE8M_CAPTIONS).read_text()) == want
+    assert (root / layout.YOUTUBE8M_CAPTIONS).read_bytes() == formats.write_howto100m_captions(tmp_path / "want.json", dict(sorted(want.items()))).read_bytes()
+    assert set(formats.read_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS)["video_id"]) == set(want)
+    rows = manifest(cfg, "youtube8m").query("kind == 'clip'").set_index("path")
+    notes = {ytid: rows.loc[f"videos/{ytid}.mp4", "error"] for ytid in videos["youtube_id"]}
+    assert set(rows["status"]) == {"ok"}
+    assert {y for y, note in notes.items() if note == "no captions"} == set(videos["youtube_id"]) - set(generated) != set()
+    assert notes[broken].startswith("captions unreadable: ") and "before its start" in notes[broken]
+    assert all(notes[y] == "" for y in want) and world["json3"] in want and server.gets(f"/youtube8m/subs/{world['json3']}.en.json3")
+    assert not list((root / layout.DOWNLOAD_STAGING).glob("*.vtt")) and not list((root / layout.DOWNLOAD_STAGING).glob("*.json3"))
+    assert not (root / layout.YOUTUBE8M_VIDEO_CAPTIONS_DIR / f"{broken}.json").exists()
+
+    # a second run fetches nothing and writes the same caption.json
+    before, text = len(server.log), (root / layout.YOUTUBE8M_CAPTIONS).read_bytes()
+    assert download(cfg, "youtube8m", progress=False, echo=quiet).complete
+    assert len(server.log) == before and (root / layout.YOUTUBE8M_CAPTIONS).read_bytes() == text
+
+
+def test_failed_caption_download_keeps_the_video_without_text(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:
+    site = serve(server, world)
+    ytid = next(y for y in world["videos"]["youtube_id"] if y in world["captions"] and y != world["json3"])
+    server.faults[f"/youtube8m/subs/{ytid}.en.vtt"] = ["500"] * 3  # through yt-dlp's retries by our loop, then the video alone
+    cfg = yt8m_config(tmp_path, server, world)
+    root = cfg.path("data") / "youtube8m"
+    assert download(cfg, "youtube8m", progress=False, echo=quiet).complete
+    row = manifest(cfg, "youtube8m").query(f"path == 'videos/{ytid}.mp4'").iloc[0]
+    assert row["status"] == "ok" and row["error"].startswith("captions not fetched (server error:") and "subtitles" in row["error"]
+    assert len(server.gets(f"/youtube8m/subs/{ytid}.en.vtt")) == 3 and server.gets(f"/youtube8m/media/{ytid}.mp4")
+    assert layout.video_file(root, ytid).read_bytes() == (site / "media" / f"{ytid}.mp4").read_bytes()
+    assert ytid not in json.loads((root / layout.YOUTUBE8M_CAPTIONS).read_text())

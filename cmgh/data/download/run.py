@@ -2,8 +2,10 @@
 
 Order: the annotation files (plain, or members of archives), then (YouTube-8M) the record files
 of its download plans and the id lookup of their pseudo ids, then the clips they name (video-site
-IDs through yt-dlp, or members of clip archives), then the manifest, the summary and, when enough
-clips (and record files) are available, the ``.complete`` stamp the workflow waits for. Every step is resumable:
+IDs through yt-dlp, with their automatic captions where the dataset has ``caption_langs``, or
+members of clip archives), then (YouTube-8M) ``caption.json`` from the captions of every ``ok``
+video, the manifest, the summary and, when enough clips (and record files) are available, the
+``.complete`` stamp the workflow waits for. Every step is resumable:
 finished files carry their final names, unfinished ones live under ``<dataset>/.download/``
 (``.part`` files that the next run continues), and a re-run fetches only what is missing.
 """
@@ -23,8 +25,8 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data import formats
 from cmgh.data import youtube8m as yt8m
+from cmgh.data.download import autocaptions, plan, records
 from cmgh.data.download import clips as clipmod
-from cmgh.data.download import plan, records
 from cmgh.data.download.fetch import INVALID_ID, OK, Policy, RateLimiter
 from cmgh.data.download.manifest import Manifest, summary, write_summary
 from cmgh.data.download.sources import check_sources, clip_url, local_paths
@@ -195,6 +197,10 @@ def download(
                 from_archives(ctx, todo)
             else:
                 from_sites(ctx, todo, workers, progress)
+            if spec.get("caption_langs"):
+                ok = (Path(r.path).stem for r in ctx.manifest.rows.values() if r.kind == "clip" and r.status == OK and r.path)
+                path, count = autocaptions.assemble(root, ok)
+                log.info("%s: captions of %d videos in %s", name, count, path)
         finally:
             ctx.manifest.save()
         report = _finish(ctx, clips, threshold, {"limit": limit, "classes": sorted(classes)}, record_counts)

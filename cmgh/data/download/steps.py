@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from cmgh import layout
+from cmgh.data.download import autocaptions, plan
 from cmgh.data.download import clips as clipmod
-from cmgh.data.download import plan
 from cmgh.data.download.archives import Archive, copy_atomic
 from cmgh.data.download.fetch import (
     CORRUPT,
@@ -197,14 +197,22 @@ def _install(ctx: Context, clip: plan.Clip, source: Path, deadline: Deadline) ->
 
 
 def _site_clip(ctx: Context, clip: plan.Clip) -> Row:
-    """One clip from a video site: fetch (with retries), cut, check, install."""
+    """One clip from a video site: fetch (with retries; with its captions when the dataset has
+    ``caption_langs``), store the captions, cut, check, install."""
     assert clip.target is not None
     url = clip_url(ctx.spec["clip_url"], clip.source_id)
     deadline = Deadline(ctx.policy.item_timeout, ctx.stop)
     rel = ctx.rel(clip.target)
+    langs = ctx.spec.get("caption_langs") or []
+    note = ""
     try:
         stem = sanitize_id(clip.item_id)
-        source = retrying(lambda: clipmod.fetch_video(url, ctx.staging, stem, ctx.ytdlp, deadline, ctx.limiter), ctx.policy, url, ctx.stop)
+        if langs:
+            source, failed = autocaptions.fetch_with_captions(url, ctx.staging, stem, ctx.ytdlp, langs, ctx.policy, deadline, ctx.limiter, ctx.stop)
+            stored = autocaptions.store(ctx.root, ctx.staging, stem, clip.target.stem, langs)  # before the video is in place
+            note = failed or stored
+        else:
+            source = retrying(lambda: clipmod.fetch_video(url, ctx.staging, stem, ctx.ytdlp, deadline, ctx.limiter), ctx.policy, url, ctx.stop)
         size, digest = _install(ctx, clip, source, deadline)
     except FetchError as exc:
         log.info("%s %s: %s", ctx.name, clip.item_id, exc)
@@ -214,7 +222,7 @@ def _site_clip(ctx: Context, clip: plan.Clip) -> Row:
     except Exception as exc:  # one odd clip in a million must not end a days-long run: record it
         log.exception("%s %s: unexpected failure", ctx.name, clip.item_id)
         return Row("clip", clip.item_id, url, rel, ERROR, f"{exc.__class__.__name__}: {exc}")
-    return Row("clip", clip.item_id, url, rel, OK, "", size, digest)
+    return Row("clip", clip.item_id, url, rel, OK, note, size, digest)
 
 
 def _progress(total: int | None, name: str, show: bool, unit: str) -> tqdm:
