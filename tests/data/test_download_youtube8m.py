@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -217,10 +218,13 @@ def test_index_lands_in_the_layout_with_resume_checksums_and_unknown_ids(tmp_pat
 
     # a re-run asks again only for what failed and may work now: the broken record (still broken);
     # the video of the unknown id inherits the lookup's status; one clip per split
+    layout.youtube8m_record(root, "validate", 0).write_bytes(b"not the plan's file")  # MD5 checked: fetched again
     before = len(server.log)
     with pytest.raises(DownloadError, match=r"youtube8m: 2 of 3 record files available \(66.7 %\), below the minimum 100 %"):
         download(cfg, "youtube8m", limit=1, progress=False, echo=quiet)
-    assert {p for p, _ in server.log[before:] if not re.match(r"/youtube8m/(watch|media|subs)/", p)} == {f"/youtube8m/video/train/{broken.name}"}
+    assert {p for p, _ in server.log[before:] if not re.match(r"/youtube8m/(watch|media|subs)/", p)} == {
+        f"/youtube8m/video/train/{broken.name}", "/youtube8m/video/validate/validateaa.tfrecord"}
+    assert layout.youtube8m_record(root, "validate", 0).read_bytes() == layout.youtube8m_record(world["data"], "validate", 0).read_bytes()
     assert not (root / layout.STAMP).exists()
     clip_rows = manifest(cfg, "youtube8m").query("kind == 'clip'")
     assert clip_rows.loc[unknown, "status"] == "unavailable" and "does not know" in clip_rows.loc[unknown, "error"]
@@ -245,6 +249,18 @@ def test_record_dropped_mid_body_resumes_with_a_range_request(tmp_path: Path, se
     assert first is None and int(re.fullmatch(r"bytes=(\d+)-", second or "")[1]) >= 65536, second  # type: ignore[index]
     assert served.stat().st_size > 3 * 65536 and layout.youtube8m_record(root, "test", 0).read_bytes() == served.read_bytes()
     assert yt8m.read_videos(root)["youtube_id"].tolist() == ids and not [p for p, _ in server.log if "/j/i/" in p]
+
+
+def test_lookups_and_records_honour_the_rate_limit(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:
+    serve(server, world)
+    cfg = yt8m_config(tmp_path, server, world, records=sources(server.url)["records"][:1])
+    spec = cfg.to_dict()
+    spec["data"]["download"]["rate_limit"] = 20.0
+    start = time.monotonic()
+    download(config_mod.from_dict(spec), "youtube8m", annotations_only=True, progress=False, echo=quiet)
+    elapsed = time.monotonic() - start
+    requests = len(server.log)  # vocabulary, plan, 2 record files, 7 lookups: at most 20 started per second
+    assert requests == 11 and elapsed >= (requests - 1) / 20.0, (requests, elapsed)
 
 
 def test_dry_run_lists_plans_records_lookups_and_clips_and_writes_nothing(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:

@@ -158,7 +158,7 @@ def pending(ctx: Context, clips: Sequence[plan.Clip], retry_all: bool) -> list[p
         row = ctx.manifest.get("clip", clip.item_id)
         if clip.needs_lookup:
             lookup = ctx.manifest.get("lookup", clip.item_id)
-            if lookup is not None:
+            if lookup is not None and lookup.status != OK:
                 ctx.manifest.record(Row("clip", clip.item_id, lookup.url, "", lookup.status, lookup.error))
             else:
                 ctx.manifest.record(Row("clip", clip.item_id, "", "", ERROR, f"{clip.error}; a re-run looks it up"))
