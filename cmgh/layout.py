@@ -55,6 +55,7 @@ YOUTUBE8M_RECORDS_DIR = "video"  # video-level TFRecords: video/{train,validate,
 YOUTUBE8M_RECORD_SUFFIX = ".tfrecord"
 YOUTUBE8M_LOOKUP_DIR = "lookup"  # pseudo id -> YouTube id answers, as served: lookup/<first two chars>/<id>.js
 YOUTUBE8M_CAPTIONS = HOWTO100M_CAPTIONS  # automatic captions, in HowTo100M's caption.json layout
+YOUTUBE8M_VIDEO_CAPTIONS_DIR = "captions"  # captions/<youtube_id>.json: one downloaded video's, caption.json is assembled from them
 
 
 def dataset_dir(data_root: PathLike, dataset: str) -> Path:
@@ -123,6 +124,11 @@ def youtube8m_records(root: PathLike) -> list[Path]:
 def youtube8m_lookup(root: PathLike, pseudo_id: str) -> Path:
     """The stored answer of the id lookup for one (path-safe) pseudo id, mirroring the lookup's URL."""
     return Path(root) / YOUTUBE8M_LOOKUP_DIR / pseudo_id[:2] / f"{pseudo_id}.js"
+
+
+def youtube8m_video_captions(root: PathLike, video_id: str) -> Path:
+    """One downloaded video's converted captions (its entry of caption.json) under the YouTube-8M folder ``root``."""
+    return Path(root) / YOUTUBE8M_VIDEO_CAPTIONS_DIR / f"{video_id}.json"
 
 
 def noise_labels(data_root: PathLike, dataset: str = "howto100m") -> Path:

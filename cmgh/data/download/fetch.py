@@ -2,26 +2,26 @@
 
 A file is fetched into ``<target>.part``. A dropped connection or a killed process leaves the
 bytes there and the next attempt asks for the rest with a ``Range`` request; the finished bytes
-are checked against the expected SHA-256 and only then renamed to the target, so a file under
-its final name is always complete. Every failure is a :class:`FetchError` carrying one of the
+are checked against the expected SHA-256 or MD5 (YouTube-8M publishes MD5s) and only then
+renamed to the target, so a file under its final name is always complete. Every failure is a :class:`FetchError` carrying one of the
 manifest statuses below; the transient ones are retried with exponential backoff.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
-
-from cmgh.io import sha256_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,6 +150,24 @@ class Fetched:
     sha256: str
 
 
+def digests(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """Hex digests of a file under each hashlib algorithm, in one read."""
+    hashes = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            for h in hashes.values():
+                h.update(block)
+    return {name: h.hexdigest() for name, h in hashes.items()}
+
+
+def mismatch(path: Path, expected: dict[str, str | None]) -> tuple[dict[str, str], str | None]:
+    """The file's digests (SHA-256 always, for the manifest) and the first expected one it fails."""
+    wanted = {name: value.lower() for name, value in expected.items() if value}
+    got = digests(path, tuple(dict.fromkeys(("sha256", *wanted))))
+    bad = next((name for name, value in wanted.items() if got[name] != value), None)
+    return got, bad
+
+
 _local = threading.local()
 
 
@@ -175,6 +193,26 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
     return (int(first) if first else None), (int(total) if total and total != "*" else None)
 
 
+@contextmanager
+def _request_errors(url: str, policy: Policy, received: Callable[[], int]) -> Iterator[None]:
+    """requests' exceptions as a FetchError with its manifest status."""
+    try:
+        yield
+    except requests.Timeout as exc:
+        raise FetchError(TIMEOUT, f"no data for {policy.timeout:g} s from {url} ({exc.__class__.__name__})") from None
+    except requests.ConnectionError as exc:
+        status = TIMEOUT if "timed out" in str(exc).lower() else NETWORK
+        raise FetchError(status, f"connection lost after {received()} bytes of {url} ({exc.__class__.__name__})") from None
+    except requests.RequestException as exc:
+        # ChunkedEncodingError & co: the body ended early; the bytes so far stay in the part file
+        raise FetchError(NETWORK, f"connection dropped after {received()} bytes of {url} ({exc.__class__.__name__})") from None
+
+
+def _check_status(resp: requests.Response, url: str) -> None:
+    if resp.status_code >= 400:
+        raise FetchError(status_for_http(resp.status_code), f"HTTP {resp.status_code} {resp.reason} for {url}")
+
+
 def _get(url: str, part: Path, policy: Policy, deadline: Deadline, limiter: RateLimiter | None) -> bool:
     """One GET into ``part``, continuing what is there; returns whether it resumed."""
     offset = part.stat().st_size if part.exists() else 0
@@ -183,32 +221,53 @@ def _get(url: str, part: Path, policy: Policy, deadline: Deadline, limiter: Rate
         limiter.wait(deadline.stop)
     deadline.check()
     received = 0
-    try:
-        with _session().get(url, headers=headers, stream=True, timeout=(policy.timeout, policy.timeout)) as resp:
-            if resp.status_code == 416 and offset:
-                if _content_range(resp.headers.get("Content-Range"))[1] == offset:
-                    return True  # the part already holds the whole file
-                part.unlink()
-                raise FetchError(NETWORK, f"server refused to resume at byte {offset}; restarting")
-            if resp.status_code >= 400:
-                raise FetchError(status_for_http(resp.status_code), f"HTTP {resp.status_code} {resp.reason} for {url}")
-            resumed = bool(offset) and resp.status_code == 206 and _content_range(resp.headers.get("Content-Range"))[0] == offset
-            with open(part, "ab" if resumed else "wb") as fh:
-                for chunk in resp.iter_content(policy.chunk_size):
-                    fh.write(chunk)
-                    received += len(chunk)
-                    deadline.check()
-                fh.flush()
-                os.fsync(fh.fileno())
-            return resumed
-    except requests.Timeout as exc:
-        raise FetchError(TIMEOUT, f"no data for {policy.timeout:g} s from {url} ({exc.__class__.__name__})") from None
-    except requests.ConnectionError as exc:
-        status = TIMEOUT if "timed out" in str(exc).lower() else NETWORK
-        raise FetchError(status, f"connection lost after {received} bytes of {url} ({exc.__class__.__name__})") from None
-    except requests.RequestException as exc:
-        # ChunkedEncodingError & co: the body ended early; the bytes so far stay in the part file
-        raise FetchError(NETWORK, f"connection dropped after {received} bytes of {url} ({exc.__class__.__name__})") from None
+    with (
+        _request_errors(url, policy, lambda: received),
+        _session().get(url, headers=headers, stream=True, timeout=(policy.timeout, policy.timeout)) as resp,
+    ):
+        if resp.status_code == 416 and offset:
+            if _content_range(resp.headers.get("Content-Range"))[1] == offset:
+                return True  # the part already holds the whole file
+            part.unlink()
+            raise FetchError(NETWORK, f"server refused to resume at byte {offset}; restarting")
+        _check_status(resp, url)
+        resumed = bool(offset) and resp.status_code == 206 and _content_range(resp.headers.get("Content-Range"))[0] == offset
+        with open(part, "ab" if resumed else "wb") as fh:
+            for chunk in resp.iter_content(policy.chunk_size):
+                fh.write(chunk)
+                received += len(chunk)
+                deadline.check()
+            fh.flush()
+            os.fsync(fh.fileno())
+        return resumed
+
+
+def get_text(url: str, *, policy: Policy, limiter: RateLimiter | None = None, stop: threading.Event | None = None, limit: int = 1 << 16) -> str:
+    """A short text answer in one GET (retried as :func:`fetch` retries), nothing written: one
+    id lookup. More than ``limit`` bytes or non-UTF-8 bytes are ``corrupt``."""
+    deadline = Deadline(policy.item_timeout, stop)
+
+    def once() -> str:
+        if limiter is not None:
+            limiter.wait(stop)
+        deadline.check()
+        body = bytearray()
+        with (
+            _request_errors(url, policy, lambda: len(body)),
+            _session().get(url, stream=True, timeout=(policy.timeout, policy.timeout)) as resp,
+        ):
+            _check_status(resp, url)
+            for chunk in resp.iter_content(policy.chunk_size):
+                body += chunk
+                if len(body) > limit:
+                    raise FetchError(CORRUPT, f"{url}: more than {limit} bytes, expected a short text answer")
+                deadline.check()
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FetchError(CORRUPT, f"{url}: the answer is not UTF-8 text") from None
+
+    return retrying(once, policy, url, stop)
 
 
 def fetch(
@@ -216,26 +275,28 @@ def fetch(
     target: str | os.PathLike[str],
     sha256: str | None = None,
     *,
+    md5: str | None = None,
     policy: Policy,
     limiter: RateLimiter | None = None,
     stop: threading.Event | None = None,
 ) -> Fetched:
-    """Download ``url`` to ``target`` (resuming ``target.part``), verify ``sha256``, then rename."""
+    """Download ``url`` to ``target`` (resuming ``target.part``), verify ``sha256``/``md5``, then rename."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     deadline = Deadline(policy.item_timeout, stop)
+    expected = {"sha256": sha256, "md5": md5}
     fresh_retry = True
     while True:
         resumed = retrying(lambda: _get(url, part, policy, deadline, limiter), policy, url, stop)
-        digest = sha256_file(part)
-        if sha256 and digest != sha256.lower():
+        got, bad = mismatch(part, expected)
+        if bad is not None:
             part.unlink()
             if resumed and fresh_retry:  # the server's file may have changed under the resume
                 fresh_retry = False
                 log.info("%s: checksum mismatch after resuming; downloading again from scratch", url)
                 continue
-            raise FetchError(CHECKSUM, f"sha256 of {url} is {digest}, expected {sha256.lower()}")
+            raise FetchError(CHECKSUM, f"{bad} of {url} is {got[bad]}, expected {str(expected[bad]).lower()}")
         size = part.stat().st_size
         os.replace(part, target)
-        return Fetched(target, size, digest)
+        return Fetched(target, size, got["sha256"])

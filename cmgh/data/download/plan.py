@@ -31,6 +31,7 @@ class Clip:
     start: float | None = None  # window in the source video (None: the whole video)
     end: float | None = None
     error: str = ""
+    needs_lookup: bool = False  # a YouTube-8M pseudo id without a stored lookup answer (no target yet)
 
 
 def _target(make: Callable[[str], Path], what: str, value: str) -> tuple[Path | None, str]:
@@ -85,20 +86,31 @@ def msrvtt(root: Path) -> list[Clip]:
     return clips
 
 
+def _youtube8m_clip(root: Path, record_id: str, youtube_id: str, split: str, classes: tuple[str, ...]) -> Clip:
+    if youtube_id:
+        target, error = _target(lambda safe: layout.video_file(root, safe), "youtube id", youtube_id)
+        return Clip(record_id, split, classes, youtube_id, target, error=error)
+    if not yt8m.PSEUDO_ID.match(record_id):
+        return Clip(record_id, split, classes, "", None, error=f"pseudo id {record_id!r} is not 4 characters of [A-Za-z0-9_-]; it cannot be looked up")
+    return Clip(record_id, split, classes, "", None, error=f"pseudo id {record_id!r} has no stored answer of the id lookup", needs_lookup=True)
+
+
 def youtube8m(root: Path) -> list[Clip]:
     """Whole videos of every record file on disk, under their YouTube ids (2018 pseudo ids resolved
-    through the stored lookup answers; one without an answer gets no target)."""
+    through the stored lookup answers; one without an answer waits for the lookup, without a target)."""
     vocab = yt8m.read_vocabulary(root / layout.YOUTUBE8M_VOCABULARY)
     names = dict(zip(vocab["Index"], vocab["Name"], strict=True))
     clips = []
     for row in yt8m.read_videos(root).itertuples(index=False):
         classes = tuple(names[i] for i in row.labels if i in names) + tuple(str(i) for i in row.labels)
-        if not row.youtube_id:
-            clips.append(Clip(row.record_id, row.split, classes, row.record_id, None, error=f"pseudo id {row.record_id!r} has no YouTube id from the id lookup"))
-            continue
-        target, error = _target(lambda safe: layout.video_file(root, safe), "youtube id", row.youtube_id)
-        clips.append(Clip(row.record_id, row.split, classes, row.youtube_id, target, error=error))
+        clips.append(_youtube8m_clip(root, row.record_id, row.youtube_id, row.split, classes))
     return clips
+
+
+def resolve_lookups(root: Path, clips: Sequence[Clip]) -> list[Clip]:
+    """``clips`` with the ones that waited for the id lookup given their YouTube ids, where an
+    answer is stored now (the rest unchanged; item ids and order stay, so a selection stays the same)."""
+    return [_youtube8m_clip(root, c.item_id, yt8m.resolve(root, c.item_id) or "", c.split, c.classes) if c.needs_lookup else c for c in clips]
 
 
 PLANNERS = {"howto100m": howto100m, "kinetics": kinetics, "audioset": audioset, "msrvtt": msrvtt, "youtube8m": youtube8m}

@@ -1,8 +1,11 @@
 """``cmgh data download``: one real dataset from its configured sources into its layout.
 
-Order: the annotation files (plain, or members of archives), then the clips they name (video-site
-IDs through yt-dlp, or members of clip archives), then the manifest, the summary and, when enough
-clips are available, the ``.complete`` stamp the workflow waits for. Every step is resumable:
+Order: the annotation files (plain, or members of archives), then (YouTube-8M) the record files
+of its download plans and the id lookup of their pseudo ids, then the clips they name (video-site
+IDs through yt-dlp, with their automatic captions where the dataset has ``caption_langs``, or
+members of clip archives), then (YouTube-8M) ``caption.json`` from the captions of every ``ok``
+video, the manifest, the summary and, when enough clips (and record files) are available, the
+``.complete`` stamp the workflow waits for. Every step is resumable:
 finished files carry their final names, unfinished ones live under ``<dataset>/.download/``
 (``.part`` files that the next run continues), and a re-run fetches only what is missing.
 """
@@ -21,8 +24,9 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data import formats
+from cmgh.data import youtube8m as yt8m
+from cmgh.data.download import autocaptions, plan, records
 from cmgh.data.download import clips as clipmod
-from cmgh.data.download import plan
 from cmgh.data.download.fetch import INVALID_ID, OK, Policy, RateLimiter
 from cmgh.data.download.manifest import Manifest, summary, write_summary
 from cmgh.data.download.sources import check_sources, clip_url, local_paths
@@ -42,13 +46,28 @@ class Report:
     available: int
     min_available: float
     complete: bool
+    records: tuple[int, int] | None = None  # YouTube-8M: (record files of the plans, files ok)
 
     @property
     def fraction(self) -> float:
         return self.available / self.selected if self.selected else 0.0
 
+    @property
+    def records_fraction(self) -> float:
+        return self.records[1] / self.records[0] if self.records and self.records[0] else 1.0
+
+    def shortfall(self) -> str:
+        """What keeps the dataset from being complete ("" when nothing does)."""
+        if self.records is not None and self.records_fraction < self.min_available:
+            return f"{self.records[1]} of {self.records[0]} record files available ({100 * self.records_fraction:.1f} %)"
+        if not self.selected or self.fraction < self.min_available:
+            return f"{self.available} of {self.selected} clips available ({100 * self.fraction:.1f} %)"
+        return ""
+
     def text(self) -> str:
         head = f"{self.name}: {self.available} of {self.selected} clips available ({100 * self.fraction:.1f} %, minimum {100 * self.min_available:.0f} %)"
+        if self.records is not None:
+            head += f"\n{self.name}: {self.records[1]} of {self.records[0]} record files available ({100 * self.records_fraction:.1f} %)"
         table = self.summary.to_string(index=False) if not self.summary.empty else "(nothing recorded)"
         return f"{head}\n{table}\nmanifest: {self.root / layout.DOWNLOAD_MANIFEST}"
 
@@ -79,38 +98,45 @@ def _dry_run(ctx: Context, classes: Sequence[str], limit: int | None, retry_all:
         have = all((ctx.root / p).is_file() for p in local_paths(source))
         missing |= not have
         echo(f"annotation\t{'present' if have else 'fetch'}\t{source['url']}\t{', '.join(local_paths(source))}")
+    if ctx.spec.get("records") and not records.dry_run(ctx, echo):
+        echo("clips: listed from the record files, which are not all on disk yet; fetch them (and look up their ids) first with "
+             f"`cmgh data download --dataset {ctx.name} --annotations-only`, then repeat --dry-run")
+        return Report(ctx.name, ctx.root, pd.DataFrame(), 0, 0, 0.0, False)
     if missing:
         echo("clips: listed from the annotation files, which are not all on disk yet; fetch them first with "
              f"`cmgh data download --dataset {ctx.name} --annotations-only` (small), then repeat --dry-run")
         return Report(ctx.name, ctx.root, pd.DataFrame(), 0, 0, 0.0, False)
     clips = plan.select(ctx.name, plan.clip_list(ctx.name, ctx.root), classes, limit)
-    states = {"fetch": 0, "present": 0, "skip": 0, INVALID_ID: 0}
-    where = " + ".join(s["url"] for s in ctx.spec["clip_archives"]) if ctx.spec["clip_archives"] else None
+    states = {"fetch": 0, "present": 0, "lookup": 0, "skip": 0, INVALID_ID: 0}
+    where = " + ".join(s["url"] for s in ctx.spec["clip_archives"]) if ctx.spec.get("clip_archives") else None
     for clip in clips:
         state = clip_state(ctx, clip, retry_all)
         states[state] += 1
-        if state == "fetch" and clip.target is not None:
+        if state == "lookup":
+            echo(f"lookup\tfetch\t{clip.item_id}\t{yt8m.lookup_url(str(ctx.spec.get('id_lookup')), clip.item_id)}\t"
+                 f"{ctx.rel(layout.youtube8m_lookup(ctx.root, clip.item_id))}")
+        elif state == "fetch" and clip.target is not None:
             url = where or clip_url(ctx.spec["clip_url"], clip.source_id)
             window = f"{clip.start:g}-{clip.end:g}s" if clip.start is not None and clip.end is not None else "whole"
             echo(f"clip\tfetch\t{clip.item_id}\t{url}\t{ctx.rel(clip.target)}\t{window}")
     echo(f"{ctx.name}: {len(clips)} clips selected: " + ", ".join(f"{n} {k}" for k, n in states.items())
-         + " (skip: unavailable/private in an earlier run; --retry-all retries them)")
+         + " (lookup: its video is known after the id lookup; skip: unavailable/private in an earlier run; --retry-all retries them)")
     return Report(ctx.name, ctx.root, pd.DataFrame(), len(clips), states["present"], 0.0, False)
 
 
-def _finish(ctx: Context, clips: Sequence[plan.Clip], threshold: float, selection: dict[str, Any]) -> Report:
+def _finish(ctx: Context, clips: Sequence[plan.Clip], threshold: float, selection: dict[str, Any], record_counts: tuple[int, int] | None) -> Report:
     clip_rows = [ctx.manifest.get("clip", c.item_id) for c in clips]
     rows = [r for r in ctx.manifest.rows.values() if r.kind != "clip"] + [r for r in clip_rows if r is not None]
     table = summary(rows)
     write_summary(ctx.root, table)
     available = sum(1 for r in clip_rows if r is not None and r.status == OK)
-    report = Report(ctx.name, ctx.root, table, len(clips), available, threshold, False)
-    if clips and report.fraction >= threshold:
+    report = Report(ctx.name, ctx.root, table, len(clips), available, threshold, False, record_counts)
+    if not report.shortfall():
         counts = {f"{k}/{s}": int(n) for k, s, n in table.itertuples(index=False)}
         stamp = {"source": "download", "dataset": ctx.name, "selection": selection, "sources": ctx.spec,
                  "reencode": ctx.dl.reencode.to_dict(), "counts": counts, "available": round(report.fraction, 6)}
         atomic_write_json(ctx.root / layout.STAMP, stamp)
-        report = Report(ctx.name, ctx.root, table, len(clips), available, threshold, True)
+        report = Report(ctx.name, ctx.root, table, len(clips), available, threshold, True, record_counts)
     return report
 
 
@@ -130,9 +156,11 @@ def download(
 ) -> Report:
     """Fetch dataset ``name`` as configured under ``data.download``; see the module docstring.
 
-    Raises DownloadError when an annotation file cannot be had or when fewer than
-    ``min_available`` (default ``data.download.min_available``) of the selected clips end ``ok``;
-    the manifest and summary are written first either way.
+    Raises DownloadError when an annotation file (or a download plan) cannot be had or when fewer
+    than ``min_available`` (default ``data.download.min_available``) of the selected clips, or of
+    the plans' record files, end ``ok``; the manifest and summary are written first either way.
+    With ``annotations_only``, YouTube-8M's index (record files, id lookups) is fetched too: the
+    clips are listed from it.
     """
     root = formats.dataset_root(cfg, name)
     dl = cfg.data.download
@@ -147,27 +175,39 @@ def download(
     if dry_run:
         return _dry_run(ctx, classes, limit, retry_all, echo)
     clips: list[plan.Clip] = []
+    record_counts: tuple[int, int] | None = None
     with _exclusive(ctx):
         (root / layout.STAMP).unlink(missing_ok=True)  # the workflow's `download` output, as the generator's
         try:
             fetch_annotations(ctx)
-            if annotations_only:
+            if spec.get("records"):
+                record_counts = records.fetch_records(ctx, workers, progress)
+            if annotations_only and not spec.get("records"):
                 echo(f"{name}: annotations in place under {root}")
                 return Report(name, root, summary(list(ctx.manifest.rows.values())), 0, 0, threshold, False)
             clips = plan.select(name, plan.clip_list(name, root), classes, limit)
+            if spec.get("records"):
+                clips = records.look_up(ctx, clips, workers, progress, retry_all)
+                if annotations_only:
+                    echo(f"{name}: annotations, {record_counts[1]} of {record_counts[0]} record files and the id lookups in place under {root}")
+                    return Report(name, root, summary(list(ctx.manifest.rows.values())), 0, 0, threshold, False, record_counts)
             todo = pending(ctx, clips, retry_all)
             log.info("%s: %d clips selected, %d to fetch", name, len(clips), len(todo))
-            if spec["clip_archives"]:
+            if spec.get("clip_archives"):
                 from_archives(ctx, todo)
             else:
                 from_sites(ctx, todo, workers, progress)
+            if spec.get("caption_langs"):
+                ok = (Path(r.path).stem for r in ctx.manifest.rows.values() if r.kind == "clip" and r.status == OK and r.path)
+                path, count = autocaptions.assemble(root, ok)
+                log.info("%s: captions of %d videos in %s", name, count, path)
         finally:
             ctx.manifest.save()
-        report = _finish(ctx, clips, threshold, {"limit": limit, "classes": sorted(classes)})
+        report = _finish(ctx, clips, threshold, {"limit": limit, "classes": sorted(classes)}, record_counts)
     echo(report.text())
     if not report.complete:
         raise DownloadError(
-            f"{name}: {report.available} of {report.selected} clips available ({100 * report.fraction:.1f} %), "
-            f"below the minimum {100 * threshold:.0f} % (data.download.min_available or --min-available); see {ctx.manifest.path}"
+            f"{name}: {report.shortfall()}, below the minimum {100 * threshold:.0f} % "
+            f"(data.download.min_available or --min-available); see {ctx.manifest.path}"
         )
     return report

@@ -11,18 +11,18 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from cmgh import layout
+from cmgh.data.download import autocaptions, plan
 from cmgh.data.download import clips as clipmod
-from cmgh.data.download import plan
 from cmgh.data.download.archives import Archive, copy_atomic
 from cmgh.data.download.fetch import (
     CORRUPT,
@@ -46,6 +46,7 @@ from cmgh.errors import DownloadError
 from cmgh.io import sanitize_id, sha256_file
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -135,9 +136,13 @@ def fetch_annotations(ctx: Context) -> None:
 
 
 def clip_state(ctx: Context, clip: plan.Clip, retry_all: bool) -> str:
-    """``invalid id``, ``present`` (file in place), ``skip`` (failed for good earlier) or ``fetch``."""
+    """``invalid id``, ``lookup`` (a pseudo id to look up first), ``present`` (file in place),
+    ``skip`` (failed for good earlier, or its lookup did) or ``fetch``."""
     if clip.target is None:
-        return INVALID_ID
+        if not clip.needs_lookup:
+            return INVALID_ID
+        row = ctx.manifest.get("lookup", clip.item_id)
+        return "skip" if row is not None and row.status in PERMANENT and not retry_all else "lookup"
     if clip.target.is_file():
         return "present"
     row = ctx.manifest.get("clip", clip.item_id)
@@ -145,12 +150,19 @@ def clip_state(ctx: Context, clip: plan.Clip, retry_all: bool) -> str:
 
 
 def pending(ctx: Context, clips: Sequence[plan.Clip], retry_all: bool) -> list[plan.Clip]:
-    """Clips still to fetch; invalid IDs and finished clips not yet recorded ``ok`` are recorded."""
+    """Clips still to fetch. Recorded here: invalid IDs, pseudo ids whose lookup failed (with the
+    lookup's status and reason), and finished clips not yet recorded ``ok``."""
     todo = []
     for clip in clips:
         state = clip_state(ctx, clip, retry_all)
         row = ctx.manifest.get("clip", clip.item_id)
-        if state == INVALID_ID:
+        if clip.needs_lookup:
+            lookup = ctx.manifest.get("lookup", clip.item_id)
+            if lookup is not None and lookup.status != OK:
+                ctx.manifest.record(Row("clip", clip.item_id, lookup.url, "", lookup.status, lookup.error))
+            else:
+                ctx.manifest.record(Row("clip", clip.item_id, "", "", ERROR, f"{clip.error}; a re-run looks it up"))
+        elif state == INVALID_ID:
             ctx.manifest.record(Row("clip", clip.item_id, "", "", INVALID_ID, clip.error))
         elif state == "present" and clip.target is not None and (row is None or row.status != OK or row.path != ctx.rel(clip.target)):
             size = clip.target.stat().st_size
@@ -185,14 +197,22 @@ def _install(ctx: Context, clip: plan.Clip, source: Path, deadline: Deadline) ->
 
 
 def _site_clip(ctx: Context, clip: plan.Clip) -> Row:
-    """One clip from a video site: fetch (with retries), cut, check, install."""
+    """One clip from a video site: fetch (with retries; with its captions when the dataset has
+    ``caption_langs``), store the captions, cut, check, install."""
     assert clip.target is not None
     url = clip_url(ctx.spec["clip_url"], clip.source_id)
     deadline = Deadline(ctx.policy.item_timeout, ctx.stop)
     rel = ctx.rel(clip.target)
+    langs = ctx.spec.get("caption_langs") or []
+    note = ""
     try:
         stem = sanitize_id(clip.item_id)
-        source = retrying(lambda: clipmod.fetch_video(url, ctx.staging, stem, ctx.ytdlp, deadline, ctx.limiter), ctx.policy, url, ctx.stop)
+        if langs:
+            source, failed = autocaptions.fetch_with_captions(url, ctx.staging, stem, ctx.ytdlp, langs, ctx.policy, deadline, ctx.limiter, ctx.stop)
+            stored = autocaptions.store(ctx.root, ctx.staging, stem, clip.target.stem, langs)  # before the video is in place
+            note = failed or stored
+        else:
+            source = retrying(lambda: clipmod.fetch_video(url, ctx.staging, stem, ctx.ytdlp, deadline, ctx.limiter), ctx.policy, url, ctx.stop)
         size, digest = _install(ctx, clip, source, deadline)
     except FetchError as exc:
         log.info("%s %s: %s", ctx.name, clip.item_id, exc)
@@ -202,34 +222,54 @@ def _site_clip(ctx: Context, clip: plan.Clip) -> Row:
     except Exception as exc:  # one odd clip in a million must not end a days-long run: record it
         log.exception("%s %s: unexpected failure", ctx.name, clip.item_id)
         return Row("clip", clip.item_id, url, rel, ERROR, f"{exc.__class__.__name__}: {exc}")
-    return Row("clip", clip.item_id, url, rel, OK, "", size, digest)
+    return Row("clip", clip.item_id, url, rel, OK, note, size, digest)
 
 
-def _progress(total: int, name: str, show: bool) -> tqdm:
-    return tqdm(total=total, desc=f"download {name}", unit="clip", disable=not (show and sys.stderr.isatty()))
+def _progress(total: int | None, name: str, show: bool, unit: str) -> tqdm:
+    return tqdm(total=total, desc=f"download {name}", unit=unit, disable=not (show and sys.stderr.isatty()))
 
 
-def from_sites(ctx: Context, todo: Sequence[plan.Clip], workers: int, show: bool) -> None:
-    """Clips through a bounded thread pool (memory stays flat for a million clips)."""
-    pending = iter(todo)
-    running: set[Future[Row]] = set()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"dl-{ctx.name}") as pool, _progress(len(todo), ctx.name, show) as bar:
+def pooled(
+    ctx: Context,
+    items: Iterable[T],
+    work: Callable[[Context, T], Row | None],
+    workers: int,
+    show: bool,
+    unit: str = "clip",
+    total: int | None = None,
+) -> None:
+    """``work`` on every item through a bounded thread pool, each returned row recorded as it comes.
+
+    At most ``2 * workers`` items are in flight and ``items`` is consumed lazily, so memory stays
+    flat for millions of items. Ctrl-C stops the workers between chunks (their .part files stay
+    resumable) and ends the run with KeyboardInterrupt.
+    """
+    pending = iter(items)
+    running: set[Future[Row | None]] = set()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"dl-{ctx.name}") as pool, _progress(total, ctx.name, show, unit) as bar:
         try:
             while True:
                 while len(running) < 2 * workers and not ctx.stop.is_set():
-                    clip = next(pending, None)
-                    if clip is None:
+                    item = next(pending, None)
+                    if item is None:
                         break
-                    running.add(pool.submit(_site_clip, ctx, clip))
+                    running.add(pool.submit(work, ctx, item))
                 if not running:
                     return
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    ctx.manifest.record(future.result())
+                    row = future.result()
+                    if row is not None:
+                        ctx.manifest.record(row)
                     bar.update(1)
         except (KeyboardInterrupt, Interrupted):
-            ctx.stop.set()  # workers notice between chunks; their .part files stay resumable
+            ctx.stop.set()
             raise KeyboardInterrupt from None
+
+
+def from_sites(ctx: Context, todo: Sequence[plan.Clip], workers: int, show: bool) -> None:
+    """Clips from a video site, through the bounded thread pool."""
+    pooled(ctx, todo, _site_clip, workers, show, "clip", len(todo))
 
 
 def from_archives(ctx: Context, todo: Sequence[plan.Clip]) -> None:
