@@ -1,8 +1,9 @@
-"""YouTube-8M as a pre-training corpus on real generated files: decoded windows,
+"""YouTube-8M as a pre-training corpus on real generated files: decoded windows and packed samples,
 captions nearest each window (none: a video-audio pair), labels from the records, manifest statuses."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import features, items, shards, youtube8m
+from cmgh.data import features, items, packed, shards, youtube8m
 from cmgh.data.datasets import ShardedClips
 from cmgh.data.items import Item
 from cmgh.data.text import Vocabulary
@@ -21,6 +22,11 @@ from tests.data.youtube8m_tree import captioned_ids, youtube8m_world
 @pytest.fixture(scope="module")
 def decoded(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
     return youtube8m_world(tiny_world, tmp_path_factory.mktemp("yt8m_decoded"))
+
+
+@pytest.fixture(scope="module")
+def packed_cfg(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
+    return youtube8m_world(tiny_world, tmp_path_factory.mktemp("yt8m_packed"), fmt="packed")
 
 
 def root_of(cfg: config_mod.Config) -> Path:
@@ -84,6 +90,27 @@ def test_decoded_windows_carry_records_labels_and_nearest_captions(decoded: conf
         assert float(sample["video"].float().std()) > 5.0 and float(sample["audio"].abs().max()) > 0.01
 
 
+def test_packed_samples_carry_captions_labels_and_statuses(packed_cfg: config_mod.Config) -> None:
+    cfg, root = packed_cfg, root_of(packed_cfg)
+    folder = layout.packed_dir(cfg.path("features"), "youtube8m")
+    videos = youtube8m.read_videos(root)
+    resolved = videos[videos["youtube_id"] != ""]
+    index = pd.read_parquet(folder / layout.FEATURE_INDEX)
+    assert list(index.columns) == [*layout.PACKED_INDEX_COLUMNS, *packed.DATASET_COLUMNS["youtube8m"]]
+    assert index["item_id"].tolist() == resolved["youtube_id"].tolist() == index["video_id"].tolist()
+    assert index["record_id"].tolist() == resolved["record_id"].tolist()
+    assert [list(v) for v in index["labels"]] == resolved["labels"].tolist()
+    assert manifest(folder).to_dict() == expected_statuses(root, [""])
+    tracks = packed.caption_tuples(root / layout.YOUTUBE8M_CAPTIONS)
+    for row in index.itertuples(index=False):
+        with open(layout.shard_file(folder, int(row.shard), "tar"), "rb") as fh:
+            fh.seek(row.json_offset)
+            sample = json.loads(fh.read(row.json_size))
+        assert sample["dataset"] == "youtube8m" and sample["labels"] == list(row.labels) and sample["source"] == f"videos/{row.video_id}.mp4"
+        assert [(c["start"], c["end"], c["text"]) for c in sample["captions"]] == list(tracks.get(row.video_id, ()))
+        assert row.duration == pytest.approx(cfg.data.synth.youtube8m.segments_per_video * cfg.data.synth.youtube8m.segment_seconds, abs=0.3)
+
+
 def test_a_window_past_the_video_end_is_skipped(decoded: config_mod.Config) -> None:
     source = layout.video_file(root_of(decoded), pd.read_parquet(layout.feature_index(decoded.path("features"), "youtube8m"))["video_id"].iloc[0])
     spec = features.decode_spec(decoded, with_text=False)
@@ -96,7 +123,7 @@ def test_a_window_past_the_video_end_is_skipped(decoded: config_mod.Config) -> N
     assert planned.status == youtube8m.NO_YOUTUBE_ID and planned.arrays is None
 
 
-def test_cli_extracts_and_keeps_the_howto100m_vocabulary(decoded: config_mod.Config, tmp_path: Path) -> None:
+def test_cli_extracts_both_formats_and_keeps_the_howto100m_vocabulary(decoded: config_mod.Config, tmp_path: Path) -> None:
     vocab = layout.vocab(decoded.path("features"))
     before = vocab.read_bytes()
     base = ["data", "extract", "--dataset", "youtube8m", "--set", f"paths.data={decoded.path('data')}",
@@ -104,4 +131,6 @@ def test_cli_extracts_and_keeps_the_howto100m_vocabulary(decoded: config_mod.Con
     (tmp_path / vocab.name).write_bytes(before)
     assert cli.main(base) == 0  # features.format decoded (the default)
     assert pd.read_parquet(layout.feature_index(tmp_path, "youtube8m")).equals(pd.read_parquet(layout.feature_index(decoded.path("features"), "youtube8m")))
+    assert cli.main([*base, "--set", "features.format=packed", "--set", "pretrain.corpora=[{dataset: youtube8m}]"]) == 0
+    assert layout.packed_index(tmp_path, "youtube8m").is_file()
     assert (tmp_path / vocab.name).read_bytes() == before == vocab.read_bytes()  # the vocabulary is HowTo100M's, never rebuilt
