@@ -116,6 +116,11 @@ def youtube8m_record(root: PathLike, split: str, number: int) -> Path:
     return Path(root) / YOUTUBE8M_RECORDS_DIR / f"{split}{number:04d}{YOUTUBE8M_RECORD_SUFFIX}"
 
 
+def youtube8m_record_file(root: PathLike, name: str) -> Path:
+    """A record file under ``root`` by its name (the ``record`` column of ``youtube8m.read_videos``)."""
+    return Path(root) / YOUTUBE8M_RECORDS_DIR / name
+
+
 def youtube8m_records(root: PathLike) -> list[Path]:
     """Every video-level TFRecord under ``root``, in name order."""
     return sorted((Path(root) / YOUTUBE8M_RECORDS_DIR).glob(f"*{YOUTUBE8M_RECORD_SUFFIX}"))

@@ -245,7 +245,7 @@ def test_noise_over_training_table(results: Path) -> None:
     got = table[table.variant == "baseline"].set_index("step")["loss_va mean"]
     assert list(got.round(5)) == list(expected.round(5))
     md = (tables / "noise_over_training.md").read_text()
-    assert "target: either" in md and "| ms | baseline | 0-1 | 2 |" in md and "±" in md
+    assert "target: either" in md and "| ms | baseline | howto100m | 0-1 | 2 |" in md and "±" in md
 
 
 def test_runs_without_dumps_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

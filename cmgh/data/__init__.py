@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+# Pre-training corpora with timed captions: each window takes the captions nearest it (MIL-NCE
+# positives); a video without captions gives windows without text (video-audio pairs).
+CAPTIONED = ("howto100m", "youtube8m")
+# Datasets whose text is tokenized at extraction, all with the one vocabulary built from
+# HowTo100M's captions (features.build_vocab): YouTube-8M's words outside it become <unk>.
+TOKENIZED = ("howto100m", "msrvtt", "youtube8m")
+
 
 def __getattr__(name: str) -> Any:
     if name == "DATASETS":

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data import formats, items as items_mod, media, shards
+from cmgh.data import CAPTIONED, TOKENIZED, formats, items as items_mod, media, shards
 from cmgh.data.items import Item
 from cmgh.data.text import Vocabulary
 from cmgh.errors import DataError
@@ -40,6 +40,7 @@ from cmgh.io import atomic_write, atomic_write_json
 log = logging.getLogger(__name__)
 
 MODALITIES = ("video", "audio", "text", "text_mask")
+PAST_END = "skipped: window past the video's end"  # its midpoint is not in the video: a frozen last frame, silence
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ def vocab_path(cfg: Config) -> Path:
 
 
 def build_vocab(cfg: Config) -> Path:
-    """Vocabulary from the pre-training captions only (downstream text reuses it)."""
+    """Vocabulary from HowTo100M's captions only: one vocabulary for every run and corpus mix
+    (YouTube-8M's automatic captions and the downstream text are tokenized with it, so adding a
+    corpus changes no token id and every checkpoint's text tower reads the same ids)."""
     root = formats.dataset_root(cfg, "howto100m")
     vocab = Vocabulary.build(items_mod.pretrain_texts(root), cfg.features.text.vocab_size, cfg.features.text.min_count)
     path = vocab.save(vocab_path(cfg))
@@ -95,13 +98,18 @@ def _init_worker(vocab_file: str | None) -> None:
 
 
 def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
-    """Decode one item; media errors become a manifest status instead of an exception."""
+    """Decode one item; media errors become a manifest status instead of an exception. A window
+    whose midpoint lies past the video's end is skipped (:data:`PAST_END`)."""
+    if item.status is not None:
+        return Decoded(item.item_id, item.status)
     length = spec.frames / spec.fps
     try:
         start = item.start
         if start is None:
             duration = media.duration(item.source)
             start = max(0.0, (duration - length) / 2.0)
+        elif start > 0 and start + length / 2 >= media.duration(item.source):
+            return Decoded(item.item_id, PAST_END)
         # The decoder's scaler resizes while converting to RGB (area filter, antialiased): at 720p
         # that is several times cheaper than converting the full frame and resizing afterwards.
         frames = media.decode_video(item.source, start, spec.frames, spec.fps, short_side=spec.size)
@@ -126,7 +134,7 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
             text[k] = _VOCAB.encode(caption, spec.max_tokens)
             mask[k] = True
         arrays["text"], arrays["text_mask"] = text, mask
-    return Decoded(item.item_id, "ok", arrays, has_video)
+    return Decoded(item.item_id, shards.OK, arrays, has_video)
 
 
 def _failed(item: Item, exc: DataError) -> Decoded:
@@ -186,9 +194,9 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     out = feature_dir(cfg, dataset)
     shard_dir = out / layout.SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
-    with_text = dataset == "howto100m"
+    with_text = dataset in CAPTIONED
     spec = decode_spec(cfg, with_text, video_optional=dataset == "audioset")
-    vocab_file = str(vocab_path(cfg)) if with_text or dataset == "msrvtt" else None
+    vocab_file = str(vocab_path(cfg)) if dataset in TOKENIZED else None
     vocab = Vocabulary.load(vocab_file) if vocab_file else None
 
     planned = items_mod.plan(dataset, root, cfg.features)
@@ -205,14 +213,16 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     shards.run(groups, pending, stream, lambda k, results: _write_shard(out, k, spec, results, prints[k]), f"extract {dataset}")
     shards.remove_stale(shard_dir, len(groups))
 
-    index, manifest_rows = _tables(root, out, groups)
+    index, manifest_rows = _tables(root, out, groups, with_text)
     if dataset == "msrvtt":
         assert vocab is not None
         _write_msrvtt_text(root, out, vocab, spec.max_tokens)
     return shards.write_tables(cfg, out, dataset, index, manifest_rows)
 
 
-def _tables(root: Path, out: Path, groups: list[list[Item]]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def _tables(root: Path, out: Path, groups: list[list[Item]], with_text: bool) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The index (ok items) and the manifest (every item; ``ok: no captions`` for a captioned
+    corpus's windows without text)."""
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
     for k, group in enumerate(groups):
@@ -221,8 +231,8 @@ def _tables(root: Path, out: Path, groups: list[list[Item]]) -> tuple[pd.DataFra
         for item, record in zip(group, records, strict=True):
             status = record["status"]
             source = os.path.relpath(item.source, root)
-            manifest_rows.append({"item_id": item.item_id, "source": source, "status": status})
-            if status == "ok":
+            manifest_rows.append({"item_id": item.item_id, "source": source, "status": shards.manifest_status(status, with_text and not item.captions)})
+            if status == shards.OK:
                 index_rows.append(
                     {"item_id": item.item_id, "shard": k, "row": row, "source": source, "has_video": record.get("has_video", True), **item.meta}
                 )

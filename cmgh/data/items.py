@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data import formats, youtube8m
 from cmgh.io import safe_id
 
 Meta = dict[str, Any]
@@ -31,6 +31,7 @@ class Item:
     start: float | None  # None centres the window in the file (pre-cut downstream clips)
     meta: Meta = field(default_factory=dict)
     captions: tuple[str, ...] = ()
+    status: str | None = None  # decided at planning, nothing to decode (a YouTube-8M record without a YouTube id)
 
 
 def clip_seconds(features: Any) -> float:
@@ -54,30 +55,64 @@ def nearest_captions(track: pd.DataFrame, start: float, end: float, k: int) -> t
     return tuple(str(texts[i]) for i in order)
 
 
+def caption_tracks(path: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """A ``caption.json``'s table per video (HowTo100M's layout, YouTube-8M's converted automatic
+    captions) and the empty table a video without captions gets."""
+    captions = formats.read_howto100m_captions(path)
+    return {vid: grp for vid, grp in captions.groupby("video_id", sort=False)}, captions.iloc[0:0]
+
+
+def windows(video_id: str, source: Path, track: pd.DataFrame, features: Any, meta: Meta, horizon: float | None) -> list[Item]:
+    """Up to ``features.clips_per_video`` non-overlapping windows from the video's start, each with
+    its nearest captions; windows after the first must start before ``horizon`` (None: no bound
+    here, the decoder drops windows past the video's end)."""
+    length = clip_seconds(features)
+    items = []
+    for k in range(int(features.clips_per_video)):
+        start = k * length
+        if k > 0 and horizon is not None and start >= horizon:
+            break
+        items.append(
+            Item(
+                item_id=f"{video_id}_{k:03d}",
+                source=source,
+                start=start,
+                meta={"video_id": video_id, **meta, "clip_start": start, "clip_end": start + length},
+                captions=nearest_captions(track, start, start + length, int(features.text.candidates)),
+            )
+        )
+    return items
+
+
 def howto100m_items(root: Path, features: Any) -> list[Item]:
     """Non-overlapping clips from the start of each video, each with its nearest captions."""
     videos = formats.read_howto100m_videos(root / layout.HOWTO100M_VIDEOS)
-    captions = formats.read_howto100m_captions(root / layout.HOWTO100M_CAPTIONS)
-    tracks = {vid: grp for vid, grp in captions.groupby("video_id", sort=False)}
+    tracks, empty = caption_tracks(root / layout.HOWTO100M_CAPTIONS)
     length = clip_seconds(features)
     items: list[Item] = []
     for video_id in videos["video_id"]:
-        track = tracks.get(video_id, captions.iloc[0:0])
+        track = tracks.get(video_id, empty)
         # Clips must overlap the narrated part of the video: the last caption bounds it.
         horizon = float(track["end"].max()) if not track.empty else length
-        for k in range(int(features.clips_per_video)):
-            start = k * length
-            if k > 0 and start >= horizon:
-                break
-            items.append(
-                Item(
-                    item_id=f"{video_id}_{k:03d}",
-                    source=layout.video_file(root, safe_id(video_id, "video_id")),
-                    start=start,
-                    meta={"video_id": video_id, "clip_start": start, "clip_end": start + length},
-                    captions=nearest_captions(track, start, start + length, int(features.text.candidates)),
-                )
-            )
+        items += windows(video_id, layout.video_file(root, safe_id(video_id, "video_id")), track, features, {}, horizon)
+    return items
+
+
+def youtube8m_items(root: Path, features: Any) -> list[Item]:
+    """Windows of every video of the records (all splits: pre-training uses them all) as for
+    HowTo100M, but over the whole video, not the captioned part (the corpus is non-narrative): a
+    video without automatic captions gives windows without text (video-audio pairs). A record whose
+    pseudo id has no YouTube id is one item with status :data:`youtube8m.NO_YOUTUBE_ID`."""
+    videos = youtube8m.read_videos(root)
+    tracks, empty = caption_tracks(root / layout.YOUTUBE8M_CAPTIONS)
+    items: list[Item] = []
+    for row in videos.itertuples(index=False):
+        if not row.youtube_id:
+            items.append(Item(row.record_id, layout.youtube8m_record_file(root, row.record), None, status=youtube8m.NO_YOUTUBE_ID))
+            continue
+        source = layout.video_file(root, safe_id(row.youtube_id, "youtube_id"))
+        meta = {"record_id": row.record_id, "labels": list(row.labels)}
+        items += windows(row.youtube_id, source, tracks.get(row.youtube_id, empty), features, meta, None)
     return items
 
 
@@ -153,7 +188,8 @@ def msrvtt_texts(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def pretrain_texts(root: Path) -> list[str]:
-    """Every caption of the pre-training corpus (the vocabulary is built from these only)."""
+    """Every caption of HowTo100M (``root``): the one vocabulary of every run is built from these
+    only, whichever corpora a run mixes (YouTube-8M's and MSR-VTT's text reuse it)."""
     return formats.read_howto100m_captions(root / layout.HOWTO100M_CAPTIONS)["text"].astype(str).tolist()
 
 
@@ -166,4 +202,6 @@ def plan(name: str, root: Path, features: Any) -> list[Item]:
         return audioset_items(root)
     if name == "msrvtt":
         return msrvtt_items(root)
+    if name == "youtube8m":
+        return youtube8m_items(root, features)
     raise ValueError(f"unknown dataset {name!r}")

@@ -35,7 +35,7 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config, corpus_format
-from cmgh.data import encode, formats, items as items_mod, media, shards
+from cmgh.data import CAPTIONED, encode, formats, items as items_mod, media, shards, youtube8m
 from cmgh.errors import DataError
 from cmgh.io import atomic_path, atomic_write_json, safe_id
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PackItem", "PackSpec", "corpus_format", "pack", "pack_items", "verify_shard"]
 
 NO_VIDEO = "skipped: no video stream"  # an audio-only AudioSet clip is no video-audio pair
-DATASET_COLUMNS = {"howto100m": ("video_id",), "audioset": ("YTID", "split", "labels")}
+DATASET_COLUMNS = {"howto100m": ("video_id",), "audioset": ("YTID", "split", "labels"), "youtube8m": ("video_id", "record_id", "labels")}
 _MP4, _JSON = layout.PACKED_MEMBERS
 # x264 tune of the packed video: at 256p/10 fps fastdecode (no CABAC, deblocking or weighted
 # prediction) halves the loader's decode time for ~10% more bytes (benchmarks/stream.py).
@@ -78,6 +78,7 @@ class PackItem:
     meta: dict[str, Any] = field(default_factory=dict)  # the dataset's index columns
     captions: tuple[tuple[float, float, str], ...] = ()  # (start, end, text) in source seconds
     labels: tuple[int, ...] = ()
+    status: str | None = None  # decided at planning, nothing to pack (a YouTube-8M record without a YouTube id)
 
 
 @dataclass
@@ -110,14 +111,39 @@ def member_key(item_id: str) -> str:
     return item_id.replace(".", "_")
 
 
+def caption_tuples(path: Path) -> dict[str, tuple[tuple[float, float, str], ...]]:
+    """A ``caption.json`` as ``(start, end, text)`` per video (what a sample's JSON member carries)."""
+    tracks, _ = items_mod.caption_tracks(path)
+    return {vid: tuple(zip(g["start"].astype(float), g["end"].astype(float), g["text"].astype(str), strict=True)) for vid, g in tracks.items()}
+
+
+def youtube8m_pack_items(root: Path) -> list[PackItem]:
+    """One item per video of the records (every split), under its YouTube id, with its automatic
+    captions (none: a video-audio pair) and labels; a record whose pseudo id has no YouTube id is
+    an item with status :data:`youtube8m.NO_YOUTUBE_ID`, under its record id."""
+    tracks = caption_tuples(root / layout.YOUTUBE8M_CAPTIONS)
+    planned = []
+    for row in youtube8m.read_videos(root).itertuples(index=False):
+        labels = tuple(int(v) for v in row.labels)
+        if not row.youtube_id:
+            record = layout.youtube8m_record_file(root, row.record)
+            planned.append(PackItem(row.record_id, member_key(row.record_id), record, row.record_id, os.path.relpath(record, root),
+                                    labels=labels, status=youtube8m.NO_YOUTUBE_ID))
+            continue
+        source = layout.video_file(root, safe_id(row.youtube_id, "youtube_id"))
+        meta = {"video_id": row.youtube_id, "record_id": row.record_id, "labels": list(labels)}
+        planned.append(PackItem(row.youtube_id, member_key(row.youtube_id), source, row.youtube_id, os.path.relpath(source, root),
+                                meta, tracks.get(row.youtube_id, ()), labels))
+    return planned
+
+
 def pack_items(dataset: str, root: Path) -> list[PackItem]:
     """HowTo100M: one item per video of the list, with its captions; AudioSet: every segment of the
-    pre-training segment files that exist (never eval), labels as class indices."""
+    pre-training segment files that exist (never eval), labels as class indices; YouTube-8M:
+    :func:`youtube8m_pack_items`."""
     if dataset == "howto100m":
         videos = formats.read_howto100m_videos(root / layout.HOWTO100M_VIDEOS)
-        captions = formats.read_howto100m_captions(root / layout.HOWTO100M_CAPTIONS)
-        tracks = {vid: tuple(zip(g["start"].astype(float), g["end"].astype(float), g["text"].astype(str), strict=True))
-                  for vid, g in captions.groupby("video_id", sort=False)}
+        tracks = caption_tuples(root / layout.HOWTO100M_CAPTIONS)
         planned = []
         for video_id in videos["video_id"]:
             source = layout.video_file(root, safe_id(video_id, "video_id"))
@@ -129,6 +155,8 @@ def pack_items(dataset: str, root: Path) -> list[PackItem]:
                      dict(it.meta), labels=tuple(it.meta["labels"]))
             for it in items_mod.audioset_items(root, items_mod.AUDIOSET_PRETRAIN_SPLITS)
         ]
+    elif dataset == "youtube8m":
+        planned = youtube8m_pack_items(root)
     else:
         raise DataError(f"dataset {dataset!r} is not a pre-training corpus (expected one of {', '.join(DATASET_COLUMNS)})")
     seen: dict[str, str] = {}
@@ -146,6 +174,8 @@ def fingerprint(spec: PackSpec, group: Sequence[PackItem]) -> str:
 
 def pack_item(item: PackItem, spec: PackSpec) -> Packed:
     """Re-encode one source in memory; media errors become a manifest status instead of an exception."""
+    if item.status is not None:
+        return Packed(item.item_id, item.status)
     buffer = io.BytesIO()
     try:
         info = encode.transcode(
@@ -172,7 +202,7 @@ def pack_item(item: PackItem, spec: PackSpec) -> Packed:
         "labels": list(item.labels),
     }
     payload = json.dumps(sample, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Packed(item.item_id, "ok", buffer.getvalue(), payload, {"duration": duration, "has_audio": sample["has_audio"]})
+    return Packed(item.item_id, shards.OK, buffer.getvalue(), payload, {"duration": duration, "has_audio": sample["has_audio"]})
 
 
 def _pack_star(args: tuple[PackItem, PackSpec]) -> Packed:
@@ -220,7 +250,7 @@ def verify_shard(out: Path, k: int, group: Sequence[PackItem], fp: str) -> list[
         size = tar_path.stat().st_size
         with open(tar_path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
             members = tar.getmembers()
-            ok = [(it, r) for it, r in zip(group, records, strict=True) if r["status"] == "ok"]
+            ok = [(it, r) for it, r in zip(group, records, strict=True) if r["status"] == shards.OK]
             expected = [f"{it.key}.{suffix}" for it, _ in ok for suffix in layout.PACKED_MEMBERS]
             if [m.name for m in members] != expected:
                 raise ValueError("members differ from the shard JSON")
@@ -245,7 +275,7 @@ def verify_shard(out: Path, k: int, group: Sequence[PackItem], fp: str) -> list[
 
 
 def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None = TUNE) -> Path:
-    """Pack ``dataset`` (howto100m or audioset) into tar shards; returns the index path.
+    """Pack ``dataset`` (a pre-training corpus: howto100m, audioset, youtube8m) into tar shards; returns the index path.
 
     Re-running skips every finished, intact shard. ``tune``: x264's tune (the benchmark compares).
     """
@@ -277,10 +307,12 @@ def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None
             raise DataError(f"{layout.shard_file(out, k, 'tar')}: damaged right after packing; run the extraction again")
         index_rows.extend(rows)
     index = pd.DataFrame(index_rows, columns=[*layout.PACKED_INDEX_COLUMNS, *DATASET_COLUMNS[dataset]])
-    return shards.write_tables(cfg, out, dataset, index, _manifest_rows(out, groups))
+    return shards.write_tables(cfg, out, dataset, index, _manifest_rows(out, groups, dataset in CAPTIONED))
 
 
-def _manifest_rows(out: Path, groups: Sequence[Sequence[PackItem]]) -> Iterator[dict[str, Any]]:
+def _manifest_rows(out: Path, groups: Sequence[Sequence[PackItem]], captioned: bool) -> Iterator[dict[str, Any]]:
+    """Every item's status (``ok: no captions`` for a captioned corpus's video without captions)."""
     for k, group in enumerate(groups):
         records = json.loads(layout.shard_file(out, k, "json").read_text())["items"]
-        yield from ({"item_id": it.item_id, "source": it.relpath, "status": r["status"]} for it, r in zip(group, records, strict=True))
+        for it, r in zip(group, records, strict=True):
+            yield {"item_id": it.item_id, "source": it.relpath, "status": shards.manifest_status(r["status"], captioned and not it.captions)}

@@ -27,6 +27,10 @@ from cmgh.io import atomic_write, atomic_write_text, json_digest
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ("item_id", "source", "status")
+OK = "ok"
+# An item decoded (or packed) fine whose video has no captions: a video-audio pair. Readers that
+# take the status before its colon (the counts below, the index builders) see ``ok``.
+NO_CAPTIONS = "ok: no captions"
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -116,6 +120,12 @@ def remove_stale(shards: Path, count: int) -> None:
             path.unlink()
 
 
+def manifest_status(status: str, uncaptioned: bool) -> str:
+    """The manifest's status of an item whose shard records ``status``: :data:`NO_CAPTIONS` for an
+    ``ok`` item of a captioned corpus without captions, else ``status`` itself."""
+    return NO_CAPTIONS if status == OK and uncaptioned else status
+
+
 def write_tables(cfg: Any, out: Path, dataset: str, index: pd.DataFrame, manifest_rows: Iterable[dict[str, Any]]) -> Path:
     """The manifest (every source item with its status), the resolved config and, last, the index
     (the rule's output) of a finished feature folder; returns the index path."""
@@ -124,6 +134,6 @@ def write_tables(cfg: Any, out: Path, dataset: str, index: pd.DataFrame, manifes
     cfg.write(out)
     index_path = out / layout.FEATURE_INDEX
     atomic_write(index_path, lambda fh: index.to_parquet(fh, index=False))
-    counts = manifest["status"].map(lambda s: s.split(":")[0]).value_counts().to_dict()
+    counts = manifest["status"].map(lambda s: s if s == NO_CAPTIONS else s.split(":")[0]).value_counts().to_dict()
     log.info("%s: %s -> %s", dataset, counts, out)
     return index_path

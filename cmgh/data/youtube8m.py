@@ -35,6 +35,7 @@ RECORD_SPLITS = ("train", "validate", "test")
 RGB_DIM, AUDIO_DIM = 1024, 128  # mean_rgb, mean_audio
 RELEASES = (2018, 2017)  # 2018: pseudo id under ``id``; 2017: YouTube id under ``video_id``
 VIDEO_COLUMNS = ("record_id", "youtube_id", "labels", "split", "record")  # :func:`read_videos`
+NO_YOUTUBE_ID = "unavailable: no YouTube id"  # feature manifests: a record whose pseudo id the lookup did not resolve
 PSEUDO_ID = re.compile(r"^[A-Za-z0-9_-]{4}$")
 _ANSWER = re.compile(r'^\s*i\(\s*"([^"]*)"\s*,\s*"([^"]*)"\s*\)\s*;?\s*$')
 

@@ -4,6 +4,10 @@ Metrics: ``auroc/<indicator>/<target>`` and ``ap/<indicator>/<target>`` for the 
 :data:`~cmgh.evaluate.noise_truth.NOISE_INDICATORS` and targets ``audio``, ``text``, ``either``;
 ``noise_rate_<target>``. Writes :data:`cmgh.layout.NOISE_SCORES` (per triplet: indicators and
 ground truth) and :data:`cmgh.layout.NOISE_ROC` (the ROC curves).
+
+Scores HowTo100M's decoded windows only (``TASK_DATASETS["noise"]``): the task's numbers stay
+comparable across runs whatever corpora they mixed. YouTube-8M's ground truth is scored over
+training instead (:mod:`cmgh.evaluate.training_noise`, a row per corpus).
 """
 
 from __future__ import annotations

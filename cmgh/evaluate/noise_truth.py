@@ -2,13 +2,14 @@
 
 Both noise evaluations use this module: the final-checkpoint noise detection
 (:mod:`cmgh.evaluate.noise`) and noise detection over training (:mod:`cmgh.evaluate.training_noise`,
-on the trainer's score dumps). A clip takes the label of the ``noise_labels.csv`` segment of its
+on the trainer's score dumps, for every corpus with a ground truth). A clip takes the label of the ``noise_labels.csv`` segment of its
 video that contains the clip's midpoint: this holds for extracted windows that coincide with the
 generator's segments and for windows of any other length inside them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeVar
 
 import pandas as pd
@@ -67,6 +68,18 @@ def label_clips(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return merged[["item_id", *TARGETS]].reset_index(drop=True)
 
 
-def clip_truth(data_root: PathLike, index: pd.DataFrame) -> pd.DataFrame:
+def labelled_corpora(data_root: PathLike, datasets: Iterable[str]) -> list[str]:
+    """The corpora of ``datasets`` that have a ground truth: a generated corpus's own
+    ``noise_labels.csv`` (:func:`cmgh.layout.noise_labels`; HowTo100M's, YouTube-8M's), the one
+    rule for where a corpus's truth is. Downloaded corpora and AudioSet have none."""
+    return [name for name in datasets if layout.noise_labels(data_root, name).is_file()]
+
+
+def corpus_labels(data_root: PathLike, dataset: str) -> pd.DataFrame:
+    """A corpus's ``noise_labels.csv`` (one-line DataError when it has none)."""
+    return formats.read_noise_labels(layout.noise_labels(data_root, dataset))
+
+
+def clip_truth(data_root: PathLike, index: pd.DataFrame, dataset: str = "howto100m") -> pd.DataFrame:
     """:func:`label_clips` with the corpus's own ``noise_labels.csv``."""
-    return label_clips(index, formats.read_noise_labels(layout.noise_labels(data_root)))
+    return label_clips(index, corpus_labels(data_root, dataset))

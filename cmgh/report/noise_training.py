@@ -32,7 +32,7 @@ WINDOWS = 5
 TARGET = "either"  # a triplet with misaligned audio or text
 TABLE = "noise_over_training"  # tables/noise_over_training.{csv,md}
 CAPTION = (f"Noise detection over training: AUROC of each per-sample indicator for flagging misaligned triplets "
-           f"(target: {TARGET}) per window of training steps, mean ± std over seeds.")
+           f"(target: {TARGET}) per pre-training corpus with generated ground truth and window of training steps, mean ± std over seeds.")
 
 
 def default_window(cfg: Mapping[str, Any]) -> int:
@@ -43,7 +43,8 @@ def default_window(cfg: Mapping[str, Any]) -> int:
 
 
 def _run_table(run: Run, window: int | None) -> pd.DataFrame | None:
-    """One run's AUROC per window (columns ``step, step_to, n, <indicator>``); None when it cannot have one."""
+    """One run's AUROC per corpus with ground truth and window (columns ``dataset, step, step_to, n,
+    <indicator>``); None when it cannot have one."""
     backbone, variant, seed, run_dir = run
     cfg = run_config(run_dir)
     if not layout.score_files(run_dir):
@@ -54,30 +55,35 @@ def _run_table(run: Run, window: int | None) -> pd.DataFrame | None:
         return None
     data_root, features_root = resolve_path(cfg["paths"]["data"]), resolve_path(cfg["paths"]["features"])
     fmt = str(cfg.get("features", {}).get("format", "decoded"))
-    corpus_index = layout.corpus_dir(features_root, TASK_DATASETS["noise"], fmt) / layout.FEATURE_INDEX
-    missing = [p for p in (layout.noise_labels(data_root), corpus_index) if not p.is_file()]
-    if missing:
-        log.info("%s: no %s (no ground truth), skipped in the noise-over-training table", run_dir, missing[0])
-        return None
+    from cmgh.evaluate.noise_truth import labelled_corpora
     from cmgh.evaluate.training_noise import auroc_over_training
 
+    trained = [str(e["dataset"]) for e in cfg.get("pretrain", {}).get("corpora", [{"dataset": TASK_DATASETS["noise"]}])]
+    corpora = [c for c in labelled_corpora(data_root, trained) if (layout.corpus_dir(features_root, c, fmt) / layout.FEATURE_INDEX).is_file()]
+    if not corpora:
+        log.info("%s: no corpus of %s has a %s and its features (no ground truth), skipped in the noise-over-training table",
+                 run_dir, trained, layout.NOISE_LABELS)
+        return None
     size = window or default_window(cfg)
-    table = auroc_over_training(run_dir, data_root, features_root, size, fmt=fmt)
+    table = auroc_over_training(run_dir, data_root, features_root, size, fmt=fmt, datasets=corpora)
+    if table.empty:
+        return None
     steps = int(cfg.get("pretrain", {}).get("steps", 0)) or int(table["step"].max()) + size
     suffix = f"/{TARGET}"
     indicators = {c: c.removesuffix(suffix) for c in table.columns if c.endswith(suffix)}
-    out = table[["step", "n", *indicators]].rename(columns=indicators)
-    out.insert(1, "step_to", np.minimum(out["step"] + size, steps) - 1)
+    out = table[["dataset", "step", "n", *indicators]].rename(columns=indicators)
+    out.insert(2, "step_to", np.minimum(out["step"] + size, steps) - 1)
     return out.assign(backbone=backbone, variant=variant, seed=seed)
 
 
 def noise_over_training(results: Path, window: int | None = None, order: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Per backbone, variant and window: ``seeds``, mean ``triplets`` per seed, and per indicator
-    ``<name> mean`` and ``<name> std`` over seeds (empty frame when no run has dumps and ground truth)."""
+    """Per backbone, variant, corpus (``dataset``: every pre-training corpus with a ground truth)
+    and window: ``seeds``, mean ``triplets`` per seed, and per indicator ``<name> mean`` and
+    ``<name> std`` over seeds (empty frame when no run has dumps and ground truth)."""
     runs = pretrain_runs(results, order)
     key = order_key(order if order is not None else results_order(results, {r[1] for r in runs}))
     frames = [t for run in runs if (t := _run_table(run, window)) is not None]
-    keys = ["backbone", "variant", "step", "step_to"]
+    keys = ["backbone", "variant", "dataset", "step", "step_to"]
     if not frames:
         return pd.DataFrame(columns=[*keys, "seeds", "triplets"])
     data = pd.concat(frames, ignore_index=True)
@@ -89,7 +95,7 @@ def noise_over_training(results: Path, window: int | None = None, order: tuple[s
         out[f"{name} std"] = groups[name].std()
     out = out.reset_index()
     rank = out["variant"].map({v: i for i, v in enumerate(sorted(out["variant"].unique(), key=key))})
-    return out.assign(_rank=rank).sort_values(["backbone", "_rank", "step"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+    return out.assign(_rank=rank).sort_values(["backbone", "_rank", "dataset", "step"], kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:
@@ -100,6 +106,7 @@ def markdown(table: pd.DataFrame, digits: int = 3) -> str:
     shown = pd.DataFrame({
         "backbone": table["backbone"],
         "variant": table["variant"],
+        "corpus": table["dataset"],
         "steps": [f"{a}-{b}" for a, b in zip(table["step"], table["step_to"], strict=True)],
         "seeds": table["seeds"],
         **{name: [cell(float(m), float(s), digits) for m, s in zip(table[f"{name} mean"], table[f"{name} std"], strict=True)]

@@ -45,8 +45,10 @@ def seed_everything(seed: int) -> None:
 
 
 def corpus_sources(cfg: Config, vocab: Vocabulary) -> list[tuple[str, float, Source]]:
-    """``pretrain.corpora`` as stream sources in ``features.format``: HowTo100M triplets and AudioSet
-    video-audio pairs (no text: only the video-audio loss), each with its weight."""
+    """``pretrain.corpora`` as stream sources in ``features.format``, each with its weight: HowTo100M
+    and YouTube-8M triplets, AudioSet video-audio pairs. A sample without text (AudioSet, a
+    YouTube-8M video without captions) has an all-False ``text_mask``: it enters the video-audio
+    loss only, and the harmonizer leaves it alone (``losses.text_valid`` is False)."""
     text_shape = (int(cfg.features.text.candidates), int(cfg.features.text.max_tokens))
     sources: list[tuple[str, float, Source]] = []
     for name, weight in config_mod.corpora(cfg.to_dict()["pretrain"]):

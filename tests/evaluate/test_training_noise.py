@@ -64,3 +64,39 @@ def test_loss_total_over_training_uses_the_runs_vt_weight(tmp_path: Path) -> Non
     scores = read_scores(run)
     assert scores["loss_total"].tolist() == [2.0]
     assert "cos_meeting_point" in scores and read_scores(run, vt_weight=1.0)["loss_total"].tolist() == [5.0]
+
+
+def test_youtube8m_rows_are_scored_against_their_own_ground_truth(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    from cmgh import layout
+    from cmgh.report.noise_training import noise_over_training
+    from tests.data.youtube8m_tree import youtube8m_world
+
+    cfg = config_mod.with_overrides(
+        youtube8m_world(tiny_world, tmp_path / "world"),
+        ["pretrain.batch_size=8", "pretrain.steps=6", "pretrain.score_every=1", "model.width=32", "model.heads=2", "model.depth=1"],
+    )
+    run = layout.run_dir(tmp_path / "results", "ms", "baseline", 0)
+    pretrain(cfg, RunSpec("ms", "baseline", 0, run))
+    dumped = read_scores(run)["dataset"].value_counts()
+    table = auroc_over_training(run, cfg.path("data"), cfg.path("features"), window=3)
+    assert table["dataset"].tolist() == ["howto100m"] * 2 + ["youtube8m"] * 2 and table["step"].tolist() == [0, 3] * 2
+    assert table.groupby("dataset")["n"].sum().to_dict() == dumped.to_dict()  # every dumped row of both corpora is labelled
+
+    # Oracles: each corpus's rows scored by its own truth (YouTube-8M ids are unknown to HowTo100M's labels).
+    truths = {}
+    for name in ("howto100m", "youtube8m"):
+        index = pd.read_parquet(layout.feature_index(cfg.path("features"), name))
+        truths[name] = label_clips(index, formats.read_noise_labels(layout.noise_labels(cfg.path("data"), name))).set_index("item_id")
+    for dump in layout.score_files(run):
+        scores = pd.read_csv(dump)
+        scores["loss_va"] = [truths[d].at[i, "audio"] for d, i in zip(scores["dataset"], scores["item_id"], strict=True)]
+        scores.to_csv(dump, index=False)
+    oracle = auroc_over_training(run, cfg.path("data"), cfg.path("features"), window=3)
+    assert (oracle["loss_va/audio"] == 1.0).all()
+    only = auroc_over_training(run, cfg.path("data"), cfg.path("features"), window=3, datasets=["youtube8m", "audioset"])
+    assert set(only["dataset"]) == {"youtube8m"}
+
+    # The report's table has a row per corpus and window.
+    report = noise_over_training(tmp_path / "results", window=3)
+    assert report[["dataset", "step"]].values.tolist() == [["howto100m", 0], ["howto100m", 3], ["youtube8m", 0], ["youtube8m", 3]]
+    assert report["loss_va mean"].round(9).tolist() == oracle["loss_va/either"].round(9).tolist()

@@ -14,6 +14,7 @@ from snakemake.settings.types import DeploymentMethod
 
 from cmgh import config as cmgh_config
 from cmgh import keypaths, layout
+from cmgh.data import TOKENIZED
 from cmgh.errors import ConfigError
 from cmgh.evaluate import TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
 
@@ -190,9 +191,9 @@ def sweep_slice():
 
 def extract_inputs(wildcards):
     """A dataset's annotation files (its media are listed in them), plus the vocabulary where its
-    captions are tokenized."""
+    captions are tokenized (HowTo100M's, shared by every dataset with text)."""
     inputs = raw_inputs(wildcards.dataset, layout.annotation_files(DATA, wildcards.dataset))
-    if wildcards.dataset in ("howto100m", "msrvtt"):
+    if wildcards.dataset in TOKENIZED:
         inputs.append(p(layout.vocab(FEATURES)))
     return inputs
 
