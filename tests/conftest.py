@@ -27,6 +27,7 @@ def tiny_overrides(root: Path) -> list[str]:
         "data.synth.msrvtt.val=2",
         "data.synth.msrvtt.test=4",
         "data.synth.msrvtt.captions_per_video=3",
+        "data.synth.youtube8m.videos=8",
         "features.shard_size=8",
         "features.workers=0",
     ]
@@ -39,7 +40,7 @@ def tiny_config(tmp_path: Path) -> config_mod.Config:
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
-    """The four tiny datasets generated and extracted once per test session (treat as read-only)."""
+    """The tiny datasets generated (the four downstream and HowTo100M ones extracted) once per test session (treat as read-only)."""
     from cmgh.data import features
     from cmgh.data.synth import synthesize
 
