@@ -53,7 +53,8 @@ MSRVTT_TEST = "MSRVTT_JSFUSION_test.csv"
 YOUTUBE8M_VOCABULARY = "vocabulary.csv"
 YOUTUBE8M_RECORDS_DIR = "video"  # video-level TFRecords: video/{train,validate,test}NNNN.tfrecord
 YOUTUBE8M_RECORD_SUFFIX = ".tfrecord"
-YOUTUBE8M_LOOKUP_DIR = "lookup"  # pseudo id -> YouTube id answers, as served: lookup/<first two chars>/<id>.js
+YOUTUBE8M_IDS = "video_ids.csv"  # id,youtube_id: the id lookup's answers, what the readers resolve pseudo ids with
+YOUTUBE8M_LOOKUP_DIR = "lookup"  # the lookup's answers as served, lookup/<first two chars>/<id>.js (generated: a mirror)
 YOUTUBE8M_CAPTIONS = HOWTO100M_CAPTIONS  # automatic captions, in HowTo100M's caption.json layout
 YOUTUBE8M_VIDEO_CAPTIONS_DIR = "captions"  # captions/<youtube_id>.json: one downloaded video's, caption.json is assembled from them
 
@@ -126,8 +127,12 @@ def youtube8m_records(root: PathLike) -> list[Path]:
     return sorted((Path(root) / YOUTUBE8M_RECORDS_DIR).glob(f"*{YOUTUBE8M_RECORD_SUFFIX}"))
 
 
+def youtube8m_ids(root: PathLike) -> Path:
+    return Path(root) / YOUTUBE8M_IDS
+
+
 def youtube8m_lookup(root: PathLike, pseudo_id: str) -> Path:
-    """The stored answer of the id lookup for one (path-safe) pseudo id, mirroring the lookup's URL."""
+    """The generated answer of the id lookup for one (path-safe) pseudo id, mirroring the lookup's URL."""
     return Path(root) / YOUTUBE8M_LOOKUP_DIR / pseudo_id[:2] / f"{pseudo_id}.js"
 
 

@@ -4,18 +4,22 @@ The dataset ships no videos, only records of ``tf.train.Example``: ``id`` (2018 
 4-character pseudo id), ``labels`` (indices into ``vocabulary.csv``), ``mean_rgb`` (1024 floats)
 and ``mean_audio`` (128 floats). The 2017 release stored the YouTube id itself under ``video_id``.
 A 2018 pseudo id becomes a YouTube id through the dataset's lookup, whose answers
-(``i("<id>","<youtube id>");``) are stored under ``lookup/`` exactly as served: the generator
-writes them, the download fetches them, and the readers resolve ids from those files alone.
+(``i("<id>","<youtube id>");``, one URL per id) are kept in one table, ``video_ids.csv``: the
+download appends each answer as it arrives, the generator writes it whole, and the readers resolve
+ids from it alone. The generator also writes the answers as the site serves them, under
+``lookup/``, for a mirror or the tests' loopback server.
 
 Layout under ``<data>/youtube8m/`` (names in :mod:`cmgh.layout`)::
 
-    video/{train,validate,test}NNNN.tfrecord   vocabulary.csv   lookup/<XX>/<id>.js
+    video/{train,validate,test}NNNN.tfrecord   vocabulary.csv   video_ids.csv   lookup/<XX>/<id>.js (generated)
     videos/<youtube_id>.mp4   caption.json (automatic captions, HowTo100M layout)   noise_labels.csv (generated)
 """
 
 from __future__ import annotations
 
+import io
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,10 @@ RGB_DIM, AUDIO_DIM = 1024, 128  # mean_rgb, mean_audio
 RELEASES = (2018, 2017)  # 2018: pseudo id under ``id``; 2017: YouTube id under ``video_id``
 VIDEO_COLUMNS = ("record_id", "youtube_id", "labels", "split", "record")  # :func:`read_videos`
 NO_YOUTUBE_ID = "unavailable: no YouTube id"  # feature manifests: a record whose pseudo id the lookup did not resolve
-PSEUDO_ID = re.compile(r"^[A-Za-z0-9_-]{4}$")
+PSEUDO_CHARS = r"[A-Za-z0-9_-]{4}"
+PSEUDO_ID = re.compile(f"^{PSEUDO_CHARS}$")
+IDS_COLUMNS = ("id", "youtube_id")  # video_ids.csv: the lookup's answers
+_APPEND_LOCK = threading.Lock()
 _ANSWER = re.compile(r'^\s*i\(\s*"([^"]*)"\s*,\s*"([^"]*)"\s*\)\s*;?\s*$')
 
 
@@ -151,25 +158,65 @@ def lookup_url(template: str, pseudo_id: str) -> str:
 
 
 def write_lookup(root: PathLike, pseudo_id: str, youtube_id: str) -> Path:
+    """The lookup's answer as the dataset's site serves it, under ``lookup/`` (the generator's copy
+    of the server side: what a mirror or the tests' loopback server serves)."""
     return atomic_write_text(layout.youtube8m_lookup(root, safe_id(pseudo_id, "pseudo id")), lookup_answer(pseudo_id, youtube_id))
 
 
-def resolve(root: PathLike, pseudo_id: str) -> str | None:
-    """The YouTube id of a 2018 pseudo id from its stored lookup answer (None: not looked up, or unknown)."""
-    if not PSEUDO_ID.match(pseudo_id):
-        return None
-    path = layout.youtube8m_lookup(root, pseudo_id)
+# --------------------------------------------------------------------------------------------
+# the resolved ids: one table, not one file per id (6.1M ids would be 6.1M inodes and opens)
+
+
+def write_ids(root: PathLike, ids: Mapping[str, str]) -> Path:
+    """``video_ids.csv`` (``id,youtube_id``, sorted), atomically: the generator's and the compacted download's."""
+    return write_csv(layout.youtube8m_ids(root), IDS_COLUMNS, sorted(ids.items()))
+
+
+def append_ids(root: PathLike, pairs: Iterable[tuple[str, str]]) -> None:
+    """Add answers as they arrive (the download's lookup threads), each line flushed: a killed run
+    keeps every answer but a torn last line, which :func:`read_ids` drops."""
+    path = layout.youtube8m_ids(root)
+    lines = "".join(f"{pseudo},{youtube}\n" for pseudo, youtube in pairs)
+    with _APPEND_LOCK:
+        fresh = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write((",".join(IDS_COLUMNS) + "\n" if fresh else "") + lines)
+            fh.flush()
+
+
+def read_ids(root: PathLike) -> dict[str, str]:
+    """Pseudo id -> YouTube id from ``video_ids.csv`` ({} when absent; a later line wins)."""
+    path = layout.youtube8m_ids(root)
     if not path.is_file():
-        return None
-    return parse_lookup_answer(path.read_text(encoding="utf-8"), pseudo_id, str(path))
+        return {}
+    data = path.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]  # a torn last line (killed mid-write) is not an answer
+    table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False) if data else pd.DataFrame(columns=list(IDS_COLUMNS))
+    if list(table.columns) != list(IDS_COLUMNS):
+        raise DataError(f"{path}: header {list(table.columns)} is not {list(IDS_COLUMNS)}")
+    bad = ~(table["id"].str.fullmatch(PSEUDO_CHARS) & table["youtube_id"].map(_path_safe))
+    if bad.any():
+        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise DataError(f"{path}: line {line}: {table['id'].iloc[line - 2]!r},{table['youtube_id'].iloc[line - 2]!r} is not a pseudo id and a path-safe YouTube id")
+    return dict(zip(table["id"], table["youtube_id"], strict=True))
+
+
+def _path_safe(value: str) -> bool:
+    try:
+        return bool(value) and safe_id(value, "youtube id") == value
+    except DataError:
+        return False
 
 
 def read_videos(root: PathLike, splits: Sequence[str] = RECORD_SPLITS) -> pd.DataFrame:
-    """Every video of the record files of ``splits``, pseudo ids resolved through the stored lookup
-    answers (``youtube_id`` empty where there is none); one row per record id."""
+    """Every video of the record files of ``splits``, pseudo ids resolved through ``video_ids.csv``
+    (``youtube_id`` empty where there is none); one row per record id."""
     tables = [read_records(path) for path in layout.youtube8m_records(root) if record_split(path) in splits]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(VIDEO_COLUMNS))
     table = table.drop_duplicates("record_id", keep="first").reset_index(drop=True)
     pseudo = table["youtube_id"] == ""
-    table.loc[pseudo, "youtube_id"] = [resolve(root, rid) or "" for rid in table.loc[pseudo, "record_id"]]
+    if pseudo.any():
+        ids = read_ids(root)
+        table.loc[pseudo, "youtube_id"] = [ids.get(record_id, "") for record_id in table.loc[pseudo, "record_id"]]
     return table

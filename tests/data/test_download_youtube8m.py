@@ -213,8 +213,7 @@ def test_index_lands_in_the_layout_with_resume_checksums_and_unknown_ids(tmp_pat
     resolved = yt8m.read_videos(root).set_index("record_id")["youtube_id"]
     truth = videos.set_index("record_id")["youtube_id"]
     assert resolved[unknown] == "" and (resolved.drop(unknown) == truth[resolved.drop(unknown).index]).all()
-    for pid in resolved.drop(unknown).index:  # stored exactly as served
-        assert layout.youtube8m_lookup(root, pid).read_text() == layout.youtube8m_lookup(world["data"], pid).read_text()
+    assert yt8m.read_ids(root) == {pid: yt for pid, yt in yt8m.read_ids(world["data"]).items() if pid in set(in_records) - {unknown}}
 
     # a re-run asks again only for what failed and may work now: the broken record (still broken);
     # the video of the unknown id inherits the lookup's status; one clip per split
@@ -274,14 +273,14 @@ def test_dry_run_lists_plans_records_lookups_and_clips_and_writes_nothing(tmp_pa
     assert not root.exists() and not server.log
     download(cfg, "youtube8m", annotations_only=True, progress=False, echo=quiet)
     pid = world["videos"]["record_id"].iloc[0]
-    layout.youtube8m_lookup(root, pid).unlink()
+    yt8m.write_ids(root, {k: v for k, v in yt8m.read_ids(root).items() if k != pid})
     before = len(server.log)
     lines = []
     download(cfg, "youtube8m", dry_run=True, echo=lines.append)
     assert [line.split("\t")[:2] for line in lines if line.startswith("plan")] == [["plan", "present"]] * 2
     assert not [line for line in lines if line.startswith("record\t")]
     lookups = [line.split("\t") for line in lines if line.startswith("lookup\t")]
-    assert lookups == [["lookup", "fetch", pid, yt8m.lookup_url(sources(server.url)["id_lookup"], pid), f"lookup/{pid[:2]}/{pid}.js"]]
+    assert lookups == [["lookup", "fetch", pid, yt8m.lookup_url(sources(server.url)["id_lookup"], pid), layout.YOUTUBE8M_IDS]]
     clips_listed = [line.split("\t") for line in lines if line.startswith("clip\t")]
     assert len(clips_listed) == len(world["videos"]) - 1 and all(c[1] == "fetch" and c[5] == "whole" for c in clips_listed)
     assert "/watch/" in clips_listed[0][3] and clips_listed[0][4].startswith("videos/")
@@ -291,7 +290,7 @@ def test_dry_run_lists_plans_records_lookups_and_clips_and_writes_nothing(tmp_pa
     download(cfg, "youtube8m", dry_run=True, echo=lines.append)
     assert [line.split("\t")[2:4] for line in lines if line.startswith("record\t")] == [
         [f"{server.url}/youtube8m/video/train/trainab.tfrecord", "video/train0001.tfrecord"]]
-    assert len(server.log) == before and not layout.youtube8m_lookup(root, pid).exists() and not list(root.glob("videos/*"))
+    assert len(server.log) == before and pid not in yt8m.read_ids(root) and not list(root.glob("videos/*"))
 
 
 # --------------------------------------------------------------------------------------------

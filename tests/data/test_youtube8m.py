@@ -35,8 +35,8 @@ def test_both_releases_read_back_to_the_same_ids_and_labels(tmp_path: Path) -> N
     videos_2018 = [("Ab3x", [0, 17, 3861]), ("Zz09", [5]), ("k-_1", [2, 3])]
     _write_independently(layout.youtube8m_record(root, "train", 0), videos_2018, 2018)
     _write_independently(layout.youtube8m_record(root, "validate", 3), [("dQw4w9WgXcQ", [7, 8])], 2017)
-    youtube8m.write_lookup(root, "Ab3x", "aaaaaaaaaaa")
-    youtube8m.write_lookup(root, "Zz09", "bbbbbbbbbbb")  # k-_1 was never looked up (or is unknown)
+    youtube8m.append_ids(root, [("Ab3x", "aaaaaaaaaaa")])
+    youtube8m.append_ids(root, [("Zz09", "bbbbbbbbbbb")])  # k-_1 was never looked up (or is unknown)
 
     table = youtube8m.read_videos(root)
     assert table["record_id"].tolist() == ["Ab3x", "Zz09", "k-_1", "dQw4w9WgXcQ"]
@@ -77,6 +77,19 @@ def tfrecord_example(**overrides: np.ndarray) -> bytes:
     return ours.encode_example(features)
 
 
+def test_id_table_survives_a_torn_line_and_names_a_bad_one(tmp_path: Path) -> None:
+    youtube8m.append_ids(tmp_path, [("Ab3x", "aaaaaaaaaaa"), ("Zz09", "bbbbbbbbbbb")])
+    with open(layout.youtube8m_ids(tmp_path), "a") as fh:
+        fh.write("k-_1,ccc")  # killed mid-line: not an answer
+    assert youtube8m.read_ids(tmp_path) == {"Ab3x": "aaaaaaaaaaa", "Zz09": "bbbbbbbbbbb"}
+    youtube8m.write_ids(tmp_path, youtube8m.read_ids(tmp_path))  # the download compacts before appending
+    youtube8m.append_ids(tmp_path, [("k-_1", "ccccccccccc"), ("Ab3x", "ddddddddddd")])  # a later answer wins
+    assert youtube8m.read_ids(tmp_path) == {"Ab3x": "ddddddddddd", "Zz09": "bbbbbbbbbbb", "k-_1": "ccccccccccc"}
+    youtube8m.append_ids(tmp_path, [("Zz09", "../../etc")])
+    with pytest.raises(DataError, match=r"video_ids\.csv: line 6: 'Zz09','../../etc' is not a pseudo id and a path-safe YouTube id"):
+        youtube8m.read_ids(tmp_path)
+
+
 def test_lookup_answers_parse_only_for_their_own_id(tmp_path: Path) -> None:
     assert youtube8m.lookup_answer("Ab3x", "dQw4w9WgXcQ") == 'i("Ab3x","dQw4w9WgXcQ");'
     assert youtube8m.parse_lookup_answer('i("Ab3x","dQw4w9WgXcQ");\n', "Ab3x", "x.js") == "dQw4w9WgXcQ"
@@ -99,7 +112,9 @@ def test_generated_corpus_is_in_the_real_layout_and_non_narrative(tmp_path: Path
     assert records == ["train0000.tfrecord", "train0001.tfrecord", "validate0000.tfrecord"]
     videos = youtube8m.read_videos(root)
     assert len(videos) == spec.videos and videos["record_id"].str.fullmatch(r"[A-Za-z0-9]{4}").all()
-    assert (videos["youtube_id"].str.len() == 11).all()  # every pseudo id resolved through a lookup answer file
+    assert (videos["youtube_id"].str.len() == 11).all()  # every pseudo id resolved through video_ids.csv
+    served = {pid: youtube8m.parse_lookup_answer(layout.youtube8m_lookup(root, pid).read_text(), pid, "x") for pid in videos["record_id"]}
+    assert served == youtube8m.read_ids(root)  # the site's answers, as the generator serves them
     assert all(layout.video_file(root, y).is_file() for y in videos["youtube_id"])
     assert 2.0 <= videos["labels"].map(len).mean() <= 4.0 and videos["labels"].map(lambda ls: max(ls) < spec.classes).all()
     train = videos[videos["split"] == "train"]

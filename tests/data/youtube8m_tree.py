@@ -26,7 +26,8 @@ def youtube8m_world(tiny_world: config_mod.Config, base: Path, fmt: str = "decod
     cfg = config_mod.with_overrides(tiny_world, [f"paths.data={base / 'data'}", f"paths.features={base / 'features'}",
                                                  f"features.format={fmt}", MIX, *SMALL])
     root = synthesize(cfg, ["youtube8m"], progress=False)["youtube8m"]
-    layout.youtube8m_lookup(root, unresolved_record(root)).unlink()
+    unresolved = unresolved_record(root)
+    youtube8m.write_ids(root, {k: v for k, v in youtube8m.read_ids(root).items() if k != unresolved})
     if fmt == "packed":
         for name in ("howto100m", "youtube8m"):
             packed.pack(cfg, name, workers=0)

@@ -92,12 +92,12 @@ def _youtube8m_clip(root: Path, record_id: str, youtube_id: str, split: str, cla
         return Clip(record_id, split, classes, youtube_id, target, error=error)
     if not yt8m.PSEUDO_ID.match(record_id):
         return Clip(record_id, split, classes, "", None, error=f"pseudo id {record_id!r} is not 4 characters of [A-Za-z0-9_-]; it cannot be looked up")
-    return Clip(record_id, split, classes, "", None, error=f"pseudo id {record_id!r} has no stored answer of the id lookup", needs_lookup=True)
+    return Clip(record_id, split, classes, "", None, error=f"pseudo id {record_id!r} has no answer of the id lookup in {layout.YOUTUBE8M_IDS}", needs_lookup=True)
 
 
 def youtube8m(root: Path) -> list[Clip]:
     """Whole videos of every record file on disk, under their YouTube ids (2018 pseudo ids resolved
-    through the stored lookup answers; one without an answer waits for the lookup, without a target)."""
+    through video_ids.csv; one without an answer waits for the lookup, without a target)."""
     vocab = yt8m.read_vocabulary(root / layout.YOUTUBE8M_VOCABULARY)
     names = dict(zip(vocab["Index"], vocab["Name"], strict=True))
     clips = []
@@ -110,7 +110,8 @@ def youtube8m(root: Path) -> list[Clip]:
 def resolve_lookups(root: Path, clips: Sequence[Clip]) -> list[Clip]:
     """``clips`` with the ones that waited for the id lookup given their YouTube ids, where an
     answer is stored now (the rest unchanged; item ids and order stay, so a selection stays the same)."""
-    return [_youtube8m_clip(root, c.item_id, yt8m.resolve(root, c.item_id) or "", c.split, c.classes) if c.needs_lookup else c for c in clips]
+    ids = yt8m.read_ids(root) if any(c.needs_lookup for c in clips) else {}
+    return [_youtube8m_clip(root, c.item_id, ids.get(c.item_id, ""), c.split, c.classes) if c.needs_lookup else c for c in clips]
 
 
 PLANNERS = {"howto100m": howto100m, "kinetics": kinetics, "audioset": audioset, "msrvtt": msrvtt, "youtube8m": youtube8m}

@@ -7,8 +7,9 @@ is fetched once into staging and kept, so a re-run works from the same list. Its
 pairs of ``[a-z][A-Z][0-9]`` (``train00.tfrecord`` -> ``train3276.tfrecord``).
 
 Then each selected 2018 pseudo id without a stored answer is looked up, one GET each, through the
-bounded thread pool. Answers are stored as served (:func:`cmgh.data.youtube8m.write_lookup`), so
-a stored answer is never asked for again; only failures get manifest rows (kind ``lookup``, and
+bounded thread pool. Each answer is appended to ``video_ids.csv`` as it arrives
+(:func:`cmgh.data.youtube8m.append_ids`: one table, not 6.1M small files), so a stored answer is
+never asked for again; only failures get manifest rows (kind ``lookup``, and
 ``ok`` when a later run recovers one), which the clips of unresolved ids inherit in
 :func:`cmgh.data.download.steps.pending`. 2017 records carry YouTube ids and need no lookup.
 """
@@ -152,11 +153,11 @@ def _template(ctx: Context, clips: Sequence[plan.Clip]) -> str:
 def _lookup(ctx: Context, pseudo_id: str) -> Row | None:
     """One pseudo id looked up and its answer stored; a row only for a failure (or a recovery)."""
     url = yt8m.lookup_url(str(ctx.spec["id_lookup"]), pseudo_id)
-    rel = ctx.rel(layout.youtube8m_lookup(ctx.root, pseudo_id))
+    rel = ctx.rel(layout.youtube8m_ids(ctx.root))
     try:
         text = get_text(url, policy=ctx.policy, limiter=ctx.limiter, stop=ctx.stop)
         youtube_id = yt8m.parse_lookup_answer(text, pseudo_id, url)
-        yt8m.write_lookup(ctx.root, pseudo_id, youtube_id)
+        yt8m.append_ids(ctx.root, [(pseudo_id, youtube_id)])
     except FetchError as exc:
         reason = f"the id lookup does not know pseudo id {pseudo_id!r} ({exc.reason})" if exc.status == UNAVAILABLE else exc.reason
         return Row("lookup", pseudo_id, url, rel, exc.status, reason)
@@ -183,6 +184,7 @@ def look_up(ctx: Context, clips: Sequence[plan.Clip], workers: int, show: bool, 
     if todo:
         _template(ctx, clips)
         log.info("%s: %d pseudo ids to look up", ctx.name, len(todo))
+        yt8m.write_ids(ctx.root, yt8m.read_ids(ctx.root))  # compacted first: a torn line of a killed run never joins a new one
         pooled(ctx, todo, _lookup, workers, show, "id", len(todo))
     return plan.resolve_lookups(ctx.root, clips)
 

@@ -114,7 +114,7 @@ def _dry_run(ctx: Context, classes: Sequence[str], limit: int | None, retry_all:
         states[state] += 1
         if state == "lookup":
             echo(f"lookup\tfetch\t{clip.item_id}\t{yt8m.lookup_url(str(ctx.spec.get('id_lookup')), clip.item_id)}\t"
-                 f"{ctx.rel(layout.youtube8m_lookup(ctx.root, clip.item_id))}")
+                 f"{ctx.rel(layout.youtube8m_ids(ctx.root))}")
         elif state == "fetch" and clip.target is not None:
             url = where or clip_url(ctx.spec["clip_url"], clip.source_id)
             window = f"{clip.start:g}-{clip.end:g}s" if clip.start is not None and clip.end is not None else "whole"
