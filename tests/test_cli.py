@@ -39,7 +39,7 @@ def test_config_show_resolves_variants_and_overrides() -> None:
 
 
 def test_list_datasets_and_variants() -> None:
-    assert cmgh("list", "datasets").stdout.split() == ["howto100m", "kinetics", "audioset", "msrvtt"]
+    assert cmgh("list", "datasets").stdout.split() == ["howto100m", "kinetics", "audioset", "msrvtt", "youtube8m"]
     assert [line.split(":")[0] for line in cmgh("list", "variants").stdout.splitlines()] == ["baseline", "gr", "gcl", "gr_gcl"]
 
 

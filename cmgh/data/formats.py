@@ -18,9 +18,9 @@ Layout under ``cfg.path("data")`` (the names live in :mod:`cmgh.layout`)::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -41,7 +41,7 @@ from cmgh.data.tables import (
     write_csv,
 )
 from cmgh.errors import DataError
-from cmgh.io import atomic_write_text, safe_id, sanitize_id
+from cmgh.io import atomic_write, atomic_write_text, safe_id, sanitize_id
 from cmgh.layout import PathLike
 
 HOWTO_VIDEO_COLUMNS = ("video_id", "category_1", "category_2", "rank", "task_id")
@@ -78,13 +78,23 @@ def read_howto100m_videos(path: PathLike) -> pd.DataFrame:
     return parse_csv(path, text, HOWTO_VIDEO_COLUMNS, {"video_id": as_text, "category_1": keep, "category_2": keep, "rank": as_int, "task_id": as_int})
 
 
-def write_howto100m_captions(path: PathLike, captions: Mapping[str, Mapping[str, Sequence[Any]]]) -> Path:
-    """``caption.json``: ``{video_id: {"start": [...], "end": [...], "text": [...]}}`` (compact, like the original)."""
-    payload = {
-        vid: {"start": [float(s) for s in c["start"]], "end": [float(e) for e in c["end"]], "text": [str(t) for t in c["text"]]}
-        for vid, c in captions.items()
-    }
-    return atomic_write_text(path, json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n")
+def write_howto100m_captions(path: PathLike, captions: Mapping[str, Mapping[str, Sequence[Any]]] | Iterable[tuple[str, Mapping[str, Sequence[Any]]]]) -> Path:
+    """``caption.json``: ``{video_id: {"start": [...], "end": [...], "text": [...]}}`` (compact, like the original).
+
+    Streamed entry by entry, so ``captions`` may be a generator of ``(video_id, entry)`` pairs:
+    a download assembles millions of videos' captions in flat memory.
+    """
+    entries = captions.items() if isinstance(captions, Mapping) else captions
+
+    def write(fh: IO[bytes]) -> None:
+        fh.write(b"{")
+        for n, (vid, c) in enumerate(entries):
+            entry = {"start": [float(s) for s in c["start"]], "end": [float(e) for e in c["end"]], "text": [str(t) for t in c["text"]]}
+            item = json.dumps(str(vid), ensure_ascii=False) + ":" + json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
+            fh.write((b"," if n else b"") + item.encode("utf-8"))
+        fh.write(b"}\n")
+
+    return atomic_write(path, write)
 
 
 def read_howto100m_captions(path: PathLike) -> pd.DataFrame:

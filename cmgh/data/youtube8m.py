@@ -102,8 +102,9 @@ def _text(path: Path, number: int, features: Mapping[str, Any], key: str) -> str
 
 
 def read_records(path: PathLike) -> pd.DataFrame:
-    """``record_id, youtube_id, labels, split, record`` per example of one file; ``youtube_id`` is
-    empty for a 2018 pseudo id (see :func:`resolve`). Needs ``labels`` and an id; the mean
+    """``record_id, youtube_id, labels, split, record`` per example of one video-level or frame-level
+    file (a ``SequenceExample`` parses as an ``Example`` of its context: the same field number); ``youtube_id`` is
+    empty for a 2018 pseudo id (see :func:`read_videos`). Needs ``labels`` and an id; the mean
     features are checked for their size when present (frame-level files carry none)."""
     path = Path(path)
     split = record_split(path)

@@ -130,3 +130,22 @@ def test_generated_corpus_is_in_the_real_layout_and_non_narrative(tmp_path: Path
     assert scenes_with_text["text_aligned"].mean() == pytest.approx(1 - spec.text_rate, abs=0.02)
     assert truth[~truth["video_id"].isin(captioned)]["text_aligned"].eq(1).all()
     assert truth["audio_aligned"].mean() == pytest.approx(1 - spec.audio_rate, abs=0.02)
+
+
+def test_frame_level_records_read_their_context(tmp_path: Path) -> None:
+    """Frame-level files hold tf.train.SequenceExample (context id + labels, per-second rgb/audio
+    bytes): the same reader takes their ids and labels."""
+    path = layout.youtube8m_record(tmp_path, "train", 7)
+    path.parent.mkdir(parents=True)
+    writer = tfrecord.TFRecordWriter(str(path))
+    for vid, labels in (("Ab3x", [4, 9]), ("Zz09", [1])):
+        frames = [bytes([k]) * 1024 for k in range(3)]
+        writer.write({"id": (vid.encode(), "byte"), "labels": (labels, "int")},
+                     {"rgb": (frames, "byte"), "audio": ([f[:128] for f in frames], "byte")})
+    writer.close()
+    from cmgh.data import tfrecord as ours
+
+    _, lists = ours.parse_sequence_example(next(ours.read_records(path)))
+    assert len(lists["rgb"]) == 3 and len(lists["audio"]) == 3  # really frame-level
+    table = youtube8m.read_records(path)
+    assert table["record_id"].tolist() == ["Ab3x", "Zz09"] and table["labels"].tolist() == [[4, 9], [1]]

@@ -3,8 +3,8 @@
 yt-dlp writes the captions beside the video in staging (:mod:`cmgh.data.download.captions` reads
 them). Each video's converted entry is written to ``captions/<youtube_id>.json`` before the video
 gets its final name, so a video in place never lacks captions it had. At the end of a run
-``caption.json`` (HowTo100M's layout) is assembled from the entries of every ``ok`` video,
-streamed (flat memory for millions of videos) and written atomically. Captions are optional: a
+``caption.json`` (HowTo100M's layout) is assembled from the entries of every ``ok`` video by the
+one writer of that format, streamed (flat memory for millions of videos) and atomic. Captions are optional: a
 video without them is ``ok`` with the note ``no captions`` and has no entry; a caption file that
 cannot be read or fetched costs the text only, never the video.
 """
@@ -14,16 +14,17 @@ from __future__ import annotations
 import glob
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from cmgh import layout
+from cmgh.data import formats
 from cmgh.data.download import captions
 from cmgh.data.download.clips import fetch_video
 from cmgh.data.download.fetch import Deadline, FetchError, Policy, RateLimiter, retrying
 from cmgh.errors import DataError
-from cmgh.io import atomic_write, atomic_write_text
+from cmgh.io import atomic_write_text
 
 NO_CAPTIONS = "no captions"
 
@@ -74,27 +75,17 @@ def store(root: Path, workdir: Path, stem: str, video_id: str, langs: Sequence[s
     return ""
 
 
-def _entry(path: Path) -> dict[str, list[Any]]:
-    """A stored entry in caption.json's value types (what :func:`cmgh.data.formats.write_howto100m_captions` writes)."""
-    entry = json.loads(path.read_text(encoding="utf-8"))
-    return {"start": [float(s) for s in entry["start"]], "end": [float(e) for e in entry["end"]], "text": [str(t) for t in entry["text"]]}
-
-
 def assemble(root: Path, video_ids: Iterable[str]) -> tuple[Path, int]:
     """``caption.json`` from the stored entries of ``video_ids`` (sorted; those without one skipped),
-    byte for byte as :func:`cmgh.data.formats.write_howto100m_captions` would write them; ``(path, videos)``."""
+    streamed through :func:`cmgh.data.formats.write_howto100m_captions`; ``(path, videos)``."""
     written = 0
 
-    def write(fh: IO[bytes]) -> None:
+    def entries() -> Iterator[tuple[str, dict[str, Any]]]:
         nonlocal written
-        fh.write(b"{")
         for video_id in sorted(set(video_ids)):
             path = layout.youtube8m_video_captions(root, video_id)
-            if not path.is_file():
-                continue
-            item = json.dumps(video_id, ensure_ascii=False) + ":" + json.dumps(_entry(path), separators=(",", ":"), ensure_ascii=False)
-            fh.write((b"," if written else b"") + item.encode("utf-8"))
-            written += 1
-        fh.write(b"}\n")
+            if path.is_file():
+                written += 1
+                yield video_id, json.loads(path.read_text(encoding="utf-8"))
 
-    return atomic_write(root / layout.YOUTUBE8M_CAPTIONS, write), written
+    return formats.write_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS, entries()), written
