@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from cmgh import cli
@@ -177,6 +178,34 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     assert [client.get_run(t.run_id).info.status for t in (c, d, e)] == ["FAILED", "KILLED", "KILLED"]
 
 
+def test_metric_names_are_mlflows_and_a_failed_tracker_still_ends_its_run(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    from mlflow.utils.validation import _validate_metric_name
+
+    from cmgh.evaluate.metrics import retrieval_metrics
+    from cmgh.track.mlflow_tracker import TRACKING_ERROR_TAG, metric_key
+
+    names = [f"msrvtt/t2v_{k}" for k in retrieval_metrics(torch.eye(4))] + ["a#b", "loss/va"]
+    for name in names:
+        _validate_metric_name(metric_key(name))  # MLflow's own rule (raises on a bad name)
+    assert metric_key("msrvtt/t2v_R@10") == "msrvtt/t2v_R10" and metric_key("loss/va") == "loss/va"
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=names"])
+    with open_tracker(cfg, "eval/msrvtt", {}, stage="evaluate") as ok:
+        ok.log_metrics({"msrvtt/t2v_R@1": 12.5, "msrvtt/t2v_MedR": 3.0})
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(ok.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"msrvtt/t2v_R1": 12.5, "msrvtt/t2v_MedR": 3.0}
+
+    # A store that fails mid-run (a value MLflow refuses): the run ends FAILED, saying what it lacks.
+    with open_tracker(cfg, "eval/broken", {}, stage="evaluate") as broken:
+        broken.log_params({"x": "1"})
+        broken._call("log metrics", client.log_metric, broken.run_id, "bad@name", 1.0)
+        assert not broken.active
+    run = client.get_run(broken.run_id)
+    assert run.info.status == "FAILED" and "failed to log metrics" in run.data.tags[TRACKING_ERROR_TAG]
+
+
 def test_both_trackers_satisfy_the_protocol() -> None:
     from cmgh.track.mlflow_tracker import MlflowTracker
 
@@ -295,7 +324,8 @@ def test_tracking_server_over_rest(
     listed = rest(url, "artifacts/list", run_id=tracker.run_id)
     assert {"config.yaml", "train_log.jsonl", "summary.json"} <= {f["path"] for f in listed["files"]}
 
-    # The server dies mid-run: one warning, the run goes on, nothing raised.
+    # The server dies mid-run: a warning, the run goes on, nothing raised; closing does not wait
+    # on the dead server (one more warning: the run cannot be ended there).
     live = open_tracker(run_cfg, "pretrain/ms/gr/seed1", {"variant": "gr"}, stage="pretrain")
     live.log_metrics({"loss": 1.0}, step=0)
     live.flush()
@@ -309,7 +339,7 @@ def test_tracking_server_over_rest(
         live.close()
     assert not live.active
     warnings = [r for r in caplog.records if r.name == "cmgh.track" and r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "tracking is off" in warnings[0].getMessage()
+    assert len(warnings) == 2 and "tracking is off" in warnings[0].getMessage() and "stays RUNNING" in warnings[1].getMessage()
 
 
 def test_dead_tracking_server_does_not_break_training(

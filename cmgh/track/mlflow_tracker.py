@@ -26,11 +26,22 @@ from cmgh.track.uri import sqlite_path
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
 
 RUN_KEY_TAG = "cmgh.run_key"  # run key + config hash: identifies a run for resume / dedup
+TRACKING_ERROR_TAG = "cmgh.tracking_error"  # on a run whose tracking failed mid-way: what it lacks
 RUN_NAME_TAG = "cmgh.run"  # the readable key alone (``pretrain/ms/gr/seed0``): parents are found by it
 MAX_PARAM_VALUE = 500  # MLflow < 2.3 servers (and some hosted stores) reject longer values
 MAX_TAG_VALUE = 5000
 BATCH_PARAMS = 100  # MLflow log_batch limits: 100 params/tags, 1000 metrics, 1000 entities
 BATCH_METRICS = 1000
+
+
+_NOT_IN_A_NAME = re.compile(r"[^\w\-. :/]")  # MLflow allows alphanumerics, _ - . space : /
+
+
+def metric_key(name: str) -> str:
+    """A cmgh metric name as MLflow accepts it: ``@`` dropped (``t2v_R@1`` -> ``t2v_R1``, the
+    retrieval literature's other spelling), any other character MLflow refuses -> ``_``. The one
+    mapping; metrics.json keeps the cmgh names."""
+    return _NOT_IN_A_NAME.sub("_", name.replace("@", ""))
 
 
 def _now_ms() -> int:
@@ -107,6 +118,7 @@ class MlflowTracker(RunContext):
         self.resumed = False
         self.flush_every, self.flush_seconds = max(1, int(flush_every)), float(flush_seconds)
         self._broken = False
+        self._failure = ""
         self._closed = False
         self._buffer: list[Any] = []
         self._buffered_steps: set[int] = set()
@@ -142,6 +154,9 @@ class MlflowTracker(RunContext):
                 "(its metrics are still in the run's files)",
                 self.uri, what, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
             )
+        if not self._broken:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self._failure = f"failed to {what}: {type(exc).__name__}: {first}; nothing logged after that (the run's files hold it)"
         self._broken = True
         self._buffer.clear()
         self._buffered_steps.clear()
@@ -239,7 +254,8 @@ class MlflowTracker(RunContext):
         if not self.active:
             return
         stamp = _now_ms()
-        for key, value in metrics.items():
+        for name, value in metrics.items():
+            key = metric_key(name)
             if step is not None and step <= self._floor.get(key, -1):
                 continue  # a resumed run redoes steps after its last checkpoint: log each step once
             try:
@@ -289,6 +305,18 @@ class MlflowTracker(RunContext):
         if self.active:
             self._call(f"log {artifact_file}", self.client.log_text, self.run_id, text, artifact_file)
 
+    def _end_failed(self) -> None:
+        """Tracking failed mid-run: end the run FAILED with a tag saying what it lacks, never leave
+        it RUNNING; unless the store itself is gone (a dead server: asking it would only retry)."""
+        if self._remote and not server_reachable(self.uri):
+            log.warning("MLflow run %s stays RUNNING in %s: the server is unreachable, so it cannot be ended", self.run_id, self.uri)
+            return
+        try:
+            self.client.set_tag(self.run_id, TRACKING_ERROR_TAG, self._failure[:MAX_TAG_VALUE])
+            self.client.set_terminated(self.run_id, "FAILED")
+        except Exception as exc:  # noqa: BLE001 - tracking must never break a run
+            log.warning("MLflow tracking (%s) could not end run %s: %s", self.uri, self.run_id, type(exc).__name__)
+
     def close(self, status: str = "FINISHED") -> None:
         """Flush and end the run with ``status`` (FINISHED, FAILED or KILLED); idempotent."""
         if self._closed:
@@ -296,4 +324,6 @@ class MlflowTracker(RunContext):
         self.flush()
         if self.active:
             self._call("end the run", self.client.set_terminated, self.run_id, status if status in TERMINAL else "FINISHED")
+        elif self._broken and self.run_id is not None:
+            self._end_failed()
         self._closed = True
