@@ -3,7 +3,7 @@
 Every command takes ``--config FILE`` (repeatable: the files stack in order) and any number of
 ``--set key.path=value`` overrides, and turns a :class:`~cmgh.errors.CmghError` into a one-line
 message and a non-zero exit. Counts and fractions are checked by argparse (exit 2 naming the
-option).
+option); whatever the CLI prints (messages, log lines) has its URL passwords masked.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.errors import CmghError
+from cmgh.io import redacted
 from cmgh.evaluate import TASKS  # import-free: the task names only
 
 log = logging.getLogger("cmgh")
@@ -45,6 +46,13 @@ def bounded(kind: type[int] | type[float], low: float, high: float | None = None
 
 
 POSITIVE, NON_NEGATIVE, FRACTION = bounded(int, 1), bounded(int, 0), bounded(float, 0.0, 1.0)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines with URL passwords masked (the tracker's and every library's warnings alike)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redacted(super().format(record))
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
@@ -102,7 +110,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
         except DownloadError as exc:
             failures.append(exc)
             if len(args.dataset) > 1:
-                print(f"cmgh: error: {exc}", file=sys.stderr)
+                print(f"cmgh: error: {redacted(str(exc))}", file=sys.stderr)
     if failures:
         raise failures[0]
     return 0
@@ -239,7 +247,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"outputs: {out}")
     print(f"tuned variant: --set '{sweep.tuned_set_option(out / layout.BEST_PARAMS)}'")
     print(f"  or: snakemake --configfile config/config.yaml {out / layout.TUNED_VARIANT}")
-    print(f"dashboard: {sweep.dashboard_command(cfg)}")
+    print(f"dashboard: {redacted(sweep.dashboard_command(cfg))}")
     return 0
 
 
@@ -343,11 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return args.func(args)
     except CmghError as exc:
-        print(f"cmgh: error: {exc}", file=sys.stderr)
+        print(f"cmgh: error: {redacted(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cmgh: interrupted", file=sys.stderr)

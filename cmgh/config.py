@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from cmgh.errors import ConfigError
-from cmgh.io import atomic_write_text
+from cmgh.io import atomic_write_text, redacted
 from cmgh.keypaths import get_path, set_path
 from cmgh.schema import SCHEMA_PATH as SCHEMA_PATH  # re-exported: the schema is read through this module too
 from cmgh.schema import choices, fill_defaults, schema, validate
@@ -58,21 +58,35 @@ class Config(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"Config({self._data!r})"
 
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(dict(self._data))
+    def to_dict(self, masked: bool = False) -> dict[str, Any]:
+        """The tree (a copy); ``masked``: every URL password in it masked (:func:`cmgh.io.redacted`)."""
+        return _masked(self._data) if masked else copy.deepcopy(dict(self._data))
 
     def path(self, name: str) -> Path:
         """An entry of ``paths`` as an absolute path (relative ones hang off the repository root)."""
         return resolve_path(self._data["paths"][name])
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+    def to_yaml(self, masked: bool = True) -> str:
+        """The tree as YAML to write or print: URL passwords masked unless ``masked=False`` (a
+        config a job reads back as its input, such as the workflow's resolved config)."""
+        return yaml.safe_dump(self.to_dict(masked=masked), sort_keys=False)
 
     def write(self, directory: str | os.PathLike[str], filename: str = "config.yaml") -> Path:
-        """Write the fully resolved config beside a step's outputs (atomically)."""
+        """Write the fully resolved config beside a step's outputs (atomically, passwords masked:
+        read back, a masked store URI is refused where it would be used, :mod:`cmgh.track.uri`)."""
         target = Path(directory) / filename
         atomic_write_text(target, self.to_yaml())
         return target
+
+
+def _masked(node: Any) -> Any:
+    if isinstance(node, str):
+        return redacted(node)
+    if isinstance(node, Mapping):
+        return {key: _masked(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_masked(value) for value in node]
+    return copy.deepcopy(node)
 
 
 def resolve_path(value: str | os.PathLike[str]) -> Path:

@@ -126,7 +126,8 @@ def open_tracker(
     when it exists; ``restart`` always starts a new run). Never raises for tracking reasons.
 
     ``cfg`` is the config the run computes with (for pre-training: ``for_variant`` applied); its
-    flattened tree becomes the run's params and its YAML the artifact ``config.yaml``. ``stage``
+    flattened tree becomes the run's params and its YAML the artifact ``config.yaml`` (both with URL
+    passwords masked, as every message naming the store is). ``stage``
     (one of :data:`cmgh.config.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
     ``nested_under`` is a parent run id or a parent's ``run_key`` (e.g. an Optuna study run).
     """
@@ -147,7 +148,7 @@ def open_tracker(
         f"{run_key}@{provenance['cmgh.config_hash']}",
         run_name=run_key,
         tags={**provenance, **{k: str(v) for k, v in tags.items()}},
-        params=keypaths.flatten(cfg.to_dict()),
+        params=keypaths.flatten(cfg.to_dict(masked=True)),
         artifact_location=artifact_root(cfg, uri),
         nested_under=nested_under,
         restart=restart,
