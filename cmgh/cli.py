@@ -157,6 +157,9 @@ def _run_meta(run_dir: Path) -> dict[str, object]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cmgh.evaluate.overrides import check_overrides
+
+    check_overrides(args.checkpoint, args.set or ())
     from cmgh.evaluate.run import evaluate
     from cmgh.track import open_tracker
 

@@ -1,5 +1,5 @@
 """A password in a store URI never reaches a written file or a printed line, and a masked URI read
-back is never used as a real one.
+back is never used as a real one; an evaluation refuses overrides the checkpoint's config decides.
 
 Real `cmgh` processes on the tiny world: a pre-training run tracked to an MLflow server on a
 127.0.0.1 port where nothing listens (the tracker warns), then evaluations of it.
@@ -100,6 +100,21 @@ def test_evaluation_tracks_with_its_own_config_not_the_checkpoints(tracked_run: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"MLflow tracking (http://user:***@127.0.0.1:{port})" in proc.stderr and SECRET not in proc.stderr + proc.stdout
     assert files_holding(tracked_run["base"] / "results", SECRET) == []
+
+
+@pytest.mark.parametrize("override", ["model.width=16", "pretrain.temperature=0.1", "model={}", "variants.baseline.model.depth=2"])
+def test_evaluate_refuses_overrides_the_checkpoint_decides(tracked_run: dict[str, Any], override: str) -> None:
+    out = tracked_run["out"]
+    for checkpoint in (out, out / layout.CHECKPOINT):
+        proc = cmgh("evaluate", "--config", str(tracked_run["config"]), "--task", "msrvtt", "--checkpoint", str(checkpoint),
+                    "--out", str(tracked_run["base"] / "refused"), "--set", override)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        key = override.split("=")[0]
+        assert proc.stderr.strip() == (
+            f"cmgh: error: --set {override}: {key} cannot change an evaluation: the checkpoint's config "
+            f"({out / layout.CONFIG}) decides it (expected no override of model.*, pretrain.*, variants.*)"
+        )
+    assert not (tracked_run["base"] / "refused").exists()
 
 
 def test_tracked_params_and_config_artifact_are_masked(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
