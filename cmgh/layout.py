@@ -11,7 +11,7 @@ Results tree (``paths.results``)::
 
     pretrain/{backbone}/{variant}/seed{seed}/   one pre-training run (checkpoint.pt, train_log.jsonl, ...)
     eval/{task}/{backbone}/{variant}/seed{seed}/  one evaluation (metrics.json, task extras)
-    sweep/{study}/                              one Optuna study (trials.csv, best_params.yaml, plots)
+    sweep/{study}/                              one Optuna study of one storage (study.yaml, trials.csv, best_params.yaml, plots)
     tables/, figures/                           the report
     logs/, benchmarks/                          one file per workflow job
 """
@@ -231,6 +231,7 @@ NOISE_SCORES = "scores.csv"
 NOISE_ROC = "roc.csv"
 
 # a study
+STUDY_RECORD = "study.yaml"  # the study's name and (masked) storage: the folder holds that study's outputs only
 TRIALS = "trials.csv"
 BEST_PARAMS = "best_params.yaml"
 TUNED_VARIANT = "tuned_variant.yaml"

@@ -13,7 +13,7 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.evaluate import VALIDATION_METRICS
 from cmgh.sweep.space import search_space, suggest, trial_config
-from cmgh.sweep.storage import SweepError
+from cmgh.sweep.storage import SweepError, study_name
 
 
 def validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
@@ -36,9 +36,9 @@ def validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
 class Objective:
     """``trial -> validation value``: pre-train with the sampled values, evaluate on validation."""
 
-    def __init__(self, cfg: Config, study_name: str) -> None:
+    def __init__(self, cfg: Config, name: str) -> None:
         self.cfg = cfg
-        self.study_name = study_name
+        self.study_name = study_name(cfg, name)
         self.space = search_space(cfg)
         self.results = cfg.path("results")
 
