@@ -4,6 +4,10 @@
 module renders the clips (in parallel when there are many), writes the annotation files and, last,
 a ``.complete`` stamp (the config slice that produced the dataset). A dataset whose stamp matches
 the config is skipped, one whose stamp differs is regenerated.
+
+Generation never deletes what it did not generate: before writing, it records every file it will
+write (``.generated.json``); a regeneration deletes only the recorded files, and refuses a folder
+that holds downloaded data or any file it did not record.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -61,6 +64,64 @@ def is_complete(cfg: Any, name: str) -> bool:
         return False
 
 
+def _entries(root: Path) -> list[str]:
+    """Every file (or symlink) under ``root``, relative, in order."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        found += [os.path.relpath(os.path.join(folder, n), root) for n in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]]
+    return sorted(Path(f).as_posix() for f in found)
+
+
+def _generated(root: Path) -> set[str]:
+    record = root / layout.GENERATED
+    if not record.exists():
+        return set()
+    try:
+        files = json.loads(record.read_text(encoding="utf-8"))
+        if not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
+            raise ValueError("not a list of file names")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{record}: unreadable ({exc}), so which files of {root} the generator wrote is unknown; "
+                        f"delete {root} yourself to regenerate it") from None
+    return set(files)
+
+
+def _ours(rel: str, generated: set[str]) -> bool:
+    """A recorded file, the record, or the temporary file of a recorded file's interrupted atomic write."""
+    if rel in generated or rel == layout.GENERATED:
+        return True
+    path = Path(rel)
+    return path.name.startswith(".") and path.suffix == ".tmp" and any(
+        path.name.startswith(f".{Path(g).name}.") and Path(g).parent == path.parent for g in generated
+    )
+
+
+def clear_generated(root: Path, outputs: Sequence[Path]) -> None:
+    """Delete what an earlier generation wrote in ``root`` and record ``outputs`` as the generator's.
+
+    Raises DataError (nothing deleted) when ``root`` holds downloaded data or a file no generation recorded.
+    """
+    for mark in (layout.DOWNLOAD_MANIFEST, layout.DOWNLOAD_STAGING):
+        if (root / mark).exists():
+            raise DataError(f"{root / mark}: {root} holds downloaded data, which `cmgh data synth` never replaces; "
+                            f"generate into another folder (paths.data) or use the download (data.source: download)")
+    generated = _generated(root)
+    present = _entries(root) if root.is_dir() else []
+    foreign = [rel for rel in present if not _ours(rel, generated)]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise DataError(f"{root / foreign[0]}{more} was not written by `cmgh data synth`, which regenerates {root} only when it "
+                        f"holds nothing else; move it out, or generate into another folder (paths.data)")
+    for rel in present:
+        if rel != layout.GENERATED:
+            (root / rel).unlink()
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        if folder != str(root) and not os.listdir(folder):
+            os.rmdir(folder)
+    names = {Path(p).relative_to(root).as_posix() for p in outputs} | {layout.STAMP}
+    atomic_write_json(root / layout.GENERATED, sorted(names))
+
+
 def _render_all(jobs: list[Job]) -> Iterable[str]:
     workers = min(2, os.cpu_count() or 1)
     if workers < 2 or len(jobs) < MIN_PARALLEL_JOBS:
@@ -88,10 +149,11 @@ def synthesize(cfg: Any, datasets: Sequence[str] | None = None, progress: bool =
         if is_complete(cfg, name):
             log.info("%s: up to date (%s)", name, root / layout.STAMP)
             continue
+        plan = PLANNERS[name](cfg, root)
         if (root / layout.STAMP).exists():
             log.info("%s: config changed, regenerating %s", name, root)
-            shutil.rmtree(root)
-        plans.append(PLANNERS[name](cfg, root))
+        clear_generated(root, plan.outputs())
+        plans.append(plan)
     jobs = [job for plan in plans for job in plan.jobs]
     if not jobs:
         return roots
@@ -101,7 +163,8 @@ def synthesize(cfg: Any, datasets: Sequence[str] | None = None, progress: bool =
             bar.update(1)
     for plan in plans:
         for writer, path, *args in plan.writers:
-            writer(path, *args)
+            if Path(writer(path, *args)) != Path(path):
+                raise RuntimeError(f"{writer.__name__} did not write {path}, the file its plan entry names")
         atomic_write_json(plan.root / layout.STAMP, stamp_of(cfg, plan.name))
         log.info("%s: %d clips -> %s", plan.name, len(plan.jobs), plan.root)
     return roots
