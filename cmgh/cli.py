@@ -86,6 +86,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from cmgh.track import open_tracker
     from cmgh.train.loop import RunSpec, pretrain
+    from cmgh.train.state import check_out
 
     if args.threads:
         import torch
@@ -95,6 +96,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else layout.run_dir(cfg.path("results"), args.backbone, args.variant, args.seed)
     spec = RunSpec(backbone=args.backbone, variant=args.variant, seed=args.seed, out=out)
     run_cfg = config_mod.for_variant(cfg, args.variant)
+    if not args.restart:
+        check_out(run_cfg, spec)  # before a tracked run is opened for it
     key = layout.run_key(args.backbone, args.variant, args.seed)
     tags = {"backbone": args.backbone, "variant": args.variant, "seed": args.seed, "out": out}
     with open_tracker(run_cfg, key, tags, stage="pretrain", restart=args.restart) as tracker:
@@ -272,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--variant", required=True, help="a name under `variants` in the config")
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--out", default=None, help=f"default: {layout.run_dir('results', '{backbone}', '{variant}', '{seed}')}")
-    pre.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    pre.add_argument("--restart", action="store_true", help="replace the run in --out (finished or not, of any configuration) with a new one")
     pre.add_argument("--threads", type=int, default=None, help="torch intra-op threads (the rule passes its own)")
     pre.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
     pre.set_defaults(func=cmd_pretrain)
