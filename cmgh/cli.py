@@ -99,8 +99,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if not args.restart:
         check_out(run_cfg, spec)  # before a tracked run is opened for it
     key = layout.run_key(args.backbone, args.variant, args.seed)
-    tags = {"backbone": args.backbone, "variant": args.variant, "seed": args.seed, "out": out}
-    with open_tracker(run_cfg, key, tags, stage="pretrain", restart=args.restart) as tracker:
+    tags = {"backbone": args.backbone, "variant": args.variant, "seed": args.seed}
+    with open_tracker(run_cfg, key, tags, stage="pretrain", out=out, restart=args.restart) as tracker:
         path = pretrain(cfg, spec, resume=not args.restart, tracker=tracker, stop_after=args.stop_after)
         if args.stop_after is not None and args.stop_after < int(run_cfg.pretrain.steps):
             tracker.close("KILLED")  # stopped on request before the end: a later job resumes it
@@ -135,13 +135,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = _load(args)
-    run = _run_meta(Path(args.checkpoint))
+    run_dir = Path(args.checkpoint)
+    run = _run_meta(run_dir)
     variant = layout.RANDOM_VARIANT if args.random_init else str(run["variant"])
     tags = {"task": args.task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
-    parent = None if args.random_init else layout.run_key(str(run["backbone"]), str(run["variant"]), str(run["seed"]))
+    parent = None if args.random_init else run_dir  # the run that lives in the checkpoint's folder
     key = layout.eval_key(args.task, str(run["backbone"]), variant, str(run["seed"]))
-    with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate") as tracker:
-        result = evaluate(cfg, args.task, args.checkpoint, args.out, random_init=args.random_init, tracker=tracker)
+    out = Path(args.out) if args.out else layout.eval_dir(cfg.path("results"), args.task, str(run["backbone"]), variant, str(run["seed"]))
+    with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate", out=out) as tracker:
+        result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
