@@ -254,6 +254,8 @@ def test_synth_never_deletes_downloaded_data(tmp_path: Path, capsys: pytest.Capt
     assert err.count("\n") == 1 and err.startswith("cmgh: error: ")
     assert str(root / layout.DOWNLOAD_MANIFEST) in err and "paths.data" in err
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert cli.main(["data", "synth", "--dataset", "msrvtt", "--dataset", "kinetics", *(a for o in tiny_overrides(tmp_path) for a in ("--set", o))]) == 2
+    assert not (tmp_path / "data" / "msrvtt").exists()  # every folder is checked before any is written
 
 
 def test_synth_refuses_files_it_did_not_write_and_regenerates_only_its_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -271,3 +273,14 @@ def test_synth_refuses_files_it_did_not_write_and_regenerates_only_its_own(tmp_p
     notes.unlink()
     assert cli.main([*args, "--set", "data.synth.msrvtt.test=2"]) == 0
     assert sorted(p.name for p in (root / "videos").iterdir()) == sorted(f"video{i}.mp4" for i in range(8))  # video8, video9 (stale) removed
+
+
+def test_synth_refuses_a_folder_an_older_generator_left_without_a_record(tmp_path: Path) -> None:
+    from cmgh.errors import DataError
+
+    cfg = load(tmp_path, "data.synth.msrvtt.train=2", "data.synth.msrvtt.val=1", "data.synth.msrvtt.test=3")
+    root = synth.synthesize(cfg, datasets=["msrvtt"], progress=False)["msrvtt"]
+    (root / layout.GENERATED).unlink()
+    with pytest.raises(DataError, match=r"older `cmgh data synth`.*delete .*msrvtt yourself"):
+        synth.synthesize(config_mod.with_overrides(cfg, ["data.synth.msrvtt.test=2"]), datasets=["msrvtt"], progress=False)
+    assert (root / "videos" / "video5.mp4").is_file()
