@@ -80,8 +80,10 @@ def check_out(cfg: Config, spec: RunSpec) -> None:
     expected = fingerprint(cfg, spec)
     if meta.get("fingerprint") == expected:
         return
-    saved = meta.get("inputs")
-    what = differences(json.loads(saved), inputs(cfg, spec)) if isinstance(saved, str) else f"fingerprint {meta.get('fingerprint')}, now {expected}"
+    try:
+        what = differences(json.loads(meta["inputs"]), inputs(cfg, spec))
+    except (KeyError, TypeError, ValueError, AttributeError):  # saved before states carried their inputs
+        what = f"fingerprint {meta.get('fingerprint')}, now {expected}"
     kind = "a finished run" if path.name == layout.CHECKPOINT else "a run in progress"
     raise DataError(f"{path}: {kind} of another configuration ({what}); `cmgh pretrain --restart` replaces it, "
                     f"another --out keeps it" + ("" if kind == "a finished run" else f" (or delete {path.name})"))
