@@ -27,6 +27,7 @@ PathLike = str | os.PathLike[str]
 # Under ``paths.data/<dataset>/``, in the real datasets' layouts.
 
 STAMP = ".complete"  # written last by `cmgh data synth` and `cmgh data download`: the dataset is whole
+GENERATED = ".generated.json"  # written first by `cmgh data synth`: every file it writes; a regeneration deletes only these
 DOWNLOAD_MANIFEST = "download_manifest.csv"
 DOWNLOAD_STAGING = ".download"
 DOWNLOAD_SUMMARY = "download_summary.csv"  # counts per kind and status, beside the manifest

@@ -70,7 +70,8 @@ class Objective:
         run_dir = layout.trial_pretrain_dir(self.results, study, number)
         tags = {"study": study, "trial": trial.number, "backbone": cfg.sweep.backbone, "variant": name,
                 "base_variant": cfg.sweep.base_variant, "objective": cfg.sweep.objective}
-        with open_tracker(run_cfg, layout.trial_key(study, number), tags, nested_under=layout.study_key(study), stage="sweep_trial") as tracker:
+        with open_tracker(run_cfg, layout.trial_key(study, number), tags, nested_under=layout.study_dir(self.results, study), stage="sweep_trial",
+                          out=layout.trial_dir(self.results, study, number)) as tracker:
             tracker.log_params({f"optuna.{k}": v for k, v in params.items()})
 
             def on_step(done: int, model: Any) -> None:

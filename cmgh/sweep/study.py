@@ -51,7 +51,7 @@ def run_study(cfg: Config, study: str | None = None, n_trials: int | None = None
     st.set_user_attr("base_variant", str(cfg.sweep.base_variant))
     objective = Objective(cfg, name)
     tags = {"study": name, "storage": redacted(storage_url(cfg)), "objective": cfg.sweep.objective}
-    with open_tracker(cfg, layout.study_key(name), tags, stage="sweep") as parent:
+    with open_tracker(cfg, layout.study_key(name), tags, stage="sweep", out=layout.study_dir(cfg.path("results"), name)) as parent:
         failures = mine = 0
         while True:
             remaining = (worker_trials - mine) if worker_trials is not None else target - finished_trials(st)
