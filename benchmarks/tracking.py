@@ -86,7 +86,7 @@ def timed_run(cfg: config.Config, out: Path, tracked: bool, seed_key: int) -> tu
     """(seconds to open the tracker, seconds of pretrain + close, seconds inside tracker calls)."""
     t0 = time.perf_counter()
     if tracked:  # a distinct run key per repeat: every tracked repeat is a fresh MLflow run
-        tracker = open_tracker(config.for_variant(cfg, VARIANT), f"bench/{seed_key}", {"variant": VARIANT}, stage="pretrain")
+        tracker = open_tracker(config.for_variant(cfg, VARIANT), f"bench/{seed_key}", {"variant": VARIANT}, stage="pretrain", out=out)
     else:
         tracker = NullTracker()
     tracker = Timed(tracker)

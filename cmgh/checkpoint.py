@@ -74,13 +74,15 @@ def latest(directory: str | Path) -> Path:
     return final
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """A saved state (a run folder: its newest). ``mmap`` maps the tensors instead of reading them:
+    a look at ``meta`` then costs the pickle, not the weights."""
     path = Path(path)
     if path.is_dir():
         path = latest(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # a truncated or foreign file: say which and why, in one line
         raise DataError(f"{path}: not a readable cmgh checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None

@@ -119,6 +119,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from cmgh.track import open_tracker
     from cmgh.train.loop import RunSpec, pretrain
+    from cmgh.train.state import check_out
 
     if args.threads:
         import torch
@@ -128,9 +129,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else layout.run_dir(cfg.path("results"), args.backbone, args.variant, args.seed)
     spec = RunSpec(backbone=args.backbone, variant=args.variant, seed=args.seed, out=out)
     run_cfg = config_mod.for_variant(cfg, args.variant)
+    if not args.restart:
+        check_out(run_cfg, spec)  # before a tracked run is opened for it
     key = layout.run_key(args.backbone, args.variant, args.seed)
-    tags = {"backbone": args.backbone, "variant": args.variant, "seed": args.seed, "out": out}
-    with open_tracker(run_cfg, key, tags, stage="pretrain", restart=args.restart) as tracker:
+    tags = {"backbone": args.backbone, "variant": args.variant, "seed": args.seed}
+    with open_tracker(run_cfg, key, tags, stage="pretrain", out=out, restart=args.restart) as tracker:
         path = pretrain(cfg, spec, resume=not args.restart, tracker=tracker, stop_after=args.stop_after)
         if args.stop_after is not None and args.stop_after < int(run_cfg.pretrain.steps):
             tracker.close("KILLED")  # stopped on request before the end: a later job resumes it
@@ -168,13 +171,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     cfg = _load(args)
-    run = _run_meta(Path(args.checkpoint))
+    run_dir = Path(args.checkpoint)
+    run = _run_meta(run_dir)
     variant = layout.RANDOM_VARIANT if args.random_init else str(run["variant"])
     tags = {"task": args.task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
-    parent = None if args.random_init else layout.run_key(str(run["backbone"]), str(run["variant"]), str(run["seed"]))
+    parent = None if args.random_init else run_dir  # the run that lives in the checkpoint's folder
     key = layout.eval_key(args.task, str(run["backbone"]), variant, str(run["seed"]))
-    with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate") as tracker:
-        result = evaluate(cfg, args.task, args.checkpoint, args.out, random_init=args.random_init, tracker=tracker)
+    out = Path(args.out) if args.out else layout.eval_dir(cfg.path("results"), args.task, str(run["backbone"]), variant, str(run["seed"]))
+    with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate", out=out) as tracker:
+        result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
@@ -312,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--variant", required=True, help="a name under `variants` in the config")
     pre.add_argument("--seed", type=NON_NEGATIVE, default=0)
     pre.add_argument("--out", default=None, help=f"default: {layout.run_dir('results', '{backbone}', '{variant}', '{seed}')}")
-    pre.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    pre.add_argument("--restart", action="store_true", help="replace the run in --out (finished or not, of any configuration) with a new one")
     pre.add_argument("--threads", type=POSITIVE, default=None, help="torch intra-op threads (the rule passes its own)")
     pre.add_argument("--stop-after", type=POSITIVE, default=None, help="stop after this many steps (resumable)")
     pre.set_defaults(func=cmd_pretrain)

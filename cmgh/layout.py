@@ -11,7 +11,7 @@ Results tree (``paths.results``)::
 
     pretrain/{backbone}/{variant}/seed{seed}/   one pre-training run (checkpoint.pt, train_log.jsonl, ...)
     eval/{task}/{backbone}/{variant}/seed{seed}/  one evaluation (metrics.json, task extras)
-    sweep/{study}/                              one Optuna study (trials.csv, best_params.yaml, plots)
+    sweep/{study}/                              one Optuna study of one storage (study.yaml, trials.csv, best_params.yaml, plots)
     tables/, figures/                           the report
     logs/, benchmarks/                          one file per workflow job
 """
@@ -27,6 +27,7 @@ PathLike = str | os.PathLike[str]
 # Under ``paths.data/<dataset>/``, in the real datasets' layouts.
 
 STAMP = ".complete"  # written last by `cmgh data synth` and `cmgh data download`: the dataset is whole
+GENERATED = ".generated.json"  # written first by `cmgh data synth`: every file it writes; a regeneration deletes only these
 DOWNLOAD_MANIFEST = "download_manifest.csv"
 DOWNLOAD_STAGING = ".download"
 DOWNLOAD_SUMMARY = "download_summary.csv"  # counts per kind and status, beside the manifest
@@ -231,6 +232,7 @@ NOISE_SCORES = "scores.csv"
 NOISE_ROC = "roc.csv"
 
 # a study
+STUDY_RECORD = "study.yaml"  # the study's name and (masked) storage: the folder holds that study's outputs only
 TRIALS = "trials.csv"
 BEST_PARAMS = "best_params.yaml"
 TUNED_VARIANT = "tuned_variant.yaml"

@@ -128,7 +128,7 @@ def test_tracked_params_and_config_artifact_are_masked(tiny_world: config_mod.Co
     uri = f"sqlite:///{store / 'mlflow.db'}"
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", f"tracking.artifacts={store / 'mlruns'}",
                                                  f"sweep.storage=postgresql://user:{SECRET}@db.example/optuna"])
-    with open_tracker(cfg, "pretrain/ms/baseline/seed0", {}, stage="pretrain") as tracker:
+    with open_tracker(cfg, "pretrain/ms/baseline/seed0", {}, stage="pretrain", out=tmp_path / "run") as tracker:
         tracker.log_metrics({"loss": 1.0}, step=0)
     run = MlflowClient(tracking_uri=uri).get_run(tracker.run_id)
     assert run.data.params["sweep.storage"] == "postgresql://user:***@db.example/optuna"

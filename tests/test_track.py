@@ -138,6 +138,35 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     assert len(runs_of(client, tiny_world.name, "tags.variant = 'gr'")) == 3
 
 
+def test_a_finished_run_is_never_reopened_by_another_out_folder(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg_file = config_file(tiny_world, tmp_path)
+    store = [f"tracking.uri={uri}", f"tracking.artifacts={tmp_path / 'mlruns'}"]
+    first_out, second_out = tmp_path / "a", tmp_path / "b"
+    cli_pretrain(cfg_file, first_out, "gr", 0, *store)
+    client = MlflowClient(tracking_uri=uri)
+    (first,) = runs_of(client, tiny_world.name)
+    cli_pretrain(cfg_file, second_out, "gr", 0, *store)  # the same config, another folder: another run
+    assert len(runs_of(client, tiny_world.name)) == 2
+    kept = client.get_run(first.info.run_id)
+    assert kept.info.status == "FINISHED" and kept.info.end_time == first.info.end_time
+    assert kept.data.tags["out"] == str(first_out.resolve())
+    (second,) = runs_of(client, tiny_world.name, f"tags.out = '{second_out.resolve()}'")
+    assert second.info.run_id != first.info.run_id and second.info.status == "FINISHED"
+    cli_pretrain(cfg_file, first_out, "gr", 0, *store)  # the same folder again: its own run, nothing added
+    assert len(runs_of(client, tiny_world.name)) == 2
+    assert steps_of(client, first.info.run_id, "loss") == list(range(6))
+
+    # Evaluations of one checkpoint into two folders: two runs, each nested under the run of the checkpoint's folder.
+    for name in ("e1", "e2"):
+        args = ["evaluate", "--config", str(cfg_file), "--task", "msrvtt", "--checkpoint", str(first_out), "--out", str(tmp_path / name)]
+        assert cli.main([*args, *(a for s in [*store, "evaluate.batch_size=8"] for a in ("--set", s))]) == 0
+    evaluations = runs_of(client, tiny_world.name, "tags.stage = 'evaluate'")
+    assert sorted(r.data.tags["out"] for r in evaluations) == [str((tmp_path / n).resolve()) for n in ("e1", "e2")]
+    assert {r.data.tags["mlflow.parentRunId"] for r in evaluations} == {first.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in evaluations)
+
+
 def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config_mod.with_overrides(tiny_world, ["tracking.uri=sqlite:///results/x.db"])
     assert tracking_uri(cfg) == f"sqlite:///{config_mod.REPO_ROOT / 'results' / 'x.db'}"
@@ -146,14 +175,14 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     assert tracking_uri(cfg) == "http://example.invalid:1"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     off = config_mod.with_overrides(tiny_world, ["tracking.enabled=false"])
-    assert isinstance(open_tracker(off, "pretrain/ms/gr/seed0", {}, stage="pretrain"), NullTracker)
+    assert isinstance(open_tracker(off, "pretrain/ms/gr/seed0", {}, stage="pretrain", out=tmp_path / "off"), NullTracker)
 
     # Long values are cut to MLflow's limit; several trackers coexist on one store.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=unit", "name=a" + "b" * 20])
     with (
-        open_tracker(cfg, "eval/a", {"variant": "x"}, stage="evaluate") as a,
-        open_tracker(cfg, "eval/b", {"variant": "y"}, nested_under="eval/a", stage="evaluate") as b,
+        open_tracker(cfg, "eval/a", {"variant": "x"}, stage="evaluate", out=tmp_path / "a") as a,
+        open_tracker(cfg, "eval/b", {"variant": "y"}, nested_under="eval/a", stage="evaluate", out=tmp_path / "b") as b,
     ):
         assert isinstance(a, Tracker) and isinstance(b, Tracker)
         a.log_params({"long": "z" * 2000})
@@ -169,11 +198,11 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     assert run_a.info.status == run_b.info.status == "FINISHED" and run_a.data.tags["stage"] == "evaluate"
 
     # A block that raises ends its run FAILED (Ctrl-C: KILLED); an explicit close() wins over the exit.
-    with pytest.raises(RuntimeError), open_tracker(cfg, "eval/c", {}, stage="evaluate") as c:
+    with pytest.raises(RuntimeError), open_tracker(cfg, "eval/c", {}, stage="evaluate", out=tmp_path / "c") as c:
         raise RuntimeError("boom")
-    with pytest.raises(KeyboardInterrupt), open_tracker(cfg, "eval/d", {}, stage="evaluate") as d:
+    with pytest.raises(KeyboardInterrupt), open_tracker(cfg, "eval/d", {}, stage="evaluate", out=tmp_path / "d") as d:
         raise KeyboardInterrupt
-    with open_tracker(cfg, "eval/e", {}, stage="evaluate") as e:
+    with open_tracker(cfg, "eval/e", {}, stage="evaluate", out=tmp_path / "e") as e:
         e.close("KILLED")
     assert [client.get_run(t.run_id).info.status for t in (c, d, e)] == ["FAILED", "KILLED", "KILLED"]
 
@@ -191,14 +220,14 @@ def test_metric_names_are_mlflows_and_a_failed_tracker_still_ends_its_run(tiny_w
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=names"])
-    with open_tracker(cfg, "eval/msrvtt", {}, stage="evaluate") as ok:
+    with open_tracker(cfg, "eval/msrvtt", {}, stage="evaluate", out=tmp_path / "ok") as ok:
         ok.log_metrics({"msrvtt/t2v_R@1": 12.5, "msrvtt/t2v_MedR": 3.0})
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(ok.run_id)
     assert run.info.status == "FINISHED" and run.data.metrics == {"msrvtt/t2v_R1": 12.5, "msrvtt/t2v_MedR": 3.0}
 
     # A store that fails mid-run (a value MLflow refuses): the run ends FAILED, saying what it lacks.
-    with open_tracker(cfg, "eval/broken", {}, stage="evaluate") as broken:
+    with open_tracker(cfg, "eval/broken", {}, stage="evaluate", out=tmp_path / "broken") as broken:
         broken.log_params({"x": "1"})
         broken._call("log metrics", client.log_metric, broken.run_id, "bad@name", 1.0)
         assert not broken.active
@@ -245,7 +274,7 @@ def test_core_imports_without_mlflow() -> None:
         "import sys; sys.modules['mlflow'] = None\n"
         "import cmgh.track, cmgh.train.loop\n"
         "from cmgh import config\n"
-        "t = cmgh.track.open_tracker(config.load(), 'pretrain/ms/gr/seed0', {}, stage='pretrain')\n"
+        "t = cmgh.track.open_tracker(config.load(), 'pretrain/ms/gr/seed0', {}, stage='pretrain', out='run')\n"
         "assert isinstance(t, cmgh.track.NullTracker), t\n"
         "assert 'mlflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
@@ -309,7 +338,7 @@ def test_tracking_server_over_rest(
     url, proc = mlflow_server
     cfg = config_mod.with_overrides(tiny_world, [*SMALL, f"tracking.uri={url}"])
     run_cfg = config_mod.for_variant(cfg, "gr")
-    tracker = open_tracker(run_cfg, "pretrain/ms/gr/seed0", {"backbone": "ms", "variant": "gr", "seed": 0}, stage="pretrain")
+    tracker = open_tracker(run_cfg, "pretrain/ms/gr/seed0", {"backbone": "ms", "variant": "gr", "seed": 0}, stage="pretrain", out=tmp_path / "run")
     with tracker:
         pretrain(cfg, RunSpec("ms", "gr", 0, tmp_path / "run"), tracker=tracker)
 
@@ -326,7 +355,7 @@ def test_tracking_server_over_rest(
 
     # The server dies mid-run: a warning, the run goes on, nothing raised; closing does not wait
     # on the dead server (one more warning: the run cannot be ended there).
-    live = open_tracker(run_cfg, "pretrain/ms/gr/seed1", {"variant": "gr"}, stage="pretrain")
+    live = open_tracker(run_cfg, "pretrain/ms/gr/seed1", {"variant": "gr"}, stage="pretrain", out=tmp_path / "live")
     live.log_metrics({"loss": 1.0}, step=0)
     live.flush()
     assert live.active

@@ -1,4 +1,9 @@
-"""Torch datasets and loaders over the extracted shards (memory-mapped, opened lazily per worker)."""
+"""Torch datasets and loaders over the extracted shards (memory-mapped, opened lazily per worker).
+
+A dataset checks on opening that every shard its index points into has its arrays, long enough
+(headers only), so a truncated or deleted shard is one error naming the file before a run
+starts, not a crash in a loader worker hours into it.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,26 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cmgh import layout
+from cmgh.data.tables import REMAKE, load_array, read_parquet
 from cmgh.errors import DataError
 
 Sample = dict[str, Any]
 
 
 def read_index(root: Path) -> pd.DataFrame:
-    path = Path(root) / layout.FEATURE_INDEX
-    if not path.is_file():
-        raise DataError(f"{path}: feature index not found (run `cmgh data extract` for this dataset)")
-    return pd.read_parquet(path)
+    return read_parquet(Path(root) / layout.FEATURE_INDEX, "feature index")
+
+
+def check_shards(root: Path, index: pd.DataFrame, names: Sequence[str]) -> None:
+    """Each shard ``index`` points into has arrays ``names`` with a row for every index row."""
+    if index.empty:
+        return
+    for shard, row in index.groupby("shard")["row"].max().items():
+        for name in names:
+            path = layout.shard_file(root, int(shard), f"{name}.npy")
+            rows = load_array(path, f"{name} array of shard {int(shard)}").shape[0]
+            if rows <= int(row):
+                raise DataError(f"{path}: truncated: {rows} rows, the index asks for row {int(row)} ({REMAKE})")
 
 
 class ShardedClips(Dataset[Sample]):
@@ -56,6 +71,8 @@ class ShardedClips(Dataset[Sample]):
         self.label_columns = tuple(label_columns)
         self._shards: dict[tuple[int, str], np.ndarray] = {}
         self._has_text = layout.shard_file(self.root, 0, "text.npy").exists()
+        text = ("text", "text_mask") if "text" in self.modalities and self._has_text else ()
+        check_shards(self.root, self.index, [*(m for m in ("video", "audio") if m in self.modalities), *text])
         self._positions = self.index[["shard", "row"]].to_numpy(dtype=np.int64)
 
     def __len__(self) -> int:
@@ -69,7 +86,7 @@ class ShardedClips(Dataset[Sample]):
     def _array(self, shard: int, name: str) -> np.ndarray:
         key = (shard, name)
         if key not in self._shards:
-            self._shards[key] = np.load(layout.shard_file(self.root, shard, f"{name}.npy"), mmap_mode="r")
+            self._shards[key] = load_array(layout.shard_file(self.root, shard, f"{name}.npy"), f"{name} array of shard {shard}")
         return self._shards[key]
 
     def __getitem__(self, i: int) -> Sample:
@@ -137,8 +154,8 @@ class TokenizedTexts(Dataset[Sample]):
         path, table = layout.tokenized_texts(self.root, name)
         if not path.is_file():
             raise DataError(f"{path}: tokenized texts not found (run `cmgh data extract --dataset msrvtt`)")
-        self.tokens = np.load(path)
-        self.table = pd.read_parquet(table)
+        self.tokens = load_array(path, f"tokenized {name}", mmap=False)
+        self.table = read_parquet(table, f"table of the tokenized {name}")
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -6,9 +6,10 @@ Layout of ``<features>/<dataset>/``::
     shards/00000.audio.npy       float32 [n, samples]           (mono, in [-1, 1])
     shards/00000.text.npy        int32   [n, K, L]              (pre-training: K nearest captions)
     shards/00000.text_mask.npy   bool    [n, K]
-    shards/00000.json            per-item status + fingerprint  (written last: marks the shard done)
+    shards/00000.json            per-item status + fingerprint  (written last: marks the shard done
+                                 while the arrays have the shapes it implies, :func:`shard_done`)
     index.parquet                one row per decoded item: item_id, shard, row, dataset columns
-    manifest.csv                 one row per source item: item_id, source, status, reason
+    manifest.csv                 one row per source item: item_id, source, status (``kind: reason``)
     config.yaml                  the resolved config
 
 Items are decoded by a process pool in order; the parent writes each shard as soon as its items
@@ -33,6 +34,7 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.data import CAPTIONED, TOKENIZED, formats, items as items_mod, media, shards
 from cmgh.data.items import Item
+from cmgh.data.tables import load_array
 from cmgh.data.text import Vocabulary
 from cmgh.errors import DataError
 from cmgh.io import atomic_write, atomic_write_json
@@ -40,6 +42,7 @@ from cmgh.io import atomic_write, atomic_write_json
 log = logging.getLogger(__name__)
 
 MODALITIES = ("video", "audio", "text", "text_mask")
+INDEX_COLUMNS = ("item_id", "shard", "row", "source", "has_video")  # then the dataset's own (an empty index has these)
 PAST_END = "skipped: window past the video's end"  # its midpoint is not in the video: a frozen last frame, silence
 
 
@@ -148,27 +151,51 @@ def _decode_star(args: tuple[Item, DecodeSpec]) -> Decoded:
 def fingerprint(spec: DecodeSpec, shard_items: Sequence[Item], root: Path) -> str:
     """Identifies a shard's inputs: a changed setting or item list invalidates the shard.
 
-    Sources count relative to the dataset root, so a moved or copied dataset stays resumable.
+    Sources count relative to the dataset root, so a moved or copied dataset stays resumable; a
+    status decided at planning counts too (an item that became unlabelled is not kept decoded).
     """
-    return shards.fingerprint(spec, [(it.item_id, os.path.relpath(it.source, root), it.start, it.captions) for it in shard_items])
+    rows = [(it.item_id, os.path.relpath(it.source, root), it.start, it.captions, *([it.status] if it.status else [])) for it in shard_items]
+    return shards.fingerprint(spec, rows)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
+def array_layout(spec: DecodeSpec, rows: int) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    """Shape and dtype of each array of a shard holding ``rows`` decoded items (the contract above)."""
+    arrays = {
+        "video": ((rows, spec.frames, spec.size, spec.size, 3), np.dtype(np.uint8)),
+        "audio": ((rows, round(spec.frames / spec.fps * spec.sample_rate)), np.dtype(np.float32)),
+        "text": ((rows, spec.candidates, spec.max_tokens), np.dtype(np.int32)),
+        "text_mask": ((rows, spec.candidates), np.dtype(bool)),
+    }
+    return arrays if spec.with_text else {name: arrays[name] for name in ("video", "audio")}
+
+
+def shard_done(out: Path, k: int, spec: DecodeSpec, group: Sequence[Item], fp: str) -> bool:
+    """The shard's JSON is written for ``fp`` and lists ``group``, and each array exists with the
+    shape and dtype its ok items give it (memory-mapped: the headers are read, not the data)."""
+
+    def check(records: list[dict[str, Any]]) -> bool:
+        if [r["item_id"] for r in records] != [it.item_id for it in group]:
+            raise ValueError("its items differ from the plan")
+        rows = sum(r["status"] == shards.OK for r in records)
+        for name, (shape, dtype) in array_layout(spec, rows).items():
+            path = layout.shard_file(out, k, f"{name}.npy")
+            array = load_array(path, f"{name} array of shard {k}")
+            if array.shape != shape or array.dtype != dtype:
+                raise ValueError(f"{path}: {array.dtype} {array.shape}, expected {dtype} {shape}")
+        return True
+
+    return bool(shards.finished(layout.shard_file(out, k, "json"), fp, check, "decoding"))
+
+
 def _write_shard(out: Path, k: int, spec: DecodeSpec, results: Iterator[Decoded], fp: str) -> None:
     decoded = list(results)
     ok = [d for d in decoded if d.arrays is not None]
-    names = ("video", "audio", "text", "text_mask") if spec.with_text else ("video", "audio")
-    empty = {
-        "video": np.zeros((0, spec.frames, spec.size, spec.size, 3), np.uint8),
-        "audio": np.zeros((0, round(spec.frames / spec.fps * spec.sample_rate)), np.float32),
-        "text": np.zeros((0, spec.candidates, spec.max_tokens), np.int32),
-        "text_mask": np.zeros((0, spec.candidates), bool),
-    }
-    for name in names:
-        array = np.stack([d.arrays[name] for d in ok]) if ok else empty[name]  # type: ignore[index]
+    for name, (shape, dtype) in array_layout(spec, 0).items():
+        array = np.stack([d.arrays[name] for d in ok]) if ok else np.zeros(shape, dtype)  # type: ignore[index]
         _save_npy(layout.shard_file(out, k, f"{name}.npy"), array)
     records = [{"item_id": d.item_id, "status": d.status, "has_video": d.has_video} for d in decoded]
     atomic_write_json(layout.shard_file(out, k, "json"), {"fingerprint": fp, "items": records})
@@ -204,7 +231,7 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
         raise DataError(f"{root}: no items found for dataset {dataset!r}")
     groups = shards.split(planned, int(cfg.features.shard_size))
     prints = [fingerprint(spec, g, root) for g in groups]
-    pending = [k for k, g in enumerate(groups) if not shards.recorded(layout.shard_file(out, k, "json"), prints[k])]
+    pending = [k for k, g in enumerate(groups) if not shard_done(out, k, spec, g, prints[k])]
     todo = [(it, spec) for k in pending for it in groups[k]]
     log.info("%s: %d items in %d shards, %d to decode", dataset, len(planned), len(groups), len(todo))
 
@@ -237,7 +264,7 @@ def _tables(root: Path, out: Path, groups: list[list[Item]], with_text: bool) ->
                     {"item_id": item.item_id, "shard": k, "row": row, "source": source, "has_video": record.get("has_video", True), **item.meta}
                 )
                 row += 1
-    return pd.DataFrame(index_rows), manifest_rows
+    return pd.DataFrame(index_rows, columns=None if index_rows else list(INDEX_COLUMNS)), manifest_rows
 
 
 def _write_msrvtt_text(root: Path, out: Path, vocab: Vocabulary, max_tokens: int) -> None:

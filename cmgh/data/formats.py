@@ -72,10 +72,11 @@ def write_howto100m_videos(path: PathLike, table: pd.DataFrame) -> Path:
     return write_csv(path, HOWTO_VIDEO_COLUMNS, table[list(HOWTO_VIDEO_COLUMNS)].itertuples(index=False))
 
 
-def read_howto100m_videos(path: PathLike) -> pd.DataFrame:
-    """``HowTo100M_v1.csv``: one row per video (``rank``/``task_id`` integers)."""
+def read_howto100m_videos(path: PathLike, lines: bool = False) -> pd.DataFrame:
+    """``HowTo100M_v1.csv``: one row per video (``rank``/``task_id`` integers; ``lines``: and each row's line number)."""
     path, text = read_text(path, f"HowTo100M video list ({layout.HOWTO100M_VIDEOS})")
-    return parse_csv(path, text, HOWTO_VIDEO_COLUMNS, {"video_id": as_text, "category_1": keep, "category_2": keep, "rank": as_int, "task_id": as_int})
+    parsers = {"video_id": as_text, "category_1": keep, "category_2": keep, "rank": as_int, "task_id": as_int}
+    return parse_csv(path, text, HOWTO_VIDEO_COLUMNS, parsers, lines=lines)
 
 
 def write_howto100m_captions(path: PathLike, captions: Mapping[str, Mapping[str, Sequence[Any]]] | Iterable[tuple[str, Mapping[str, Sequence[Any]]]]) -> Path:
@@ -171,11 +172,11 @@ def _kinetics_split(path: Path, line: int | str, field: str, value: Any) -> str:
     return text
 
 
-def read_kinetics(path: PathLike) -> pd.DataFrame:
-    """One Kinetics split CSV ``label,youtube_id,time_start,time_end,split`` (integer seconds)."""
+def read_kinetics(path: PathLike, lines: bool = False) -> pd.DataFrame:
+    """One Kinetics split CSV ``label,youtube_id,time_start,time_end,split`` (integer seconds; ``lines``: and each row's line number)."""
     path, text = read_text(path, "Kinetics annotation CSV")
     parsers = {"label": as_text, "youtube_id": as_text, "time_start": as_int, "time_end": as_int, "split": _kinetics_split}
-    table = parse_csv(path, text, KINETICS_COLUMNS, parsers)
+    table = parse_csv(path, text, KINETICS_COLUMNS, parsers, lines=lines)
     return table.astype({"time_start": "int64", "time_end": "int64"})
 
 
@@ -221,11 +222,11 @@ def _mids(path: Path, line: int | str, field: str, value: Any) -> list[str]:
     return mids
 
 
-def read_audioset_segments(path: PathLike) -> pd.DataFrame:
-    """``YTID, start_seconds, end_seconds, positive_labels`` (labels as a list of MIDs)."""
+def read_audioset_segments(path: PathLike, lines: bool = False) -> pd.DataFrame:
+    """``YTID, start_seconds, end_seconds, positive_labels`` (labels as a list of MIDs; ``lines``: and each row's line number)."""
     path, text = read_text(path, "AudioSet segments CSV")
     parsers = {"YTID": as_text, "start_seconds": as_float, "end_seconds": as_float, "positive_labels": _mids}
-    table = parse_csv(path, text, AUDIOSET_COLUMNS, parsers, header=False, skipinitialspace=True)
+    table = parse_csv(path, text, AUDIOSET_COLUMNS, parsers, header=False, skipinitialspace=True, lines=lines)
     return table.astype({"start_seconds": "float64", "end_seconds": "float64"})
 
 

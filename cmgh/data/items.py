@@ -3,10 +3,18 @@
 The annotation readers (``cmgh.data.formats``) turn the real files into tables; this module turns
 those tables into clip windows with their metadata, independent of how the media are decoded.
 The pre-training ground truth (``noise_labels.csv``) is never read here.
+
+An item that cannot be extracted is planned with its manifest status instead of stopping the
+dataset: an id that is not a safe file name is :data:`INVALID_ID` (the download's status) naming
+the annotation file and line (:func:`id_status`); an AudioSet segment without a label of the class
+list is :data:`NO_LABEL`, and the labels outside the class list are counted and reported.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +25,14 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data import formats, youtube8m
+from cmgh.data.download.fetch import INVALID_ID
+from cmgh.data.tables import LINE
+from cmgh.errors import DataError
 from cmgh.io import safe_id
 
+log = logging.getLogger(__name__)
 Meta = dict[str, Any]
+NO_LABEL = "skipped: no known label"  # an AudioSet segment none of whose labels is in the class list
 
 
 @dataclass(frozen=True)
@@ -31,7 +44,36 @@ class Item:
     start: float | None  # None centres the window in the file (pre-cut downstream clips)
     meta: Meta = field(default_factory=dict)
     captions: tuple[str, ...] = ()
-    status: str | None = None  # decided at planning, nothing to decode (a YouTube-8M record without a YouTube id)
+    status: str | None = None  # decided at planning, nothing to decode (no YouTube id, an unsafe id, no known label)
+
+
+def id_status(value: str, what: str, where: str) -> str | None:
+    """None when ``value`` is safe as a file name, else the manifest status of its item:
+    :data:`INVALID_ID`, where the annotation names it and why."""
+    try:
+        safe_id(value, what)
+    except DataError as exc:
+        return f"{INVALID_ID}: {where}: {exc}"
+    return None
+
+
+def line_of(root: Path, path: Path, line: int) -> str:
+    """Where a row of an annotation file is, as a manifest names it (``HowTo100M_v1.csv line 12``)."""
+    return f"{os.path.relpath(path, root)} line {int(line)}"
+
+
+def howto100m_videos(root: Path) -> list[tuple[str, str | None]]:
+    """The ids of ``HowTo100M_v1.csv`` in order, each with None or its :func:`id_status`."""
+    path = root / layout.HOWTO100M_VIDEOS
+    videos = formats.read_howto100m_videos(path, lines=True)
+    return [(vid, id_status(vid, "video_id", line_of(root, path, n))) for vid, n in zip(videos["video_id"], videos[LINE], strict=True)]
+
+
+def youtube8m_status(root: Path, row: Any) -> str | None:
+    """A video of :func:`youtube8m.read_videos` that cannot be extracted: no YouTube id, or an unsafe one."""
+    if not row.youtube_id:
+        return youtube8m.NO_YOUTUBE_ID
+    return id_status(row.youtube_id, "youtube_id", os.path.relpath(layout.youtube8m_record_file(root, row.record), root))
 
 
 def clip_seconds(features: Any) -> float:
@@ -86,11 +128,13 @@ def windows(video_id: str, source: Path, track: pd.DataFrame, features: Any, met
 
 def howto100m_items(root: Path, features: Any) -> list[Item]:
     """Non-overlapping clips from the start of each video, each with its nearest captions."""
-    videos = formats.read_howto100m_videos(root / layout.HOWTO100M_VIDEOS)
     tracks, empty = caption_tracks(root / layout.HOWTO100M_CAPTIONS)
     length = clip_seconds(features)
     items: list[Item] = []
-    for video_id in videos["video_id"]:
+    for video_id, status in howto100m_videos(root):
+        if status is not None:
+            items.append(Item(video_id, root / layout.HOWTO100M_VIDEOS, None, status=status))
+            continue
         track = tracks.get(video_id, empty)
         # Clips must overlap the narrated part of the video: the last caption bounds it.
         horizon = float(track["end"].max()) if not track.empty else length
@@ -102,13 +146,14 @@ def youtube8m_items(root: Path, features: Any) -> list[Item]:
     """Windows of every video of the records (all splits: pre-training uses them all) as for
     HowTo100M, but over the whole video, not the captioned part (the corpus is non-narrative): a
     video without automatic captions gives windows without text (video-audio pairs). A record whose
-    pseudo id has no YouTube id is one item with status :data:`youtube8m.NO_YOUTUBE_ID`."""
+    pseudo id has no YouTube id (or an unsafe one) is one item with its :func:`youtube8m_status`."""
     videos = youtube8m.read_videos(root)
     tracks, empty = caption_tracks(root / layout.YOUTUBE8M_CAPTIONS)
     items: list[Item] = []
     for row in videos.itertuples(index=False):
-        if not row.youtube_id:
-            items.append(Item(row.record_id, layout.youtube8m_record_file(root, row.record), None, status=youtube8m.NO_YOUTUBE_ID))
+        status = youtube8m_status(root, row)
+        if status is not None:
+            items.append(Item(row.youtube_id or row.record_id, layout.youtube8m_record_file(root, row.record), None, status=status))
             continue
         source = layout.video_file(root, safe_id(row.youtube_id, "youtube_id"))
         meta = {"record_id": row.record_id, "labels": list(row.labels)}
@@ -117,15 +162,24 @@ def youtube8m_items(root: Path, features: Any) -> list[Item]:
 
 
 def kinetics_items(root: Path) -> list[Item]:
-    tables = [formats.read_kinetics(root / layout.KINETICS_ANNOTATIONS_DIR / name) for name in layout.KINETICS_SPLIT_FILES.values()]
+    tables = []
+    for name in layout.KINETICS_SPLIT_FILES.values():
+        path = root / layout.KINETICS_ANNOTATIONS_DIR / name
+        table = formats.read_kinetics(path, lines=True)
+        tables.append(table.assign(annotation=[path] * len(table), where=[line_of(root, path, n) for n in table[LINE]]))
     table = pd.concat([t for t in tables if not t.empty], ignore_index=True)
     classes = sorted(table["label"].unique())
     index_of = {label: i for i, label in enumerate(classes)}
     items = []
     for row in table.itertuples(index=False):
+        item_id = f"{row.youtube_id}_{int(row.time_start):06d}_{int(row.time_end):06d}"
+        status = id_status(row.youtube_id, "youtube_id", row.where)
+        if status is not None:
+            items.append(Item(item_id, row.annotation, None, status=status))
+            continue
         items.append(
             Item(
-                item_id=f"{row.youtube_id}_{int(row.time_start):06d}_{int(row.time_end):06d}",
+                item_id=item_id,
                 source=formats.kinetics_clip_path(root, row),
                 start=None,
                 meta={"youtube_id": row.youtube_id, "label": row.label, "label_index": index_of[row.label], "split": row.split},
@@ -145,38 +199,69 @@ PRETRAIN_SPLITS: dict[str, tuple[str, ...]] = {"audioset": (AUDIOSET_SPLITS[layo
 
 
 def audioset_items(root: Path, segment_files: Mapping[str, str] = AUDIOSET_SPLITS) -> list[Item]:
-    """One item per segment of the ``segment_files`` (CSV name -> split) that exist, labels as class indices."""
+    """One item per segment of the ``segment_files`` (CSV name -> split) that exist, labels as class
+    indices. A label outside the class list is dropped and counted (:func:`report_unknown_labels`);
+    a segment left without one is an item with status :data:`NO_LABEL`."""
     classes = formats.read_audioset_classes(root / layout.AUDIOSET_CLASSES)
     index_of = dict(zip(classes["mid"], classes["index"], strict=True))
     items = []
+    unknown: Counter[str] = Counter()
+    segments = 0
     for filename, split in segment_files.items():
         path = root / filename
         if not path.exists():
             continue
-        for row in formats.read_audioset_segments(path).itertuples(index=False):
+        for row in formats.read_audioset_segments(path, lines=True).itertuples(index=False):
+            item_id = f"{row.YTID}_{int(row.start_seconds)}"
+            status = id_status(row.YTID, "YTID", line_of(root, path, getattr(row, LINE)))
+            if status is not None:
+                items.append(Item(item_id, path, None, status=status))
+                continue
             labels = sorted(int(index_of[m]) for m in row.positive_labels if m in index_of)
+            missing = [m for m in row.positive_labels if m not in index_of]
+            unknown.update(missing)
+            segments += bool(missing)
             items.append(
                 Item(
-                    item_id=f"{row.YTID}_{int(row.start_seconds)}",
+                    item_id=item_id,
                     source=formats.audioset_clip_path(root, row),
                     start=None,
                     meta={"YTID": row.YTID, "split": split, "labels": labels},
+                    status=None if labels else NO_LABEL,
                 )
             )
+    report_unknown_labels(root, unknown, segments, sum(it.status == NO_LABEL for it in items))
     return items
 
 
+def report_unknown_labels(root: Path, unknown: Counter[str], segments: int, unlabelled: int) -> None:
+    """One warning for the labels of the segment files missing from the class list."""
+    if not unknown:
+        return
+    names = ", ".join(sorted(unknown)[:8]) + (", ..." if len(unknown) > 8 else "")
+    log.warning(
+        "%s: %s of %s are not in %s (%s): ignored; %s with no known label left out (manifest status %r)",
+        root, _count(sum(unknown.values()), "label"), _count(segments, "segment"), layout.AUDIOSET_CLASSES, names,
+        _count(unlabelled, "segment"), NO_LABEL,
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def msrvtt_items(root: Path) -> list[Item]:
-    videos, _ = formats.read_msrvtt_info(root / layout.MSRVTT_INFO)
-    return [
-        Item(
-            item_id=row.video_id,
-            source=layout.video_file(root, safe_id(row.video_id, "video_id")),
-            start=None,
-            meta={"video_id": row.video_id, "split": row.split, "category": int(row.category)},
-        )
-        for row in videos.itertuples(index=False)
-    ]
+    path = root / layout.MSRVTT_INFO
+    videos, _ = formats.read_msrvtt_info(path)
+    items = []
+    for i, row in enumerate(videos.itertuples(index=False)):
+        status = id_status(row.video_id, "video_id", f"{layout.MSRVTT_INFO} videos[{i}]")
+        if status is not None:
+            items.append(Item(row.video_id, path, None, status=status))
+            continue
+        meta = {"video_id": row.video_id, "split": row.split, "category": int(row.category)}
+        items.append(Item(row.video_id, layout.video_file(root, safe_id(row.video_id, "video_id")), None, meta))
+    return items
 
 
 def msrvtt_texts(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

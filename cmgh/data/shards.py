@@ -2,9 +2,11 @@
 
 Items are split into fixed-size groups, one shard each; a shard's inputs hash to a fingerprint
 that its JSON (written last) records, so a re-run skips every finished shard and a changed
-setting or item list redoes exactly the shards it touches. Items are processed by a process pool
-in order, with a bounded number in flight, so the parent writes each shard as soon as its items
-are in and never holds more than a few results (a packed video is megabytes).
+setting or item list redoes exactly the shards it touches. A shard is finished only when its
+files check out too (:func:`finished`): a truncated or deleted array or tar is made again.
+Items are processed by a process pool in order, with a bounded number in flight, so the parent
+writes each shard as soon as its items are in and never holds more than a few results (a packed
+video is megabytes).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import multiprocessing as mp
 import sys
+import tarfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,14 +26,17 @@ import pandas as pd
 from tqdm import tqdm
 
 from cmgh import layout
+from cmgh.data.download.fetch import INVALID_ID
+from cmgh.errors import DataError
 from cmgh.io import atomic_write, atomic_write_text, json_digest
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ("item_id", "source", "status")
 OK = "ok"
 # An item decoded (or packed) fine whose video has no captions: a video-audio pair. Readers that
-# take the status before its colon (the counts below, the index builders) see ``ok``.
+# take the status before its colon see ``ok``.
 NO_CAPTIONS = "ok: no captions"
+DETAILED = ("corrupt", INVALID_ID)  # statuses whose text after the colon is the item's own (a reason, a line)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,6 +57,19 @@ def recorded(shard_json: Path, fp: str) -> bool:
         return json.loads(shard_json.read_text())["fingerprint"] == fp
     except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def finished(shard_json: Path, fp: str, check: Callable[[list[dict[str, Any]]], R], redo: str) -> R | None:
+    """``check(records)`` (the per-item records of the shard's JSON) when the JSON carries
+    fingerprint ``fp`` and ``check`` finds the shard's files intact, else None: the shard is to be
+    made again (``redo``: how, for the warning). ``check`` raises to say the files are damaged."""
+    if not recorded(shard_json, fp):
+        return None
+    try:
+        return check(json.loads(shard_json.read_text())["items"])
+    except (OSError, ValueError, KeyError, TypeError, tarfile.TarError, DataError) as exc:
+        log.warning("%s: damaged (%s); %s the shard again", shard_json.with_suffix(""), " ".join(str(exc).split())[:300], redo)
+        return None
 
 
 def progress(total: int, desc: str) -> tqdm:
@@ -126,6 +145,34 @@ def manifest_status(status: str, uncaptioned: bool) -> str:
     return NO_CAPTIONS if status == OK and uncaptioned else status
 
 
+def summary_key(status: str) -> str:
+    """How the summary line counts a status: ``corrupt`` and ``invalid id`` without their per-item
+    detail, every other status whole (``ok: no captions``, ``skipped: no known label``)."""
+    kind = status.split(":")[0]
+    return kind if kind in DETAILED else status
+
+
+def read_manifest(folder: Path) -> pd.DataFrame:
+    """A feature folder's manifest (every source item with its status); a missing or malformed one
+    is one DataError naming it."""
+    path = folder / layout.FEATURE_MANIFEST
+    try:
+        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (run `cmgh data extract` for this dataset)") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({' '.join(str(exc).split())[:160]}); expected columns {', '.join(MANIFEST_COLUMNS)}") from None
+    if list(manifest.columns) != list(MANIFEST_COLUMNS):
+        raise DataError(f"{path}: columns {list(manifest.columns)}, expected {list(MANIFEST_COLUMNS)}")
+    return manifest
+
+
+def left_out(folder: Path) -> dict[str, int]:
+    """How many source items of a feature folder its index lacks, per :func:`summary_key` of their status."""
+    status = read_manifest(folder)["status"]
+    return {str(k): int(v) for k, v in status[status.str.split(":").str[0] != OK].map(summary_key).value_counts().items()}
+
+
 def write_tables(cfg: Any, out: Path, dataset: str, index: pd.DataFrame, manifest_rows: Iterable[dict[str, Any]]) -> Path:
     """The manifest (every source item with its status), the resolved config and, last, the index
     (the rule's output) of a finished feature folder; returns the index path."""
@@ -134,6 +181,5 @@ def write_tables(cfg: Any, out: Path, dataset: str, index: pd.DataFrame, manifes
     cfg.write(out)
     index_path = out / layout.FEATURE_INDEX
     atomic_write(index_path, lambda fh: index.to_parquet(fh, index=False))
-    counts = manifest["status"].map(lambda s: s if s == NO_CAPTIONS else s.split(":")[0]).value_counts().to_dict()
-    log.info("%s: %s -> %s", dataset, counts, out)
+    log.info("%s: %s -> %s", dataset, manifest["status"].map(summary_key).value_counts().to_dict(), out)
     return index_path

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from cmgh import layout
@@ -28,6 +27,7 @@ from cmgh.data import augment, media
 from cmgh.data.datasets import ShardedClips
 from cmgh.data.items import nearest
 from cmgh.data.schedule import generator
+from cmgh.data.tables import REMAKE, read_parquet
 from cmgh.data.text import Vocabulary
 from cmgh.errors import DataError
 
@@ -121,7 +121,7 @@ class PackedSource:
         path = self.folder / layout.FEATURE_INDEX
         if not path.is_file():
             raise DataError(f"{path}: packed index not found (run `cmgh data extract` with features.format=packed)")
-        index = pd.read_parquet(path)
+        index = read_parquet(path, "packed index")
         missing = [c for c in layout.PACKED_INDEX_COLUMNS if c not in index.columns]
         if missing:
             raise DataError(f"{path}: packed index lacks columns {missing}; expected {list(layout.PACKED_INDEX_COLUMNS)}")
@@ -130,6 +130,7 @@ class PackedSource:
         self.vocab = vocab
         self._shard_rows = {int(s): g.index.to_numpy() for s, g in self.index.groupby("shard", sort=True)}
         self._columns = {c: self.index[c].to_numpy() for c in layout.PACKED_INDEX_COLUMNS}
+        self._check_shards()
         self.device_jitter = bool(device_jitter)
         self.bytes_read = 0
         self._files: dict[int, tuple[int, int]] = {}  # shard -> (descriptor, file size)
@@ -137,6 +138,19 @@ class PackedSource:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def _check_shards(self) -> None:
+        """Every tar the index points into exists and holds the members' byte ranges (one stat per
+        shard): a truncated shard is refused before a run, not skipped sample by sample."""
+        ends = self.index[["mp4_offset", "mp4_size"]].sum(axis=1).combine(self.index[["json_offset", "json_size"]].sum(axis=1), max)
+        for shard, end in ends.groupby(self.index["shard"]).max().items():
+            path = layout.shard_file(self.folder, int(shard), "tar")
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise DataError(f"{path}: missing (expected the tar shard the packed index points into; {REMAKE})") from None
+            if size < int(end):
+                raise DataError(f"{path}: truncated: {size} bytes, the index reads up to byte {int(end)} ({REMAKE})")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

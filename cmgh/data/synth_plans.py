@@ -66,7 +66,16 @@ class Plan:
     name: str
     root: Path
     jobs: list[Job] = field(default_factory=list)
-    writers: list[tuple[Any, ...]] = field(default_factory=list)  # (function, path, *args)
+    writers: list[tuple[Any, ...]] = field(default_factory=list)  # (function, path, *args): function(path, *args) writes path
+
+    def outputs(self) -> list[Path]:
+        """Every file the plan writes (clips, then annotation files), known before any is written."""
+        return [Path(job.path) for job in self.jobs] + [Path(path) for _, path, *_ in self.writers]
+
+
+def written(path: Path, writer: Any, *args: Any) -> Path:
+    """``writer(*args)``, which writes ``path``: a plan entry for a writer that takes its folder, not its file."""
+    return writer(*args)
 
 
 # --------------------------------------------------------------------------------------------

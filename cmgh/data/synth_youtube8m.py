@@ -35,6 +35,7 @@ from cmgh.data.synth_plans import (
     media_key,
     media_settings,
     other_concepts,
+    written,
     youtube_id,
 )
 
@@ -124,13 +125,13 @@ def plan_youtube8m(cfg: Any, root: Path) -> Plan:
         if texts:
             captions[ytid] = {"start": starts, "end": ends, "text": texts}
         plan.jobs.append(Job(str(layout.video_file(root, ytid)), media_key(seed, NAME, 0, i), tuple(segments), media_settings(cfg), (n_concepts, seed)))
-        plan.writers.append((youtube8m.write_lookup, root, pid, ytid))  # the site's side, for a mirror or a test server
+        plan.writers.append((written, layout.youtube8m_lookup(root, pid), youtube8m.write_lookup, root, pid, ytid))  # the site's side, for a mirror or a test server
     check_unique(pseudo_ids, "pseudo id")
     check_unique(youtube_ids, "youtube id")
     for (split, number), examples in sorted(records.items()):
         plan.writers.append((youtube8m.write_records, layout.youtube8m_record(root, split, number), examples))
     plan.writers += [
-        (youtube8m.write_ids, root, dict(zip(pseudo_ids, youtube_ids, strict=True))),
+        (written, layout.youtube8m_ids(root), youtube8m.write_ids, root, dict(zip(pseudo_ids, youtube_ids, strict=True))),
         (youtube8m.write_vocabulary, root / layout.YOUTUBE8M_VOCABULARY, vocabulary(concepts, classes, train_counts, seed)),
         (formats.write_howto100m_captions, root / layout.YOUTUBE8M_CAPTIONS, captions),
         (formats.write_noise_labels, root / layout.NOISE_LABELS, pd.DataFrame(noise, columns=list(formats.NOISE_COLUMNS))),

@@ -1,7 +1,8 @@
-"""Validated CSV and JSON reading and deterministic writing, shared by every dataset format.
+"""Validated reading (CSV, JSON, Parquet tables, ``.npy`` arrays) and deterministic writing, shared by every dataset format.
 
 Errors name the file, the 1-based line (header and comment lines included) or JSON field, the
-value and what was expected, so a bad row in a million-line annotation file is found at once.
+value and what was expected, so a bad row in a million-line annotation file is found at once; a
+damaged feature file (index table, shard array) is one line naming it and how to remake it.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cmgh.errors import DataError
@@ -21,6 +24,8 @@ from cmgh.io import atomic_write_text
 from cmgh.layout import PathLike
 
 Parser = Callable[[Path, int | str, str, Any], Any]
+LINE = "line"  # the column of 1-based line numbers that ``parse_csv(..., lines=True)`` adds
+REMAKE = "run `cmgh data extract` for this dataset again"
 
 
 def bad(path: Path, line: int | str, field: str, value: Any, expected: str) -> DataError:
@@ -99,11 +104,13 @@ def parse_csv(
     header: bool = True,
     skipinitialspace: bool = False,
     optional_index: bool = False,
+    lines: bool = False,
 ) -> pd.DataFrame:
     """Parse a CSV whose header (or, without one, whose rows) has exactly ``columns``.
 
     ``optional_index`` tolerates the unnamed leading index column pandas writes by default (some
-    public copies of the MSR-VTT test CSV have one).
+    public copies of the MSR-VTT test CSV have one). ``lines`` adds column :data:`LINE`, each
+    row's 1-based line number, for messages about a row found bad later (an unsafe id).
     """
     rows = iter(csv_rows(path, text, skipinitialspace))
     drop_first = False
@@ -118,6 +125,7 @@ def parse_csv(
         if names != list(columns):
             raise DataError(f"{path}: line {line}: header {','.join(names)!r} is not {','.join(columns)!r}")
     records: dict[str, list[Any]] = {c: [] for c in columns}
+    numbers: list[int] = []
     for line, fields in rows:
         if drop_first:
             fields = fields[1:]
@@ -125,7 +133,11 @@ def parse_csv(
             raise DataError(f"{path}: line {line}: {len(fields)} fields, expected {len(columns)} ({', '.join(columns)})")
         for name, value in zip(columns, fields, strict=True):
             records[name].append(parsers.get(name, as_text)(path, line, name, value))
-    return pd.DataFrame(records, columns=list(columns))
+        numbers.append(line)
+    table = pd.DataFrame(records, columns=list(columns))
+    if lines:
+        table[LINE] = pd.Series(numbers, dtype="int64")
+    return table
 
 
 def write_csv(path: PathLike, header: Sequence[str] | None, rows: Iterable[Sequence[Any]], prelude: str = "") -> Path:
@@ -156,3 +168,32 @@ def field_of(row: Any, name: str) -> Any:
 def seconds(value: float) -> str:
     """Times as HowTo100M/MSR-VTT write them: shortest repr, deterministic."""
     return repr(float(value))
+
+
+def read_parquet(path: PathLike, what: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A feature table (an ``index.parquet``, a tokenized text table); a missing or unreadable
+    file is one DataError naming it instead of pyarrow's traceback."""
+    import pyarrow
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found ({REMAKE})")
+    try:
+        return pd.read_parquet(path, columns=list(columns) if columns is not None else None)
+    except (OSError, ValueError, pyarrow.ArrowException) as exc:
+        reason = " ".join(re.sub(r"^Could not open Parquet input source '.*?':", "", str(exc)).split())[:160]
+        raise DataError(f"{path}: not a readable Parquet table ({reason}); expected the {what} ({REMAKE})") from None
+
+
+def load_array(path: PathLike, what: str, mmap: bool = True) -> np.ndarray:
+    """A ``.npy`` array (memory-mapped by default: only its header is read, whatever its size); a
+    missing, truncated or foreign file is one DataError naming it."""
+    path = Path(path)
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (expected the {what}; {REMAKE})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        truncated = any(sign in str(exc) for sign in ("length is greater", "EOF", "cannot reshape"))
+        reason = "truncated" if truncated else "not a .npy array"
+        raise DataError(f"{path}: {reason} (expected the {what}; {REMAKE})") from None

@@ -63,11 +63,30 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
+        """The vocabulary saved at ``path``; anything but a JSON object whose ``tokens`` is a list of
+        distinct strings starting with ``<pad>``, ``<unk>`` is one DataError naming the file."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: vocabulary not found (run `cmgh data vocab` first)")
+
+        def bad(detail: str) -> DataError:
+            return DataError(f'{path}: not a vocabulary file ({detail}; expected JSON {{"tokens": ["{PAD}", "{UNK}", words...]}} as `cmgh data vocab` writes it)')
+
         try:
-            tokens = json.loads(path.read_text(encoding="utf-8"))["tokens"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: not a vocabulary file (expected JSON with a 'tokens' list: {exc})") from None
-        return cls(list(tokens))
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise bad(f"byte {exc.start}: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise bad(f"line {exc.lineno} column {exc.colno}: not valid JSON, {exc.msg}") from None
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list):
+            raise bad("no 'tokens' list")
+        first: dict[str, int] = {}
+        for i, tok in enumerate(tokens):
+            if not isinstance(tok, str) or not tok:
+                raise bad(f"tokens[{i}]: {tok!r} is not a non-empty string")
+            if first.setdefault(tok, i) != i:
+                raise bad(f"tokens[{i}]: {tok!r} appears twice, first at tokens[{first[tok]}]")
+        if tokens[:2] != [PAD, UNK]:
+            raise bad(f"the tokens start with {tokens[:2]}")
+        return cls(tokens)

@@ -1,11 +1,14 @@
 """AudioSet audio tagging: a multi-label linear probe on frozen audio features.
 
 Metrics: ``mAP``, ``mAUC``, ``d_prime`` on the eval split, ``val_mAP`` on a held-out part of
-train (a fixed permutation of the item ids, the same for every checkpoint).
+train (a fixed permutation of the item ids, the same for every checkpoint). The segments that
+extraction left out (missing, corrupt, no known label, invalid id: the feature manifest) are
+counted in ``params.left_out`` and named in a warning, so a score over fewer segments says so.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data import formats
+from cmgh.data import formats, shards
 from cmgh.errors import DataError
 from cmgh.evaluate import TASK_DATASETS
 from cmgh.evaluate import embeddings as E
@@ -24,6 +27,7 @@ from cmgh.evaluate import probe as P
 from cmgh.evaluate.encoder import Encoder
 from cmgh.evaluate.registry import register
 
+log = logging.getLogger(__name__)
 DATASET = TASK_DATASETS["audioset"]
 SPLIT_SEED = 0  # the held-out validation part of train
 
@@ -44,6 +48,10 @@ def run(cfg: Config, enc: Encoder, out: Path, timer: E.Timer) -> tuple[dict[str,
     root = layout.feature_dir(cfg.path("features"), DATASET)
     num_classes = len(formats.read_audioset_classes(layout.audioset_classes(cfg.path("data"))))
     train_all, test = E.nonempty_split(root, "train", ("audio",)), E.nonempty_split(root, "eval", ("audio",))
+    left_out = shards.left_out(root)
+    if left_out:
+        log.warning("audioset: segments left out of the evaluation: %d (%s; see %s)", sum(left_out.values()),
+                    ", ".join(f"{k}: {v}" for k, v in sorted(left_out.items())), root / layout.FEATURE_MANIFEST)
     model = enc.model
     key = E.fingerprint("audioset", "audio/rep", enc.digest, E.index_digest(cfg.path("features"), DATASET))
 
@@ -84,6 +92,8 @@ def run(cfg: Config, enc: Encoder, out: Path, timer: E.Timer) -> tuple[dict[str,
         "n_fit": len(fit_rows),
         "n_val": len(val_rows),
         "n_eval": len(test),
+        "left_out": sum(left_out.values()),
+        "left_out_statuses": left_out,
         "classes_with_eval_positives": int((y_test.sum(0) > 0).sum()),
         "feature_dim": int(x["train"].shape[1]),
         "feature_cache_hit": hit,

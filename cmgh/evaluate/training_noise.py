@@ -19,6 +19,7 @@ import pandas as pd
 
 from cmgh import config as config_mod
 from cmgh import layout
+from cmgh.data.tables import read_parquet
 from cmgh.errors import DataError
 from cmgh.evaluate.metrics import binary_auroc
 from cmgh.evaluate.noise_truth import DUMP_COLUMNS, TARGETS, TRAINING_INDICATORS, corpus_labels, label_clips, labelled_corpora, loss_total
@@ -76,7 +77,7 @@ def _corpus_auroc(scores: pd.DataFrame, dataset: str, data_root: Path, features_
     index_path = layout.corpus_dir(features_root, dataset, fmt) / layout.FEATURE_INDEX
     if not index_path.is_file():
         raise DataError(f"{index_path}: the {dataset} corpus index is missing (needed to join its scores with {layout.NOISE_LABELS})")
-    index = pd.read_parquet(index_path, columns=["item_id", "video_id"])
+    index = read_parquet(index_path, f"{dataset} corpus index", columns=["item_id", "video_id"])
     rows = scores.assign(row=np.arange(len(scores))).merge(index, on="item_id")
     clips = rows[["row", "video_id", "clip_start", "clip_end"]].rename(columns={"row": "item_id"})
     truth = label_clips(clips, corpus_labels(data_root, dataset)).rename(columns={"item_id": "row"})

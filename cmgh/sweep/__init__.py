@@ -4,9 +4,10 @@ One study = one Optuna study in ``sweep.storage`` (sqlite by default, any SQLAlc
 workers, ``journal:PATH`` for Optuna's journal file) + one MLflow parent run ``sweep/{study}`` +
 one folder ``{paths.results}/sweep/{study}/`` (names in :mod:`cmgh.layout`)::
 
+    study.yaml                  the study's name and storage (masked): a study of another storage is refused here
     trial{N}/pretrain/          the trial's pre-training run (checkpoint, config, train log)
     trial{N}/eval/step{S}/      validation evaluations (intermediate values + the final one)
-    trials.csv                  study.trials_dataframe()
+    trials.csv                  study.trials_dataframe() (this and the files below: once a trial completed)
     best_params.yaml            the best trial's sampled values as config overrides
     tuned_variant.yaml          ``variants: {tuned: ...}``: base variant + best values (a config fragment)
     optimization_history.png, param_importances.png, parallel_coordinate.png
@@ -43,11 +44,12 @@ from cmgh.sweep.storage import (
     open_study,
     redacted,
     storage_url,
+    study_name,
 )
 from cmgh.sweep.study import run_study
 
 __all__ = [
     "FINISHED", "Objective", "SweepError", "base_variant", "dashboard_command", "finished_trials", "make_pruner",
-    "make_sampler", "make_storage", "open_study", "redacted", "run_study", "search_space", "storage_url", "suggest",
+    "make_sampler", "make_storage", "open_study", "redacted", "run_study", "search_space", "storage_url", "study_name", "suggest",
     "trial_config", "tuned_set_option", "tuned_variant", "validation_value", "write_outputs", "write_plots",
 ]  # fmt: skip

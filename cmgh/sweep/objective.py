@@ -13,7 +13,7 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.evaluate import VALIDATION_METRICS
 from cmgh.sweep.space import search_space, suggest, trial_config
-from cmgh.sweep.storage import SweepError
+from cmgh.sweep.storage import SweepError, study_name
 
 
 def validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
@@ -36,9 +36,9 @@ def validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
 class Objective:
     """``trial -> validation value``: pre-train with the sampled values, evaluate on validation."""
 
-    def __init__(self, cfg: Config, study_name: str) -> None:
+    def __init__(self, cfg: Config, name: str) -> None:
         self.cfg = cfg
-        self.study_name = study_name
+        self.study_name = study_name(cfg, name)
         self.space = search_space(cfg)
         self.results = cfg.path("results")
 
@@ -70,7 +70,8 @@ class Objective:
         run_dir = layout.trial_pretrain_dir(self.results, study, number)
         tags = {"study": study, "trial": trial.number, "backbone": cfg.sweep.backbone, "variant": name,
                 "base_variant": cfg.sweep.base_variant, "objective": cfg.sweep.objective}
-        with open_tracker(run_cfg, layout.trial_key(study, number), tags, nested_under=layout.study_key(study), stage="sweep_trial") as tracker:
+        with open_tracker(run_cfg, layout.trial_key(study, number), tags, nested_under=layout.study_dir(self.results, study), stage="sweep_trial",
+                          out=layout.trial_dir(self.results, study, number)) as tracker:
             tracker.log_params({f"optuna.{k}": v for k, v in params.items()})
 
             def on_step(done: int, model: Any) -> None:

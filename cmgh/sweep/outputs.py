@@ -1,4 +1,5 @@
-"""A study's files: trials.csv, best_params.yaml, tuned_variant.yaml and the plots, all atomic."""
+"""A study's files: trials.csv, best_params.yaml, tuned_variant.yaml and the plots, all atomic, all
+from one study of one storage (study.yaml records which, masked) and only once it has a best trial."""
 
 from __future__ import annotations
 
@@ -15,25 +16,69 @@ from optuna.trial import TrialState
 from cmgh import config as config_mod
 from cmgh import keypaths, layout
 from cmgh.config import Config
+from cmgh.errors import ConfigError
 from cmgh.io import atomic_path, atomic_write_text
-from cmgh.sweep.storage import SweepError
+from cmgh.sweep.storage import JOURNAL, SweepError, redacted, storage_url
+from cmgh.track.uri import SQLITE
 
 log = logging.getLogger(__name__)
 
 
+def _record(cfg: Config, name: str) -> dict[str, str]:
+    """The study and its storage, masked; a file under the results as ``{paths.results}/...`` so that
+    a results tree moved or copied whole still matches its own storage."""
+    url, results = redacted(storage_url(cfg)), f"{cfg.path('results')}/"
+    for scheme in (SQLITE, JOURNAL):
+        if url.startswith(scheme + results):
+            url = f"{scheme}{{paths.results}}/{url[len(scheme + results):]}"
+    return {"study": name, "storage": url}
+
+
+def check_study_dir(cfg: Config, name: str) -> Path:
+    """The study's folder, unless it holds the outputs of a study in another storage (its study.yaml
+    says which): two storages' trials never mix in one folder, checked before either is opened."""
+    out = layout.study_dir(cfg.path("results"), name)
+    path = out / layout.STUDY_RECORD
+    if not path.is_file():
+        if (out / layout.TRIALS).exists() or (out / layout.BEST_PARAMS).exists():
+            log.warning("%s: outputs without a %s (an older cmgh): assuming they came from %s", out, layout.STUDY_RECORD, _record(cfg, name)["storage"])
+        return out
+    try:
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{path}: not a cmgh study record ({type(exc).__name__})") from None
+    mine = _record(cfg, name)
+    if not isinstance(recorded, dict) or recorded.get("storage") != mine["storage"]:
+        theirs = recorded.get("storage") if isinstance(recorded, dict) else None
+        raise ConfigError(f"{out}: holds study {name} of storage {theirs}, not {mine['storage']} "
+                          "(use another sweep.study, or move the folder away)")
+    return out
+
+
+def record_study_dir(cfg: Config, name: str) -> Path:
+    """Claim the study's folder for the study just opened (study.yaml: its name and masked storage)."""
+    out = layout.study_dir(cfg.path("results"), name)
+    if (out / layout.STUDY_RECORD).is_file():
+        return check_study_dir(cfg, name)
+    atomic_write_text(out / layout.STUDY_RECORD, yaml.safe_dump(_record(cfg, name), sort_keys=False))
+    return out
+
+
 def write_outputs(cfg: Config, study: optuna.Study) -> Path:
-    """trials.csv, best_params.yaml, tuned_variant.yaml and the plots of ``study``, atomically."""
-    out = layout.study_dir(cfg.path("results"), study.study_name)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / layout.TRIALS, study.trials_dataframe().to_csv(index=False))
+    """trials.csv, best_params.yaml, tuned_variant.yaml and the plots of ``study``, atomically; nothing
+    while it has no completed trial (a best trial is what they are about)."""
+    out = record_study_dir(cfg, study.study_name)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise SweepError(f"study {study.study_name}: no completed trial yet (see {out / layout.TRIALS})")
+        pruned, failed = (len(study.get_trials(deepcopy=False, states=(state,))) for state in (TrialState.PRUNED, TrialState.FAIL))
+        raise SweepError(f"study {study.study_name}: no completed trial ({pruned} pruned, {failed} failed): wrote no outputs to {out}")
+    atomic_write_text(out / layout.TRIALS, study.trials_dataframe().to_csv(index=False))
     best = study.best_trial
     base = str(study.user_attrs.get("base_variant", cfg.sweep.base_variant))
     base_entry = copy.deepcopy(cfg.to_dict()["variants"].get(base, {}))
     record = {
         "study": study.study_name,
+        "storage": _record(cfg, study.study_name)["storage"],
         "objective": str(study.user_attrs.get("objective", cfg.sweep.objective)),
         "direction": study.direction.name.lower(),
         "value": float(best.value),

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+import jsonschema
 import optuna
 
 from cmgh import config as config_mod
@@ -42,7 +43,51 @@ def search_space(cfg: Config) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"sweep.space.{key}: low {dist['low']} is not below high {dist['high']}")
             if dist.get("log") and dist["low"] <= 0:
                 raise ConfigError(f"sweep.space.{key}: log scale needs low > 0, got {dist['low']}")
+        check_against_schema(key, dist)
     return space
+
+
+def key_schema(key: str) -> Mapping[str, Any] | None:
+    """The schema of one dotted config key (None where the schema leaves it open)."""
+    node: Any = config_mod.schema()
+    for part in key.split("."):
+        props = node.get("properties", {}) if isinstance(node, Mapping) else {}
+        node = props.get(part, node.get("additionalProperties") if isinstance(node, Mapping) else None)
+        if not isinstance(node, Mapping):
+            return None
+    return node
+
+
+def check_against_schema(key: str, dist: Mapping[str, Any]) -> None:
+    """Every value ``dist`` can sample is one the schema accepts for ``key``, checked once for the whole
+    space so that no trial is spent on a value the config would refuse. The bounds of a range are its
+    extremes; a float range on an integer key or a numeric range on an enum key is refused by kind.
+    Constraints between keys (heads divide width) stay per trial: they depend on the other values."""
+    node = key_schema(key)
+    if node is None:
+        return
+    kind = dist["type"]
+    if kind != "categorical" and "enum" in node:
+        raise ConfigError(f"sweep.space.{key}: the key takes one of {', '.join(map(str, node['enum']))} (use type: categorical)")
+    types = node.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if kind == "float" and "integer" in types and "number" not in types:
+        raise ConfigError(f"sweep.space.{key}: a float distribution samples non-integers, the key is an integer (use type: int)")
+    if kind == "categorical":
+        values = [(f"choice {c!r}", c) for c in dist["choices"]]
+    else:
+        cast = int if kind == "int" else float
+        values = [(f"{end} {dist[end]}", cast(dist[end])) for end in ("low", "high")]
+    validator = jsonschema.Draft202012Validator(node)
+    for what, value in values:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if error is None:
+            continue
+        if error.validator == "enum":
+            raise ConfigError(f"sweep.space.{key}: {what} is not one of {', '.join(map(str, error.validator_value))}")
+        if error.validator == "type":
+            raise ConfigError(f"sweep.space.{key}: {what} is not of type {error.validator_value}")
+        raise ConfigError(f"sweep.space.{key}: {what} is outside the schema's range ({error.message})")
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

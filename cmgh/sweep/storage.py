@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -13,7 +14,8 @@ from optuna.trial import TrialState
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.errors import CmghError
+from cmgh.errors import CmghError, ConfigError, DataError
+from cmgh.io import safe_id
 from cmgh.track.uri import redacted, resolve_sqlite, sqlite_path, sqlite_url, unmasked
 
 JOURNAL = "journal:"  # Optuna's journal file backend: journal:PATH
@@ -22,6 +24,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards a stu
 
 class SweepError(CmghError):
     """A study cannot go on (too many failed trials, no completed trial, bad storage)."""
+
+
+def study_name(cfg: Config, study: str | None = None) -> str:
+    """The study's name if it is a safe folder name (:func:`cmgh.io.safe_id`, the rule the schema's
+    ``sweep.study`` pattern spells): it becomes ``sweep/{study}/`` under the results."""
+    name = str(study or cfg.sweep.study)
+    try:
+        return safe_id(name, "sweep.study")
+    except DataError:
+        raise ConfigError(f"sweep.study: {name!r} is not a safe folder name (expected letters, digits, '_', '-', '.', '=', "
+                          "no leading '.', no '..', at most 200 characters)") from None
 
 
 def storage_url(cfg: Config) -> str:
@@ -34,18 +47,39 @@ def storage_url(cfg: Config) -> str:
     return resolve_sqlite(url)
 
 
+def writable_file(path: Path) -> Path:
+    """``path`` if this process can create or append to it and write beside it (Optuna's journal lock
+    is a file beside the journal, sqlite's a journal file beside the database); ConfigError otherwise,
+    before any trial runs (root ignores permissions, not a regular file in the way)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+        if path.exists():
+            with open(path, "ab"):
+                pass
+    except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            reason = f"{blocker} is a file, not a folder"
+        else:
+            reason = f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)
+        raise ConfigError(f"sweep.storage: {path} is not writable ({reason})") from None
+    return path
+
+
 def make_storage(cfg: Config) -> optuna.storages.BaseStorage:
     url = storage_url(cfg)
     if url.startswith(JOURNAL):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(url[len(JOURNAL) :])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = writable_file(Path(url[len(JOURNAL) :]))
         return JournalStorage(JournalFileBackend(str(path)))
     db = sqlite_path(url)
     if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+        writable_file(db)
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     attempts = 3  # workers started together race to create the tables: the loser retries
@@ -96,7 +130,7 @@ def dashboard_command(cfg: Config) -> str:
 
 
 def open_study(cfg: Config, study: str | None = None, worker: bool = False) -> optuna.Study:
-    name = str(study or cfg.sweep.study)
+    name = study_name(cfg, study)
     return optuna.create_study(
         storage=make_storage(cfg),
         study_name=name,

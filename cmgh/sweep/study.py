@@ -13,9 +13,9 @@ from cmgh.config import Config
 from cmgh.errors import ConfigError
 from cmgh.evaluate import VALIDATION_METRICS
 from cmgh.sweep.objective import Objective
-from cmgh.sweep.outputs import write_outputs
+from cmgh.sweep.outputs import check_study_dir, record_study_dir, write_outputs
 from cmgh.sweep.space import base_variant, search_space
-from cmgh.sweep.storage import SweepError, finished_trials, open_study, redacted, storage_url
+from cmgh.sweep.storage import SweepError, finished_trials, open_study, redacted, storage_url, study_name
 
 log = logging.getLogger(__name__)
 
@@ -26,25 +26,32 @@ def run_study(cfg: Config, study: str | None = None, n_trials: int | None = None
     """Run (or continue) a study; writes trials.csv, best_params.yaml, tuned_variant.yaml and plots.
 
     ``n_trials`` (default ``sweep.n_trials``) is the number of finished trials the study should
-    hold; ``worker_trials`` instead runs exactly that many finished trials in this process.
+    hold; ``worker_trials`` instead runs exactly that many finished trials in this process. Everything
+    a user can get wrong (budget, name, space, a folder of another storage, an unwritable storage) is
+    refused before the first trial; the folder is written only once the study is open.
     """
     from cmgh.track import open_tracker
 
+    for what, value in (("n_trials", n_trials), ("worker_trials", worker_trials)):
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"{what}: {value} is below 1 (expected at least one finished trial; --{what.replace('_', '-')})")
     if study:
         cfg = config_mod.with_overrides(cfg, [f"sweep.study={study}"])
-    name = str(cfg.sweep.study)
+    name = study_name(cfg)
     if str(cfg.sweep.objective) not in VALIDATION_METRICS:
         raise ConfigError(f"sweep.objective: {cfg.sweep.objective!r} is not one of {', '.join(VALIDATION_METRICS)}")
     search_space(cfg)
     base_variant(cfg)
     target = int(n_trials if n_trials is not None else cfg.sweep.n_trials)
+    check_study_dir(cfg, name)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st = open_study(cfg, name, worker=worker_trials is not None)
+    record_study_dir(cfg, name)
     st.set_user_attr("objective", str(cfg.sweep.objective))
     st.set_user_attr("base_variant", str(cfg.sweep.base_variant))
     objective = Objective(cfg, name)
     tags = {"study": name, "storage": redacted(storage_url(cfg)), "objective": cfg.sweep.objective}
-    with open_tracker(cfg, layout.study_key(name), tags, stage="sweep") as parent:
+    with open_tracker(cfg, layout.study_key(name), tags, stage="sweep", out=layout.study_dir(cfg.path("results"), name)) as parent:
         failures = mine = 0
         while True:
             remaining = (worker_trials - mine) if worker_trials is not None else target - finished_trials(st)

@@ -11,10 +11,11 @@ FINISHED, or FAILED when the block raises (KILLED on Ctrl-C)::
         pretrain(cfg, spec, tracker=tracker)
 
 One MLflow experiment per config ``name`` (or ``tracking.experiment``); one run per *run key*:
-the caller's key plus the hash of the run's identity (:func:`cmgh.config.run_identity` of its
-stage), stored as the tag ``cmgh.run_key``. Opening a key that already has a run reuses that run
-(a resumed training continues its run, a re-run of a finished job adds nothing), and metrics of
-steps the run already holds are not logged twice.
+the caller's key, the hash of the run's identity (:func:`cmgh.config.run_identity` of its stage)
+and the hash of where the run lives (its resolved output folder, also the tag ``out``), stored as
+the tag ``cmgh.run_key`` (:func:`tracked_key`). Opening a key that already has a run reuses that
+run (a resumed training continues its run, a re-run of a finished job adds nothing), and metrics
+of steps the run already holds are not logged twice; a run is never reopened by another folder.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
 from cmgh import layout
+from cmgh.io import json_digest
 from cmgh.track.provenance import config_hash, file_hash, git_state, provenance_tags
 from cmgh.track.uri import artifact_root, tracking_uri
 
 __all__ = [
     "NullTracker", "Tracker", "artifact_root", "config_hash", "exit_status", "file_hash", "git_state",
-    "open_tracker", "provenance_tags", "tracking_uri",
+    "open_tracker", "provenance_tags", "run_location", "tracked_key", "tracking_uri",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)  # the adapter logs under this name too: one logger for tracking
@@ -112,24 +114,40 @@ class NullTracker(RunContext):
         pass
 
 
+OUT_TAG = "out"  # the resolved folder a run lives in: part of its key, and how a child finds its parent
+
+
+def run_location(out: str | os.PathLike[str]) -> str:
+    """Where a run lives, as its key and tag hold it: the absolute, resolved output folder."""
+    return str(Path(out).expanduser().resolve())
+
+
+def tracked_key(run_key: str, identity_hash: str, out: str | os.PathLike[str]) -> str:
+    """The one run key: ``pretrain/ms/gr/seed0@<identity hash>@<folder hash>``. The same config in
+    another folder is another run, so a finished run is never reopened by another folder."""
+    return f"{run_key}@{identity_hash}@{json_digest(run_location(out), 12)}"
+
+
 def open_tracker(
     cfg: Any,
     run_key: str,
     tags: Mapping[str, Any],
-    nested_under: str | None = None,
+    nested_under: str | os.PathLike[str] | None = None,
     *,
     stage: str,
+    out: str | os.PathLike[str],
     restart: bool = False,
 ) -> Tracker:
     """The tracker of one run: :class:`NullTracker` when ``tracking.enabled`` is false or mlflow is
-    missing, else an MLflow tracker on the run of ``run_key`` + identity hash (created, or reused
-    when it exists; ``restart`` always starts a new run). Never raises for tracking reasons.
+    missing, else an MLflow tracker on the run of :func:`tracked_key` (created, or reused when it
+    exists; ``restart`` always starts a new run). Never raises for tracking reasons.
 
     ``cfg`` is the config the run computes with (for pre-training: ``for_variant`` applied); its
     flattened tree becomes the run's params and its YAML the artifact ``config.yaml`` (both with URL
     passwords masked, as every message naming the store is). ``stage``
     (one of :data:`cmgh.config.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
-    ``nested_under`` is a parent run id or a parent's ``run_key`` (e.g. an Optuna study run).
+    ``out`` is the folder the run writes (tag ``out``). ``nested_under`` is the parent run's folder
+    (a path: its newest run there), a parent run id, or a parent's ``run_key`` (a string).
     """
     from cmgh import keypaths
 
@@ -142,15 +160,16 @@ def open_tracker(
         return NullTracker()
     uri = tracking_uri(cfg)
     provenance = provenance_tags(cfg, stage)
+    parent = (OUT_TAG, run_location(nested_under)) if isinstance(nested_under, os.PathLike) else nested_under
     tracker = MlflowTracker(
         uri,
         str(cfg.tracking.experiment or "") or str(cfg.name),
-        f"{run_key}@{provenance['cmgh.config_hash']}",
+        tracked_key(run_key, provenance["cmgh.config_hash"], out),
         run_name=run_key,
-        tags={**provenance, **{k: str(v) for k, v in tags.items()}},
+        tags={**provenance, **{k: str(v) for k, v in tags.items()}, OUT_TAG: run_location(out)},
         params=keypaths.flatten(cfg.to_dict(masked=True)),
         artifact_location=artifact_root(cfg, uri),
-        nested_under=nested_under,
+        nested_under=parent,
         restart=restart,
         flush_every=int(cfg.tracking.flush_every),
     )

@@ -115,7 +115,7 @@ class MlflowTracker(RunContext):
         tags: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         artifact_location: str | None = None,
-        nested_under: str | None = None,
+        nested_under: str | tuple[str, str] | None = None,
         restart: bool = False,
         flush_every: int = 25,
         flush_seconds: float = 30.0,
@@ -180,7 +180,9 @@ class MlflowTracker(RunContext):
 
     # -- opening -----------------------------------------------------------------------------
 
-    def _open(self, run_name: str, tags: dict[str, Any], artifact_location: str | None, nested_under: str | None, restart: bool) -> None:
+    def _open(self, run_name: str, tags: dict[str, Any], artifact_location: str | None, nested_under: str | tuple[str, str] | None,
+              restart: bool) -> None:
+        """Find or create the run; the parent is a run id, a ``(tag, value)`` its newest run carries, or a run name."""
         if self._remote and not server_reachable(self.uri):
             raise ConnectionError(f"no MLflow server answers at {self.shown}")
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -188,12 +190,13 @@ class MlflowTracker(RunContext):
         run = None if restart else self._find(RUN_KEY_TAG, self.run_key)
         all_tags = {RUN_KEY_TAG: self.run_key, RUN_NAME_TAG: run_name, **tags}
         if nested_under:
-            parent = nested_under if re.fullmatch(r"[0-9a-f]{32}", nested_under) else None
+            tag, value = nested_under if isinstance(nested_under, tuple) else (RUN_NAME_TAG, nested_under)
+            parent = value if tag == RUN_NAME_TAG and re.fullmatch(r"[0-9a-f]{32}", value) else None
             if parent is None:
-                found = self._find(RUN_NAME_TAG, nested_under)
+                found = self._find(tag, value)
                 parent = found.info.run_id if found is not None else None
             if parent is None:
-                log.warning("MLflow: no parent run %r to nest %s under", nested_under, run_name)
+                log.warning("MLflow: no parent run %r to nest %s under", value, run_name)
             else:
                 all_tags["mlflow.parentRunId"] = parent
         if run is None:

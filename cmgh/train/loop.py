@@ -19,13 +19,14 @@ import torch
 from tqdm import tqdm
 
 from cmgh import checkpoint as ckpt
+from cmgh import config as config_mod
 from cmgh.config import Config
 from cmgh.data import augment
 from cmgh.errors import CmghError
 from cmgh.track import NullTracker, Tracker
 from cmgh.train import distributed
 from cmgh.train.setup import RunSpec, build, seed_everything
-from cmgh.train.state import RunState, load_metrics_log, write_scores
+from cmgh.train.state import RunState, check_out, load_metrics_log, write_scores
 from cmgh.train.step import step_metrics, train_step
 
 __all__ = ["RunSpec", "TrainingError", "load_metrics_log", "pretrain", "seed_everything"]
@@ -48,15 +49,22 @@ def pretrain(
 ) -> Path:
     """Train one variant; returns the path of its newest state (checkpoint.pt once finished). ``stop_after`` ends early (tests, sweeps).
 
+    With ``resume`` the folder's run continues, and a run another configuration left there is
+    refused (:func:`cmgh.train.state.check_out`); without it that run is deleted and replaced.
+
     ``on_step(steps_done, model)`` runs after every optimizer step, once that step's checkpoint (if
     any) is written; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run, checkpoint kept.
     """
     tracker = tracker or NullTracker()
+    if resume:
+        check_out(config_mod.for_variant(cfg, spec.variant), spec)  # before build() writes the folder's config.yaml
     run = build(cfg, spec)
     pcfg, dist_info, out, total = run.cfg.pretrain, run.dist, spec.out, run.total
     state = RunState(run, tracker)
     if resume:
         state.restore()
+    else:
+        state.clear()
 
     end = total if stop_after is None else min(total, stop_after)
     run.model.train()

@@ -5,13 +5,16 @@ harmonizer/curriculum state, data position, non-finite counters), so a resumed r
 the same result as an uninterrupted one. While running the state is ``resume.pt`` beside the
 partial log; once finished it is ``checkpoint.pt`` beside ``train_log.jsonl`` (see
 :mod:`cmgh.checkpoint` for why). A state saved under another configuration (another
-fingerprint of :func:`cmgh.config.training_inputs`) is not resumed.
+fingerprint of :func:`cmgh.config.training_inputs`, backbone, variant or seed) is never resumed
+nor overwritten: :func:`check_out` refuses the folder, naming what differs, unless the run is
+restarted, which replaces the folder's run (:meth:`RunState.clear`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,9 @@ import torch
 
 from cmgh import checkpoint as ckpt
 from cmgh import config as config_mod
-from cmgh import layout
+from cmgh import keypaths, layout
 from cmgh.config import Config
+from cmgh.errors import DataError
 from cmgh.harmonize import StepStats
 from cmgh.io import atomic_write_json, atomic_write_text, json_digest
 from cmgh.track import Tracker
@@ -33,22 +37,56 @@ from cmgh.train.setup import Run, RunSpec
 log = logging.getLogger(__name__)
 
 
+RUN_FIELDS = ("backbone", "variant", "seed")
+INPUT_KEYS = {"corpus": "data.synth.", "noise": "data.noise.", "features": "", "model": "model.", "pretrain": "pretrain."}  # -> config keys
+
+
+def inputs(cfg: Config, spec: RunSpec) -> dict[str, Any]:
+    """What a run computes from (its variant's resolved ``cfg``): the training inputs and the run's names."""
+    return {**config_mod.training_inputs(cfg), "run": [spec.backbone, spec.variant, spec.seed]}
+
+
 def fingerprint(cfg: Config, spec: RunSpec) -> str:
     """Hash of what a run computes; a saved state with another fingerprint is not resumed."""
-    keys = {**config_mod.training_inputs(cfg), "run": [spec.backbone, spec.variant, spec.seed]}
-    return json_digest(keys, 16)
+    return json_digest(inputs(cfg, spec), 16)
 
 
-def _resumable_state(out: Path, expected: str) -> dict[str, Any] | None:
-    path = ckpt.latest(out)
+def _flat(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Training inputs as config keys (``corpus.howto100m.videos`` -> ``data.synth.howto100m.videos``)."""
+    tree = json.loads(json.dumps(tree, sort_keys=True, default=str))
+    flat = {name: value for name, value in zip(RUN_FIELDS, tree.pop("run", ()), strict=False)}
+    for key, value in keypaths.flatten(tree).items():
+        head, _, rest = key.partition(".")
+        flat[INPUT_KEYS.get(head, f"{head}.") + rest] = value
+    return flat
+
+
+def differences(saved: Mapping[str, Any], now: Mapping[str, Any], most: int = 4) -> str:
+    """``pretrain.lr: 0.001 -> 0.003, ...``: what changed between two runs' :func:`inputs`."""
+    old, new = _flat(saved), _flat(now)
+    changed = [f"{key}: {old.get(key, '(unset)')} -> {new.get(key, '(unset)')}" for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    more = f" and {len(changed) - most} more" if len(changed) > most else ""
+    return ", ".join(changed[:most]) + more
+
+
+def check_out(cfg: Config, spec: RunSpec) -> None:
+    """The resume guard: raise DataError when ``spec.out`` holds a state (finished or in progress)
+    that another configuration saved; it is resumed only by its own configuration and replaced
+    only on a restart. ``cfg`` is the variant's resolved config. Reads the state's ``meta`` only."""
+    path = ckpt.latest(spec.out)
     if not path.exists():
-        return None
-    state = ckpt.load(path)
-    found = state.get("meta", {}).get("fingerprint")
-    if found != expected:
-        log.warning("%s: saved with another configuration (fingerprint %s, now %s); starting from step 0", path, found, expected)
-        return None
-    return state
+        return
+    meta = ckpt.load(path, mmap=True).get("meta", {})
+    expected = fingerprint(cfg, spec)
+    if meta.get("fingerprint") == expected:
+        return
+    try:
+        what = differences(json.loads(meta["inputs"]), inputs(cfg, spec))
+    except (KeyError, TypeError, ValueError, AttributeError):  # saved before states carried their inputs
+        what = f"fingerprint {meta.get('fingerprint')}, now {expected}"
+    kind = "a finished run" if path.name == layout.CHECKPOINT else "a run in progress"
+    raise DataError(f"{path}: {kind} of another configuration ({what}); `cmgh pretrain --restart` replaces it, "
+                    f"another --out keeps it" + ("" if kind == "a finished run" else f" (or delete {path.name})"))
 
 
 def _read_log(path: Path, before_step: int) -> list[str]:
@@ -81,7 +119,9 @@ class RunState:
     def restore(self) -> None:
         """Load the newest state of the run folder into the run's parts, if it was saved by this configuration."""
         run = self.run
-        state = _resumable_state(self.out, self.fingerprint)
+        check_out(run.cfg, run.spec)
+        path = ckpt.latest(self.out)
+        state = ckpt.load(path) if path.exists() else None
         if state is not None:
             run.model.load_state_dict(state["model"])
             run.optimizer.load_state_dict(state["optimizer"])
@@ -94,6 +134,14 @@ class RunState:
         partial = self.out / layout.PARTIAL_LOG
         previous_log = partial if partial.is_file() else self.out / layout.TRAIN_LOG
         self.log_lines = _read_log(previous_log, self.start) if run.dist.is_main and self.start else []
+
+    def clear(self) -> None:
+        """Delete the folder's run (state, logs, summary, score dumps) for a restart: nothing of it is mixed into the new one."""
+        if not self.run.dist.is_main:
+            return
+        for name in (layout.CHECKPOINT, layout.RESUME, layout.TRAIN_LOG, layout.PARTIAL_LOG, layout.SUMMARY):
+            (self.out / name).unlink(missing_ok=True)
+        shutil.rmtree(self.out / layout.SCORES_DIR, ignore_errors=True)
 
     def save(self, step: int, position: StreamPosition) -> None:
         """The final state as checkpoint.pt + train_log.jsonl; any other as resume.pt + the partial log.
@@ -117,7 +165,7 @@ class RunState:
                 "nonfinite_run": self.nonfinite_run,
                 "nonfinite_total": self.nonfinite_total,
                 "meta": {"backbone": spec.backbone, "variant": spec.variant, "seed": spec.seed, "vocab_size": run.vocab_size,
-                         "steps": run.total, "fingerprint": self.fingerprint},
+                         "steps": run.total, "fingerprint": self.fingerprint, "inputs": json.dumps(inputs(run.cfg, spec), sort_keys=True, default=str)},
             },
             name=layout.CHECKPOINT if finished else layout.RESUME,
         )

@@ -43,6 +43,8 @@ def test_returns_roots_with_stamps(worlds) -> None:
     for name, root in roots.items():
         assert root == formats.dataset_root(cfg, name)
         assert json.loads((root / layout.STAMP).read_text()) == synth.stamp_of(cfg, name)
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        assert json.loads((root / layout.GENERATED).read_text()) == [f for f in files if f != layout.GENERATED]  # it recorded every file it wrote
 
 
 def test_same_seed_same_bytes_and_frames(worlds) -> None:
@@ -220,3 +222,65 @@ def test_every_dataset_has_its_generator_reader_and_download_plan() -> None:
     assert list(synth.PLANNERS) == list(DATASETS)
     assert list(plan.PLANNERS) == list(DATASETS) and set(plan.CLASS_HELP) == set(DATASETS)
     assert list(synth_plans.DATASET_INDEX) == list(DATASETS)  # the order keys the generator streams
+
+
+def _downloaded_kinetics(root: Path) -> dict[Path, bytes]:
+    """A Kinetics folder as `cmgh data download` leaves it: annotations, a clip, its manifest row, the staging folder, the stamp."""
+    from cmgh.data.download.manifest import Manifest, Row
+
+    clip = root / "train" / "abseiling" / "abcdefghijk_000010_000020.mp4"
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42 downloaded clip")
+    train = layout.kinetics_split_csv(root.parent, "train")
+    train.parent.mkdir(parents=True)
+    train.write_text("label,youtube_id,time_start,time_end,split\nabseiling,abcdefghijk,10,20,train\n")
+    manifest = Manifest(root)
+    manifest.record(Row("annotation", "train.csv", "http://127.0.0.1/train.csv", str(train.relative_to(root)), "ok", "", train.stat().st_size, "a" * 64))
+    manifest.record(Row("clip", "abcdefghijk_10", "http://127.0.0.1/v/abcdefghijk", str(clip.relative_to(root)), "ok", "", clip.stat().st_size, "b" * 64))
+    manifest.save()
+    (root / layout.STAMP).write_text(json.dumps({"source": "download", "dataset": "kinetics"}))
+    assert (root / layout.DOWNLOAD_STAGING).is_dir()
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_synth_never_deletes_downloaded_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cmgh import cli
+
+    root = layout.dataset_dir(tmp_path / "data", "kinetics")
+    before = _downloaded_kinetics(root)
+    code = cli.main(["data", "synth", "--dataset", "kinetics", *(a for o in tiny_overrides(tmp_path) for a in ("--set", o))])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("cmgh: error: ")
+    assert str(root / layout.DOWNLOAD_MANIFEST) in err and "paths.data" in err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert cli.main(["data", "synth", "--dataset", "msrvtt", "--dataset", "kinetics", *(a for o in tiny_overrides(tmp_path) for a in ("--set", o))]) == 2
+    assert not (tmp_path / "data" / "msrvtt").exists()  # every folder is checked before any is written
+
+
+def test_synth_refuses_files_it_did_not_write_and_regenerates_only_its_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cmgh import cli
+
+    args = ["data", "synth", "--dataset", "msrvtt", *(a for o in tiny_overrides(tmp_path) for a in ("--set", o))]
+    assert cli.main(args) == 0
+    root = layout.dataset_dir(tmp_path / "data", "msrvtt")
+    notes = root / "videos" / "my_notes.txt"
+    notes.write_text("mine")
+    assert cli.main([*args, "--set", "data.synth.msrvtt.test=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(notes) in err and "was not written by" in err
+    assert notes.read_text() == "mine" and (root / "videos" / "video9.mp4").is_file()  # nothing deleted
+    notes.unlink()
+    assert cli.main([*args, "--set", "data.synth.msrvtt.test=2"]) == 0
+    assert sorted(p.name for p in (root / "videos").iterdir()) == sorted(f"video{i}.mp4" for i in range(8))  # video8, video9 (stale) removed
+
+
+def test_synth_refuses_a_folder_an_older_generator_left_without_a_record(tmp_path: Path) -> None:
+    from cmgh.errors import DataError
+
+    cfg = load(tmp_path, "data.synth.msrvtt.train=2", "data.synth.msrvtt.val=1", "data.synth.msrvtt.test=3")
+    root = synth.synthesize(cfg, datasets=["msrvtt"], progress=False)["msrvtt"]
+    (root / layout.GENERATED).unlink()
+    with pytest.raises(DataError, match=r"older `cmgh data synth`.*delete .*msrvtt yourself"):
+        synth.synthesize(config_mod.with_overrides(cfg, ["data.synth.msrvtt.test=2"]), datasets=["msrvtt"], progress=False)
+    assert (root / "videos" / "video5.mp4").is_file()

@@ -3,6 +3,7 @@ the pseudo-id lookup answers, and the generated corpus in that layout."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,8 @@ def test_generated_corpus_is_in_the_real_layout_and_non_narrative(tmp_path: Path
     cfg = config_mod.load(overrides=[f"paths.data={tmp_path}", "data.datasets=[youtube8m]"])
     root = synth.synthesize(cfg, progress=False)["youtube8m"]
     spec = cfg.data.synth.youtube8m
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert json.loads((root / layout.GENERATED).read_text()) == [f for f in files if f != layout.GENERATED]  # every file it wrote, recorded
     vocab = youtube8m.read_vocabulary(root / layout.YOUTUBE8M_VOCABULARY)
     assert list(vocab.columns) == list(youtube8m.VOCABULARY_COLUMNS) and len(vocab) == spec.classes
     records = [p.name for p in layout.youtube8m_records(root)]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +152,31 @@ def test_cli_evaluate_subprocess(run: Path, tmp_path: Path) -> None:
                           "--checkpoint", str(tmp_path / "nowhere")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "checkpoint not found" in bad.stderr
+
+
+def test_audioset_evaluation_says_how_many_segments_it_left_out(
+    cfg: config_mod.Config, run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cmgh import layout
+    from cmgh.cli import main
+    from cmgh.data import formats
+
+    shutil.copytree(layout.dataset_dir(cfg.path("data"), "audioset"), tmp_path / "data" / "audioset")
+    segments = tmp_path / "data" / "audioset" / layout.AUDIOSET_SEGMENT_FILES["train"]
+    table = formats.read_audioset_segments(segments)
+    table.at[0, "positive_labels"] = ["/m/not_a_class"]
+    formats.write_audioset_segments(segments, table)
+    sets = [f"paths.data={tmp_path / 'data'}", f"paths.features={tmp_path / 'features'}", f"paths.results={tmp_path / 'results'}",
+            "tracking.enabled=false"]
+    (tmp_path / "features").mkdir()
+    shutil.copy(layout.vocab(cfg.path("features")), tmp_path / "features" / layout.VOCAB)
+    options = [arg for o in sets for arg in ("--set", o)]
+    assert main(["data", "extract", "--dataset", "audioset", "--config", str(run / "config.yaml"), *options]) == 0
+    out = tmp_path / "eval"
+    with caplog.at_level(logging.WARNING):
+        assert main(["evaluate", "--config", str(run / "config.yaml"), "--task", "audioset", "--checkpoint", str(run), "--out", str(out),
+                     "--random-init", *options]) == 0
+    params = json.loads((out / "metrics.json").read_text())["params"]
+    assert params["left_out"] == 1 and params["left_out_statuses"] == {"skipped: no known label": 1}
+    assert params["n_fit"] + params["n_val"] == len(table) - 1
+    assert "segments left out of the evaluation: 1 (skipped: no known label: 1" in caplog.text

@@ -59,17 +59,19 @@ def test_resume_equals_uninterrupted(tiny_world: config_mod.Config, tmp_path: Pa
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["steps"] == 12
 
 
-def test_a_state_saved_under_another_config_is_not_resumed(tiny_world: config_mod.Config, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_a_state_saved_under_another_config_is_replaced_only_on_restart(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    from cmgh.errors import DataError
+
     pretrain(small(tiny_world), RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=4)
     changed = small(tiny_world, "pretrain.lr=3e-3")
-    with caplog.at_level("WARNING", logger="cmgh.train"):
-        restarted = pretrain(changed, RunSpec("ms", "baseline", 0, tmp_path / "run"))
-    assert "saved with another configuration" in caplog.text and "starting from step 0" in caplog.text
+    with pytest.raises(DataError, match="another configuration"):
+        pretrain(changed, RunSpec("ms", "baseline", 0, tmp_path / "run"))
+    restarted = pretrain(changed, RunSpec("ms", "baseline", 0, tmp_path / "run"), resume=False)
     assert restarted.name == "checkpoint.pt" and not (tmp_path / "run" / "resume.pt").exists()
     fresh = pretrain(changed, RunSpec("ms", "baseline", 0, tmp_path / "fresh"))
     assert_same_state(state_of(restarted), state_of(fresh))
     assert load_metrics_log(tmp_path / "run")["step"].tolist() == list(range(12))
+    assert sorted(p.name for p in (tmp_path / "run" / "scores").iterdir()) == sorted(p.name for p in (tmp_path / "fresh" / "scores").iterdir())
 
 
 def test_training_lowers_both_losses(tiny_world: config_mod.Config, tmp_path: Path) -> None:
@@ -119,3 +121,44 @@ def test_vatt_learning_rate_schedule() -> None:
     assert lr_at(10, 1e-4, 5e-5, 10, 110) == pytest.approx(1e-4)
     assert lr_at(60, 1e-4, 5e-5, 10, 110) == pytest.approx(5e-5 + 5e-5 * np.cos(np.pi / 4))
     assert lr_at(110, 1e-4, 5e-5, 10, 110) == pytest.approx(5e-5)
+
+
+def test_pretrain_never_overwrites_a_finished_run_of_another_config(tiny_world: config_mod.Config, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from cmgh import cli, layout
+
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(tiny_world.to_dict(), sort_keys=False))
+    out = tmp_path / "run"
+    sets = [a for s in [*SMALL, "pretrain.steps=4", "tracking.enabled=false"] for a in ("--set", s)]
+    args = ["pretrain", "--config", str(cfg_file), "--backbone", "ms", "--variant", "baseline", "--out", str(out), *sets]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    assert cli.main([*args, "--set", "pretrain.lr=3e-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cmgh: error: "), err
+    assert str(out / layout.CHECKPOINT) in err and "finished run" in err and "pretrain.pretrain.lr" not in err
+    assert "pretrain.lr" in err and "--restart" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files  # checkpoint, log, summary, config.yaml untouched
+
+    assert cli.main([*args, "--variant", "gr"]) == 2  # another variant's run in this folder: what differs is the run itself
+    assert "variant" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+    assert cli.main([*args, "--set", "pretrain.lr=3e-3", "--restart"]) == 0  # --restart replaces it
+    assert ckpt.load(out / layout.CHECKPOINT)["step"] == 4 and (out / layout.CHECKPOINT).read_bytes() != files[out / layout.CHECKPOINT]
+    assert cli.main([*args, "--set", "pretrain.lr=3e-3"]) == 0  # and that run is now the folder's: a re-run resumes it (nothing to do)
+
+
+def test_pretrain_never_overwrites_a_run_in_progress_of_another_config(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    from cmgh.errors import DataError
+
+    pretrain(small(tiny_world), RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=4)
+    saved = (tmp_path / "run" / "resume.pt").read_bytes()
+    with pytest.raises(DataError, match=r"resume\.pt: a run in progress of another configuration .*pretrain\.lr: 0\.001 -> 0\.003.*--restart"):
+        pretrain(small(tiny_world, "pretrain.lr=3e-3"), RunSpec("ms", "baseline", 0, tmp_path / "run"))
+    assert (tmp_path / "run" / "resume.pt").read_bytes() == saved
