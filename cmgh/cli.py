@@ -1,13 +1,16 @@
 """`cmgh <step> ...`: the entry points used by the Snakemake rules and by users.
 
-Every command takes ``--config FILE`` and any number of ``--set key.path=value`` overrides, and
-turns a :class:`~cmgh.errors.CmghError` into a one-line message and a non-zero exit.
+Every command takes ``--config FILE`` (repeatable: the files stack in order) and any number of
+``--set key.path=value`` overrides, and turns a :class:`~cmgh.errors.CmghError` into a one-line
+message and a non-zero exit. Counts and fractions are checked by argparse (exit 2 naming the
+option); whatever the CLI prints (messages, log lines) has its URL passwords masked.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,11 +18,41 @@ from pathlib import Path
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.errors import CmghError
+from cmgh.io import redacted
 from cmgh.evaluate import TASKS  # import-free: the task names only
 
 log = logging.getLogger("cmgh")
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def bounded(kind: type[int] | type[float], low: float, high: float | None = None) -> Callable[[str], int | float]:
+    """An argparse ``type``: a finite ``kind`` in ``[low, high]`` (argparse names the option and exits 2)."""
+    what = {(int, 1): "a positive integer", (int, 0): "a non-negative integer"}.get((kind, low)) or (
+        f"a number in [{low:g}, {high:g}]" if high is not None else f"a number >= {low:g}"
+    )
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    parse.__name__ = what  # argparse's "invalid <name> value" wording when the type itself raises
+    return parse
+
+
+POSITIVE, NON_NEGATIVE, FRACTION = bounded(int, 1), bounded(int, 0), bounded(float, 0.0, 1.0)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines with URL passwords masked (the tracker's and every library's warnings alike)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redacted(super().format(record))
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
@@ -77,7 +110,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
         except DownloadError as exc:
             failures.append(exc)
             if len(args.dataset) > 1:
-                print(f"cmgh: error: {exc}", file=sys.stderr)
+                print(f"cmgh: error: {redacted(str(exc))}", file=sys.stderr)
     if failures:
         raise failures[0]
     return 0
@@ -127,6 +160,9 @@ def _run_meta(run_dir: Path) -> dict[str, object]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cmgh.evaluate.overrides import check_overrides
+
+    check_overrides(args.checkpoint, args.set or ())
     from cmgh.evaluate.run import evaluate
     from cmgh.track import open_tracker
 
@@ -219,12 +255,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"outputs: {out}")
     print(f"tuned variant: --set '{sweep.tuned_set_option(out / layout.BEST_PARAMS)}'")
     print(f"  or: snakemake --configfile config/config.yaml {out / layout.TUNED_VARIANT}")
-    print(f"dashboard: {sweep.dashboard_command(cfg)}")
+    print(f"dashboard: {redacted(sweep.dashboard_command(cfg))}")
     return 0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", default=None, help="YAML config (default: config/config.yaml)")
+    parser.add_argument(
+        "--config", "-c", action="append", default=None, metavar="FILE",
+        help="YAML config (default: config/config.yaml); repeat to stack files in order, each deep-merged over "
+        "the ones before (mappings merge, other values replace), as snakemake --configfile does",
+    )
     parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
 
 
@@ -251,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract = data.add_parser("extract", help="decode (or pack) a dataset into shards + index + manifest")
     _common(extract)
     extract.add_argument("--dataset", action="append", required=True, choices=datasets)
-    extract.add_argument("--workers", type=int, default=None, help="decoding processes (default: features.workers)")
+    extract.add_argument("--workers", type=NON_NEGATIVE, default=None, help="decoding processes (default: features.workers)")
     extract.add_argument(
         "--format", choices=config_mod.choices("features.format"), default=None,
         help="decoded .npy shards or packed tar shards (default: packed for a pretrain.corpora dataset when features.format is packed)",
@@ -261,13 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     dl = data.add_parser("download", help="fetch a real dataset into its layout (resumable, with a manifest of failures)")
     _common(dl)
     dl.add_argument("--dataset", action="append", required=True, choices=datasets)
-    dl.add_argument("--limit", type=int, default=None, help="at most N clips per split (a slice to try things out)")
+    dl.add_argument("--limit", type=POSITIVE, default=None, help="at most N clips per split (a slice to try things out)")
     dl.add_argument("--classes", action="append", metavar="NAME",
                     help="only clips of this class (repeatable): a Kinetics label, AudioSet display name or MID, HowTo100M category, MSR-VTT category number")
     dl.add_argument("--dry-run", action="store_true", help="list what would be fetched; write nothing")
     dl.add_argument("--annotations-only", action="store_true", help="fetch the annotation files only (then --dry-run can list the clips)")
-    dl.add_argument("--min-available", type=float, default=None, help="fraction of clips that must end ok (default: data.download.min_available)")
-    dl.add_argument("--workers", type=int, default=None, help="parallel downloads (default: data.download.workers)")
+    dl.add_argument("--min-available", type=FRACTION, default=None, help="fraction of clips that must end ok (default: data.download.min_available)")
+    dl.add_argument("--workers", type=POSITIVE, default=None, help="parallel downloads (default: data.download.workers)")
     dl.add_argument("--retry-all", action="store_true", help="also retry clips an earlier run found unavailable, private or invalid")
     dl.set_defaults(func=cmd_data_download)
 
@@ -275,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(pre)
     pre.add_argument("--backbone", choices=backbones, required=True)
     pre.add_argument("--variant", required=True, help="a name under `variants` in the config")
-    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--seed", type=NON_NEGATIVE, default=0)
     pre.add_argument("--out", default=None, help=f"default: {layout.run_dir('results', '{backbone}', '{variant}', '{seed}')}")
     pre.add_argument("--restart", action="store_true", help="replace the run in --out (finished or not, of any configuration) with a new one")
-    pre.add_argument("--threads", type=int, default=None, help="torch intra-op threads (the rule passes its own)")
-    pre.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (resumable)")
+    pre.add_argument("--threads", type=POSITIVE, default=None, help="torch intra-op threads (the rule passes its own)")
+    pre.add_argument("--stop-after", type=POSITIVE, default=None, help="stop after this many steps (resumable)")
     pre.set_defaults(func=cmd_pretrain)
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint (or its random init) on one downstream task")
@@ -288,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, help="a pre-training run folder (checkpoint.pt + config.yaml)")
     ev.add_argument("--out", default=None, help=f"default: {layout.eval_dir('results', '{task}', '{backbone}', '{variant}', '{seed}')}")
     ev.add_argument("--random-init", action="store_true", help="evaluate the checkpoint's random initialization (variant 'random')")
-    ev.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ev.add_argument("--threads", type=POSITIVE, default=None, help="torch intra-op threads")
     ev.set_defaults(func=cmd_evaluate)
 
     rep = sub.add_parser("report", help="tables, figures and summary from a results folder")
@@ -297,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--compare", action="append", metavar="DIR", help="results folder of the same grid at another noise rate (repeatable)")
     rep.add_argument("--noise-gain", nargs="+", metavar="DIR", help="only the gain-vs-noise table and figure over these results trees (one noise rate each)")
     rep.add_argument("--out", default=None, help="with --noise-gain: folder for tables/ and figures/ (default: the first tree)")
-    rep.add_argument("--noise-window", type=int, default=None, metavar="STEPS", help="steps per window of tables/noise_over_training (default: a fifth of the run)")
+    rep.add_argument("--noise-window", type=POSITIVE, default=None, metavar="STEPS", help="steps per window of tables/noise_over_training (default: a fifth of the run)")
     rep.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="list registered components")
@@ -308,10 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run or continue an Optuna study over the harmonization/curriculum hyperparameters")
     _common(sw)
     sw.add_argument("--study", default=None, help="study name (default: sweep.study)")
-    sw.add_argument("--n-trials", type=int, default=None, help="finished trials the study should hold (default: sweep.n_trials; resumable)")
-    sw.add_argument("--worker-trials", type=int, default=None, help="instead: run exactly this many finished trials in this process (many workers)")
+    sw.add_argument("--n-trials", type=POSITIVE, default=None, help="finished trials the study should hold (default: sweep.n_trials; resumable)")
+    sw.add_argument("--worker-trials", type=POSITIVE, default=None, help="instead: run exactly this many finished trials in this process (many workers)")
     sw.add_argument("--storage", default=None, help=f"Optuna storage URL (default: sweep.storage, i.e. sqlite:///{{results}}/{layout.OPTUNA_DB})")
-    sw.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    sw.add_argument("--threads", type=POSITIVE, default=None, help="torch intra-op threads")
     sw.set_defaults(func=cmd_sweep)
     return parser
 
@@ -319,11 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return args.func(args)
     except CmghError as exc:
-        print(f"cmgh: error: {exc}", file=sys.stderr)
+        print(f"cmgh: error: {redacted(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cmgh: interrupted", file=sys.stderr)

@@ -10,37 +10,19 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from cmgh.errors import ConfigError
-from cmgh.io import atomic_write_text
+from cmgh.io import atomic_write_text, redacted
 from cmgh.keypaths import get_path, set_path
+from cmgh.schema import SCHEMA_PATH as SCHEMA_PATH  # re-exported: the schema is read through this module too
+from cmgh.schema import choices, fill_defaults, schema, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
-
-
-@lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    """The config schema (cached: it is read on every CLI call)."""
-    with open(SCHEMA_PATH, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
-def choices(dotted: str) -> tuple[Any, ...]:
-    """The allowed values of a config key (``model.backbones``), from the schema's ``enum``: the one
-    list of dataset, backbone or objective names that the CLI, the workflow and the checks share."""
-    node: Mapping[str, Any] = schema()
-    for part in dotted.split("."):
-        node = node.get("items", node)["properties"][part]  # through arrays of objects too
-    node = node.get("items", node)
-    return tuple(node["enum"])
 
 
 class Config(Mapping[str, Any]):
@@ -76,60 +58,40 @@ class Config(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"Config({self._data!r})"
 
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(dict(self._data))
+    def to_dict(self, masked: bool = False) -> dict[str, Any]:
+        """The tree (a copy); ``masked``: every URL password in it masked (:func:`cmgh.io.redacted`)."""
+        return _masked(self._data) if masked else copy.deepcopy(dict(self._data))
 
     def path(self, name: str) -> Path:
         """An entry of ``paths`` as an absolute path (relative ones hang off the repository root)."""
         return resolve_path(self._data["paths"][name])
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+    def to_yaml(self, masked: bool = True) -> str:
+        """The tree as YAML to write or print: URL passwords masked unless ``masked=False`` (a
+        config a job reads back as its input, such as the workflow's resolved config)."""
+        return yaml.safe_dump(self.to_dict(masked=masked), sort_keys=False)
 
     def write(self, directory: str | os.PathLike[str], filename: str = "config.yaml") -> Path:
-        """Write the fully resolved config beside a step's outputs (atomically)."""
+        """Write the fully resolved config beside a step's outputs (atomically, passwords masked:
+        read back, a masked store URI is refused where it would be used, :mod:`cmgh.track.uri`)."""
         target = Path(directory) / filename
         atomic_write_text(target, self.to_yaml())
         return target
 
 
+def _masked(node: Any) -> Any:
+    if isinstance(node, str):
+        return redacted(node)
+    if isinstance(node, Mapping):
+        return {key: _masked(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_masked(value) for value in node]
+    return copy.deepcopy(node)
+
+
 def resolve_path(value: str | os.PathLike[str]) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else REPO_ROOT / path
-
-
-def _fill_defaults(node_schema: Mapping[str, Any], instance: Any) -> None:
-    """Insert schema defaults into ``instance`` in place, recursing into nested objects."""
-    if not isinstance(instance, dict):
-        return
-    for key, sub in node_schema.get("properties", {}).items():
-        if key not in instance and "default" in sub:
-            instance[key] = copy.deepcopy(sub["default"])
-        if key in instance:
-            _fill_defaults(sub, instance[key])
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path) or "<root>"
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        expected = f"expected one of {', '.join(allowed)}" if allowed else "no keys allowed here"
-        return f"{path}: unknown key {', '.join(repr(e) for e in extra)} ({expected})"
-    if error.validator == "enum":
-        options = ", ".join(str(o) for o in error.validator_value)
-        return f"{path}: {error.instance!r} is not one of {options}"
-    if error.validator == "type":
-        return f"{path}: {error.instance!r} is not of type {error.validator_value}"
-    return f"{path}: {error.message}"
-
-
-def validate(data: Mapping[str, Any]) -> None:
-    """Raise ConfigError for the first (deepest-path-first) schema violation."""
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    if errors:
-        raise ConfigError(_describe(errors[0]))
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -171,20 +133,29 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A config file's top-level mapping; anything else (missing, unreadable, not UTF-8, not YAML,
+    empty or not a mapping) is a one-line error naming the file: an empty file is never "all defaults"."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); expected a UTF-8 YAML file") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if data is None:
-        return {}
+        raise ConfigError(f"{path}: empty (expected a mapping of config keys)")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
     return data
 
 
@@ -192,15 +163,26 @@ def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
     """Validate a raw tree (after overrides), fill defaults, and check cross-key constraints."""
     tree = apply_overrides(copy.deepcopy(dict(data)), overrides)
     validate(tree)
-    _fill_defaults(schema(), tree)
+    fill_defaults(schema(), tree)
     validate(tree)
     _check_consistency(tree)
     return Config(tree)
 
 
-def load(path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a YAML config (default ``config/config.yaml``), apply ``key=value`` overrides, validate."""
-    return from_dict(read_yaml(path or DEFAULT_CONFIG), overrides)
+ConfigFiles = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
+
+
+def load(paths: ConfigFiles = None, overrides: Sequence[str] = ()) -> Config:
+    """Load YAML config files (default ``config/config.yaml``), apply ``key=value`` overrides, validate.
+
+    Several files stack in order, as Snakemake's ``--configfile`` does: each is deep-merged over
+    the ones before it (mappings merge, other values replace); the default is read only when none is given.
+    """
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or ())
+    tree: dict[str, Any] = {}
+    for path in files or [DEFAULT_CONFIG]:
+        tree = deep_merge(tree, read_yaml(path))
+    return from_dict(tree, overrides)
 
 
 def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:

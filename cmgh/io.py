@@ -1,4 +1,5 @@
-"""Atomic file writes and safe path components: results are never left half-written."""
+"""Atomic file writes, safe path components and masked secrets: results are never left half-written,
+never name a path outside their folder and never hold a password."""
 
 from __future__ import annotations
 
@@ -90,3 +91,21 @@ def sanitize_id(value: str) -> str:
     if not text or not text[0].isalnum():
         text = "x" + text
     return text[:200]
+
+
+MASK = "***"
+# scheme://user:password@host (the password runs to the authority's last '@') and ?password=... parameters
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):(?P<secret>[^\s/?#]*)@")
+_QUERY_SECRET = re.compile(r"(?P<head>[?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey)=)(?P<secret>[^&;#\s'\"]*)", re.I)
+
+
+def redacted(text: str) -> str:
+    """``text`` with the password of every URL in it masked (``postgresql://user:***@host/db``,
+    ``?password=***``): the one masking of store URIs in written configs, logs, messages and tags."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", str(text))
+    return _QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def is_masked(text: str) -> bool:
+    """Whether ``text`` holds a password :func:`redacted` masked (a URI read back from a written config)."""
+    return any(m["secret"] == MASK for pattern in (_URL_PASSWORD, _QUERY_SECRET) for m in pattern.finditer(str(text)))

@@ -124,7 +124,7 @@ def test_schema_choices_match_the_registries() -> None:
 SCHEMA_KEYWORDS = {
     "$schema", "title", "description", "type", "default", "enum", "properties", "additionalProperties",
     "required", "oneOf", "items", "uniqueItems", "minItems", "maxItems", "minProperties", "propertyNames",
-    "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "allowNonFinite",
 }
 
 

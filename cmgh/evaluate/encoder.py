@@ -4,7 +4,8 @@ The random-init baseline is ``build_model`` with the checkpoint's config and
 ``torch.manual_seed(seed)``: exactly the weights pre-training started from. The evaluation config
 is the given tree with the checkpoint's own ``model`` and ``pretrain`` sections (from the
 ``config.yaml`` beside it), so a task reads the architecture and the pre-training objective
-(temperature, vt_weight) the weights were trained with.
+(temperature, vt_weight) the weights were trained with; an override of those sections cannot
+apply, so :func:`cmgh.evaluate.overrides.check_overrides` refuses it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.errors import DataError
 from cmgh.evaluate import embeddings
+from cmgh.evaluate.overrides import CHECKPOINT_SECTIONS, run_folder
 from cmgh.models import build_model
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,9 @@ class Encoder:
     """A checkpoint's model (or its random initialization) with everything needed to name its outputs."""
 
     def __init__(self, cfg: Config, checkpoint_dir: str | Path, random_init: bool = False) -> None:
-        directory = Path(checkpoint_dir)
-        path = ckpt.latest(directory) if directory.is_dir() or not directory.suffix else directory
-        directory = path.parent
+        given = Path(checkpoint_dir)
+        directory = run_folder(given)
+        path = ckpt.latest(directory) if directory == given else given
         state = ckpt.load(path)
         if "model" not in state or "meta" not in state:
             raise DataError(f"{path}: not a cmgh pre-training checkpoint (expected 'model' and 'meta')")
@@ -75,6 +77,6 @@ def _evaluation_config(cfg: Config, run_dir: Path, variant: str) -> Config:
     run_cfg_path = run_dir / layout.CONFIG
     if run_cfg_path.is_file():
         run = config_mod.load(run_cfg_path).to_dict()
-        return config_mod.from_dict(config_mod.deep_merge(cfg.to_dict(), {"model": run["model"], "pretrain": run["pretrain"]}))
+        return config_mod.from_dict(config_mod.deep_merge(cfg.to_dict(), {key: run[key] for key in CHECKPOINT_SECTIONS}))
     log.warning("%s: no %s beside the checkpoint; using the given config's model section", run_dir, layout.CONFIG)
     return config_mod.for_variant(cfg, variant) if variant in cfg.variants else cfg

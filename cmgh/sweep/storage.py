@@ -16,7 +16,7 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.errors import CmghError, ConfigError, DataError
 from cmgh.io import safe_id
-from cmgh.track.uri import resolve_sqlite, sqlite_path, sqlite_url
+from cmgh.track.uri import redacted, resolve_sqlite, sqlite_path, sqlite_url, unmasked
 
 JOURNAL = "journal:"  # Optuna's journal file backend: journal:PATH
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards a study's budget
@@ -39,24 +39,12 @@ def study_name(cfg: Config, study: str | None = None) -> str:
 
 def storage_url(cfg: Config) -> str:
     """The storage as a URL: empty -> ``sqlite:///{results}/optuna.db``; relative sqlite/journal paths resolved."""
-    url = str(cfg.sweep.storage or "").strip()
+    url = unmasked(str(cfg.sweep.storage or "").strip(), "sweep.storage")
     if not url:
         return sqlite_url(cfg.path("results") / layout.OPTUNA_DB)
     if url.startswith(JOURNAL):
         return f"{JOURNAL}{config_mod.resolve_path(url[len(JOURNAL):])}"
     return resolve_sqlite(url)
-
-
-def redacted(url: str) -> str:
-    """The URL without its password (for logs and MLflow tags)."""
-    if "://" not in url or "@" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - best effort
-        return url.split("://")[0] + "://***"
 
 
 def writable_file(path: Path) -> Path:

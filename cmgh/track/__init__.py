@@ -143,7 +143,8 @@ def open_tracker(
     exists; ``restart`` always starts a new run). Never raises for tracking reasons.
 
     ``cfg`` is the config the run computes with (for pre-training: ``for_variant`` applied); its
-    flattened tree becomes the run's params and its YAML the artifact ``config.yaml``. ``stage``
+    flattened tree becomes the run's params and its YAML the artifact ``config.yaml`` (both with URL
+    passwords masked, as every message naming the store is). ``stage``
     (one of :data:`cmgh.config.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
     ``out`` is the folder the run writes (tag ``out``). ``nested_under`` is the parent run's folder
     (a path: its newest run there), a parent run id, or a parent's ``run_key`` (a string).
@@ -166,7 +167,7 @@ def open_tracker(
         tracked_key(run_key, provenance["cmgh.config_hash"], out),
         run_name=run_key,
         tags={**provenance, **{k: str(v) for k, v in tags.items()}, OUT_TAG: run_location(out)},
-        params=keypaths.flatten(cfg.to_dict()),
+        params=keypaths.flatten(cfg.to_dict(masked=True)),
         artifact_location=artifact_root(cfg, uri),
         nested_under=parent,
         restart=restart,

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cmgh.track import TERMINAL, RunContext
-from cmgh.track.uri import sqlite_path
+from cmgh.track.uri import redacted, sqlite_path
 
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
 
@@ -57,9 +59,15 @@ def _is_remote(uri: str) -> bool:
 
 
 def server_reachable(uri: str, timeout: float = 5.0) -> bool:
-    """Whether an MLflow server answers at all (any HTTP status counts); no retries, short timeout."""
+    """Whether an MLflow server answers at all (any HTTP status counts); no retries, short timeout.
+    Credentials in the URI (``http://user:password@host``) go in a Basic header, as MLflow sends them."""
+    parts = urllib.parse.urlsplit(uri)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health")
+    if userinfo:
+        request.add_header("Authorization", "Basic " + base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode())
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+        with urllib.request.urlopen(request, timeout=timeout):
             return True
     except urllib.error.HTTPError:
         return True
@@ -113,6 +121,7 @@ class MlflowTracker(RunContext):
         flush_seconds: float = 30.0,
     ) -> None:
         self.uri, self.experiment, self.run_key = uri, experiment, run_key
+        self.shown = redacted(uri)  # the URI as messages and tags show it (no password)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.resumed = False
@@ -148,14 +157,13 @@ class MlflowTracker(RunContext):
         return not self._broken and not self._closed and self.run_id is not None
 
     def _fail(self, what: str, exc: BaseException) -> None:
+        first = redacted(str(exc).splitlines()[0]) if str(exc) else ""
         if not self._broken:
             log.warning(
                 "MLflow tracking (%s) failed to %s: %s: %s; tracking is off for the rest of this run "
                 "(its metrics are still in the run's files)",
-                self.uri, what, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+                self.shown, what, type(exc).__name__, first,
             )
-        if not self._broken:
-            first = str(exc).splitlines()[0] if str(exc) else ""
             self._failure = f"failed to {what}: {type(exc).__name__}: {first}; nothing logged after that (the run's files hold it)"
         self._broken = True
         self._buffer.clear()
@@ -176,7 +184,7 @@ class MlflowTracker(RunContext):
               restart: bool) -> None:
         """Find or create the run; the parent is a run id, a ``(tag, value)`` its newest run carries, or a run name."""
         if self._remote and not server_reachable(self.uri):
-            raise ConnectionError(f"no MLflow server answers at {self.uri}")
+            raise ConnectionError(f"no MLflow server answers at {self.shown}")
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(artifact_location)
         run = None if restart else self._find(RUN_KEY_TAG, self.run_key)
@@ -282,7 +290,7 @@ class MlflowTracker(RunContext):
             self._buffered_steps.clear()
             return
         if self._remote and not server_reachable(self.uri, timeout=5.0):
-            self._fail("flush metrics", ConnectionError(f"no MLflow server answers at {self.uri}"))
+            self._fail("flush metrics", ConnectionError(f"no MLflow server answers at {self.shown}"))
             return
         pending, self._buffer = self._buffer, []
         self._buffered_steps.clear()
@@ -312,13 +320,13 @@ class MlflowTracker(RunContext):
         """Tracking failed mid-run: end the run FAILED with a tag saying what it lacks, never leave
         it RUNNING; unless the store itself is gone (a dead server: asking it would only retry)."""
         if self._remote and not server_reachable(self.uri):
-            log.warning("MLflow run %s stays RUNNING in %s: the server is unreachable, so it cannot be ended", self.run_id, self.uri)
+            log.warning("MLflow run %s stays RUNNING in %s: the server is unreachable, so it cannot be ended", self.run_id, self.shown)
             return
         try:
             self.client.set_tag(self.run_id, TRACKING_ERROR_TAG, self._failure[:MAX_TAG_VALUE])
             self.client.set_terminated(self.run_id, "FAILED")
         except Exception as exc:  # noqa: BLE001 - tracking must never break a run
-            log.warning("MLflow tracking (%s) could not end run %s: %s", self.uri, self.run_id, type(exc).__name__)
+            log.warning("MLflow tracking (%s) could not end run %s: %s", self.shown, self.run_id, type(exc).__name__)
 
     def close(self, status: str = "FINISHED") -> None:
         """Flush and end the run with ``status`` (FINISHED, FAILED or KILLED); idempotent."""

@@ -2,7 +2,9 @@
 
 One rule for local stores, shared by MLflow (``tracking.uri``) and Optuna (``sweep.storage``):
 an empty setting means a sqlite file under ``paths.results``, and a relative sqlite path hangs off
-the repository root like every other path in the config. Import-light: no mlflow, no optuna.
+the repository root like every other path in the config. A URI is shown (logs, tags, written
+configs) only through :func:`~cmgh.io.redacted`, so a config read back from a run folder holds
+``user:***@``: :func:`unmasked` refuses such a URI where it would be used. Import-light: no mlflow, no optuna.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from typing import Any
 
 from cmgh import layout
 from cmgh.config import resolve_path
+from cmgh.errors import ConfigError
+from cmgh.io import is_masked, redacted
+
+__all__ = ["SQLITE", "artifact_root", "redacted", "resolve_sqlite", "sqlite_path", "sqlite_url", "tracking_uri", "unmasked"]
 
 SQLITE = "sqlite:///"
 
@@ -36,13 +42,22 @@ def resolve_sqlite(url: str) -> str:
     return url if path is None or path.is_absolute() else sqlite_url(path)
 
 
+def unmasked(url: str, key: str, env: str | None = None) -> str:
+    """``url`` unless its password is the mask a written config holds (then a one-line ConfigError:
+    the real secret must come from the command's own config, ``--set`` or ``env``)."""
+    if is_masked(url):
+        where = f"--set {key}=..." + (f" or {env}" if env else "")
+        raise ConfigError(f"{key}: {url!r} has a masked password (a config.yaml written beside results); expected the real URI ({where})")
+    return url
+
+
 def tracking_uri(cfg: Any) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` (relative sqlite paths hang off the
     repository root), else ``sqlite:///<paths.results>/mlflow.db``."""
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         return env
-    uri = str(cfg.tracking.uri or "").strip()
+    uri = unmasked(str(cfg.tracking.uri or "").strip(), "tracking.uri", "MLFLOW_TRACKING_URI")
     if not uri:
         return sqlite_url(cfg.path("results") / layout.MLFLOW_DB)
     if "://" not in uri and not uri.startswith("databricks"):

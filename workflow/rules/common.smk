@@ -66,10 +66,11 @@ def write_if_changed(path, text):
 
 
 # Every rule's command reads the resolved config from this one file (not in the ablation's root:
-# each tree writes its own).
+# each tree writes its own). It is the jobs' input, so it keeps store URIs as given (passwords too);
+# every config written beside a result masks them.
 RESOLVED_CONFIG = str(layout.resolved_config(RESULTS))
 if not NOISE_RATES:
-    write_if_changed(RESOLVED_CONFIG, CFG.to_yaml())
+    write_if_changed(RESOLVED_CONFIG, CFG.to_yaml(masked=False))
 
 
 # --------------------------------------------------------------------------- paths (patterns)

@@ -18,8 +18,10 @@ HEADER = """# Configuration keys
 
 `config/config.yaml` (default, generated mini datasets, 2 CPU cores) and `config/paper.yaml`
 (real datasets, VATT's published settings) share these keys. Defaults come from
-`workflow/schemas/config.schema.yaml`; unknown keys are errors. Override any key on the command
-line with `--set key.path=value` (`cmgh`) or `--config key=value` (Snakemake).
+`workflow/schemas/config.schema.yaml`; unknown keys are errors, every number must be finite (no
+`.inf`, `.nan`) and a path is never empty. Override any key on the command line with
+`--set key.path=value` (`cmgh`) or `--config key=value` (Snakemake); `cmgh --config A --config B`
+stacks files in order (B deep-merged over A), as `snakemake --configfile A B` does.
 
 This page is generated: `python workflow/scripts/config_docs.py > config/README.md`.
 
@@ -37,6 +39,8 @@ def _type(node: dict[str, Any]) -> str:
     if kind == "array" and "items" in node:
         return f"list of {_type(node['items'])}"
     bounds = [f"{op} {node[k]}" for k, op in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")) if k in node]
+    if node.get("minLength") == 1:
+        bounds.append("non-empty")
     return " ".join([kind, *bounds]).strip()
 
 

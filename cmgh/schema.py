@@ -1,0 +1,94 @@
+"""The config schema and its validator: structure, defaults and one-line messages naming the key path.
+
+``workflow/schemas/config.schema.yaml`` is the one source of structure and defaults (the Snakefile
+and :mod:`cmgh.config` both validate with it). The validator is JSON Schema 2020-12 plus one rule
+JSON Schema lacks: a number is finite (no ``.inf``, ``.nan``), unless its schema node says
+``allowNonFinite: true`` (a key where infinity means something; an annotation other validators ignore).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from cmgh.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+ALLOW_NON_FINITE = "allowNonFinite"
+
+_Base = jsonschema.Draft202012Validator
+
+
+def _finite_type(validator: Any, types: Any, instance: Any, node: Mapping[str, Any]) -> Iterator[jsonschema.ValidationError]:
+    """``type``, and a ``number`` is finite unless its node allows otherwise."""
+    yield from _Base.VALIDATORS["type"](validator, types, instance, node)
+    kinds = [types] if isinstance(types, str) else list(types)
+    if (
+        isinstance(instance, float) and not math.isfinite(instance) and "number" in kinds
+        and not node.get(ALLOW_NON_FINITE, False)
+    ):  # fmt: skip
+        yield jsonschema.ValidationError(f"{instance!r} is not finite (expected a finite number)", validator="finite")
+
+
+Validator = jsonschema.validators.extend(_Base, validators={"type": _finite_type})
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The config schema (cached: it is read on every CLI call)."""
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def choices(dotted: str) -> tuple[Any, ...]:
+    """The allowed values of a config key (``model.backbones``), from the schema's ``enum``: the one
+    list of dataset, backbone or objective names that the CLI, the workflow and the checks share."""
+    node: Mapping[str, Any] = schema()
+    for part in dotted.split("."):
+        node = node.get("items", node)["properties"][part]  # through arrays of objects too
+    node = node.get("items", node)
+    return tuple(node["enum"])
+
+
+def fill_defaults(node_schema: Mapping[str, Any], instance: Any) -> None:
+    """Insert schema defaults into ``instance`` in place, recursing into nested objects."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in node_schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            fill_defaults(sub, instance[key])
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "<root>"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        expected = f"expected one of {', '.join(allowed)}" if allowed else "no keys allowed here"
+        return f"{path}: unknown key {', '.join(repr(e) for e in extra)} ({expected})"
+    if error.validator == "enum":
+        options = ", ".join(str(o) for o in error.validator_value)
+        return f"{path}: {error.instance!r} is not one of {options}"
+    if error.validator == "type":
+        return f"{path}: {error.instance!r} is not of type {error.validator_value}"
+    if error.validator == "minLength" and error.instance == "":
+        return f"{path}: '' is empty (expected a non-empty value)"
+    return f"{path}: {error.message}"
+
+
+def validate(data: Mapping[str, Any], against: Mapping[str, Any] | None = None) -> None:
+    """Raise ConfigError for the first violation of the config schema (or ``against``), by key path;
+    at one key a non-finite number is named before the bounds it also breaks."""
+    validator = Validator(schema() if against is None else against)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator != "finite", e.message))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
