@@ -182,7 +182,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
-    print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
+    left_out = result.get("params", {}).get("left_out")  # items extraction could not offer (see the manifest)
+    scored = f" ({left_out} left out, see the feature manifest)" if left_out else ""
+    print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored)
     return 0
 
 

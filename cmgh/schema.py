@@ -82,6 +82,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{path}: {error.instance!r} is not of type {error.validator_value}"
     if error.validator == "minLength" and error.instance == "":
         return f"{path}: '' is empty (expected a non-empty value)"
+    if error.validator == "pattern" and "description" in error.schema:  # the key's description says the form in words
+        return f"{path}: {error.instance!r} is not of the expected form ({error.schema['description']})"
     return f"{path}: {error.message}"
 
 

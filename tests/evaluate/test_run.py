@@ -155,7 +155,7 @@ def test_cli_evaluate_subprocess(run: Path, tmp_path: Path) -> None:
 
 
 def test_audioset_evaluation_says_how_many_segments_it_left_out(
-    cfg: config_mod.Config, run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cfg: config_mod.Config, run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cmgh import layout
     from cmgh.cli import main
@@ -176,6 +176,7 @@ def test_audioset_evaluation_says_how_many_segments_it_left_out(
     with caplog.at_level(logging.WARNING):
         assert main(["evaluate", "--config", str(run / "config.yaml"), "--task", "audioset", "--checkpoint", str(run), "--out", str(out),
                      "--random-init", *options]) == 0
+    assert "(1 left out, see the feature manifest)" in capsys.readouterr().out.splitlines()[-1]
     params = json.loads((out / "metrics.json").read_text())["params"]
     assert params["left_out"] == 1 and params["left_out_statuses"] == {"skipped: no known label": 1}
     assert params["n_fit"] + params["n_val"] == len(table) - 1

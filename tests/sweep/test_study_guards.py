@@ -54,7 +54,8 @@ def test_study_name_that_is_not_a_safe_path_component_is_refused(tmp_path: Path,
     code, _, err = cli(capsys, [*tiny_overrides(tmp_path), *QUIET, LR_SPACE], "--study", name, "--n-trials", "1")
     assert code == 2
     message = one_line_error(err)
-    assert message.startswith(f"sweep.study: {name!r}"), message
+    assert message.startswith(f"sweep.study: {name!r} is not of the expected form (Study name"), message
+    assert "no '..'" in message and "(?!" not in message  # said in words, not as the schema's regex
     assert files_under(tmp_path) == []  # no storage, no trials.csv anywhere (results/trials.csv for '..')
     assert not (results / layout.TRIALS).exists()
 
