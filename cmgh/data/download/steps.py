@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from cmgh import layout
-from cmgh.data.download import autocaptions, plan
+from cmgh.data.download import autocaptions, child, plan
 from cmgh.data.download import clips as clipmod
 from cmgh.data.download.archives import Archive, copy_atomic
 from cmgh.data.download.fetch import (
@@ -268,8 +268,11 @@ def pooled(
 
 
 def from_sites(ctx: Context, todo: Sequence[plan.Clip], workers: int, show: bool) -> None:
-    """Clips from a video site, through the bounded thread pool."""
-    pooled(ctx, todo, _site_clip, workers, show, "clip", len(todo))
+    """Clips from a video site, through the bounded thread pool (and its yt-dlp worker processes)."""
+    try:
+        pooled(ctx, todo, _site_clip, workers, show, "clip", len(todo))
+    finally:
+        child.close_all()
 
 
 def from_archives(ctx: Context, todo: Sequence[plan.Clip]) -> None:
