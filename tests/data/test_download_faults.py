@@ -14,11 +14,17 @@ from typing import Any
 
 import pytest
 
+from cmgh import layout
+from cmgh import config as config_mod
 from cmgh.data.download import fetch
 from cmgh.data.download.run import download
+from cmgh.errors import DownloadError
 from tests.data.test_download import Server, make_config, manifest, policy, quiet, serve
 from tests.data.test_download import server as server  # noqa: F401  (the fixture)
 from tests.data.test_download import world as world  # noqa: F401  (the fixture)
+
+HTML = b"<!DOCTYPE html>\n<html><head><title>Service unavailable</title></head><body>Try again later.</body></html>\n"
+
 
 def _first_clip(server: Server) -> str:
     return f"/kinetics/clips/{sorted((server.root / 'kinetics' / 'clips').glob('*.mp4'))[0].name}"
@@ -63,3 +69,76 @@ def test_trickling_clip_server_fails_the_clip_and_the_run_goes_on(tmp_path: Path
         assert want in failed["error"].iloc[0], failed["error"].iloc[0]
         assert elapsed < 30, elapsed
         assert not (cfg.path("data") / "kinetics" / failed["path"].iloc[0]).exists()
+
+
+# --------------------------------------------------------------------------------------------
+# case 2: what the server sent is checked before it is recorded ok
+
+
+def _truncated(text: bytes) -> bytes:
+    return text[: text.rindex(b"\n", 0, len(text) - 1) - 3]  # the last line cut short
+
+
+@pytest.mark.parametrize("what", ["html", "truncated", "layout"])
+def test_annotation_that_is_not_what_was_asked_is_never_recorded_ok(tmp_path: Path, server: Server, world: dict[str, Any], what: str) -> None:
+    serve(server, world, "kinetics", "msrvtt")
+    if what == "html":  # an error page with status 200
+        name, served, saved, expected = "kinetics", "/kinetics/val.csv", "annotations/validate.csv", "is an HTML page, not a Kinetics annotation CSV (header label,"
+        original = (server.root / "kinetics" / "val.csv").read_bytes()
+        (server.root / "kinetics" / "val.csv").write_bytes(HTML)
+        server.types[served] = "text/html"
+    elif what == "truncated":
+        name, served, saved, expected = "kinetics", "/kinetics/train.csv", "annotations/train.csv", "is not a Kinetics annotation CSV (header label,"
+        original = (server.root / "kinetics" / "train.csv").read_bytes()
+        (server.root / "kinetics" / "train.csv").write_bytes(_truncated(original))
+    else:  # an archive member that is JSON, not MSR-VTT's layout
+        import io
+        import tarfile
+
+        name, served, saved, expected = "msrvtt", "/msrvtt/msrvtt_data.tar.gz", "videodatainfo.json", "missing key 'videos'"
+        original = (server.root / "msrvtt" / "msrvtt_data.tar.gz").read_bytes()
+        with tarfile.open(fileobj=io.BytesIO(original)) as tf:
+            members = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isreg()}  # type: ignore[union-attr]
+        members["msrvtt_data/MSRVTT_data.json"] = b'{"info": {}, "sentences": []}'
+        from tests.data.test_download import _tar
+
+        _tar(server.root / "msrvtt" / "msrvtt_data.tar.gz", members)
+    tree = make_config(tmp_path, server, world).to_dict()
+    for source in tree["data"]["download"]["kinetics"]["annotations"]:
+        source["sha256"] = None  # as Kinetics publishes none: only the content can tell
+    cfg = config_mod.from_dict(tree)
+    root = cfg.path("data") / name
+    with pytest.raises(DownloadError) as info:
+        download(cfg, name, progress=False, echo=quiet)
+    message = str(info.value)
+    assert "\n" not in message and served in message and saved in message and expected in message, message
+    assert not (root / saved).exists() and not (root / layout.STAMP).exists()
+    rows = manifest(cfg, name)
+    bad = rows[rows["path"].str.contains(saved, regex=False)]
+    assert len(bad) == 1 and bad["status"].iloc[0] == "corrupt", rows
+    assert not list(root.glob("**/*.mp4"))  # no clip fetched on the strength of a bad list
+    # the server is fixed: the re-run fetches the file again and finishes
+    if what == "layout":
+        (server.root / "msrvtt" / "msrvtt_data.tar.gz").write_bytes(original)
+    else:
+        (server.root / served.lstrip("/")).write_bytes(original)
+        server.types.pop(served, None)
+    before = len(server.gets(served))
+    report = download(cfg, name, progress=False, echo=quiet)
+    assert report.complete and len(server.gets(served)) == before + 1
+    assert set(manifest(cfg, name)["status"]) == {"ok"}
+
+
+def test_clip_answered_as_html_is_never_recorded_ok(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:
+    serve(server, world, "kinetics")
+    html_as_video, html_page = _first_clip(server), f"/kinetics/clips/{sorted((server.root / 'kinetics' / 'clips').glob('*.mp4'))[1].name}"
+    for path in (html_as_video, html_page):
+        (server.root / path.lstrip("/")).write_bytes(HTML)
+    server.types[html_page] = "text/html"
+    cfg = make_config(tmp_path, server, world, min_available=0.8)
+    report = download(cfg, "kinetics", progress=False, echo=quiet)
+    rows = manifest(cfg, "kinetics").query("kind == 'clip'")
+    failed = rows[rows["status"] != "ok"]
+    assert report.available == report.selected - 2 and len(failed) == 2, failed
+    assert sorted(u.rsplit("/", 1)[1] for u in failed["url"]) == sorted(p.rsplit("/", 1)[1] for p in (html_as_video, html_page))
+    assert not any((cfg.path("data") / "kinetics" / p).exists() for p in failed["path"])
