@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from cmgh import layout
+from cmgh import cli, layout
 from cmgh import config as config_mod
+from cmgh.data import formats
 from cmgh.data.download import fetch
 from cmgh.data.download.run import download
 from cmgh.errors import DownloadError
@@ -142,3 +144,24 @@ def test_clip_answered_as_html_is_never_recorded_ok(tmp_path: Path, server: Serv
     assert report.available == report.selected - 2 and len(failed) == 2, failed
     assert sorted(u.rsplit("/", 1)[1] for u in failed["url"]) == sorted(p.rsplit("/", 1)[1] for p in (html_as_video, html_page))
     assert not any((cfg.path("data") / "kinetics" / p).exists() for p in failed["path"])
+
+
+# --------------------------------------------------------------------------------------------
+# case 3: one dataset's download needs that dataset's sources only
+
+
+def test_download_of_one_dataset_needs_only_its_own_sources(tmp_path: Path, server: Server, world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    serve(server, world, "kinetics")
+    tree = make_config(tmp_path, server, world).to_dict()
+    for other in ("howto100m", "audioset", "msrvtt", "youtube8m"):
+        tree["data"]["download"].pop(other, None)
+    assert "howto100m" in tree["data"]["datasets"]  # the default list: HowTo100M is a dataset of the run
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(tree))
+    assert config_mod.load(configfile).data.download.howto100m.annotations == []
+    code = cli.main(["data", "download", "--dataset", "kinetics", "--config", str(configfile)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "kinetics: 16 of 16 clips available" in out and "howto100m" not in err
+    assert (tmp_path / "data" / "kinetics" / layout.STAMP).is_file() and not (tmp_path / "data" / "howto100m").exists()
+    assert len(formats.read_kinetics(tmp_path / "data" / "kinetics" / "annotations" / "train.csv")) > 0
