@@ -3,7 +3,7 @@
 Run as a script by :mod:`cmgh.data.download.child` (``python -P <this file> <alive fd>``): it
 imports nothing of cmgh, so it starts the same however the package is installed, and it serves
 one request after another (yt-dlp's start-up, about half a second, is paid once per worker).
-Protocol: ``ready`` once yt-dlp is imported; then per JSON request line ``{"url", "options"}`` on
+Protocol: ``ready`` once yt-dlp is imported and its URL patterns compiled; then per JSON request line ``{"url", "options"}`` on
 stdin, one JSON answer line: ``{"path": <file written, or null when yt-dlp found no video>}``,
 ``{"error": <yt-dlp's message>}`` or ``{"crash": <anything else>}``. Answers go to the original
 stdout only; anything else printed goes to stderr with yt-dlp's log lines. The worker exits when
@@ -59,7 +59,10 @@ def main() -> int:
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # a stray print cannot pass for an answer
     import yt_dlp
+    from yt_dlp.extractor import gen_extractor_classes
 
+    for extractor in gen_extractor_classes():  # compiles every URL pattern now, not in the first request's time
+        extractor.suitable("https://warm.up/")
     _answer(out, "ready")
     for line in sys.stdin:
         request = json.loads(line)
