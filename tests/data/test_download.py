@@ -53,8 +53,10 @@ class Server:
 
     ``faults[path]`` is a queue of behaviours consumed one per request: an HTTP status code
     ("404", "500", ...), "drop" (half the body, then the connection closes) or "stall" (headers,
-    then silence). ``slow`` makes every body trickle (for the kill tests). ``log`` keeps
-    ``(path, Range header)`` of every GET.
+    then silence). ``slow`` makes every body trickle (for the kill tests); a path in ``trickle``
+    is sent one byte every ``trickle_seconds`` (a server that is never silent yet never done);
+    ``types[path]`` overrides the Content-Type (an error page sent as ``text/html`` with 200).
+    ``log`` keeps ``(path, Range header)`` of every GET.
     """
 
     def __init__(self, root: Path) -> None:
@@ -63,6 +65,9 @@ class Server:
         self.log: list[tuple[str, str | None]] = []
         self.slow = 0.0
         self.stall_seconds = 5.0
+        self.trickle: set[str] = set()
+        self.trickle_seconds = 0.5
+        self.types: dict[str, str] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -111,7 +116,7 @@ class Server:
                 else:
                     body = data
                     self.send_response(200)
-                self.send_header("Content-Type", TYPES.get(file.suffix, "application/octet-stream"))
+                self.send_header("Content-Type", server.types.get(path) or TYPES.get(file.suffix, "application/octet-stream"))
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
@@ -119,6 +124,12 @@ class Server:
                     return
                 if fault == "stall":
                     time.sleep(server.stall_seconds)
+                    return
+                if path in server.trickle:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle_seconds)
                     return
                 if fault == "drop":
                     self.wfile.write(body[: len(body) // 2])
@@ -526,7 +537,7 @@ def test_stalled_server_is_a_timeout(tmp_path: Path, server: Server) -> None:
     with pytest.raises(fetch.FetchError) as info:
         fetch.fetch(f"{server.url}/s.bin", tmp_path / "s.bin", policy=policy(retries=1, timeout=0.4))
     assert info.value.status == "timeout" and time.monotonic() - start < 2.5
-    # yt-dlp's socket timeout maps to the same status
+    # so is a stalled yt-dlp download (its socket timeout, or the request clock its worker is held to)
     (server.root / "v.mp4").write_bytes(_tiny_mp4(tmp_path))
     server.faults["/v.mp4"] = ["stall"] * 2
     opts = ytdlp_opts(0.4)

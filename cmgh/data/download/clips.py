@@ -4,6 +4,9 @@ No ffmpeg binary is needed. yt-dlp downloads one file that already holds video a
 merging) and PyAV, whose wheels bundle the FFmpeg libraries, cuts the clip to its window by
 decoding and re-encoding it: exact to a frame, where a stream copy could only start at a
 keyframe. Output clips are H.264 + AAC mp4, like the generator's (:mod:`cmgh.data.media`).
+yt-dlp runs in worker processes (:mod:`cmgh.data.download.child`), so that the item's time limit
+and the request timeout hold even against a server that trickles bytes; the cut runs here, its
+deadline checked at every frame.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import glob
 import logging
 import math
 import re
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import av
 import numpy as np
 
 from cmgh.data import encode, media
+from cmgh.data.download import child
 from cmgh.data.download.fetch import (
     CORRUPT,
     ERROR,
@@ -31,7 +36,6 @@ from cmgh.data.download.fetch import (
     UNAVAILABLE,
     Deadline,
     FetchError,
-    Interrupted,
     RateLimiter,
 )
 from cmgh.errors import DataError
@@ -39,6 +43,8 @@ from cmgh.errors import DataError
 log = logging.getLogger(__name__)
 _EPS = 1e-6
 AUDIO_MARGIN = 0.1  # seconds decoded before the window so the resampler is warm
+# -P: the script's folder (this package's modules) must not shadow anything yt-dlp imports
+YTDLP_WORKER = (sys.executable, "-P", str(Path(__file__).with_name("ytdlp_worker.py")))
 
 # yt-dlp reports failures as text; the first matching rule decides the manifest status.
 _YTDLP_STATUSES = (
@@ -58,20 +64,11 @@ def ytdlp_status(message: str) -> str:
     return ERROR
 
 
-class _Quiet:
-    """yt-dlp logger: keeps its messages out of our output, at debug level in our log."""
-
-    def debug(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    info = warning = debug
-
-    def error(self, msg: str) -> None:
-        log.debug("yt-dlp error: %s", msg)
-
-
 def ytdlp_options(dl: Any, timeout: float) -> dict[str, Any]:
-    """yt-dlp settings shared by every item: our own loop does the retrying and the pacing."""
+    """yt-dlp settings shared by every item: our own loop does the retrying and the pacing.
+
+    ``socket_timeout`` is also the request timeout the yt-dlp process is held to (:mod:`child`).
+    """
     opts: dict[str, Any] = {
         "format": str(dl.ytdlp_format),
         "quiet": True,
@@ -84,42 +81,51 @@ def ytdlp_options(dl: Any, timeout: float) -> dict[str, Any]:
         "extractor_retries": 0,
         "continuedl": True,  # resume a .part file left by a killed run
         "cachedir": False,
-        "logger": _Quiet(),
     }
     if dl.cookies:
         opts["cookiefile"] = str(dl.cookies)
     return opts
 
 
+def _written(workdir: Path, stem: str) -> int:
+    """Bytes yt-dlp has written for ``stem`` so far (its .part file, captions): its progress."""
+    total = 0
+    for path in workdir.glob(f"{glob.escape(stem)}.*"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # renamed between the listing and the stat
+            pass
+    return total
+
+
 def fetch_video(url: str, workdir: Path, stem: str, options: dict[str, Any], deadline: Deadline, limiter: RateLimiter | None) -> Path:
-    """Download the video behind ``url`` into ``workdir/stem.<ext>``; FetchError on failure."""
-    import yt_dlp
+    """Download the video behind ``url`` into ``workdir/stem.<ext>``; FetchError on failure.
 
-    def hook(progress: dict[str, Any]) -> None:  # called between chunks: honours Ctrl-C and the time limit
-        deadline.check()
-
+    yt-dlp runs in this thread's worker process (:mod:`cmgh.data.download.child`), killed at the
+    item's time limit, on Ctrl-C, or when it writes less than the request rule asks for.
+    """
     if limiter is not None:
         limiter.wait(deadline.stop)
     deadline.check()
-    opts = {**options, "outtmpl": {"default": str(workdir / f"{stem}.%(ext)s")}, "progress_hooks": [hook]}
-    try:
-        with yt_dlp.YoutubeDL(opts) as ydl:
-            info = ydl.extract_info(url, download=True)
-    except (FetchError, Interrupted):
-        raise
-    except yt_dlp.utils.YoutubeDLError as exc:
-        message = str(exc).removeprefix("ERROR: ")
+    opts = {**options, "outtmpl": {"default": str(workdir / f"{stem}.%(ext)s")}}
+    answer = child.request(
+        YTDLP_WORKER, {"url": url, "options": opts}, deadline=deadline, timeout=float(options["socket_timeout"]),
+        written=lambda: _written(workdir, stem), what=url,
+    )
+    if "crash" in answer:
+        raise FetchError(ERROR, f"yt-dlp failed on {url}: {answer['crash']}")
+    if "error" in answer:
+        message = str(answer["error"]).removeprefix("ERROR: ")
         if "HTTP Error 416" in message:
             # A part file holding the whole video (killed just before yt-dlp's rename): yt-dlp
             # retries its range request unchanged and gives up, so start that file over.
             for part in workdir.glob(f"{glob.escape(stem)}.*part"):
                 part.unlink()
-            raise FetchError(NETWORK, f"{message}; restarting the download", retry=True) from None
-        raise FetchError(ytdlp_status(message), message) from None
-    if info is None:
+            raise FetchError(NETWORK, f"{message}; restarting the download", retry=True)
+        raise FetchError(ytdlp_status(message), message)
+    if answer.get("path") is None:
         raise FetchError(UNAVAILABLE, f"yt-dlp found no video at {url}")
-    downloads = info.get("requested_downloads") or [{}]
-    path = Path(downloads[0].get("filepath") or ydl.prepare_filename(info))
+    path = Path(answer["path"])
     if not path.is_file():
         raise FetchError(ERROR, f"yt-dlp reported success but wrote no file for {url}")
     return path

@@ -5,6 +5,12 @@ bytes there and the next attempt asks for the rest with a ``Range`` request; the
 are checked against the expected SHA-256 or MD5 (YouTube-8M publishes MD5s) and only then
 renamed to the target, so a file under its final name is always complete. Every failure is a :class:`FetchError` carrying one of the
 manifest statuses below; the transient ones are retried with exponential backoff.
+
+Two clocks bound every item, and neither waits for a chunk to arrive: the item's time limit
+(:class:`Deadline`) and the request's (:class:`Progress`: each :data:`PROGRESS_BYTES` must arrive
+within ``timeout`` seconds of the previous ones, so a server that trickles a byte now and then
+is as stalled as a silent one). Bodies are read with ``read1`` (whatever the socket holds), so
+both clocks are looked at after every receive, not after every 64 KiB.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +51,7 @@ PERMANENT = frozenset({UNAVAILABLE, PRIVATE, INVALID_ID, UNSAFE})  # not retried
 STATUSES = (OK, UNAVAILABLE, PRIVATE, TIMEOUT, CORRUPT, CHECKSUM, INVALID_ID, UNSAFE, RATE_LIMITED, SERVER, NETWORK, ERROR)
 USER_AGENT = "cmgh-download/0.1 (research dataset fetcher)"
 BACKOFF_CAP = 300.0
+PROGRESS_BYTES = 1 << 16  # what a request must deliver per ``timeout`` (about 1 KiB/s at the default 60 s)
 
 
 class FetchError(Exception):
@@ -77,7 +85,7 @@ class Policy:
 
     retries: int = 3
     backoff: float = 2.0  # seconds before the first retry, doubled on each further one
-    timeout: float = 60.0  # seconds a connection may send nothing
+    timeout: float = 60.0  # seconds a request may take to deliver PROGRESS_BYTES (silent or trickling)
     item_timeout: float | None = None  # seconds for the whole item (None: no limit)
     chunk_size: int = 1 << 16  # what a dropped connection can lose of the bytes it carried
 
@@ -105,7 +113,7 @@ class RateLimiter:
 
 
 class Deadline:
-    """The item's time limit and the run's stop flag, checked between chunks."""
+    """The item's time limit and the run's stop flag, checked after every receive (and every frame of a cut)."""
 
     def __init__(self, seconds: float | None, stop: threading.Event | None = None) -> None:
         self.seconds = seconds
@@ -117,6 +125,30 @@ class Deadline:
             raise Interrupted()
         if self.end is not None and time.monotonic() > self.end:
             raise FetchError(TIMEOUT, f"item took longer than {self.seconds:g} s", retry=False)
+
+    def remaining(self, cap: float) -> float:
+        """Seconds left of the item, at most ``cap`` (and at least a little: a socket needs a positive timeout)."""
+        return cap if self.end is None else max(min(cap, self.end - time.monotonic()), 0.01)
+
+
+class Progress:
+    """The request's own deadline: every :data:`PROGRESS_BYTES` within ``seconds`` of the previous ones.
+
+    Measured on the monotonic clock, whether or not a chunk arrives: a request whose server
+    sends nothing, or one byte now and then, fails after ``seconds``.
+    """
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds, self.what = seconds, what
+        self.mark, self.since = 0, time.monotonic()
+
+    def update(self, total: int) -> None:
+        if total - self.mark >= PROGRESS_BYTES:
+            self.mark, self.since = total, time.monotonic()
+
+    def check(self) -> None:
+        if time.monotonic() - self.since > self.seconds:
+            raise FetchError(TIMEOUT, f"request timeout: fewer than {PROGRESS_BYTES >> 10} KiB in {self.seconds:g} s from {self.what} (stalled or trickling)")
 
 
 def retrying(call: Callable[[], T], policy: Policy, what: str, stop: threading.Event | None = None) -> T:
@@ -195,17 +227,37 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
 
 @contextmanager
 def _request_errors(url: str, policy: Policy, received: Callable[[], int]) -> Iterator[None]:
-    """requests' exceptions as a FetchError with its manifest status."""
+    """requests' (and, reading the body, urllib3's) exceptions as a FetchError with its manifest status."""
     try:
         yield
-    except requests.Timeout as exc:
+    except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise FetchError(TIMEOUT, f"no data for {policy.timeout:g} s from {url} ({exc.__class__.__name__})") from None
     except requests.ConnectionError as exc:
         status = TIMEOUT if "timed out" in str(exc).lower() else NETWORK
         raise FetchError(status, f"connection lost after {received()} bytes of {url} ({exc.__class__.__name__})") from None
-    except requests.RequestException as exc:
-        # ChunkedEncodingError & co: the body ended early; the bytes so far stay in the part file
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        # ChunkedEncodingError, ProtocolError & co: the body ended early; the bytes so far stay in the part file
         raise FetchError(NETWORK, f"connection dropped after {received()} bytes of {url} ({exc.__class__.__name__})") from None
+
+
+def _open(url: str, policy: Policy, deadline: Deadline, headers: dict[str, str] | None = None) -> requests.Response:
+    """A streamed GET whose socket waits no longer than the request's or the item's time left."""
+    wait = deadline.remaining(policy.timeout)
+    return _session().get(url, headers=headers or {}, stream=True, timeout=(wait, wait))
+
+
+def _body(resp: requests.Response, url: str, policy: Policy, deadline: Deadline) -> Iterator[bytes]:
+    """The body as it arrives, both clocks checked after every receive (see the module docstring)."""
+    progress, total = Progress(policy.timeout, url), 0
+    while True:
+        chunk = resp.raw.read1(policy.chunk_size, decode_content=True)
+        if not chunk:
+            return
+        total += len(chunk)
+        progress.update(total)
+        yield chunk
+        deadline.check()
+        progress.check()
 
 
 def _check_status(resp: requests.Response, url: str) -> None:
@@ -221,10 +273,7 @@ def _get(url: str, part: Path, policy: Policy, deadline: Deadline, limiter: Rate
         limiter.wait(deadline.stop)
     deadline.check()
     received = 0
-    with (
-        _request_errors(url, policy, lambda: received),
-        _session().get(url, headers=headers, stream=True, timeout=(policy.timeout, policy.timeout)) as resp,
-    ):
+    with _request_errors(url, policy, lambda: received), _open(url, policy, deadline, headers) as resp:
         if resp.status_code == 416 and offset:
             if _content_range(resp.headers.get("Content-Range"))[1] == offset:
                 return True  # the part already holds the whole file
@@ -233,10 +282,9 @@ def _get(url: str, part: Path, policy: Policy, deadline: Deadline, limiter: Rate
         _check_status(resp, url)
         resumed = bool(offset) and resp.status_code == 206 and _content_range(resp.headers.get("Content-Range"))[0] == offset
         with open(part, "ab" if resumed else "wb") as fh:
-            for chunk in resp.iter_content(policy.chunk_size):
+            for chunk in _body(resp, url, policy, deadline):
                 fh.write(chunk)
                 received += len(chunk)
-                deadline.check()
             fh.flush()
             os.fsync(fh.fileno())
         return resumed
@@ -252,16 +300,12 @@ def get_text(url: str, *, policy: Policy, limiter: RateLimiter | None = None, st
             limiter.wait(stop)
         deadline.check()
         body = bytearray()
-        with (
-            _request_errors(url, policy, lambda: len(body)),
-            _session().get(url, stream=True, timeout=(policy.timeout, policy.timeout)) as resp,
-        ):
+        with _request_errors(url, policy, lambda: len(body)), _open(url, policy, deadline) as resp:
             _check_status(resp, url)
-            for chunk in resp.iter_content(policy.chunk_size):
+            for chunk in _body(resp, url, policy, deadline):
                 body += chunk
                 if len(body) > limit:
                     raise FetchError(CORRUPT, f"{url}: more than {limit} bytes, expected a short text answer")
-                deadline.check()
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:

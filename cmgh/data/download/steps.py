@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from cmgh import layout
-from cmgh.data.download import autocaptions, plan
+from cmgh.data.download import autocaptions, checks, child, plan
 from cmgh.data.download import clips as clipmod
 from cmgh.data.download.archives import Archive, copy_atomic
 from cmgh.data.download.fetch import (
@@ -92,6 +92,8 @@ def _drop_archive(ctx: Context, path: Path) -> None:
 
 
 def _annotation(ctx: Context, source: dict[str, Any]) -> Row:
+    """One annotation source: fetched (or its archive's members taken) into staging, each file
+    checked by its reader (:mod:`checks`), and only then moved to its name in the layout."""
     url, sha256 = source["url"], source.get("sha256")
     locals_ = local_paths(source)
     item_id = annotation_id(source)
@@ -99,25 +101,38 @@ def _annotation(ctx: Context, source: dict[str, Any]) -> Row:
     if all((ctx.root / p).is_file() for p in locals_):
         if previous is not None and previous.status == OK:
             return previous
+        for rel in locals_:  # not put there by a download (checked before it lands): checked, never replaced
+            try:
+                checks.check(ctx.name, rel, ctx.root / rel)
+            except FetchError as exc:
+                raise FetchError(CORRUPT, f"{exc.reason}; it was already in {ctx.root}, not fetched: fix or remove it") from None
         first = ctx.root / locals_[0]
         return Row("annotation", item_id, url, ",".join(locals_), OK, "", first.stat().st_size, sha256_file(first))
-    if source.get("save_as"):
-        got = fetch(url, ctx.root / locals_[0], sha256, policy=ctx.policy, limiter=ctx.limiter, stop=ctx.stop)
-        return Row("annotation", item_id, url, locals_[0], OK, "", got.bytes, got.sha256)
     got = fetch_or_reuse(ctx, url, sha256)
+    staged: dict[str, Path] = {}
     try:
-        with Archive(got.path) as archive:
-            chosen: dict[str, Path] = {}
-            for pattern, local in source["members"].items():
-                names = archive.select(pattern)
-                if len(names) != 1:
-                    raise FetchError(UNAVAILABLE if not names else ERROR, f"{urlsplit(url).path}: {len(names)} members match {pattern!r}, expected exactly one")
-                chosen[names[0]] = ctx.root / local
-            archive.extract(chosen)
+        if source.get("save_as"):
+            staged[locals_[0]] = got.path
+        else:
+            with Archive(got.path) as archive:
+                chosen: dict[str, Path] = {}
+                for pattern, local in source["members"].items():
+                    names = archive.select(pattern)
+                    if len(names) != 1:
+                        raise FetchError(UNAVAILABLE if not names else ERROR, f"{urlsplit(url).path}: {len(names)} members match {pattern!r}, expected exactly one")
+                    chosen[names[0]] = staged[local] = ctx.staging / f"{got.path.name}.{sanitize_id(local)}.tmp"
+                archive.extract(chosen)
+        for local, path in staged.items():
+            checks.check(ctx.name, local, path)
     except FetchError:
-        got.path.unlink(missing_ok=True)  # unsafe or broken: the next run fetches it anew
+        for path in (*staged.values(), got.path):  # unsafe, broken or not what was asked: the next run fetches it anew
+            path.unlink(missing_ok=True)
         raise
-    _drop_archive(ctx, got.path)
+    for local, path in staged.items():
+        (ctx.root / local).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, ctx.root / local)
+    if not source.get("save_as"):
+        _drop_archive(ctx, got.path)
     return Row("annotation", item_id, url, ",".join(locals_), OK, "", got.bytes, got.sha256)
 
 
@@ -268,8 +283,11 @@ def pooled(
 
 
 def from_sites(ctx: Context, todo: Sequence[plan.Clip], workers: int, show: bool) -> None:
-    """Clips from a video site, through the bounded thread pool."""
-    pooled(ctx, todo, _site_clip, workers, show, "clip", len(todo))
+    """Clips from a video site, through the bounded thread pool (and its yt-dlp worker processes)."""
+    try:
+        pooled(ctx, todo, _site_clip, workers, show, "clip", len(todo))
+    finally:
+        child.close_all()
 
 
 def from_archives(ctx: Context, todo: Sequence[plan.Clip]) -> None:
