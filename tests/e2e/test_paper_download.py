@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e.test_workflow import REPO, planned_jobs, snakemake
+from tests.e2e.dag import REPO, planned_jobs, snakemake
 
 
 def test_paper_config_dry_run_lists_a_download_job_per_dataset(tmp_path: Path) -> None:

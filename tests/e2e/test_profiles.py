@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_workflow import REPO, planned_jobs, snakemake, tiny_configfile
+from tests.e2e.dag import REPO, TinyDag, planned_jobs, snakemake, tiny_configfile
 
 PROFILES = REPO / "workflow" / "profiles"
 # 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init), 1 study.
@@ -45,12 +45,9 @@ def test_dry_run_with_profile(tmp_path: Path, profile: str) -> None:
 
 
 @pytest.mark.slow
-def test_html_report_of_a_finished_tiny_dag(tmp_path: Path) -> None:
-    configfile = tiny_configfile(tmp_path)
-    run = snakemake(tmp_path, "--configfile", str(configfile))
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_html_report_of_a_finished_tiny_dag(tiny_dag: TinyDag, tmp_path: Path) -> None:
     html = tmp_path / "report.html"
-    result = snakemake(tmp_path, "--configfile", str(configfile), "--report", str(html))
+    result = snakemake(tiny_dag.workdir, "--configfile", str(tiny_dag.configfile), "--report", str(html))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     text = html.read_text(encoding="utf-8", errors="replace")
     assert html.stat().st_size > 10_000

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,52 +13,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.workflow import planned_jobs as job_counts
-from cmgh.config import apply_overrides
-from tests.conftest import tiny_overrides
-
-REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-TINY_RUNS = [
-    "pretrain.batch_size=8", "pretrain.steps=6", "pretrain.warmup_steps=1", "pretrain.checkpoint_every=3",
-    "pretrain.curriculum.warmup_steps=2", "pretrain.seeds=[0]", "model.width=32", "model.heads=2", "model.depth=1",
-    "evaluate.noise.batch_size=8", "sweep.run=true", "sweep.n_trials=2", "sweep.steps=4", "sweep.report_every=2",
-    "sweep.backbone=ms", "sweep.base_variant=baseline",
-]
-
-
-def tiny_configfile(tmp_path: Path, *extra: str) -> Path:
-    tree = apply_overrides({}, [*tiny_overrides(tmp_path / "out"), *TINY_RUNS, *extra])
-    tree["variants"] = {"baseline": {}, "gr_gcl": {"pretrain": {"harmonize": {"rule": "cmgh"}, "curriculum": {"rule": "cmgh"}}}}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path
-
-
-def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    """Job counts per rule from a dry run's summary table."""
-    counts = job_counts(result.stdout + result.stderr)
-    assert counts, "no job stats in the dry run's output"
-    return counts
-
+from tests.e2e.dag import REPO, SNAKEMAKE, TinyDag, planned_jobs, snakemake, tiny_configfile
 
 @pytest.mark.slow
-def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
-    configfile = tiny_configfile(tmp_path)
-    planned = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
-    # 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init), 1 study.
-    assert planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1, "synth": 4,
-                       "sweep": 1, "vocab": 1, "total": 26}
-    first = snakemake(tmp_path, "--configfile", str(configfile))
-    assert first.returncode == 0, first.stderr[-3000:]
-    out = tmp_path / "out"
+def test_whole_dag_to_report_then_noop_then_one_branch(tiny_dag: TinyDag, tmp_path: Path) -> None:
+    # the fixture ran the DAG after checking its plan: 4 datasets, 1 vocabulary, 1 backbone x 2
+    # variants x 1 seed, 4 tasks x (2 variants + random init), 1 study
+    assert tiny_dag.planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1,
+                                "synth": 4, "sweep": 1, "vocab": 1, "total": 26}
+    out, workdir = tiny_dag.out, tiny_dag.workdir
+    configfile = tmp_path / "changed.yaml"  # the changes below are planned from a copy: the run's own file stays for other tests
+    configfile.write_text(tiny_dag.configfile.read_text())
     for name in ("howto100m", "kinetics", "audioset", "msrvtt"):
         assert len(pd.read_parquet(out / "features" / name / "index.parquet")) > 0
         assert (out / "results" / "logs" / "extract" / f"{name}.log").is_file()
@@ -72,7 +36,7 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     best = yaml.safe_load((out / "results" / "sweep" / "default" / "best_params.yaml").read_text())
     assert set(best["params"]) and pd.read_csv(out / "results" / "sweep" / "default" / "trials.csv").shape[0] == 2
 
-    again = snakemake(tmp_path, "--configfile", str(configfile), "-n")
+    again = snakemake(workdir, "--configfile", str(configfile), "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
     # Raw files are declared inputs: a changed AudioSet class list reruns what reads it, only that
@@ -80,7 +44,7 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     classes = out / "data" / "audioset" / "class_labels_indices.csv"
     original, stat = classes.read_bytes(), classes.stat()
     classes.write_bytes(original + b"\n")
-    touched = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    touched = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
     assert touched == {"all": 1, "evaluate": 2, "evaluate_random_init": 1, "extract": 1, "report": 1, "total": 6}
     classes.write_bytes(original)
     os.utime(classes, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -89,21 +53,21 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tmp_path: Path) -> None:
     tree = yaml.safe_load(configfile.read_text())
     tree["pretrain"]["gpus"] = 2
     configfile.write_text(yaml.safe_dump(tree))
-    gpus = snakemake(tmp_path, "--configfile", str(configfile), "-n")
+    gpus = snakemake(workdir, "--configfile", str(configfile), "-n")
     assert gpus.returncode == 0 and "Nothing to be done" in gpus.stdout + gpus.stderr
     tree["pretrain"]["gpus"] = 0
 
     # Another seed runs that seed only: the existing runs and the sweep stay.
     tree["pretrain"]["seeds"] = [0, 1]
     configfile.write_text(yaml.safe_dump(tree))
-    seed = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    seed = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
     assert seed == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "pretrain": 2, "report": 1, "total": 16}
     tree["pretrain"]["seeds"] = [0]
 
     # A changed hyperparameter of one variant reruns that branch only.
     tree["variants"]["gr_gcl"]["pretrain"]["curriculum"]["end_keep"] = 0.5
     configfile.write_text(yaml.safe_dump(tree))
-    branch = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    branch = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
     assert branch == {"all": 1, "evaluate": 4, "pretrain": 1, "report": 1, "total": 7}
 
 

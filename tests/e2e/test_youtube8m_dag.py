@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from cmgh import layout
-from tests.e2e.test_workflow import planned_jobs, snakemake, tiny_configfile
+from tests.e2e.dag import planned_jobs, snakemake, tiny_configfile
 
 MIXED = {"pretrain": {"corpora": [{"dataset": "howto100m"}, {"dataset": "youtube8m", "weight": 0.5}]}}
 
