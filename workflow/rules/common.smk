@@ -29,9 +29,26 @@ except ConfigError as exc:
 # config/ablation.yaml: the whole DAG once per noise rate (ablation.smk), each tree a module of this Snakefile.
 NOISE_RATES = sorted(float(r) for r in CFG.ablation.noise_rates)
 
-DATA = str(CFG.path("data"))
-FEATURES = str(CFG.path("features"))
-RESULTS = str(CFG.path("results"))
+# With a default storage provider (workflow/profiles/s3, kubernetes) Snakemake maps every declared
+# path to an object under the prefix and gives a job local copies under its local storage prefix.
+# The rules then declare the config's paths as written (relative ones, the documented choice, are
+# keys relative to the working directory; absolute ones would carry the submitting host's path into
+# every key), and the jobs' config names the local copies, so the CLI reads and writes what Snakemake moves.
+STORAGE = workflow.storage_settings.default_storage_provider is not None
+PATH_ROOTS = ("data", "features", "results")
+
+
+def storage_local(path):
+    """Where Snakemake keeps the local copy of ``path``'s object (an absolute path)."""
+    return os.path.abspath(workflow.modifier.path_modifier.apply_default_storage(path))
+
+
+if STORAGE:
+    DATA, FEATURES, RESULTS = (os.path.normpath(str(CFG.to_dict()["paths"][name])) for name in PATH_ROOTS)
+    JOB_CFG = cmgh_config.with_overrides(CFG, [f"paths.{name}={storage_local(root)}" for name, root in zip(PATH_ROOTS, (DATA, FEATURES, RESULTS))])
+else:
+    DATA, FEATURES, RESULTS = (str(CFG.path(name)) for name in PATH_ROOTS)
+    JOB_CFG = CFG
 DATASETS = list(CFG.data.datasets)
 # Jobs run the interpreter that runs Snakemake (`make setup`'s .venv), or, with
 # `--software-deployment-method conda`, the `python` of the environment Snakemake activates for
@@ -70,7 +87,7 @@ def write_if_changed(path, text):
 # every config written beside a result masks them.
 RESOLVED_CONFIG = str(layout.resolved_config(RESULTS))
 if not NOISE_RATES:
-    write_if_changed(RESOLVED_CONFIG, CFG.to_yaml(masked=False))
+    write_if_changed(RESOLVED_CONFIG, JOB_CFG.to_yaml(masked=False))
 
 
 # --------------------------------------------------------------------------- paths (patterns)
@@ -94,12 +111,21 @@ def run_file(name, backbone="{backbone}", variant="{variant}", seed="{seed}"):
     return p(layout.run_dir(RESULTS, backbone, variant, seed) / name)
 
 
+def stored(path):
+    """A rule's output as declared: with object storage a folder is one `directory()` output, so
+    every file in it moves to the store and to the jobs that read it (an index alone would leave
+    the shards and clips behind on the machine that wrote them)."""
+    return directory(path) if STORAGE else path
+
+
 def feature_index(dataset):
-    return p(layout.feature_index(FEATURES, dataset))
+    """The extract rule's output: its index, written last (with object storage: the whole folder)."""
+    return p(layout.feature_dir(FEATURES, dataset) if STORAGE else layout.feature_index(FEATURES, dataset))
 
 
 def packed_index(dataset):
-    return p(layout.packed_index(FEATURES, dataset))
+    """The pack rule's output: its index, written last (with object storage: the whole folder)."""
+    return p(layout.packed_dir(FEATURES, dataset) if STORAGE else layout.packed_index(FEATURES, dataset))
 
 
 def corpus_indexes(cfg):
@@ -111,10 +137,11 @@ def corpus_indexes(cfg):
 
 
 def stamp(dataset):
-    return p(layout.stamp(DATA, dataset))
+    """The data rule's output: the `.complete` stamp (with object storage: the dataset's folder)."""
+    return p(layout.dataset_dir(DATA, dataset) if STORAGE else layout.stamp(DATA, dataset))
 
 
-def raw_inputs(dataset, files):
+def raw_inputs(dataset, files, media=False):
     """Raw files of ``dataset`` that a job reads, as its inputs, with the dataset's `.complete` stamp.
 
     The data job (rule synth or download, a checkpoint) writes a dataset's annotation files and
@@ -122,10 +149,12 @@ def raw_inputs(dataset, files):
     output patterns of one `{dataset}` rule. Until that job has run, the checkpoint stands in
     (Snakemake waits on the stamp and asks again afterwards); then the files themselves are
     inputs, so a missing one is named at planning and a rewritten one reruns its readers.
+    With object storage the stamp is the dataset's folder, retrieved whole only by a job that
+    reads its media (``media``); the others fetch just their files.
     """
     data_rule = checkpoints.synth if CFG.data.source == "synth" else checkpoints.download
     data_rule.get(dataset=dataset)  # raises (wait on the stamp) until the dataset exists
-    return [p(f) for f in files] + [stamp(dataset)]
+    return [p(f) for f in files] + ([stamp(dataset)] if media or not STORAGE else [])
 
 
 def task_inputs(wildcards):
@@ -193,7 +222,7 @@ def sweep_slice():
 def extract_inputs(wildcards):
     """A dataset's annotation files (its media are listed in them), plus the vocabulary where its
     captions are tokenized (HowTo100M's, shared by every dataset with text)."""
-    inputs = raw_inputs(wildcards.dataset, layout.annotation_files(DATA, wildcards.dataset))
+    inputs = raw_inputs(wildcards.dataset, layout.annotation_files(DATA, wildcards.dataset), media=True)
     if wildcards.dataset in TOKENIZED:
         inputs.append(p(layout.vocab(FEATURES)))
     return inputs
@@ -204,7 +233,7 @@ def pack_inputs(wildcards):
     that exist: the unbalanced list only where it was downloaded)."""
     files = layout.pack_annotation_files(DATA, wildcards.dataset)
     required = [f for f in files if f.name in layout.REQUIRED_PACK_FILES]
-    inputs = raw_inputs(wildcards.dataset, required)  # waits for the data job: then the optional files are there or not
+    inputs = raw_inputs(wildcards.dataset, required, media=True)  # waits for the data job: then the optional files are there or not
     return inputs + [p(f) for f in files if f not in required and f.exists()]
 
 

@@ -7,7 +7,7 @@ if CFG.data.source == "synth":
 
     checkpoint synth:
         output:
-            stamp("{dataset}"),
+            stored(stamp("{dataset}")),
         params:
             cmgh=CMGH,
             config=RESOLVED_CONFIG,
@@ -37,7 +37,7 @@ if CFG.data.source == "download":
 
     checkpoint download:
         output:
-            stamp("{dataset}"),
+            stored(stamp("{dataset}")),
         params:
             cmgh=CMGH,
             config=RESOLVED_CONFIG,

@@ -25,7 +25,7 @@ rule extract:
     input:
         extract_inputs,
     output:
-        feature_index("{dataset}"),
+        stored(feature_index("{dataset}")),
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
@@ -51,7 +51,7 @@ rule pack:
     input:
         pack_inputs,
     output:
-        packed_index("{dataset}"),
+        stored(packed_index("{dataset}")),
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
