@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cmgh import config as config_mod
-from cmgh import layout
+from cmgh import keypaths, layout
 from cmgh.errors import CmghError
 from cmgh.io import redacted
 from cmgh.evaluate import TASKS  # import-free: the task names only
@@ -143,6 +143,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             hist = run_conflict_histogram(out, args.backbone, args.variant, args.seed)
             if hist is not None:
                 tracker.log_artifact(hist)
+            tracker.log_model(
+                path, name=f"{args.backbone}-{args.variant}-seed{args.seed}", tags={**tags, "out": out.resolve()},
+                params={**tags, **keypaths.flatten({"model": run_cfg.to_dict()["model"]})}, weights=bool(run_cfg.tracking.log_model_weights),
+            )  # fmt: skip
     print(path)
     return 0
 

@@ -340,7 +340,8 @@ def test_tracking_server_over_rest(
     run_cfg = config_mod.for_variant(cfg, "gr")
     tracker = open_tracker(run_cfg, "pretrain/ms/gr/seed0", {"backbone": "ms", "variant": "gr", "seed": 0}, stage="pretrain", out=tmp_path / "run")
     with tracker:
-        pretrain(cfg, RunSpec("ms", "gr", 0, tmp_path / "run"), tracker=tracker)
+        checkpoint = pretrain(cfg, RunSpec("ms", "gr", 0, tmp_path / "run"), tracker=tracker)
+        model_id = tracker.log_model(checkpoint, name="ms-gr-seed0", tags={"variant": "gr"}, params={"seed": 0})
 
     experiment = rest(url, "experiments/get-by-name", experiment_name=tiny_world.name)["experiment"]
     found = rest(url, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "filter": "tags.variant = 'gr'"})
@@ -352,6 +353,10 @@ def test_tracking_server_over_rest(
     assert sorted(m["step"] for m in history) == list(range(6))
     listed = rest(url, "artifacts/list", run_id=tracker.run_id)
     assert {"config.yaml", "train_log.jsonl", "summary.json"} <= {f["path"] for f in listed["files"]}
+    assert [d["dataset"]["name"] for d in run["inputs"]["dataset_inputs"]] == ["howto100m"]
+    model = MlflowClient(tracking_uri=url).get_logged_model(model_id)  # datasets and the logged model over REST too
+    assert str(model.status) == "READY" and model.tags["cmgh.checkpoint"] == str(checkpoint.resolve())
+    assert {m.key for m in model.metrics} >= {"loss", "loss_va"}
 
     # The server dies mid-run: a warning, the run goes on, nothing raised; closing does not wait
     # on the dead server (one more warning: the run cannot be ended there).

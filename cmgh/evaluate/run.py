@@ -35,7 +35,7 @@ from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.encoder import Encoder
 from cmgh.evaluate.registry import TASK_REGISTRY
 from cmgh.io import atomic_write_json
-from cmgh.track import NullTracker, Tracker
+from cmgh.track import NullTracker, Tracker, evaluation_dataset
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def evaluate(
     atomic_write_json(out / layout.METRICS, payload)
     tags = {k: str(v) for k, v in meta.items() if k != "checkpoint_sha256"}
     tracker.set_tags({"stage": "evaluate", **tags})
+    tracker.log_datasets([evaluation_dataset(ecfg, task)])
     tracker.log_params({f"eval.{k}": v for k, v in params.items() if not isinstance(v, (list, dict))})
     tracker.log_metrics({f"{task}/{k}": float(v) for k, v in result.items() if v is not None and math.isfinite(float(v))})
     log.info("evaluate %s %s/%s/seed%d -> %s", task, enc.backbone, enc.variant, enc.seed, out)

@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
 from cmgh import layout
 from cmgh.io import json_digest
-from cmgh.track.provenance import config_hash, file_hash, git_state, provenance_tags
+from cmgh.track.provenance import (
+    DatasetRef, config_hash, dataset_digest, evaluation_dataset, file_hash, git_state, provenance_tags, training_datasets,
+)
 from cmgh.track.uri import artifact_root, tracking_uri
 
 __all__ = [
-    "NullTracker", "Tracker", "artifact_root", "config_hash", "exit_status", "file_hash", "git_state",
-    "open_tracker", "provenance_tags", "run_location", "tracked_key", "tracking_uri",
+    "DatasetRef", "NullTracker", "Tracker", "artifact_root", "config_hash", "dataset_digest", "evaluation_dataset",
+    "exit_status", "file_hash", "git_state", "open_tracker", "provenance_tags", "run_location", "tracked_key",
+    "tracking_uri", "training_datasets",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)  # the adapter logs under this name too: one logger for tracking
@@ -56,6 +59,17 @@ class Tracker(Protocol):
     def log_text(self, text: str, artifact_file: str) -> None: ...
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+    def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
+        """Record the datasets the run reads (once per run: a resumed run adds only new ones)."""
+        ...
+
+    def log_model(
+        self, checkpoint: Path, *, name: str, tags: Mapping[str, Any], params: Mapping[str, Any], weights: bool = False
+    ) -> str | None:
+        """Record a finished run's checkpoint as a model linked to the run's final metrics (the
+        file itself only with ``weights``); returns the model's id (None when nothing is tracked)."""
+        ...
 
     def flush(self) -> None: ...
 
@@ -106,6 +120,14 @@ class NullTracker(RunContext):
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         pass
+
+    def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
+        pass
+
+    def log_model(
+        self, checkpoint: Path, *, name: str, tags: Mapping[str, Any], params: Mapping[str, Any], weights: bool = False
+    ) -> str | None:
+        return None
 
     def flush(self) -> None:
         pass

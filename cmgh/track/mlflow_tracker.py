@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cmgh.track import TERMINAL, RunContext
+from cmgh.track import lineage
+from cmgh.track.provenance import EVALUATION, DatasetRef
 from cmgh.track.uri import redacted, sqlite_path
 
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
@@ -134,6 +136,10 @@ class MlflowTracker(RunContext):
         self._last_flush = time.monotonic()
         self._floor: dict[str, int] = {}  # per metric: last step the run already holds (resume)
         self._params: dict[str, str] = {}  # params the run already holds
+        self._tags: dict[str, str] = {}  # tags the run held when opened
+        self._inputs: set[lineage.InputKey] = set()  # datasets the run lists as inputs
+        self.model_id: str | None = None  # the LoggedModel this run's metrics are about (an evaluation: its checkpoint's)
+        self._metric_dataset: tuple[str, str] | None = None  # name, digest: the one dataset an evaluation scores on
         self._remote = _is_remote(uri)
         attempts = 1 if self._remote else 2  # a busy local store gets a second chance
         for attempt in range(attempts):
@@ -192,13 +198,12 @@ class MlflowTracker(RunContext):
         if nested_under:
             tag, value = nested_under if isinstance(nested_under, tuple) else (RUN_NAME_TAG, nested_under)
             parent = value if tag == RUN_NAME_TAG and re.fullmatch(r"[0-9a-f]{32}", value) else None
-            if parent is None:
-                found = self._find(tag, value)
-                parent = found.info.run_id if found is not None else None
-            if parent is None:
+            found = self._find(tag, value) if parent is None else self._run(parent)
+            if found is None:
                 log.warning("MLflow: no parent run %r to nest %s under", value, run_name)
             else:
-                all_tags["mlflow.parentRunId"] = parent
+                all_tags["mlflow.parentRunId"] = found.info.run_id
+                self.model_id = found.data.tags.get(lineage.MODEL_TAG)
         if run is None:
             run = self.client.create_run(self.experiment_id, tags={RUN_KEY_TAG: self.run_key}, run_name=run_name)
             self.run_id = run.info.run_id
@@ -207,6 +212,8 @@ class MlflowTracker(RunContext):
             self.resumed = True
             self.client.update_run(self.run_id, status="RUNNING")
             self._params = {k: str(v) for k, v in run.data.params.items()}
+            self._tags = dict(run.data.tags)
+            self._inputs = lineage.held_inputs(run)
             for key in run.data.metrics:
                 history = self.client.get_metric_history(self.run_id, key)
                 if history:
@@ -227,6 +234,12 @@ class MlflowTracker(RunContext):
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def _run(self, run_id: str) -> Any:
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException:
+            return None
 
     def _find(self, tag: str, value: str) -> Any:
         quoted = value.replace("\\", "\\\\").replace("'", "\\'")
@@ -273,7 +286,8 @@ class MlflowTracker(RunContext):
                 number = float(value)
             except (TypeError, ValueError):
                 continue
-            self._buffer.append(Metric(key, number, stamp, 0 if step is None else int(step)))
+            name, digest = self._metric_dataset or (None, None)
+            self._buffer.append(Metric(key, number, stamp, 0 if step is None else int(step), self.model_id, name, digest))
         self._buffered_steps.add(-1 if step is None else int(step))
         if (
             len(self._buffered_steps) >= self.flush_every
@@ -299,6 +313,39 @@ class MlflowTracker(RunContext):
         if not self._broken:
             for metric in pending:
                 self._floor[metric.key] = max(self._floor.get(metric.key, -1), metric.step)
+
+    def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
+        """Log the datasets the run reads as its inputs, each (name, digest, context) once per run;
+        an evaluation's one dataset also goes with its metrics (and the model's)."""
+        if not self.active:
+            return
+        evaluated = [d for d in datasets if d.context == EVALUATION]
+        if len(evaluated) == 1:
+            self._metric_dataset = (evaluated[0].name, evaluated[0].digest)
+        fresh = lineage.new_inputs(datasets, self._inputs)
+        if fresh:
+            inputs = self._call("describe the datasets", lineage.dataset_inputs, fresh)
+            if inputs and self._call("log inputs", self.client.log_inputs, self.run_id, datasets=inputs) is None and not self._broken:
+                self._inputs.update((d.name, d.digest, d.context) for d in fresh)
+
+    def log_model(
+        self, checkpoint: Path, *, name: str, tags: Mapping[str, Any], params: Mapping[str, Any], weights: bool = False
+    ) -> str | None:
+        """The checkpoint as the run's LoggedModel (:func:`cmgh.track.lineage.log_model`), once per
+        run: a run that has one (tag ``cmgh.model_id``) keeps it."""
+        if not self.active:
+            return None
+        if self._tags.get(lineage.MODEL_TAG):
+            return self._tags[lineage.MODEL_TAG]
+        self.flush()
+        model_id = self._call(
+            "log the model", lineage.log_model, self.client, self.experiment_id, self.run_id, Path(checkpoint),
+            name=name, tags=tags, params=params, weights=weights,
+        )  # fmt: skip
+        if model_id:
+            self.set_tags({lineage.MODEL_TAG: model_id})
+            self._tags[lineage.MODEL_TAG] = model_id
+        return model_id
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file, or a directory as a folder of the same name; a missing path is skipped."""

@@ -23,7 +23,7 @@ from cmgh import config as config_mod
 from cmgh.config import Config
 from cmgh.data import augment
 from cmgh.errors import CmghError
-from cmgh.track import NullTracker, Tracker
+from cmgh.track import NullTracker, Tracker, training_datasets
 from cmgh.train import distributed
 from cmgh.train.setup import RunSpec, build, seed_everything
 from cmgh.train.state import RunState, check_out, load_metrics_log, write_scores
@@ -61,6 +61,7 @@ def pretrain(
     run = build(cfg, spec)
     pcfg, dist_info, out, total = run.cfg.pretrain, run.dist, spec.out, run.total
     state = RunState(run, tracker)
+    tracker.log_datasets(training_datasets(run.cfg))
     if resume:
         state.restore()
     else:
