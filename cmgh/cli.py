@@ -235,6 +235,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_browse(args: argparse.Namespace) -> int:
+    from cmgh.track.ui import browse
+
+    print("\n".join(browse(_load(args), port=args.port)))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from cmgh import sweep
 
@@ -346,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=list(LISTS))
     _common(lst)
     lst.set_defaults(func=cmd_list)
+
+    br = sub.add_parser("browse", help="print the `mlflow ui` command for the tracking store and the link to the experiment's runs")
+    _common(br)
+    br.add_argument("--port", type=POSITIVE, default=5000, help="port of the MLflow UI")
+    br.set_defaults(func=cmd_browse)
 
     sw = sub.add_parser("sweep", help="run or continue an Optuna study over the harmonization/curriculum hyperparameters")
     _common(sw)
