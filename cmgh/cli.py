@@ -163,6 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cmgh.evaluate.overrides import check_overrides
 
     check_overrides(args.checkpoint, args.set or ())
+    from cmgh.data import shards
     from cmgh.evaluate.run import evaluate
     from cmgh.track import open_tracker
 
@@ -182,8 +183,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
-    left_out = result.get("params", {}).get("left_out")  # items extraction could not offer (see the manifest)
-    scored = f" ({left_out} left out, see the feature manifest)" if left_out else ""
+    params = result.get("params", {})  # left out: items extraction could not offer or the task cannot score (see the manifest)
+    statuses = f": {shards.describe(params['left_out_statuses'])};" if params.get("left_out_statuses") else ","
+    scored = f" ({params['left_out']} left out{statuses} see the feature manifest)" if params.get("left_out") else ""
     print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored)
     return 0
 
