@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The DAG, then its self-contained HTML report (tables and figures with their captions).
+# The DAG, its self-contained HTML report (tables and figures with their captions), then how to
+# open the tracked runs in MLflow's UI.
 reproduce: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
+	@$(BIN)/cmgh browse
 
 # pytest's exit 5 (no tests collected) fails make like any other non-zero exit.
 test: setup

@@ -167,6 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cmgh.evaluate.overrides import check_overrides
 
     check_overrides(args.checkpoint, args.set or ())
+    from cmgh.data import shards
     from cmgh.evaluate.run import evaluate
     from cmgh.track import open_tracker
 
@@ -186,8 +187,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
-    left_out = result.get("params", {}).get("left_out")  # items extraction could not offer (see the manifest)
-    scored = f" ({left_out} left out, see the feature manifest)" if left_out else ""
+    params = result.get("params", {})  # left out: items extraction could not offer or the task cannot score (see the manifest)
+    statuses = f": {shards.describe(params['left_out_statuses'])};" if params.get("left_out_statuses") else ","
+    scored = f" ({params['left_out']} left out{statuses} see the feature manifest)" if params.get("left_out") else ""
     print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored)
     return 0
 
@@ -236,6 +238,13 @@ LISTS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
 def cmd_list(args: argparse.Namespace) -> int:
     for line in LISTS[args.what](args):
         print(line)
+    return 0
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    from cmgh.track.ui import browse
+
+    print("\n".join(browse(_load(args), port=args.port)))
     return 0
 
 
@@ -350,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=list(LISTS))
     _common(lst)
     lst.set_defaults(func=cmd_list)
+
+    br = sub.add_parser("browse", help="print the `mlflow ui` command for the tracking store and the link to the experiment's runs")
+    _common(br)
+    br.add_argument("--port", type=POSITIVE, default=5000, help="port of the MLflow UI")
+    br.set_defaults(func=cmd_browse)
 
     sw = sub.add_parser("sweep", help="run or continue an Optuna study over the harmonization/curriculum hyperparameters")
     _common(sw)

@@ -8,7 +8,8 @@ Layout of ``<features>/<dataset>/``::
     shards/00000.text_mask.npy   bool    [n, K]
     shards/00000.json            per-item status + fingerprint  (written last: marks the shard done
                                  while the arrays have the shapes it implies, :func:`shard_done`)
-    index.parquet                one row per decoded item: item_id, shard, row, dataset columns
+    index.parquet                one row per decoded item: item_id, shard, row, source, has_video,
+                                 has_audio (False: no audio stream, silence in the array), dataset columns
     manifest.csv                 one row per source item: item_id, source, status (``kind: reason``)
     config.yaml                  the resolved config
 
@@ -42,7 +43,7 @@ from cmgh.io import atomic_write, atomic_write_json
 log = logging.getLogger(__name__)
 
 MODALITIES = ("video", "audio", "text", "text_mask")
-INDEX_COLUMNS = ("item_id", "shard", "row", "source", "has_video")  # then the dataset's own (an empty index has these)
+INDEX_COLUMNS = ("item_id", "shard", "row", "source", "has_video", "has_audio")  # then the dataset's own (an empty index has these)
 PAST_END = "skipped: window past the video's end"  # its midpoint is not in the video: a frozen last frame, silence
 
 
@@ -67,6 +68,7 @@ class Decoded:
     status: str
     arrays: dict[str, np.ndarray] | None = None
     has_video: bool = True
+    has_audio: bool = True  # False: the file has no audio stream, its audio array is silence (shards.NO_AUDIO)
 
 
 def feature_dir(cfg: Config, dataset: str) -> Path:
@@ -123,6 +125,7 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
         video = None
     try:
         audio = media.decode_audio(item.source, start, length, spec.sample_rate)
+        has_audio = media.has_audio_stream(item.source)
     except DataError as exc:
         return _failed(item, exc)
     has_video = video is not None
@@ -137,7 +140,7 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
             text[k] = _VOCAB.encode(caption, spec.max_tokens)
             mask[k] = True
         arrays["text"], arrays["text_mask"] = text, mask
-    return Decoded(item.item_id, shards.OK, arrays, has_video)
+    return Decoded(item.item_id, shards.OK, arrays, has_video, has_audio)
 
 
 def _failed(item: Item, exc: DataError) -> Decoded:
@@ -197,7 +200,7 @@ def _write_shard(out: Path, k: int, spec: DecodeSpec, results: Iterator[Decoded]
     for name, (shape, dtype) in array_layout(spec, 0).items():
         array = np.stack([d.arrays[name] for d in ok]) if ok else np.zeros(shape, dtype)  # type: ignore[index]
         _save_npy(layout.shard_file(out, k, f"{name}.npy"), array)
-    records = [{"item_id": d.item_id, "status": d.status, "has_video": d.has_video} for d in decoded]
+    records = [{"item_id": d.item_id, "status": d.status, "has_video": d.has_video, "has_audio": d.has_audio} for d in decoded]
     atomic_write_json(layout.shard_file(out, k, "json"), {"fingerprint": fp, "items": records})
 
 
@@ -248,8 +251,9 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
 
 
 def _tables(root: Path, out: Path, groups: list[list[Item]], with_text: bool) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """The index (ok items) and the manifest (every item; ``ok: no captions`` for a captioned
-    corpus's windows without text)."""
+    """The index (ok items) and the manifest (every item; ``ok: no audio stream`` for a file without
+    audio, ``ok: no captions`` for a captioned corpus's windows without text). A shard written
+    before ``has_audio`` was recorded has its ok files probed for it instead of being decoded again."""
     index_rows: list[dict[str, Any]] = []
     manifest_rows: list[dict[str, Any]] = []
     for k, group in enumerate(groups):
@@ -258,13 +262,24 @@ def _tables(root: Path, out: Path, groups: list[list[Item]], with_text: bool) ->
         for item, record in zip(group, records, strict=True):
             status = record["status"]
             source = os.path.relpath(item.source, root)
-            manifest_rows.append({"item_id": item.item_id, "source": source, "status": shards.manifest_status(status, with_text and not item.captions)})
+            has_audio = status == shards.OK and bool(record["has_audio"] if "has_audio" in record else _probed_audio(item.source))
+            manifest_status = shards.manifest_status(status, with_text and not item.captions, has_audio)
+            manifest_rows.append({"item_id": item.item_id, "source": source, "status": manifest_status})
             if status == shards.OK:
-                index_rows.append(
-                    {"item_id": item.item_id, "shard": k, "row": row, "source": source, "has_video": record.get("has_video", True), **item.meta}
-                )
+                index_rows.append({
+                    "item_id": item.item_id, "shard": k, "row": row, "source": source, "has_video": record.get("has_video", True),
+                    "has_audio": has_audio, **item.meta,
+                })
                 row += 1
     return pd.DataFrame(index_rows, columns=None if index_rows else list(INDEX_COLUMNS)), manifest_rows
+
+
+def _probed_audio(source: Path) -> bool:
+    """Whether a file of an older shard has an audio stream (True when it cannot be opened any more: as recorded then)."""
+    try:
+        return media.has_audio_stream(source)
+    except DataError:
+        return True
 
 
 def _write_msrvtt_text(root: Path, out: Path, vocab: Vocabulary, max_tokens: int) -> None:

@@ -173,6 +173,12 @@ def decode_audio(source: Source, start: float, duration: float, sample_rate: int
         return _audio_window(container, start, duration, sample_rate)
 
 
+def has_audio_stream(source: Source, name: str | None = None) -> bool:
+    """Whether the file has an audio stream at all (:func:`decode_audio` gives silence without one)."""
+    with open_media(source, name) as container:
+        return bool(container.streams.audio)
+
+
 def decode_clip(
     source: Source, start: float, num_frames: int, fps: float, sample_rate: int, short_side: int | None = None, name: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -320,8 +320,9 @@ def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None
 
 
 def _manifest_rows(out: Path, groups: Sequence[Sequence[PackItem]], captioned: bool) -> Iterator[dict[str, Any]]:
-    """Every item's status (``ok: no captions`` for a captioned corpus's video without captions)."""
+    """Every item's status (``ok: no audio stream`` for a source without audio, ``ok: no captions``
+    for a captioned corpus's video without captions)."""
     for k, group in enumerate(groups):
         records = json.loads(layout.shard_file(out, k, "json").read_text())["items"]
         for it, r in zip(group, records, strict=True):
-            yield {"item_id": it.item_id, "source": it.relpath, "status": shards.manifest_status(r["status"], captioned and not it.captions)}
+            yield {"item_id": it.item_id, "source": it.relpath, "status": shards.manifest_status(r["status"], captioned and not it.captions, r.get("has_audio", True))}

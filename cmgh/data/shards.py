@@ -36,6 +36,9 @@ OK = "ok"
 # An item decoded (or packed) fine whose video has no captions: a video-audio pair. Readers that
 # take the status before its colon see ``ok``.
 NO_CAPTIONS = "ok: no captions"
+# An item decoded (or packed) fine whose file has no audio stream (real downloads hold such clips):
+# its audio is silence, so AudioSet tagging leaves it out (the index's ``has_audio`` is False).
+NO_AUDIO = "ok: no audio stream"
 DETAILED = ("corrupt", INVALID_ID)  # statuses whose text after the colon is the item's own (a reason, a line)
 
 T = TypeVar("T")
@@ -139,10 +142,13 @@ def remove_stale(shards: Path, count: int) -> None:
             path.unlink()
 
 
-def manifest_status(status: str, uncaptioned: bool) -> str:
-    """The manifest's status of an item whose shard records ``status``: :data:`NO_CAPTIONS` for an
-    ``ok`` item of a captioned corpus without captions, else ``status`` itself."""
-    return NO_CAPTIONS if status == OK and uncaptioned else status
+def manifest_status(status: str, uncaptioned: bool, has_audio: bool = True) -> str:
+    """The manifest's status of an item whose shard records ``status``: for an ``ok`` item,
+    :data:`NO_AUDIO` without an audio stream, else :data:`NO_CAPTIONS` for a captioned corpus's item
+    without captions; else ``status`` itself."""
+    if status != OK:
+        return status
+    return NO_AUDIO if not has_audio else NO_CAPTIONS if uncaptioned else status
 
 
 def summary_key(status: str) -> str:
@@ -167,10 +173,17 @@ def read_manifest(folder: Path) -> pd.DataFrame:
     return manifest
 
 
-def left_out(folder: Path) -> dict[str, int]:
-    """How many source items of a feature folder its index lacks, per :func:`summary_key` of their status."""
+def left_out(folder: Path, also: tuple[str, ...] = ()) -> dict[str, int]:
+    """How many source items of a feature folder its index lacks, per :func:`summary_key` of their
+    status; plus the ``ok`` statuses in ``also`` that the caller leaves out too (:data:`NO_AUDIO`)."""
     status = read_manifest(folder)["status"]
-    return {str(k): int(v) for k, v in status[status.str.split(":").str[0] != OK].map(summary_key).value_counts().items()}
+    out = (status.str.split(":").str[0] != OK) | status.isin(also)
+    return {str(k): int(v) for k, v in status[out].map(summary_key).value_counts().items()}
+
+
+def describe(counts: dict[str, int]) -> str:
+    """``left_out``'s counts as one phrase, ``2 missing, 1 ok: no audio stream`` (statuses as the manifest spells them)."""
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
 
 
 def write_tables(cfg: Any, out: Path, dataset: str, index: pd.DataFrame, manifest_rows: Iterable[dict[str, Any]]) -> Path:

@@ -2,8 +2,10 @@
 
 Metrics: ``mAP``, ``mAUC``, ``d_prime`` on the eval split, ``val_mAP`` on a held-out part of
 train (a fixed permutation of the item ids, the same for every checkpoint). The segments that
-extraction left out (missing, corrupt, no known label, invalid id: the feature manifest) are
-counted in ``params.left_out`` and named in a warning, so a score over fewer segments says so.
+extraction left out (missing, corrupt, no known label, invalid id: the feature manifest) and the
+clips without an audio stream (``ok: no audio stream``: silence would be scored against their
+labels) are counted in ``params.left_out`` and named in a warning, so a score over fewer segments
+says so.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ DATASET = TASK_DATASETS["audioset"]
 SPLIT_SEED = 0  # the held-out validation part of train
 
 
+def with_audio(index: pd.DataFrame) -> pd.Series:
+    """The index rows whose file has an audio stream (an index extracted before ``has_audio``: all)."""
+    return index["has_audio"].astype(bool) if "has_audio" in index.columns else pd.Series(True, index=index.index)
+
+
 def _multi_hot(lists: pd.Series, num_classes: int) -> np.ndarray:
     y = np.zeros((len(lists), num_classes), dtype=np.float32)
     for i, labels in enumerate(lists):
@@ -47,11 +54,11 @@ def run(cfg: Config, enc: Encoder, out: Path, timer: E.Timer) -> tuple[dict[str,
     ecfg = cfg.evaluate
     root = layout.feature_dir(cfg.path("features"), DATASET)
     num_classes = len(formats.read_audioset_classes(layout.audioset_classes(cfg.path("data"))))
-    train_all, test = E.nonempty_split(root, "train", ("audio",)), E.nonempty_split(root, "eval", ("audio",))
-    left_out = shards.left_out(root)
+    train_all, test = (E.nonempty_split(root, split, ("audio",), where=with_audio) for split in ("train", "eval"))
+    left_out = shards.left_out(root, also=(shards.NO_AUDIO,))
     if left_out:
         log.warning("audioset: segments left out of the evaluation: %d (%s; see %s)", sum(left_out.values()),
-                    ", ".join(f"{k}: {v}" for k, v in sorted(left_out.items())), root / layout.FEATURE_MANIFEST)
+                    shards.describe(left_out), root / layout.FEATURE_MANIFEST)
     model = enc.model
     key = E.fingerprint("audioset", "audio/rep", enc.digest, E.index_digest(cfg.path("features"), DATASET))
 

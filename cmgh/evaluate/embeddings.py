@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -52,9 +53,9 @@ def index_digest(features_root: str | Path, dataset: str) -> str:
     return file_digest(path)
 
 
-def nonempty_split(root: Path, split: str, modalities: tuple[str, ...]) -> ShardedClips:
-    """One split of an extracted dataset; an empty split is a DataError naming it."""
-    ds = ShardedClips(root, split=split, modalities=modalities)
+def nonempty_split(root: Path, split: str, modalities: tuple[str, ...], where: Callable[[pd.DataFrame], pd.Series] | None = None) -> ShardedClips:
+    """One split of an extracted dataset (its index rows ``where`` holds); an empty split is a DataError naming it."""
+    ds = ShardedClips(root, split=split, modalities=modalities, where=where)
     if len(ds) == 0:
         raise DataError(f"{root}: split {split!r} has no extracted clips")
     return ds

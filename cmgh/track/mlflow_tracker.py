@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from cmgh.track import TERMINAL, RunContext
 from cmgh.track import lineage
 from cmgh.track.provenance import EVALUATION, DatasetRef
+from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from cmgh.track.uri import redacted, sqlite_path
 
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
@@ -222,18 +223,22 @@ class MlflowTracker(RunContext):
         self.set_tags({k: v for k, v in all_tags.items() if v is not None})
 
     def _experiment(self, artifact_location: str | None) -> str:
+        """Find or create the experiment, tagged as model training (the UI then opens it on its runs)."""
         exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                self.client.restore_experiment(exp.experiment_id)
-            return exp.experiment_id
-        try:
-            return self.client.create_experiment(self.experiment, artifact_location=artifact_location)
-        except MlflowException:  # created meanwhile by a parallel job
-            exp = self.client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                raise
-            return exp.experiment_id
+        if exp is None:
+            try:
+                return self.client.create_experiment(
+                    self.experiment, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
+            except MlflowException:  # created meanwhile by a parallel job
+                exp = self.client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return exp.experiment_id
 
     def _run(self, run_id: str) -> Any:
         try:

@@ -10,6 +10,7 @@ configs) only through :func:`~cmgh.io.redacted`, so a config read back from a ru
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,12 @@ from cmgh.config import resolve_path
 from cmgh.errors import ConfigError
 from cmgh.io import is_masked, redacted
 
-__all__ = ["SQLITE", "artifact_root", "redacted", "resolve_sqlite", "sqlite_path", "sqlite_url", "tracking_uri", "unmasked"]
+__all__ = [
+    "SQLITE", "artifact_root", "mlflow_version", "redacted", "resolve_sqlite", "sqlite_path", "sqlite_url", "tracking_uri", "unmasked",
+]  # fmt: skip
 
 SQLITE = "sqlite:///"
+FILE_STORE_REFUSED_SINCE = (3, 13)  # MLflow raises on a file store from then on (unless MLFLOW_ALLOW_FILE_STORE)
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
@@ -51,17 +55,52 @@ def unmasked(url: str, key: str, env: str | None = None) -> str:
     return url
 
 
+def mlflow_version() -> str | None:
+    """The installed MLflow's version, read without importing it (None when it is not installed)."""
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _is_file_store(uri: str) -> bool:
+    return uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks"))
+
+
+def _supported(uri: str, key: str) -> str:
+    """``uri`` unless it is a file store the installed MLflow refuses: then a one-line ConfigError
+    naming the fix, raised when the tracker opens, before the run starts (MLflow would fail inside it)."""
+    version = mlflow_version()
+    allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1")
+    if not _is_file_store(uri) or allowed or version is None:
+        return uri
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        major_minor = FILE_STORE_REFUSED_SINCE
+    if major_minor < FILE_STORE_REFUSED_SINCE:
+        return uri
+    raise ConfigError(
+        f"{key}: file store {redacted(uri)!r} is not supported by MLflow {version}; expected sqlite:///path/{layout.MLFLOW_DB} "
+        f"(empty = sqlite:///<paths.results>/{layout.MLFLOW_DB}) or a tracking server http(s)://host:port"
+    )
+
+
 def tracking_uri(cfg: Any) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` (relative sqlite paths hang off the
-    repository root), else ``sqlite:///<paths.results>/mlflow.db``."""
+    repository root), else ``sqlite:///<paths.results>/mlflow.db``. A file store (``file:`` or a
+    bare directory such as ``./mlruns``) is refused where the installed MLflow refuses it."""
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
-        return env
+        return _supported(env, "MLFLOW_TRACKING_URI")
     uri = unmasked(str(cfg.tracking.uri or "").strip(), "tracking.uri", "MLFLOW_TRACKING_URI")
     if not uri:
         return sqlite_url(cfg.path("results") / layout.MLFLOW_DB)
-    if "://" not in uri and not uri.startswith("databricks"):
-        return resolve_path(uri).as_uri()  # a bare directory: MLflow's file store
+    if _is_file_store(uri):
+        _supported(uri, "tracking.uri")
+        return uri if uri.startswith("file:") else resolve_path(uri).as_uri()  # a bare directory: MLflow's file store
     return resolve_sqlite(uri)
 
 

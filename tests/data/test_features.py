@@ -180,3 +180,25 @@ def test_audio_only_wav_clips_are_accepted_for_audioset(tiny_world: config_mod.C
     row = int(np.flatnonzero(~dataset.index["has_video"].to_numpy())[0])
     sample = dataset[row]
     assert float(sample["audio"].abs().max()) > 0.01 and int(sample["video"].sum()) == 0
+
+
+def test_shards_written_before_has_audio_are_probed_not_decoded_again(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    import json
+
+    from cmgh import layout
+    from cmgh.data import encode, media, shards
+
+    cfg = copy_world(tiny_world, tmp_path)
+    root = features.feature_dir(cfg, "audioset")
+    silent = sorted((cfg.path("data") / "audioset" / "clips").glob("*.mp4"))[0]
+    encode.write_mp4(silent, media.decode_video(silent, 0.0, 16, 8.0), 8)  # after extraction: the shards hold its old audio
+    for shard_json in sorted((root / "shards").glob("*.json")):  # as an older extraction wrote them
+        record = json.loads(shard_json.read_text())
+        shard_json.write_text(json.dumps({**record, "items": [{k: v for k, v in r.items() if k != "has_audio"} for r in record["items"]]}))
+    arrays = shard_bytes(root)
+    features.extract(cfg, "audioset")
+    assert shard_bytes(root) == arrays  # nothing decoded again
+    index = pd.read_parquet(root / layout.FEATURE_INDEX).set_index("source")
+    assert not index.loc[f"clips/{silent.name}", "has_audio"] and index["has_audio"].sum() == len(index) - 1
+    manifest = pd.read_csv(root / layout.FEATURE_MANIFEST).set_index("source")["status"]
+    assert manifest[f"clips/{silent.name}"] == shards.NO_AUDIO

@@ -15,7 +15,7 @@ import pytest
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import encode, formats, media, packed
+from cmgh.data import encode, formats, media, packed, shards
 from cmgh.errors import DataError
 
 JSON_FIELDS = {"key", "item_id", "dataset", "source_id", "source", "duration", "fps", "sample_rate", "has_audio", "captions", "labels"}
@@ -132,7 +132,7 @@ def test_broken_sources_are_recorded_and_skipped(tiny_world: config_mod.Config, 
     packed.pack(cfg, "howto100m", workers=2)
     status = manifest(cfg)
     assert status[missing.stem] == "missing" and status[corrupt.stem].startswith("corrupt: ")
-    assert (status == "ok").sum() == len(status) - 2
+    assert status[silent.stem] == shards.NO_AUDIO and (status == "ok").sum() == len(status) - 3
     index = pd.read_parquet(layout.packed_index(cfg.path("features"), "howto100m")).set_index("item_id")
     assert missing.stem not in index.index and corrupt.stem not in index.index
     assert not index.loc[silent.stem, "has_audio"] and index.drop(silent.stem)["has_audio"].all()

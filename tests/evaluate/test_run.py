@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -157,27 +158,43 @@ def test_cli_evaluate_subprocess(run: Path, tmp_path: Path) -> None:
 def test_audioset_evaluation_says_how_many_segments_it_left_out(
     cfg: config_mod.Config, run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A segment without a known label and a clip without an audio stream (a real mp4 with video only,
+    as real downloads hold) are left out of tagging, counted and named."""
     from cmgh import layout
     from cmgh.cli import main
-    from cmgh.data import formats
+    from cmgh.data import encode, formats, media, shards
 
-    shutil.copytree(layout.dataset_dir(cfg.path("data"), "audioset"), tmp_path / "data" / "audioset")
-    segments = tmp_path / "data" / "audioset" / layout.AUDIOSET_SEGMENT_FILES["train"]
+    root = tmp_path / "data" / "audioset"
+    shutil.copytree(layout.dataset_dir(cfg.path("data"), "audioset"), root)
+    segments = root / layout.AUDIOSET_SEGMENT_FILES["train"]
     table = formats.read_audioset_segments(segments)
     table.at[0, "positive_labels"] = ["/m/not_a_class"]
     formats.write_audioset_segments(segments, table)
+    eval_table = formats.read_audioset_segments(root / layout.AUDIOSET_SEGMENT_FILES["eval"])
+    silent = formats.audioset_clip_path(root, eval_table.iloc[0])
+    encode.write_mp4(silent, media.decode_video(silent, 0.0, 16, 8.0), 8)
+    assert not media.has_audio_stream(silent) and media.duration(silent) > 0
     sets = [f"paths.data={tmp_path / 'data'}", f"paths.features={tmp_path / 'features'}", f"paths.results={tmp_path / 'results'}",
             "tracking.enabled=false"]
     (tmp_path / "features").mkdir()
     shutil.copy(layout.vocab(cfg.path("features")), tmp_path / "features" / layout.VOCAB)
     options = [arg for o in sets for arg in ("--set", o)]
-    assert main(["data", "extract", "--dataset", "audioset", "--config", str(run / "config.yaml"), *options]) == 0
+    with caplog.at_level(logging.INFO, logger="cmgh.data.shards"):
+        assert main(["data", "extract", "--dataset", "audioset", "--config", str(run / "config.yaml"), *options]) == 0
+    assert f"'{shards.NO_AUDIO}': 1" in caplog.text  # the extraction's summary line counts it
+    features = tmp_path / "features" / "audioset"
+    index = pd.read_parquet(features / layout.FEATURE_INDEX).set_index("source")
+    assert not index.loc[os.path.relpath(silent, root), "has_audio"] and index["has_audio"].sum() == len(index) - 1
+    manifest = pd.read_csv(features / layout.FEATURE_MANIFEST).set_index("source")
+    assert manifest.loc[os.path.relpath(silent, root), "status"] == shards.NO_AUDIO == "ok: no audio stream"
     out = tmp_path / "eval"
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert main(["evaluate", "--config", str(run / "config.yaml"), "--task", "audioset", "--checkpoint", str(run), "--out", str(out),
                      "--random-init", *options]) == 0
-    assert "(1 left out, see the feature manifest)" in capsys.readouterr().out.splitlines()[-1]
+    named = "1 ok: no audio stream, 1 skipped: no known label"
+    assert f"(2 left out: {named}; see the feature manifest)" in capsys.readouterr().out.splitlines()[-1]
     params = json.loads((out / "metrics.json").read_text())["params"]
-    assert params["left_out"] == 1 and params["left_out_statuses"] == {"skipped: no known label": 1}
-    assert params["n_fit"] + params["n_val"] == len(table) - 1
-    assert "segments left out of the evaluation: 1 (skipped: no known label: 1" in caplog.text
+    assert params["left_out"] == 2 and params["left_out_statuses"] == {"skipped: no known label": 1, shards.NO_AUDIO: 1}
+    assert params["n_fit"] + params["n_val"] == len(table) - 1 and params["n_eval"] == len(eval_table) - 1
+    assert f"segments left out of the evaluation: 2 ({named}; see" in caplog.text

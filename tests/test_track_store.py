@@ -1,0 +1,96 @@
+"""Which store MLflow accepts and what a first-time user sees: a file store refused before any run
+starts, the experiment tagged as model training, and `cmgh browse` linking its runs table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmgh import cli
+from cmgh import config as config_mod
+from cmgh.track import open_tracker, tracking_uri
+from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, WORKFLOW
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+UI_JS = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "CMGH_RULE", "SNAKEMAKE_RULE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def cmgh(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "CMGH_RULE", "SNAKEMAKE_RULE")}
+    return subprocess.run([sys.executable, "-m", "cmgh", *args], cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_file_store_is_refused_before_the_run_starts(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(MlflowException, match="maintenance mode"):  # the installed MLflow refuses it itself
+        MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri()).search_experiments()
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(tiny_world.to_dict(), sort_keys=False))
+    out = tmp_path / "run"
+    pretrain = ["pretrain", "--config", str(cfg_file), "--backbone", "ms", "--variant", "gr", "--seed", "0", "--out", str(out)]
+    version = mlflow.__version__
+
+    proc = cmgh(*pretrain, "--set", "tracking.uri=./mlruns")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"cmgh: error: tracking.uri: file store './mlruns' is not supported by MLflow {version}; expected sqlite:///path/mlflow.db "
+        "(empty = sqlite:///<paths.results>/mlflow.db) or a tracking server http(s)://host:port"
+    ]
+    assert not out.exists() and not (REPO / "mlruns").exists()
+
+    store = (tmp_path / "store").as_uri()
+    proc = cmgh(*pretrain, MLFLOW_TRACKING_URI=store)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"cmgh: error: MLFLOW_TRACKING_URI: file store '{store}' is not supported by MLflow {version};")
+    assert not out.exists() and not (tmp_path / "store").exists()
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own opt-out is honoured
+    assert tracking_uri(config_mod.with_overrides(tiny_world, [f"tracking.uri={store}"])) == store
+
+
+def test_experiment_opens_on_its_runs(tiny_world: config_mod.Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The names cmgh relies on are the installed UI's: the tag, the kind, the workflow parameter, the runs route.
+    bundle = "".join(p.read_text(errors="replace") for p in UI_JS.glob("*.js"))
+    for name in (f'"{EXPERIMENT_KIND_TAG}"', f'CUSTOM_MODEL_DEVELOPMENT="{EXPERIMENT_KIND}"', 'Runs="runs"',
+                 '"/experiments/:experimentId/:tabName"', 'get("workflowType")', 'MACHINE_LEARNING="machine_learning"'):
+        assert name in bundle, name
+    assert WORKFLOW == "workflowType=machine_learning"
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", f"tracking.artifacts={tmp_path / 'mlruns'}"])
+    browse = ["browse", "--set", f"tracking.uri={uri}", "--set", f"paths.results={tmp_path}", "--set", f"name={tiny_world.name}"]
+    assert cli.main(browse) == 2  # nothing tracked yet: a one-line error, and no store made by asking
+    assert f"no experiment {tiny_world.name!r}" in capsys.readouterr().err and not db.exists()
+
+    with open_tracker(cfg, "eval/a", {}, stage="evaluate", out=tmp_path / "a") as tracker:
+        tracker.log_metrics({"t2v_R@1": 0.5})
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(tiny_world.name)
+    assert exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, "genai_development")  # e.g. chosen in the UI, or an old store
+    with open_tracker(cfg, "eval/b", {}, stage="evaluate", out=tmp_path / "b"):
+        pass
+    assert client.get_experiment(exp.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND  # a reused experiment too
+
+    assert cli.main([*browse, "--port", "5123"]) == 0
+    command, link = capsys.readouterr().out.splitlines()
+    assert command.split()[1:] == ["ui", "--backend-store-uri", uri, "--default-artifact-root", (tmp_path / "mlruns").as_uri(),
+                                   "--host", "127.0.0.1", "--port", "5123"]
+    assert Path(command.split()[0]).name == "mlflow"
+    assert link == f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
