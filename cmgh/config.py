@@ -292,6 +292,7 @@ def _check_consistency(tree: Mapping[str, Any]) -> None:
     if size % model["video_patch"][1] or size % model["video_patch"][2]:
         raise ConfigError(f"model.video_patch: spatial patch {model['video_patch'][1:]} does not divide features.video.size ({size})")
     _check_features(tree["features"])
+    _check_sweep(tree["sweep"])
     corpora(tree["pretrain"])
     for name, entry in tree.get("variants", {}).items():
         if not isinstance(entry, Mapping):
@@ -308,6 +309,24 @@ def _check_features(features: Mapping[str, Any]) -> None:
         low, high = augment[key]
         if low > high:
             raise ConfigError(f"features.augment.{key}: [{low}, {high}] is not a range (expected low <= high)")
+
+
+def _check_sweep(sweep: Mapping[str, Any]) -> None:
+    """The pruner fits the seeds: median/hyperband read one seed's learning curve, Wilcoxon pairs
+    seeds across trials and decides before a trial's last seed (k seeds: smallest p-value 2^-k)."""
+    seeds, pruner = list(sweep["seeds"]), sweep["pruner"]
+    if pruner in ("median", "hyperband") and len(seeds) > 1:
+        raise ConfigError(f"sweep.pruner: {pruner} prunes on one seed's learning curve, but sweep.seeds has {len(seeds)} ({seeds}); "
+                          "expected wilcoxon (seeds as instances) or none")
+    if pruner != "wilcoxon":
+        return
+    if len(seeds) < 3:
+        raise ConfigError(f"sweep.pruner: wilcoxon needs at least 3 sweep.seeds (it compares 2 or more seeds before the last), "
+                          f"got {seeds}; expected more seeds, or median/hyperband for one seed")
+    floor = 2.0 ** -(len(seeds) - 1)
+    if sweep["wilcoxon_p_threshold"] <= floor:
+        raise ConfigError(f"sweep.wilcoxon_p_threshold: {sweep['wilcoxon_p_threshold']} can never prune with {len(seeds)} sweep.seeds "
+                          f"(the smallest p-value before the last seed is {floor:g}); expected above {floor:g}, or more seeds")
 
 
 def corpora(pretrain: Mapping[str, Any]) -> list[tuple[str, float]]:

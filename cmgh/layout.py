@@ -309,14 +309,20 @@ def trial_dir(results: PathLike, study: str, number: int | str) -> Path:
     return study_dir(results, study) / trial_name(number)
 
 
-def trial_pretrain_dir(results: PathLike, study: str, number: int | str) -> Path:
-    """The trial's pre-training run (checkpoint, config, train log)."""
-    return trial_dir(results, study, number) / "pretrain"
+def trial_seed_dir(results: PathLike, study: str, number: int | str, seed: int | None = None) -> Path:
+    """What a trial computes with one pre-training seed: the trial's folder when a study has one
+    seed per trial, ``trial{N}/seed{S}/`` when it has several (``sweep.seeds``)."""
+    return trial_dir(results, study, number) / (f"seed{seed}" if seed is not None else "")
 
 
-def trial_eval_dir(results: PathLike, study: str, number: int | str, step: int | str) -> Path:
+def trial_pretrain_dir(results: PathLike, study: str, number: int | str, seed: int | None = None) -> Path:
+    """The trial's pre-training run (checkpoint, config, train log) of ``seed`` (see :func:`trial_seed_dir`)."""
+    return trial_seed_dir(results, study, number, seed) / "pretrain"
+
+
+def trial_eval_dir(results: PathLike, study: str, number: int | str, step: int | str, seed: int | None = None) -> Path:
     """A validation evaluation of the trial's checkpoint at ``step`` (``eval/step000040``)."""
-    return trial_dir(results, study, number) / "eval" / (f"step{step:06d}" if isinstance(step, int) else f"step{step}")
+    return trial_seed_dir(results, study, number, seed) / "eval" / (f"step{step:06d}" if isinstance(step, int) else f"step{step}")
 
 
 def tables_dir(results: PathLike) -> Path:

@@ -7,6 +7,7 @@ one folder ``{paths.results}/sweep/{study}/`` (names in :mod:`cmgh.layout`)::
     study.yaml                  the study's name and storage (masked): a study of another storage is refused here
     trial{N}/pretrain/          the trial's pre-training run (checkpoint, config, train log)
     trial{N}/eval/step{S}/      validation evaluations (intermediate values + the final one)
+    trial{N}/seed{S}/{pretrain,eval}/   the same per seed, when sweep.seeds has several
     trials.csv                  study.trials_dataframe() (this and the files below: once a trial completed)
     best_params.yaml            the best trial's sampled values as config overrides
     tuned_variant.yaml          ``variants: {tuned: ...}``: base variant + best values (a config fragment)
@@ -20,6 +21,11 @@ the checkpoint is evaluated the same way and reported to the pruner, which may s
 whose worker died (no heartbeat) is retried by ``RetryHeartbeatStaleTrialCallback`` and resumes
 from its checkpoint.
 
+With several ``sweep.seeds`` a trial trains each seed to the end and scores it once; its value is
+the mean over the seeds. ``pruner: wilcoxon`` gets each seed's value as an instance
+(``trial.report(value, step=seed)``) and may stop the trial before its remaining seeds
+(:mod:`~cmgh.sweep.seeds`; which pruner fits how many seeds is checked in :mod:`cmgh.config`).
+
 ``run_study(cfg, n_trials=N)`` continues the study until it holds N finished (complete or
 pruned) trials: re-running it is resumable and adds only the remainder. ``worker_trials=K``
 instead runs exactly K finished trials in this process, whatever the study holds (many workers
@@ -27,6 +33,7 @@ on one study, each with its own budget).
 
 Modules: :mod:`~cmgh.sweep.space` (config -> search space -> trial config),
 :mod:`~cmgh.sweep.storage` (storage, sampler, pruner), :mod:`~cmgh.sweep.objective` (one trial),
+:mod:`~cmgh.sweep.seeds` (a trial's seeds: their order, the run seen per seed),
 :mod:`~cmgh.sweep.study` (the loop), :mod:`~cmgh.sweep.outputs` (the study's files).
 """
 

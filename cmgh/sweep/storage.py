@@ -115,7 +115,13 @@ def make_sampler(cfg: Config, worker: bool = False) -> optuna.samplers.BaseSampl
 
 
 def make_pruner(cfg: Config) -> optuna.pruners.BasePruner:
+    """median/hyperband on a one-seed trial's steps; wilcoxon on its seeds as instances (the config
+    check in :mod:`cmgh.config` pairs each pruner with the seed count it needs)."""
     kind = str(cfg.sweep.pruner)
+    if kind == "wilcoxon":
+        with warnings.catch_warnings():  # "experimental" since optuna 3.6
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=float(cfg.sweep.wilcoxon_p_threshold), n_startup_steps=2)
     if kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(cfg.sweep.prune_startup_trials), n_warmup_steps=0)
     if kind == "hyperband":
