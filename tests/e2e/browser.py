@@ -26,6 +26,7 @@ from cmgh.io import atomic_write
 
 BIN = Path(sys.executable).parent
 WINDOW = (1400, 900)
+SCREENSHOTS = ("mlflow_runs.png", "mlflow_run.png", "optuna_study.png", "optuna_trials.png", "report_figure.png")
 TIMEOUT = 90.0  # page and server waits; MLflow's server takes ~35 s to start on 2 loaded cores
 
 
@@ -107,6 +108,7 @@ def chromium() -> Iterator[object]:
     options.binary_location = shutil.which("chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, quoted when a page never renders
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
         yield driver
@@ -128,8 +130,23 @@ def wait_for(driver, what: str, ready: Callable[[str], bool], timeout: float = T
     try:
         WebDriverWait(driver, timeout, poll_frequency=0.25).until(lambda d: ready(body_text(d)))
     except TimeoutException:
-        raise AssertionError(f"{driver.current_url}: no {what} after {timeout:.0f} s; the page shows:\n{body_text(driver)[:2000]}") from None
+        console = "\n".join(entry["message"][:300] for entry in driver.get_log("browser") if entry["level"] == "SEVERE")
+        raise AssertionError(f"{driver.current_url}: no {what} after {timeout:.0f} s; the page shows:\n{body_text(driver)[:2000]}\n"
+                             f"console errors:\n{console}") from None
     return body_text(driver)
+
+
+def open_page(driver, url: str, what: str, ready: Callable[[str], bool], crashed: str | None = None) -> str:
+    """``url``'s text once ready. A single-page app that shows its ``crashed`` message (MLflow's UI does when a
+    script chunk fails to load on a loaded machine) is reloaded once; a second crash fails with the console."""
+    driver.get(url)
+    if crashed is None:
+        return wait_for(driver, what, ready)
+    text = wait_for(driver, what, lambda text: ready(text) or crashed in text)
+    if ready(text):
+        return text
+    driver.refresh()
+    return wait_for(driver, what, ready)
 
 
 def link_to(driver, text: str, href_part: str, matches: Callable[[str], bool] | None = None) -> str:
@@ -161,15 +178,14 @@ def close_assistant(driver) -> None:
 def mlflow_pages(driver, url: str, experiment: str, run_name: str, metric: str, shots: Path | None = None) -> dict[str, str]:
     """The experiment list, the experiment's runs table (its `runs` route, whatever the landing view)
     and ``run_name``'s page, once each shows what it is for; their texts by page."""
-    driver.get(f"{url}#/experiments")
-    pages = {"experiments": wait_for(driver, f"experiment {experiment!r}", lambda text: experiment in text.splitlines())}
+    crashed = "Something went wrong"
+    pages = {"experiments": open_page(driver, f"{url}#/experiments", f"experiment {experiment!r}", lambda text: experiment in text.splitlines(), crashed)}
     experiment_id = link_to(driver, experiment, "/experiments/").rstrip("/").rsplit("/", 1)[-1]
-    driver.get(f"{url}#/experiments/{experiment_id}/runs")
-    pages["runs"] = wait_for(driver, f"run {run_name!r} in the runs table", lambda text: run_name in text)
+    pages["runs"] = open_page(driver, f"{url}#/experiments/{experiment_id}/runs", f"run {run_name!r} in the runs table", lambda text: run_name in text, crashed)
     close_assistant(driver)
     screenshot(driver, shots, "mlflow_runs.png")
-    driver.get(link_to(driver, run_name, "/runs/"))
-    pages["run"] = wait_for(driver, f"metric {metric!r} on the run's page", lambda text: run_name in text and metric in text.splitlines())
+    pages["run"] = open_page(driver, link_to(driver, run_name, "/runs/"), f"metric {metric!r} on the run's page",
+                             lambda text: run_name in text and metric in text.splitlines(), crashed)
     close_assistant(driver)
     screenshot(driver, shots, "mlflow_run.png")
     return pages

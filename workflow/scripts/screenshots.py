@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers:
             server.stop()
-    for png in sorted(args.out.glob("*.png")):
+    for png in (args.out / name for name in browser.SCREENSHOTS):
         print(f"{png} ({png.stat().st_size // 1024} KB)")
     return 0
 
