@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmgh import layout
 from cmgh.io import atomic_write
 
 BIN = Path(sys.executable).parent
@@ -48,11 +47,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def mlflow_ui_command(results: Path, port: int) -> list[str]:
-    """The README's `mlflow ui` line, on ``results``' store."""
-    db, artifacts = results / layout.MLFLOW_DB, results / "mlruns"
-    return [str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{db}", "--default-artifact-root", str(artifacts),
-            "--host", "127.0.0.1", "--port", str(port)]
+def mlflow_ui(cfg: object, port: int) -> tuple[list[str], str]:
+    """What `cmgh browse` prints for ``cfg``: the `mlflow ui` command (one worker: it starts faster
+    and serves one browser) and the link to the experiment's runs table."""
+    from cmgh.track.ui import browse
+
+    command, link = browse(cfg, port)
+    return [*shlex.split(command), "--workers", "1"], link
 
 
 def dashboard_command(printed: str, port: int) -> list[str]:
@@ -175,13 +176,13 @@ def close_assistant(driver) -> None:
             button.click()
 
 
-def mlflow_pages(driver, url: str, experiment: str, run_name: str, metric: str, shots: Path | None = None) -> dict[str, str]:
-    """The experiment list, the experiment's runs table (its `runs` route, whatever the landing view)
-    and ``run_name``'s page, once each shows what it is for; their texts by page."""
+def mlflow_pages(driver, url: str, runs_link: str, experiment: str, run_name: str, metric: str,
+                 shots: Path | None = None) -> dict[str, str]:
+    """The experiment list, the runs table `cmgh browse` links to and ``run_name``'s page, once each
+    shows what it is for; their texts by page."""
     crashed = "Something went wrong"
     pages = {"experiments": open_page(driver, f"{url}#/experiments", f"experiment {experiment!r}", lambda text: experiment in text.splitlines(), crashed)}
-    experiment_id = link_to(driver, experiment, "/experiments/").rstrip("/").rsplit("/", 1)[-1]
-    pages["runs"] = open_page(driver, f"{url}#/experiments/{experiment_id}/runs", f"run {run_name!r} in the runs table", lambda text: run_name in text, crashed)
+    pages["runs"] = open_page(driver, runs_link, f"run {run_name!r} in the runs table", lambda text: run_name in text, crashed)
     close_assistant(driver)
     screenshot(driver, shots, "mlflow_runs.png")
     pages["run"] = open_page(driver, link_to(driver, run_name, "/runs/"), f"metric {metric!r} on the run's page",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,18 +29,21 @@ def cfg(tiny_dag: TinyDag) -> config_mod.Config:
 
 
 @pytest.fixture(scope="module")
-def servers(cfg: config_mod.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, browser.Server]]:
-    """Both servers start at once (MLflow's takes ~35 s on 2 loaded cores) and stop at the end, whatever failed."""
+def servers(cfg: config_mod.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Both servers start at once (MLflow's takes ~35 s on 2 loaded cores) and stop at the end, whatever
+    failed; ``runs_link`` is the runs-table link `cmgh browse` prints."""
     from cmgh import sweep
 
     logs = tmp_path_factory.mktemp("ui")
     started: dict[str, browser.Server] = {}
+    started_link: dict[str, str] = {}
     try:
         port = browser.free_port()
-        started["mlflow"] = browser.start(browser.mlflow_ui_command(cfg.path("results"), port), port, logs / "mlflow.log")
+        command, started_link["runs"] = browser.mlflow_ui(cfg, port)
+        started["mlflow"] = browser.start(command, port, logs / "mlflow.log")
         port = browser.free_port()
         started["optuna"] = browser.start(browser.dashboard_command(sweep.dashboard_command(cfg), port), port, logs / "optuna.log")
-        yield started
+        yield {**started, "runs_link": started_link["runs"]}
     finally:
         for server in started.values():
             server.stop()
@@ -68,11 +72,16 @@ def test_mlflow_ui_lists_the_experiment_and_its_runs_with_metrics(cfg, servers, 
     runs = client.search_runs([experiment.experiment_id], "tags.stage = 'pretrain'", order_by=["attributes.run_name"])
     assert len(runs) == 2, [r.info.run_name for r in runs]
     run = runs[0]
-    pages = browser.mlflow_pages(driver, servers["mlflow"].wait(), str(cfg.name), run.info.run_name, "loss_va", SHOTS)
+    pages = browser.mlflow_pages(driver, servers["mlflow"].wait(), servers["runs_link"], str(cfg.name), run.info.run_name, "loss_va", SHOTS)
     assert str(cfg.name) in pages["experiments"].splitlines()
     for other in runs:
         assert other.info.run_name in pages["runs"]
     assert "sweep/default" in pages["runs"]
+    assert "Model training" in pages["runs"] and "Traces" not in pages["runs"].splitlines()  # the model-training view, not GenAI's
+    assert "howto100m" in pages["runs"]  # the Datasets column: what the pre-training runs read
+    models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+    assert {m.name for m in models} == {f"ms-{r.data.tags['variant']}-seed0" for r in runs}
+    assert any(m.name in pages["runs"] for m in models)  # the Models column
     lines = pages["run"].splitlines()
     assert "Finished" in lines
     for metric in ("loss_va", "loss_vt", "conflict_fraction"):

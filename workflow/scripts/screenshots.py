@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[browser.Server] = []
     try:
         port = browser.free_port()
-        mlflow_ui = browser.start(browser.mlflow_ui_command(results, port), port, logs / "mlflow.log")
+        command, runs_link = browser.mlflow_ui(cfg, port)
+        mlflow_ui = browser.start(command, port, logs / "mlflow.log")
         servers.append(mlflow_ui)
         port = browser.free_port()
         dashboard = browser.start(browser.dashboard_command(sweep.dashboard_command(cfg), port), port, logs / "optuna.log")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         trials = len(optuna.load_study(study_name=sweep.study_name(cfg), storage=sweep.storage_url(cfg)).get_trials(deepcopy=False))
         with browser.chromium() as driver:
             browser.report_pages(driver, report.resolve().as_uri(), "ablation.md", "noise_roc.png", args.out)
-            browser.mlflow_pages(driver, mlflow_ui.wait(), str(cfg.name), runs[0].info.run_name, "loss_va", args.out)
+            browser.mlflow_pages(driver, mlflow_ui.wait(), runs_link, str(cfg.name), runs[0].info.run_name, "loss_va", args.out)
             browser.dashboard_pages(driver, dashboard.wait(), sweep.study_name(cfg), trials, args.out)
     finally:
         for server in servers:
