@@ -205,17 +205,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cmgh.io import atomic_write_text
-    from cmgh.report.tables import ablation_csv, ablation_markdown
-    from cmgh.track.runs import output_format, tracked_ablation
+    from cmgh.track.runs import runs_table
 
-    fmt = output_format(args.out) if args.out else "md"
-    table = tracked_ablation(_load(args), args.tracking_uri, args.filter or "")
-    text = ablation_csv(table) if fmt == "csv" else ablation_markdown(table)
-    if args.out:
-        print(atomic_write_text(args.out, text))
-    else:
-        sys.stdout.write(text)
+    sys.stdout.write(runs_table(_load(args), args.tracking_uri, args.filter or "", args.out))
     return 0
 
 

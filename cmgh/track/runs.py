@@ -20,10 +20,10 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.errors import CmghError, ConfigError
-from cmgh.io import redacted
+from cmgh.io import atomic_write_text, redacted
 from cmgh.report.collect import variant_order
 from cmgh.report.columns import ABLATION_COLUMNS, Column
-from cmgh.report.tables import ablation
+from cmgh.report.tables import ablation, ablation_csv, ablation_markdown
 from cmgh.track import OUT_TAG, experiment_name
 from cmgh.track.uri import sqlite_path
 
@@ -135,3 +135,12 @@ def output_format(path: str) -> str:
     if suffix not in ("csv", "md"):
         raise ConfigError(f"--out {path}: expected a .csv or .md file")
     return suffix
+
+
+def runs_table(cfg: Any, uri: str | None = None, filter_string: str = "", out: str | None = None) -> str:
+    """What ``cmgh runs`` prints: the table as Markdown, or with ``out`` the path it was written to
+    (atomically; ``.csv`` as ``tables/ablation.csv``, ``.md`` as ``tables/ablation.md``)."""
+    fmt = output_format(out) if out else "md"
+    table = tracked_ablation(cfg, uri, filter_string)
+    text = ablation_csv(table) if fmt == "csv" else ablation_markdown(table)
+    return f"{atomic_write_text(out, text)}\n" if out else text
