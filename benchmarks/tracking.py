@@ -8,12 +8,15 @@ from scratch plus ``tracker.close()`` (buffered metric writes, artifacts, end of
 the tracker (experiment lookup, sqlite schema creation on first use) is reported separately,
 it happens once per job.
 
-The last line is 1 + (time spent inside tracker calls per step) / (best untracked step time): the
-tracker's own cost, measured in the tracked runs themselves, so that load from other processes on
-a shared machine does not swamp a few-percent difference. The wall-clock ratio of the tracked and
-untracked runs is printed above it as a cross-check.
+Tracked runs sample system metrics as pre-training runs do (``tracking.system_metrics``, every
+``--system-interval`` seconds, default the config's); ``--no-system-metrics`` turns that off.
 
-Usage: .venv/bin/python benchmarks/tracking.py [--steps 40] [--repeats 3] [--threads 1]
+The last line is 1 + (time spent inside tracker calls per step + CPU time of the system-metrics
+thread per step) / (best untracked step time): the tracker's own cost, measured in the tracked runs
+themselves, so that load from other processes on a shared machine does not swamp a few-percent
+difference. The wall-clock ratio of the tracked and untracked runs is printed above it as a cross-check.
+
+Usage: .venv/bin/python benchmarks/tracking.py [--steps 40] [--repeats 3] [--threads 1] [--system-interval S | --no-system-metrics]
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class Timed:
         return call
 
 
-def world(root: Path, steps: int, batch: int) -> config.Config:
+def world(root: Path, steps: int, batch: int, system: float | None) -> config.Config:
     cfg = config.load(
         overrides=[
             f"paths.data={root / 'data'}",
@@ -74,6 +77,8 @@ def world(root: Path, steps: int, batch: int) -> config.Config:
             "pretrain.checkpoint_every=20",
             f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
             f"tracking.artifacts={root / 'mlruns'}",
+            f"tracking.system_metrics={str(system is not None).lower()}",
+            *([f"tracking.system_metrics_interval_seconds={system}"] if system is not None else []),
         ]
     )
     synthesize(cfg, datasets=["howto100m"], progress=False)
@@ -82,8 +87,9 @@ def world(root: Path, steps: int, batch: int) -> config.Config:
     return cfg
 
 
-def timed_run(cfg: config.Config, out: Path, tracked: bool, seed_key: int) -> tuple[float, float, float]:
-    """(seconds to open the tracker, seconds of pretrain + close, seconds inside tracker calls)."""
+def timed_run(cfg: config.Config, out: Path, tracked: bool, seed_key: int) -> tuple[float, float, float, float, int]:
+    """(seconds to open the tracker, seconds of pretrain + close, seconds inside tracker calls,
+    CPU seconds of the system-metrics thread, its samples)."""
     t0 = time.perf_counter()
     if tracked:  # a distinct run key per repeat: every tracked repeat is a fresh MLflow run
         tracker = open_tracker(config.for_variant(cfg, VARIANT), f"bench/{seed_key}", {"variant": VARIANT}, stage="pretrain", out=out)
@@ -94,9 +100,11 @@ def timed_run(cfg: config.Config, out: Path, tracked: bool, seed_key: int) -> tu
     pretrain(cfg, RunSpec("ms", VARIANT, 0, out), resume=False, tracker=tracker)
     tracker.close()
     t2 = time.perf_counter()
+    sampler = getattr(tracker.inner, "_system", None)
     if tracked:
         assert getattr(tracker, "active", True) is False and tracker.run_id, "tracking failed during the benchmark"
-    return t1 - t0, t2 - t1, tracker.seconds
+        assert (sampler is not None) == bool(cfg.tracking.system_metrics), "system metrics did not start"
+    return t1 - t0, t2 - t1, tracker.seconds, sampler.cpu_seconds if sampler else 0.0, sampler.samples if sampler else 0
 
 
 def main() -> None:
@@ -105,33 +113,45 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--system-interval", type=float, default=float(config.load().tracking.system_metrics_interval_seconds),
+                        help="seconds between system-metric samples (default: the config's)")
+    parser.add_argument("--no-system-metrics", action="store_true", help="track without system metrics")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the benchmark's own sqlite store, always
     with tempfile.TemporaryDirectory(prefix="cmgh-track-bench-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        cfg = world(root, args.steps, args.batch)
+        cfg = world(root, args.steps, args.batch, None if args.no_system_metrics else args.system_interval)
         print(f"corpus generated and extracted in {time.perf_counter() - t0:.1f} s")
         timed_run(cfg, root / "warmup", False, -1)  # warm-up: imports, allocator, page cache
-        opens, inside, times = [], [], {False: [], True: []}
+        opens, inside, sampling, samples, times = [], [], [], [], {False: [], True: []}
         for rep in range(args.repeats):
             for tracked in (False, True) if rep % 2 == 0 else (True, False):
-                opened, seconds, in_tracker = timed_run(cfg, root / f"run{rep}_{int(tracked)}", tracked, rep)
+                opened, seconds, in_tracker, sampler_cpu, sampled = timed_run(cfg, root / f"run{rep}_{int(tracked)}", tracked, rep)
                 times[tracked].append(seconds / args.steps)
                 if tracked:
                     opens.append(opened)
                     inside.append(in_tracker / args.steps)
+                    sampling.append(sampler_cpu / args.steps)
+                    samples.append(sampled)
     off, on = times[False], times[True]
     print(f"threads {args.threads}, batch {args.batch}, {args.steps} steps x {args.repeats} repeats (interleaved)")
     print(f"  off: {statistics.median(off) * 1000:8.1f} ms/step median, {min(off) * 1000:8.1f} best")
     print(f"  on:  {statistics.median(on) * 1000:8.1f} ms/step median, {min(on) * 1000:8.1f} best")
     print(f"  opening the tracker: {statistics.median(opens):.2f} s median (first: {opens[0]:.2f} s, creates the sqlite schema)")
     added = statistics.median(inside) / min(off)
+    system = statistics.median(sampling) / min(off)
     print(f"  inside tracker calls: {statistics.median(inside) * 1000:.2f} ms/step = {added:.1%} of the best untracked step")
+    if args.no_system_metrics:
+        print("  system metrics: off")
+    else:
+        print(f"  system metrics every {args.system_interval:g} s ({statistics.median(samples):.0f} samples per run): sampling thread "
+              f"{statistics.median(sampling) * 1000:.2f} ms/step CPU = {system:.1%} of the best untracked step")
+    added += system
     print(f"wall clock on/off: {statistics.median(on) / statistics.median(off):.2f}x median, {min(on) / min(off):.2f}x best "
           "(noisy on a shared machine: a cross-check)")
-    print(f"tracking overhead: {1 + added:.2f}x (target <= 1.05)")
+    print(f"tracking overhead{'' if args.no_system_metrics else ' with system metrics'}: {1 + added:.2f}x (target <= 1.05)")
 
 
 if __name__ == "__main__":

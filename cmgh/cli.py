@@ -210,6 +210,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cmgh.track.runs import runs_table
+
+    sys.stdout.write(runs_table(_load(args), args.tracking_uri, args.filter or "", args.out))
+    return 0
+
+
 def _harmonizers(args: argparse.Namespace) -> list[str]:
     from cmgh import harmonize
 
@@ -354,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="with --noise-gain: folder for tables/ and figures/ (default: the first tree)")
     rep.add_argument("--noise-window", type=POSITIVE, default=None, metavar="STEPS", help="steps per window of tables/noise_over_training (default: a fifth of the run)")
     rep.set_defaults(func=cmd_report)
+
+    runs = sub.add_parser("runs", help="the ablation table from the MLflow tracking store (no results folder needed)")
+    _common(runs)
+    runs.add_argument("--tracking-uri", default=None, help="tracking store or server (default: tracking.uri of the config, MLFLOW_TRACKING_URI when set)")
+    runs.add_argument("--filter", default=None, metavar="MLFLOW_FILTER", help="only evaluation runs matching this MLflow filter, e.g. \"tags.out LIKE '/scratch/results/%%'\"")
+    runs.add_argument("--out", default=None, metavar="FILE", help="write the table to FILE (.csv: the numbers of tables/ablation.csv; .md: as tables/ablation.md) instead of printing it")
+    runs.set_defaults(func=cmd_runs)
 
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("what", choices=list(LISTS))

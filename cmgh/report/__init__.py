@@ -37,17 +37,16 @@ from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noi
 from cmgh.report.noise_gain import build_noise_gain, figure_noise_gain, gain_vs_noise
 from cmgh.report.scaling import build_scaling
 from cmgh.report.summary import _paired, _verdict, summary
-from cmgh.report.tables import _best_rows, ablation, formatted, to_latex, to_markdown
+from cmgh.report.tables import CAPTION, _best_rows, ablation, ablation_csv, ablation_latex, ablation_markdown, formatted, to_latex, to_markdown
 
 __all__ = [
-    "ABLATION_COLUMNS", "HEADLINE", "Column", "_best_rows", "_paired", "_verdict", "ablation", "build_noise_gain",
+    "ABLATION_COLUMNS", "CAPTION", "HEADLINE", "Column", "_best_rows", "_paired", "_verdict", "ablation", "ablation_csv",
+    "ablation_latex", "ablation_markdown", "build_noise_gain",
     "build_report", "build_scaling", "collect", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
     "summary", "to_latex", "to_markdown", "wide",
 ]
 
 log = logging.getLogger(__name__)
-
-CAPTION = "Ablation: mean ± std over seeds; best per column in bold (↓: lower is better)."
 
 
 def build_report(results: str | Path, compare: Sequence[str | Path] = (), noise_window: int | None = None) -> dict[str, list[Path]]:
@@ -73,9 +72,9 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = (), noise_
     text(tables / "metrics_long.csv", long.to_csv(index=False))
     text(tables / "metrics_wide.csv", wide(long).to_csv(index=False))
     table = ablation(long, order=order)
-    text(tables / "ablation.csv", table.to_csv(index=False, float_format="%.6g"))
-    text(tables / "ablation.md", f"{CAPTION}\n\n" + to_markdown(formatted(table, ABLATION_COLUMNS, ("**", "**"))))
-    text(tables / "ablation.tex", to_latex(formatted(table, ABLATION_COLUMNS, ("<<", ">>")), CAPTION.replace("↓", "lower")))
+    text(tables / "ablation.csv", ablation_csv(table))
+    text(tables / "ablation.md", ablation_markdown(table))
+    text(tables / "ablation.tex", ablation_latex(table))
     text(tables / "summary.md", summary(long, order))
     over_training = noise_training.noise_over_training(results, noise_window, order)
     text(tables / f"{noise_training.TABLE}.csv", over_training.to_csv(index=False, float_format="%.6g"))

@@ -65,6 +65,23 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+CAPTION = "Ablation: mean ± std over seeds; best per column in bold (↓: lower is better)."
+
+
+def ablation_csv(table: pd.DataFrame) -> str:
+    """``tables/ablation.csv``: the numbers of :func:`ablation` (what ``cmgh runs --out x.csv`` writes too)."""
+    return table.to_csv(index=False, float_format="%.6g")
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    """``tables/ablation.md``: caption, then ``mean ± std`` cells with the best in bold."""
+    return f"{CAPTION}\n\n" + to_markdown(formatted(table, ABLATION_COLUMNS, ("**", "**")))
+
+
+def ablation_latex(table: pd.DataFrame) -> str:
+    return to_latex(formatted(table, ABLATION_COLUMNS, ("<<", ">>")), CAPTION.replace("↓", "lower"))
+
+
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
         text = text.replace(a, b)

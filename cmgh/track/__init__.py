@@ -35,13 +35,14 @@ from cmgh.track.uri import artifact_root, tracking_uri
 
 __all__ = [
     "DatasetRef", "NullTracker", "Tracker", "artifact_root", "config_hash", "dataset_digest", "evaluation_dataset",
-    "exit_status", "file_hash", "git_state", "open_tracker", "provenance_tags", "run_location", "tracked_key",
-    "tracking_uri", "training_datasets",
+    "exit_status", "experiment_name", "file_hash", "git_state", "open_tracker", "provenance_tags", "run_location",
+    "tracked_key", "tracking_uri", "training_datasets",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)  # the adapter logs under this name too: one logger for tracking
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+SAMPLED_STAGES = ("pretrain", "sweep_trial")  # the training runs: they sample system metrics (tracking.system_metrics)
 
 
 @runtime_checkable
@@ -150,6 +151,11 @@ def tracked_key(run_key: str, identity_hash: str, out: str | os.PathLike[str]) -
     return f"{run_key}@{identity_hash}@{json_digest(run_location(out), 12)}"
 
 
+def experiment_name(cfg: Any) -> str:
+    """The MLflow experiment of a config: ``tracking.experiment``, else the config ``name``."""
+    return str(cfg.tracking.experiment or "") or str(cfg.name)
+
+
 def open_tracker(
     cfg: Any,
     run_key: str,
@@ -168,7 +174,8 @@ def open_tracker(
     flattened tree becomes the run's params and its YAML the artifact ``config.yaml`` (both with URL
     passwords masked, as every message naming the store is). ``stage``
     (one of :data:`cmgh.config.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
-    ``out`` is the folder the run writes (tag ``out``). ``nested_under`` is the parent run's folder
+    ``out`` is the folder the run writes (tag ``out``). Training stages (:data:`SAMPLED_STAGES`)
+    sample system metrics while the run is open when ``tracking.system_metrics`` is on. ``nested_under`` is the parent run's folder
     (a path: its newest run there), a parent run id, or a parent's ``run_key`` (a string).
     """
     from cmgh import keypaths
@@ -185,7 +192,7 @@ def open_tracker(
     parent = (OUT_TAG, run_location(nested_under)) if isinstance(nested_under, os.PathLike) else nested_under
     tracker = MlflowTracker(
         uri,
-        str(cfg.tracking.experiment or "") or str(cfg.name),
+        experiment_name(cfg),
         tracked_key(run_key, provenance["cmgh.config_hash"], out),
         run_name=run_key,
         tags={**provenance, **{k: str(v) for k, v in tags.items()}, OUT_TAG: run_location(out)},
@@ -194,6 +201,7 @@ def open_tracker(
         nested_under=parent,
         restart=restart,
         flush_every=int(cfg.tracking.flush_every),
+        system_metrics=float(cfg.tracking.system_metrics_interval_seconds) if cfg.tracking.system_metrics and stage in SAMPLED_STAGES else None,
     )
     tracker.log_text(cfg.to_yaml(), layout.CONFIG)
     return tracker

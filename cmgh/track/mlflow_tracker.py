@@ -122,6 +122,7 @@ class MlflowTracker(RunContext):
         restart: bool = False,
         flush_every: int = 25,
         flush_seconds: float = 30.0,
+        system_metrics: float | None = None,
     ) -> None:
         self.uri, self.experiment, self.run_key = uri, experiment, run_key
         self.shown = redacted(uri)  # the URI as messages and tags show it (no password)
@@ -142,6 +143,7 @@ class MlflowTracker(RunContext):
         self.model_id: str | None = None  # the LoggedModel this run's metrics are about (an evaluation: its checkpoint's)
         self._metric_dataset: tuple[str, str] | None = None  # name, digest: the one dataset an evaluation scores on
         self._remote = _is_remote(uri)
+        self._system: Any = None  # the system-metrics sampler (cmgh.track.system), while the run is open
         attempts = 1 if self._remote else 2  # a busy local store gets a second chance
         for attempt in range(attempts):
             try:
@@ -155,6 +157,8 @@ class MlflowTracker(RunContext):
                     time.sleep(0.5 + attempt)
         if params:
             self.log_params(params)
+        if system_metrics is not None and self.active:
+            self._start_system_metrics(float(system_metrics))
 
     # -- state -------------------------------------------------------------------------------
 
@@ -162,6 +166,15 @@ class MlflowTracker(RunContext):
     def active(self) -> bool:
         """True while the tracker writes to MLflow (False once a failure made it a no-op)."""
         return not self._broken and not self._closed and self.run_id is not None
+
+    def _start_system_metrics(self, interval: float) -> None:
+        """Sample system metrics into the run (:mod:`cmgh.track.system`); a failure only warns."""
+        try:
+            from cmgh.track.system import SystemMetrics
+
+            self._system = SystemMetrics(self.uri, str(self.run_id), interval, resume=self.resumed)
+        except Exception as exc:  # noqa: BLE001 - system metrics must never break a run
+            log.warning("MLflow system metrics are off for this run: %s: %s", type(exc).__name__, redacted(str(exc).splitlines()[0]) if str(exc) else "")
 
     def _fail(self, what: str, exc: BaseException) -> None:
         first = redacted(str(exc).splitlines()[0]) if str(exc) else ""
@@ -173,6 +186,8 @@ class MlflowTracker(RunContext):
             )
             self._failure = f"failed to {what}: {type(exc).__name__}: {first}; nothing logged after that (the run's files hold it)"
         self._broken = True
+        if self._system is not None:
+            self._system.cancel()
         self._buffer.clear()
         self._buffered_steps.clear()
 
@@ -384,6 +399,8 @@ class MlflowTracker(RunContext):
         """Flush and end the run with ``status`` (FINISHED, FAILED or KILLED); idempotent."""
         if self._closed:
             return
+        if self._system is not None:
+            self._system.stop()  # before the run ends: its last sample lands in a RUNNING run
         self.flush()
         if self.active:
             self._call("end the run", self.client.set_terminated, self.run_id, status if status in TERMINAL else "FINISHED")
