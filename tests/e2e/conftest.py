@@ -6,6 +6,14 @@ import pytest
 
 from tests.e2e.dag import TinyDag, run_tiny_dag
 
+DAG_TIMEOUT = 1800  # seconds: whichever test asks first for the run waits for the whole DAG within its own timeout
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tiny_dag" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(DAG_TIMEOUT))
+
 
 @pytest.fixture(scope="session")
 def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> TinyDag:
