@@ -185,7 +185,11 @@ def mlflow_pages(driver, url: str, runs_link: str, experiment: str, run_name: st
     pages["runs"] = open_page(driver, runs_link, f"run {run_name!r} in the runs table", lambda text: run_name in text, crashed)
     close_assistant(driver)
     screenshot(driver, shots, "mlflow_runs.png")
-    pages["run"] = open_page(driver, link_to(driver, run_name, "/runs/"), f"metric {metric!r} on the run's page",
+    from cmgh.track.ui import WORKFLOW
+
+    run_link = link_to(driver, run_name, "/runs/")
+    run_link += ("&" if "?" in run_link else "?") + WORKFLOW if WORKFLOW not in run_link else ""
+    pages["run"] = open_page(driver, run_link, f"metric {metric!r} on the run's page",
                              lambda text: run_name in text and metric in text.splitlines(), crashed)
     close_assistant(driver)
     screenshot(driver, shots, "mlflow_run.png")

@@ -77,7 +77,8 @@ def test_mlflow_ui_lists_the_experiment_and_its_runs_with_metrics(cfg, servers, 
     for other in runs:
         assert other.info.run_name in pages["runs"]
     assert "sweep/default" in pages["runs"]
-    assert "Model training" in pages["runs"] and "Traces" not in pages["runs"].splitlines()  # the model-training view, not GenAI's
+    sidebar = pages["runs"].splitlines()
+    assert "Model registry" in sidebar and "Judges" not in sidebar  # the model-training view's sidebar, not GenAI's
     assert "howto100m" in pages["runs"]  # the Datasets column: what the pre-training runs read
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert {m.name for m in models} == {f"ms-{r.data.tags['variant']}-seed0" for r in runs}
