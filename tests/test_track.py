@@ -235,13 +235,17 @@ def test_metric_names_are_mlflows_and_a_failed_tracker_still_ends_its_run(tiny_w
     assert run.info.status == "FAILED" and "failed to log metrics" in run.data.tags[TRACKING_ERROR_TAG]
 
 
-def test_both_trackers_satisfy_the_protocol() -> None:
+def test_every_tracker_satisfies_the_protocol() -> None:
+    from cmgh.sweep.seeds import SeedTracker
+    from cmgh.track import RunContext
     from cmgh.track.mlflow_tracker import MlflowTracker
 
     assert isinstance(NullTracker(), Tracker)
     methods = [name for name, value in vars(Tracker).items() if callable(value) and not name.startswith("_")]
-    assert set(methods) >= {"log_params", "log_metrics", "log_artifact", "log_text", "set_tags", "flush", "close"}
-    for cls in (NullTracker, MlflowTracker):
+    assert set(methods) >= {"log_params", "log_metrics", "log_artifact", "log_text", "set_tags", "flush", "close", "log_datasets", "log_model"}
+    trackers = set(RunContext.__subclasses__())
+    assert trackers >= {NullTracker, MlflowTracker, SeedTracker}  # every implementation the package has
+    for cls in trackers:
         missing = [name for name in [*methods, "__enter__", "__exit__"] if not callable(getattr(cls, name, None))]
         assert not missing, (cls.__name__, missing)
     with NullTracker() as tracker:

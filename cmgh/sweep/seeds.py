@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cmgh.track import NullTracker, RunContext, Tracker
+from cmgh.track import DatasetRef, NullTracker, RunContext, Tracker
 
 
 def seed_prefix(seed: int) -> str:
@@ -52,6 +52,14 @@ class SeedTracker(RunContext):
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.inner.set_tags(tags)
+
+    def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
+        self.inner.log_datasets(datasets)  # every seed reads the same corpora: the trial's run lists them once
+
+    def log_model(
+        self, checkpoint: Path, *, name: str, tags: Mapping[str, Any], params: Mapping[str, Any], weights: bool = False
+    ) -> str | None:
+        return self.inner.log_model(checkpoint, name=f"{name}-{self.prefix.rstrip('/')}", tags=tags, params=params, weights=weights)
 
     def flush(self) -> None:
         self.inner.flush()
