@@ -163,7 +163,7 @@ def auth_server() -> Iterator[tuple[int, list[str | None]]]:
 
 def test_tracking_server_with_credentials_is_reachable(auth_server: tuple[int, list[str | None]]) -> None:
     pytest.importorskip("mlflow")
-    from cmgh.track.mlflow_tracker import server_reachable
+    from cmgh.track.store import server_reachable
 
     port, seen = auth_server
     assert server_reachable(f"http://user:{SECRET}@127.0.0.1:{port}")  # urllib alone refuses userinfo in a URL

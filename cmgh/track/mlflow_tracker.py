@@ -6,15 +6,10 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +20,9 @@ from mlflow.tracking import MlflowClient
 from cmgh.track import TERMINAL, RunContext
 from cmgh.track import lineage
 from cmgh.track.provenance import EVALUATION, DatasetRef
+from cmgh.track.store import is_remote, server_reachable, store_lock
 from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
-from cmgh.track.uri import redacted, sqlite_path
+from cmgh.track.uri import redacted
 
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
 
@@ -55,48 +51,6 @@ def _now_ms() -> int:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _is_remote(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
-
-
-def server_reachable(uri: str, timeout: float = 5.0) -> bool:
-    """Whether an MLflow server answers at all (any HTTP status counts); no retries, short timeout.
-    Credentials in the URI (``http://user:password@host``) go in a Basic header, as MLflow sends them."""
-    parts = urllib.parse.urlsplit(uri)
-    userinfo, _, host = parts.netloc.rpartition("@")
-    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health")
-    if userinfo:
-        request.add_header("Authorization", "Basic " + base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-@contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialize opening a sqlite store across processes: parallel jobs that create (migrate) a
-    fresh store at the same moment leave it broken (``_alembic_tmp_* already exists``)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None  # type: ignore[assignment]
-    db = sqlite_path(uri)
-    if fcntl is None or db is None:
-        yield
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class MlflowTracker(RunContext):
@@ -142,12 +96,12 @@ class MlflowTracker(RunContext):
         self._inputs: set[lineage.InputKey] = set()  # datasets the run lists as inputs
         self.model_id: str | None = None  # the LoggedModel this run's metrics are about (an evaluation: its checkpoint's)
         self._metric_dataset: tuple[str, str] | None = None  # name, digest: the one dataset an evaluation scores on
-        self._remote = _is_remote(uri)
+        self._remote = is_remote(uri)
         self._system: Any = None  # the system-metrics sampler (cmgh.track.system), while the run is open
         attempts = 1 if self._remote else 2  # a busy local store gets a second chance
         for attempt in range(attempts):
             try:
-                with _store_lock(uri):
+                with store_lock(uri):
                     self._open(run_name or run_key, dict(tags or {}), artifact_location, nested_under, restart)
                 break
             except Exception as exc:  # noqa: BLE001 - tracking must never break a run

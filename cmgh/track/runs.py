@@ -45,7 +45,7 @@ def _store(uri: str) -> Iterator[None]:
     if db is not None and not db.is_file():
         raise StoreError(f"{shown}: no tracking store there (expected the sqlite file the runs were tracked in; set --tracking-uri or tracking.uri)")
     if uri.startswith(("http://", "https://")):
-        from cmgh.track.mlflow_tracker import server_reachable
+        from cmgh.track.store import server_reachable
 
         if not server_reachable(uri):
             raise StoreError(f"{shown}: no MLflow server answers (expected a running tracking server; check --tracking-uri or tracking.uri)")

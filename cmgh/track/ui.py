@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cmgh.errors import ConfigError
+from cmgh.track.store import is_remote
 from cmgh.track.uri import artifact_root, redacted, sqlite_path, tracking_uri
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by the UI (mlflow/server/js: ExperimentKind)
@@ -48,7 +49,7 @@ def browse(cfg: Any, port: int = UI_PORT) -> list[str]:
     found = experiment_id(uri, name)
     if found is None:
         raise ConfigError(f"tracking.uri: no experiment {name!r} in {redacted(uri)} yet; expected a tracked run first (make reproduce)")
-    if uri.startswith(("http://", "https://")):
+    if is_remote(uri):
         parts = urllib.parse.urlsplit(uri)
         return [runs_url(urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])), found)]
     command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri]
