@@ -22,6 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_MODEL_IS_EXT
 
 from cmgh.io import sha256_file
 from cmgh.track.provenance import DatasetRef
+from cmgh.track.system import SYSTEM_PREFIX
 
 MODEL_TAG = "cmgh.model_id"  # on a pre-training run: the LoggedModel of its checkpoint (evaluations link to it)
 CHECKPOINT_TAG = "cmgh.checkpoint"  # on a LoggedModel: where its weights are
@@ -59,9 +60,12 @@ def dataset_inputs(refs: Iterable[DatasetRef]) -> list[DatasetInput]:
 
 def final_metrics(client: MlflowClient, run_id: str) -> list[Metric]:
     """Each metric's last value in the run, with its own step and timestamp (re-logging it with a
-    model id then adds no second point to the run's history)."""
+    model id then adds no second point to the run's history). The machine's ``system/`` samples
+    are the run's, not the model's: they are left out."""
     last = []
     for key in client.get_run(run_id).data.metrics:
+        if key.startswith(SYSTEM_PREFIX):
+            continue
         history = client.get_metric_history(run_id, key)
         if history:
             last.append(max(history, key=lambda m: (m.step, m.timestamp)))

@@ -20,6 +20,7 @@ from cmgh.io import redacted
 
 log = logging.getLogger("cmgh.track")
 
+SYSTEM_PREFIX = "system/"  # MLflow's prefix of the machine's metrics (not the model's)
 STOP_TIMEOUT = 10.0  # seconds close() waits for the last sample to be written
 
 
