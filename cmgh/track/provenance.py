@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,19 @@ def config_hash(cfg: Any, stage: str) -> str:
 
 
 def file_hash(path: Path) -> str:
-    """First 16 hex digits of a file's SHA-256 (``missing`` when there is no file): a data version."""
-    return sha256_file(path)[:16] if path.is_file() else MISSING
+    """First 16 hex digits of a file's SHA-256 (``missing`` when there is no file): a data version.
+    A run's tags and its dataset inputs both ask for the same manifests: each version is read once."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return MISSING
+    return _hash_of_version(str(path.resolve()), stat.st_mtime_ns, stat.st_size) if path.is_file() else MISSING
+
+
+@lru_cache(maxsize=256)
+def _hash_of_version(path: str, mtime_ns: int, size: int) -> str:
+    """The hash of one version of a file (a rewrite, atomic or not, changes its mtime and so the key)."""
+    return sha256_file(path)[:16]
 
 
 def manifest_tag(dataset: str) -> str:
