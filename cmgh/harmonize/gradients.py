@@ -114,6 +114,27 @@ def per_sample_gradients(
     return out[0], out[1]
 
 
+def leaf_gradients(
+    l_va: Tensor, l_vt: Tensor, leaves: Mapping[str, Tensor], c_va: Tensor, c_vt: Tensor
+) -> dict[str, dict[str, Tensor | None]]:
+    """Per objective, the gradient of ``sum_j c_j l_j`` at each detached representation leaf (graph retained).
+
+    ``{"va": {key: [B,...] or None}, "vt": {...}}``, ``None`` where the objective does not read
+    that leaf. At ``video_rep`` these are :func:`per_sample_gradients`' cheap gradients; the
+    ``all_parameters`` meeting point seeds its cotangent passes with them
+    (:mod:`cmgh.harmonize.ghost`).
+    """
+    keys = list(leaves)
+    out: dict[str, dict[str, Tensor | None]] = {}
+    for name, loss, c in (("va", l_va, c_va), ("vt", l_vt, c_vt)):
+        if not loss.requires_grad:
+            out[name] = dict.fromkeys(keys)
+            continue
+        grads = torch.autograd.grad(loss, [leaves[k] for k in keys], grad_outputs=c.to(loss.dtype), retain_graph=True, allow_unused=True)
+        out[name] = dict(zip(keys, grads, strict=True))
+    return out
+
+
 def parameter_gradients(
     tail: nn.Module, hidden: Tensor, cotangents: Sequence[Tensor], key_mask: Tensor | None = None
 ) -> list[Tensor]:

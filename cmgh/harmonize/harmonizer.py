@@ -24,7 +24,7 @@ one place both are called from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +35,15 @@ from cmgh import losses
 from cmgh.errors import ConfigError
 from cmgh.harmonize import rules
 from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
-from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
+from cmgh.harmonize.ghost import OBJECTIVES as ghost_objectives
+from cmgh.harmonize.ghost import GhostGram
+from cmgh.harmonize.gradients import (
+    detach_meeting_point,
+    leaf_gradients,
+    objective_cotangents,
+    parameter_gradients,
+    per_sample_gradients,
+)
 
 
 @dataclass
@@ -65,17 +73,25 @@ def harmonized_backward(
     exact: bool = False,
     tail: nn.Module | None = None,
     hidden: Tensor | None = None,
+    ghost: GhostGram | None = None,
+    cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
 ) -> StepStats:
-    """Combine the two objectives per sample at ``video_rep`` and run ONE backward pass.
+    """Combine the two objectives per sample and run ONE backward pass.
 
     1. Per-sample gradients at ``meet`` of ``J_va`` and ``lambda J_vt`` (through the heads only).
-    2. Conflict cosine: at the representation, or at the tail parameters if ``tail`` and
-       ``hidden`` are given (the ``parameters`` meeting point).
+    2. Their per-sample Gram: at the representation; or over every shared parameter when
+       ``ghost`` (the recorded forward of the shared pathway) and ``cut`` (each detached
+       representation -> ``(attached, leaf)``) are given, the ``all_parameters`` meeting point;
+       the cosine alone may instead come from the tail parameters if ``tail`` and ``hidden``
+       are given (the ``parameters`` meeting point).
     3. Curriculum (CMGH Sec. 3.3) weights from the cosine or the losses; with non-trivial
-       weights the per-sample gradients are recomputed for the weighted objective.
-    4. The rule (CMGH Sec. 3.2 or a baseline) combines ``g_va, g_vt`` per row.
+       weights the per-sample gradients (and Gram) are recomputed for the weighted objective.
+    4. The rule (CMGH Sec. 3.2 or a baseline) turns each sample's Gram into coefficients
+       ``alpha_i, beta_i``: the combined gradient is ``alpha_i g_va + beta_i g_vt``.
     5. ``autograd.backward([J_total, video_rep], [1, combined])``: heads and audio/text towers
        get the gradients of the (weighted) objective, the video backbone gets ``combined``.
+       At ``all_parameters``: ``J_total`` through the heads, and the shared parameters'
+       combined gradients assembled from the stored cotangents (:meth:`GhostGram.assemble`).
 
     Rows without text have ``g_vt = 0`` and thus receive ``g_va`` only under every rule.
     ``video_rep`` is the backbone output, ``meet`` the detached leaf the heads read
@@ -83,23 +99,37 @@ def harmonized_backward(
     """
     if meet is video_rep or not meet.requires_grad or meet.grad_fn is not None:
         raise ValueError("meet must be the detached leaf the heads read (see detach_meeting_point)")
+    if (ghost is None) != (cut is None):
+        raise ValueError("the all_parameters meeting point needs both the recorded forward (ghost) and the cut")
     params = dict(rule_params or {})
     combine = rules.get(rule)
     valid_vt = valid_vt.bool()
+    recompute = curriculum is not None and curriculum.needs_cosine and curriculum.keep_at(step) < 1.0
 
     weights: CurriculumWeights | None = None
     if curriculum is not None and curriculum.active and not curriculum.needs_cosine:
         weights = curriculum(step, valid_vt, l_va=l_va, l_vt=l_vt)
 
-    def grads_for(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
-        c_va, c_vt = objective_cotangents(
-            valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt, l_va.shape[0]
-        )
-        return per_sample_gradients(l_va, l_vt, meet, c_va, c_vt, exact=exact)
+    def cotangents(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
+        return objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt, l_va.shape[0])
 
-    g_va, g_vt = grads_for(weights)
+    def grams_for(w: CurriculumWeights | None, last: bool) -> tuple[Tensor, Tensor, rules.Gram]:
+        """The representation gradients and the Gram at the meeting point, for the weights ``w``."""
+        if ghost is None or cut is None:
+            g_va, g_vt = per_sample_gradients(l_va, l_vt, meet, *cotangents(w), exact=exact)
+            return g_va, g_vt, rules.Gram.of(g_va, g_vt)
+        seeds = leaf_gradients(l_va, l_vt, {k: leaf for k, (_, leaf) in cut.items()}, *cotangents(w))
+        attached = {k: a for k, (a, _) in cut.items()}
+        for objective in ghost_objectives:
+            final = last and objective == ghost_objectives[-1]
+            ghost.cotangents(objective, seeds[objective], attached, retain_graph=not final, final=final)
+        zero = torch.zeros_like(meet)
+        g_va, g_vt = (seeds[o]["video_rep"] for o in ghost_objectives)
+        return (zero if g_va is None else g_va), (zero if g_vt is None else g_vt), ghost.gram()
+
+    g_va, g_vt, gram = grams_for(weights, last=not recompute)
     cos_rep = rules.conflict_cosine(g_va, g_vt)
-    cosine = cos_rep
+    cosine = gram.cosine()
     extras: dict[str, Any] = {}
     if tail is not None and hidden is not None:
         p_va, p_vt = parameter_gradients(tail, hidden, [g_va, g_vt])
@@ -111,14 +141,22 @@ def harmonized_backward(
         weights = curriculum(step, valid_vt, cosine=cosine, l_va=l_va, l_vt=l_vt)
         # Decided by the schedule alone (not by this batch's weights) so that data-parallel ranks,
         # whose gradients cross a collective, always take the same branch.
-        if weights.keep < 1.0:
-            g_va, g_vt = grads_for(weights)
+        if recompute:
+            g_va, g_vt, gram = grams_for(weights, last=True)
+    if ghost is None:
+        gram = rules.Gram.of(g_va, g_vt)  # the rule decides on the representation gradients (also with a tail cosine)
 
-    combined = combine(g_va, g_vt, **params)
+    alpha, beta = combine.coefficients(gram, **params)
     obj = losses.objective(
         l_va, l_vt, valid_vt, vt_weight, None if weights is None else weights.w_va, None if weights is None else weights.w_vt
     )
-    torch.autograd.backward([obj.total, video_rep], [torch.ones_like(obj.total), combined.to(video_rep.dtype)])
+    if ghost is None:
+        combined = alpha[:, None].to(g_va.dtype) * g_va + beta[:, None].to(g_vt.dtype) * g_vt
+        torch.autograd.backward([obj.total, video_rep], [torch.ones_like(obj.total), combined.to(video_rep.dtype)])
+    else:
+        torch.autograd.backward([obj.total], [torch.ones_like(obj.total)])
+        ghost.assemble(alpha, beta)
+        ghost.release()
     n_text = int(valid_vt.sum())
     conflict_fraction = float(((cosine < 0) & valid_vt).sum()) / n_text if n_text else 0.0
     return StepStats(
@@ -129,6 +167,9 @@ def harmonized_backward(
         conflict_fraction=conflict_fraction,
         extras=extras,
     )
+
+
+MEETING_POINTS = ("representation", "parameters", "all_parameters")
 
 
 class Harmonizer:
@@ -150,8 +191,8 @@ class Harmonizer:
         exact: bool = False,
     ) -> None:
         rules.get(rule)
-        if meeting_point not in ("representation", "parameters"):
-            raise ConfigError(f"pretrain.harmonize.meeting_point: {meeting_point!r} is not one of representation, parameters")
+        if meeting_point not in MEETING_POINTS:
+            raise ConfigError(f"pretrain.harmonize.meeting_point: {meeting_point!r} is not one of {', '.join(MEETING_POINTS)}")
         self.rule, self.project, self.gradvac_beta = rule, project, float(gradvac_beta)
         self.meeting_point, self.parameter_blocks = meeting_point, int(parameter_blocks)
         self.vt_weight, self.curriculum, self.exact = float(vt_weight), curriculum, exact
@@ -175,6 +216,10 @@ class Harmonizer:
         """What to pass as ``encode(batch, hidden_blocks=...)``: 0 unless the meeting point is the parameters."""
         return self.parameter_blocks if self.meeting_point == "parameters" else 0
 
+    def ghost_for(self, model: nn.Module) -> GhostGram | None:
+        """The recorder of the shared pathway for one step at ``all_parameters``, else ``None``."""
+        return GhostGram(model) if self.meeting_point == "all_parameters" else None
+
     def backward(
         self,
         video_rep: Tensor,
@@ -186,9 +231,13 @@ class Harmonizer:
         step: int = 0,
         tail: nn.Module | None = None,
         hidden: Tensor | None = None,
+        ghost: GhostGram | None = None,
+        cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
     ) -> StepStats:
         if self.meeting_point == "parameters" and (tail is None or hidden is None):
             raise ValueError("the parameters meeting point needs the tail module and its hidden state")
+        if self.meeting_point == "all_parameters" and (ghost is None or cut is None):
+            raise ValueError("the all_parameters meeting point needs the step's recorded forward (ghost_for) and its cut")
         return harmonized_backward(
             video_rep,
             meet,
@@ -203,6 +252,8 @@ class Harmonizer:
             exact=self.exact,
             tail=tail if self.meeting_point == "parameters" else None,
             hidden=hidden if self.meeting_point == "parameters" else None,
+            ghost=ghost if self.meeting_point == "all_parameters" else None,
+            cut=cut if self.meeting_point == "all_parameters" else None,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -226,6 +277,7 @@ class ForwardOutput:
     valid_vt: Tensor  # [B] bool
     hidden: Tensor | None  # input of the last blocks (parameters meeting point)
     outputs: dict[str, Tensor]
+    cut: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # detached rep -> (attached, leaf)
 
 
 class RowGather(Protocol):
@@ -237,9 +289,14 @@ class RowGather(Protocol):
 
 
 def forward_losses(
-    model: nn.Module, batch: Mapping[str, Tensor], temperature: float, hidden_blocks: int = 0, gather: RowGather | None = None
+    model: nn.Module,
+    batch: Mapping[str, Tensor],
+    temperature: float,
+    hidden_blocks: int = 0,
+    gather: RowGather | None = None,
+    detach: Sequence[str] = ("video_rep",),
 ) -> ForwardOutput:
-    """``model.encode`` -> cut at ``video_rep`` -> ``model.heads`` -> NCE and MIL-NCE per sample.
+    """``model.encode`` -> cut at ``video_rep`` (and the other ``detach`` keys) -> ``model.heads`` -> NCE and MIL-NCE per sample.
 
     ``model`` is a :class:`cmgh.models.VATT` (anything with ``encode``/``heads``). ``has_text``
     defaults to all True when absent from the batch. Under data parallelism ``gather`` brings
@@ -248,7 +305,11 @@ def forward_losses(
     what one process would compute on the whole batch.
     """
     reps = model.encode(batch, hidden_blocks=hidden_blocks) if hidden_blocks else model.encode(batch)
-    cut, video_rep = detach_meeting_point(reps)
+    cut, leaves = dict(reps), {}
+    for key in detach:
+        cut, attached = detach_meeting_point(cut, key)
+        leaves[key] = (attached, cut[key])
+    video_rep = leaves["video_rep"][0]
     z = model.heads(cut)
     has_text = batch.get("has_text")
     valid_vt = losses.text_valid(batch["text_mask"], has_text)
@@ -260,4 +321,4 @@ def forward_losses(
         mask_all, valid_all = gather(batch["text_mask"]), gather(valid_vt)
         l_va = losses.nce(g["z_va_video"], g["z_va_audio"], temperature)[gather.rows]
         l_vt = losses.mil_nce(g["z_vat_video"], g["z_vat_text"], mask_all, temperature, valid=valid_all)[gather.rows]
-    return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z})
+    return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z}, leaves)

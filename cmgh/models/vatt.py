@@ -126,6 +126,17 @@ class VATT(nn.Module):
         """
         return Tail(self.backbone.transformer("video"), blocks)
 
+    def shared_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters both objectives' gradients reach: everything upstream of ``video_rep``.
+
+        The video tokenizer, the video ``[AGG]`` token and the Transformer that serves video (in
+        ``ma`` that one also serves audio and text, so its gradients collect all three
+        modalities' contributions). The ``all_parameters`` meeting point
+        (:mod:`cmgh.harmonize.ghost`) compares the two objectives over exactly these.
+        """
+        owners = {id(p) for p in (*self.video_tok.parameters(), self.backbone.agg["video"], *self.backbone.transformer("video").parameters())}
+        return {name: p for name, p in self.named_parameters() if id(p) in owners}
+
     # -- downstream evaluation ----------------------------------------------------------------
     def embed_video(self, video: Tensor, space: str = "rep") -> Tensor:
         """``space``: ``rep`` (backbone output, for linear probes), ``va`` or ``vat`` (retrieval)."""

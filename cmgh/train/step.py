@@ -7,6 +7,7 @@ same function, so the measured cost of harmonization is the trainer's own.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -52,10 +53,14 @@ def train_step(
     """
     device = next(model.parameters()).device
     optimizer.zero_grad(set_to_none=True)
-    with autocast(device, precision):
-        fwd = forward_losses(model, batch, temperature, harmonizer.hidden_blocks, gather=gather)
+    ghost = harmonizer.ghost_for(model)
+    with autocast(device, precision), ghost.recording(batch["video"].shape[0]) if ghost else nullcontext():
+        detach = ghost.meeting_keys if ghost else ("video_rep",)
+        fwd = forward_losses(model, batch, temperature, harmonizer.hidden_blocks, gather=gather, detach=detach)
     tail = model.video_tail(harmonizer.parameter_blocks) if harmonizer.meeting_point == "parameters" else None
-    stats = harmonizer.backward(fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden)
+    stats = harmonizer.backward(
+        fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden, ghost=ghost, cut=fwd.cut
+    )
     if not distributed.all_true(bool(torch.isfinite(stats.objective.total)), dist_info):
         optimizer.zero_grad(set_to_none=True)
         return StepResult(stats, fwd, float("nan"), finite=False)

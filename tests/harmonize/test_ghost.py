@@ -1,0 +1,174 @@
+"""The all_parameters meeting point: exact per-sample Gram entries and combined gradients over every shared parameter.
+
+Brute force is ``torch.func.vmap(grad)`` of each sample's representations contracted with the
+same seeds the trainer uses, over the model's shared parameters.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from cmgh import losses
+from cmgh.harmonize import Harmonizer, forward_losses, rules
+from cmgh.harmonize.ghost import GhostGram, UncoveredParameterError
+from cmgh.harmonize.gradients import leaf_gradients, objective_cotangents
+from cmgh.models import VATT
+
+B, K, L = 6, 2, 5
+VIDEO = (4, 32, 32)  # 2 x 4 x 4 = 32 video tokens + [AGG]: at width 64 some layers take the ghost form, some the dense one
+AUDIO = 800
+
+
+def small_model(backbone: str, *, width: int = 64, droptoken: float = 0.0, dtype: torch.dtype = torch.float64) -> VATT:
+    torch.manual_seed(0)
+    cfg = {"width": width, "depth": 2, "heads": 2, "mlp_ratio": 4.0, "video_patch": (2, 8, 8), "audio_patch": 100,
+           "va_dim": 12, "vat_dim": 8, "text_embed_dim": 8, "droptoken": droptoken}
+    return VATT(cfg, backbone, vocab_size=50, video_shape=VIDEO, audio_samples=AUDIO, max_tokens=L).to(dtype)
+
+
+def small_batch(seed: int = 1, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(2, 50, (B, K, L), generator=g)
+    text[:, 1, 3:] = 0  # padded second captions
+    has_text = torch.ones(B, dtype=torch.bool)
+    has_text[-1] = False  # one triplet without text
+    return {
+        "video": torch.randint(0, 255, (B, *VIDEO, 3), dtype=torch.uint8, generator=g),
+        "audio": (torch.rand(B, AUDIO, generator=g) * 2 - 1).to(dtype),
+        "text": text,
+        "text_mask": torch.ones(B, K, dtype=torch.bool),
+        "has_text": has_text,
+    }
+
+
+class Encoder(nn.Module):
+    """One sample's representations, for functional_call under vmap."""
+
+    def __init__(self, model: VATT) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, video: Tensor, audio: Tensor, text: Tensor) -> dict[str, Tensor]:
+        return self.m.encode({"video": video[None], "audio": audio[None], "text": text[None]})
+
+
+def recorded_step(model: VATT, batch: dict[str, Tensor]) -> tuple[GhostGram, object, dict]:
+    ghost = GhostGram(model)
+    with ghost.recording(B):
+        fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
+    c_va, c_vt = objective_cotangents(fwd.valid_vt, 1.0)
+    seeds = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt)
+    for objective in ("va", "vt"):
+        ghost.cotangents(objective, seeds[objective], {k: a for k, (a, _) in fwd.cut.items()}, retain_graph=True)
+    return ghost, fwd, seeds
+
+
+def brute_force(model: VATT, batch: dict[str, Tensor], seeds: dict) -> dict[str, Tensor]:
+    """Per objective, the per-sample gradients ``[B, P]`` over the shared parameters."""
+    for m in model.modules():
+        if hasattr(m, "fused"):
+            m.fused = False  # vmap has no batching rule for the fused kernel
+    enc = Encoder(model)
+    shared = {f"m.{name}": p.detach() for name, p in model.shared_parameters().items()}
+
+    def contracted(theta: dict[str, Tensor], video: Tensor, audio: Tensor, text: Tensor, s: dict[str, Tensor]) -> Tensor:
+        reps = functional_call(enc, theta, (video, audio, text), strict=False)
+        return sum((reps[k][0] * s[k]).sum() for k in s)
+
+    out = {}
+    for objective, by_key in seeds.items():
+        s = {k: v.detach() for k, v in by_key.items() if v is not None}
+        per = vmap(grad(contracted), in_dims=(None, 0, 0, 0, 0))(shared, batch["video"], batch["audio"], batch["text"], s)
+        out[objective] = torch.cat([per[n].reshape(B, -1) for n in shared], dim=1).detach()
+    for m in model.modules():
+        if hasattr(m, "fused"):
+            m.fused = True
+    return out
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+def test_gram_equals_brute_force_per_sample_gradients(backbone: str) -> None:
+    model, batch = small_model(backbone), small_batch()
+    ghost, _, seeds = recorded_step(model, batch)
+    gram = ghost.gram()
+    strategies = {tap.strategy for tap in ghost.taps if hasattr(tap, "strategy")}
+    assert strategies == {"ghost", "dense"}  # the mixed strategy takes both routes on this model
+    ref = brute_force(model, batch, seeds)
+    expected = rules.Gram.of(ref["va"], ref["vt"])
+    for key in ("aa", "ab", "bb"):
+        torch.testing.assert_close(getattr(gram, key), getattr(expected, key), rtol=1e-8, atol=1e-14)
+    assert (gram.ab[:-1] != 0).all() and gram.bb[-1] == 0  # the triplet without text has no video-text gradient
+    if backbone == "ma":  # audio and text sequences contribute to the shared blocks: the video pathway alone differs
+        video_only = {o: {"video_rep": s["video_rep"]} for o, s in seeds.items()}
+        alone = brute_force(model, batch, video_only)
+        assert not torch.allclose(rules.Gram.of(alone["va"], alone["vt"]).ab, gram.ab)
+
+
+def test_gram_in_float32_within_1e5() -> None:
+    model, batch = small_model("ma", dtype=torch.float32), small_batch(dtype=torch.float32)
+    ghost, _, seeds = recorded_step(model, batch)
+    gram = ghost.gram()
+    ref = brute_force(model, batch, seeds)
+    expected = rules.Gram.of(ref["va"].double(), ref["vt"].double())
+    for key in ("aa", "ab", "bb"):
+        scale = (expected.aa * expected.bb).sqrt() if key == "ab" else getattr(expected, key)
+        err = (getattr(gram, key).double() - getattr(expected, key)).abs() / scale.clamp_min(1e-30)
+        assert float(err[:-1].max()) < 1e-5, key
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+@pytest.mark.parametrize("rule", ["cmgh", "gradvac"])
+def test_combined_gradient_equals_brute_force_combination(backbone: str, rule: str) -> None:
+    model, batch = small_model(backbone), small_batch()
+    ghost, _, seeds = recorded_step(model, batch)
+    gram = ghost.gram()
+    alpha, beta = rules.get(rule).coefficients(gram, target=0.3)
+    assert (alpha != 1).any() or (beta != 1).any()  # the rule changes some triplets on this batch
+    ref = brute_force(model, batch, seeds)
+    expected = (alpha[:, None] * ref["va"] + beta[:, None] * ref["vt"]).sum(0)
+    shared = model.shared_parameters()
+    model.zero_grad(set_to_none=True)
+    ghost.assemble(alpha, beta)
+    got = torch.cat([p.grad.reshape(-1) for p in shared.values()])
+    torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-12)
+
+
+def plain_gradients(model: VATT, batch: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    out = model(batch)
+    valid = losses.text_valid(batch["text_mask"], batch["has_text"])
+    l_va = losses.nce(out["z_va_video"], out["z_va_audio"], 0.1)
+    l_vt = losses.mil_nce(out["z_vat_video"], out["z_vat_text"], batch["text_mask"], 0.1, valid=valid)
+    losses.objective(l_va, l_vt, valid, 1.0).total.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+def test_rule_none_equals_plain_backward(backbone: str) -> None:
+    """Every parameter (shared, towers, tokenizers, heads) gets exactly the plain gradient; DropToken on."""
+    model, batch = small_model(backbone, droptoken=0.5), small_batch()
+    expected = plain_gradients(model, batch, seed=7)
+    model.zero_grad(set_to_none=True)
+    harmonizer = Harmonizer("none", meeting_point="all_parameters")
+    torch.manual_seed(7)  # the same DropToken draw
+    ghost = harmonizer.ghost_for(model)
+    assert ghost is not None
+    with ghost.recording(B):
+        fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
+    harmonizer.backward(fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, ghost=ghost, cut=fwd.cut)
+    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(got) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-9, atol=1e-12, msg=name)
+    assert not ghost.taps[1].calls  # released: no reference into the step's graph is kept
+
+
+def test_unknown_shared_module_is_refused() -> None:
+    model = small_model("ms")
+    model.backbone.nets["video"].blocks[0].mlp[1] = nn.PReLU(dtype=torch.float64)  # a parameterised activation
+    with pytest.raises(UncoveredParameterError, match=r"backbone\.nets\.video\.blocks\.0\.mlp\.1\.weight"):
+        GhostGram(model)
