@@ -1,0 +1,87 @@
+"""Paired comparisons over seeds (cmgh.report.stats) against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from cmgh.report import stats
+
+
+def t975_1dof() -> float:
+    """Student t's 97.5 % quantile at 1 dof (Cauchy: tan(0.475 pi) = 12.706)."""
+    return math.tan(math.pi * 0.475)
+
+
+# --------------------------------------------------------------------------- the test and the interval
+
+
+def test_two_seeds_use_the_t_test_and_the_t_interval() -> None:
+    c = stats.compare([1.0, 3.0])  # mean 2, std sqrt(2): the t interval is 2 ± t_1 sqrt(2) / sqrt(2)
+    assert (c.mean, c.std, c.n) == pytest.approx((2.0, math.sqrt(2.0), 2))
+    assert (c.low, c.high) == pytest.approx((2.0 - t975_1dof(), 2.0 + t975_1dof()), rel=1e-9)
+    # t = 2 / (sqrt(2) / sqrt(2)) = 2 at 1 dof: P(|T| > 2) = 1 - 2 atan(2) / pi
+    assert c.p == pytest.approx(1.0 - 2.0 * math.atan(2.0) / math.pi, rel=1e-9)
+    assert (c.test, c.interval) == (stats.T_TEST, stats.T_INTERVAL)
+    assert not c.resolved and c.seeds_needed == 5
+    # the signed-rank test's smallest two-sided p with m differences is 2 / 2^m: 0.5 at 2, below 0.05 from 6
+    assert stats.wilcoxon_min() == 6 and 2 / 2**5 > 0.05 > 2 / 2**6
+
+
+def test_ties_three_seeds_bootstrap_interval_and_t_test() -> None:
+    c = stats.compare([1.0, 1.0, 2.0])
+    # t = (4/3) / (sqrt(1/3) / sqrt(3)) = 4 at 2 dof: P(|T| > t) = 1 - t / sqrt(2 + t^2) = 1 - 4 / sqrt(18)
+    assert c.p == pytest.approx(1.0 - 4.0 / math.sqrt(18.0), rel=1e-9) and c.test == stats.T_TEST
+    # Exact bootstrap: the resample mean is 1, 4/3, 5/3, 2 with probability 8, 12, 6, 1 (/27). BCa: z0 =
+    # Phi^-1((8/27 + 20/27) / 2) = 0.046, acceleration 0.068 from the jackknife means 1.5, 1.5, 1, so the
+    # ends are the 5.0 % and 99.1 % points of that distribution: 1 and 2.
+    assert (c.low, c.high, c.interval) == (1.0, 2.0, stats.BOOTSTRAP)
+    assert stats.compare([1.0, 1.0, 2.0]) == c  # a fixed generator: the same interval every time
+    assert not c.resolved and c.seeds_needed == 4  # s/|m| = 0.433: n = 3: 4.303 * 0.433 / 1.732 = 1.08; n = 4: 3.182 * 0.433 / 2 = 0.69
+
+
+@pytest.mark.parametrize("d", [[0.0, 0.0, 0.0], [1.5, 1.5, 1.5], [0.1 + 0.2, 0.3, 0.3], [2.0, 2.0], [0.0] * 7])
+def test_all_equal_differences_have_p_one_and_a_point_interval(d: list[float]) -> None:
+    c = stats.compare(d)
+    assert c.p == 1.0 and c.low == pytest.approx(d[0]) and c.high == pytest.approx(d[0]) and c.std == 0.0
+    assert c.seeds_needed is None and not c.resolved
+
+
+def test_signed_rank_from_six_non_zero_differences_zeros_dropped() -> None:
+    assert stats.compare([1, 2, 3, 4, 5, 6]).p == pytest.approx(2 / 2**6)  # all of one sign
+    c = stats.compare([0, 1, 2, 3, 4, 5, 6])  # the zero dropped: 6 left, all positive
+    assert (c.test, c.p, c.n) == (stats.WILCOXON, pytest.approx(2 / 2**6), 7) and c.resolved
+    # W- = 7 (the rank of -7); subsets of 1..7 summing to <= 7: 1+1+1+2+2+3+4+5 = 19 of 128, twice
+    assert stats.compare([1, 2, 3, 4, 5, 6, -7]).p == pytest.approx(38 / 128)
+    assert stats.compare([0, 0, 1, 2, 3, 4, 5]).test == stats.T_TEST  # 5 non-zero: the signed-rank test cannot reach 0.05
+
+
+def test_seeds_needed_by_hand() -> None:
+    # mean 1, std 1: n = 6: t_5 / sqrt(6) = 2.571 / 2.449 = 1.050 >= 1; n = 7: t_6 / sqrt(7) = 2.447 / 2.646 = 0.925
+    assert stats.seeds_needed(1.0, 1.0) == 7 and stats.seeds_needed(-1.0, 1.0) == 7
+    # mean 2, std sqrt(2): t_3 / 2 = 1.591, t_4 / sqrt(5) = 1.242 against |mean| / std = 1.414
+    assert stats.seeds_needed(2.0, math.sqrt(2.0)) == 5
+    assert stats.seeds_needed(10.0, 0.1) == 2  # a large effect: two seeds do
+    assert stats.seeds_needed(0.0, 1.0) is None and stats.seeds_needed(1.0, 0.0) is None and stats.seeds_needed(1.0, math.nan) is None
+    assert stats.seeds_text(None) == "—" and stats.seeds_text(12345) == "12 345"
+    assert stats.half_width(2) == pytest.approx(t975_1dof() / math.sqrt(2.0))
+
+
+def test_paired_on_the_index_drops_missing_values() -> None:
+    a = pd.Series({0: 1.0, 1: 3.0, 2: math.nan})
+    b = pd.Series({0: 0.0, 1: 0.0, 3: 5.0})
+    c = stats.paired(a, b)
+    assert c is not None and (c.n, c.mean) == (2, 2.0)
+    assert stats.paired(pd.Series({0: 1.0}), pd.Series({1: 1.0})) is None
+    single = stats.paired(pd.Series({0: 8.0}), pd.Series({0: 0.4}))
+    assert single is not None and single.n == 1 and math.isnan(single.p) and not single.resolved
+
+
+def test_format() -> None:
+    c = stats.Comparison(mean=2.1, std=2.0, low=-0.4, high=4.6, p=0.09, n=5, test=stats.T_TEST, interval=stats.BOOTSTRAP, seeds_needed=9)
+    assert c.format(1) == "+2.1 [−0.4, 4.6], p = 0.09, n = 5"
+    assert stats.compare([-2.0, -2.1, -1.9]).format(2) == "−2.00 [−2.10, −1.90], p < 0.001, n = 3"
+    assert stats.compare([7.6]).format(1) == "+7.6, n = 1"
+    assert stats.p_text(0.004) == "p = 0.004" and stats.number(-0.01, 1) == "0.0" and stats.number(0.04, 1, plus=True) == "0.0"
