@@ -1,13 +1,23 @@
-"""Paired comparisons over seeds (cmgh.report.stats) against hand-computed cases."""
+"""Paired comparisons over seeds (cmgh.report.stats) against hand-computed cases, and the wording
+they give the summary and the noise-gain table."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from cmgh import layout
 from cmgh.report import stats
+from cmgh.report.columns import Column
+from cmgh.report.noise_gain import figure_noise_gain, gain_vs_noise
+from cmgh.report.summary import compare_variants, summary, verdict
+from tests.test_report import fake_results
+
+TOP1 = Column("kinetics", "top1", "Kinetics top-1")
+MEDR = Column("msrvtt", "t2v_MedR", "MSR-VTT MedR", lower_is_better=True)
 
 
 def t975_1dof() -> float:
@@ -85,3 +95,87 @@ def test_format() -> None:
     assert stats.compare([-2.0, -2.1, -1.9]).format(2) == "−2.00 [−2.10, −1.90], p < 0.001, n = 3"
     assert stats.compare([7.6]).format(1) == "+7.6, n = 1"
     assert stats.p_text(0.004) == "p = 0.004" and stats.number(-0.01, 1) == "0.0" and stats.number(0.04, 1, plus=True) == "0.0"
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_verdict_needs_the_interval_clear_of_zero_and_flips_for_lower_is_better() -> None:
+    lower = stats.compare([-2.0, -2.1, -1.9])
+    assert verdict(MEDR, lower) == "better" and verdict(TOP1, lower) == "worse"
+    higher = stats.compare([2.0, 2.1, 1.9])
+    assert verdict(MEDR, higher) == "worse" and verdict(TOP1, higher) == "better"
+    # two seeds resolve a large effect: 10.1 ± 12.7 * 0.1 (t = 101 at 1 dof, p = 1 - 2 atan(101) / pi)
+    large = stats.compare([10.0, 10.2])
+    assert large.p == pytest.approx(1 - 2 * math.atan(101.0) / math.pi, rel=1e-6) and verdict(TOP1, large) == "better"
+    # never "worse" while the interval contains 0
+    for c in (stats.compare([-1.0, -3.0]), stats.compare([-1.0, 1.0, -2.0])):
+        assert c.low < 0 < c.high and verdict(TOP1, c).startswith("not resolved") and verdict(MEDR, c).startswith("not resolved")
+    assert verdict(TOP1, stats.compare([-1.0, -3.0])) == "not resolved (seeds needed: 5)"
+    assert verdict(TOP1, stats.compare([-1.0, 1.0])) == "not resolved (seeds needed: —)"  # mean 0
+    assert verdict(TOP1, stats.compare([4.0])) == "a single seed: no spread to judge by"
+
+
+def test_an_interval_clear_of_zero_is_not_enough_when_the_test_disagrees() -> None:
+    # 3 seeds: the bootstrap interval spans about the observed range (it covers ~80 %, not 95 %)
+    c = stats.compare([1.0, 4.0, 17.0])
+    assert c.low > 0 and c.p > 0.05 and not c.resolved and verdict(TOP1, c).startswith("not resolved")
+
+
+def _long(values: dict[tuple[str, int], float], task: str = "kinetics", metric: str = "top1") -> pd.DataFrame:
+    return pd.DataFrame([{"task": task, "backbone": "ms", "variant": v, "seed": s, "metric": metric, "value": x}
+                         for (v, s), x in values.items()])
+
+
+def test_summary_wording() -> None:
+    base = {0: 50.0, 1: 52.0, 2: 51.0}
+    values = {("baseline", s): x for s, x in base.items()}
+    values |= {("random", s): x - 30 + 0.1 * s for s, x in base.items()}  # +30, +29.9, +29.8: resolved
+    values |= {("gr", s): x + d for (s, x), d in zip(base.items(), (2.0, 2.1, 1.9), strict=True)}
+    values |= {("gcl", s): x + d for (s, x), d in zip(base.items(), (1.0, -1.0, 2.0), strict=True)}
+    values |= {("gr_gcl", 0): 55.0, ("pcgrad", 7): 60.0, ("pcgrad", 8): 61.0}
+    text = summary(_long(values))
+    assert "paired" in text and "by seed" in text and "95 % interval" in text and "t-test" in text and "Wilcoxon" in text
+    assert "Two seeds resolve only large effects" in text and "9.0 standard deviations" in text
+    assert "within noise" not in text
+    assert "**gr** vs baseline: Kinetics top-1 +2.0 [1.9, 2.1], p < 0.001, n = 3, better." in text
+    gcl = compare_variants(_long(values), "ms", TOP1, "gcl", "baseline")
+    assert gcl is not None and gcl.low < 0 < gcl.high
+    assert f"**gcl** vs baseline: Kinetics top-1 +0.7 [−1.0, 1.7], p = 0.53, n = 3, not resolved (seeds needed: {gcl.seeds_needed})." in text
+    assert "**gr_gcl** vs baseline: Kinetics top-1 +5.0, n = 1, a single seed: no spread to judge by." in text
+    assert "**pcgrad** vs baseline: Kinetics top-1: no seed evaluated for both, nothing to pair." in text
+    assert "**Pre-training** (baseline vs random init) beat random init on every downstream task: Kinetics top-1 +29.9 [" in text
+
+
+def test_pretraining_not_resolved_is_not_a_win() -> None:
+    values = {("baseline", 0): 50.0, ("baseline", 1): 52.0, ("random", 0): 48.0, ("random", 1): 51.0}  # +2, +1: 2 seeds
+    text = summary(_long(values))
+    assert "did not clearly beat random init on every downstream task: Kinetics top-1 +1.5 [−4.9, 7.9], p = 0.20, n = 2, not resolved" in text
+
+
+# --------------------------------------------------------------------------- the other tables
+
+
+def test_noise_gain_carries_the_interval_and_p(tmp_path: Path) -> None:
+    roots = []
+    for rate in (0.1, 0.5):
+        root = fake_results(tmp_path / f"noise{rate}")
+        run = layout.run_dir(root, "ms", "baseline", 0)
+        run.mkdir(parents=True)
+        (run / layout.CONFIG).write_text(f"data: {{noise: {{audio_rate: {rate}, text_rate: {rate}}}}}\n")
+        roots.append(root)
+    table = gain_vs_noise(roots)
+    assert {"low", "high", "p"} <= set(table.columns) and sorted(table.noise_rate.unique()) == [0.1, 0.5]
+    from cmgh.report import collect
+    from cmgh.report.columns import HEADLINE
+
+    row = table[(table.noise_rate == 0.1) & (table.variant == "gr_gcl") & (table.task == "kinetics")].iloc[0]
+    c = compare_variants(collect(roots[0]), "ms", HEADLINE["kinetics"], "gr_gcl", "baseline")
+    assert c is not None and (row["mean"], row["low"], row["high"], row["p"], row["n"]) == pytest.approx((c.mean, c.low, c.high, c.p, c.n))
+    single = table[(table.variant == "gcl") & (table.task == "msrvtt")]
+    assert (single.n == 1).all() and single.low.isna().all()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = figure_noise_gain(roots, tmp_path / "figures")
+    assert paths and all(p.stat().st_size > 1000 for p in paths)
