@@ -1,5 +1,5 @@
 """Paired comparisons over seeds (cmgh.report.stats) against hand-computed cases, and the wording
-they give the summary and the noise-gain table."""
+they give the summary, the noise-gain table and the noise-over-training table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cmgh import layout
-from cmgh.report import stats
+from cmgh.report import noise_training, stats
 from cmgh.report.columns import Column
 from cmgh.report.noise_gain import figure_noise_gain, gain_vs_noise
 from cmgh.report.summary import compare_variants, summary, verdict
@@ -179,3 +179,22 @@ def test_noise_gain_carries_the_interval_and_p(tmp_path: Path) -> None:
     matplotlib.use("Agg")
     paths = figure_noise_gain(roots, tmp_path / "figures")
     assert paths and all(p.stat().st_size > 1000 for p in paths)
+
+
+def _per_seed() -> pd.DataFrame:
+    """per_seed rows of two seeds, two windows: cosine AUROC 0.55/0.57, loss AUROC 0.60/0.64."""
+    rows = [{"backbone": "ms", "variant": "baseline", "dataset": "howto100m", "step": step, "step_to": step + 1, "seed": seed, "n": 10,
+             "cos_representation": cos, "loss_va": loss} for step in (0, 2) for seed, (cos, loss) in enumerate([(0.55, 0.60), (0.57, 0.64)])]
+    return pd.DataFrame(rows)
+
+
+def test_noise_over_training_interval_and_indicator_difference() -> None:
+    table = noise_training.aggregate(_per_seed(), ("baseline",))
+    half = t975_1dof() * math.sqrt(2) * 0.01 / math.sqrt(2)  # two seeds: the t interval, std 0.01 sqrt(2)
+    row = table.iloc[0]
+    assert (row["cos_representation low"], row["cos_representation high"]) == pytest.approx((0.56 - half, 0.56 + half))
+    assert "0.560 ± 0.014 [0.433, 0.687]" in noise_training.markdown(table)
+    diff = noise_training.indicator_difference(_per_seed(), "cos_representation", "loss_va")  # -0.05, -0.07 per window
+    assert list(diff.step) == [0, 2] and (diff.n == 2).all() and (diff.test == stats.T_TEST).all()
+    assert list(diff["mean"]) == pytest.approx([-0.06, -0.06])
+    assert (diff.low.iloc[0], diff.high.iloc[0]) == pytest.approx((-0.06 - half, -0.06 + half))
