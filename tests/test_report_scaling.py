@@ -18,7 +18,8 @@ from cmgh import layout
 from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
 from cmgh.report import build_report, collect
-from cmgh.report.scaling import DIFFERENCE, GAIN, Pair, gain_table, pairs, results_configs, t_interval, variant_configs
+from cmgh.report.scaling import DIFFERENCE, GAIN, Pair, gain_table, pairs, results_configs, variant_configs
+from cmgh.report.stats import t_interval
 from tests.test_report import fake_results
 
 SCALING = REPO_ROOT / "config" / "scaling.yaml"

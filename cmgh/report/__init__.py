@@ -9,7 +9,8 @@ writes:
 * ``tables/ablation.{csv,md,tex}``: backbone x variant (incl. ``random``), mean +- std over seeds,
   best mean per column in bold (lowest for rank metrics);
 * ``tables/summary.md``: one generated paragraph per backbone comparing every variant with the
-  baseline and pre-training with random init;
+  baseline and pre-training with random init, paired by seed, a difference called only when the
+  seeds resolve it (:mod:`.stats`);
 * ``tables/noise_over_training.{csv,md}``: noise-detection AUROC per indicator and step window;
 * ``figures/{conflict_cosine_hist,fractions,noise_roc}.{png,pdf}``;
 * ``tables/scaling.{csv,md}`` and ``figures/scaling_gain.{png,pdf}`` when the variants include
@@ -18,7 +19,7 @@ writes:
 Rows and comparisons follow the config's variants (:func:`collect.variant_order`): ``random``,
 the baseline, then the config's order (the tree's resolved config, else a run's config).
 
-Modules: :mod:`.collect` (reading), :mod:`.columns`, :mod:`.tables`, :mod:`.summary`,
+Modules: :mod:`.collect` (reading), :mod:`.columns`, :mod:`.stats` (paired comparisons over seeds), :mod:`.tables`, :mod:`.summary`,
 :mod:`.figures`, :mod:`.noise_training`, :mod:`.scaling`, :mod:`.noise_gain` (across trees).
 """
 
@@ -36,14 +37,14 @@ from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
 from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, run_conflict_histogram
 from cmgh.report.noise_gain import build_noise_gain, figure_noise_gain, gain_vs_noise
 from cmgh.report.scaling import build_scaling
-from cmgh.report.summary import _paired, _verdict, summary
+from cmgh.report.summary import compare_variants, summary, verdict
 from cmgh.report.tables import CAPTION, _best_rows, ablation, ablation_csv, ablation_latex, ablation_markdown, formatted, to_latex, to_markdown
 
 __all__ = [
-    "ABLATION_COLUMNS", "CAPTION", "HEADLINE", "Column", "_best_rows", "_paired", "_verdict", "ablation", "ablation_csv",
+    "ABLATION_COLUMNS", "CAPTION", "HEADLINE", "Column", "_best_rows", "ablation", "ablation_csv",
     "ablation_latex", "ablation_markdown", "build_noise_gain",
-    "build_report", "build_scaling", "collect", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
-    "summary", "to_latex", "to_markdown", "wide",
+    "build_report", "build_scaling", "collect", "compare_variants", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
+    "summary", "to_latex", "to_markdown", "verdict", "wide",
 ]
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,13 @@
 """Downstream gain over the baseline against the injected noise rate, across results trees of the
-same grid (one noise rate each; config/ablation.yaml builds them)."""
+same grid (one noise rate each; config/ablation.yaml builds them). Each gain is the summary's paired
+comparison (:mod:`cmgh.report.stats`): mean, interval and p over seeds."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cmgh import layout
@@ -14,14 +16,16 @@ from cmgh.io import atomic_write_text
 from cmgh.report.collect import collect, comparisons, noise_rate_of, results_order
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
 from cmgh.report.figures import savefig
-from cmgh.report.summary import _paired
+from cmgh.report.stats import LEVEL
+from cmgh.report.summary import compare_variants
 
 TABLE = "noise_gain.csv"
+COLUMNS = ["noise_rate", "backbone", "variant", "task", "mean", "std", "low", "high", "p", "n"]
 
 
 def gain_vs_noise(roots: Sequence[Path]) -> pd.DataFrame:
     """Per results tree (one noise rate each), each variant's paired gain over the baseline on the
-    headline downstream metrics: columns ``noise_rate, backbone, variant, task, mean, std, n``."""
+    headline downstream metrics: columns :data:`COLUMNS` (``low, high``: the interval of the mean gain)."""
     rows = []
     for root in roots:
         long, rate = collect(root), noise_rate_of(root)
@@ -29,16 +33,17 @@ def gain_vs_noise(roots: Sequence[Path]) -> pd.DataFrame:
             found = set(long[long.backbone == backbone].variant)
             for variant in comparisons(results_order(root, found)):
                 for task in DOWNSTREAM:
-                    stats = _paired(long, backbone, HEADLINE[task], variant, layout.BASELINE_VARIANT)
-                    if stats is not None:
+                    c = compare_variants(long, backbone, HEADLINE[task], variant, layout.BASELINE_VARIANT)
+                    if c is not None:
                         rows.append({"noise_rate": rate, "backbone": backbone, "variant": variant, "task": task,
-                                     "mean": stats[0], "std": stats[1], "n": stats[2]})
-    return pd.DataFrame(rows, columns=["noise_rate", "backbone", "variant", "task", "mean", "std", "n"])
+                                     "mean": c.mean, "std": c.std, "low": c.low, "high": c.high, "p": c.p, "n": c.n})
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None = None) -> list[Path]:
-    """Downstream gain over the baseline vs injected noise rate (needs trees at >= 2 noise rates);
-    its table goes to ``table_path`` (default ``out/noise_gain.csv``)."""
+    """Downstream gain over the baseline vs injected noise rate (needs trees at >= 2 noise rates),
+    error bars the gain's interval (none for a single seed); its table goes to ``table_path``
+    (default ``out/noise_gain.csv``)."""
     import matplotlib.pyplot as plt
 
     table = gain_vs_noise(roots)
@@ -48,11 +53,14 @@ def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None 
     for ax, task in zip(axes, DOWNSTREAM, strict=True):
         for (backbone, variant), group in table[table.task == task].groupby(["backbone", "variant"]):
             group = group.sort_values("noise_rate")
-            ax.errorbar(group["noise_rate"], group["mean"], yerr=group["std"], marker="o", capsize=3, label=f"{backbone}/{variant}")
+            mean = group["mean"].to_numpy()
+            yerr = np.nan_to_num(np.vstack([mean - group["low"].to_numpy(), group["high"].to_numpy() - mean]))
+            ax.errorbar(group["noise_rate"], mean, yerr=yerr, marker="o", capsize=3, label=f"{backbone}/{variant}")
         ax.axhline(0.0, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{HEADLINE[task].label}: gain over {layout.BASELINE_VARIANT}")
         ax.set_xlabel("injected noise rate (mean of audio, text)")
     axes[0].legend(fontsize=7)
+    fig.suptitle(f"Gain over {layout.BASELINE_VARIANT}, paired by seed (mean, {100 * LEVEL:g} % interval over seeds)", y=1.02)
     fig.tight_layout()
     atomic_write_text(table_path or out / TABLE, table.to_csv(index=False))
     paths = savefig(fig, out, "noise_gain")

@@ -32,13 +32,13 @@ from cmgh.io import atomic_write_text
 from cmgh.report.collect import run_config, run_folders
 from cmgh.report.columns import DOWNSTREAM, HEADLINE, Column
 from cmgh.report.figures import savefig
+from cmgh.report.stats import t_interval
 from cmgh.report.summary import seed_values
 from cmgh.report.tables import to_markdown
 
 log = logging.getLogger(__name__)
 
 ADDED = "youtube8m"  # the corpus whose addition is measured
-LEVEL = 0.95  # coverage of the t-intervals
 GAIN, DIFFERENCE = "gain", "gain_minus_reference"
 COLUMNS = ["backbone", "method", "with_added", "quantity", "reference", "task", "metric", "mean", "std", "ci_low", "ci_high", "n"]
 
@@ -105,24 +105,7 @@ def results_configs(results: Path) -> dict[str, dict[str, Any]]:
     return configs
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float, float, int]:
-    """Mean, std and the two ends of the two-sided Student-t interval of the mean at ``level``
-    (ends NaN below two values: one seed has no spread)."""
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, math.nan, math.nan, 0
-    mean = float(x.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan, n
-    from scipy import stats  # a dependency of mlflow's; cmgh.evaluate.probe fits with its L-BFGS-B
-
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * std / math.sqrt(n)
-    return mean, std, mean - half, mean + half, n
+# --------------------------------------------------------------------------- gains
 
 
 def _gain(long: pd.DataFrame, backbone: str, col: Column, pair: Pair) -> pd.Series:

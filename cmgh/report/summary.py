@@ -1,16 +1,18 @@
 """The generated summary: per backbone, each variant against the baseline and pre-training
-against random init, judged against the spread over seeds."""
+against random init, each difference paired by seed and called only when the seeds resolve it
+(:mod:`cmgh.report.stats`)."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 
 from cmgh.layout import BASELINE_VARIANT, RANDOM_VARIANT
+from cmgh.report import stats
 from cmgh.report.collect import comparisons, variant_order
 from cmgh.report.columns import HEADLINE, Column
+
+SINGLE_SEED = "a single seed: no spread to judge by"
+NO_COMMON_SEED = "no seed evaluated for both, nothing to pair"
 
 
 def seed_values(long: pd.DataFrame, backbone: str, col: Column, variant: str) -> pd.Series:
@@ -20,29 +22,40 @@ def seed_values(long: pd.DataFrame, backbone: str, col: Column, variant: str) ->
     return sel.set_index("seed")["value"].dropna()
 
 
-def _paired(long: pd.DataFrame, backbone: str, col: Column, a: str, b: str) -> tuple[float, float, int] | None:
-    """Mean and std over seeds of (a - b), paired by seed when both ran it, else unpaired (pooled std)."""
-    va, vb = seed_values(long, backbone, col, a), seed_values(long, backbone, col, b)
-    if va.empty or vb.empty:
-        return None
-    common = va.index.intersection(vb.index)
-    if len(common):
-        diff = va.loc[common] - vb.loc[common]
-        return float(diff.mean()), float(diff.std()) if len(diff) > 1 else math.nan, len(diff)
-    std = math.sqrt(float(va.var() if len(va) > 1 else np.nan) + float(vb.var() if len(vb) > 1 else np.nan))
-    return float(va.mean() - vb.mean()), std, min(len(va), len(vb))
+def compare_variants(long: pd.DataFrame, backbone: str, col: Column, a: str, b: str) -> stats.Comparison | None:
+    """``a - b`` on a column, paired by seed; None unless a seed has a value of both."""
+    return stats.paired(seed_values(long, backbone, col, a), seed_values(long, backbone, col, b))
 
 
-def _verdict(col: Column, stats: tuple[float, float, int]) -> str:
-    mean, std, n = stats
-    sign = -1.0 if col.lower_is_better else 1.0
-    text = f"{mean:+.{col.digits}f} ± {std:.{col.digits}f}" if np.isfinite(std) else f"{mean:+.{col.digits}f}"
-    text += f" {col.label} (n={n})"
-    if not np.isfinite(std):
-        return text + ", a single seed: no spread to judge by"
-    if abs(mean) < std or mean == 0:
-        return text + ", within noise"
-    return text + (", better" if sign * mean > 0 else ", worse")
+def verdict(col: Column, c: stats.Comparison) -> str:
+    """``better``/``worse`` when the seeds resolve the difference (the sign flipped for
+    lower-is-better columns), else ``not resolved`` with the seeds that would resolve it."""
+    if c.n < 2:
+        return SINGLE_SEED
+    if c.resolved:
+        return "better" if c.sign * (-1 if col.lower_is_better else 1) > 0 else "worse"
+    return f"not resolved (seeds needed: {stats.seeds_text(c.seeds_needed)})"
+
+
+def claim(col: Column, c: stats.Comparison) -> str:
+    """``Kinetics top-1 +2.1 [−0.4, 4.6], p = 0.09, n = 5, not resolved (seeds needed: 9)``."""
+    return f"{col.label} {c.format(col.digits)}, {verdict(col, c)}"
+
+
+def header(level: float = stats.LEVEL) -> str:
+    """What every claim's numbers are, and what two seeds can resolve."""
+    pct, alpha = f"{100 * level:g} %", f"{1 - level:.2g}"
+    two = stats.half_width(2, level)
+    return (
+        f"Each claim pairs a variant with its reference by seed (the seeds both ran) and reads: the mean difference "
+        f"(variant − reference) [its {pct} interval: bootstrap (BCa, {stats.RESAMPLES} resamples, fixed seed), or with 2 seeds, "
+        f"where the bootstrap is degenerate, Student's t], the p-value of a paired test (t-test; the Wilcoxon signed-rank test "
+        f"from {stats.wilcoxon_min(level)} non-zero differences, the fewest at which it can reach p < {alpha}), and n, the seeds. "
+        f"A difference is called better or worse only when its interval excludes 0 and p < {alpha} (with 3–5 seeds the bootstrap "
+        f"interval is narrower than {pct}, so the test must agree); otherwise it is *not resolved*, and *seeds needed* is the "
+        f"smallest n whose t interval excludes 0 at the observed mean and spread (— for a zero mean or spread). Two seeds "
+        f"resolve only large effects: their {pct} t interval reaches {two:.1f} standard deviations of the differences either side of the mean."
+    )
 
 
 def summary(long: pd.DataFrame, order: tuple[str, ...] | None = None) -> str:
@@ -51,8 +64,7 @@ def summary(long: pd.DataFrame, order: tuple[str, ...] | None = None) -> str:
     Every variant found other than the baseline and ``random`` is compared with the baseline, in
     ``order`` (see :func:`cmgh.report.collect.variant_order`; default: alphabetical)."""
     order = order if order is not None else variant_order(long.variant.unique())
-    parts = ["# Summary", "", "Differences are paired by seed: mean ± std over seeds of (variant − reference); "
-             "a difference smaller than its std is called *within noise*.", ""]
+    parts = ["# Summary", "", header(), ""]
     for backbone in sorted(long.backbone.unique()):
         variants = set(long[long.backbone == backbone].variant)
         sentences = []
@@ -61,9 +73,9 @@ def summary(long: pd.DataFrame, order: tuple[str, ...] | None = None) -> str:
             for comp in comparisons(order):
                 if comp not in variants:
                     continue
-                claims = [_verdict(HEADLINE[t], s) for t in tasks if (s := _paired(long, backbone, HEADLINE[t], comp, BASELINE_VARIANT))]
+                claims = _claims(long, backbone, tasks, comp, BASELINE_VARIANT)
                 if claims:
-                    sentences.append(f"**{comp}** vs {BASELINE_VARIANT}: " + "; ".join(claims) + ".")
+                    sentences.append(f"**{comp}** vs {BASELINE_VARIANT}: " + "; ".join(text for text, _ in claims) + ".")
             if RANDOM_VARIANT in variants:
                 sentences += _pretraining_sentence(long, backbone, tasks)
         else:
@@ -72,16 +84,23 @@ def summary(long: pd.DataFrame, order: tuple[str, ...] | None = None) -> str:
     return "\n".join(parts)
 
 
+def _claims(long: pd.DataFrame, backbone: str, tasks: list[str], a: str, b: str) -> list[tuple[str, str]]:
+    """(claim, verdict) per task both variants have values of; values on no common seed cannot be paired."""
+    out = []
+    for task in tasks:
+        col = HEADLINE[task]
+        c = compare_variants(long, backbone, col, a, b)
+        if c is not None:
+            out.append((claim(col, c), verdict(col, c)))
+        elif not (seed_values(long, backbone, col, a).empty or seed_values(long, backbone, col, b).empty):
+            out.append((f"{col.label}: {NO_COMMON_SEED}", NO_COMMON_SEED))
+    return out
+
+
 def _pretraining_sentence(long: pd.DataFrame, backbone: str, tasks: list[str]) -> list[str]:
-    claims = []
-    for t in tasks:
-        if t == "noise":
-            continue
-        s = _paired(long, backbone, HEADLINE[t], BASELINE_VARIANT, RANDOM_VARIANT)
-        if s:
-            claims.append(_verdict(HEADLINE[t], s))
+    claims = _claims(long, backbone, [t for t in tasks if t != "noise"], BASELINE_VARIANT, RANDOM_VARIANT)
     if not claims:
         return []
-    verdicts = [c.rsplit(", ", 1)[-1] for c in claims]
-    overall = "beat random init on every downstream task" if all(v == "better" for v in verdicts) else "did not clearly beat random init on every downstream task"
-    return [f"**Pre-training** ({BASELINE_VARIANT} vs random init) {overall}: " + "; ".join(claims) + "."]
+    beat = all(v == "better" for _, v in claims)
+    overall = "beat random init on every downstream task" if beat else "did not clearly beat random init on every downstream task"
+    return [f"**Pre-training** ({BASELINE_VARIANT} vs random init) {overall}: " + "; ".join(text for text, _ in claims) + "."]
