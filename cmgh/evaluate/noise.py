@@ -44,6 +44,8 @@ def noise_scores(model: nn.Module, cfg: Config, dataset: ShardedClips, timer: Ti
     triplet's contrastive negatives are the same for every checkpoint evaluated.
     """
     from cmgh.harmonize import conflict_cosine, forward_losses, objective_cotangents, parameter_gradients, per_sample_gradients
+    from cmgh.harmonize.ghost import GhostGram
+    from cmgh.harmonize.gradients import leaf_gradients
 
     ncfg = cfg.evaluate.noise
     n = len(dataset)
@@ -59,12 +61,20 @@ def noise_scores(model: nn.Module, cfg: Config, dataset: ShardedClips, timer: Ti
     for idx in chunks:
         batch = collate([dataset[int(i)] for i in idx])
         tick = time.perf_counter()
-        fwd = forward_losses(model, batch, temperature, hidden_blocks=blocks)
+        ghost = GhostGram(model)
+        with ghost.recording(len(idx)):
+            fwd = forward_losses(model, batch, temperature, hidden_blocks=blocks, detach=ghost.meeting_keys)
         c_va, c_vt = objective_cotangents(fwd.valid_vt, vt_weight)
         g_va, g_vt = per_sample_gradients(fwd.l_va, fwd.l_vt, fwd.meet, c_va, c_vt)
         e_va, e_vt = per_sample_gradients(fwd.l_va, fwd.l_vt, fwd.meet, c_va, c_vt, exact=True)
         assert fwd.hidden is not None
         p_va, p_vt = parameter_gradients(tail, fwd.hidden, [g_va, g_vt])
+        seeds = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt)
+        for objective in ("va", "vt"):
+            final = objective == "vt"
+            ghost.cotangents(objective, seeds[objective], {k: a for k, (a, _) in fwd.cut.items()}, retain_graph=not final, final=final)
+        cos_all = ghost.gram().cosine()
+        ghost.release()
         if timer is not None:
             timer.add("forward", time.perf_counter() - tick)
         valid = fwd.valid_vt.detach()
@@ -79,6 +89,7 @@ def noise_scores(model: nn.Module, cfg: Config, dataset: ShardedClips, timer: Ti
                     "cos_representation": torch.where(valid, conflict_cosine(g_va, g_vt).detach(), zero).numpy(),
                     "cos_representation_exact": torch.where(valid, conflict_cosine(e_va, e_vt).detach(), zero).numpy(),
                     "cos_parameters": torch.where(valid, conflict_cosine(p_va, p_vt).detach(), zero).numpy(),
+                    "cos_all_parameters": torch.where(valid, cos_all.detach(), zero).numpy(),
                     "loss_va": l_va.numpy(),
                     "loss_vt": l_vt.numpy(),
                     "loss_total": loss_total(l_va, l_vt, vt_weight).numpy(),

@@ -318,7 +318,7 @@ class GhostGram:
         self.batch_size = batch_size
         handles = [module.register_forward_hook(self._recorder(tap)) for module, tap in self._module_taps]
         handles.append(self.backbone.register_forward_pre_hook(self._enter_modality))
-        handles.append(self.transformer.register_forward_pre_hook(self._transformer_input))
+        handles.append(self.transformer.register_forward_pre_hook(self._transformer_input, with_kwargs=True))
         try:
             yield self
         finally:
@@ -346,7 +346,10 @@ class GhostGram:
     def _enter_modality(self, module: nn.Module, args: tuple[object, ...]) -> None:
         self._modality = str(args[0])
 
-    def _transformer_input(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
+    def _transformer_input(self, module: nn.Module, args: tuple[Tensor, ...], kwargs: dict[str, object]) -> None:
+        start = args[2] if len(args) > 2 else kwargs.get("start", 0)
+        if start != 0:  # a later block range of a split run: its input is a hidden state, not the sequence
+            return
         x = args[0]
         if self._modality == "video":
             self._tap_tensor(self.agg, self.agg.new_call(x), x)

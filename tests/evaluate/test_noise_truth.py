@@ -59,7 +59,7 @@ def test_one_indicator_table() -> None:
     for subset in (NOISE_INDICATORS, TRAINING_INDICATORS):
         assert all(subset[name] == INDICATORS[name] for name in subset)
     assert all((sign < 0) == name.startswith("cos") for name, sign in INDICATORS.items())
-    assert list(NOISE_INDICATORS) == ["cos_representation", "cos_representation_exact", "cos_parameters", "loss_va", "loss_vt", "loss_total"]
+    assert list(NOISE_INDICATORS) == ["cos_representation", "cos_representation_exact", "cos_parameters", "cos_all_parameters", "loss_va", "loss_vt", "loss_total"]
 
 
 def test_loss_total_weights_the_video_text_loss() -> None:

@@ -99,6 +99,8 @@ def test_value_ranges_and_side_outputs(results: dict) -> None:
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == n["params"]["n_triplets"] == 24
     assert scores["cos_parameters"].between(-1, 1).all() and scores["cos_representation"].between(-1, 1).all()
+    whole = scores["cos_all_parameters"]
+    assert whole.between(-1, 1).all() and not whole.equals(scores["cos_parameters"])  # the whole pathway, not its last block
     roc = pd.read_csv(out / "roc.csv")
     assert set(roc["indicator"]) == set(NOISE_INDICATORS) and set(roc["target"]) == set(NOISE_TARGETS)
     assert np.isclose(n["noise_rate_either"], scores["either"].mean())
