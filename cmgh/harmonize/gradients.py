@@ -1,4 +1,4 @@
-"""Per-sample gradients of the two objectives where they meet: at the representation or the tail parameters.
+"""Per-sample gradients of the two objectives where they meet: at the representation, the tail parameters, or their seeds for all parameters.
 
 The two objectives of VATT meet at the shared video representation ``video_rep [B,D]``: the
 video-audio head and the video-text head both read it. CMGH (Sec. 3.2) compares, per triplet,
@@ -36,6 +36,11 @@ both objectives share in both backbones). The tail is re-run with explicit softm
 (``vmap`` has no batching rule for the fused CPU kernel); with ``model.dropout > 0`` its dropout
 masks are redrawn, so the cosine is then that of a slightly different sub-network (exact in
 eval mode or with dropout 0, the default).
+
+**Meeting point "all_parameters".** The per-sample gradients over *every* shared parameter,
+``sum`` over sample ``i``'s paths into the shared pathway (in ``ma`` the audio and text sequences'
+too), never materialised: :func:`leaf_gradients` gives each objective's cheap gradients at every
+detached representation, which seed the cotangent passes of :mod:`cmgh.harmonize.ghost`.
 """
 
 from __future__ import annotations

@@ -17,6 +17,13 @@ applied at the representation (the rule decides on the representation gradients)
 a single backward pass. This costs one extra forward+backward of the tail blocks per sample and
 objective (see ``benchmarks/train_step.py`` for the measured ratios).
 
+With ``all_parameters`` the paper's definition holds exactly: the Gram of each triplet's two
+gradients over every shared parameter (:mod:`cmgh.harmonize.ghost`, two cotangent passes and no
+``[B,P]`` gradient) gives the cosine and the rule's coefficients, and the shared parameters
+receive ``sum_i alpha_i g^a_i + beta_i g^b_i``, assembled from the stored cotangents in place of
+the backward pass below the representation. A curriculum scored by the conflict that drops
+triplets needs the Gram of the weighted objective too: a second pair of cotangent passes.
+
 :class:`Harmonizer` binds the config sections to this; :func:`forward_losses` is the forward
 pass cut at the meeting point. The trainer's step (:func:`cmgh.train.step.train_step`) is the
 one place both are called from.

@@ -13,6 +13,7 @@ from torch.func import functional_call, grad, vmap
 
 from cmgh import losses
 from cmgh.harmonize import Harmonizer, forward_losses, rules
+from cmgh.harmonize.curriculum import Curriculum
 from cmgh.harmonize.ghost import GhostGram, UncoveredParameterError
 from cmgh.harmonize.gradients import leaf_gradients, objective_cotangents
 from cmgh.models import VATT
@@ -182,3 +183,47 @@ def test_unknown_shared_module_is_refused() -> None:
     model.backbone.nets["video"].blocks[0].mlp[1] = nn.PReLU(dtype=torch.float64)  # a parameterised activation
     with pytest.raises(UncoveredParameterError, match=r"backbone\.nets\.video\.blocks\.0\.mlp\.1\.weight"):
         GhostGram(model)
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+def test_conflict_curriculum_reweighs_and_the_rule_sees_the_weighted_gram(backbone: str) -> None:
+    """The curriculum drops by the whole-network cosine; the rule then combines the weighted objective's gradients."""
+    model, batch = small_model(backbone), small_batch()
+    unweighted = brute_force(model, batch, recorded_step(model, batch)[2])
+    cur = Curriculum("cmgh", "conflict", "triplet", "constant", 0, 0.5, 0.5, 10)
+    harmonizer = Harmonizer("cmgh", meeting_point="all_parameters", curriculum=cur)
+    ghost = harmonizer.ghost_for(model)
+    assert ghost is not None
+    model.zero_grad(set_to_none=True)
+    with ghost.recording(B):
+        fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
+    stats = harmonizer.backward(fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=3, ghost=ghost, cut=fwd.cut)
+    valid = fwd.valid_vt
+    torch.testing.assert_close(stats.cosine[valid], rules.Gram.of(unweighted["va"], unweighted["vt"]).cosine()[valid].to(stats.cosine.dtype))
+    assert stats.weights is not None and 0 < stats.weights.kept_fraction < 1
+    got = torch.cat([p.grad.reshape(-1) for p in model.shared_parameters().values()])
+
+    fresh = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
+    c_va, c_vt = objective_cotangents(fresh.valid_vt, 1.0, stats.weights.w_va, stats.weights.w_vt)
+    seeds = leaf_gradients(fresh.l_va, fresh.l_vt, {k: leaf for k, (_, leaf) in fresh.cut.items()}, c_va, c_vt)
+    weighted = brute_force(model, batch, seeds)
+    alpha, beta = rules.get("cmgh").coefficients(rules.Gram.of(weighted["va"], weighted["vt"]))
+    torch.testing.assert_close(got, (alpha[:, None] * weighted["va"] + beta[:, None] * weighted["vt"]).sum(0), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["none", "cmgh", "pcgrad", "gradvac"])
+def test_train_step_at_all_parameters(rule: str) -> None:
+    """The trainer's step with every rule: a finite update, conflict statistics from the whole-network cosine."""
+    from cmgh.train.step import step_metrics, train_step
+
+    model = small_model("ma", dtype=torch.float32, droptoken=0.5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    harmonizer = Harmonizer(rule, meeting_point="all_parameters")
+    result = train_step(model, small_batch(dtype=torch.float32), optimizer, None, harmonizer, step=0, temperature=0.1)
+    assert result.finite
+    changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
+    assert set(model.shared_parameters()) <= set(changed) and any(n.startswith("audio_tok") for n in changed)
+    metrics = step_metrics(result, samples_per_s=1.0)
+    assert 0 <= metrics["conflict_fraction"] <= 1
+    assert not torch.equal(result.stats.cosine, result.stats.cosine_representation)

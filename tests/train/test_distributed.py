@@ -20,9 +20,12 @@ SETTINGS = ["pretrain.batch_size=8", "pretrain.steps=4", "pretrain.warmup_steps=
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["baseline", "gr"])
-def test_two_gloo_ranks_match_one_process(tiny_world: config_mod.Config, tmp_path: Path, variant: str) -> None:
-    cfg = config_mod.with_overrides(tiny_world, SETTINGS)
+@pytest.mark.parametrize(
+    ("variant", "meeting_point"), [("baseline", "representation"), ("gr", "representation"), ("gr", "all_parameters")]
+)
+def test_two_gloo_ranks_match_one_process(tiny_world: config_mod.Config, tmp_path: Path, variant: str, meeting_point: str) -> None:
+    """At ``all_parameters`` each rank assembles its rows' combined gradients (global negatives), then they are averaged."""
+    cfg = config_mod.with_overrides(tiny_world, [*SETTINGS, f"pretrain.harmonize.meeting_point={meeting_point}"])
     config_file = cfg.write(tmp_path, "tiny.yaml")
     single = pretrain(cfg, RunSpec("ms", variant, 0, tmp_path / "single"))
     cmd = [
