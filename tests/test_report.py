@@ -242,3 +242,14 @@ def test_runs_without_dumps_are_skipped_with_a_log_line(tmp_path: Path, caplog: 
     with caplog.at_level("INFO", logger="cmgh.report"):
         table = noise_over_training(tmp_path)
     assert table.empty and "no score dumps" in caplog.text
+
+
+def test_a_column_no_evaluation_reported_is_left_out(tmp_path: Path) -> None:
+    """Results older than an indicator (here cos_all_parameters, absent from the fake metrics) get no empty column."""
+    from cmgh.report.tables import ablation
+
+    long = collect(fake_results(tmp_path))
+    table = ablation(long)
+    assert "AUROC cos_parameters mean" in table and "AUROC cos_all_parameters mean" not in table
+    long.loc[long.metric == "auroc/cos_parameters/either", "metric"] = "auroc/cos_all_parameters/either"
+    assert "AUROC cos_all_parameters mean" in ablation(long)

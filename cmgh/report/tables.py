@@ -15,13 +15,16 @@ def ablation(long: pd.DataFrame, columns: Sequence[Column] = ABLATION_COLUMNS, o
     """Mean, std and seed count per (backbone, variant) and column: columns ``<label> mean``, ``<label> std``, ``<label> n``.
 
     Rows follow ``order`` (see :func:`cmgh.report.collect.variant_order`; default: random,
-    baseline, then alphabetical)."""
+    baseline, then alphabetical). A column no evaluation reported (an indicator newer than the
+    results) is left out rather than shown empty."""
     runs = long[["backbone", "variant"]].drop_duplicates()
     key = order_key(order if order is not None else variant_order(runs["variant"]))
     keys = sorted(map(tuple, runs.to_numpy()), key=lambda bv: (bv[0], key(bv[1])))
     out = pd.DataFrame(keys, columns=["backbone", "variant"])
     for col in columns:
         sel = long[(long.task == col.task) & (long.metric == col.metric)]
+        if sel.empty:
+            continue
         stats = sel.groupby(["backbone", "variant"])["value"].agg(["mean", "std", "count"])
         merged = out.merge(stats, left_on=["backbone", "variant"], right_index=True, how="left")
         out[f"{col.label} mean"] = merged["mean"].to_numpy()
