@@ -76,6 +76,7 @@ class _Call:
 
     x: Tensor | None  # input, detached (None once no longer needed)
     d: dict[str, Tensor] = field(default_factory=dict)  # objective -> cotangent [B, tokens, d_out]
+    terminal: bool = False  # the input is data (a tokenizer's patches): DropToken may leave rows unused
 
 
 class _LinearTap:
@@ -103,7 +104,30 @@ class _LinearTap:
         x = torch.cat([_by_sample(c.x, batch_size) for c in calls], dim=1)  # type: ignore[arg-type]
         return calls, x, torch.cat([c.d[objective] for c in calls], dim=1)
 
+    def _compact(self, batch_size: int) -> None:
+        """Keep only the tokens some objective's cotangent reaches, on data-fed calls.
+
+        DropToken acts after the tokenizer, so half the patches (at the paper's rate 0.5) have a zero
+        cotangent for every objective: they add nothing to any Gram entry or gradient. Done when
+        every sample keeps the same number of tokens (DropToken's ``ceil((1 - rate) N)``).
+        """
+        for call in self.calls:
+            if not call.terminal or not call.d or call.x is None:
+                continue
+            used = torch.stack([(d != 0).any(-1) for d in call.d.values()]).any(0)  # [B, N]
+            counts = used.sum(1)
+            k = int(counts.max())
+            if k == used.shape[1] or int(counts.min()) != k:
+                call.terminal = False  # nothing to gain (or ragged): do not look again
+                continue
+            idx = torch.sort(used.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
+            x = _by_sample(call.x, batch_size)
+            call.x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+            call.d = {o: d.gather(1, idx[..., None].expand(-1, -1, d.shape[-1])) for o, d in call.d.items()}
+            call.terminal = False
+
     def gram(self, batch_size: int) -> Gram:
+        self._compact(batch_size)
         calls_a, xa, da = self._stacked("va", batch_size)
         calls_b, xb, db = self._stacked("vt", batch_size)
         if xa is None and xb is None:
@@ -125,6 +149,11 @@ class _LinearTap:
             s = slice(lo, lo + chunk)
             if ghost:
                 parts.append(_ghost_gram(xa[s], da[s], None if same_x else xb[s], db[s]))
+            elif same_x:  # both objectives' per-sample gradients from one GEMM, their Gram from one more
+                g = torch.cat([da[s], db[s]], dim=-1).mT @ xa[s]  # [c, 2 d_out, d_in]
+                g = g.reshape(g.shape[0], 2, -1)
+                gg = g @ g.mT  # [c, 2, 2]
+                parts.append(Gram(gg[:, 0, 0], gg[:, 0, 1], gg[:, 1, 1]))
             else:
                 ga, gb = da[s].mT @ xa[s], db[s].mT @ xb[s]
                 parts.append(Gram((ga * ga).sum((1, 2)), (ga * gb).sum((1, 2)), (gb * gb).sum((1, 2))))
@@ -328,8 +357,10 @@ class GhostGram:
     def _recorder(self, tap: _LinearTap | _VectorTap) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
         def record(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
             if out.requires_grad:
-                self._tap_tensor(tap, tap.new_call(args[0]), out)
+                call = tap.new_call(args[0])
+                self._tap_tensor(tap, call, out)
                 if isinstance(tap, _LinearTap) and not args[0].requires_grad:
+                    call.terminal = True
                     self.terminals.append(out)
 
         return record

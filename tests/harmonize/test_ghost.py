@@ -227,3 +227,21 @@ def test_train_step_at_all_parameters(rule: str) -> None:
     metrics = step_metrics(result, samples_per_s=1.0)
     assert 0 <= metrics["conflict_fraction"] <= 1
     assert not torch.equal(result.stats.cosine, result.stats.cosine_representation)
+
+
+def test_tokens_droptoken_removed_are_skipped_without_changing_the_gram() -> None:
+    """The tokenizer's dropped patches get zero cotangents: leaving them out (half the work at rate 0.5) is exact."""
+    model, batch = small_model("ms", droptoken=0.5), small_batch()
+    grams = []
+    for compact in (True, False):
+        torch.manual_seed(3)  # the same DropToken draw
+        ghost = recorded_step(model, batch)[0]
+        proj = next(tap for tap in ghost.taps if getattr(tap, "module", None) is model.video_tok.proj)
+        assert [c.terminal for c in proj.calls] == [True]
+        if not compact:
+            proj.calls[0].terminal = False
+        grams.append(ghost.gram())
+        kept = proj.calls[0].x.shape[1]
+        assert kept == (16 if compact else 32)  # ceil(0.5 * 32) video tokens survive DropToken
+    for key in ("aa", "ab", "bb"):
+        torch.testing.assert_close(getattr(grams[0], key), getattr(grams[1], key), rtol=1e-10, atol=1e-14)
