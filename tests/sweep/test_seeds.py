@@ -20,7 +20,10 @@ from tests.test_sweep import sweep_overrides
 
 SEEDS = [0, 1, 2]
 WILCOXON = [f"sweep.seeds={SEEDS}", "sweep.pruner=wilcoxon", "sweep.wilcoxon_p_threshold=0.3"]
-GOOD_LR, BAD_LR = 0.03, 3.0  # a reasonable learning rate, and one 100x too large: worse on every seed
+# A reasonable learning rate, and one 170x too large: training diverges without going non-finite, worse on every
+# seed. How much worse is chaotic (rounding decides): 3.0 stopped losing on seed 2 when the rules changed their
+# arithmetic; 5.0 loses by 42 and 29 points on the seeds it runs (45.8, 50.0 against 87.5, 79.2).
+GOOD_LR, BAD_LR = 0.03, 5.0
 LR_CHOICES = f"sweep.space={{pretrain.lr: {{type: categorical, choices: [{GOOD_LR}, {BAD_LR}]}}}}"
 METRIC = "sweep/kinetics_val_top1"
 
