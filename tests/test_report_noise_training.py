@@ -80,3 +80,16 @@ def test_a_variant_whose_runs_scored_nothing_still_gets_its_figure(results: Path
     written = noise_training.build(results, ("baseline", "gr", "gcl"))
     assert layout.noise_training_figure(results, "ms", "gcl") in written["figures"]
     assert "gcl" not in set(pd.read_csv(layout.noise_training_table(results, "csv"))["variant"])
+
+
+def test_a_broken_windows_table_is_a_one_line_error(results: Path) -> None:
+    from cmgh.errors import DataError
+
+    path = layout.eval_dir(results, NOISE_TRAINING, "ms", "gr", 0) / layout.NOISE_WINDOWS
+    table = pd.read_csv(path)
+    pd.concat([table, table.iloc[:1]]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"^{path}: dataset howto100m, indicator cos_meeting_point, target audio, step 0 appears twice"):
+        noise_training.noise_over_training(results)
+    table.drop(columns=["ap"]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=rf"^{path}: no column ap \(expected dataset, indicator"):
+        noise_training.noise_over_training(results)

@@ -35,6 +35,7 @@ TARGET_NAMES = {"audio": "misaligned audio", "text": "misaligned text", "either"
 METRIC_NAMES = {"auroc": "AUROC (chance 0.5)", "ap": "average precision (chance: the misaligned share)"}
 KEYS = ["backbone", "variant", "dataset", "metric", "target", "step", "step_to"]  # a row: one corpus, metric, target and window of one variant
 RUN_COLUMNS = ["dataset", "indicator", "target", "step", "step_to", "auroc", "ap", "n", "n_noisy"]  # a run's NOISE_WINDOWS
+ROW = ["dataset", "indicator", "target", "step"]  # what names one of its rows
 CAPTION = ("Noise detection over training: AUROC and average precision of each per-sample indicator for flagging misaligned "
            "triplets, per pre-training corpus with generated ground truth, target and window of training steps (each run's "
            f"`{TASK}` evaluation), mean ± std over seeds [{100 * stats.LEVEL:g} % interval of the mean: bootstrap, narrower "
@@ -65,6 +66,10 @@ def _read_windows(path: Path) -> pd.DataFrame:
     missing = [c for c in RUN_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: no column {', '.join(missing)} (expected {', '.join(RUN_COLUMNS)})")
+    twice = table.duplicated(ROW, keep=False)
+    if twice.any():
+        first = table[twice].iloc[0]
+        raise DataError(f"{path}: {', '.join(f'{c} {first[c]}' for c in ROW)} appears twice (expected one row per {', '.join(ROW)})")
     return table
 
 
