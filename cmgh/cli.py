@@ -17,9 +17,9 @@ from pathlib import Path
 from cmgh import config as config_mod
 from cmgh import keypaths, layout
 from cmgh.console import FRACTION, NON_NEGATIVE, POSITIVE, RedactingFormatter
-from cmgh.errors import CmghError
+from cmgh.errors import CmghError, ConfigError
 from cmgh.io import redacted
-from cmgh.evaluate import TASKS  # import-free: the task names only
+from cmgh.evaluate import RUN_TASKS, TASKS  # import-free: the task names only
 
 log = logging.getLogger("cmgh")
 
@@ -139,7 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_overrides(args.checkpoint, args.set or ())
     from cmgh.data import shards
-    from cmgh.evaluate.run import evaluate
+    from cmgh.evaluate.run import evaluate, evaluate_run
     from cmgh.track import open_tracker
 
     if args.threads:
@@ -148,6 +148,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = _load(args)
     run_dir = Path(args.checkpoint)
+    if args.task in RUN_TASKS and args.random_init:
+        raise ConfigError(f"--task {args.task} --random-init: {args.task} scores what a pre-training run recorded while training; a random init has no training")
     run = _run_meta(run_dir)
     variant = layout.RANDOM_VARIANT if args.random_init else str(run["variant"])
     tags = {"task": args.task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
@@ -155,10 +157,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     key = layout.eval_key(args.task, str(run["backbone"]), variant, str(run["seed"]))
     out = Path(args.out) if args.out else layout.eval_dir(cfg.path("results"), args.task, str(run["backbone"]), variant, str(run["seed"]))
     with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate", out=out) as tracker:
-        result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
+        if args.task in RUN_TASKS:
+            result = evaluate_run(cfg, args.task, run_dir, out, tracker=tracker)
+        else:
+            result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
-    headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     params = result.get("params", {})  # left out: items extraction could not offer or the task cannot score (see the manifest)
+    if args.task in RUN_TASKS:
+        done = f"skipped: {params['skipped']}" if params.get("skipped") else f"{params.get('windows', 0)} windows -> {out}"
+        print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: {done}")
+        return 0
+    headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     statuses = f": {shards.describe(params['left_out_statuses'])};" if params.get("left_out_statuses") else ","
     scored = f" ({params['left_out']} left out{statuses} see the feature manifest)" if params.get("left_out") else ""
     print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored)
@@ -174,7 +183,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         written = build_noise_gain([Path(tree) for tree in args.noise_gain], Path(args.out or args.noise_gain[0]))
     else:
         results = Path(args.results) if args.results else _load(args).path("results")
-        written = build_report(results, compare=args.compare or (), noise_window=args.noise_window)
+        written = build_report(results, compare=args.compare or ())
     for kind, paths in written.items():
         for path in paths:
             print(f"{kind}: {path}")
@@ -317,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint (or its random init) on one downstream task")
     _common(ev)
-    ev.add_argument("--task", choices=TASKS, required=True)
-    ev.add_argument("--checkpoint", required=True, help="a pre-training run folder (checkpoint.pt + config.yaml)")
+    ev.add_argument("--task", choices=(*TASKS, *RUN_TASKS), required=True,
+                    help=f"{', '.join(RUN_TASKS)}: what the run recorded while training (its score dumps), over training steps")
+    ev.add_argument("--checkpoint", required=True, help="a pre-training run folder (checkpoint.pt + config.yaml; summary.json and scores/ for a run task)")
     ev.add_argument("--out", default=None, help=f"default: {layout.eval_dir('results', '{task}', '{backbone}', '{variant}', '{seed}')}")
     ev.add_argument("--random-init", action="store_true", help="evaluate the checkpoint's random initialization (variant 'random')")
     ev.add_argument("--threads", type=POSITIVE, default=None, help="torch intra-op threads")
@@ -330,7 +340,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--compare", action="append", metavar="DIR", help="results folder of the same grid at another noise rate (repeatable)")
     rep.add_argument("--noise-gain", nargs="+", metavar="DIR", help="only the gain-vs-noise table and figure over these results trees (one noise rate each)")
     rep.add_argument("--out", default=None, help="with --noise-gain: folder for tables/ and figures/ (default: the first tree)")
-    rep.add_argument("--noise-window", type=POSITIVE, default=None, metavar="STEPS", help="steps per window of tables/noise_over_training (default: a fifth of the run)")
     rep.set_defaults(func=cmd_report)
 
     runs = sub.add_parser("runs", help="the ablation table from the MLflow tracking store (no results folder needed)")

@@ -230,6 +230,7 @@ EMBEDDINGS = "features.npz"  # cached frozen embeddings of one checkpoint
 PREDICTIONS = "predictions.csv"
 NOISE_SCORES = "scores.csv"
 NOISE_ROC = "roc.csv"
+NOISE_WINDOWS = "windows.csv"  # noise detection over training: one row per corpus, indicator, target and window of steps
 
 # a study
 STUDY_RECORD = "study.yaml"  # the study's name and (masked) storage: the folder holds that study's outputs only
@@ -344,6 +345,20 @@ def scaling_table(results: PathLike, suffix: str) -> Path:
 
 def scaling_figure(results: PathLike, suffix: str = "png") -> Path:
     return figures_dir(results) / f"{SCALING_FIGURE}.{suffix}"
+
+
+# noise detection over training (cmgh.report.noise_training): mean and interval over seeds of every run's windows
+NOISE_TRAINING_TABLE = "noise_over_training"  # tables/noise_over_training.{csv,md}
+NOISE_TRAINING_FIGURE = "noise_over_training"  # figures/noise_over_training_{backbone}_{variant}.{png,pdf}
+
+
+def noise_training_table(results: PathLike, suffix: str) -> Path:
+    return tables_dir(results) / f"{NOISE_TRAINING_TABLE}.{suffix}"
+
+
+def noise_training_figure(results: PathLike, backbone: str, variant: str, suffix: str = "png") -> Path:
+    """One variant's figure (a backbone and variant per file: the Snakemake report lists each)."""
+    return figures_dir(results) / f"{NOISE_TRAINING_FIGURE}_{backbone}_{variant}.{suffix}"
 
 
 def job_log(results: PathLike, step: str, name: str) -> Path:

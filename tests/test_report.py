@@ -15,10 +15,11 @@ from cmgh import layout
 from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
 from cmgh.evaluate import TASKS
-from cmgh.evaluate.run import evaluate
+from cmgh.evaluate import NOISE_TRAINING
+from cmgh.evaluate.run import evaluate, evaluate_run
 from cmgh.report import ABLATION_COLUMNS, build_report, collect
 from cmgh.report.collect import configured_variants, variant_order
-from cmgh.report.noise_training import default_window, noise_over_training
+from cmgh.report.noise_training import noise_over_training
 from cmgh.train.loop import RunSpec, pretrain
 
 GOLDEN = Path(__file__).parent / "golden" / "report"
@@ -41,13 +42,14 @@ def results(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFact
                 evaluate(cfg, task, run)  # default out: results/eval/{task}/ms/{variant}/seed{seed}
                 if variant == "baseline":
                     evaluate(cfg, task, run, random_init=True)
+            evaluate_run(cfg, NOISE_TRAINING, run)
     return root
 
 
 def test_collect_finds_every_run(results: Path) -> None:
     long = collect(results)
     runs = long[["task", "variant", "seed"]].drop_duplicates()
-    assert len(runs) == len(TASKS) * 3 * 2
+    assert len(runs) == len(TASKS) * 3 * 2 + 2 * 2  # and noise detection over training of each pre-trained run (no random init)
     assert set(long.variant) == {"random", "baseline", "gr_gcl"}
     assert {"top1", "mAP", "t2v_R@10", "auroc/cos_parameters/either"} <= set(long.metric)
     assert "meta" not in set(long.metric) and "params" not in set(long.metric)
@@ -204,44 +206,36 @@ def test_variant_order_without_a_config_is_alphabetical_after_baseline(tmp_path:
 # --------------------------------------------------------------------------- noise detection over training
 
 
-def test_default_window_is_a_fifth_of_the_run_in_whole_dump_intervals() -> None:
-    default = config_mod.load()
-    assert default_window(default.to_dict()) == 30  # 150 steps, a dump every step
-    paper = config_mod.load(REPO_ROOT / "config" / "paper.yaml")
-    assert default_window(paper.to_dict()) == 100_000  # 500k steps, a dump every 10k
-    assert default_window({"pretrain": {"steps": 6, "score_every": 4}}) == 4
-    assert default_window({"pretrain": {"steps": 3, "score_every": 1}}) == 1
-
-
 def test_noise_over_training_table(results: Path) -> None:
-    from cmgh.evaluate.training_noise import auroc_over_training
-
     build_report(results)
     tables = layout.tables_dir(results)
     table = pd.read_csv(tables / "noise_over_training.csv")
-    # SMALL: 6 steps, a dump every 2 -> windows of 2 steps
-    assert list(table["variant"]) == ["baseline"] * 3 + ["gr_gcl"] * 3
-    assert list(table["step"]) == [0, 2, 4] * 2 and list(table["step_to"]) == [1, 3, 5] * 2
+    # SMALL: 6 steps, a dump every 2 -> windows of 2 steps; 2 metrics x 3 targets x 3 windows per variant
+    assert list(table["variant"]) == ["baseline"] * 18 + ["gr_gcl"] * 18
+    either = table[(table.metric == "auroc") & (table.target == "either")]
+    assert list(either["step"]) == [0, 2, 4] * 2 and list(either["step_to"]) == [1, 3, 5] * 2
     assert (table["seeds"] == 2).all()
     names = ["cos_meeting_point", "cos_representation", "loss_va", "loss_vt", "loss_total"]
-    assert all(f"{n} mean" in table and f"{n} std" in table for n in names)
-    cfg = config_mod.load(results / "pretrain" / "ms" / "baseline" / "seed0" / layout.CONFIG)
-    per_seed = [auroc_over_training(layout.run_dir(results, "ms", "baseline", s), cfg.path("data"), cfg.path("features"), 2)
-                for s in (0, 1)]
-    expected = pd.concat(per_seed).groupby("step")["loss_va/either"].mean()
-    got = table[table.variant == "baseline"].set_index("step")["loss_va mean"]
+    assert all(f"{n} {q}" in table for n in names for q in ("mean", "std", "low", "high"))
+    per_seed = [pd.read_csv(layout.eval_dir(results, NOISE_TRAINING, "ms", "baseline", s) / layout.NOISE_WINDOWS) for s in (0, 1)]
+    runs = pd.concat(per_seed)
+    expected = runs[(runs.indicator == "loss_va") & (runs.target == "either")].groupby("step")["auroc"].mean()
+    got = either[either.variant == "baseline"].set_index("step")["loss_va mean"]
     assert list(got.round(5)) == list(expected.round(5))
     md = (tables / "noise_over_training.md").read_text()
-    assert "target: either" in md and "| ms | baseline | howto100m | 0-1 | 2 |" in md and "±" in md
+    assert "## ms · baseline · howto100m" in md and "| either | 0-1 | 2 |" in md and "±" in md and "average precision" in md
+    for variant in ("baseline", "gr_gcl"):
+        assert layout.noise_training_figure(results, "ms", variant).stat().st_size > 1000
 
 
-def test_runs_without_dumps_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    run = layout.run_dir(tmp_path, "ms", "baseline", 0)
-    run.mkdir(parents=True)
-    (run / layout.CONFIG).write_text(config_mod.load().to_yaml())
+def test_runs_without_windows_are_left_out_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = layout.eval_dir(tmp_path, NOISE_TRAINING, "ms", "baseline", 0)
+    out.mkdir(parents=True)
+    (out / layout.METRICS).write_text('{"params": {"skipped": "no score dumps"}}')
+    (out / layout.NOISE_WINDOWS).write_text("dataset,indicator,target,step,step_to,auroc,ap,n,n_noisy\n")
     with caplog.at_level("INFO", logger="cmgh.report"):
         table = noise_over_training(tmp_path)
-    assert table.empty and "no score dumps" in caplog.text
+    assert table.empty and "no window scored" in caplog.text
 
 
 def test_a_column_no_evaluation_reported_is_left_out(tmp_path: Path) -> None:

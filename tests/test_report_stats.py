@@ -183,8 +183,9 @@ def test_noise_gain_carries_the_interval_and_p(tmp_path: Path) -> None:
 
 def _per_seed() -> pd.DataFrame:
     """per_seed rows of two seeds, two windows: cosine AUROC 0.55/0.57, loss AUROC 0.60/0.64."""
-    rows = [{"backbone": "ms", "variant": "baseline", "dataset": "howto100m", "step": step, "step_to": step + 1, "seed": seed, "n": 10,
-             "cos_representation": cos, "loss_va": loss} for step in (0, 2) for seed, (cos, loss) in enumerate([(0.55, 0.60), (0.57, 0.64)])]
+    rows = [{"backbone": "ms", "variant": "baseline", "dataset": "howto100m", "metric": "auroc", "target": "either", "step": step,
+             "step_to": step + 1, "seed": seed, "n": 10, "n_noisy": 5, "cos_representation": cos, "loss_va": loss}
+            for step in (0, 2) for seed, (cos, loss) in enumerate([(0.55, 0.60), (0.57, 0.64)])]
     return pd.DataFrame(rows)
 
 

@@ -16,6 +16,10 @@ CAPTIONED = ("howto100m", "youtube8m")
 # Datasets whose text is tokenized at extraction, all with the one vocabulary built from
 # HowTo100M's captions (features.build_vocab): YouTube-8M's words outside it become <unk>.
 TOKENIZED = ("howto100m", "msrvtt", "youtube8m")
+# Pre-training corpora whose generator writes a noise ground truth (noise_labels.csv): what the
+# workflow plans noise detection over training for before any file exists (at run time the file
+# decides, cmgh.evaluate.noise_truth.labelled_corpora).
+NOISE_TRUTH = ("howto100m", "youtube8m")
 
 
 def __getattr__(name: str) -> Any:

@@ -7,13 +7,18 @@ time, without importing torch. The task modules register themselves under these 
 # task -> the feature set (a dataset under paths.features) its evaluation reads
 TASK_DATASETS: dict[str, str] = {"kinetics": "kinetics", "audioset": "audioset", "msrvtt": "msrvtt", "noise": "howto100m"}
 TASKS: tuple[str, ...] = tuple(TASK_DATASETS)
-GROUND_TRUTH_TASKS = ("noise",)  # scored against the generator's noise labels: only generated data has them
+# Evaluations of a pre-training run's own records (its score dumps), not of its encoder: no random
+# init to compare, no feature set of their own (they read the run's corpora). Registered in
+# cmgh.evaluate.registry.RUN_TASK_REGISTRY; the workflow gives them a job per pre-training run.
+NOISE_TRAINING = "noise_training"  # noise detection over training (cmgh.evaluate.training_noise)
+RUN_TASKS: tuple[str, ...] = (NOISE_TRAINING,)
+GROUND_TRUTH_TASKS = ("noise", NOISE_TRAINING)  # scored against the generator's noise labels: only generated data has them
 
 
-def planned_tasks(data_source: str) -> tuple[str, ...]:
-    """The tasks a workflow evaluates: all of them on generated data; on downloaded data, those
+def planned_tasks(data_source: str, tasks: tuple[str, ...] = TASKS) -> tuple[str, ...]:
+    """The ``tasks`` a workflow evaluates: all of them on generated data; on downloaded data, those
     that need no generated ground truth (real data's noise is unknown)."""
-    return TASKS if data_source == "synth" else tuple(t for t in TASKS if t not in GROUND_TRUTH_TASKS)
+    return tasks if data_source == "synth" else tuple(t for t in tasks if t not in GROUND_TRUTH_TASKS)
 
 # validation metrics a sweep may optimize (sweep.objective) -> (task, key in its metrics.json); never a test split
 VALIDATION_METRICS: dict[str, tuple[str, str]] = {"kinetics_val_top1": ("kinetics", "val_top1"), "audioset_val_mAP": ("audioset", "val_mAP")}

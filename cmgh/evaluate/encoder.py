@@ -10,22 +10,18 @@ apply, so :func:`cmgh.evaluate.overrides.check_overrides` refuses it.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cmgh import checkpoint as ckpt
-from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
 from cmgh.errors import DataError
 from cmgh.evaluate import embeddings
-from cmgh.evaluate.overrides import CHECKPOINT_SECTIONS, run_folder
+from cmgh.evaluate.overrides import evaluation_config, run_folder
 from cmgh.models import build_model
-
-log = logging.getLogger(__name__)
 
 
 class Encoder:
@@ -44,7 +40,7 @@ class Encoder:
         self.variant = layout.RANDOM_VARIANT if random_init else self.pretrained_variant
         self.random_init = random_init
         self.path = path
-        self.cfg = _evaluation_config(cfg, directory, self.pretrained_variant)
+        self.cfg = evaluation_config(cfg, directory, self.pretrained_variant)
         torch.manual_seed(self.seed)
         model = build_model(self.cfg, self.backbone, vocab_size=int(meta["vocab_size"]))
         if not random_init:
@@ -70,13 +66,3 @@ class Encoder:
     def default_out(self, cfg: Config, task: str) -> Path:
         """``<results>/eval/{task}/{backbone}/{variant}/seed{seed}`` (the variant is ``random`` for the init)."""
         return layout.eval_dir(cfg.path("results"), task, self.backbone, self.variant, self.seed)
-
-
-def _evaluation_config(cfg: Config, run_dir: Path, variant: str) -> Config:
-    """``cfg`` with the run's ``model`` and ``pretrain`` sections (its config.yaml), else the variant's."""
-    run_cfg_path = run_dir / layout.CONFIG
-    if run_cfg_path.is_file():
-        run = config_mod.load(run_cfg_path).to_dict()
-        return config_mod.from_dict(config_mod.deep_merge(cfg.to_dict(), {key: run[key] for key in CHECKPOINT_SECTIONS}))
-    log.warning("%s: no %s beside the checkpoint; using the given config's model section", run_dir, layout.CONFIG)
-    return config_mod.for_variant(cfg, variant) if variant in cfg.variants else cfg

@@ -5,12 +5,16 @@ Import-light (no torch): the CLI refuses such an override before it loads anythi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.config import parse_override
+from cmgh.config import Config, parse_override
 from cmgh.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_SECTIONS = ("model", "pretrain")  # what an evaluation takes from the config.yaml beside the checkpoint
 DECIDED_BY_CHECKPOINT = (*CHECKPOINT_SECTIONS, "variants")  # ...and so cannot be overridden (the run's variant is resolved in it)
@@ -36,3 +40,14 @@ def check_overrides(checkpoint: str | Path, overrides: Sequence[str]) -> None:
                 f"--set {item}: {'.'.join(keys)} cannot change an evaluation: the checkpoint's config ({run_cfg}) decides it "
                 f"(expected no override of {', '.join(f'{s}.*' for s in DECIDED_BY_CHECKPOINT)})"
             )
+
+
+def evaluation_config(cfg: Config, run_dir: Path, variant: str) -> Config:
+    """``cfg`` with the run's :data:`CHECKPOINT_SECTIONS` (its config.yaml), else the variant's: what
+    every evaluation of a run computes with, whether it scores the encoder or the run's records."""
+    run_cfg_path = Path(run_dir) / layout.CONFIG
+    if run_cfg_path.is_file():
+        run = config_mod.load(run_cfg_path).to_dict()
+        return config_mod.from_dict(config_mod.deep_merge(cfg.to_dict(), {key: run[key] for key in CHECKPOINT_SECTIONS}))
+    log.warning("%s: no %s beside the checkpoint; using the given config's model section", run_dir, layout.CONFIG)
+    return config_mod.for_variant(cfg, variant) if variant in cfg.variants else cfg

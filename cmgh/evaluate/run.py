@@ -14,10 +14,16 @@ default :func:`cmgh.layout.eval_dir`, ``results/eval/{task}/{backbone}/{variant}
 The tasks are :mod:`~cmgh.evaluate.kinetics`, :mod:`~cmgh.evaluate.audioset`,
 :mod:`~cmgh.evaluate.msrvtt` and :mod:`~cmgh.evaluate.noise`, each registered in
 :data:`TASK_REGISTRY` under its name in :data:`cmgh.evaluate.TASKS`.
+
+``evaluate_run(cfg, task, run_dir, out_dir)`` runs a task of :data:`RUN_TASK_REGISTRY`
+(:data:`cmgh.evaluate.RUN_TASKS`: :mod:`~cmgh.evaluate.training_noise`) on what a pre-training run
+recorded while it trained, into the same folder and files (``meta`` names the run instead of a
+checkpoint); its values over training go to the tracker at their training steps.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -30,16 +36,18 @@ import torch
 
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.evaluate import audioset, kinetics, msrvtt, noise  # noqa: F401  (each registers its task)
+from cmgh.errors import DataError
+from cmgh.evaluate import audioset, kinetics, msrvtt, noise, training_noise  # noqa: F401  (each registers its task)
 from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.encoder import Encoder
-from cmgh.evaluate.registry import TASK_REGISTRY
+from cmgh.evaluate.overrides import evaluation_config
+from cmgh.evaluate.registry import RUN_TASK_REGISTRY, TASK_REGISTRY, Series
 from cmgh.io import atomic_write_json
-from cmgh.track import NullTracker, Tracker, evaluation_dataset
+from cmgh.track import DatasetRef, NullTracker, Tracker, evaluation_dataset, scored_corpus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TASK_REGISTRY", "evaluate"]
+__all__ = ["RUN_TASK_REGISTRY", "TASK_REGISTRY", "evaluate", "evaluate_run"]
 
 
 def _clean(value: Any) -> Any:
@@ -78,13 +86,57 @@ def evaluate(
     with torch.random.fork_rng():
         result, params = runner(ecfg, enc, out, timer)
     timing = {**{f"{k}_s": v for k, v in timer.seconds.items()}, "total_s": time.perf_counter() - start}
-    meta = {"task": task, **enc.meta}
+    payload = _record(out, task, result, {"task": task, **enc.meta}, params, timing, tracker, [evaluation_dataset(ecfg, task)])
+    log.info("evaluate %s %s/%s/seed%d -> %s", task, enc.backbone, enc.variant, enc.seed, out)
+    return payload
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """A finished pre-training run's ``summary.json`` (backbone, variant, seed, steps)."""
+    path = Path(run_dir) / layout.SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+        return {"backbone": str(summary["backbone"]), "variant": str(summary["variant"]), "seed": int(summary["seed"]),
+                "pretrain_steps": int(summary.get("steps", 0))}
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (expected a finished pre-training run in {run_dir})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a run summary ({type(exc).__name__}: {str(exc)[:120]}; expected backbone, variant, seed)") from None
+
+
+def evaluate_run(
+    cfg: Config, task: str, run_dir: str | Path, out_dir: str | Path | None = None, tracker: Tracker | None = None
+) -> dict[str, Any]:
+    """Run ``task`` (:data:`RUN_TASK_REGISTRY`) on the records of the finished pre-training run in
+    ``run_dir``; returns what metrics.json holds (its metrics: each value at its last training step)."""
+    runner = RUN_TASK_REGISTRY.get(task)
+    tracker = tracker or NullTracker()
+    run_dir = Path(run_dir)
+    run = run_summary(run_dir)
+    out = Path(out_dir) if out_dir is not None else layout.eval_dir(cfg.path("results"), task, run["backbone"], run["variant"], run["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    ecfg = evaluation_config(cfg, run_dir, run["variant"])  # the run's pretrain section: its steps, dumps, corpora, vt_weight
+    ecfg.write(out)
+    timer = Timer()
+    start = time.perf_counter()
+    result, params, steps = runner(ecfg, run_dir, out, timer)
+    timing = {**{f"{k}_s": v for k, v in timer.seconds.items()}, "total_s": time.perf_counter() - start}
+    meta = {"task": task, **run, "pretrained_variant": run["variant"], "random_init": False, "run": str(run_dir.resolve())}
+    datasets = [scored_corpus(ecfg, task, name) for name in params.get("corpora", [])]
+    payload = _record(out, task, result, meta, params, timing, tracker, datasets, steps)
+    log.info("evaluate %s %s/%s/seed%d -> %s", task, run["backbone"], run["variant"], run["seed"], out)
+    return payload
+
+
+def _record(out: Path, task: str, result: dict[str, float], meta: dict[str, Any], params: dict[str, Any], timing: dict[str, float],
+            tracker: Tracker, datasets: list[DatasetRef], steps: Series | None = None) -> dict[str, Any]:
+    """Write metrics.json and track the evaluation: its metrics once, or ``steps`` (each at its training step)."""
     payload = _clean({**result, "meta": meta, "params": params, "timing": timing})
     atomic_write_json(out / layout.METRICS, payload)
     tags = {k: str(v) for k, v in meta.items() if k != "checkpoint_sha256"}
     tracker.set_tags({"stage": "evaluate", **tags})
-    tracker.log_datasets([evaluation_dataset(ecfg, task)])
+    tracker.log_datasets(datasets)
     tracker.log_params({f"eval.{k}": v for k, v in params.items() if not isinstance(v, (list, dict))})
-    tracker.log_metrics({f"{task}/{k}": float(v) for k, v in result.items() if v is not None and math.isfinite(float(v))})
-    log.info("evaluate %s %s/%s/seed%d -> %s", task, enc.backbone, enc.variant, enc.seed, out)
+    for step, values in (steps.items() if steps is not None else [(None, result)]):
+        tracker.log_metrics({f"{task}/{k}": float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}, step=step)
     return payload

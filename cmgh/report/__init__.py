@@ -11,7 +11,9 @@ writes:
 * ``tables/summary.md``: one generated paragraph per backbone comparing every variant with the
   baseline and pre-training with random init, paired by seed, a difference called only when the
   seeds resolve it (:mod:`.stats`);
-* ``tables/noise_over_training.{csv,md}``: noise-detection AUROC per indicator and step window;
+* ``tables/noise_over_training.{csv,md}`` and ``figures/noise_over_training_{backbone}_{variant}.{png,pdf}``:
+  noise-detection AUROC and AP per indicator, target and step window over seeds, from every run's
+  ``noise_training`` evaluation (:mod:`.noise_training`);
 * ``figures/{conflict_cosine_hist,fractions,noise_roc}.{png,pdf}``;
 * ``tables/scaling.{csv,md}`` and ``figures/scaling_gain.{png,pdf}`` when the variants include
   pairs that differ only by YouTube-8M in ``pretrain.corpora`` (:mod:`.scaling`).
@@ -50,12 +52,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def build_report(results: str | Path, compare: Sequence[str | Path] = (), noise_window: int | None = None) -> dict[str, list[Path]]:
+def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dict[str, list[Path]]:
     """Write every table, figure and the summary under ``results``; returns the written paths by kind.
 
     ``compare``: results trees of the same grid at other noise rates, for the gain-vs-noise figure.
-    ``noise_window``: steps per window of the noise-over-training table (default
-    :func:`noise_training.default_window`).
     """
     import matplotlib
 
@@ -77,9 +77,8 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = (), noise_
     text(tables / "ablation.md", ablation_markdown(table))
     text(tables / "ablation.tex", ablation_latex(table))
     text(tables / "summary.md", summary(long, order))
-    over_training = noise_training.noise_over_training(results, noise_window, order)
-    text(tables / f"{noise_training.TABLE}.csv", over_training.to_csv(index=False, float_format="%.6g"))
-    text(tables / f"{noise_training.TABLE}.md", noise_training.markdown(over_training))
+    for kind, paths in noise_training.build(results, order).items():
+        written[kind] += paths
     figures.mkdir(parents=True, exist_ok=True)
     for make in (figure_cosine_hist, figure_fractions, figure_noise_roc):
         paths = make(results, figures, order)

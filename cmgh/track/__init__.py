@@ -29,14 +29,14 @@ from typing import Any, Protocol, Self, runtime_checkable
 from cmgh import layout
 from cmgh.io import json_digest
 from cmgh.track.provenance import (
-    DatasetRef, config_hash, dataset_digest, evaluation_dataset, file_hash, git_state, provenance_tags, training_datasets,
+    DatasetRef, config_hash, dataset_digest, evaluation_dataset, file_hash, git_state, provenance_tags, scored_corpus, training_datasets,
 )
 from cmgh.track.uri import artifact_root, tracking_uri
 
 __all__ = [
     "DatasetRef", "NullTracker", "Tracker", "artifact_root", "config_hash", "dataset_digest", "evaluation_dataset",
     "exit_status", "experiment_name", "file_hash", "git_state", "open_tracker", "provenance_tags", "run_location",
-    "tracked_key", "tracking_uri", "training_datasets",
+    "scored_corpus", "tracked_key", "tracking_uri", "training_datasets",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)  # the adapter logs under this name too: one logger for tracking

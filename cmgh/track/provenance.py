@@ -97,6 +97,12 @@ def evaluation_dataset(cfg: Any, task: str) -> DatasetRef:
     return dataset_ref(layout.feature_dir(cfg.path("features"), name), name, EVALUATION, task=task)
 
 
+def scored_corpus(cfg: Any, task: str, name: str) -> DatasetRef:
+    """A pre-training corpus an evaluation of a run's records scores (its features as the run read
+    them, packed or decoded), context ``evaluation``."""
+    return dataset_ref(layout.corpus_dir(cfg.path("features"), name, corpus_format(cfg, name)), name, EVALUATION, task=task)
+
+
 def git_state(cwd: Path | None = None) -> dict[str, str]:
     """``git_commit`` and ``git_dirty`` of the code (empty when git or the repository is missing)."""
     where = str(cwd or REPO_ROOT)

@@ -30,7 +30,7 @@ def test_paper_config_dry_run_lists_a_download_job_per_dataset(tmp_path: Path) -
         assert f"{tmp_path}/out/features/packed/{corpus}/index.parquet" in pretrain["baseline"]
     yt8m = f"{tmp_path}/out/features/packed/youtube8m/index.parquet"
     assert yt8m in pretrain["gr_gcl_yt8m"] and yt8m in pretrain["baseline_yt8m"] and yt8m not in pretrain["gr_gcl"]
-    assert "task=noise" not in output
+    assert "task=noise" not in output and "noise_training" not in planned  # nor noise detection over training
     downloads = [b for b in blocks if re.match(r"(?:localrule|rule|checkpoint) download:", b)]
     datasets = sorted(re.search(r"wildcards: dataset=(\w+)", b).group(1) for b in downloads)
     assert datasets == ["audioset", "howto100m", "kinetics", "msrvtt", "youtube8m"]

@@ -13,9 +13,10 @@ import pytest
 from tests.e2e.dag import REPO, TinyDag, planned_jobs, snakemake, tiny_configfile
 
 PROFILES = REPO / "workflow" / "profiles"
-# 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init), 1 study.
-TINY_PLAN = {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1, "synth": 4, "sweep": 1,
-             "vocab": 1, "total": 26}
+# 4 datasets, 1 vocabulary, 1 backbone x 2 variants x 1 seed, 4 tasks x (2 variants + random init), noise
+# detection over each run's training, 1 study.
+TINY_PLAN = {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "noise_training": 2, "pretrain": 2, "report": 1, "synth": 4,
+             "sweep": 1, "vocab": 1, "total": 28}
 
 
 def job_resources(output: str, rule: str) -> list[str]:

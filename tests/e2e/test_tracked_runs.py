@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.evaluate import planned_tasks
+from cmgh.evaluate import RUN_TASKS, planned_tasks
 from cmgh.track import experiment_name
 from cmgh.track.mlflow_tracker import metric_key
 from tests.e2e.dag import REPO, TinyDag
@@ -56,7 +56,8 @@ def test_no_run_left_running_and_every_tasks_metrics_are_in_the_store(tiny_dag: 
         assert SYSTEM_KEYS <= set(run.data.metrics), run.data.metrics.keys()
 
     metric_files = sorted(results.glob(layout.eval_glob()))
-    assert {p.parts[-5] for p in metric_files} == set(planned_tasks("synth")) and len(metric_files) == 12
+    tasks = {*planned_tasks("synth"), *planned_tasks("synth", RUN_TASKS)}  # 4 tasks x 3 + noise over training x 2 runs
+    assert {p.parts[-5] for p in metric_files} == tasks and len(metric_files) == 14
     for path in metric_files:
         task, backbone, variant, seed = path.parts[-5], path.parts[-4], path.parts[-3], path.parts[-2].removeprefix("seed")
         (run,) = by_tags(runs, stage="evaluate", task=task, backbone=backbone, variant=variant, seed=seed)

@@ -18,9 +18,9 @@ from tests.e2e.dag import REPO, SNAKEMAKE, TinyDag, planned_jobs, snakemake, tin
 @pytest.mark.slow
 def test_whole_dag_to_report_then_noop_then_one_branch(tiny_dag: TinyDag, tmp_path: Path) -> None:
     # the fixture ran the DAG after checking its plan: 4 datasets, 1 vocabulary, 1 backbone x 2
-    # variants x 1 seed, 4 tasks x (2 variants + random init), 1 study
-    assert tiny_dag.planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "pretrain": 2, "report": 1,
-                                "synth": 4, "sweep": 1, "vocab": 1, "total": 26}
+    # variants x 1 seed, 4 tasks x (2 variants + random init), noise detection over each run's training, 1 study
+    assert tiny_dag.planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "noise_training": 2, "pretrain": 2,
+                                "report": 1, "synth": 4, "sweep": 1, "vocab": 1, "total": 28}
     out, workdir = tiny_dag.out, tiny_dag.workdir
     configfile = tmp_path / "changed.yaml"  # the changes below are planned from a copy: the run's own file stays for other tests
     configfile.write_text(tiny_dag.configfile.read_text())
@@ -32,6 +32,7 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tiny_dag: TinyDag, tmp_pa
         assert (out / "results" / "tables" / f"ablation.{suffix}").stat().st_size > 0
     assert "gr_gcl" in (out / "results" / "tables" / "ablation.md").read_text()
     assert (out / "results" / "figures" / "noise_roc.png").is_file()
+    assert all((out / "results" / "figures" / f"noise_over_training_ms_{v}.png").is_file() for v in ("baseline", "gr_gcl"))
     assert (out / "results" / "mlflow.db").is_file()
     best = yaml.safe_load((out / "results" / "sweep" / "default" / "best_params.yaml").read_text())
     assert set(best["params"]) and pd.read_csv(out / "results" / "sweep" / "default" / "trials.csv").shape[0] == 2
@@ -61,14 +62,21 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tiny_dag: TinyDag, tmp_pa
     tree["pretrain"]["seeds"] = [0, 1]
     configfile.write_text(yaml.safe_dump(tree))
     seed = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
-    assert seed == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "pretrain": 2, "report": 1, "total": 16}
+    assert seed == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "noise_training": 2, "pretrain": 2, "report": 1, "total": 18}
     tree["pretrain"]["seeds"] = [0]
 
     # A changed hyperparameter of one variant reruns that branch only.
     tree["variants"]["gr_gcl"]["pretrain"]["curriculum"]["end_keep"] = 0.5
     configfile.write_text(yaml.safe_dump(tree))
     branch = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
-    assert branch == {"all": 1, "evaluate": 4, "pretrain": 1, "report": 1, "total": 7}
+    assert branch == {"all": 1, "evaluate": 4, "noise_training": 1, "pretrain": 1, "report": 1, "total": 8}
+    tree["variants"]["gr_gcl"]["pretrain"]["curriculum"].pop("end_keep")
+
+    # Another window of noise detection over training reruns those jobs and the report, no other evaluation.
+    tree["evaluate"]["noise_training"] = {"window": 2}
+    configfile.write_text(yaml.safe_dump(tree))
+    window = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
+    assert window == {"all": 1, "noise_training": 2, "report": 1, "total": 4}
 
 
 @pytest.mark.slow
@@ -138,6 +146,7 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
     planned = planned_jobs(result)
     for tree in ("noise0", "noise0_3", "noise0_5"):  # 2 backbones x 4 variants x 3 seeds, 4 tasks each
         assert planned[f"{tree}_pretrain"] == 24 and planned[f"{tree}_evaluate"] == 96 and planned[f"{tree}_report"] == 1
+        assert planned[f"{tree}_noise_training"] == 24
     assert planned["ablation"] == 1 and planned["all"] == 1
     assert (tmp_path / "ablation" / "noise0.5" / "config" / "resolved.yaml").is_file()
     tree = yaml.safe_load((tmp_path / "ablation" / "noise0.5" / "config" / "resolved.yaml").read_text())
@@ -160,9 +169,10 @@ def test_scaling_config_plans_each_method_with_and_without_youtube8m(tmp_path: P
     overlay.write_text(yaml.safe_dump({"paths": {name: str(tmp_path / name) for name in ("data", "features", "results")}}))
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "scaling.yaml"), str(overlay))
     assert result.returncode == 0, result.stderr[-2000:]
-    # 2 backbones x 6 variants x 5 seeds; 4 tasks per run and per random init; five datasets (YouTube-8M too); no sweep
+    # 2 backbones x 6 variants x 5 seeds; 4 tasks per run and per random init, noise detection over each run's
+    # training; five datasets (YouTube-8M too); no sweep
     assert planned_jobs(result) == {"synth": 5, "extract": 5, "vocab": 1, "pretrain": 60, "evaluate": 240, "evaluate_random_init": 40,
-                                    "report": 1, "all": 1, "total": 353}
+                                    "noise_training": 60, "report": 1, "all": 1, "total": 413}
     blocks = planned_blocks(result.stdout)
     youtube8m = str(tmp_path / "features" / "youtube8m" / "index.parquet")
     assert any(rule == "extract" and f["output"] == youtube8m for rule, f in blocks)
@@ -177,6 +187,27 @@ def test_scaling_config_plans_each_method_with_and_without_youtube8m(tmp_path: P
     evaluated = {f["wildcards"] for rule, f in blocks if rule == "evaluate"}
     assert evaluated == {f"task={t}, backbone={b}, variant={v}, seed={s}" for t in ("kinetics", "audioset", "msrvtt", "noise")
                          for b in ("ms", "ma") for v in variants for s in range(5)}
+
+
+def test_default_config_plans_noise_detection_over_training_once_per_pretraining_run(tmp_path: Path) -> None:
+    overlay = tmp_path / "paths.yaml"
+    overlay.write_text(yaml.safe_dump({"paths": {name: str(tmp_path / name) for name in ("data", "features", "results")}}))
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay))
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = planned_jobs(result)
+    assert planned["noise_training"] == planned["pretrain"] == 8  # 1 backbone x 4 variants x 2 seeds; no random init
+    blocks = planned_blocks(result.stdout)
+    variants = ("baseline", "gr", "gcl", "gr_gcl")
+    runs = {f"backbone=ms, variant={v}, seed={s}" for v in variants for s in (0, 1)}
+    jobs = {f["wildcards"]: f for rule, f in blocks if rule == "noise_training"}
+    assert set(jobs) == runs
+    job = jobs["backbone=ms, variant=gr, seed=1"]
+    assert job["output"] == f"{tmp_path}/results/eval/noise_training/ms/gr/seed1/metrics.json, {tmp_path}/results/eval/noise_training/ms/gr/seed1/windows.csv"
+    assert job["input"].endswith(f"{tmp_path}/results/pretrain/ms/gr/seed1/summary.json")
+    report = next(f for rule, f in blocks if rule == "report")
+    assert all(f"{tmp_path}/results/eval/noise_training/ms/{v}/seed{s}/metrics.json" in report["input"] for v in variants for s in (0, 1))
+    for name in ("tables/noise_over_training.md", *(f"figures/noise_over_training_ms_{v}.png" for v in variants)):
+        assert f"{tmp_path}/results/{name}" in report["output"]
 
 
 @pytest.mark.slow

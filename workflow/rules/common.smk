@@ -14,9 +14,9 @@ from snakemake.settings.types import DeploymentMethod
 
 from cmgh import config as cmgh_config
 from cmgh import keypaths, layout
-from cmgh.data import TOKENIZED
+from cmgh.data import NOISE_TRUTH, TOKENIZED
 from cmgh.errors import ConfigError
-from cmgh.evaluate import TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
+from cmgh.evaluate import NOISE_TRAINING, RUN_TASKS, TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
 
 
 try:  # first our one-line message naming the key path, before any job starts
@@ -62,6 +62,7 @@ CONDA_ENV = "../envs/cmgh.yaml"  # relative to the rule files
 BACKBONE_PATTERN = "|".join(re.escape(b) for b in cmgh_config.choices("model.backbones"))
 VARIANT_PATTERN = "|".join(re.escape(v) for v in CFG.variants)
 PLANNED_TASKS = planned_tasks(CFG.data.source)
+PLANNED_RUN_TASKS = planned_tasks(CFG.data.source, RUN_TASKS)
 TASK_PATTERN = "|".join(re.escape(t) for t in TASKS)
 DATASET_PATTERN = "|".join(re.escape(d) for d in cmgh_config.choices("data.datasets"))
 STUDY_PATTERN = r"[A-Za-z0-9_.-]+"
@@ -175,6 +176,19 @@ def cfg_slice(*keys):
     return json.dumps({k: keypaths.get_path(tree, k) for k in keys}, sort_keys=True)
 
 
+def encoder_evaluation(tree):
+    """The `evaluate` section as the encoder evaluations and the sweep's validation read it: without
+    the keys of the run tasks (`evaluate.noise_training`), which only their own jobs read."""
+    return {k: v for k, v in tree["evaluate"].items() if k not in RUN_TASKS}
+
+
+@functools.cache
+def evaluation_slice(*keys):
+    """:func:`cfg_slice` of ``keys`` and the encoder evaluations' `evaluate` section."""
+    tree = CFG.to_dict()
+    return json.dumps({**{k: keypaths.get_path(tree, k) for k in keys}, "evaluate": encoder_evaluation(tree)}, sort_keys=True)
+
+
 @functools.cache
 def variant_config(variant):
     """A variant's resolved config, resolved once per parse: every job of the variant asks for it
@@ -213,7 +227,7 @@ def sweep_slice():
     tree = CFG.to_dict()
     base = CFG.sweep.base_variant
     inputs = cmgh_config.training_inputs(variant_config(base)) if base in tree["variants"] else None
-    return json.dumps({"sweep": tree["sweep"], "evaluate": tree["evaluate"], "base_variant": inputs}, sort_keys=True)
+    return json.dumps({"sweep": tree["sweep"], "evaluate": encoder_evaluation(tree), "base_variant": inputs}, sort_keys=True)
 
 
 # --------------------------------------------------------------------------- per-stage inputs and commands
@@ -235,6 +249,24 @@ def pack_inputs(wildcards):
     required = [f for f in files if f.name in layout.REQUIRED_PACK_FILES]
     inputs = raw_inputs(wildcards.dataset, required, media=True)  # waits for the data job: then the optional files are there or not
     return inputs + [p(f) for f in files if f not in required and f.exists()]
+
+
+@functools.cache
+def truth_corpora(variant):
+    """The corpora of a variant's pre-training that carry a generated ground truth (cmgh.data.NOISE_TRUTH):
+    each of its runs gets a noise-over-training job when there is one (none on downloaded data)."""
+    if NOISE_TRAINING not in PLANNED_RUN_TASKS:
+        return ()
+    return tuple(name for name, _ in cmgh_config.corpora(variant_config(variant).to_dict()["pretrain"]) if name in NOISE_TRUTH)
+
+
+def noise_training_inputs(wildcards):
+    """What noise detection over one run's training reads besides the finished run (its summary,
+    written after its score dumps): each labelled corpus's features as the run read them, and its ground truth."""
+    names = truth_corpora(wildcards.variant)
+    tree = variant_config(wildcards.variant).to_dict()
+    features = [packed_index(name) if cmgh_config.corpus_format(tree, name) == "packed" else feature_index(name) for name in names]
+    return {"features": features, "raw": [path for name in names for path in raw_inputs(name, [layout.noise_labels(DATA, name)])]}
 
 
 def pretrain_inputs(wildcards):
@@ -298,8 +330,19 @@ def evaluation_targets():
     return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t in PLANNED_TASKS for b, v, s in runs]
 
 
+def run_evaluation_targets():
+    """The evaluations of the runs' own records: noise detection over training of every run with a labelled corpus."""
+    return [p(layout.eval_metrics(RESULTS, NOISE_TRAINING, b, v, s)) for b, v, s in run_grid() if truth_corpora(v)]
+
+
 # The report's noise-detection ROC exists only where the noise evaluation runs (generated ground truth).
 NOISE_FIGURES = {"roc": report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures")} if "noise" in PLANNED_TASKS else {}
+# Noise detection over training: one figure per backbone and variant whose runs have a job.
+NOISE_TRAINING_CAPTION = "../report/noise_over_training.rst"
+NOISE_TRAINING_FIGURES = {
+    f"noise_training_{i}": report(p(layout.noise_training_figure(RESULTS, b, v)), caption=NOISE_TRAINING_CAPTION, category="Figures")
+    for i, (b, v) in enumerate((b, v) for b in CFG.model.backbones for v in CFG.variants if truth_corpora(v))
+}
 
 
 @functools.cache

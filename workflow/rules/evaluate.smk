@@ -1,6 +1,8 @@
 # Downstream evaluations of every pre-trained run, plus a randomly initialized encoder per
 # backbone and seed (the floor every pre-trained variant must beat). One job per task and run:
-# a changed feature set or a deleted metrics.json reruns that evaluation only.
+# a changed feature set or a deleted metrics.json reruns that evaluation only. Noise detection
+# over training scores each run's own score dumps (no encoder, no random init): one job per run
+# with a labelled corpus.
 
 
 rule evaluate:
@@ -12,7 +14,7 @@ rule evaluate:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=lambda wildcards: variant_slice(wildcards.variant) + cfg_slice("evaluate"),
+        slice=lambda wildcards: variant_slice(wildcards.variant) + evaluation_slice(),
         checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
         out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
@@ -43,7 +45,7 @@ rule evaluate_random_init:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=cfg_slice("model", "features", "evaluate"),
+        slice=evaluation_slice("model", "features"),
         checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
         out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
@@ -62,3 +64,35 @@ rule evaluate_random_init:
     shell:
         "CMGH_RULE=evaluate_random_init {params.cmgh:q} evaluate --task {wildcards.task:q} --checkpoint {params.checkpoint:q}"
         " --out {params.out:q} --random-init --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
+
+
+rule noise_training:
+    input:
+        unpack(noise_training_inputs),
+        summary=run_file(layout.SUMMARY),
+    output:
+        metrics=p(layout.eval_metrics(RESULTS, NOISE_TRAINING, "{backbone}", "{variant}", "{seed}")),
+        windows=p(layout.eval_dir(RESULTS, NOISE_TRAINING, "{backbone}", "{variant}", "{seed}") / layout.NOISE_WINDOWS),
+    params:
+        cmgh=CMGH,
+        config=RESOLVED_CONFIG,
+        task=NOISE_TRAINING,
+        slice=lambda wildcards: variant_slice(wildcards.variant) + cfg_slice("evaluate.noise_training"),
+        checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
+        out=lambda wildcards, output: str(Path(output.metrics).parent),
+    log:
+        job_log("evaluate", f"{NOISE_TRAINING}/{{backbone}}/{{variant}}/seed{{seed}}"),
+    benchmark:
+        job_benchmark("evaluate", f"{NOISE_TRAINING}/{{backbone}}/{{variant}}/seed{{seed}}")
+    wildcard_constraints:
+        backbone=BACKBONE_PATTERN,
+        variant=VARIANT_PATTERN,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        gpu=0,
+    conda:
+        CONDA_ENV
+    shell:
+        "CMGH_RULE=noise_training {params.cmgh:q} evaluate --task {params.task:q} --checkpoint {params.checkpoint:q}"
+        " --out {params.out:q} --config {params.config:q} >> {log:q} 2>&1"
