@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from cmgh.harmonize.rules import Gram
 from cmgh.models.tokenizers import VideoTokenizer
 
-CHUNK_BYTES = 32 * 2**20  # largest temporary of one layer's Gram computation
+CHUNK_BYTES = 8 * 2**20  # largest temporary of one layer's Gram computation (small against a step's activations)
 
 
 def by_sample(t: Tensor, batch_size: int) -> Tensor:
@@ -121,7 +121,7 @@ class LinearTap:
         na, nb = xa.shape[1], xb.shape[1]
         self.strategy = linear_strategy(na, nb, d_in, d_out, same_x)
         ghost = self.strategy == "ghost"
-        per_sample_floats = 2 * (na + nb) ** 2 if ghost else 2 * d_in * d_out
+        per_sample_floats = 2 * (na + nb) ** 2 if ghost else 2 * d_in * d_out + (na + nb) * d_out  # (the dense form copies D once)
         chunk = max(1, CHUNK_BYTES // (4 * per_sample_floats))
         parts = []
         for lo in range(0, batch_size, chunk):
