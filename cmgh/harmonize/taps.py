@@ -30,13 +30,19 @@ CHUNK_BYTES = 8 * 2**20  # largest temporary of one layer's Gram computation (sm
 
 
 def by_sample(t: Tensor, batch_size: int) -> Tensor:
-    """A call's ``[R, ..., d]`` rows -> ``[B, tokens, d]``, at least fp32: a sample's rows are consecutive."""
-    return t.reshape(batch_size, -1, t.shape[-1]).to(accumulation(t.dtype))
+    """A call's ``[R, ..., d]`` rows -> ``[B, tokens, d]`` (same dtype): a sample's rows are consecutive."""
+    return t.reshape(batch_size, -1, t.shape[-1])
 
 
 def accumulation(dtype: torch.dtype) -> torch.dtype:
     """Gram entries and gradients are summed in fp32 at least (bf16 cotangents under autocast)."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def upcast(t: Tensor) -> Tensor:
+    """``t`` in :func:`accumulation` precision: cotangents are stored as autograd made them (bf16 under
+    autocast, half an fp32 copy's memory) and widened only a chunk at a time."""
+    return t.to(accumulation(t.dtype))
 
 
 def _accumulate(p: nn.Parameter, g: Tensor) -> None:
@@ -126,19 +132,21 @@ class LinearTap:
         parts = []
         for lo in range(0, batch_size, chunk):
             s = slice(lo, lo + chunk)
+            cxa, cda, cxb, cdb = upcast(xa[s]), upcast(da[s]), upcast(xb[s]), upcast(db[s])
             if ghost:
-                parts.append(_ghost_gram(xa[s], da[s], None if same_x else xb[s], db[s]))
+                parts.append(_ghost_gram(cxa, cda, None if same_x else cxb, cdb))
             elif same_x:  # both objectives' per-sample gradients from one GEMM, their Gram from one more
-                g = torch.cat([da[s], db[s]], dim=-1).mT @ xa[s]  # [c, 2 d_out, d_in]
+                g = torch.cat([cda, cdb], dim=-1).mT @ cxa  # [c, 2 d_out, d_in]
                 g = g.reshape(g.shape[0], 2, -1)
                 gg = g @ g.mT  # [c, 2, 2]
                 parts.append(Gram(gg[:, 0, 0], gg[:, 0, 1], gg[:, 1, 1]))
             else:
-                ga, gb = da[s].mT @ xa[s], db[s].mT @ xb[s]
+                ga, gb = cda.mT @ cxa, cdb.mT @ cxb
                 parts.append(Gram((ga * ga).sum((1, 2)), (ga * gb).sum((1, 2)), (gb * gb).sum((1, 2))))
         gram = Gram(*(torch.cat([getattr(p, k) for p in parts]) for k in ("aa", "ab", "bb")))
         if self.module.bias is not None:
-            gram = gram + Gram.of(da.sum(1), db.sum(1))
+            acc = accumulation(da.dtype)
+            gram = gram + Gram.of(da.sum(1, dtype=acc), db.sum(1, dtype=acc))
         return gram
 
     def assemble(self, coefficients: Mapping[str, Tensor], batch_size: int) -> None:
@@ -148,9 +156,9 @@ class LinearTap:
         for call in self.calls:
             if not call.d or call.x is None:
                 continue
-            dc = sum(coefficients[o][:, None, None] * d for o, d in call.d.items())
+            dc = sum(coefficients[o][:, None, None] * upcast(d) for o, d in call.d.items())
             assert isinstance(dc, Tensor)
-            x = by_sample(call.x, batch_size)
+            x = upcast(by_sample(call.x, batch_size))
             gw += dc.reshape(-1, dc.shape[-1]).T @ x.reshape(-1, x.shape[-1])
             gb += dc.sum((0, 1))
         _accumulate(weight, gw)
@@ -194,7 +202,7 @@ class VectorTap:
         return Call(x.detach())
 
     def receive(self, call: Call, objective: str, g: Tensor, batch_size: int, final: bool) -> None:
-        parts = [p.reshape(batch_size, -1) for p in self.per_sample(call, by_sample(g, batch_size))]
+        parts = [p.reshape(batch_size, -1) for p in self.per_sample(call, upcast(by_sample(g, batch_size)))]
         have = self.v.get(objective)
         self.v[objective] = parts if have is None else [h + p for h, p in zip(have, parts, strict=True)]
         if final:
