@@ -150,15 +150,13 @@ def harmonized_backward(
         # whose gradients cross a collective, always take the same branch.
         if recompute:
             g_va, g_vt, gram = grams_for(weights, last=True)
-    if ghost is None:
-        gram = rules.Gram.of(g_va, g_vt)  # the rule decides on the representation gradients (also with a tail cosine)
 
     alpha, beta = combine.coefficients(gram, **params)
     obj = losses.objective(
         l_va, l_vt, valid_vt, vt_weight, None if weights is None else weights.w_va, None if weights is None else weights.w_vt
     )
     if ghost is None:
-        combined = alpha[:, None].to(g_va.dtype) * g_va + beta[:, None].to(g_vt.dtype) * g_vt
+        combined = rules.combination(alpha, beta, g_va, g_vt)
         torch.autograd.backward([obj.total, video_rep], [torch.ones_like(obj.total), combined.to(video_rep.dtype)])
     else:
         torch.autograd.backward([obj.total], [torch.ones_like(obj.total)])

@@ -76,8 +76,12 @@ class Rule:
 
     def __call__(self, g_va: Tensor, g_vt: Tensor, **params: Any) -> Tensor:
         """``alpha_i g_va[i] + beta_i g_vt[i]`` for every row."""
-        alpha, beta = self.coefficients(Gram.of(g_va, g_vt), **params)
-        return alpha[:, None].to(g_va.dtype) * g_va + beta[:, None].to(g_vt.dtype) * g_vt
+        return combination(*self.coefficients(Gram.of(g_va, g_vt), **params), g_va, g_vt)
+
+
+def combination(alpha: Tensor, beta: Tensor, g_va: Tensor, g_vt: Tensor) -> Tensor:
+    """Each row's ``alpha_i g_va[i] + beta_i g_vt[i]``: a rule's coefficients applied to ``[B,D]`` gradients."""
+    return alpha[:, None].to(g_va.dtype) * g_va + beta[:, None].to(g_vt.dtype) * g_vt
 
 
 _REGISTRY: Registry[Rule] = Registry("harmonization rule", "pretrain.harmonize.rule")

@@ -62,6 +62,7 @@ class Call:
     x: Tensor | None  # input, detached (None once no longer needed)
     d: dict[str, Tensor] = field(default_factory=dict)  # objective -> cotangent [B, tokens, d_out]
     terminal: bool = False  # the input is data (a tokenizer's patches): DropToken may leave rows unused
+    keep: Tensor | None = None  # [B, k] the tokens kept by compaction: later cotangents are cut to them too
 
 
 class LinearTap:
@@ -76,7 +77,8 @@ class LinearTap:
         return Call(x.detach())
 
     def receive(self, call: Call, objective: str, g: Tensor, batch_size: int, final: bool) -> None:
-        call.d[objective] = by_sample(g, batch_size)
+        d = by_sample(g, batch_size)
+        call.d[objective] = d if call.keep is None else _gather_tokens(d, call.keep)
 
     def forget(self, objective: str) -> None:
         for call in self.calls:
@@ -105,10 +107,9 @@ class LinearTap:
             if k == used.shape[1] or int(counts.min()) != k:
                 call.terminal = False  # nothing to gain (or ragged): do not look again
                 continue
-            idx = torch.sort(used.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
-            x = by_sample(call.x, batch_size)
-            call.x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
-            call.d = {o: d.gather(1, idx[..., None].expand(-1, -1, d.shape[-1])) for o, d in call.d.items()}
+            call.keep = torch.sort(used.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
+            call.x = _gather_tokens(by_sample(call.x, batch_size), call.keep)
+            call.d = {o: _gather_tokens(d, call.keep) for o, d in call.d.items()}
             call.terminal = False
 
     def gram(self, batch_size: int) -> Gram:
@@ -164,6 +165,11 @@ class LinearTap:
         _accumulate(weight, gw)
         if self.module.bias is not None:
             _accumulate(self.module.bias, gb)
+
+
+def _gather_tokens(t: Tensor, keep: Tensor) -> Tensor:
+    """``t [B, N, d]`` at the tokens ``keep [B, k]`` of each sample."""
+    return t.gather(1, keep[..., None].expand(-1, -1, t.shape[-1]))
 
 
 def linear_strategy(na: int, nb: int, d_in: int, d_out: int, same_x: bool) -> str:

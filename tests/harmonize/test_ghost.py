@@ -269,3 +269,27 @@ def test_bf16_autocast_stores_bf16_cotangents_and_agrees_with_fp32() -> None:
     sound = fp32.bb > 1
     assert int(sound.sum()) >= 4
     torch.testing.assert_close(gram.cosine()[sound], fp32.cosine()[sound], atol=0.05, rtol=0)
+
+
+def test_conflict_curriculum_with_droptoken_reuses_the_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weighted objective's second pair of passes brings full-length cotangents to a compacted tokenizer call."""
+    from cmgh.harmonize import taps
+
+    def step(compact: bool) -> dict[str, Tensor]:
+        model, batch = small_model("ms", droptoken=0.5), small_batch()
+        if not compact:
+            monkeypatch.setattr(taps.LinearTap, "_compact", lambda self, batch_size: None)
+        harmonizer = Harmonizer("cmgh", meeting_point="all_parameters",
+                                curriculum=Curriculum("cmgh", "conflict", "triplet", "constant", 0, 0.5, 0.5, 10))
+        ghost = harmonizer.ghost_for(model)
+        assert ghost is not None
+        torch.manual_seed(5)  # the same DropToken draw
+        with ghost.recording(B):
+            fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
+        harmonizer.backward(fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=3, ghost=ghost, cut=fwd.cut)
+        monkeypatch.undo()
+        return {n: p.grad.clone() for n, p in model.shared_parameters().items()}
+
+    compacted, full = step(True), step(False)
+    for name in full:
+        torch.testing.assert_close(compacted[name], full[name], rtol=1e-9, atol=1e-12, msg=name)
