@@ -45,7 +45,6 @@ def noise_scores(model: nn.Module, cfg: Config, dataset: ShardedClips, timer: Ti
     """
     from cmgh.harmonize import conflict_cosine, forward_losses, objective_cotangents, parameter_gradients, per_sample_gradients
     from cmgh.harmonize.ghost import GhostGram
-    from cmgh.harmonize.gradients import leaf_gradients
 
     ncfg = cfg.evaluate.noise
     n = len(dataset)
@@ -65,16 +64,12 @@ def noise_scores(model: nn.Module, cfg: Config, dataset: ShardedClips, timer: Ti
         with ghost.recording(len(idx)):
             fwd = forward_losses(model, batch, temperature, hidden_blocks=blocks, detach=ghost.meeting_keys)
         c_va, c_vt = objective_cotangents(fwd.valid_vt, vt_weight)
-        g_va, g_vt = per_sample_gradients(fwd.l_va, fwd.l_vt, fwd.meet, c_va, c_vt)
+        g_va, g_vt, whole = ghost.measure(fwd.l_va, fwd.l_vt, fwd.cut, c_va, c_vt, last=True)  # g_*: at the representation
+        cos_all = whole.cosine()
+        ghost.release()
         e_va, e_vt = per_sample_gradients(fwd.l_va, fwd.l_vt, fwd.meet, c_va, c_vt, exact=True)
         assert fwd.hidden is not None
         p_va, p_vt = parameter_gradients(tail, fwd.hidden, [g_va, g_vt])
-        seeds = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt)
-        for objective in ("va", "vt"):
-            final = objective == "vt"
-            ghost.cotangents(objective, seeds[objective], {k: a for k, (a, _) in fwd.cut.items()}, retain_graph=not final, final=final)
-        cos_all = ghost.gram().cosine()
-        ghost.release()
         if timer is not None:
             timer.add("forward", time.perf_counter() - tick)
         valid = fwd.valid_vt.detach()

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from cmgh.harmonize.gradients import leaf_gradients
 from cmgh.harmonize.rules import Gram
 from cmgh.harmonize.taps import AggTap, Call, LayerNormTap, LinearTap, PositionTap, VectorTap, accumulation, zeros_gram
 from cmgh.models.backbones import Backbone, Transformer
@@ -179,6 +180,25 @@ class GhostGram:
             self._objective, self._final = "", False
         for m, g in zip(boundary, grads[len(self.terminals) :], strict=True):
             self.boundary[m].d = g
+
+    def measure(
+        self, l_va: Tensor, l_vt: Tensor, cut: Mapping[str, tuple[Tensor, Tensor]], c_va: Tensor, c_vt: Tensor, *, last: bool
+    ) -> tuple[Tensor, Tensor, Gram]:
+        """The objective ``sum c_va l_va + sum c_vt l_vt``'s per-sample Gram over every shared parameter.
+
+        Seeds both cotangent passes with each objective's gradients at the detached
+        representations (``cut``: key -> ``(attached, leaf)``) and returns them at ``video_rep``
+        (zeros for an objective that does not reach it) beside the Gram. ``last``: no further
+        pass follows, so the second one frees the graph as it goes.
+        """
+        seeds = leaf_gradients(l_va, l_vt, {k: leaf for k, (_, leaf) in cut.items()}, c_va, c_vt)
+        attached = {k: a for k, (a, _) in cut.items()}
+        for objective in OBJECTIVES:
+            final = last and objective == OBJECTIVES[-1]
+            self.cotangents(objective, seeds[objective], attached, retain_graph=not final, final=final)
+        g_va, g_vt = (seeds[o]["video_rep"] for o in OBJECTIVES)
+        zero = torch.zeros_like(cut["video_rep"][1])
+        return (zero if g_va is None else g_va), (zero if g_vt is None else g_vt), self.gram()
 
     def gram(self) -> Gram:
         """The per-sample Gram over every shared parameter (sum of the layers')."""

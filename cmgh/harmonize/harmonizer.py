@@ -42,15 +42,8 @@ from cmgh import losses
 from cmgh.errors import ConfigError
 from cmgh.harmonize import rules
 from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
-from cmgh.harmonize.ghost import OBJECTIVES as ghost_objectives
 from cmgh.harmonize.ghost import GhostGram
-from cmgh.harmonize.gradients import (
-    detach_meeting_point,
-    leaf_gradients,
-    objective_cotangents,
-    parameter_gradients,
-    per_sample_gradients,
-)
+from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
 
 
 @dataclass
@@ -125,14 +118,7 @@ def harmonized_backward(
         if ghost is None or cut is None:
             g_va, g_vt = per_sample_gradients(l_va, l_vt, meet, *cotangents(w), exact=exact)
             return g_va, g_vt, rules.Gram.of(g_va, g_vt)
-        seeds = leaf_gradients(l_va, l_vt, {k: leaf for k, (_, leaf) in cut.items()}, *cotangents(w))
-        attached = {k: a for k, (a, _) in cut.items()}
-        for objective in ghost_objectives:
-            final = last and objective == ghost_objectives[-1]
-            ghost.cotangents(objective, seeds[objective], attached, retain_graph=not final, final=final)
-        zero = torch.zeros_like(meet)
-        g_va, g_vt = (seeds[o]["video_rep"] for o in ghost_objectives)
-        return (zero if g_va is None else g_va), (zero if g_vt is None else g_vt), ghost.gram()
+        return ghost.measure(l_va, l_vt, cut, *cotangents(w), last=last)
 
     g_va, g_vt, gram = grams_for(weights, last=not recompute)
     cos_rep = rules.conflict_cosine(g_va, g_vt)
