@@ -13,7 +13,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
-if NOISE_RATES:  # config/ablation.yaml: one tree per noise rate, each a module of this Snakefile
+if NOISE_SETTINGS:  # config/ablation.yaml, config/study.yaml: one tree per noise setting, each a module of this Snakefile
 
     include: "workflow/rules/ablation.smk"
 

@@ -138,40 +138,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cmgh.evaluate.overrides import check_overrides
 
     check_overrides(args.checkpoint, args.set or ())
-    from cmgh.data import shards
-    from cmgh.evaluate.run import evaluate, evaluate_run
-    from cmgh.track import open_tracker
-
+    tasks = list(dict.fromkeys(args.task))
+    if args.out and len(tasks) > 1:
+        raise ConfigError(f"--out with {len(tasks)} tasks: each task writes its own folder; leave --out out (they go to {layout.eval_dir('<paths.results>', '<task>', '<backbone>', '<variant>', '<seed>')})")
+    if args.random_init and (run_tasks := [t for t in tasks if t in RUN_TASKS]):
+        raise ConfigError(f"--task {run_tasks[0]} --random-init: {run_tasks[0]} scores what a pre-training run recorded while training; a random init has no training")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     cfg = _load(args)
+    for task in tasks:  # one process for all: the interpreter, torch and MLflow start once
+        _evaluate_task(cfg, task, args)
+    return 0
+
+
+def _evaluate_task(cfg: config_mod.Config, task: str, args: argparse.Namespace) -> None:
+    from cmgh.data import shards
+    from cmgh.evaluate.run import evaluate, evaluate_run
+    from cmgh.track import open_tracker
+
     run_dir = Path(args.checkpoint)
-    if args.task in RUN_TASKS and args.random_init:
-        raise ConfigError(f"--task {args.task} --random-init: {args.task} scores what a pre-training run recorded while training; a random init has no training")
     run = _run_meta(run_dir)
     variant = layout.RANDOM_VARIANT if args.random_init else str(run["variant"])
-    tags = {"task": args.task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
+    tags = {"task": task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
     parent = None if args.random_init else run_dir  # the run that lives in the checkpoint's folder
-    key = layout.eval_key(args.task, str(run["backbone"]), variant, str(run["seed"]))
-    out = Path(args.out) if args.out else layout.eval_dir(cfg.path("results"), args.task, str(run["backbone"]), variant, str(run["seed"]))
+    key = layout.eval_key(task, str(run["backbone"]), variant, str(run["seed"]))
+    out = Path(args.out) if args.out else layout.eval_dir(cfg.path("results"), task, str(run["backbone"]), variant, str(run["seed"]))
     with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate", out=out) as tracker:
-        if args.task in RUN_TASKS:
-            result = evaluate_run(cfg, args.task, run_dir, out, tracker=tracker)
+        if task in RUN_TASKS:
+            result = evaluate_run(cfg, task, run_dir, out, tracker=tracker)
         else:
-            result = evaluate(cfg, args.task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
+            result = evaluate(cfg, task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
     params = result.get("params", {})  # left out: items extraction could not offer or the task cannot score (see the manifest)
-    if args.task in RUN_TASKS:
+    if task in RUN_TASKS:
         done = f"skipped: {params['skipped']}" if params.get("skipped") else f"{params.get('windows', 0)} windows -> {out}"
-        print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: {done}")
-        return 0
+        print(f"{task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: {done}")
+        return
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     statuses = f": {shards.describe(params['left_out_statuses'])};" if params.get("left_out_statuses") else ","
     scored = f" ({params['left_out']} left out{statuses} see the feature manifest)" if params.get("left_out") else ""
-    print(f"{args.task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored)
-    return 0
+    print(f"{task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -324,10 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--stop-after", type=POSITIVE, default=None, help="stop after this many steps (resumable)")
     pre.set_defaults(func=cmd_pretrain)
 
-    ev = sub.add_parser("evaluate", help="evaluate a checkpoint (or its random init) on one downstream task")
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint (or its random init) on downstream tasks")
     _common(ev)
-    ev.add_argument("--task", choices=(*TASKS, *RUN_TASKS), required=True,
-                    help=f"{', '.join(RUN_TASKS)}: what the run recorded while training (its score dumps), over training steps")
+    ev.add_argument("--task", choices=(*TASKS, *RUN_TASKS), required=True, action="append",
+                    help=f"repeatable: the tasks run one after the other in this process; {', '.join(RUN_TASKS)}: what the run recorded while training (its score dumps), over training steps")
     ev.add_argument("--checkpoint", required=True, help="a pre-training run folder (checkpoint.pt + config.yaml; summary.json and scores/ for a run task)")
     ev.add_argument("--out", default=None, help=f"default: {layout.eval_dir('results', '{task}', '{backbone}', '{variant}', '{seed}')}")
     ev.add_argument("--random-init", action="store_true", help="evaluate the checkpoint's random initialization (variant 'random')")

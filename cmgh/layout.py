@@ -247,6 +247,7 @@ OPTUNA_DB = "optuna.db"
 
 RANDOM_VARIANT = "random"  # evaluations of the random initialization, beside the pre-trained variants
 BASELINE_VARIANT = "baseline"  # the reference every other variant is compared with in the report
+STUDY_PAGE = "README.md"  # the results page of a noise ablation or study, in its root (cmgh.report.study)
 
 
 def run_key(backbone: str, variant: str, seed: int | str) -> str:

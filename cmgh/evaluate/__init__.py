@@ -4,6 +4,8 @@ Kept import-free: the workflow reads the task names and the features each task r
 time, without importing torch. The task modules register themselves under these names.
 """
 
+from collections.abc import Iterable
+
 # task -> the feature set (a dataset under paths.features) its evaluation reads
 TASK_DATASETS: dict[str, str] = {"kinetics": "kinetics", "audioset": "audioset", "msrvtt": "msrvtt", "noise": "howto100m"}
 TASKS: tuple[str, ...] = tuple(TASK_DATASETS)
@@ -15,10 +17,12 @@ RUN_TASKS: tuple[str, ...] = (NOISE_TRAINING,)
 GROUND_TRUTH_TASKS = ("noise", NOISE_TRAINING)  # scored against the generator's noise labels: only generated data has them
 
 
-def planned_tasks(data_source: str, tasks: tuple[str, ...] = TASKS) -> tuple[str, ...]:
-    """The ``tasks`` a workflow evaluates: all of them on generated data; on downloaded data, those
-    that need no generated ground truth (real data's noise is unknown)."""
-    return tasks if data_source == "synth" else tuple(t for t in tasks if t not in GROUND_TRUTH_TASKS)
+def planned_tasks(data_source: str, tasks: tuple[str, ...] = TASKS, selected: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The ``tasks`` a workflow evaluates: those ``selected`` (`evaluate.tasks`, default all) on
+    generated data; on downloaded data, those that need no generated ground truth (real data's
+    noise is unknown)."""
+    chosen = set(tasks if selected is None else selected)
+    return tuple(t for t in tasks if t in chosen and (data_source == "synth" or t not in GROUND_TRUTH_TASKS))
 
 # validation metrics a sweep may optimize (sweep.objective) -> (task, key in its metrics.json); never a test split
 VALIDATION_METRICS: dict[str, tuple[str, str]] = {"kinetics_val_top1": ("kinetics", "val_top1"), "audioset_val_mAP": ("audioset", "val_mAP")}

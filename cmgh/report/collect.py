@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from cmgh import layout
+from cmgh.ablation import NoiseSetting, setting_of
 from cmgh.errors import DataError
 
 Run = tuple[str, str, int, Path]  # backbone, variant, seed, run folder
@@ -147,11 +148,11 @@ def run_config(run_dir: Path) -> dict[str, Any]:
     return _read_yaml(path) if path.is_file() else {}
 
 
-def noise_rate_of(results: Path) -> float:
-    """The injected noise rate of a results tree: mean of the audio and text rates its runs used."""
+def noise_setting_of(results: Path) -> NoiseSetting:
+    """The injected noise of a results tree (:mod:`cmgh.ablation`), from the config its runs recorded."""
     for *_, run in run_folders(results):
         path = run / layout.CONFIG
         if path.is_file():
             noise = run_config(run).get("data", {}).get("noise", {})
-            return 0.5 * (float(noise.get("audio_rate", 0.0)) + float(noise.get("text_rate", 0.0)))
+            return setting_of(noise.get("audio_rate", 0.0), noise.get("text_rate", 0.0), path)
     raise DataError(f"{results}/pretrain: no run with a {layout.CONFIG} to read the noise rate from")

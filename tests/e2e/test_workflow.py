@@ -211,17 +211,28 @@ def test_default_config_plans_noise_detection_over_training_once_per_pretraining
 
 
 @pytest.mark.slow
-def test_tiny_ablation_runs_two_noise_rates_to_the_gain_table(tmp_path: Path) -> None:
-    root = tmp_path / "ablation"
-    configfile = tiny_configfile(tmp_path, "ablation.noise_rates=[0.0, 0.5]", f"ablation.root={root}", "sweep.run=false")
+def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path) -> None:
+    # config/study.yaml at test size: a clean tree and one tree per misaligned modality, one job per run for its evaluations
+    root = tmp_path / "study"
+    configfile = tiny_configfile(tmp_path, "ablation.noise_rates=[0.0, 0.5]", "ablation.modalities=[text, audio]", f"ablation.root={root}",
+                                 "sweep.run=false", "evaluate.jobs=per_run", "evaluate.tasks=[kinetics, audioset, msrvtt, noise_training]",
+                                 "pretrain.seeds=[0, 1]")
+    plan = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    assert plan["ablation"] == 1 and plan["text0_5_pretrain"] == 4 and plan["noise0_evaluate"] == 4 and "noise0_noise_training" not in plan
     result = snakemake(tmp_path, "--configfile", str(configfile))
     assert result.returncode == 0, result.stderr[-3000:]
     gain = pd.read_csv(root / "tables" / "noise_gain.csv")
-    assert sorted(gain["noise_rate"].unique()) == [0.0, 0.5]
-    assert set(gain["variant"]) == {"gr_gcl"} and set(gain["task"]) == {"kinetics", "audioset", "msrvtt"}
-    assert (root / "figures" / "noise_gain.png").stat().st_size > 0
-    for rate in ("0", "0.5"):
-        assert (root / f"noise{rate}" / "tables" / "ablation.md").is_file()
+    assert {(m, r) for m, r in zip(gain["modality"], gain["noise_rate"], strict=True)} == {("both", 0.0), ("text", 0.5), ("audio", 0.5)}
+    assert set(gain["variant"]) == {"gr_gcl"} and set(gain["task"]) == {"kinetics", "audioset", "msrvtt"} and (gain["n"] == 2).all()
+    assert (root / "figures" / "noise_gain.png").stat().st_size > 0 and (root / "figures" / "noise_detection.png").stat().st_size > 0
+    for name in ("noise0", "text0.5", "audio0.5"):
+        tree = root / name
+        assert (tree / "tables" / "ablation.md").is_file() and not (tree / "eval" / "noise").exists()
+        assert (tree / "eval" / "noise_training" / "ms" / "gr_gcl" / "seed1" / "windows.csv").is_file()
+    page = (root / "README.md").read_text()
+    assert "## Conclusions" in page and "`ms/gr_gcl`" in page and "The conflict cosine" in page
+    assert "| text 0.5 |" not in page and "text 0.5" in page and "audio 0.5" in page
+    assert "Kinetics: 16 test clips" in page or "Kinetics:" in page
 
 
 def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
+from cmgh import ablation as noise_ablation
 from cmgh import config as cmgh_config
 from cmgh import keypaths, layout
 from cmgh.data import NOISE_TRUTH, TOKENIZED
@@ -26,8 +27,8 @@ except ConfigError as exc:
 # (cmgh.config validates against workflow/schemas/config.schema.yaml, the schema Snakemake's
 # `validate` would read again: once is enough, and ours names the key in one line)
 
-# config/ablation.yaml: the whole DAG once per noise rate (ablation.smk), each tree a module of this Snakefile.
-NOISE_RATES = sorted(float(r) for r in CFG.ablation.noise_rates)
+# config/ablation.yaml, config/study.yaml: the whole DAG once per noise setting (ablation.smk), each tree a module of this Snakefile.
+NOISE_SETTINGS = noise_ablation.settings(CFG.ablation.noise_rates, CFG.ablation.modalities)
 
 # With a default storage provider (workflow/profiles/s3, kubernetes) Snakemake maps every declared
 # path to an object under the prefix and gives a job local copies under its local storage prefix.
@@ -61,8 +62,8 @@ CONDA_ENV = "../envs/cmgh.yaml"  # relative to the rule files
 # wildcard constraints, from the one list of each kind of name
 BACKBONE_PATTERN = "|".join(re.escape(b) for b in cmgh_config.choices("model.backbones"))
 VARIANT_PATTERN = "|".join(re.escape(v) for v in CFG.variants)
-PLANNED_TASKS = planned_tasks(CFG.data.source)
-PLANNED_RUN_TASKS = planned_tasks(CFG.data.source, RUN_TASKS)
+PLANNED_TASKS = planned_tasks(CFG.data.source, TASKS, CFG.evaluate.tasks)
+PLANNED_RUN_TASKS = planned_tasks(CFG.data.source, RUN_TASKS, CFG.evaluate.tasks)
 TASK_PATTERN = "|".join(re.escape(t) for t in TASKS)
 DATASET_PATTERN = "|".join(re.escape(d) for d in cmgh_config.choices("data.datasets"))
 STUDY_PATTERN = r"[A-Za-z0-9_.-]+"
@@ -87,7 +88,7 @@ def write_if_changed(path, text):
 # each tree writes its own). It is the jobs' input, so it keeps store URIs as given (passwords too);
 # every config written beside a result masks them.
 RESOLVED_CONFIG = str(layout.resolved_config(RESULTS))
-if not NOISE_RATES:
+if not NOISE_SETTINGS:
     write_if_changed(RESOLVED_CONFIG, JOB_CFG.to_yaml(masked=False))
 
 
@@ -158,11 +159,12 @@ def raw_inputs(dataset, files, media=False):
     return [p(f) for f in files] + ([stamp(dataset)] if media or not STORAGE else [])
 
 
-def task_inputs(wildcards):
+def task_inputs(wildcards, task=None):
     """What one evaluation reads: its features and the raw files of its task (AudioSet's class
-    list, the generator's noise ground truth)."""
-    dataset = TASK_DATASETS[wildcards.task]
-    return {"features": feature_index(dataset), "raw": raw_inputs(dataset, layout.task_raw_inputs(DATA, wildcards.task))}
+    list, the generator's noise ground truth); ``task`` defaults to the job's wildcard."""
+    task = task or wildcards.task
+    dataset = TASK_DATASETS[task]
+    return {"features": feature_index(dataset), "raw": raw_inputs(dataset, layout.task_raw_inputs(DATA, task))}
 
 
 # --------------------------------------------------------------------------- rerun triggers
@@ -179,7 +181,7 @@ def cfg_slice(*keys):
 def encoder_evaluation(tree):
     """The `evaluate` section as the encoder evaluations and the sweep's validation read it: without
     the keys of the run tasks (`evaluate.noise_training`), which only their own jobs read."""
-    return {k: v for k, v in tree["evaluate"].items() if k not in RUN_TASKS}
+    return {k: v for k, v in tree["evaluate"].items() if k not in (*RUN_TASKS, "tasks", "jobs")}  # which tasks run, in how many jobs: no result
 
 
 @functools.cache
@@ -267,6 +269,34 @@ def noise_training_inputs(wildcards):
     tree = variant_config(wildcards.variant).to_dict()
     features = [packed_index(name) if cmgh_config.corpus_format(tree, name) == "packed" else feature_index(name) for name in names]
     return {"features": features, "raw": [path for name in names for path in raw_inputs(name, [layout.noise_labels(DATA, name)])]}
+
+
+# `evaluate.jobs: per_run`: one job per run evaluates every planned encoder task, and noise detection
+# over training too when every variant has a labelled corpus (a rule's outputs cannot depend on the variant).
+NOISE_TRAINING_IN_RUN_JOB = CFG.evaluate.jobs == "per_run" and NOISE_TRAINING in PLANNED_RUN_TASKS and all(truth_corpora(v) for v in CFG.variants)
+RUN_JOB_TASKS = (*PLANNED_TASKS, *((NOISE_TRAINING,) if NOISE_TRAINING_IN_RUN_JOB else ()))
+RUN_JOB_OUTPUTS = [p(layout.eval_metrics(RESULTS, t, "{backbone}", "{variant}", "{seed}")) for t in RUN_JOB_TASKS] + (
+    [p(layout.eval_dir(RESULTS, NOISE_TRAINING, "{backbone}", "{variant}", "{seed}") / layout.NOISE_WINDOWS)] if NOISE_TRAINING_IN_RUN_JOB else []
+)
+
+
+def task_arguments(tasks):
+    """``--task`` options of the cmgh CLI, one per task (a list param, each item quoted by `:q`)."""
+    return [arg for task in tasks for arg in ("--task", task)]
+
+
+def run_evaluation_inputs(wildcards):
+    """What one run's evaluations read together (`evaluate.jobs: per_run`): every task's features and raw files."""
+    features, raw = [], []
+    for task in PLANNED_TASKS:
+        inputs = task_inputs(wildcards, task)
+        features.append(inputs["features"])
+        raw += inputs["raw"]
+    if NOISE_TRAINING_IN_RUN_JOB and wildcards.get("variant", layout.RANDOM_VARIANT) != layout.RANDOM_VARIANT:
+        inputs = noise_training_inputs(wildcards)
+        features += inputs["features"]
+        raw += inputs["raw"]
+    return {"features": sorted(set(features)), "raw": sorted(set(raw))}
 
 
 def pretrain_inputs(wildcards):
@@ -375,17 +405,18 @@ def ablation_root():
     return cmgh_config.resolve_path(CFG.ablation.root)
 
 
-def noise_tree(rate):
-    """Results tree of one noise rate (``noise0.3``): its own data, features and results."""
-    return ablation_root() / f"noise{rate:g}"
+def noise_tree(setting):
+    """Results tree of one noise setting (``noise0.3``, ``text0.2``): its own data, features and results."""
+    return ablation_root() / setting.name
 
 
-def tree_config(rate):
-    """The full config of one tree: the ablation config at this noise rate, with its own paths."""
+def tree_config(modality, rate):
+    """The full config of one tree: the ablation config at this noise setting, with its own paths."""
+    setting = noise_ablation.NoiseSetting(modality, float(rate))
     tree = CFG.to_dict()
     tree["ablation"]["noise_rates"] = []
-    tree["data"]["noise"].update(audio_rate=float(rate), text_rate=float(rate))
-    base = noise_tree(rate)
+    tree["data"]["noise"].update(audio_rate=setting.audio_rate, text_rate=setting.text_rate)
+    base = noise_tree(setting)
     tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
     if not tree["tracking"]["uri"]:  # one store for all trees: the MLflow UI compares across rates
         tree["tracking"]["uri"] = f"sqlite:///{ablation_root() / 'mlflow.db'}"
@@ -393,29 +424,29 @@ def tree_config(rate):
     return tree
 
 
-def tree_module(rate):
-    """A noise rate's module name, also its rules' prefix (``noise0_3``: ``noise0_3_pretrain``)."""
-    return f"noise{rate:g}".replace(".", "_").replace("-", "_")
+def tree_module(setting):
+    """A noise setting's module name, also its rules' prefix (``noise0_3``: ``noise0_3_pretrain``)."""
+    return setting.name.replace(".", "_").replace("-", "_")
 
 
 def tree_modules_file():
-    """A Snakefile of one `module` + `use rule` statement pair per noise rate (Snakemake's documented
-    DSL wants each module's name literally; the rates come from the config, so the statements are
-    written here, from validated floats only, and included by ablation.smk)."""
+    """A Snakefile of one `module` + `use rule` statement pair per noise setting (Snakemake's documented
+    DSL wants each module's name literally; the settings come from the config, so the statements are
+    written here, from validated floats and the schema's modality names only, and included by ablation.smk)."""
     path = ablation_root() / "config" / "modules.smk"
     snakefile = os.path.relpath(Path(workflow.basedir) / "Snakefile", path.parent)  # resolved from this file's folder
-    lines = ["# Written by workflow/rules/common.smk (tree_modules_file) from ablation.noise_rates; do not edit.", ""]
-    for rate in NOISE_RATES:
-        name = tree_module(rate)
-        lines += [f"module {name}:", f"    snakefile: {snakefile!r}", f"    config: tree_config({float(rate)!r})", "",
+    lines = ["# Written by workflow/rules/common.smk (tree_modules_file) from ablation.noise_rates and modalities; do not edit.", ""]
+    for setting in NOISE_SETTINGS:
+        name = tree_module(setting)
+        lines += [f"module {name}:", f"    snakefile: {snakefile!r}", f"    config: tree_config({setting.modality!r}, {setting.rate!r})", "",
                   "", f"use rule * from {name} as {name}_*", "", ""]
     write_if_changed(path, "\n".join(lines).rstrip() + "\n")
     return str(path)
 
 
 def all_targets():
-    if NOISE_RATES:
-        return [p(layout.tables_dir(ablation_root()) / "noise_gain.csv")]
+    if NOISE_SETTINGS:
+        return [p(layout.tables_dir(ablation_root()) / "noise_gain.csv"), p(ablation_root() / layout.STUDY_PAGE)]
     targets = feature_targets() + pretrain_targets() + [p(layout.tables_dir(RESULTS) / "ablation.md")]
     if scaling_pairs():
         targets.append(p(layout.scaling_table(RESULTS, "md")))
