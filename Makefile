@@ -6,7 +6,7 @@ CORES  ?= all
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cmgh-installed
 
-.PHONY: setup reproduce test clean-results
+.PHONY: setup reproduce study test clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ reproduce: setup
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 	-@$(BIN)/cmgh browse  # how to open the runs (says why not, without failing, when nothing is tracked)
+
+# The study of config/study.yaml (about 1.5 hours on 2 CPU cores): results/study/README.md.
+study: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/study.yaml
 
 # pytest's exit 5 (no tests collected) fails make like any other non-zero exit.
 test: setup

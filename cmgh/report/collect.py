@@ -52,7 +52,7 @@ def wide(long: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- variant order
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -81,7 +81,7 @@ def configured_variants(results: str | Path) -> list[str]:
     candidates = [layout.resolved_config(results), *(d / layout.CONFIG for *_, d in run_folders(results))]
     for path in candidates:
         if path.is_file():
-            variants = _read_yaml(path).get("variants")
+            variants = read_yaml(path).get("variants")
             if isinstance(variants, dict) and variants:
                 return [str(name) for name in variants]
     return []
@@ -145,7 +145,7 @@ def train_logs(runs: Iterable[Run]) -> pd.DataFrame:
 def run_config(run_dir: Path) -> dict[str, Any]:
     """The resolved config a run wrote beside its outputs (empty without one)."""
     path = Path(run_dir) / layout.CONFIG
-    return _read_yaml(path) if path.is_file() else {}
+    return read_yaml(path) if path.is_file() else {}
 
 
 def noise_setting_of(results: Path) -> NoiseSetting:

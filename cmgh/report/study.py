@@ -25,7 +25,7 @@ from cmgh import layout
 from cmgh.ablation import BOTH, NoiseSetting
 from cmgh.io import atomic_write_text
 from cmgh.report import noise_training, stats
-from cmgh.report.collect import _read_yaml, noise_setting_of
+from cmgh.report.collect import read_yaml, noise_setting_of
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
 from cmgh.report.figures import savefig
 from cmgh.report.noise_gain import curves, on_curve
@@ -43,7 +43,7 @@ def _settings(roots: Sequence[Path]) -> dict[Path, NoiseSetting]:
 
 def _tree_config(root: Path) -> dict[str, Any]:
     path = layout.resolved_config(root)
-    return _read_yaml(path) if path.is_file() else {}
+    return read_yaml(path) if path.is_file() else {}
 
 
 def resolution(config: dict[str, Any]) -> list[str]:

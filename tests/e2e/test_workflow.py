@@ -154,6 +154,30 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
     assert tree["tracking"]["uri"] == f"sqlite:///{tmp_path / 'ablation' / 'mlflow.db'}"  # one store for every tree
 
 
+def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job_per_run(tmp_path: Path) -> None:
+    overlay = tmp_path / "root.yaml"
+    overlay.write_text(yaml.safe_dump({"ablation": {"root": str(tmp_path / "study")}}))
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "study.yaml"), str(overlay))
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = planned_jobs(result)
+    trees = ("noise0", *(f"{m}0_{r}" for m in ("text", "audio") for r in (2, 4, 6)))
+    for tree in trees:  # 1 backbone x 6 variants x 5 seeds: one evaluation job per run and per random init
+        assert planned[f"{tree}_pretrain"] == 30 and planned[f"{tree}_evaluate"] == 30 and planned[f"{tree}_evaluate_random_init"] == 5
+        assert f"{tree}_noise_training" not in planned and planned[f"{tree}_report"] == 1
+    assert planned["ablation"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 210
+    blocks = planned_blocks(result.stdout)
+    run = next(f for rule, f in blocks if rule == "text0_4_evaluate" and f["wildcards"] == "backbone=ms, variant=gradvac, seed=3")
+    outputs = run["output"].split(", ")
+    base = tmp_path / "study" / "text0.4" / "eval"
+    assert outputs == [str(base / t / "ms" / "gradvac" / "seed3" / "metrics.json") for t in ("kinetics", "audioset", "msrvtt", "noise_training")] \
+        + [str(base / "noise_training" / "ms" / "gradvac" / "seed3" / "windows.csv")]
+    ablation = next(f for rule, f in blocks if rule == "ablation")
+    assert str(tmp_path / "study" / "README.md") in ablation["output"]
+    for name, audio, text in (("text0.4", 0.0, 0.4), ("audio0.2", 0.2, 0.0), ("noise0", 0.0, 0.0)):
+        tree = yaml.safe_load((tmp_path / "study" / name / "config" / "resolved.yaml").read_text())
+        assert (tree["data"]["noise"]["audio_rate"], tree["data"]["noise"]["text_rate"]) == (audio, text)
+
+
 def planned_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
     """Each planned job of a dry run: its rule and its ``input:``, ``output:``, ``wildcards:`` lines."""
     blocks = []
@@ -212,9 +236,10 @@ def test_default_config_plans_noise_detection_over_training_once_per_pretraining
 
 @pytest.mark.slow
 def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path) -> None:
-    # config/study.yaml at test size: a clean tree and one tree per misaligned modality, one job per run for its evaluations
+    # config/study.yaml at test size: a clean tree and a text-misaligned one (both modalities on one page: test_report_study),
+    # one job per run for its evaluations
     root = tmp_path / "study"
-    configfile = tiny_configfile(tmp_path, "ablation.noise_rates=[0.0, 0.5]", "ablation.modalities=[text, audio]", f"ablation.root={root}",
+    configfile = tiny_configfile(tmp_path, "ablation.noise_rates=[0.0, 0.5]", "ablation.modalities=[text]", f"ablation.root={root}",
                                  "sweep.run=false", "evaluate.jobs=per_run", "evaluate.tasks=[kinetics, audioset, msrvtt, noise_training]",
                                  "pretrain.seeds=[0, 1]")
     plan = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
@@ -222,17 +247,17 @@ def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path
     result = snakemake(tmp_path, "--configfile", str(configfile))
     assert result.returncode == 0, result.stderr[-3000:]
     gain = pd.read_csv(root / "tables" / "noise_gain.csv")
-    assert {(m, r) for m, r in zip(gain["modality"], gain["noise_rate"], strict=True)} == {("both", 0.0), ("text", 0.5), ("audio", 0.5)}
+    assert {(m, r) for m, r in zip(gain["modality"], gain["noise_rate"], strict=True)} == {("both", 0.0), ("text", 0.5)}
     assert set(gain["variant"]) == {"gr_gcl"} and set(gain["task"]) == {"kinetics", "audioset", "msrvtt"} and (gain["n"] == 2).all()
     assert (root / "figures" / "noise_gain.png").stat().st_size > 0 and (root / "figures" / "noise_detection.png").stat().st_size > 0
-    for name in ("noise0", "text0.5", "audio0.5"):
+    for name in ("noise0", "text0.5"):
         tree = root / name
         assert (tree / "tables" / "ablation.md").is_file() and not (tree / "eval" / "noise").exists()
         assert (tree / "eval" / "noise_training" / "ms" / "gr_gcl" / "seed1" / "windows.csv").is_file()
     page = (root / "README.md").read_text()
     assert "## Conclusions" in page and "`ms/gr_gcl`" in page and "The conflict cosine" in page
-    assert "| text 0.5 |" not in page and "text 0.5" in page and "audio 0.5" in page
-    assert "Kinetics: 16 test clips" in page or "Kinetics:" in page
+    assert "| variant | text 0 | text 0.5 |" in page and "audio" not in page.split("## Design")[1].split("## Noise detection")[0]
+    assert "Kinetics: 4 test clips over 4 classes (one clip = 25.00 points of top-1)" in page
 
 
 def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:

@@ -157,6 +157,22 @@ def test_cli_evaluate_subprocess(run: Path, tmp_path: Path) -> None:
     assert bad.stderr.strip().count("\n") == 0 and "checkpoint not found" in bad.stderr
 
 
+def test_cli_evaluates_several_tasks_in_one_process_each_to_its_own_folder(run: Path, tmp_path: Path) -> None:
+    from cmgh import layout
+
+    results = tmp_path / "results"
+    base = [sys.executable, "-m", "cmgh", "evaluate", "--config", str(run / "config.yaml"), "--set", f"paths.results={results}",
+            "--set", "tracking.enabled=false", "--checkpoint", str(run), "--random-init", "--threads", "1"]
+    proc = subprocess.run([*base, "--task", "msrvtt", "--task", "kinetics"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(" ", 1)[0] for line in proc.stdout.splitlines() if "ms/random/seed0:" in line] == ["msrvtt", "kinetics"]
+    for task in ("msrvtt", "kinetics"):
+        assert json.loads(layout.eval_metrics(results, task, "ms", "random", 0).read_text())["meta"]["task"] == task
+    bad = subprocess.run([*base, "--task", "msrvtt", "--task", "kinetics", "--out", str(tmp_path / "one")], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--out with 2 tasks" in bad.stderr
+
+
 def test_audioset_evaluation_says_how_many_segments_it_left_out(
     cfg: config_mod.Config, run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
