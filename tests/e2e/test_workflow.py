@@ -138,12 +138,17 @@ def test_killed_pretrain_job_resumes_on_rerun(tmp_path: Path) -> None:
     assert ckpt.load(run / "checkpoint.pt")["step"] == 60 and not (run / "resume.pt").exists()
 
 
-def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> None:
+def dry_run_ablation(tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """The dry run of config/<name>.yaml with its trees under ``tmp_path/<name>``."""
     overlay = tmp_path / "root.yaml"
-    overlay.write_text(yaml.safe_dump({"ablation": {"root": str(tmp_path / "ablation")}}))
-    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "ablation.yaml"), str(overlay))
+    overlay.write_text(yaml.safe_dump({"ablation": {"root": str(tmp_path / name)}}))
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / f"{name}.yaml"), str(overlay))
     assert result.returncode == 0, result.stderr[-2000:]
-    planned = planned_jobs(result)
+    return result
+
+
+def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> None:
+    planned = planned_jobs(dry_run_ablation(tmp_path, "ablation"))
     for tree in ("noise0", "noise0_3", "noise0_5"):  # 2 backbones x 4 variants x 3 seeds, 4 tasks each
         assert planned[f"{tree}_pretrain"] == 24 and planned[f"{tree}_evaluate"] == 96 and planned[f"{tree}_report"] == 1
         assert planned[f"{tree}_noise_training"] == 24
@@ -155,10 +160,7 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
 
 
 def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job_per_run(tmp_path: Path) -> None:
-    overlay = tmp_path / "root.yaml"
-    overlay.write_text(yaml.safe_dump({"ablation": {"root": str(tmp_path / "study")}}))
-    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "study.yaml"), str(overlay))
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = dry_run_ablation(tmp_path, "study")
     planned = planned_jobs(result)
     trees = ("noise0", *(f"{m}0_{r}" for m in ("text", "audio") for r in (2, 4, 6)))
     for tree in trees:  # 1 backbone x 6 variants x 5 seeds: one evaluation job per run and per random init
