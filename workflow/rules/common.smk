@@ -181,7 +181,7 @@ def cfg_slice(*keys):
 def encoder_evaluation(tree):
     """The `evaluate` section as the encoder evaluations and the sweep's validation read it: without
     the keys of the run tasks (`evaluate.noise_training`), which only their own jobs read."""
-    return {k: v for k, v in tree["evaluate"].items() if k not in (*RUN_TASKS, "tasks", "jobs")}  # which tasks run, in how many jobs: no result
+    return {k: v for k, v in tree["evaluate"].items() if k not in (*RUN_TASKS, "tasks", "jobs", "random_init")}  # which evaluations run, in how many jobs: no result
 
 
 @functools.cache
@@ -356,7 +356,7 @@ def pretrain_targets():
 
 
 def evaluation_targets():
-    runs = run_grid() + [(b, layout.RANDOM_VARIANT, s) for b in CFG.model.backbones for s in CFG.pretrain.seeds]
+    runs = run_grid() + ([(b, layout.RANDOM_VARIANT, s) for b in CFG.model.backbones for s in CFG.pretrain.seeds] if CFG.evaluate.random_init else [])
     return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t in PLANNED_TASKS for b, v, s in runs]
 
 
