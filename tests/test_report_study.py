@@ -57,6 +57,8 @@ def test_the_page_states_resolved_gains_and_detection_both_ways(tmp_path: Path) 
     assert "better than the per-sample loss of the misaligned pair (loss_vt for text, loss_va for audio) at audio 0.4 (ms): +0.200 [" in conclusions
     assert "It separates them worse at text 0.4 (ms): −0.180 [" in conclusions
     assert "resolved above chance (0.5) at 2 of 2 settings" in conclusions
+    assert "Of the 9 downstream comparisons with the baseline, 2 are resolved at p < 0.05 (about 0.5 would be by chance alone" in conclusions
+    assert "(adjusted p = 0.00)" in conclusions  # Benjamini-Hochberg over the 9: both still stand
     gain = pd.read_csv(tmp_path / "tables" / "noise_gain.csv")
     assert set(zip(gain.modality, gain.noise_rate, strict=True)) == {("both", 0.0), ("text", 0.4), ("audio", 0.4)}
     assert "| variant | text 0 | text 0.4 |" in page and "| variant | audio 0 | audio 0.4 |" in page  # the clean tree is on both curves

@@ -118,8 +118,29 @@ def _modality(modality: str) -> str:
     return "audio and text" if modality == BOTH else modality
 
 
+def false_discovery(p: pd.Series) -> pd.Series:
+    """Benjamini-Hochberg adjusted p over every comparison of a family (NaN where p is): the page
+    makes dozens of comparisons, so some p < 0.05 come from chance alone."""
+    from scipy import stats as scipy_stats
+
+    out = pd.Series(float("nan"), index=p.index)
+    finite = p.dropna()
+    if len(finite):
+        out[finite.index] = scipy_stats.false_discovery_control(finite.to_numpy(), method="bh")
+    return out
+
+
+def family_sentence(what: str, resolved: int, total: int, surviving: int) -> str:
+    """How many of a family's comparisons are called, against what chance alone would call."""
+    expected = (1 - stats.LEVEL) * total
+    return (f"Of the {total} {what}, {resolved} are resolved at p < {1 - stats.LEVEL:.2g} (about {expected:.1f} would be by chance alone "
+            f"if nothing differed); {surviving} survive the Benjamini-Hochberg false-discovery correction at {1 - stats.LEVEL:.2g} over all {total}.")
+
+
 def gain_conclusions(gains: pd.DataFrame) -> list[str]:
-    """One sentence per variant: the resolved gains and losses (modality, rate, task, numbers), or none."""
+    """One sentence per variant: the resolved gains and losses (modality, rate, task, numbers; the
+    false-discovery-adjusted p), or none; then the family's count against chance."""
+    gains = gains.assign(q=false_discovery(gains["p"].where(gains["n"] > 1)))
     lines = []
     for (backbone, variant), rows in gains.groupby(["backbone", "variant"], sort=False):
         found = {1: [], -1: []}
@@ -128,7 +149,7 @@ def gain_conclusions(gains: pd.DataFrame) -> list[str]:
             if c.sign:
                 col = HEADLINE[row["task"]]
                 where = "no injected noise" if row["noise_rate"] == 0 else f"{_modality(row['modality'])} noise {row['noise_rate']:g}"
-                found[c.sign].append(f"{col.label} at {where} by {c.format(col.digits)}")
+                found[c.sign].append(f"{col.label} at {where} by {c.format(col.digits)} (adjusted p = {row['q']:.2f})")
         seeds = int(rows["n"].max())
         if not found[1] and not found[-1]:
             lines.append(f"`{backbone}/{variant}` neither helps nor hurts at any noise rate on any task that {seeds} seeds resolve.")
@@ -139,6 +160,10 @@ def gain_conclusions(gains: pd.DataFrame) -> list[str]:
         if found[-1]:
             said.append("hurts: " + "; ".join(found[-1]))
         lines.append(f"`{backbone}/{variant}` " + ". It ".join(said) + f". Every other setting and task: not resolved ({seeds} seeds).")
+    signs = [_comparison(row).sign for _, row in gains.iterrows()]
+    resolved = sum(1 for sign in signs if sign)
+    surviving = sum(1 for sign, q in zip(signs, gains["q"], strict=True) if sign and q < 1 - stats.LEVEL)
+    lines.append(family_sentence("downstream comparisons with the baseline", resolved, int((gains["n"] > 1).sum()), surviving))
     return lines
 
 
@@ -198,11 +223,13 @@ def detection_conclusions(table: pd.DataFrame) -> list[str]:
         return []
     better, worse, open_ = [], [], []
     chance = []
+    compared = []
     for (modality, rate, backbone), group in table.groupby(["modality", "noise_rate", "backbone"], sort=True):
         where = f"{_modality(modality)} {rate:g} ({backbone})"
         c = _conflict_vs_loss(group, modality)
         if c is None:
             continue
+        compared.append(c)
         (better if c.sign > 0 else worse if c.sign < 0 else open_).append(f"{where}: {c.format(3)}")
         vs_chance = stats.compare(group[CONFLICT].dropna().to_numpy() - 0.5)
         if vs_chance.sign > 0:
@@ -217,6 +244,9 @@ def detection_conclusions(table: pd.DataFrame) -> list[str]:
         lines.append("It separates them worse at " + "; ".join(worse) + ".")
     if open_:
         lines.append("Conflict cosine minus that loss not resolved at " + "; ".join(open_) + ".")
+    q = false_discovery(pd.Series([c.p if c.n > 1 else float("nan") for c in compared], dtype=float))
+    surviving = sum(1 for c, qi in zip(compared, q, strict=True) if c.sign and qi < 1 - stats.LEVEL)
+    lines.append(family_sentence("comparisons of the conflict cosine with the matched loss", len(better) + len(worse), len(compared), surviving))
     settings = table.groupby(["modality", "noise_rate", "backbone"]).ngroups
     lines.append(f"Its AUROC (averaged over training) is resolved above chance (0.5) at {len(chance)} of {settings} settings"
                  + (f": {', '.join(chance)}." if chance else "."))
