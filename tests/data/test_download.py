@@ -555,9 +555,14 @@ def test_stalled_server_is_a_timeout(tmp_path: Path, server: Server) -> None:
 # kill mid-way, then re-run: nothing half-written may pose as complete
 
 
+# The CLI as a terminal user's Ctrl-C meets it: SIGINT at its default even when the test runner was
+# started with it ignored (a background job of a non-interactive shell, nohup), which Python would honour.
+DEFAULT_SIGINT = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); runpy.run_module('cmgh', run_name='__main__', alter_sys=True)"
+
+
 def _run_cli(configfile: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "cmgh", "data", "download", "--dataset", "kinetics", "--config", str(configfile), *extra]
+    cmd = [sys.executable, "-c", DEFAULT_SIGINT, "data", "download", "--dataset", "kinetics", "--config", str(configfile), *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
