@@ -51,3 +51,24 @@ def test_relative_links_reach_a_file(page: Path) -> None:
 def test_readme_is_short() -> None:
     lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines, at most {README_MAX_LINES}"
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    """Rows of the Markdown tables of a page, keyed by their first cell."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| ---"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_readme_benchmark_figures_match_the_benchmarks_page() -> None:
+    """The README's headline benchmark rows repeat docs/benchmarks.md's figures and targets exactly."""
+    full = _table_rows((REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8"))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    headline = {what: row for what, row in _table_rows(readme).items() if "benchmarks/" in " ".join(row)}
+    assert headline, "the README lists no benchmark"
+    for what, (_, _, figure, target) in headline.items():
+        assert what in full, f"README benchmark {what!r} is not in docs/benchmarks.md"
+        assert full[what][2:] == [figure, target], f"{what!r}: README says {figure!r}, docs/benchmarks.md {full[what][2]!r}"
