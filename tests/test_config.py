@@ -18,7 +18,7 @@ def test_default_and_paper_configs_validate() -> None:
     paper = config.load(REPO / "config" / "paper.yaml")
     assert default.data.source == "synth"
     assert paper.data.source == "download"
-    # VATT's published settings (README, "Paper scale").
+    # VATT's published settings (docs/paper-scale.md, "Paper scale").
     assert paper.model.width == 1024 and paper.model.depth == 12 and paper.model.video_patch == [4, 16, 16]
     assert paper.features.video.frames == 32 and paper.features.video.fps == 10 and paper.features.audio.sample_rate == 48000
     assert paper.pretrain.batch_size == 2048 and paper.pretrain.steps == 500000 and paper.pretrain.temperature == 0.07
