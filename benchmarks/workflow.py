@@ -1,6 +1,6 @@
 """The whole default DAG, timed: wall time vs the sum of per-job times, and the no-op dry run.
 
-Runs ``snakemake`` on a config (default ``config/config.yaml``) whose ``paths.*`` are redirected to
+Runs ``snakemake`` on a config (default ``cmgh/defaults/config.yaml``) whose ``paths.*`` are redirected to
 a temporary directory, so the repository's ``results/`` is never touched. Then reports:
 
 - wall time of the full run;
