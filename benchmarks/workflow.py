@@ -107,7 +107,7 @@ def temp_config(source: Path, root: Path) -> tuple[Path, Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml", help="config to run (paths are redirected)")
+    parser.add_argument("--config", type=Path, default=cmgh_config.DEFAULT_CONFIG, help="config to run (paths are redirected)")
     parser.add_argument("--cores", default="2", help="snakemake --cores (default 2, the target machine)")
     parser.add_argument("--workdir", type=Path, default=None, help="run here instead of a fresh temp dir (kept)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
