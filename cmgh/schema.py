@@ -1,9 +1,10 @@
 """The config schema and its validator: structure, defaults and one-line messages naming the key path.
 
 ``cmgh/defaults/config.schema.yaml`` (package data, so an installed wheel validates on its own) is
-the one source of structure and defaults (the Snakefile and :mod:`cmgh.config` both validate with it). The validator is JSON Schema 2020-12 plus one rule
-JSON Schema lacks: a number is finite (no ``.inf``, ``.nan``), unless its schema node says
-``allowNonFinite: true`` (a key where infinity means something; an annotation other validators ignore).
+the one source of structure and defaults (the Snakefile and :mod:`cmgh.config` both validate with
+it). The validator is JSON Schema 2020-12 plus one rule JSON Schema lacks: a number is finite (no
+``.inf``, ``.nan``), unless its schema node says ``allowNonFinite: true`` (a key where infinity
+means something; an annotation other validators ignore).
 """
 
 from __future__ import annotations
