@@ -1,13 +1,14 @@
 # cmgh reproduction DAG. Science lives in the `cmgh` package; every rule calls its CLI.
 # Usage: snakemake --cores all [--configfile config/paper.yaml] [--profile workflow/profiles/slurm]
-from pathlib import Path
+from cmgh.config import DEFAULT_CONFIG
 
 
-# --configfile replaces the default rather than merging into it (so a config can drop variants);
-# stack files explicitly to overlay: --configfile config/config.yaml my-overrides.yaml
+# The default config (the mini world) is the package's cmgh/defaults/config.yaml. --configfile
+# replaces it rather than merging into it (so a config can drop variants); stack files explicitly
+# to overlay: --configfile cmgh/defaults/config.yaml my-overrides.yaml
 if not workflow.overwrite_configfiles:
 
-    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+    configfile: str(DEFAULT_CONFIG)
 
 
 include: "workflow/rules/common.smk"

@@ -1,6 +1,6 @@
 """The whole default DAG, timed: wall time vs the sum of per-job times, and the no-op dry run.
 
-Runs ``snakemake`` on a config (default ``config/config.yaml``) whose ``paths.*`` are redirected to
+Runs ``snakemake`` on a config (default ``cmgh/defaults/config.yaml``) whose ``paths.*`` are redirected to
 a temporary directory, so the repository's ``results/`` is never touched. Then reports:
 
 - wall time of the full run;
@@ -107,7 +107,7 @@ def temp_config(source: Path, root: Path) -> tuple[Path, Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml", help="config to run (paths are redirected)")
+    parser.add_argument("--config", type=Path, default=cmgh_config.DEFAULT_CONFIG, help="config to run (paths are redirected)")
     parser.add_argument("--cores", default="2", help="snakemake --cores (default 2, the target machine)")
     parser.add_argument("--workdir", type=Path, default=None, help="run here instead of a fresh temp dir (kept)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")

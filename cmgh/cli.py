@@ -264,7 +264,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"  {key}={value}")
     print(f"outputs: {out}")
     print(f"tuned variant: --set '{sweep.tuned_set_option(out / layout.BEST_PARAMS)}'")
-    print(f"  or: snakemake --configfile config/config.yaml {out / layout.TUNED_VARIANT}")
+    print(f"  or: snakemake --configfile cmgh/defaults/config.yaml {out / layout.TUNED_VARIANT}")
     print(f"dashboard: {redacted(sweep.dashboard_command(cfg))}")
     return 0
 
@@ -272,7 +272,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", "-c", action="append", default=None, metavar="FILE",
-        help="YAML config (default: config/config.yaml); repeat to stack files in order, each deep-merged over "
+        help="YAML config (default: the package's cmgh/defaults/config.yaml); repeat to stack files in order, each deep-merged over "
         "the ones before (mappings merge, other values replace), as snakemake --configfile does",
     )
     parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")

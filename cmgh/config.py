@@ -1,8 +1,9 @@
 """Load, override, validate and resolve the one config tree.
 
-The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single source of structure and
-defaults: the workflow validates its config through this module too, so a key accepted by the CLI
-is accepted by the workflow. Every validation failure becomes a one-line :class:`ConfigError` naming the key path.
+The JSON schema in ``cmgh/defaults/config.schema.yaml`` is the single source of structure and
+defaults; it and the default config ``cmgh/defaults/config.yaml`` ship as package data, so an
+installed package needs no checkout. The workflow validates its config through this module too, so
+a key accepted by the CLI is accepted by the workflow. Every validation failure becomes a one-line :class:`ConfigError` naming the key path.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from cmgh.errors import ConfigError
 from cmgh.io import atomic_write_text, redacted
 from cmgh.keypaths import get_path, set_path
 from cmgh.schema import SCHEMA_PATH as SCHEMA_PATH  # re-exported: the schema is read through this module too
-from cmgh.schema import choices, fill_defaults, schema, validate
+from cmgh.schema import DEFAULTS, choices, fill_defaults, schema, validate
 
+# The checkout this module was imported from (its tests, benchmarks and git provenance); nothing a
+# config names hangs off it, so an installed package behaves the same (see resolve_path).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+DEFAULT_CONFIG = DEFAULTS / "config.yaml"  # the mini world, read when no config file is given
 
 
 class Config(Mapping[str, Any]):
@@ -63,7 +66,7 @@ class Config(Mapping[str, Any]):
         return _masked(self._data) if masked else copy.deepcopy(dict(self._data))
 
     def path(self, name: str) -> Path:
-        """An entry of ``paths`` as an absolute path (relative ones hang off the repository root)."""
+        """An entry of ``paths`` as an absolute path (relative ones hang off the working directory)."""
         return resolve_path(self._data["paths"][name])
 
     def to_yaml(self, masked: bool = True) -> str:
@@ -90,8 +93,11 @@ def _masked(node: Any) -> Any:
 
 
 def resolve_path(value: str | os.PathLike[str]) -> Path:
+    """A path a config names, absolute: relative ones are relative to the working directory (the
+    project folder the CLI or Snakemake runs in: the checkout for the default DAG), as Snakemake
+    reads a rule's relative paths; never to where the package is installed."""
     path = Path(value).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    return path if path.is_absolute() else Path.cwd() / path
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -173,7 +179,7 @@ ConfigFiles = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None
 
 
 def load(paths: ConfigFiles = None, overrides: Sequence[str] = ()) -> Config:
-    """Load YAML config files (default ``config/config.yaml``), apply ``key=value`` overrides, validate.
+    """Load YAML config files (default: the package's ``cmgh/defaults/config.yaml``), apply ``key=value`` overrides, validate.
 
     Several files stack in order, as Snakemake's ``--configfile`` does: each is deep-merged over
     the ones before it (mappings merge, other values replace); the default is read only when none is given.

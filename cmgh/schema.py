@@ -1,9 +1,10 @@
 """The config schema and its validator: structure, defaults and one-line messages naming the key path.
 
-``workflow/schemas/config.schema.yaml`` is the one source of structure and defaults (the Snakefile
-and :mod:`cmgh.config` both validate with it). The validator is JSON Schema 2020-12 plus one rule
-JSON Schema lacks: a number is finite (no ``.inf``, ``.nan``), unless its schema node says
-``allowNonFinite: true`` (a key where infinity means something; an annotation other validators ignore).
+``cmgh/defaults/config.schema.yaml`` (package data, so an installed wheel validates on its own) is
+the one source of structure and defaults (the Snakefile and :mod:`cmgh.config` both validate with
+it). The validator is JSON Schema 2020-12 plus one rule JSON Schema lacks: a number is finite (no
+``.inf``, ``.nan``), unless its schema node says ``allowNonFinite: true`` (a key where infinity
+means something; an annotation other validators ignore).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import copy
 import math
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,10 @@ import yaml
 
 from cmgh.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# The package data: this schema and the default config, a folder on disk for any (unzipped) install,
+# so Snakemake's `configfile:` can name the default config as a path.
+DEFAULTS = Path(str(resources.files("cmgh").joinpath("defaults")))
+SCHEMA_PATH = DEFAULTS / "config.schema.yaml"
 ALLOW_NON_FINITE = "allowNonFinite"
 
 _Base = jsonschema.Draft202012Validator
@@ -43,8 +48,7 @@ Validator = jsonschema.validators.extend(_Base, validators={"type": _finite_type
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The config schema (cached: it is read on every CLI call)."""
-    with open(SCHEMA_PATH, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def choices(dotted: str) -> tuple[Any, ...]:

@@ -2,6 +2,7 @@
 
 from cmgh.models.backbones import BACKBONES, Backbone, Block, ModalityAgnostic, ModalitySpecific, Tail, Transformer
 from cmgh.models.heads import FineCoarseHeads
+from cmgh.models.spec import ModelInputs, ModelSpec
 from cmgh.models.tokenizers import LogMelTokenizer, TextTokenizer, VideoTokenizer, WaveformTokenizer, drop_tokens
 from cmgh.models.vatt import VATT, build_model
 
@@ -13,6 +14,8 @@ __all__ = [
     "LogMelTokenizer",
     "ModalityAgnostic",
     "ModalitySpecific",
+    "ModelInputs",
+    "ModelSpec",
     "Tail",
     "TextTokenizer",
     "Transformer",

@@ -26,7 +26,7 @@ MODALITIES = ("video", "audio", "text")
 class Attention(nn.Module):
     """Multi-head self-attention with an optional key padding mask (True = attend)."""
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
         super().__init__()
         if width % heads:
             raise ValueError(f"heads={heads} does not divide width={width}")
@@ -56,7 +56,7 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-LN Transformer block (as in ViT and VATT)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         hidden = int(round(width * mlp_ratio))
         self.norm1 = nn.LayerNorm(width)
@@ -75,7 +75,7 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A stack of :class:`Block` followed by a final LayerNorm."""
 
-    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
@@ -140,7 +140,7 @@ class Backbone(nn.Module):
 class ModalitySpecific(Backbone):
     """``ms``: one Transformer per modality."""
 
-    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__(width)
         self.nets = nn.ModuleDict({m: Transformer(width, depth, heads, mlp_ratio, dropout) for m in MODALITIES})
 
@@ -151,7 +151,7 @@ class ModalitySpecific(Backbone):
 class ModalityAgnostic(Backbone):
     """``ma``: one Transformer shared by all modalities (modality-specific tokenizers and ``[AGG]``)."""
 
-    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__(width)
         self.net = Transformer(width, depth, heads, mlp_ratio, dropout)
 
@@ -181,7 +181,7 @@ class Tail(nn.Module):
 BACKBONES: dict[str, type[Backbone]] = {"ms": ModalitySpecific, "ma": ModalityAgnostic}
 
 
-def build_backbone(name: str, width: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> Backbone:
+def build_backbone(name: str, width: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> Backbone:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r} (expected one of {', '.join(BACKBONES)})")
     return BACKBONES[name](width, depth, heads, mlp_ratio, dropout)

@@ -98,7 +98,7 @@ class LogMelTokenizer(nn.Module):
     linearly projected.
     """
 
-    def __init__(self, width: int, patch: int, samples: int, sample_rate: int = 8000, n_mels: int = 64) -> None:
+    def __init__(self, width: int, patch: int, samples: int, sample_rate: int, n_mels: int = 64) -> None:
         super().__init__()
         import torchaudio  # imported lazily: only this option needs it
 

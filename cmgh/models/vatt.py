@@ -13,65 +13,40 @@ Batch keys read: ``video`` uint8 ``[B,T,H,W,3]``, ``audio`` float ``[B,S]``, ``t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
 from cmgh.models.backbones import Tail, build_backbone
 from cmgh.models.heads import FineCoarseHeads
+from cmgh.models.spec import ModelInputs, ModelSpec
 from cmgh.models.tokenizers import LogMelTokenizer, TextTokenizer, VideoTokenizer, WaveformTokenizer, drop_tokens
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
 
 
 class VATT(nn.Module):
     """Tokenizers + backbone + heads.
 
     Args:
-        cfg_model: the ``model`` section of the config (a :class:`cmgh.config.Config` or a mapping).
+        spec: the ``model`` config section (:class:`ModelSpec`).
         backbone: ``"ms"`` (modality-specific) or ``"ma"`` (modality-agnostic, shared Transformer).
-        vocab_size: text vocabulary size (ids ``0`` = padding, ``1`` = unknown).
-        video_shape: ``(T, H, W)`` of the input clips.
-        audio_samples: waveform samples per clip.
-        max_tokens: longest caption (text position table size).
-        audio_sample_rate: only used by the ``logmel`` audio tokenizer.
+        inputs: the clip, waveform and caption shapes and the vocabulary (:class:`ModelInputs`;
+            ids ``0`` = padding, ``1`` = unknown).
     """
 
-    def __init__(
-        self,
-        cfg_model: Any,
-        backbone: str,
-        vocab_size: int,
-        video_shape: Sequence[int] = (8, 32, 32),
-        audio_samples: int = 16000,
-        max_tokens: int = 16,
-        audio_sample_rate: int = 8000,
-    ) -> None:
+    def __init__(self, spec: ModelSpec, backbone: str, inputs: ModelInputs) -> None:
         super().__init__()
-        width = int(_get(cfg_model, "width", 64))
+        width = spec.width
         self.backbone_name = backbone
-        self.droptoken = float(_get(cfg_model, "droptoken", 0.0))
-        self.video_tok = VideoTokenizer(width, _get(cfg_model, "video_patch", (2, 8, 8)), video_shape)
-        audio_patch = int(_get(cfg_model, "audio_patch", 200))
-        if _get(cfg_model, "audio_tokenizer", "waveform") == "logmel":
-            self.audio_tok: nn.Module = LogMelTokenizer(width, audio_patch, audio_samples, audio_sample_rate)
+        self.droptoken = spec.droptoken
+        self.video_tok = VideoTokenizer(width, spec.video_patch, inputs.video_shape)
+        if spec.audio_tokenizer == "logmel":
+            self.audio_tok: nn.Module = LogMelTokenizer(width, spec.audio_patch, inputs.audio_samples, inputs.audio_sample_rate)
         else:
-            self.audio_tok = WaveformTokenizer(width, audio_patch, audio_samples)
-        self.text_tok = TextTokenizer(width, vocab_size, int(_get(cfg_model, "text_embed_dim", 64)), max_tokens)
-        self.backbone = build_backbone(
-            backbone,
-            width,
-            int(_get(cfg_model, "depth", 2)),
-            int(_get(cfg_model, "heads", 4)),
-            float(_get(cfg_model, "mlp_ratio", 4.0)),
-            float(_get(cfg_model, "dropout", 0.0)),
-        )
-        self.head = FineCoarseHeads(width, int(_get(cfg_model, "va_dim", 64)), int(_get(cfg_model, "vat_dim", 32)))
+            self.audio_tok = WaveformTokenizer(width, spec.audio_patch, inputs.audio_samples)
+        self.text_tok = TextTokenizer(width, inputs.vocab_size, spec.text_embed_dim, inputs.max_tokens)
+        self.backbone = build_backbone(backbone, width, spec.depth, spec.heads, spec.mlp_ratio, spec.dropout)
+        self.head = FineCoarseHeads(width, spec.va_dim, spec.vat_dim)
         self.width = width
 
     # -- per-modality representations ---------------------------------------------------------
@@ -167,41 +142,8 @@ _SPACES: dict[str, dict[str, tuple[str, ...]]] = {
     "text": {"rep": (), "vat": ("text_vat",)},
 }
 
-def build_model(
-    cfg: Any,
-    backbone: str,
-    vocab_size: int | None = None,
-    video_shape: Sequence[int] | None = None,
-    audio_samples: int | None = None,
-    max_tokens: int | None = None,
-    audio_sample_rate: int | None = None,
-) -> VATT:
-    """Build :class:`VATT` from the full config (shapes derived from ``features``) or from ``model`` alone.
 
-    With the full tree, defaults come from ``features``: ``video_shape = (frames, size, size)``,
-    ``audio_samples = round(sample_rate * frames / fps)`` (the clip's duration),
-    ``max_tokens`` and ``vocab_size`` from ``features.text``. Explicit arguments win (the
-    data loader knows the true vocabulary size).
-    """
-    features = _get(cfg, "features")
-    model_cfg = _get(cfg, "model", cfg) if features is not None else cfg
-    if features is not None:
-        fv, fa, ft = _get(features, "video"), _get(features, "audio"), _get(features, "text")
-        frames, size, fps = int(_get(fv, "frames")), int(_get(fv, "size")), float(_get(fv, "fps"))
-        sr = int(_get(fa, "sample_rate"))
-        video_shape = video_shape or (frames, size, size)
-        audio_samples = audio_samples or int(round(sr * frames / fps))
-        max_tokens = max_tokens or int(_get(ft, "max_tokens"))
-        vocab_size = vocab_size or int(_get(ft, "vocab_size"))
-        audio_sample_rate = audio_sample_rate or sr
-    if vocab_size is None:
-        raise ValueError("vocab_size is required when building from the model section alone")
-    return VATT(
-        model_cfg,
-        backbone,
-        vocab_size,
-        video_shape or (8, 32, 32),
-        audio_samples or 16000,
-        max_tokens or 16,
-        audio_sample_rate or 8000,
-    )
+def build_model(cfg: Mapping[str, Any], backbone: str, vocab_size: int | None = None) -> VATT:
+    """:class:`VATT` from a resolved config: its ``model`` section and the shapes its ``features``
+    give (:meth:`ModelInputs.from_config`; ``vocab_size``, the loaded vocabulary's, wins)."""
+    return VATT(ModelSpec.from_config(cfg["model"]), backbone, ModelInputs.from_config(cfg["features"], vocab_size))

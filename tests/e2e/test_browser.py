@@ -17,7 +17,7 @@ import pytest
 from cmgh import config as config_mod
 from cmgh import layout
 from tests.e2e import browser
-from tests.e2e.dag import REPO, TinyDag, snakemake
+from tests.e2e.dag import TinyDag, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser.missing_browser() is not None, reason=str(browser.missing_browser()))]
 SHOTS = Path(os.environ["CMGH_SCREENSHOTS"]).resolve() if os.environ.get("CMGH_SCREENSHOTS") else None
@@ -25,7 +25,7 @@ SHOTS = Path(os.environ["CMGH_SCREENSHOTS"]).resolve() if os.environ.get("CMGH_S
 
 @pytest.fixture(scope="module")
 def cfg(tiny_dag: TinyDag) -> config_mod.Config:
-    return config_mod.load([REPO / "config" / "config.yaml", tiny_dag.configfile])
+    return config_mod.load([config_mod.DEFAULT_CONFIG, tiny_dag.configfile])
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from cmgh.config import DEFAULT_CONFIG
 from tests.e2e.dag import REPO, SNAKEMAKE, TinyDag, planned_jobs, snakemake, tiny_configfile
 
 @pytest.mark.slow
@@ -218,7 +219,7 @@ def test_scaling_config_plans_each_method_with_and_without_youtube8m(tmp_path: P
 def test_default_config_plans_noise_detection_over_training_once_per_pretraining_run(tmp_path: Path) -> None:
     overlay = tmp_path / "paths.yaml"
     overlay.write_text(yaml.safe_dump({"paths": {name: str(tmp_path / name) for name in ("data", "features", "results")}}))
-    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"), str(overlay))
+    result = snakemake(tmp_path, "-n", "--configfile", str(DEFAULT_CONFIG), str(overlay))
     assert result.returncode == 0, result.stderr[-2000:]
     planned = planned_jobs(result)
     assert planned["noise_training"] == planned["pretrain"] == 8  # 1 backbone x 4 variants x 2 seeds; no random init

@@ -16,7 +16,7 @@ from cmgh.harmonize import Harmonizer, forward_losses, rules
 from cmgh.harmonize.curriculum import Curriculum
 from cmgh.harmonize.ghost import GhostGram, UncoveredParameterError
 from cmgh.harmonize.gradients import leaf_gradients, objective_cotangents
-from cmgh.models import VATT
+from cmgh.models import VATT, ModelInputs, ModelSpec
 
 B, K, L = 6, 2, 5
 VIDEO = (4, 32, 32)  # 2 x 4 x 4 = 32 video tokens + [AGG]: at width 64 some layers take the ghost form, some the dense one
@@ -27,7 +27,8 @@ def small_model(backbone: str, *, width: int = 64, droptoken: float = 0.0, dtype
     torch.manual_seed(0)
     cfg = {"width": width, "depth": 2, "heads": 2, "mlp_ratio": 4.0, "video_patch": (2, 8, 8), "audio_patch": 100,
            "va_dim": 12, "vat_dim": 8, "text_embed_dim": 8, "droptoken": droptoken}
-    return VATT(cfg, backbone, vocab_size=50, video_shape=VIDEO, audio_samples=AUDIO, max_tokens=L).to(dtype)
+    inputs = ModelInputs(video_shape=VIDEO, audio_samples=AUDIO, audio_sample_rate=8000, max_tokens=L, vocab_size=50)
+    return VATT(ModelSpec.from_config(cfg), backbone, inputs).to(dtype)
 
 
 def small_batch(seed: int = 1, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:

@@ -20,7 +20,7 @@ from cmgh.harmonize import (
     parameter_gradients,
     per_sample_gradients,
 )
-from cmgh.models import VATT
+from cmgh.models import VATT, ModelInputs, ModelSpec
 from cmgh.train.step import train_step
 
 CFG = {"width": 16, "depth": 2, "heads": 2, "video_patch": [4, 16, 16], "audio_patch": 1000, "va_dim": 12, "vat_dim": 8,
@@ -47,7 +47,7 @@ def make_batch(b: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def make_model(backbone: str = "ms", seed: int = 0) -> VATT:
     torch.manual_seed(seed)
-    return VATT(CFG, backbone, vocab_size=50, max_tokens=6)
+    return VATT(ModelSpec.from_config(CFG), backbone, ModelInputs.from_config({"text": {"max_tokens": 6}}, vocab_size=50))
 
 
 def plain_grads(model: VATT, batch: dict, w: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

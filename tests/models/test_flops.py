@@ -8,7 +8,7 @@ import torch
 from cmgh import losses
 from cmgh.models import VATT
 from cmgh.models.flops import flop_counter, kept_tokens, sequence_lengths, train_flops
-from tests.models.test_vatt import make_batch
+from tests.models.test_vatt import make_batch, vatt
 
 CFG = {"width": 32, "depth": 2, "heads": 4, "video_patch": [2, 8, 8], "audio_patch": 200, "va_dim": 24, "vat_dim": 16,
        "text_embed_dim": 16, "droptoken": 0.5}
@@ -32,7 +32,7 @@ def measured_per_sample(model: VATT) -> float:
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_analytic_equals_measured(backbone: str, audio_tokenizer: str, dropout: float) -> None:
     torch.manual_seed(0)
-    model = VATT({**CFG, "dropout": dropout, "audio_tokenizer": audio_tokenizer}, backbone, vocab_size=100).train()
+    model = vatt({**CFG, "dropout": dropout, "audio_tokenizer": audio_tokenizer}, backbone).train()
     # On CPU, dropout > 0 sends attention to the explicit-softmax path (no recompute in its backward);
     # without dropout it runs the fused kernel, which recomputes the scores.
     analytic = train_flops(model, B, K, L, attention_recompute=dropout == 0.0)
@@ -41,13 +41,13 @@ def test_analytic_equals_measured(backbone: str, audio_tokenizer: str, dropout: 
 
 def test_counter_sees_the_fused_cpu_attention() -> None:
     torch.manual_seed(0)
-    model = VATT({**CFG, "dropout": 0.0}, "ma", vocab_size=100).train()
+    model = vatt({**CFG, "dropout": 0.0}, "ma").train()
     no_attention = train_flops(model, B, K, L).total - train_flops(model, B, K, L).parts["attention"]
     assert measured_per_sample(model) > no_attention
 
 
 def test_sequence_lengths_follow_droptoken() -> None:
-    model = VATT(CFG, "ma", vocab_size=100)  # video 4x4x4 = 64 patches, audio 16000 / 200 = 80 segments
+    model = vatt(CFG, "ma")  # video 4x4x4 = 64 patches, audio 16000 / 200 = 80 segments
     assert sequence_lengths(model, K, L) == {"video": (1, 33), "audio": (1, 41), "text": (K, L + 1)}
     assert sequence_lengths(model, K, L, training=False)["video"] == (1, 65)
     assert kept_tokens(1568, 0.5) == 784 and kept_tokens(5, 0.0) == 5 and kept_tokens(3, 0.9) == 1
@@ -60,7 +60,7 @@ def test_counter_runs_the_trainers_step(rule: str) -> None:
     from cmgh.train.step import train_step
 
     torch.manual_seed(0)
-    model = VATT({**CFG, "dropout": 0.1}, "ma", vocab_size=100).train()
+    model = vatt({**CFG, "dropout": 0.1}, "ma").train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     harmonizer = Harmonizer(rule)
     with flop_counter() as counter:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cmgh.models import VATT, build_model, drop_tokens
+from cmgh.models import VATT, ModelInputs, ModelSpec, build_model, drop_tokens
 
 CFG = {"width": 32, "depth": 2, "heads": 4, "video_patch": [2, 8, 8], "audio_patch": 200, "va_dim": 24, "vat_dim": 16,
        "text_embed_dim": 16}
+
+
+def vatt(model: dict, backbone: str, vocab_size: int = 100) -> VATT:
+    """A model of the ``model`` keys given (the schema's defaults for the rest) on the default input shapes."""
+    return VATT(ModelSpec.from_config(model), backbone, ModelInputs.from_config({}, vocab_size=vocab_size))
 
 
 def make_batch(b: int = 3, k: int = 4, l: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -29,7 +34,7 @@ def make_batch(b: int = 3, k: int = 4, l: int = 16, seed: int = 0) -> dict[str, 
 @pytest.mark.parametrize("audio_tokenizer", ["waveform", "logmel"])
 def test_forward_shapes(backbone: str, droptoken: float, audio_tokenizer: str) -> None:
     torch.manual_seed(0)
-    model = VATT({**CFG, "droptoken": droptoken, "audio_tokenizer": audio_tokenizer}, backbone, vocab_size=100)
+    model = vatt({**CFG, "droptoken": droptoken, "audio_tokenizer": audio_tokenizer}, backbone)
     model.train()
     out = model(make_batch())
     assert out["video_rep"].shape == (3, 32) and out["audio_rep"].shape == (3, 32)
@@ -40,7 +45,7 @@ def test_forward_shapes(backbone: str, droptoken: float, audio_tokenizer: str) -
 
 
 def test_backbones_share_or_not() -> None:
-    ms, ma = VATT(CFG, "ms", 100), VATT(CFG, "ma", 100)
+    ms, ma = vatt(CFG, "ms"), vatt(CFG, "ma")
     assert ms.backbone.transformer("video") is not ms.backbone.transformer("audio")
     assert ma.backbone.transformer("video") is ma.backbone.transformer("text")
     assert sum(p.numel() for p in ma.parameters()) < sum(p.numel() for p in ms.parameters())
@@ -58,7 +63,7 @@ def test_drop_tokens_keeps_a_random_subset() -> None:
 
 def test_droptoken_only_in_training() -> None:
     torch.manual_seed(0)
-    model = VATT({**CFG, "droptoken": 0.5}, "ms", 100).eval()
+    model = vatt({**CFG, "droptoken": 0.5}, "ms").eval()
     batch = make_batch()
     a, b = model.encode(batch)["video_rep"], model.encode(batch)["video_rep"]
     torch.testing.assert_close(a, b)
@@ -71,7 +76,7 @@ def test_droptoken_only_in_training() -> None:
 @pytest.mark.parametrize("backbone", ["ms", "ma"])
 def test_text_padding_is_masked(backbone: str) -> None:
     torch.manual_seed(0)
-    model = VATT(CFG, backbone, vocab_size=100).eval()
+    model = vatt(CFG, backbone).eval()
     ids = torch.tensor([[5, 7, 9, 0, 0, 0], [3, 0, 0, 0, 0, 0]])
     full = model.text_rep(ids)
     torch.testing.assert_close(full[0], model.text_rep(ids[:1, :3])[0], atol=1e-5, rtol=1e-5)  # padding == absent
@@ -85,7 +90,7 @@ def test_text_padding_is_masked(backbone: str) -> None:
 @pytest.mark.parametrize("backbone", ["ms", "ma"])
 def test_sample_independence(backbone: str) -> None:
     torch.manual_seed(0)
-    model = VATT(CFG, backbone, vocab_size=100).eval()
+    model = vatt(CFG, backbone).eval()
     a, b = make_batch(seed=0), make_batch(seed=1)
     mixed = {k: torch.cat([a[k][:1], b[k][1:]]) for k in a}
     out_a, out_m = model(a), model(mixed)
@@ -96,7 +101,7 @@ def test_sample_independence(backbone: str) -> None:
 @pytest.mark.parametrize("backbone", ["ms", "ma"])
 def test_video_tail_reproduces_video_rep(backbone: str) -> None:
     torch.manual_seed(0)
-    model = VATT(CFG, backbone, vocab_size=100).eval()
+    model = vatt(CFG, backbone).eval()
     reps = model.encode(make_batch(), hidden_blocks=1)
     assert reps["video_hidden"].shape == (3, 1 + 4 * 4 * 4, 32)
     torch.testing.assert_close(model.video_tail(1)(reps["video_hidden"]), reps["video_rep"])
@@ -105,7 +110,7 @@ def test_video_tail_reproduces_video_rep(backbone: str) -> None:
 
 def test_embed_methods() -> None:
     torch.manual_seed(0)
-    model = VATT(CFG, "ms", vocab_size=100).eval()
+    model = vatt(CFG, "ms").eval()
     batch = make_batch()
     assert model.embed_video(batch["video"]).shape == (3, 32)
     assert model.embed_video(batch["video"], space="vat").shape == (3, 16)

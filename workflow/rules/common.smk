@@ -24,7 +24,7 @@ try:  # first our one-line message naming the key path, before any job starts
     CFG = cmgh_config.from_dict(config)
 except ConfigError as exc:
     sys.exit(f"cmgh: config error: {exc}")
-# (cmgh.config validates against workflow/schemas/config.schema.yaml, the schema Snakemake's
+# (cmgh.config validates against cmgh/defaults/config.schema.yaml, the schema Snakemake's
 # `validate` would read again: once is enough, and ours names the key in one line)
 
 # config/ablation.yaml, config/study.yaml: the whole DAG once per noise setting (ablation.smk), each tree a module of this Snakefile.

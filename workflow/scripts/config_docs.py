@@ -16,10 +16,11 @@ from cmgh.config import schema  # noqa: E402
 
 HEADER = """# Configuration keys
 
-`config/config.yaml` (default, generated mini datasets, 2 CPU cores) and `config/paper.yaml`
+`cmgh/defaults/config.yaml` (default, generated mini datasets, 2 CPU cores) and `config/paper.yaml`
 (real datasets, VATT's published settings) share these keys. Defaults come from
-`workflow/schemas/config.schema.yaml`; unknown keys are errors, every number must be finite (no
-`.inf`, `.nan`) and a path is never empty. Override any key on the command line with
+`cmgh/defaults/config.schema.yaml` (both ship inside the package); unknown keys are errors, every
+number must be finite (no `.inf`, `.nan`) and a path is never empty; relative paths are relative to
+the working directory. Override any key on the command line with
 `--set key.path=value` (`cmgh`) or `--config key=value` (Snakemake); `cmgh --config A --config B`
 stacks files in order (B deep-merged over A), as `snakemake --configfile A B` does.
 

@@ -21,7 +21,7 @@ from tests.e2e import browser  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", action="append", default=None, metavar="FILE", help="the run's config files (default config/config.yaml)")
+    parser.add_argument("--config", action="append", default=None, metavar="FILE", help="the run's config files (default cmgh/defaults/config.yaml)")
     parser.add_argument("--report", type=Path, default=None, help="the HTML report (default: report.html in the results folder)")
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     args = parser.parse_args(argv)
