@@ -23,7 +23,8 @@ import yaml
 from cmgh import cli
 from cmgh import config as config_mod
 from cmgh import keypaths, layout
-from cmgh.track import NullTracker, Tracker, config_hash, file_hash, open_tracker, tracking_uri
+from cmgh.track import config_hash, open_tracker, tracking_uri
+from cmgh.tracking import NullTracker, Tracker, file_hash
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
 
 mlflow = pytest.importorskip("mlflow")
@@ -237,7 +238,7 @@ def test_metric_names_are_mlflows_and_a_failed_tracker_still_ends_its_run(tiny_w
 
 def test_every_tracker_satisfies_the_protocol() -> None:
     from cmgh.sweep.seeds import SeedTracker
-    from cmgh.track import RunContext
+    from cmgh.tracking import RunContext
     from cmgh.track.mlflow_tracker import MlflowTracker
 
     assert isinstance(NullTracker(), Tracker)

@@ -36,7 +36,7 @@ from cmgh.io import atomic_write_text
 from cmgh.report import noise_training
 from cmgh.report.collect import collect, results_order, wide
 from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
-from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, run_conflict_histogram
+from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc
 from cmgh.report.noise_gain import build_noise_gain, figure_noise_gain, gain_vs_noise
 from cmgh.report.scaling import build_scaling
 from cmgh.report.summary import compare_variants, summary, verdict
@@ -45,7 +45,7 @@ from cmgh.report.tables import CAPTION, _best_rows, ablation, ablation_csv, abla
 __all__ = [
     "ABLATION_COLUMNS", "CAPTION", "HEADLINE", "Column", "_best_rows", "ablation", "ablation_csv",
     "ablation_latex", "ablation_markdown", "build_noise_gain",
-    "build_report", "build_scaling", "collect", "compare_variants", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
+    "build_report", "build_scaling", "collect", "compare_variants", "figure_noise_gain", "formatted", "gain_vs_noise",
     "summary", "to_latex", "to_markdown", "verdict", "wide",
 ]
 

@@ -17,7 +17,7 @@ from cmgh.io import atomic_write_text
 from cmgh.ablation import BOTH, MODALITIES, NoiseSetting
 from cmgh.report.collect import collect, comparisons, noise_setting_of, results_order
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
-from cmgh.report.figures import savefig
+from cmgh.plots import savefig
 from cmgh.report.stats import LEVEL
 from cmgh.report.summary import compare_variants
 

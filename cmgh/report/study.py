@@ -27,7 +27,7 @@ from cmgh.io import atomic_write_text
 from cmgh.report import noise_training, stats
 from cmgh.report.collect import read_yaml, noise_setting_of
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
-from cmgh.report.figures import savefig
+from cmgh.plots import savefig
 from cmgh.report.noise_gain import curves, on_curve
 from cmgh.report.tables import to_markdown
 

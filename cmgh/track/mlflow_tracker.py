@@ -17,9 +17,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cmgh.track import TERMINAL, RunContext
+from cmgh.tracking import EVALUATION, TERMINAL, DatasetRef, RunContext
 from cmgh.track import lineage
-from cmgh.track.provenance import EVALUATION, DatasetRef
 from cmgh.track.store import is_remote, server_reachable, store_lock
 from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from cmgh.track.uri import redacted

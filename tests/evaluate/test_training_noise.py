@@ -16,8 +16,8 @@ from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.data import formats
 from cmgh.errors import ConfigError, DataError
-from cmgh.evaluate.noise_truth import TARGETS
-from cmgh.evaluate.noise_truth import TRAINING_INDICATORS as INDICATORS
+from cmgh.evaluate import TARGETS
+from cmgh.evaluate import TRAINING_INDICATORS as INDICATORS
 from cmgh.evaluate.noise_truth import label_clips
 from cmgh.evaluate.run import evaluate_run
 from cmgh.evaluate.training_noise import COLUMNS, default_window, over_training, read_scores, series, window_size
