@@ -12,7 +12,7 @@ TASKS: tuple[str, ...] = tuple(TASK_DATASETS)
 # Evaluations of a pre-training run's own records (its score dumps), not of its encoder: no random
 # init to compare, no feature set of their own (they read the run's corpora). Registered in
 # cmgh.evaluate.registry.RUN_TASK_REGISTRY; the workflow gives them a job per pre-training run.
-NOISE_TRAINING = "noise_training"  # noise detection over training (cmgh.evaluate.training_noise)
+NOISE_TRAINING = "noise_training"  # noise detection over training (cmgh.evaluate.detection_over_training)
 RUN_TASKS: tuple[str, ...] = (NOISE_TRAINING,)
 GROUND_TRUTH_TASKS = ("noise", NOISE_TRAINING)  # scored against the generator's noise labels: only generated data has them
 

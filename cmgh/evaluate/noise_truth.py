@@ -1,7 +1,7 @@
 """Ground truth of the pre-training noise and the indicators scored against it, defined once.
 
 Both noise evaluations use this module: the final-checkpoint noise detection
-(:mod:`cmgh.evaluate.noise`) and noise detection over training (:mod:`cmgh.evaluate.training_noise`,
+(:mod:`cmgh.evaluate.detection`) and noise detection over training (:mod:`cmgh.evaluate.detection_over_training`,
 on the trainer's score dumps, for every corpus with a ground truth). A clip takes the label of the ``noise_labels.csv`` segment of its
 video that contains the clip's midpoint: this holds for extracted windows that coincide with the
 generator's segments and for windows of any other length inside them.

@@ -12,11 +12,11 @@ default :func:`cmgh.layout.eval_dir`, ``results/eval/{task}/{backbone}/{variant}
 * task extras (the embedding cache, predictions, noise scores and ROC curves).
 
 The tasks are :mod:`~cmgh.evaluate.kinetics`, :mod:`~cmgh.evaluate.audioset`,
-:mod:`~cmgh.evaluate.msrvtt` and :mod:`~cmgh.evaluate.noise`, each registered in
+:mod:`~cmgh.evaluate.msrvtt` and :mod:`~cmgh.evaluate.detection`, each registered in
 :data:`TASK_REGISTRY` under its name in :data:`cmgh.evaluate.TASKS`.
 
 ``evaluate_run(cfg, task, run_dir, out_dir)`` runs a task of :data:`RUN_TASK_REGISTRY`
-(:data:`cmgh.evaluate.RUN_TASKS`: :mod:`~cmgh.evaluate.training_noise`) on what a pre-training run
+(:data:`cmgh.evaluate.RUN_TASKS`: :mod:`~cmgh.evaluate.detection_over_training`) on what a pre-training run
 recorded while it trained, into the same folder and files (``meta`` names the run instead of a
 checkpoint); its values over training go to the tracker at their training steps.
 """
@@ -38,7 +38,7 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.errors import DataError
 from cmgh.evaluate import RUN_TASKS, TASK_DATASETS
-from cmgh.evaluate import audioset, kinetics, msrvtt, noise, training_noise  # noqa: F401  (each registers its task)
+from cmgh.evaluate import audioset, detection, detection_over_training, kinetics, msrvtt  # noqa: F401  (each registers its task)
 from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.encoder import Encoder
 from cmgh.evaluate.overrides import evaluation_config

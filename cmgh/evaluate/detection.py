@@ -7,7 +7,7 @@ ground truth) and :data:`cmgh.layout.NOISE_ROC` (the ROC curves).
 
 Scores HowTo100M's decoded windows only (``TASK_DATASETS["noise"]``): the task's numbers stay
 comparable across runs whatever corpora they mixed. YouTube-8M's ground truth is scored over
-training instead (:mod:`cmgh.evaluate.training_noise`, a row per corpus).
+training instead (:mod:`cmgh.evaluate.detection_over_training`, a row per corpus).
 """
 
 from __future__ import annotations
