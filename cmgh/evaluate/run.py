@@ -19,6 +19,9 @@ The tasks are :mod:`~cmgh.evaluate.kinetics`, :mod:`~cmgh.evaluate.audioset`,
 (:data:`cmgh.evaluate.RUN_TASKS`: :mod:`~cmgh.evaluate.detection_over_training`) on what a pre-training run
 recorded while it trained, into the same folder and files (``meta`` names the run instead of a
 checkpoint); its values over training go to the tracker at their training steps.
+
+``evaluate_tracked(cfg, task, checkpoint, ...)`` is either of them as one tracked run, nested under
+the pre-training run (``cmgh evaluate``); its tracker comes from the factory the caller passes.
 """
 
 from __future__ import annotations

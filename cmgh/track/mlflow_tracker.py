@@ -1,4 +1,5 @@
-"""The MLflow adapter behind :class:`cmgh.track.Tracker`: the only module that imports mlflow.
+"""The MLflow adapter behind :class:`cmgh.tracking.Tracker`: a tracked run's writer (its siblings
+in :mod:`cmgh.track` import mlflow too, for lineage, system metrics and the UI link).
 
 :func:`cmgh.track.open_tracker` imports it only when tracking is on (an ImportError there means
 "mlflow is not installed": runs go untracked).
