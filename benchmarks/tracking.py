@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmgh import config  # noqa: E402
 from cmgh.data import features  # noqa: E402
 from cmgh.data.synth import synthesize  # noqa: E402
-from cmgh.track import NullTracker, open_tracker  # noqa: E402
+from cmgh.track import open_tracker  # noqa: E402
+from cmgh.tracking import NullTracker  # noqa: E402
 from cmgh.train.loop import RunSpec, pretrain  # noqa: E402
 
 VARIANT = "gr_gcl"

@@ -13,9 +13,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cmgh import config as config_mod
-from cmgh import keypaths, layout
+from cmgh import layout
 from cmgh.console import FRACTION, NON_NEGATIVE, POSITIVE, RedactingFormatter
 from cmgh.errors import CmghError, ConfigError
 from cmgh.io import redacted
@@ -87,51 +88,23 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from cmgh.track import open_tracker
-    from cmgh.train.loop import RunSpec, pretrain
-    from cmgh.train.state import check_out
-
+def _threads(args: argparse.Namespace) -> None:
+    """``--threads``: torch's intra-op threads for this process."""
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from cmgh.track import open_tracker
+    from cmgh.train.run import pretrain_tracked, run_spec
+
+    _threads(args)
     cfg = _load(args)
-    out = Path(args.out) if args.out else layout.run_dir(cfg.path("results"), args.backbone, args.variant, args.seed)
-    spec = RunSpec(backbone=args.backbone, variant=args.variant, seed=args.seed, out=out)
-    run_cfg = config_mod.for_variant(cfg, args.variant)
-    if not args.restart:
-        check_out(run_cfg, spec)  # before a tracked run is opened for it
-    key = layout.run_key(args.backbone, args.variant, args.seed)
-    tags = {"backbone": args.backbone, "variant": args.variant, "seed": args.seed}
-    with open_tracker(run_cfg, key, tags, stage="pretrain", out=out, restart=args.restart) as tracker:
-        path = pretrain(cfg, spec, resume=not args.restart, tracker=tracker, stop_after=args.stop_after)
-        if args.stop_after is not None and args.stop_after < int(run_cfg.pretrain.steps):
-            tracker.close("KILLED")  # stopped on request before the end: a later job resumes it
-        else:
-            from cmgh.report import run_conflict_histogram
-
-            hist = run_conflict_histogram(out, args.backbone, args.variant, args.seed)
-            if hist is not None:
-                tracker.log_artifact(hist)
-            tracker.log_model(
-                path, name=f"{args.backbone}-{args.variant}-seed{args.seed}", tags={**tags, "out": out.resolve()},
-                params={**tags, **keypaths.flatten({"model": run_cfg.to_dict()["model"]})}, weights=bool(run_cfg.tracking.log_model_weights),
-            )  # fmt: skip
-    print(path)
+    spec = run_spec(cfg, args.backbone, args.variant, args.seed, args.out)
+    print(pretrain_tracked(cfg, spec, restart=args.restart, stop_after=args.stop_after, open_tracker=open_tracker))
     return 0
-
-
-def _run_meta(run_dir: Path) -> dict[str, object]:
-    """backbone/variant/seed of a pre-training run folder (summary.json, else the checkpoint's meta)."""
-    import json
-
-    summary = run_dir / layout.SUMMARY
-    if summary.is_file():
-        return json.loads(summary.read_text())
-    from cmgh.checkpoint import load
-
-    return dict(load(run_dir)["meta"])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -143,43 +116,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out with {len(tasks)} tasks: each task writes its own folder; leave --out out (they go to {layout.eval_dir('<paths.results>', '<task>', '<backbone>', '<variant>', '<seed>')})")
     if args.random_init and (run_tasks := [t for t in tasks if t in RUN_TASKS]):
         raise ConfigError(f"--task {run_tasks[0]} --random-init: {run_tasks[0]} scores what a pre-training run recorded while training; a random init has no training")
-    if args.threads:
-        import torch
+    from cmgh.evaluate.run import evaluate_tracked
+    from cmgh.track import open_tracker
 
-        torch.set_num_threads(args.threads)
+    _threads(args)
     cfg = _load(args)
     for task in tasks:  # one process for all: the interpreter, torch and MLflow start once
-        _evaluate_task(cfg, task, args)
+        result, out = evaluate_tracked(cfg, task, args.checkpoint, args.out, random_init=args.random_init, open_tracker=open_tracker)
+        print(_evaluation_line(task, result, out))
     return 0
 
 
-def _evaluate_task(cfg: config_mod.Config, task: str, args: argparse.Namespace) -> None:
+def _evaluation_line(task: str, result: dict[str, Any], out: Path) -> str:
+    """What ``cmgh evaluate`` prints for one task: its headline metrics, or a run task's windows."""
     from cmgh.data import shards
-    from cmgh.evaluate.run import evaluate, evaluate_run
-    from cmgh.track import open_tracker
 
-    run_dir = Path(args.checkpoint)
-    run = _run_meta(run_dir)
-    variant = layout.RANDOM_VARIANT if args.random_init else str(run["variant"])
-    tags = {"task": task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
-    parent = None if args.random_init else run_dir  # the run that lives in the checkpoint's folder
-    key = layout.eval_key(task, str(run["backbone"]), variant, str(run["seed"]))
-    out = Path(args.out) if args.out else layout.eval_dir(cfg.path("results"), task, str(run["backbone"]), variant, str(run["seed"]))
-    with open_tracker(cfg, key, tags, nested_under=parent, stage="evaluate", out=out) as tracker:
-        if task in RUN_TASKS:
-            result = evaluate_run(cfg, task, run_dir, out, tracker=tracker)
-        else:
-            result = evaluate(cfg, task, args.checkpoint, out, random_init=args.random_init, tracker=tracker)
     meta = result["meta"]
     params = result.get("params", {})  # left out: items extraction could not offer or the task cannot score (see the manifest)
+    run = f"{task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: "
     if task in RUN_TASKS:
-        done = f"skipped: {params['skipped']}" if params.get("skipped") else f"{params.get('windows', 0)} windows -> {out}"
-        print(f"{task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: {done}")
-        return
+        return run + (f"skipped: {params['skipped']}" if params.get("skipped") else f"{params.get('windows', 0)} windows -> {out}")
     headline = {k: v for k, v in result.items() if k not in ("meta", "params", "timing") and "/" not in k}
     statuses = f": {shards.describe(params['left_out_statuses'])};" if params.get("left_out_statuses") else ","
     scored = f" ({params['left_out']} left out{statuses} see the feature manifest)" if params.get("left_out") else ""
-    print(f"{task} {meta['backbone']}/{meta['variant']}/seed{meta['seed']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored)
+    return run + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) + scored
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -199,7 +159,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cmgh.track.runs import runs_table
+    from cmgh.report.from_store import runs_table
 
     sys.stdout.write(runs_table(_load(args), args.tracking_uri, args.filter or "", args.out))
     return 0
@@ -246,10 +206,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from cmgh import sweep
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _threads(args)
     overrides = list(args.set or ())
     if args.study:
         overrides.append(f"sweep.study={args.study}")

@@ -247,7 +247,7 @@ OPTUNA_DB = "optuna.db"
 
 RANDOM_VARIANT = "random"  # evaluations of the random initialization, beside the pre-trained variants
 BASELINE_VARIANT = "baseline"  # the reference every other variant is compared with in the report
-STUDY_PAGE = "README.md"  # the results page of a noise ablation or study, in its root (cmgh.report.study)
+STUDY_PAGE = "README.md"  # the results page of a noise ablation or study, in its root (cmgh.report.study_page)
 
 
 def run_key(backbone: str, variant: str, seed: int | str) -> str:
@@ -348,7 +348,7 @@ def scaling_figure(results: PathLike, suffix: str = "png") -> Path:
     return figures_dir(results) / f"{SCALING_FIGURE}.{suffix}"
 
 
-# noise detection over training (cmgh.report.noise_training): mean and interval over seeds of every run's windows
+# noise detection over training (cmgh.report.detection_over_training): mean and interval over seeds of every run's windows
 NOISE_TRAINING_TABLE = "noise_over_training"  # tables/noise_over_training.{csv,md}
 NOISE_TRAINING_FIGURE = "noise_over_training"  # figures/noise_over_training_{backbone}_{variant}.{png,pdf}
 

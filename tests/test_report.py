@@ -19,7 +19,7 @@ from cmgh.evaluate import NOISE_TRAINING
 from cmgh.evaluate.run import evaluate, evaluate_run
 from cmgh.report import ABLATION_COLUMNS, build_report, collect
 from cmgh.report.collect import configured_variants, variant_order
-from cmgh.report.noise_training import noise_over_training
+from cmgh.report.detection_over_training import noise_over_training
 from cmgh.train.loop import RunSpec, pretrain
 
 GOLDEN = Path(__file__).parent / "golden" / "report"

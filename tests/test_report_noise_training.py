@@ -12,7 +12,7 @@ import pytest
 from cmgh import layout
 from cmgh.evaluate import NOISE_TRAINING
 from cmgh.evaluate.run import evaluate_run
-from cmgh.report import noise_training, stats
+from cmgh.report import detection_over_training, stats
 from tests.evaluate.score_dumps import world_config, write_run, write_world
 
 
@@ -27,7 +27,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def test_the_table_aggregates_each_runs_windows_over_seeds(results: Path) -> None:
-    table = noise_training.noise_over_training(results)
+    table = detection_over_training.noise_over_training(results)
     assert list(dict.fromkeys(table["variant"])) == ["baseline", "gr"]
     assert len(table) == 2 * 2 * 3 * 2  # variants x metrics x targets x windows
     row = table[(table.variant == "baseline") & (table.metric == "auroc") & (table.target == "audio") & (table.step == 2)].iloc[0]
@@ -40,15 +40,15 @@ def test_the_table_aggregates_each_runs_windows_over_seeds(results: Path) -> Non
     text = table[(table.variant == "baseline") & (table.target == "text") & (table.step == 2)]
     assert text["loss_va mean"].isna().all()  # no misaligned text in steps 2-3 of any seed
 
-    data = noise_training.per_seed(results)
-    diff = noise_training.indicator_difference(data, "cos_representation", "loss_va")
+    data = detection_over_training.per_seed(results)
+    diff = detection_over_training.indicator_difference(data, "cos_representation", "loss_va")
     first = diff[(diff.variant == "baseline") & (diff.metric == "auroc") & (diff.target == "audio") & (diff.step == 0)].iloc[0]
     assert first["mean"] == pytest.approx(0.25 - 0.75) and first["n"] == 2  # paired by seed
 
 
 def test_markdown_has_a_section_per_variant_and_a_table_per_metric(results: Path) -> None:
-    md = noise_training.markdown(noise_training.noise_over_training(results))
-    assert md.startswith(noise_training.CAPTION)
+    md = detection_over_training.markdown(detection_over_training.noise_over_training(results))
+    assert md.startswith(detection_over_training.CAPTION)
     assert md.index("## ms · baseline · howto100m") < md.index("## ms · gr · howto100m")
     section = md.split("## ms · gr · howto100m")[1]
     assert section.count("AUROC (chance 0.5):") == 1 and section.count("average precision (chance: the misaligned share):") == 1
@@ -63,12 +63,12 @@ def test_build_writes_the_tables_and_a_figure_per_variant(results: Path) -> None
     import matplotlib
 
     matplotlib.use("Agg")
-    written = noise_training.build(results, ("random", "baseline", "gr"))
+    written = detection_over_training.build(results, ("random", "baseline", "gr"))
     assert written["tables"] == [layout.noise_training_table(results, "csv"), layout.noise_training_table(results, "md")]
     figures = [layout.noise_training_figure(results, "ms", v, ext) for v in ("baseline", "gr") for ext in ("png", "pdf")]
     assert written["figures"] == figures and all(p.stat().st_size > 1000 for p in figures)
     csv = pd.read_csv(layout.noise_training_table(results, "csv"))
-    assert list(csv.columns[:10]) == [*noise_training.KEYS, "seeds", "triplets", "misaligned"]
+    assert list(csv.columns[:10]) == [*detection_over_training.KEYS, "seeds", "triplets", "misaligned"]
 
 
 def test_a_variant_whose_runs_scored_nothing_still_gets_its_figure(results: Path, tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_a_variant_whose_runs_scored_nothing_still_gets_its_figure(results: Path
     matplotlib.use("Agg")
     cfg = world_config(tmp_path)
     evaluate_run(cfg, NOISE_TRAINING, write_run(cfg, 0, "gcl", dumps=False))  # skipped: no dumps
-    written = noise_training.build(results, ("baseline", "gr", "gcl"))
+    written = detection_over_training.build(results, ("baseline", "gr", "gcl"))
     assert layout.noise_training_figure(results, "ms", "gcl") in written["figures"]
     assert "gcl" not in set(pd.read_csv(layout.noise_training_table(results, "csv"))["variant"])
 
@@ -89,7 +89,7 @@ def test_a_broken_windows_table_is_a_one_line_error(results: Path) -> None:
     table = pd.read_csv(path)
     pd.concat([table, table.iloc[:1]]).to_csv(path, index=False)
     with pytest.raises(DataError, match=rf"^{path}: dataset howto100m, indicator cos_meeting_point, target audio, step 0 appears twice"):
-        noise_training.noise_over_training(results)
+        detection_over_training.noise_over_training(results)
     table.drop(columns=["ap"]).to_csv(path, index=False)
     with pytest.raises(DataError, match=rf"^{path}: no column ap \(expected dataset, indicator"):
-        noise_training.noise_over_training(results)
+        detection_over_training.noise_over_training(results)

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from cmgh import layout
-from cmgh.report import noise_training, stats
+from cmgh.report import detection_over_training, stats
 from cmgh.report.columns import Column
-from cmgh.report.noise_gain import figure_noise_gain, gain_vs_noise
+from cmgh.report.gain_vs_noise import figure_noise_gain, gain_vs_noise
 from cmgh.report.summary import compare_variants, summary, verdict
 from tests.test_report import fake_results
 
@@ -190,12 +190,12 @@ def _per_seed() -> pd.DataFrame:
 
 
 def test_noise_over_training_interval_and_indicator_difference() -> None:
-    table = noise_training.aggregate(_per_seed(), ("baseline",))
+    table = detection_over_training.aggregate(_per_seed(), ("baseline",))
     half = t975_1dof() * math.sqrt(2) * 0.01 / math.sqrt(2)  # two seeds: the t interval, std 0.01 sqrt(2)
     row = table.iloc[0]
     assert (row["cos_representation low"], row["cos_representation high"]) == pytest.approx((0.56 - half, 0.56 + half))
-    assert "0.560 ± 0.014 [0.433, 0.687]" in noise_training.markdown(table)
-    diff = noise_training.indicator_difference(_per_seed(), "cos_representation", "loss_va")  # -0.05, -0.07 per window
+    assert "0.560 ± 0.014 [0.433, 0.687]" in detection_over_training.markdown(table)
+    diff = detection_over_training.indicator_difference(_per_seed(), "cos_representation", "loss_va")  # -0.05, -0.07 per window
     assert list(diff.step) == [0, 2] and (diff.n == 2).all() and (diff.test == stats.T_TEST).all()
     assert list(diff["mean"]) == pytest.approx([-0.06, -0.06])
     assert (diff.low.iloc[0], diff.high.iloc[0]) == pytest.approx((-0.06 - half, -0.06 + half))

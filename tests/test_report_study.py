@@ -1,4 +1,4 @@
-"""The results page of a noise study (cmgh.report.study) on trees of known numbers: the gains and
+"""The results page of a noise study (cmgh.report.study_page) on trees of known numbers: the gains and
 the detection comparison it must call, and the ones it must leave unresolved."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from cmgh import layout
-from cmgh.report.noise_gain import build_noise_gain
+from cmgh.report.study_page import build_noise_gain
 
 SEEDS = range(5)
 WOBBLE = (0.3, -0.2, 0.1, -0.4, 0.2)  # per seed, shared by the variants: paired differences keep only the gain's own spread

@@ -23,7 +23,8 @@ import yaml
 from cmgh import cli
 from cmgh import config as config_mod
 from cmgh import keypaths, layout
-from cmgh.track import NullTracker, Tracker, config_hash, file_hash, open_tracker, tracking_uri
+from cmgh.track import config_hash, open_tracker, tracking_uri
+from cmgh.tracking import NullTracker, Tracker, file_hash
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
 
 mlflow = pytest.importorskip("mlflow")
@@ -237,7 +238,7 @@ def test_metric_names_are_mlflows_and_a_failed_tracker_still_ends_its_run(tiny_w
 
 def test_every_tracker_satisfies_the_protocol() -> None:
     from cmgh.sweep.seeds import SeedTracker
-    from cmgh.track import RunContext
+    from cmgh.tracking import RunContext
     from cmgh.track.mlflow_tracker import MlflowTracker
 
     assert isinstance(NullTracker(), Tracker)
@@ -276,10 +277,10 @@ def test_run_identity_decides_the_run_key(tiny_world: config_mod.Config) -> None
 def test_core_imports_without_mlflow() -> None:
     code = (
         "import sys; sys.modules['mlflow'] = None\n"
-        "import cmgh.track, cmgh.train.loop\n"
+        "import cmgh.track, cmgh.tracking, cmgh.train.loop\n"
         "from cmgh import config\n"
         "t = cmgh.track.open_tracker(config.load(), 'pretrain/ms/gr/seed0', {}, stage='pretrain', out='run')\n"
-        "assert isinstance(t, cmgh.track.NullTracker), t\n"
+        "assert isinstance(t, cmgh.tracking.NullTracker), t\n"
         "assert 'mlflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

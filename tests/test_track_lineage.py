@@ -11,7 +11,7 @@ import pytest
 from cmgh import cli
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.track import dataset_digest
+from cmgh.tracking import dataset_digest
 from tests.test_track import cli_pretrain, config_file, runs_of
 
 mlflow = pytest.importorskip("mlflow")

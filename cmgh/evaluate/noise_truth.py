@@ -1,7 +1,7 @@
 """Ground truth of the pre-training noise and the indicators scored against it, defined once.
 
 Both noise evaluations use this module: the final-checkpoint noise detection
-(:mod:`cmgh.evaluate.noise`) and noise detection over training (:mod:`cmgh.evaluate.training_noise`,
+(:mod:`cmgh.evaluate.detection`) and noise detection over training (:mod:`cmgh.evaluate.detection_over_training`,
 on the trainer's score dumps, for every corpus with a ground truth). A clip takes the label of the ``noise_labels.csv`` segment of its
 video that contains the clip's midpoint: this holds for extracted windows that coincide with the
 generator's segments and for windows of any other length inside them.
@@ -17,34 +17,9 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data import formats
 from cmgh.errors import DataError
+from cmgh.evaluate import TARGETS
 from cmgh.layout import PathLike
 
-TARGETS = ("audio", "text", "either")  # misaligned audio, misaligned text, either of them
-
-# Indicator -> sign: score = sign * value, a higher score flags a noisier triplet (the two objectives'
-# gradients conflict, a low cosine, on misaligned triplets; their losses are high).
-INDICATORS: dict[str, float] = {
-    "cos_meeting_point": -1.0,  # at the run's configured meeting point (training dumps only)
-    "cos_representation": -1.0,
-    "cos_representation_exact": -1.0,
-    "cos_parameters": -1.0,  # over the last evaluate.noise.parameter_blocks video blocks
-    "cos_all_parameters": -1.0,  # over every shared parameter (exact per-sample Gram, cmgh.harmonize.ghost)
-    "loss_va": 1.0,
-    "loss_vt": 1.0,
-    "loss_total": 1.0,
-}
-
-
-def _subset(*names: str) -> dict[str, float]:
-    return {name: INDICATORS[name] for name in names}
-
-
-# What the final-checkpoint evaluation scores (metrics.json ``auroc/<name>/<target>``, roc.csv); the report reads these.
-NOISE_INDICATORS = _subset(
-    "cos_representation", "cos_representation_exact", "cos_parameters", "cos_all_parameters", "loss_va", "loss_vt", "loss_total"
-)
-# What the trainer's score dumps hold (after :data:`DUMP_COLUMNS` renaming and :func:`loss_total`).
-TRAINING_INDICATORS = _subset("cos_meeting_point", "cos_representation", "loss_va", "loss_vt", "loss_total")
 DUMP_COLUMNS = {"cos": "cos_meeting_point"}  # score-dump column -> indicator name
 
 X = TypeVar("X")

@@ -12,13 +12,16 @@ default :func:`cmgh.layout.eval_dir`, ``results/eval/{task}/{backbone}/{variant}
 * task extras (the embedding cache, predictions, noise scores and ROC curves).
 
 The tasks are :mod:`~cmgh.evaluate.kinetics`, :mod:`~cmgh.evaluate.audioset`,
-:mod:`~cmgh.evaluate.msrvtt` and :mod:`~cmgh.evaluate.noise`, each registered in
+:mod:`~cmgh.evaluate.msrvtt` and :mod:`~cmgh.evaluate.detection`, each registered in
 :data:`TASK_REGISTRY` under its name in :data:`cmgh.evaluate.TASKS`.
 
 ``evaluate_run(cfg, task, run_dir, out_dir)`` runs a task of :data:`RUN_TASK_REGISTRY`
-(:data:`cmgh.evaluate.RUN_TASKS`: :mod:`~cmgh.evaluate.training_noise`) on what a pre-training run
+(:data:`cmgh.evaluate.RUN_TASKS`: :mod:`~cmgh.evaluate.detection_over_training`) on what a pre-training run
 recorded while it trained, into the same folder and files (``meta`` names the run instead of a
 checkpoint); its values over training go to the tracker at their training steps.
+
+``evaluate_tracked(cfg, task, checkpoint, ...)`` is either of them as one tracked run, nested under
+the pre-training run (``cmgh evaluate``); its tracker comes from the factory the caller passes.
 """
 
 from __future__ import annotations
@@ -37,17 +40,18 @@ import torch
 from cmgh import layout
 from cmgh.config import Config
 from cmgh.errors import DataError
-from cmgh.evaluate import audioset, kinetics, msrvtt, noise, training_noise  # noqa: F401  (each registers its task)
+from cmgh.evaluate import RUN_TASKS, TASK_DATASETS
+from cmgh.evaluate import audioset, detection, detection_over_training, kinetics, msrvtt  # noqa: F401  (each registers its task)
 from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.encoder import Encoder
 from cmgh.evaluate.overrides import evaluation_config
 from cmgh.evaluate.registry import RUN_TASK_REGISTRY, TASK_REGISTRY, Series
 from cmgh.io import atomic_write_json
-from cmgh.track import DatasetRef, NullTracker, Tracker, evaluation_dataset, scored_corpus
+from cmgh.tracking import DatasetRef, NullTracker, Tracker, TrackerFactory, evaluation_dataset, open_null, scored_corpus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_TASK_REGISTRY", "TASK_REGISTRY", "evaluate", "evaluate_run"]
+__all__ = ["RUN_TASK_REGISTRY", "TASK_REGISTRY", "evaluate", "evaluate_run", "evaluate_tracked"]
 
 
 def _clean(value: Any) -> Any:
@@ -86,7 +90,7 @@ def evaluate(
     with torch.random.fork_rng():
         result, params = runner(ecfg, enc, out, timer)
     timing = {**{f"{k}_s": v for k, v in timer.seconds.items()}, "total_s": time.perf_counter() - start}
-    payload = _record(out, task, result, {"task": task, **enc.meta}, params, timing, tracker, [evaluation_dataset(ecfg, task)])
+    payload = _record(out, task, result, {"task": task, **enc.meta}, params, timing, tracker, [evaluation_dataset(ecfg, task, TASK_DATASETS[task])])
     log.info("evaluate %s %s/%s/seed%d -> %s", task, enc.backbone, enc.variant, enc.seed, out)
     return payload
 
@@ -126,6 +130,37 @@ def evaluate_run(
     payload = _record(out, task, result, meta, params, timing, tracker, datasets, steps)
     log.info("evaluate %s %s/%s/seed%d -> %s", task, run["backbone"], run["variant"], run["seed"], out)
     return payload
+
+
+def run_meta(run_dir: Path) -> dict[str, Any]:
+    """backbone, variant and seed of a pre-training run folder: its summary.json (:func:`run_summary`),
+    else its checkpoint's meta (a run in progress)."""
+    if (Path(run_dir) / layout.SUMMARY).is_file():
+        return run_summary(run_dir)
+    from cmgh.checkpoint import load
+
+    return dict(load(run_dir)["meta"])
+
+
+def evaluate_tracked(
+    cfg: Config, task: str, checkpoint: str | Path, out_dir: str | Path | None = None, *, random_init: bool = False,
+    open_tracker: TrackerFactory = open_null,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate ``task`` on the run in ``checkpoint`` (its random init with ``random_init``) as one
+    tracked run, nested under the pre-training run in that folder; returns what metrics.json holds
+    and the folder it was written to (default :func:`cmgh.layout.eval_dir`). A run task
+    (:data:`cmgh.evaluate.RUN_TASKS`) scores the run's records, any other its encoder."""
+    run_dir = Path(checkpoint)
+    run = run_meta(run_dir)
+    backbone, seed = str(run["backbone"]), str(run["seed"])
+    variant = layout.RANDOM_VARIANT if random_init else str(run["variant"])
+    tags = {"task": task, "backbone": run["backbone"], "variant": variant, "seed": run["seed"]}
+    parent = None if random_init else run_dir  # the run that lives in the checkpoint's folder
+    out = Path(out_dir) if out_dir else layout.eval_dir(cfg.path("results"), task, backbone, variant, seed)
+    with open_tracker(cfg, layout.eval_key(task, backbone, variant, seed), tags, nested_under=parent, stage="evaluate", out=out) as tracker:
+        if task in RUN_TASKS:
+            return evaluate_run(cfg, task, run_dir, out, tracker=tracker), out
+        return evaluate(cfg, task, checkpoint, out, random_init=random_init, tracker=tracker), out
 
 
 def _record(out: Path, task: str, result: dict[str, float], meta: dict[str, Any], params: dict[str, Any], timing: dict[str, float],

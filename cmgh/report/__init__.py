@@ -13,7 +13,7 @@ writes:
   seeds resolve it (:mod:`.stats`);
 * ``tables/noise_over_training.{csv,md}`` and ``figures/noise_over_training_{backbone}_{variant}.{png,pdf}``:
   noise-detection AUROC and AP per indicator, target and step window over seeds, from every run's
-  ``noise_training`` evaluation (:mod:`.noise_training`);
+  ``noise_training`` evaluation (:mod:`.detection_over_training`);
 * ``figures/{conflict_cosine_hist,fractions,noise_roc}.{png,pdf}``;
 * ``tables/scaling.{csv,md}`` and ``figures/scaling_gain.{png,pdf}`` when the variants include
   pairs that differ only by YouTube-8M in ``pretrain.corpora`` (:mod:`.scaling`).
@@ -22,7 +22,8 @@ Rows and comparisons follow the config's variants (:func:`collect.variant_order`
 the baseline, then the config's order (the tree's resolved config, else a run's config).
 
 Modules: :mod:`.collect` (reading), :mod:`.columns`, :mod:`.stats` (paired comparisons over seeds), :mod:`.tables`, :mod:`.summary`,
-:mod:`.figures`, :mod:`.noise_training`, :mod:`.scaling`, :mod:`.noise_gain` (across trees).
+:mod:`.figures`, :mod:`.detection_over_training`, :mod:`.scaling`, :mod:`.gain_vs_noise` and :mod:`.study_page` (across trees),
+:mod:`.from_store` (the ablation table from the tracking store).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from pathlib import Path
 
 from cmgh import layout
 from cmgh.io import atomic_write_text
-from cmgh.report import noise_training
+from cmgh.report import detection_over_training
 from cmgh.report.collect import collect, results_order, wide
 from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
-from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, run_conflict_histogram
-from cmgh.report.noise_gain import build_noise_gain, figure_noise_gain, gain_vs_noise
+from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc
+from cmgh.report.gain_vs_noise import figure_noise_gain, gain_vs_noise
+from cmgh.report.study_page import build_noise_gain
 from cmgh.report.scaling import build_scaling
 from cmgh.report.summary import compare_variants, summary, verdict
 from cmgh.report.tables import CAPTION, _best_rows, ablation, ablation_csv, ablation_latex, ablation_markdown, formatted, to_latex, to_markdown
@@ -45,7 +47,7 @@ from cmgh.report.tables import CAPTION, _best_rows, ablation, ablation_csv, abla
 __all__ = [
     "ABLATION_COLUMNS", "CAPTION", "HEADLINE", "Column", "_best_rows", "ablation", "ablation_csv",
     "ablation_latex", "ablation_markdown", "build_noise_gain",
-    "build_report", "build_scaling", "collect", "compare_variants", "figure_noise_gain", "formatted", "gain_vs_noise", "run_conflict_histogram",
+    "build_report", "build_scaling", "collect", "compare_variants", "figure_noise_gain", "formatted", "gain_vs_noise",
     "summary", "to_latex", "to_markdown", "verdict", "wide",
 ]
 
@@ -77,7 +79,7 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dic
     text(tables / "ablation.md", ablation_markdown(table))
     text(tables / "ablation.tex", ablation_latex(table))
     text(tables / "summary.md", summary(long, order))
-    for kind, paths in noise_training.build(results, order).items():
+    for kind, paths in detection_over_training.build(results, order).items():
         written[kind] += paths
     figures.mkdir(parents=True, exist_ok=True)
     for make in (figure_cosine_hist, figure_fractions, figure_noise_roc):

@@ -15,8 +15,7 @@ import pandas as pd
 from cmgh import layout
 from cmgh.ablation import NoiseSetting, setting_of
 from cmgh.errors import DataError
-
-Run = tuple[str, str, int, Path]  # backbone, variant, seed, run folder
+from cmgh.plots import Run  # backbone, variant, seed, run folder
 
 
 def collect(results: str | Path) -> pd.DataFrame:
@@ -118,16 +117,6 @@ def pretrain_runs(results: Path, order: tuple[str, ...] | None = None) -> list[R
     runs = run_folders(results)
     key = order_key(order if order is not None else results_order(results, {r[1] for r in runs}))
     return sorted(runs, key=lambda r: (r[0], key(r[1]), r[2]))
-
-
-def scores_frame(runs: Iterable[Run]) -> pd.DataFrame:
-    """The conflict cosine of every dumped sample: columns ``step, cos, backbone, variant, seed``."""
-    frames = []
-    for backbone, variant, seed, d in runs:
-        for f in layout.score_files(d):
-            t = pd.read_csv(f, usecols=["step", "cos"])
-            frames.append(t.assign(backbone=backbone, variant=variant, seed=seed))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def train_logs(runs: Iterable[Run]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The evaluation's indicator list, referenced (not copied) so a new indicator gets its column.
-from cmgh.evaluate.noise_truth import NOISE_INDICATORS
+from cmgh.evaluate import NOISE_INDICATORS  # import-free: no torch
 
 
 @dataclass(frozen=True)

@@ -3,67 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cmgh import layout
-from cmgh.io import atomic_path
-from cmgh.report.collect import order_key, pretrain_runs, results_order, scores_frame, train_logs
-
-
-def savefig(fig: Any, directory: Path, name: str) -> list[Path]:
-    paths = []
-    for ext in ("png", "pdf"):
-        target = directory / f"{name}.{ext}"
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
-        paths.append(target)
-    return paths
-
-
-def _plot_cosine_hist(data: pd.DataFrame, out: Path, name: str, title: str, order: tuple[str, ...]) -> list[Path]:
-    """One panel per backbone/variant: the cosine distribution early, midway and late in training."""
-    import matplotlib.pyplot as plt
-
-    key = order_key(order)
-    keys = sorted(map(tuple, data[["backbone", "variant"]].drop_duplicates().to_numpy()), key=lambda k: (k[0], key(k[1])))
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), sharey=True, squeeze=False)
-    bins = np.linspace(-1, 1, 41)
-    for ax, (backbone, variant) in zip(axes[0], keys, strict=True):
-        sel = data[(data.backbone == backbone) & (data.variant == variant)]
-        steps = np.sort(sel.step.unique())
-        thirds = [s for s in np.array_split(steps, min(3, len(steps))) if len(s)]
-        for part, label in zip(thirds, ("early", "middle", "late"), strict=False):
-            values = sel[sel.step.isin(part)].cos.to_numpy()
-            ax.hist(values, bins=bins, histtype="step", density=True, label=f"{label} (steps {part[0]}-{part[-1]})")
-        ax.axvline(0, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{backbone} / {variant}")
-        ax.set_xlabel("conflict cosine")
-    axes[0][0].set_ylabel("density")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(title, y=1.04)
-    paths = savefig(fig, out, name)
-    plt.close(fig)
-    return paths
+from cmgh.plots import plot_cosine_hist, savefig, scores_frame
+from cmgh.report.collect import order_key, pretrain_runs, results_order, train_logs
 
 
 def figure_cosine_hist(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
     data = scores_frame(pretrain_runs(results, order))
-    return _plot_cosine_hist(data, out, "conflict_cosine_hist", "Per-sample conflict cosine over training (all seeds)", order) if len(data) else []
-
-
-def run_conflict_histogram(run_dir: Path, backbone: str, variant: str, seed: int) -> Path | None:
-    """``conflict_hist.png`` of one pre-training run (its MLflow artifact); None without score dumps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    data = scores_frame([(backbone, variant, seed, Path(run_dir))])
-    if not len(data):
-        return None
-    paths = _plot_cosine_hist(data, Path(run_dir), "conflict_hist", f"Per-sample conflict cosine, seed {seed}", (variant,))
-    return next(p for p in paths if p.suffix == ".png")
+    return plot_cosine_hist(data, out, "conflict_cosine_hist", "Per-sample conflict cosine over training (all seeds)", order_key(order)) if len(data) else []
 
 
 def figure_fractions(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:

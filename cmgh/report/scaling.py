@@ -31,7 +31,7 @@ from cmgh.errors import ConfigError, DataError
 from cmgh.io import atomic_write_text
 from cmgh.report.collect import run_config, run_folders
 from cmgh.report.columns import DOWNSTREAM, HEADLINE, Column
-from cmgh.report.figures import savefig
+from cmgh.plots import savefig
 from cmgh.report.stats import t_interval
 from cmgh.report.summary import seed_values
 from cmgh.report.tables import to_markdown

@@ -17,7 +17,7 @@ from cmgh.evaluate import VALIDATION_METRICS
 from cmgh.sweep.seeds import SeedTracker, seed_order, seed_prefix
 from cmgh.sweep.space import search_space, suggest, trial_config
 from cmgh.sweep.storage import SweepError, study_name
-from cmgh.track import Tracker
+from cmgh.tracking import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cmgh.track import DatasetRef, NullTracker, RunContext, Tracker
+from cmgh.tracking import DatasetRef, NullTracker, RunContext, Tracker
 
 
 def seed_prefix(seed: int) -> str:

@@ -1,14 +1,15 @@
-"""Experiment tracking behind a small protocol: no-op by default, MLflow when it is installed.
+"""Experiment tracking in MLflow: the edge behind the ground floor's :class:`cmgh.tracking.Tracker`.
 
-The core library only ever sees :class:`Tracker` (this module imports no mlflow); the MLflow
-adapter (:mod:`cmgh.track.mlflow_tracker`) is imported only when tracking is on, and tracking
-failures (server down, disk full) are logged as warnings, never raised into a run.
+The core only ever sees a :class:`~cmgh.tracking.Tracker` it is handed (it imports nothing of this
+package); the MLflow adapter (:mod:`cmgh.track.mlflow_tracker`) is imported only when tracking is
+on, and tracking failures (server down, disk full) are logged as warnings, never raised into a run.
 
-:func:`open_tracker` is the one entry point; a tracker is a context manager that ends its run
-FINISHED, or FAILED when the block raises (KILLED on Ctrl-C)::
+:func:`open_tracker` is the one entry point, a :class:`cmgh.tracking.TrackerFactory` the CLI and
+the sweep pass to the runs they start; a tracker is a context manager that ends its run FINISHED,
+or FAILED when the block raises (KILLED on Ctrl-C)::
 
-    with open_tracker(run_cfg, layout.run_key("ms", "gr", 0), {"variant": "gr"}, stage="pretrain") as tracker:
-        pretrain(cfg, spec, tracker=tracker)
+    with open_tracker(run_cfg, layout.run_key("ms", "gr", 0), {"variant": "gr"}, stage="pretrain", out=out) as tracker:
+        pretrain(run_cfg, spec, tracker=tracker)
 
 One MLflow experiment per config ``name`` (or ``tracking.experiment``); one run per *run key*:
 the caller's key, the hash of the run's identity (:func:`cmgh.config.run_identity` of its stage)
@@ -22,121 +23,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any
 
 from cmgh import layout
 from cmgh.io import json_digest
-from cmgh.track.provenance import (
-    DatasetRef, config_hash, dataset_digest, evaluation_dataset, file_hash, git_state, provenance_tags, scored_corpus, training_datasets,
-)
+from cmgh.track.provenance import config_hash, git_state, provenance_tags
 from cmgh.track.uri import artifact_root, tracking_uri
+from cmgh.tracking import NullTracker, Tracker
 
 __all__ = [
-    "DatasetRef", "NullTracker", "Tracker", "artifact_root", "config_hash", "dataset_digest", "evaluation_dataset",
-    "exit_status", "experiment_name", "file_hash", "git_state", "open_tracker", "provenance_tags", "run_location",
-    "scored_corpus", "tracked_key", "tracking_uri", "training_datasets",
+    "artifact_root", "config_hash", "experiment_name", "git_state", "open_tracker", "provenance_tags", "run_location",
+    "tracked_key", "tracking_uri",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)  # the adapter logs under this name too: one logger for tracking
 
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
 SAMPLED_STAGES = ("pretrain", "sweep_trial")  # the training runs: they sample system metrics (tracking.system_metrics)
-
-
-@runtime_checkable
-class Tracker(Protocol):
-    """What the core, the CLI and the sweep call on a tracker (and nothing else)."""
-
-    run_id: str | None
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-
-    def log_artifact(self, path: str | Path) -> None: ...
-
-    def log_text(self, text: str, artifact_file: str) -> None: ...
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
-
-    def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
-        """Record the datasets the run reads (once per run: a resumed run adds only new ones)."""
-        ...
-
-    def log_model(
-        self, checkpoint: Path, *, name: str, tags: Mapping[str, Any], params: Mapping[str, Any], weights: bool = False
-    ) -> str | None:
-        """Record a finished run's checkpoint as a model linked to the run's final metrics (the
-        file itself only with ``weights``); returns the model's id (None when nothing is tracked)."""
-        ...
-
-    def flush(self) -> None: ...
-
-    def close(self, status: str = "FINISHED") -> None: ...
-
-    def __enter__(self) -> Tracker: ...
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None: ...
-
-
-def exit_status(exc_type: type[BaseException] | None) -> str:
-    """The status a run ends with when its ``with`` block exits: FINISHED, KILLED on Ctrl-C, else FAILED."""
-    if exc_type is None:
-        return "FINISHED"
-    return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-
-
-class RunContext:
-    """``with tracker:`` ends the run with the status of how the block exits (:func:`exit_status`);
-    shared by every tracker, which only has to implement ``close``."""
-
-    def close(self, status: str = "FINISHED") -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        self.close(exit_status(exc_type))
-
-
-class NullTracker(RunContext):
-    """Tracks nothing: the default, so the core runs without any tracking backend."""
-
-    run_id: str | None = None
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        pass
-
-    def log_artifact(self, path: str | Path) -> None:
-        pass
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        pass
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        pass
-
-    def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
-        pass
-
-    def log_model(
-        self, checkpoint: Path, *, name: str, tags: Mapping[str, Any], params: Mapping[str, Any], weights: bool = False
-    ) -> str | None:
-        return None
-
-    def flush(self) -> None:
-        pass
-
-    def close(self, status: str = "FINISHED") -> None:
-        pass
-
-
 OUT_TAG = "out"  # the resolved folder a run lives in: part of its key, and how a child finds its parent
 
 

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_MODEL_IS_EXTERNAL
 
 from cmgh.io import sha256_file
-from cmgh.track.provenance import DatasetRef
+from cmgh.tracking import DatasetRef
 from cmgh.track.system import SYSTEM_PREFIX
 
 MODEL_TAG = "cmgh.model_id"  # on a pre-training run: the LoggedModel of its checkpoint (evaluations link to it)

@@ -1,4 +1,5 @@
-"""The MLflow adapter behind :class:`cmgh.track.Tracker`: the only module that imports mlflow.
+"""The MLflow adapter behind :class:`cmgh.tracking.Tracker`: a tracked run's writer (its siblings
+in :mod:`cmgh.track` import mlflow too, for lineage, system metrics and the UI link).
 
 :func:`cmgh.track.open_tracker` imports it only when tracking is on (an ImportError there means
 "mlflow is not installed": runs go untracked).
@@ -17,9 +18,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cmgh.track import TERMINAL, RunContext
+from cmgh.tracking import EVALUATION, TERMINAL, DatasetRef, RunContext
 from cmgh.track import lineage
-from cmgh.track.provenance import EVALUATION, DatasetRef
 from cmgh.track.store import is_remote, server_reachable, store_lock
 from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from cmgh.track.uri import redacted

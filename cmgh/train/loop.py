@@ -4,7 +4,8 @@ Set-up (:mod:`cmgh.train.setup`) builds the run's parts from the config, :class:
 (:mod:`cmgh.train.state`) saves and restores them, :func:`train_step` (:mod:`cmgh.train.step`)
 is the one step; this module only walks the steps. With ``resume=True`` a run continues to the
 same result as an uninterrupted one. The loop knows nothing about Snakemake or MLflow: it
-reports through a :class:`cmgh.track.Tracker`.
+reports through the :class:`cmgh.tracking.Tracker` it is handed (a tracked run is opened by
+:mod:`cmgh.train.run`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from cmgh import config as config_mod
 from cmgh.config import Config
 from cmgh.data import augment
 from cmgh.errors import CmghError
-from cmgh.track import NullTracker, Tracker, training_datasets
+from cmgh.tracking import NullTracker, Tracker, training_datasets
 from cmgh.train import distributed
 from cmgh.train.setup import RunSpec, build, seed_everything
 from cmgh.train.state import RunState, check_out, load_metrics_log, write_scores
 from cmgh.train.step import step_metrics, train_step
 
-__all__ = ["RunSpec", "TrainingError", "load_metrics_log", "pretrain", "seed_everything"]
+__all__ = ["RunSpec", "TrainingError", "load_metrics_log", "pretrain", "seed_everything", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def pretrain(
     stop_after: int | None = None,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Path:
-    """Train one variant; returns the path of its newest state (checkpoint.pt once finished). ``stop_after`` ends early (tests, sweeps).
+    """Train one variant of the config tree ``cfg``; returns the path of its newest state
+    (checkpoint.pt once finished). ``stop_after`` ends early (tests, sweeps).
 
     With ``resume`` the folder's run continues, and a run another configuration left there is
     refused (:func:`cmgh.train.state.check_out`); without it that run is deleted and replaced.
@@ -55,10 +57,25 @@ def pretrain(
     ``on_step(steps_done, model)`` runs after every optimizer step, once that step's checkpoint (if
     any) is written; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run, checkpoint kept.
     """
-    tracker = tracker or NullTracker()
+    run_cfg = config_mod.for_variant(cfg, spec.variant)
     if resume:
-        check_out(config_mod.for_variant(cfg, spec.variant), spec)  # before build() writes the folder's config.yaml
-    run = build(cfg, spec)
+        check_out(run_cfg, spec)  # before build() writes the folder's config.yaml
+    return train(run_cfg, spec, resume=resume, tracker=tracker, stop_after=stop_after, on_step=on_step)
+
+
+def train(
+    run_cfg: Config,
+    spec: RunSpec,
+    *,
+    resume: bool = True,
+    tracker: Tracker | None = None,
+    stop_after: int | None = None,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
+) -> Path:
+    """:func:`pretrain` with the config already resolved for ``spec.variant`` and the resume guard
+    already passed (:func:`cmgh.train.state.check_out`): the steps themselves."""
+    tracker = tracker or NullTracker()
+    run = build(run_cfg, spec)
     pcfg, dist_info, out, total = run.cfg.pretrain, run.dist, spec.out, run.total
     state = RunState(run, tracker)
     tracker.log_datasets(training_datasets(run.cfg))

@@ -120,8 +120,8 @@ class Run:
 
 
 def build(cfg: Config, spec: RunSpec) -> Run:
-    """Resolve the variant, join the process group (if any), write the config, build every part."""
-    cfg = config_mod.for_variant(cfg, spec.variant)
+    """Join the process group (if any), write the config, build every part; ``cfg`` is resolved for
+    ``spec.variant`` (:func:`cmgh.config.for_variant`)."""
     dist_info = distributed.init_from_env()
     device = distributed.device_for(dist_info)
     spec.out.mkdir(parents=True, exist_ok=True)

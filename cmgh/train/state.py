@@ -30,7 +30,7 @@ from cmgh.config import Config
 from cmgh.errors import DataError
 from cmgh.harmonize import StepStats
 from cmgh.io import atomic_write_json, atomic_write_text, json_digest
-from cmgh.track import Tracker
+from cmgh.tracking import Tracker
 from cmgh.data.stream import StreamPosition
 from cmgh.train.setup import Run, RunSpec
 

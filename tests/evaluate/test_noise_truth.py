@@ -10,7 +10,8 @@ from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.data import formats
 from cmgh.errors import DataError
-from cmgh.evaluate.noise_truth import INDICATORS, NOISE_INDICATORS, TARGETS, TRAINING_INDICATORS, clip_truth, label_clips, loss_total
+from cmgh.evaluate import INDICATORS, NOISE_INDICATORS, TARGETS, TRAINING_INDICATORS
+from cmgh.evaluate.noise_truth import clip_truth, label_clips, loss_total
 
 
 def _by_start(index: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:

@@ -19,8 +19,8 @@ from cmgh import config as config_mod
 from cmgh.config import REPO_ROOT
 from cmgh.evaluate import TASKS
 from cmgh.evaluate.encoder import Encoder
-from cmgh.evaluate.noise_truth import NOISE_INDICATORS
-from cmgh.evaluate.noise_truth import TARGETS as NOISE_TARGETS
+from cmgh.evaluate import NOISE_INDICATORS
+from cmgh.evaluate import TARGETS as NOISE_TARGETS
 from cmgh.evaluate.run import TASK_REGISTRY, evaluate
 from cmgh.errors import ConfigError
 from cmgh.train.loop import RunSpec, pretrain

@@ -16,11 +16,11 @@ from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.data import formats
 from cmgh.errors import ConfigError, DataError
-from cmgh.evaluate.noise_truth import TARGETS
-from cmgh.evaluate.noise_truth import TRAINING_INDICATORS as INDICATORS
+from cmgh.evaluate import TARGETS
+from cmgh.evaluate import TRAINING_INDICATORS as INDICATORS
 from cmgh.evaluate.noise_truth import label_clips
 from cmgh.evaluate.run import evaluate_run
-from cmgh.evaluate.training_noise import COLUMNS, default_window, over_training, read_scores, series, window_size
+from cmgh.evaluate.detection_over_training import COLUMNS, default_window, over_training, read_scores, series, window_size
 from cmgh.train.loop import RunSpec, pretrain
 from tests.evaluate.score_dumps import EXPECTED, world_config, write_run, write_world
 
@@ -245,7 +245,7 @@ def test_loss_total_over_training_uses_the_runs_vt_weight(tmp_path: Path) -> Non
 
 
 def test_youtube8m_rows_are_scored_against_their_own_ground_truth(tiny_world: config_mod.Config, tmp_path: Path) -> None:
-    from cmgh.report.noise_training import noise_over_training
+    from cmgh.report.detection_over_training import noise_over_training
     from tests.data.youtube8m_tree import youtube8m_world
 
     cfg = config_mod.with_overrides(

@@ -1,5 +1,6 @@
-"""`cmgh runs`: the report's ablation table built from the tracking store instead of the results
-folder, so runs tracked on a remote server can be compared from any machine.
+"""`cmgh runs`: the report's ablation table read from the tracking store instead of the results
+folder, so runs tracked on a remote server can be compared from any machine (the report reads the
+store; the adapter that writes it, :mod:`cmgh.track`, knows nothing of the report).
 
 The evaluation runs of the config's experiment (``mlflow.search_runs``: tag ``stage`` =
 ``evaluate``, status FINISHED) become the long table :func:`cmgh.report.collect.collect` reads
@@ -24,8 +25,8 @@ from cmgh.io import atomic_write_text, redacted
 from cmgh.report.collect import variant_order
 from cmgh.report.columns import ABLATION_COLUMNS, Column
 from cmgh.report.tables import ablation, ablation_csv, ablation_markdown
-from cmgh.track import OUT_TAG, experiment_name
-from cmgh.track.uri import sqlite_path
+from cmgh.track import OUT_TAG, experiment_name, tracking_uri
+from cmgh.track.uri import resolve_sqlite, sqlite_path
 
 EVALUATIONS = "tags.stage = 'evaluate' AND attributes.status = 'FINISHED'"
 IDENTITY = ("task", "backbone", "variant", "seed")  # the tags that place an evaluation run in the table
@@ -116,9 +117,6 @@ def tracked_ablation(cfg: Any, uri: str | None = None, filter_string: str = "") 
     """The ablation table (:func:`cmgh.report.tables.ablation`) of the config's experiment, read
     from the store at ``uri`` (default: the config's, :func:`cmgh.track.tracking_uri`); rows in the
     config's variant order."""
-    from cmgh.track import tracking_uri
-    from cmgh.track.uri import resolve_sqlite
-
     store = resolve_sqlite(uri) if uri else tracking_uri(cfg)
     experiment = experiment_name(cfg)
     long = long_table(evaluation_runs(store, experiment, filter_string))

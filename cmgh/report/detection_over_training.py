@@ -25,7 +25,7 @@ from cmgh.evaluate import NOISE_TRAINING
 from cmgh.io import atomic_write_text
 from cmgh.report import stats
 from cmgh.report.collect import order_key, results_order
-from cmgh.report.figures import savefig
+from cmgh.plots import savefig
 from cmgh.report.tables import cell, to_markdown
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ Two questions, each answered per modality misaligned and noise rate, paired by s
 (:mod:`cmgh.report.stats`: a difference is called only when its interval excludes 0 and the test agrees):
 
 * the gain of every variant over the baseline on each downstream task's headline metric
-  (:func:`cmgh.report.noise_gain.gain_vs_noise`);
+  (:func:`cmgh.report.gain_vs_noise.gain_vs_noise`);
 * the baseline's noise detection over training (each run's ``noise_training`` windows): every
   indicator's AUROC for the misaligned modality, averaged over the run's windows, and the conflict
   cosine at the representation against the per-sample loss of the same pair (:data:`MATCHED_LOSS`).
@@ -23,12 +23,13 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.ablation import BOTH, NoiseSetting
+from cmgh.errors import DataError
 from cmgh.io import atomic_write_text
-from cmgh.report import noise_training, stats
+from cmgh.report import detection_over_training, stats
 from cmgh.report.collect import read_yaml, noise_setting_of
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
-from cmgh.report.figures import savefig
-from cmgh.report.noise_gain import curves, on_curve
+from cmgh.plots import savefig
+from cmgh.report.gain_vs_noise import TABLE as GAIN_TABLE, curves, figure_noise_gain, on_curve
 from cmgh.report.tables import to_markdown
 
 TARGET = {BOTH: "either", "text": "text", "audio": "audio"}  # the noise_training target of a modality's trees
@@ -179,11 +180,11 @@ def detection(roots: Sequence[Path], settings: dict[Path, NoiseSetting]) -> pd.D
         setting = settings[Path(root)]
         if setting.rate == 0:
             continue
-        data = noise_training.per_seed(Path(root))
+        data = detection_over_training.per_seed(Path(root))
         data = data[(data["variant"] == layout.BASELINE_VARIANT) & (data["metric"] == "auroc") & (data["target"] == TARGET[setting.modality])]
         if data.empty:
             continue
-        names = [c for c in data.columns if c not in (*noise_training.KEYS, "seed", "n", "n_noisy")]
+        names = [c for c in data.columns if c not in (*detection_over_training.KEYS, "seed", "n", "n_noisy")]
         means = data.groupby(["backbone", "seed"])[names].mean().reset_index()
         frames.append(means.assign(modality=setting.modality, noise_rate=setting.rate))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -267,9 +268,9 @@ def figure_detection(roots: Sequence[Path], settings: dict[Path, NoiseSetting], 
     handles: dict[str, Any] = {}
     for root, setting in noisy:
         ax = axes[modalities.index(setting.modality)][rates.index(setting.rate)]
-        table = noise_training.aggregate(noise_training.per_seed(root), (layout.BASELINE_VARIANT,))
+        table = detection_over_training.aggregate(detection_over_training.per_seed(root), (layout.BASELINE_VARIANT,))
         panel = table[(table["variant"] == layout.BASELINE_VARIANT) & (table["metric"] == "auroc") & (table["target"] == TARGET[setting.modality])]
-        for i, name in enumerate(noise_training.indicators(table)):
+        for i, name in enumerate(detection_over_training.indicators(table)):
             rows = panel.sort_values("step_to")
             if rows[f"{name} mean"].notna().any():
                 line = ax.plot(rows["step_to"], rows[f"{name} mean"], marker="o", ms=3, lw=1.2, color=f"C{i}", label=name)[0]
@@ -326,3 +327,18 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
     page = out / layout.STUDY_PAGE
     atomic_write_text(page, text.rstrip() + "\n")
     return page, figures
+
+
+def build_noise_gain(roots: Sequence[Path], out: Path) -> dict[str, list[Path]]:
+    """The cross-tree part alone (config/ablation.yaml, config/study.yaml): ``tables/noise_gain.csv``,
+    its figure (:mod:`cmgh.report.gain_vs_noise`) and the results page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rates = {noise_setting_of(root).rate for root in roots}
+    if len(rates) < 2:
+        raise DataError(f"--noise-gain: the trees hold {len(rates)} distinct noise rate(s) {sorted(rates)}; expected at least 2")
+    table = layout.tables_dir(out) / GAIN_TABLE
+    figures = figure_noise_gain(roots, layout.figures_dir(out), table)
+    page, page_figures = build_page(roots, out, pd.read_csv(table))
+    return {"tables": [table], "figures": figures + page_figures, "pages": [page]}

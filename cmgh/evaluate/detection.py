@@ -1,13 +1,13 @@
 """Noise detection with the final checkpoint: how well each per-triplet indicator flags misaligned triplets.
 
 Metrics: ``auroc/<indicator>/<target>`` and ``ap/<indicator>/<target>`` for the indicators
-:data:`~cmgh.evaluate.noise_truth.NOISE_INDICATORS` and targets ``audio``, ``text``, ``either``;
+:data:`~cmgh.evaluate.NOISE_INDICATORS` and targets ``audio``, ``text``, ``either``;
 ``noise_rate_<target>``. Writes :data:`cmgh.layout.NOISE_SCORES` (per triplet: indicators and
 ground truth) and :data:`cmgh.layout.NOISE_ROC` (the ROC curves).
 
 Scores HowTo100M's decoded windows only (``TASK_DATASETS["noise"]``): the task's numbers stay
 comparable across runs whatever corpora they mixed. YouTube-8M's ground truth is scored over
-training instead (:mod:`cmgh.evaluate.training_noise`, a row per corpus).
+training instead (:mod:`cmgh.evaluate.detection_over_training`, a row per corpus).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.data.datasets import ShardedClips, collate
 from cmgh.errors import DataError
-from cmgh.evaluate import TASK_DATASETS
+from cmgh.evaluate import NOISE_INDICATORS, TARGETS, TASK_DATASETS
 from cmgh.evaluate import metrics as M
 from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.encoder import Encoder
-from cmgh.evaluate.noise_truth import NOISE_INDICATORS, TARGETS, clip_truth, loss_total
+from cmgh.evaluate.noise_truth import clip_truth, loss_total
 from cmgh.evaluate.registry import register
 from cmgh.io import atomic_write_text
 

@@ -30,10 +30,10 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.data.tables import read_parquet
 from cmgh.errors import DataError
-from cmgh.evaluate import NOISE_TRAINING
 from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.metrics import average_precision, binary_auroc
-from cmgh.evaluate.noise_truth import DUMP_COLUMNS, TARGETS, TRAINING_INDICATORS, corpus_labels, label_clips, labelled_corpora, loss_total
+from cmgh.evaluate import NOISE_TRAINING, TARGETS, TRAINING_INDICATORS
+from cmgh.evaluate.noise_truth import DUMP_COLUMNS, corpus_labels, label_clips, labelled_corpora, loss_total
 from cmgh.evaluate.registry import Series, register_run
 from cmgh.io import atomic_write_text
 from cmgh.layout import PathLike
@@ -98,7 +98,7 @@ def _read_dump(path: Path, need: Sequence[str]) -> pd.DataFrame:
 
 
 def read_scores(run_dir: PathLike, vt_weight: float | None = None, need: Sequence[str] = SCORED) -> pd.DataFrame:
-    """Every score dump of a run, indicators named as in :data:`~cmgh.evaluate.noise_truth.TRAINING_INDICATORS`; ``loss_total`` with the
+    """Every score dump of a run, indicators named as in :data:`~cmgh.evaluate.TRAINING_INDICATORS`; ``loss_total`` with the
     run's own ``vt_weight`` unless one is given. A dump lacking a column of ``need``, or holding a
     non-number in one, is a one-line DataError naming the file."""
     files = layout.score_files(run_dir)

@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 
 from cmgh import layout
-from cmgh.errors import DataError
 from cmgh.io import atomic_write_text
 from cmgh.ablation import BOTH, MODALITIES, NoiseSetting
 from cmgh.report.collect import collect, comparisons, noise_setting_of, results_order
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
-from cmgh.report.figures import savefig
+from cmgh.plots import savefig
 from cmgh.report.stats import LEVEL
 from cmgh.report.summary import compare_variants
 
@@ -85,20 +84,3 @@ def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None 
     paths = savefig(fig, out, "noise_gain")
     plt.close(fig)
     return paths
-
-
-def build_noise_gain(roots: Sequence[Path], out: Path) -> dict[str, list[Path]]:
-    """The cross-tree part alone (config/ablation.yaml, config/study.yaml): ``tables/noise_gain.csv``,
-    its figure and the results page (:mod:`cmgh.report.study`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from cmgh.report.study import build_page
-
-    rates = {noise_setting_of(root).rate for root in roots}
-    if len(rates) < 2:
-        raise DataError(f"--noise-gain: the trees hold {len(rates)} distinct noise rate(s) {sorted(rates)}; expected at least 2")
-    table = layout.tables_dir(out) / TABLE
-    figures = figure_noise_gain(roots, layout.figures_dir(out), table)
-    page, page_figures = build_page(roots, out, pd.read_csv(table))
-    return {"tables": [table], "figures": figures + page_figures, "pages": [page]}
