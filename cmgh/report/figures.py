@@ -51,7 +51,7 @@ def _plot_cosine_hist(data: pd.DataFrame, out: Path, name: str, title: str, orde
 
 def figure_cosine_hist(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
     data = scores_frame(pretrain_runs(results, order))
-    return _plot_cosine_hist(data, out, "conflict_cosine_hist", "Per-sample conflict cosine over training (all seeds)", order) if len(data) else []
+    return _plot_cosine_hist(data, out, layout.CONFLICT_HIST_FIGURE, "Per-sample conflict cosine over training (all seeds)", order) if len(data) else []
 
 
 def run_conflict_histogram(run_dir: Path, backbone: str, variant: str, seed: int) -> Path | None:
@@ -87,7 +87,7 @@ def figure_fractions(results: Path, out: Path, order: tuple[str, ...]) -> list[P
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
     axes[0][1].legend(fontsize=7)
-    paths = savefig(fig, out, "fractions")
+    paths = savefig(fig, out, layout.FRACTIONS_FIGURE)
     plt.close(fig)
     return paths
 
@@ -115,6 +115,6 @@ def figure_noise_roc(results: Path, out: Path, order: tuple[str, ...] | None = N
         ax.set_xlabel("false positive rate")
     axes[0][0].set_ylabel(f"true positive rate (target: {target})")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    paths = savefig(fig, out, "noise_roc")
+    paths = savefig(fig, out, layout.NOISE_ROC_FIGURE)
     plt.close(fig)
     return paths

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from cmgh import layout
-from cmgh.ablation import BOTH, NoiseSetting
+from cmgh.worlds import BOTH, NoiseSetting
 from cmgh.io import atomic_write_text
 from cmgh.report import noise_training, stats
 from cmgh.report.collect import read_yaml, noise_setting_of
@@ -314,7 +314,7 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
         "## Design",
         _design(config, settings),
         "## Downstream gain over the baseline",
-        "![gain over the baseline vs noise rate](figures/noise_gain.png)",
+        f"![gain over the baseline vs noise rate](figures/{layout.NOISE_GAIN}.png)",
         gain_tables(gains) or "No variant was compared with the baseline.",
         "## Noise detection over training (baseline)",
         f"Each indicator's AUROC for the misaligned modality, averaged over the run's windows "
