@@ -54,7 +54,7 @@ class Plan:
         return [(name, cmgh_config.corpus_format(tree, name)) for name, _ in cmgh_config.corpora(tree["pretrain"])]
 
     def decoded_datasets(self) -> list[str]:
-        """The evaluated datasets among `data.datasets`, whose features are decoded (in task order)."""
+        """The evaluated datasets among `data.datasets`, whose features are decoded (sorted)."""
         wanted = {TASK_DATASETS[t] for t in self.planned_tasks} & set(self.cfg.data.datasets)
         return sorted(wanted)
 
