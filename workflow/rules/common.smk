@@ -167,24 +167,9 @@ def task_inputs(wildcards, task=None):
     return {"features": feature_index(dataset), "raw": raw_inputs(dataset, layout.task_raw_inputs(DATA, task))}
 
 
-# --------------------------------------------------------------------------- rerun triggers
-# A rule's `params.slice`: what its jobs' outputs depend on (cmgh.plan.triggers, from cmgh.identity),
-# so a changed value reruns exactly its jobs.
-
-
-def variant_config(variant):
-    return PLAN.variant_config(variant)
-
-
-def synth_slice(wildcards):
-    return TRIGGERS.synth(wildcards.dataset)
-
-
-def download_slice(wildcards):
-    return TRIGGERS.download(wildcards.dataset)
-
-
 # --------------------------------------------------------------------------- per-stage inputs and commands
+# A rule's `params.slice` (its rerun trigger) is TRIGGERS' (cmgh.plan.triggers, from cmgh.identity):
+# what its jobs' outputs depend on, so a changed value reruns exactly its jobs.
 
 
 def extract_inputs(wildcards):
@@ -257,12 +242,12 @@ def evaluation_params(random_init):
     return params
 
 
-def evaluation_command(rule, random_init):
+def evaluation_command(name, random_init):
     """An evaluation job's command: one task (``--task {wildcards.task}``, ``--out``) or its run's
     (``{params.tasks}``); the same text as each mode's jobs recorded (Snakemake reruns a job whose command text changed)."""
     tasks = "{params.tasks:q}" if PLAN.per_run else "--task {wildcards.task:q}"
     out = "" if PLAN.per_run else " --out {params.out:q}"
-    return (f"CMGH_RULE={rule} {{params.cmgh:q}} evaluate {tasks} --checkpoint {{params.checkpoint:q}}"
+    return (f"CMGH_RULE={name} {{params.cmgh:q}} evaluate {tasks} --checkpoint {{params.checkpoint:q}}"
             f"{out}{' --random-init' if random_init else ''} --threads {{threads:q}} --config {{params.config:q}} >> {{log:q}} 2>&1")
 
 
