@@ -349,7 +349,6 @@ def figure(results: PathLike, name: str, suffix: str = "png") -> Path:
 METRICS_LONG_TABLE = "metrics_long"  # tables/metrics_long.csv: one row per metric of every evaluation
 METRICS_WIDE_TABLE = "metrics_wide"  # tables/metrics_wide.csv
 ABLATION_TABLE = "ablation"  # tables/ablation.{csv,md,tex}: every variant against the random floor and the baseline
-ABLATION_SUFFIXES = ("csv", "md", "tex")
 SUMMARY_TABLE = "summary"  # tables/summary.md
 CONFLICT_HIST_FIGURE = "conflict_cosine_hist"  # figures/conflict_cosine_hist.{png,pdf}
 FRACTIONS_FIGURE = "fractions"  # figures/fractions.{png,pdf}

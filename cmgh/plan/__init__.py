@@ -106,10 +106,6 @@ class Plan:
         variant = layout.RANDOM_VARIANT if random_init else "{variant}"
         return f"{'' if self.per_run else '{task}/'}{{backbone}}/{variant}/seed{{seed}}"
 
-    def task_datasets(self, tasks: tuple[str, ...]) -> list[str]:
-        """The feature sets ``tasks`` read."""
-        return [TASK_DATASETS[t] for t in tasks]
-
     # ----------------------------------------------------------------------- report, studies
 
     @functools.cached_property
