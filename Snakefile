@@ -14,9 +14,9 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 
 
-if NOISE_SETTINGS:  # config/ablation.yaml, config/study.yaml: one tree per noise setting, each a module of this Snakefile
+if WORLDS:  # config/ablation.yaml, config/study.yaml: one tree per generated world (noise setting), each a module of this Snakefile
 
-    include: "workflow/rules/ablation.smk"
+    include: "workflow/rules/worlds.smk"
 
 else:
 

@@ -17,8 +17,19 @@ from typing import Any
 import yaml
 
 from cmgh.errors import ConfigError
+from cmgh.identity import (  # re-exported: what each stage depends on (cmgh.identity) is read through this module too
+    CORPUS_SYNTH as CORPUS_SYNTH,
+    EXTRACTION_INPUTS as EXTRACTION_INPUTS,
+    NOT_SWEEP_INPUTS as NOT_SWEEP_INPUTS,
+    NOT_TRAINING_INPUTS as NOT_TRAINING_INPUTS,
+    RUN_STAGES as RUN_STAGES,
+    STREAM_INPUTS as STREAM_INPUTS,
+    feature_inputs as feature_inputs,
+    run_identity as run_identity,
+    training_inputs as training_inputs,
+)
 from cmgh.io import atomic_write_text, redacted
-from cmgh.keypaths import get_path, set_path
+from cmgh.keypaths import set_path
 from cmgh.schema import SCHEMA_PATH as SCHEMA_PATH  # re-exported: the schema is read through this module too
 from cmgh.schema import DEFAULTS, choices, fill_defaults, schema, validate
 
@@ -207,74 +218,7 @@ def for_variant(cfg: Config, variant: str) -> Config:
         raise ConfigError(f"variants.{variant}: {exc}") from None
 
 
-# pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
-# processes and the GPU count (data parallelism is exact).
-NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus")
 PRETRAIN_CORPORA = choices("pretrain.corpora.dataset")  # the datasets `pretrain.corpora` may name
-CORPUS_SYNTH = ("seed", "concepts", "media")  # data.synth keys shared by every generated dataset
-# sweep keys that change no trial: the study's name (in its run key), where it is stored, its budget and workers
-NOT_SWEEP_INPUTS = ("run", "study", "storage", "n_trials", "workers", "max_failures", "heartbeat_interval", "max_retry")
-# features keys that change what extraction writes, per features.format (the rest, e.g. the
-# augmentation or the shuffle buffer, change only what training reads from the files)
-EXTRACTION_INPUTS = {
-    "decoded": ("features.video.frames", "features.video.fps", "features.video.size", "features.audio", "features.text",
-                "features.clips_per_video", "features.shard_size"),
-    "packed": ("features.video.fps", "features.video.short_side", "features.audio", "features.packed.max_seconds",
-               "features.packed.crf", "features.packed.keyframe_seconds", "features.packed.audio_kbps", "features.shard_size"),
-}
-# features keys that change what a packed stream draws from its files (windows, crops, text)
-STREAM_INPUTS = ("features.video.frames", "features.video.size", "features.text", "features.augment", "features.packed.shuffle_buffer")
-
-
-def feature_inputs(fmt: str) -> tuple[str, ...]:
-    """The features keys a pre-training run in ``features.format`` ``fmt`` depends on (a decoded
-    run ignores the packing and augmentation keys, a packed one the decoded windows)."""
-    return ("features.format", *EXTRACTION_INPUTS[fmt], *(STREAM_INPUTS if fmt == "packed" else ()))
-
-
-RUN_STAGES = ("pretrain", "evaluate", "sweep", "sweep_trial")
-
-
-def training_inputs(cfg: Config) -> dict[str, Any]:
-    """What a pre-training run's result depends on, from its variant's resolved config: the corpus
-    and its noise (not the downstream sets), features, model and the pretrain settings. The resume
-    guard hashes it and the workflow's rerun trigger carries it, so the two cannot disagree."""
-    tree = cfg.to_dict()
-    synth = tree["data"]["synth"]
-    corpora = [entry["dataset"] for entry in tree["pretrain"]["corpora"]]
-    return {
-        "corpus": {k: synth[k] for k in (*CORPUS_SYNTH, *corpora) if k in synth},
-        "noise": tree["data"]["noise"],
-        "features": {key: get_path(tree, key) for key in feature_inputs(tree["features"]["format"])},
-        "model": tree["model"],
-        "pretrain": {k: v for k, v in tree["pretrain"].items() if k not in NOT_TRAINING_INPUTS},
-    }
-
-
-def run_identity(cfg: Config, stage: str) -> dict[str, Any]:
-    """What a tracked run of ``stage`` computes from: the one rule per stage. Its hash is part of
-    the MLflow run key, so a changed input opens a new run and an unchanged one continues its run.
-
-    - ``pretrain`` (the variant's config): :func:`training_inputs`.
-    - ``evaluate``: the encoder's training inputs + what it is scored on (the downstream sets,
-      ``data.source``) + the ``evaluate`` section.
-    - ``sweep_trial`` (the trial's config) and ``sweep`` (the study's config): the ``evaluate``
-      identity (a trial pre-trains, then scores on a validation split) + the ``sweep`` keys that
-      change what a trial computes (not the study's name, storage, budget or workers, so a
-      continued study stays one run).
-    """
-    if stage not in RUN_STAGES:
-        raise ValueError(f"run stage {stage!r} is not one of {', '.join(RUN_STAGES)}")
-    identity = training_inputs(cfg)
-    if stage == "pretrain":
-        return identity
-    tree = cfg.to_dict()
-    data = tree["data"]
-    identity["downstream"] = {"source": data["source"], **{k: v for k, v in data["synth"].items() if k not in identity["corpus"]}}
-    identity["evaluate"] = tree["evaluate"]
-    if stage in ("sweep", "sweep_trial"):
-        identity["sweep"] = {k: v for k, v in tree["sweep"].items() if k not in NOT_SWEEP_INPUTS}
-    return identity
 
 
 def _check_consistency(tree: Mapping[str, Any]) -> None:

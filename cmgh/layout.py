@@ -247,7 +247,7 @@ OPTUNA_DB = "optuna.db"
 
 RANDOM_VARIANT = "random"  # evaluations of the random initialization, beside the pre-trained variants
 BASELINE_VARIANT = "baseline"  # the reference every other variant is compared with in the report
-STUDY_PAGE = "README.md"  # the results page of a noise ablation or study, in its root (cmgh.report.study_page)
+STUDY_PAGE = "README.md"  # the results page of a noise study, in its worlds' root (cmgh.report.study_page)
 
 
 def run_key(backbone: str, variant: str, seed: int | str) -> str:
@@ -335,17 +335,38 @@ def figures_dir(results: PathLike) -> Path:
     return Path(results) / "figures"
 
 
+def table(results: PathLike, name: str, suffix: str) -> Path:
+    """One table of the report (``tables/ablation.md``): ``name`` is one of the ``*_TABLE`` names below."""
+    return tables_dir(results) / f"{name}.{suffix}"
+
+
+def figure(results: PathLike, name: str, suffix: str = "png") -> Path:
+    """One figure of the report (``figures/fractions.png``; each is written as png and pdf)."""
+    return figures_dir(results) / f"{name}.{suffix}"
+
+
+# the report of a results tree (cmgh.report): its tables and figures, by name
+METRICS_LONG_TABLE = "metrics_long"  # tables/metrics_long.csv: one row per metric of every evaluation
+METRICS_WIDE_TABLE = "metrics_wide"  # tables/metrics_wide.csv
+ABLATION_TABLE = "ablation"  # tables/ablation.{csv,md,tex}: every variant against the random floor and the baseline
+SUMMARY_TABLE = "summary"  # tables/summary.md
+CONFLICT_HIST_FIGURE = "conflict_cosine_hist"  # figures/conflict_cosine_hist.{png,pdf}
+FRACTIONS_FIGURE = "fractions"  # figures/fractions.{png,pdf}
+NOISE_ROC_FIGURE = "noise_roc"  # figures/noise_roc.{png,pdf}: only where the noise evaluation ran
+# across the worlds of a noise study (cmgh.report.noise_gain), under worlds.root
+NOISE_GAIN = "noise_gain"  # tables/noise_gain.csv, figures/noise_gain.{png,pdf}
+
 # the scaling report (cmgh.report.scaling): gain from adding YouTube-8M to the pre-training corpora
 SCALING_TABLE = "scaling"  # tables/scaling.{csv,md}
 SCALING_FIGURE = "scaling_gain"  # figures/scaling_gain.{png,pdf}
 
 
 def scaling_table(results: PathLike, suffix: str) -> Path:
-    return tables_dir(results) / f"{SCALING_TABLE}.{suffix}"
+    return table(results, SCALING_TABLE, suffix)
 
 
 def scaling_figure(results: PathLike, suffix: str = "png") -> Path:
-    return figures_dir(results) / f"{SCALING_FIGURE}.{suffix}"
+    return figure(results, SCALING_FIGURE, suffix)
 
 
 # noise detection over training (cmgh.report.detection_over_training): mean and interval over seeds of every run's windows
@@ -354,12 +375,12 @@ NOISE_TRAINING_FIGURE = "noise_over_training"  # figures/noise_over_training_{ba
 
 
 def noise_training_table(results: PathLike, suffix: str) -> Path:
-    return tables_dir(results) / f"{NOISE_TRAINING_TABLE}.{suffix}"
+    return table(results, NOISE_TRAINING_TABLE, suffix)
 
 
 def noise_training_figure(results: PathLike, backbone: str, variant: str, suffix: str = "png") -> Path:
     """One variant's figure (a backbone and variant per file: the Snakemake report lists each)."""
-    return figures_dir(results) / f"{NOISE_TRAINING_FIGURE}_{backbone}_{variant}.{suffix}"
+    return figure(results, f"{NOISE_TRAINING_FIGURE}_{backbone}_{variant}", suffix)
 
 
 def job_log(results: PathLike, step: str, name: str) -> Path:

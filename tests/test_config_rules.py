@@ -120,7 +120,7 @@ def test_config_file_not_utf8_is_an_error(capsys: pytest.CaptureFixture[str], tm
     assert code == 2 and f"{utf16}: not UTF-8 text (byte 0:" in one_line_error(err)
 
 
-@pytest.mark.parametrize("key", ["paths.results", "paths.data", "paths.features", "ablation.root", "data.download.cookies"])
+@pytest.mark.parametrize("key", ["paths.results", "paths.data", "paths.features", "worlds.root", "data.download.cookies"])
 def test_empty_path_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path, key: str) -> None:
     code, _, err = run_cli(capsys, "config", "show", "--set", f"{key}=")
     assert code == 2 and one_line_error(err) == f"cmgh: error: {key}: '' is empty (expected a non-empty value)"

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from cmgh import layout
+from cmgh import identity, layout
 from cmgh.data import DATASETS, formats
 from cmgh.data import synth_plans
 from cmgh.data.synth_plans import Job, render_job
@@ -40,18 +40,9 @@ PLANNERS = {**synth_plans.PLANNERS, "youtube8m": plan_youtube8m}  # one per data
 
 
 def stamp_of(cfg: Any, name: str) -> dict[str, Any]:
-    """The part of the config that determines a dataset's bytes (compared on re-runs)."""
-    synth = cfg.data.synth
-    stamp = {
-        "generator_version": GENERATOR_VERSION,
-        "seed": int(synth.seed),
-        "concepts": int(synth.concepts),
-        "media": synth.media.to_dict(),
-        name: synth[name].to_dict(),
-    }
-    if name == "howto100m":
-        stamp["noise"] = cfg.data.noise.to_dict()
-    return json.loads(json.dumps(stamp))
+    """The part of the config that determines a dataset's bytes (compared on re-runs):
+    :func:`cmgh.identity.synth_inputs`, the workflow's rerun trigger too, and the generator's version."""
+    return json.loads(json.dumps({"generator_version": GENERATOR_VERSION, **identity.synth_inputs(cfg, name)}))
 
 
 def is_complete(cfg: Any, name: str) -> bool:

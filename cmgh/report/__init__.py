@@ -65,20 +65,20 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dic
     results = Path(results)
     long = collect(results)
     order = results_order(results, long.variant.unique())
-    tables, figures = layout.tables_dir(results), layout.figures_dir(results)
+    figures = layout.figures_dir(results)
     written: dict[str, list[Path]] = {"tables": [], "figures": []}
 
     def text(path: Path, content: str) -> None:
         atomic_write_text(path, content)
         written["tables"].append(path)
 
-    text(tables / "metrics_long.csv", long.to_csv(index=False))
-    text(tables / "metrics_wide.csv", wide(long).to_csv(index=False))
+    text(layout.table(results, layout.METRICS_LONG_TABLE, "csv"), long.to_csv(index=False))
+    text(layout.table(results, layout.METRICS_WIDE_TABLE, "csv"), wide(long).to_csv(index=False))
     table = ablation(long, order=order)
-    text(tables / "ablation.csv", ablation_csv(table))
-    text(tables / "ablation.md", ablation_markdown(table))
-    text(tables / "ablation.tex", ablation_latex(table))
-    text(tables / "summary.md", summary(long, order))
+    text(layout.table(results, layout.ABLATION_TABLE, "csv"), ablation_csv(table))
+    text(layout.table(results, layout.ABLATION_TABLE, "md"), ablation_markdown(table))
+    text(layout.table(results, layout.ABLATION_TABLE, "tex"), ablation_latex(table))
+    text(layout.table(results, layout.SUMMARY_TABLE, "md"), summary(long, order))
     for kind, paths in detection_over_training.build(results, order).items():
         written[kind] += paths
     figures.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from cmgh import layout
-from cmgh.ablation import NoiseSetting, setting_of
+from cmgh.worlds import NoiseSetting, setting_of
 from cmgh.errors import DataError
 from cmgh.plots import Run  # backbone, variant, seed, run folder
 
@@ -138,7 +138,7 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def noise_setting_of(results: Path) -> NoiseSetting:
-    """The injected noise of a results tree (:mod:`cmgh.ablation`), from the config its runs recorded."""
+    """The injected noise of a results tree (:mod:`cmgh.worlds`), from the config its runs recorded."""
     for *_, run in run_folders(results):
         path = run / layout.CONFIG
         if path.is_file():

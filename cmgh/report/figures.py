@@ -13,7 +13,7 @@ from cmgh.report.collect import order_key, pretrain_runs, results_order, train_l
 
 def figure_cosine_hist(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
     data = scores_frame(pretrain_runs(results, order))
-    return plot_cosine_hist(data, out, "conflict_cosine_hist", "Per-sample conflict cosine over training (all seeds)", order_key(order)) if len(data) else []
+    return plot_cosine_hist(data, out, layout.CONFLICT_HIST_FIGURE, "Per-sample conflict cosine over training (all seeds)", order_key(order)) if len(data) else []
 
 
 def figure_fractions(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
@@ -37,7 +37,7 @@ def figure_fractions(results: Path, out: Path, order: tuple[str, ...]) -> list[P
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
     axes[0][1].legend(fontsize=7)
-    paths = savefig(fig, out, "fractions")
+    paths = savefig(fig, out, layout.FRACTIONS_FIGURE)
     plt.close(fig)
     return paths
 
@@ -65,6 +65,6 @@ def figure_noise_roc(results: Path, out: Path, order: tuple[str, ...] | None = N
         ax.set_xlabel("false positive rate")
     axes[0][0].set_ylabel(f"true positive rate (target: {target})")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    paths = savefig(fig, out, "noise_roc")
+    paths = savefig(fig, out, layout.NOISE_ROC_FIGURE)
     plt.close(fig)
     return paths

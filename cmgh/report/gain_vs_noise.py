@@ -1,5 +1,5 @@
 """Downstream gain over the baseline against the injected noise rate, across results trees of the
-same grid (one noise setting each, :mod:`cmgh.ablation`; config/ablation.yaml and config/study.yaml
+same grid (one noise setting each, :mod:`cmgh.worlds`; config/ablation.yaml and config/study.yaml
 build them). Each gain is the summary's paired comparison (:mod:`cmgh.report.stats`): mean,
 interval and p over seeds."""
 
@@ -13,14 +13,14 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.io import atomic_write_text
-from cmgh.ablation import BOTH, MODALITIES, NoiseSetting
+from cmgh.worlds import BOTH, MODALITIES, NoiseSetting
 from cmgh.report.collect import collect, comparisons, noise_setting_of, results_order
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
 from cmgh.plots import savefig
 from cmgh.report.stats import LEVEL
 from cmgh.report.summary import compare_variants
 
-TABLE = "noise_gain.csv"
+TABLE = f"{layout.NOISE_GAIN}.csv"
 COLUMNS = ["modality", "noise_rate", "backbone", "variant", "task", "mean", "std", "low", "high", "p", "n"]
 
 
@@ -44,7 +44,7 @@ def gain_vs_noise(roots: Sequence[Path]) -> pd.DataFrame:
 
 def curves(table: pd.DataFrame) -> list[str]:
     """The modalities a :func:`gain_vs_noise` table has a curve for (each with its noisy trees; the
-    clean tree, rate 0, is a point of every curve), in :data:`cmgh.ablation.MODALITIES` order."""
+    clean tree, rate 0, is a point of every curve), in :data:`cmgh.worlds.MODALITIES` order."""
     noisy = set(table.loc[table["noise_rate"] > 0, "modality"])
     return [m for m in MODALITIES if m in noisy] or [BOTH]
 
@@ -81,6 +81,6 @@ def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None 
     fig.suptitle(f"Gain over {layout.BASELINE_VARIANT}, paired by seed (mean, {100 * LEVEL:g} % interval over seeds)", y=1.01)
     fig.tight_layout()
     atomic_write_text(table_path or out / TABLE, table.to_csv(index=False))
-    paths = savefig(fig, out, "noise_gain")
+    paths = savefig(fig, out, layout.NOISE_GAIN)
     plt.close(fig)
     return paths

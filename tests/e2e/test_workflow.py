@@ -139,21 +139,21 @@ def test_killed_pretrain_job_resumes_on_rerun(tmp_path: Path) -> None:
     assert ckpt.load(run / "checkpoint.pt")["step"] == 60 and not (run / "resume.pt").exists()
 
 
-def dry_run_ablation(tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
+def dry_run_worlds(tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
     """The dry run of config/<name>.yaml with its trees under ``tmp_path/<name>``."""
     overlay = tmp_path / "root.yaml"
-    overlay.write_text(yaml.safe_dump({"ablation": {"root": str(tmp_path / name)}}))
+    overlay.write_text(yaml.safe_dump({"worlds": {"root": str(tmp_path / name)}}))
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / f"{name}.yaml"), str(overlay))
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
 
 def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> None:
-    planned = planned_jobs(dry_run_ablation(tmp_path, "ablation"))
+    planned = planned_jobs(dry_run_worlds(tmp_path, "ablation"))
     for tree in ("noise0", "noise0_3", "noise0_5"):  # 2 backbones x 4 variants x 3 seeds, 4 tasks each
         assert planned[f"{tree}_pretrain"] == 24 and planned[f"{tree}_evaluate"] == 96 and planned[f"{tree}_report"] == 1
         assert planned[f"{tree}_noise_training"] == 24
-    assert planned["ablation"] == 1 and planned["all"] == 1
+    assert planned["worlds"] == 1 and planned["all"] == 1
     assert (tmp_path / "ablation" / "noise0.5" / "config" / "resolved.yaml").is_file()
     tree = yaml.safe_load((tmp_path / "ablation" / "noise0.5" / "config" / "resolved.yaml").read_text())
     assert tree["data"]["noise"]["audio_rate"] == tree["data"]["noise"]["text_rate"] == 0.5
@@ -161,21 +161,21 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
 
 
 def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job_per_run(tmp_path: Path) -> None:
-    result = dry_run_ablation(tmp_path, "study")
+    result = dry_run_worlds(tmp_path, "study")
     planned = planned_jobs(result)
     trees = ("noise0", *(f"{m}0_{r}" for m in ("text", "audio") for r in (2, 4, 6)))
     for tree in trees:  # 1 backbone x 5 variants x 5 seeds: one evaluation job per run, no random init
         assert planned[f"{tree}_pretrain"] == 25 and planned[f"{tree}_evaluate"] == 25 and planned[f"{tree}_report"] == 1
         assert f"{tree}_noise_training" not in planned and f"{tree}_evaluate_random_init" not in planned
-    assert planned["ablation"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 175
+    assert planned["worlds"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 175
     blocks = planned_blocks(result.stdout)
     run = next(f for rule, f in blocks if rule == "text0_4_evaluate" and f["wildcards"] == "backbone=ms, variant=small_loss, seed=3")
     outputs = run["output"].split(", ")
     base = tmp_path / "study" / "text0.4" / "eval"
     assert outputs == [str(base / t / "ms" / "small_loss" / "seed3" / "metrics.json") for t in ("kinetics", "audioset", "msrvtt", "noise_training")] \
         + [str(base / "noise_training" / "ms" / "small_loss" / "seed3" / "windows.csv")]
-    ablation = next(f for rule, f in blocks if rule == "ablation")
-    assert str(tmp_path / "study" / "README.md") in ablation["output"]
+    worlds = next(f for rule, f in blocks if rule == "worlds")
+    assert str(tmp_path / "study" / "README.md") in worlds["output"]
     for name, audio, text in (("text0.4", 0.0, 0.4), ("audio0.2", 0.2, 0.0), ("noise0", 0.0, 0.0)):
         tree = yaml.safe_load((tmp_path / "study" / name / "config" / "resolved.yaml").read_text())
         assert (tree["data"]["noise"]["audio_rate"], tree["data"]["noise"]["text_rate"]) == (audio, text)
@@ -242,11 +242,11 @@ def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path
     # config/study.yaml at test size: a clean tree and a text-misaligned one (both modalities on one page: test_report_study),
     # one job per run for its evaluations
     root = tmp_path / "study"
-    configfile = tiny_configfile(tmp_path, "ablation.noise_rates=[0.0, 0.5]", "ablation.modalities=[text]", f"ablation.root={root}",
+    configfile = tiny_configfile(tmp_path, "worlds.noise_rates=[0.0, 0.5]", "worlds.modalities=[text]", f"worlds.root={root}",
                                  "sweep.run=false", "evaluate.jobs=per_run", "evaluate.tasks=[kinetics, audioset, msrvtt, noise_training]",
                                  "pretrain.seeds=[0, 1]")
     plan = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
-    assert plan["ablation"] == 1 and plan["text0_5_pretrain"] == 4 and plan["noise0_evaluate"] == 4 and "noise0_noise_training" not in plan
+    assert plan["worlds"] == 1 and plan["text0_5_pretrain"] == 4 and plan["noise0_evaluate"] == 4 and "noise0_noise_training" not in plan
     result = snakemake(tmp_path, "--configfile", str(configfile))
     assert result.returncode == 0, result.stderr[-3000:]
     gain = pd.read_csv(root / "tables" / "noise_gain.csv")

@@ -1,10 +1,9 @@
-# Config loading, validation and every helper the rules share (the snakemake-workflow-template
-# layout: each other .smk file is one stage and defines rules only). Paths come from cmgh.layout,
-# names from the config schema and cmgh.evaluate, so a rule and the code that writes its files
-# cannot disagree. Rules are `shell:` commands: a job costs one interpreter start (the cmgh CLI),
-# not a nested Snakemake process first (what a `run:` job costs under the local executor).
-import functools
-import json
+# Config loading, validation and the glue the rules share (the snakemake-workflow-template layout:
+# each other .smk file is one stage and defines rules only). What to compute comes from cmgh.plan
+# (the run grid, the evaluations, the worlds: Snakemake-free and unit-tested), the rerun triggers from
+# cmgh.plan.triggers, paths from cmgh.layout, so the rules and the code that writes their files cannot
+# disagree. Rules are `shell:` commands: a job costs one interpreter start (the cmgh CLI), not a
+# nested Snakemake process first (what a `run:` job costs under the local executor).
 import os
 import re
 import sys
@@ -12,12 +11,13 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
-from cmgh import ablation as noise_ablation
 from cmgh import config as cmgh_config
-from cmgh import keypaths, layout
-from cmgh.data import NOISE_TRUTH, TOKENIZED
+from cmgh import layout, worlds
+from cmgh.data import TOKENIZED
 from cmgh.errors import ConfigError
-from cmgh.evaluate import NOISE_TRAINING, RUN_TASKS, TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
+from cmgh.evaluate import NOISE_TRAINING, TASK_DATASETS, TASKS
+from cmgh.plan import Plan
+from cmgh.plan.triggers import Triggers
 
 
 try:  # first our one-line message naming the key path, before any job starts
@@ -27,8 +27,10 @@ except ConfigError as exc:
 # (cmgh.config validates against cmgh/defaults/config.schema.yaml, the schema Snakemake's
 # `validate` would read again: once is enough, and ours names the key in one line)
 
-# config/ablation.yaml, config/study.yaml: the whole DAG once per noise setting (ablation.smk), each tree a module of this Snakefile.
-NOISE_SETTINGS = noise_ablation.settings(CFG.ablation.noise_rates, CFG.ablation.modalities)
+PLAN = Plan(CFG)
+TRIGGERS = Triggers(PLAN)
+# config/ablation.yaml, config/study.yaml: the whole DAG once per generated world (worlds.smk), each tree a module of this Snakefile.
+WORLDS = PLAN.worlds
 
 # With a default storage provider (workflow/profiles/s3, kubernetes) Snakemake maps every declared
 # path to an object under the prefix and gives a job local copies under its local storage prefix.
@@ -50,7 +52,6 @@ if STORAGE:
 else:
     DATA, FEATURES, RESULTS = (str(CFG.path(name)) for name in PATH_ROOTS)
     JOB_CFG = CFG
-DATASETS = list(CFG.data.datasets)
 # Jobs run the interpreter that runs Snakemake (`make setup`'s .venv), or, with
 # `--software-deployment-method conda`, the `python` of the environment Snakemake activates for
 # them (workflow/envs/cmgh.yaml, every rule's `conda:`).
@@ -62,13 +63,9 @@ CONDA_ENV = "../envs/cmgh.yaml"  # relative to the rule files
 # wildcard constraints, from the one list of each kind of name
 BACKBONE_PATTERN = "|".join(re.escape(b) for b in cmgh_config.choices("model.backbones"))
 VARIANT_PATTERN = "|".join(re.escape(v) for v in CFG.variants)
-PLANNED_TASKS = planned_tasks(CFG.data.source, TASKS, CFG.evaluate.tasks)
-PLANNED_RUN_TASKS = planned_tasks(CFG.data.source, RUN_TASKS, CFG.evaluate.tasks)
 TASK_PATTERN = "|".join(re.escape(t) for t in TASKS)
 DATASET_PATTERN = "|".join(re.escape(d) for d in cmgh_config.choices("data.datasets"))
 STUDY_PATTERN = r"[A-Za-z0-9_.-]+"
-# The random-init floor reuses a trained run's folder only for its config and seed.
-REFERENCE_VARIANT = "baseline" if "baseline" in CFG.variants else next(iter(CFG.variants))
 
 
 def write_if_changed(path, text):
@@ -84,11 +81,11 @@ def write_if_changed(path, text):
     atomic_write_text(path, text)
 
 
-# Every rule's command reads the resolved config from this one file (not in the ablation's root:
+# Every rule's command reads the resolved config from this one file (not in the worlds' root:
 # each tree writes its own). It is the jobs' input, so it keeps store URIs as given (passwords too);
 # every config written beside a result masks them.
 RESOLVED_CONFIG = str(layout.resolved_config(RESULTS))
-if not NOISE_SETTINGS:
+if not WORLDS:
     write_if_changed(RESOLVED_CONFIG, JOB_CFG.to_yaml(masked=False))
 
 
@@ -130,12 +127,15 @@ def packed_index(dataset):
     return p(layout.packed_dir(FEATURES, dataset) if STORAGE else layout.packed_index(FEATURES, dataset))
 
 
-def corpus_indexes(cfg):
-    """The features a pre-training run of ``cfg`` (a variant's config) reads: each corpus of
+def corpus_index(name, fmt):
+    """A pre-training corpus's features: the pack rule's or the extract rule's output."""
+    return packed_index(name) if fmt == "packed" else feature_index(name)
+
+
+def corpus_indexes(variant=None):
+    """The features a pre-training run of ``variant`` (the base config's without one) reads: each corpus of
     `pretrain.corpora`, packed or decoded as `features.format` says."""
-    tree = cfg.to_dict()
-    names = [name for name, _ in cmgh_config.corpora(tree["pretrain"])]
-    return [packed_index(name) if cmgh_config.corpus_format(tree, name) == "packed" else feature_index(name) for name in names]
+    return [corpus_index(name, fmt) for name, fmt in PLAN.corpora(variant)]
 
 
 def stamp(dataset):
@@ -167,72 +167,9 @@ def task_inputs(wildcards, task=None):
     return {"features": feature_index(dataset), "raw": raw_inputs(dataset, layout.task_raw_inputs(DATA, task))}
 
 
-# --------------------------------------------------------------------------- rerun triggers
-# A rule's `params.slice`: the config it depends on, so a changed value reruns exactly its jobs.
-
-
-@functools.cache
-def cfg_slice(*keys):
-    """A JSON string of config sections or dotted keys (``features.video.fps``)."""
-    tree = CFG.to_dict()
-    return json.dumps({k: keypaths.get_path(tree, k) for k in keys}, sort_keys=True)
-
-
-def encoder_evaluation(tree):
-    """The `evaluate` section as the encoder evaluations and the sweep's validation read it: without
-    the keys of the run tasks (`evaluate.noise_training`), which only their own jobs read."""
-    return {k: v for k, v in tree["evaluate"].items() if k not in (*RUN_TASKS, "tasks", "jobs", "random_init")}  # which evaluations run, in how many jobs: no result
-
-
-@functools.cache
-def evaluation_slice(*keys):
-    """:func:`cfg_slice` of ``keys`` and the encoder evaluations' `evaluate` section."""
-    tree = CFG.to_dict()
-    return json.dumps({**{k: keypaths.get_path(tree, k) for k in keys}, "evaluate": encoder_evaluation(tree)}, sort_keys=True)
-
-
-@functools.cache
-def variant_config(variant):
-    """A variant's resolved config, resolved once per parse: every job of the variant asks for it
-    (the rerun trigger, the GPU count), and a dry run evaluates every job's params."""
-    return cmgh_config.for_variant(CFG, variant)
-
-
-@functools.cache
-def variant_slice(variant):
-    """What a variant's runs compute (cmgh.config.training_inputs) plus what they write besides the
-    model (the score dumps): a changed knob reruns only its branch; another seed or the GPU count none."""
-    run_cfg = variant_config(variant)
-    keys = {**cmgh_config.training_inputs(run_cfg), "score_every": run_cfg.pretrain.score_every}
-    return json.dumps(keys, sort_keys=True)
-
-
-def synth_slice(wildcards):
-    """What one generated dataset depends on: a knob of another dataset does not rerun it."""
-    synth = CFG.to_dict()["data"]["synth"]
-    keys = {k: synth[k] for k in ("seed", "concepts", "media")}
-    keys[wildcards.dataset] = synth[wildcards.dataset]
-    if wildcards.dataset == "howto100m":
-        keys["noise"] = CFG.to_dict()["data"]["noise"]
-    return json.dumps(keys, sort_keys=True)
-
-
-def download_slice(wildcards):
-    """What one downloaded dataset depends on: its sources and the clip re-encoding, not politeness knobs."""
-    download = CFG.to_dict()["data"]["download"]
-    return json.dumps({"sources": download[wildcards.dataset], "reencode": download["reencode"]}, sort_keys=True)
-
-
-def sweep_slice():
-    """What a study depends on: its settings, the validation protocol and what its base variant's runs
-    compute (another variant's knob, another seed or the GPU count does not rerun it)."""
-    tree = CFG.to_dict()
-    base = CFG.sweep.base_variant
-    inputs = cmgh_config.training_inputs(variant_config(base)) if base in tree["variants"] else None
-    return json.dumps({"sweep": tree["sweep"], "evaluate": encoder_evaluation(tree), "base_variant": inputs}, sort_keys=True)
-
-
 # --------------------------------------------------------------------------- per-stage inputs and commands
+# A rule's `params.slice` (its rerun trigger) is TRIGGERS' (cmgh.plan.triggers, from cmgh.identity):
+# what its jobs' outputs depend on, so a changed value reruns exactly its jobs.
 
 
 def extract_inputs(wildcards):
@@ -253,59 +190,84 @@ def pack_inputs(wildcards):
     return inputs + [p(f) for f in files if f not in required and f.exists()]
 
 
-@functools.cache
-def truth_corpora(variant):
-    """The corpora of a variant's pre-training that carry a generated ground truth (cmgh.data.NOISE_TRUTH):
-    each of its runs gets a noise-over-training job when there is one (none on downloaded data)."""
-    if NOISE_TRAINING not in PLANNED_RUN_TASKS:
-        return ()
-    return tuple(name for name, _ in cmgh_config.corpora(variant_config(variant).to_dict()["pretrain"]) if name in NOISE_TRUTH)
-
-
 def noise_training_inputs(wildcards):
     """What noise detection over one run's training reads besides the finished run (its summary,
     written after its score dumps): each labelled corpus's features as the run read them, and its ground truth."""
-    names = truth_corpora(wildcards.variant)
-    tree = variant_config(wildcards.variant).to_dict()
-    features = [packed_index(name) if cmgh_config.corpus_format(tree, name) == "packed" else feature_index(name) for name in names]
+    names = PLAN.truth_corpora(wildcards.variant)
+    features = [corpus_index(name, fmt) for name, fmt in PLAN.corpora(wildcards.variant) if name in names]
     return {"features": features, "raw": [path for name in names for path in raw_inputs(name, [layout.noise_labels(DATA, name)])]}
 
 
-# `evaluate.jobs: per_run`: one job per run evaluates every planned encoder task, and noise detection
-# over training too when every variant has a labelled corpus (a rule's outputs cannot depend on the variant).
-NOISE_TRAINING_IN_RUN_JOB = CFG.evaluate.jobs == "per_run" and NOISE_TRAINING in PLANNED_RUN_TASKS and all(truth_corpora(v) for v in CFG.variants)
-RUN_JOB_TASKS = (*PLANNED_TASKS, *((NOISE_TRAINING,) if NOISE_TRAINING_IN_RUN_JOB else ()))
-RUN_JOB_OUTPUTS = [p(layout.eval_metrics(RESULTS, t, "{backbone}", "{variant}", "{seed}")) for t in RUN_JOB_TASKS] + (
-    [p(layout.eval_dir(RESULTS, NOISE_TRAINING, "{backbone}", "{variant}", "{seed}") / layout.NOISE_WINDOWS)] if NOISE_TRAINING_IN_RUN_JOB else []
-)
+def evaluation_outputs(random_init):
+    """The metrics one evaluation job writes: its task's (per task), or every task's of its run (per run,
+    with noise detection over training's windows where the run's job scores its training too)."""
+    variant = layout.RANDOM_VARIANT if random_init else "{variant}"
+    if not PLAN.per_run:
+        return [p(layout.eval_metrics(RESULTS, "{task}", "{backbone}", variant, "{seed}"))]
+    outputs = [p(layout.eval_metrics(RESULTS, t, "{backbone}", variant, "{seed}")) for t in PLAN.evaluation_tasks(random_init)]
+    if NOISE_TRAINING in PLAN.evaluation_tasks(random_init):
+        outputs.append(p(layout.eval_dir(RESULTS, NOISE_TRAINING, "{backbone}", "{variant}", "{seed}") / layout.NOISE_WINDOWS))
+    return outputs
 
 
-def task_arguments(tasks):
-    """``--task`` options of the cmgh CLI, one per task (a list param, each item quoted by `:q`)."""
-    return [arg for task in tasks for arg in ("--task", task)]
-
-
-def run_evaluation_inputs(wildcards):
-    """What one run's evaluations read together (`evaluate.jobs: per_run`): every task's features and raw files."""
+def evaluation_inputs(wildcards):
+    """What one evaluation job reads: its task's features and raw files (per task), or every task's of
+    its run (per run: with its labelled corpora where the job scores its training too)."""
+    if not PLAN.per_run:
+        return task_inputs(wildcards)
+    random_init = wildcards.get("variant", layout.RANDOM_VARIANT) == layout.RANDOM_VARIANT
     features, raw = [], []
-    for task in PLANNED_TASKS:
+    for task in PLAN.planned_tasks:
         inputs = task_inputs(wildcards, task)
         features.append(inputs["features"])
         raw += inputs["raw"]
-    if NOISE_TRAINING_IN_RUN_JOB and wildcards.get("variant", layout.RANDOM_VARIANT) != layout.RANDOM_VARIANT:
+    if NOISE_TRAINING in PLAN.evaluation_tasks(random_init):
         inputs = noise_training_inputs(wildcards)
         features += inputs["features"]
         raw += inputs["raw"]
     return {"features": sorted(set(features)), "raw": sorted(set(raw))}
 
 
+def evaluation_params(random_init):
+    """An evaluation job's params: per run, its ``--task`` options (one per task, each quoted by `:q`);
+    per task, its output folder. The rerun trigger: the evaluated run's training (not for a random
+    encoder: its model and features) and the evaluations' settings."""
+    params = {"cmgh": CMGH, "config": RESOLVED_CONFIG}
+    if PLAN.per_run:
+        params["tasks"] = [arg for task in PLAN.evaluation_tasks(random_init) for arg in ("--task", task)]
+    params["slice"] = TRIGGERS.evaluate_random_init() if random_init else lambda wildcards: TRIGGERS.evaluate(wildcards.variant)
+    params["checkpoint"] = lambda wildcards, input: str(Path(input.summary).parent)
+    if not PLAN.per_run:
+        params["out"] = lambda wildcards, output: str(Path(output[0]).parent)
+    return params
+
+
+def evaluation_command(name, random_init):
+    """An evaluation job's command: one task (``--task {wildcards.task}``, ``--out``) or its run's
+    (``{params.tasks}``); the same text as each mode's jobs recorded (Snakemake reruns a job whose command text changed)."""
+    tasks = "{params.tasks:q}" if PLAN.per_run else "--task {wildcards.task:q}"
+    out = "" if PLAN.per_run else " --out {params.out:q}"
+    return (f"CMGH_RULE={name} {{params.cmgh:q}} evaluate {tasks} --checkpoint {{params.checkpoint:q}}"
+            f"{out}{' --random-init' if random_init else ''} --threads {{threads:q}} --config {{params.config:q}} >> {{log:q}} 2>&1")
+
+
+def evaluation_constraints(random_init):
+    """The evaluation job's wildcard constraints (a task only per task, a variant only for a pre-trained run)."""
+    return {**({} if PLAN.per_run else {"task": TASK_PATTERN}), "backbone": BACKBONE_PATTERN, **({} if random_init else {"variant": VARIANT_PATTERN})}
+
+
+def reference_summary(wildcards):
+    """A random encoder's evaluation reads a trained run's folder (of the reference variant) for its config and seed only."""
+    return run_file(layout.SUMMARY, wildcards.backbone, PLAN.reference_variant, wildcards.seed)
+
+
 def pretrain_inputs(wildcards):
-    return corpus_indexes(variant_config(wildcards.variant)) + [p(layout.vocab(FEATURES))]
+    return corpus_indexes(wildcards.variant) + [p(layout.vocab(FEATURES))]
 
 
 def pretrain_gpus(wildcards):
     """GPUs of one pre-training job: the variant's `pretrain.gpus`."""
-    return int(variant_config(wildcards.variant).pretrain.gpus)
+    return int(PLAN.variant_config(wildcards.variant).pretrain.gpus)
 
 
 def pretrain_launcher(wildcards, resources):
@@ -322,9 +284,6 @@ def pretrain_threads(wildcards, threads, resources):
     return max(1, threads // max(1, int(resources.gpu)))
 
 
-SWEEP_TASK = VALIDATION_METRICS[CFG.sweep.objective][0]
-
-
 def vocab_inputs(wildcards):
     """The pre-training captions the vocabulary is built from."""
     return raw_inputs("howto100m", layout.annotation_files(DATA, "howto100m"))
@@ -332,123 +291,91 @@ def vocab_inputs(wildcards):
 
 def sweep_features():
     """What a sweep trial reads: the pre-training corpus and the validation task's features."""
-    return [*corpus_indexes(CFG), feature_index(TASK_DATASETS[SWEEP_TASK]), p(layout.vocab(FEATURES))]
+    return [*corpus_indexes(), feature_index(TASK_DATASETS[PLAN.sweep_task]), p(layout.vocab(FEATURES))]
 
 
 def sweep_inputs(wildcards):
-    inputs = sweep_features()
-    workers = int(CFG.sweep.workers)
-    if workers > 1:
-        inputs += [p(layout.study_dir(RESULTS, wildcards.study) / "workers" / f"worker{w}.done") for w in range(workers)]
-    return inputs
+    workers = [p(layout.study_dir(RESULTS, wildcards.study) / "workers" / f"worker{w}.done") for w in PLAN.sweep_workers()]
+    return sweep_features() + workers
 
 
 # --------------------------------------------------------------------------- targets
 
 
-def run_grid():
-    """(backbone, variant, seed) of every pre-training run the config asks for."""
-    return [(b, v, s) for b in CFG.model.backbones for v in CFG.variants for s in CFG.pretrain.seeds]
-
-
 def pretrain_targets():
-    return [run_file(layout.SUMMARY, b, v, s) for b, v, s in run_grid()]
+    return [run_file(layout.SUMMARY, b, v, s) for b, v, s in PLAN.run_grid()]
 
 
 def evaluation_targets():
-    runs = run_grid() + ([(b, layout.RANDOM_VARIANT, s) for b in CFG.model.backbones for s in CFG.pretrain.seeds] if CFG.evaluate.random_init else [])
-    return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t in PLANNED_TASKS for b, v, s in runs]
+    return [p(layout.eval_metrics(RESULTS, t, b, v, s)) for t, b, v, s in PLAN.evaluations()]
 
 
 def run_evaluation_targets():
     """The evaluations of the runs' own records: noise detection over training of every run with a labelled corpus."""
-    return [p(layout.eval_metrics(RESULTS, NOISE_TRAINING, b, v, s)) for b, v, s in run_grid() if truth_corpora(v)]
+    return [p(layout.eval_metrics(RESULTS, NOISE_TRAINING, b, v, s)) for b, v, s in PLAN.run_evaluations()]
+
+
+def report_table(name, suffix, caption=None):
+    """A table of the report as its rule declares it; with a caption, shown in `snakemake --report`."""
+    path = p(layout.table(RESULTS, name, suffix))
+    return report(path, caption=caption, category="Tables") if caption else path
+
+
+def report_figure(name, caption):
+    return report(p(layout.figure(RESULTS, name)), caption=caption, category="Figures")
 
 
 # The report's noise-detection ROC exists only where the noise evaluation runs (generated ground truth).
-NOISE_FIGURES = {"roc": report(f"{RESULTS}/figures/noise_roc.png", caption="../report/noise_roc.rst", category="Figures")} if "noise" in PLANNED_TASKS else {}
+NOISE_FIGURES = {"roc": report_figure(layout.NOISE_ROC_FIGURE, "../report/noise_roc.rst")} if "noise" in PLAN.planned_tasks else {}
 # Noise detection over training: one figure per backbone and variant whose runs have a job.
 NOISE_TRAINING_CAPTION = "../report/noise_over_training.rst"
 NOISE_TRAINING_FIGURES = {
     f"noise_training_{i}": report(p(layout.noise_training_figure(RESULTS, b, v)), caption=NOISE_TRAINING_CAPTION, category="Figures")
-    for i, (b, v) in enumerate((b, v) for b in CFG.model.backbones for v in CFG.variants if truth_corpora(v))
+    for i, (b, v) in enumerate(PLAN.noise_training_figures())
 }
-
-
-@functools.cache
-def scaling_pairs():
-    """Variants that differ only by YouTube-8M added to `pretrain.corpora` (config/scaling.yaml), paired
-    as the report pairs them (cmgh.report.scaling.pairs); with any, the report writes the gain from adding it."""
-    from cmgh.report.scaling import pairs
-
-    return pairs({v: variant_config(v).to_dict() for v in CFG.variants})
-
-
 SCALING_OUTPUTS = {
-    "scaling": report(p(layout.scaling_table(RESULTS, "md")), caption="../report/scaling.rst", category="Tables"),
-    "scaling_csv": p(layout.scaling_table(RESULTS, "csv")),
-    "scaling_figure": report(p(layout.scaling_figure(RESULTS)), caption="../report/scaling_gain.rst", category="Figures"),
-} if scaling_pairs() else {}
+    "scaling": report_table(layout.SCALING_TABLE, "md", "../report/scaling.rst"),
+    "scaling_csv": report_table(layout.SCALING_TABLE, "csv"),
+    "scaling_figure": report_figure(layout.SCALING_FIGURE, "../report/scaling_gain.rst"),
+} if PLAN.scaling_pairs else {}
 
 
 def feature_targets():
     """Decoded features of every evaluated dataset, and the corpora of every variant's pre-training."""
-    decoded = {TASK_DATASETS[t] for t in PLANNED_TASKS} & set(DATASETS)
-    corpora = {path for v in CFG.variants for path in corpus_indexes(variant_config(v))}
-    return sorted({feature_index(name) for name in decoded} | corpora)
+    corpora = {path for v in PLAN.variants for path in corpus_indexes(v)}
+    return sorted({feature_index(name) for name in PLAN.decoded_datasets()} | corpora)
 
 
-# --------------------------------------------------------------------------- the noise-rate ablation
+# --------------------------------------------------------------------------- the generated worlds
 
 
-def ablation_root():
-    return cmgh_config.resolve_path(CFG.ablation.root)
+def worlds_root():
+    return cmgh_config.resolve_path(CFG.worlds.root)
 
 
-def noise_tree(setting):
-    """Results tree of one noise setting (``noise0.3``, ``text0.2``): its own data, features and results."""
-    return ablation_root() / setting.name
+def world_tree(setting):
+    """Results tree of one world (``noise0.3``, ``text0.2``): its own data, features and results."""
+    return worlds_root() / setting.name
 
 
 def tree_config(modality, rate):
-    """The full config of one tree: the ablation config at this noise setting, with its own paths."""
-    setting = noise_ablation.NoiseSetting(modality, float(rate))
-    tree = CFG.to_dict()
-    tree["ablation"]["noise_rates"] = []
-    tree["data"]["noise"].update(audio_rate=setting.audio_rate, text_rate=setting.text_rate)
-    base = noise_tree(setting)
-    tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
-    if not tree["tracking"]["uri"]:  # one store for all trees: the MLflow UI compares across rates
-        tree["tracking"]["uri"] = f"sqlite:///{ablation_root() / 'mlflow.db'}"
-        tree["tracking"]["artifacts"] = tree["tracking"]["artifacts"] or str(ablation_root() / "mlruns")
-    return tree
+    """The full config of one world's tree (called by the modules file's `config:` statements)."""
+    return worlds.tree_config(CFG.to_dict(), worlds.NoiseSetting(modality, float(rate)), worlds_root())
 
 
-def tree_module(setting):
-    """A noise setting's module name, also its rules' prefix (``noise0_3``: ``noise0_3_pretrain``)."""
-    return setting.name.replace(".", "_").replace("-", "_")
-
-
-def tree_modules_file():
-    """A Snakefile of one `module` + `use rule` statement pair per noise setting (Snakemake's documented
-    DSL wants each module's name literally; the settings come from the config, so the statements are
-    written here, from validated floats and the schema's modality names only, and included by ablation.smk)."""
-    path = ablation_root() / "config" / "modules.smk"
+def world_modules_file():
+    """The Snakefile of one module per world (cmgh.worlds.modules_snakefile), included by worlds.smk."""
+    path = worlds_root() / "config" / "modules.smk"
     snakefile = os.path.relpath(Path(workflow.basedir) / "Snakefile", path.parent)  # resolved from this file's folder
-    lines = ["# Written by workflow/rules/common.smk (tree_modules_file) from ablation.noise_rates and modalities; do not edit.", ""]
-    for setting in NOISE_SETTINGS:
-        name = tree_module(setting)
-        lines += [f"module {name}:", f"    snakefile: {snakefile!r}", f"    config: tree_config({setting.modality!r}, {setting.rate!r})", "",
-                  "", f"use rule * from {name} as {name}_*", "", ""]
-    write_if_changed(path, "\n".join(lines).rstrip() + "\n")
+    write_if_changed(path, worlds.modules_snakefile(WORLDS, snakefile, tree_config.__name__))
     return str(path)
 
 
 def all_targets():
-    if NOISE_SETTINGS:
-        return [p(layout.tables_dir(ablation_root()) / "noise_gain.csv"), p(ablation_root() / layout.STUDY_PAGE)]
-    targets = feature_targets() + pretrain_targets() + [p(layout.tables_dir(RESULTS) / "ablation.md")]
-    if scaling_pairs():
+    if WORLDS:
+        return [p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")), p(worlds_root() / layout.STUDY_PAGE)]
+    targets = feature_targets() + pretrain_targets() + [report_table(layout.ABLATION_TABLE, "md")]
+    if PLAN.scaling_pairs:
         targets.append(p(layout.scaling_table(RESULTS, "md")))
     if CFG.sweep.run:
         targets.append(p(layout.study_dir(RESULTS, CFG.sweep.study) / layout.BEST_PARAMS))

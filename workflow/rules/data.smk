@@ -11,7 +11,7 @@ if CFG.data.source == "synth":
         params:
             cmgh=CMGH,
             config=RESOLVED_CONFIG,
-            slice=synth_slice,
+            slice=lambda wildcards: TRIGGERS.synth(wildcards.dataset),
         log:
             job_log("synth", "{dataset}"),
         benchmark:
@@ -41,7 +41,7 @@ if CFG.data.source == "download":
         params:
             cmgh=CMGH,
             config=RESOLVED_CONFIG,
-            slice=download_slice,
+            slice=lambda wildcards: TRIGGERS.download(wildcards.dataset),
         log:
             job_log("download", "{dataset}"),
         benchmark:

@@ -7,130 +7,59 @@
 # or part of the run's job when every variant has one.
 
 
-if CFG.evaluate.jobs == "per_task":
-
-    rule evaluate:
-        input:
-            unpack(task_inputs),
-            summary=run_file(layout.SUMMARY),
-        output:
-            p(layout.eval_metrics(RESULTS, "{task}", "{backbone}", "{variant}", "{seed}")),
-        params:
-            cmgh=CMGH,
-            config=RESOLVED_CONFIG,
-            slice=lambda wildcards: variant_slice(wildcards.variant) + evaluation_slice(),
-            checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
-            out=lambda wildcards, output: str(Path(output[0]).parent),
-        log:
-            job_log("evaluate", "{task}/{backbone}/{variant}/seed{seed}"),
-        benchmark:
-            job_benchmark("evaluate", "{task}/{backbone}/{variant}/seed{seed}")
-        wildcard_constraints:
-            task=TASK_PATTERN,
-            backbone=BACKBONE_PATTERN,
-            variant=VARIANT_PATTERN,
-        threads: 1
-        resources:
-            mem_mb=3000,
-            gpu=0,
-        conda:
-            CONDA_ENV
-        shell:
-            "CMGH_RULE=evaluate {params.cmgh:q} evaluate --task {wildcards.task:q} --checkpoint {params.checkpoint:q}"
-            " --out {params.out:q} --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
+# One rule each for a pre-trained and a random encoder; per task or per run differ in their
+# input, output and params functions and command (common.smk: evaluation_*).
 
 
-    rule evaluate_random_init:
-        input:
-            unpack(task_inputs),
-            summary=lambda wildcards: run_file(layout.SUMMARY, wildcards.backbone, REFERENCE_VARIANT, wildcards.seed),
-        output:
-            p(layout.eval_metrics(RESULTS, "{task}", "{backbone}", layout.RANDOM_VARIANT, "{seed}")),
-        params:
-            cmgh=CMGH,
-            config=RESOLVED_CONFIG,
-            slice=evaluation_slice("model", "features"),
-            checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
-            out=lambda wildcards, output: str(Path(output[0]).parent),
-        log:
-            job_log("evaluate", f"{{task}}/{{backbone}}/{layout.RANDOM_VARIANT}/seed{{seed}}"),
-        benchmark:
-            job_benchmark("evaluate", f"{{task}}/{{backbone}}/{layout.RANDOM_VARIANT}/seed{{seed}}")
-        wildcard_constraints:
-            task=TASK_PATTERN,
-            backbone=BACKBONE_PATTERN,
-        threads: 1
-        resources:
-            mem_mb=3000,
-            gpu=0,
-        conda:
-            CONDA_ENV
-        shell:
-            "CMGH_RULE=evaluate_random_init {params.cmgh:q} evaluate --task {wildcards.task:q} --checkpoint {params.checkpoint:q}"
-            " --out {params.out:q} --random-init --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
-
-else:
-
-    rule evaluate:
-        input:
-            unpack(run_evaluation_inputs),
-            summary=run_file(layout.SUMMARY),
-        output:
-            RUN_JOB_OUTPUTS,
-        params:
-            cmgh=CMGH,
-            config=RESOLVED_CONFIG,
-            tasks=task_arguments(RUN_JOB_TASKS),
-            slice=lambda wildcards: variant_slice(wildcards.variant) + evaluation_slice() + cfg_slice("evaluate.noise_training"),
-            checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
-        log:
-            job_log("evaluate", "{backbone}/{variant}/seed{seed}"),
-        benchmark:
-            job_benchmark("evaluate", "{backbone}/{variant}/seed{seed}")
-        wildcard_constraints:
-            backbone=BACKBONE_PATTERN,
-            variant=VARIANT_PATTERN,
-        threads: 1
-        resources:
-            mem_mb=3000,
-            gpu=0,
-        conda:
-            CONDA_ENV
-        shell:
-            "CMGH_RULE=evaluate {params.cmgh:q} evaluate {params.tasks:q} --checkpoint {params.checkpoint:q}"
-            " --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
+rule evaluate:
+    input:
+        unpack(evaluation_inputs),
+        summary=run_file(layout.SUMMARY),
+    output:
+        evaluation_outputs(random_init=False),
+    params:
+        **evaluation_params(random_init=False),
+    log:
+        job_log("evaluate", PLAN.evaluation_job(random_init=False)),
+    benchmark:
+        job_benchmark("evaluate", PLAN.evaluation_job(random_init=False))
+    wildcard_constraints:
+        **evaluation_constraints(random_init=False),
+    threads: 1
+    resources:
+        mem_mb=3000,
+        gpu=0,
+    conda:
+        CONDA_ENV
+    shell:
+        evaluation_command("evaluate", random_init=False)
 
 
-    rule evaluate_random_init:
-        input:
-            unpack(run_evaluation_inputs),
-            summary=lambda wildcards: run_file(layout.SUMMARY, wildcards.backbone, REFERENCE_VARIANT, wildcards.seed),
-        output:
-            [p(layout.eval_metrics(RESULTS, task, "{backbone}", layout.RANDOM_VARIANT, "{seed}")) for task in PLANNED_TASKS],
-        params:
-            cmgh=CMGH,
-            config=RESOLVED_CONFIG,
-            tasks=task_arguments(PLANNED_TASKS),
-            slice=evaluation_slice("model", "features"),
-            checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
-        log:
-            job_log("evaluate", f"{{backbone}}/{layout.RANDOM_VARIANT}/seed{{seed}}"),
-        benchmark:
-            job_benchmark("evaluate", f"{{backbone}}/{layout.RANDOM_VARIANT}/seed{{seed}}")
-        wildcard_constraints:
-            backbone=BACKBONE_PATTERN,
-        threads: 1
-        resources:
-            mem_mb=3000,
-            gpu=0,
-        conda:
-            CONDA_ENV
-        shell:
-            "CMGH_RULE=evaluate_random_init {params.cmgh:q} evaluate {params.tasks:q} --checkpoint {params.checkpoint:q}"
-            " --random-init --threads {threads:q} --config {params.config:q} >> {log:q} 2>&1"
+rule evaluate_random_init:
+    input:
+        unpack(evaluation_inputs),
+        summary=reference_summary,
+    output:
+        evaluation_outputs(random_init=True),
+    params:
+        **evaluation_params(random_init=True),
+    log:
+        job_log("evaluate", PLAN.evaluation_job(random_init=True)),
+    benchmark:
+        job_benchmark("evaluate", PLAN.evaluation_job(random_init=True))
+    wildcard_constraints:
+        **evaluation_constraints(random_init=True),
+    threads: 1
+    resources:
+        mem_mb=3000,
+        gpu=0,
+    conda:
+        CONDA_ENV
+    shell:
+        evaluation_command("evaluate_random_init", random_init=True)
 
 
-if not NOISE_TRAINING_IN_RUN_JOB:
+if not PLAN.noise_training_in_run_job:
 
     rule noise_training:
         input:
@@ -143,7 +72,7 @@ if not NOISE_TRAINING_IN_RUN_JOB:
             cmgh=CMGH,
             config=RESOLVED_CONFIG,
             task=NOISE_TRAINING,
-            slice=lambda wildcards: variant_slice(wildcards.variant) + cfg_slice("evaluate.noise_training"),
+            slice=lambda wildcards: TRIGGERS.run_evaluation(wildcards.variant),
             checkpoint=lambda wildcards, input: str(Path(input.summary).parent),
             out=lambda wildcards, output: str(Path(output.metrics).parent),
         log:

@@ -9,7 +9,7 @@ rule vocab:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=cfg_slice("features.text"),
+        slice=TRIGGERS.vocab(),
     log:
         job_log("vocab", "vocab"),
     benchmark:
@@ -29,7 +29,7 @@ rule extract:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=cfg_slice(*cmgh_config.EXTRACTION_INPUTS["decoded"]),
+        slice=TRIGGERS.extraction("decoded"),
     log:
         job_log("extract", "{dataset}"),
     benchmark:
@@ -55,7 +55,7 @@ rule pack:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=cfg_slice(*cmgh_config.EXTRACTION_INPUTS["packed"]),
+        slice=TRIGGERS.extraction("packed"),
     log:
         job_log("pack", "{dataset}"),
     benchmark:

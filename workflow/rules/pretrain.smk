@@ -13,7 +13,7 @@ rule pretrain:
     params:
         cmgh=pretrain_launcher,
         config=RESOLVED_CONFIG,
-        slice=lambda wildcards: variant_slice(wildcards.variant),
+        slice=lambda wildcards: TRIGGERS.pretrain(wildcards.variant),
         out=lambda wildcards, output: str(Path(output.checkpoint).parent),
         threads=pretrain_threads,
     log:

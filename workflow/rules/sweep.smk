@@ -11,8 +11,8 @@ rule sweep_worker:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=sweep_slice(),
-        share=max(1, int(CFG.sweep.n_trials) // int(CFG.sweep.workers)),
+        slice=TRIGGERS.sweep(),
+        share=PLAN.worker_trials,
     log:
         job_log("sweep", "{study}/worker{worker}"),
     benchmark:
@@ -45,7 +45,7 @@ rule sweep:
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
-        slice=sweep_slice(),
+        slice=TRIGGERS.sweep(),
         n_trials=int(CFG.sweep.n_trials),
     log:
         job_log("sweep", "{study}"),

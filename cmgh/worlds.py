@@ -1,0 +1,99 @@
+"""The generated worlds of a noise study (config/ablation.yaml, config/study.yaml): the whole DAG once
+per injected noise setting (a world), each in its own results tree. Named and given its noise rates
+here, once, for the workflow (which builds the trees: each tree's config and its Snakemake module)
+and the report (which finds each tree's setting again from the config its runs wrote)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cmgh.errors import DataError
+
+BOTH, TEXT, AUDIO = "both", "text", "audio"
+MODALITIES = (BOTH, TEXT, AUDIO)  # worlds.modalities: which pairs of a triplet a rate misaligns
+
+
+@dataclass(frozen=True)
+class NoiseSetting:
+    """One tree's injected noise: ``rate`` of the pre-training triplets misaligned in ``modality``
+    (the clean tree, rate 0, is ``both``: it is the rate-0 point of every modality's curve)."""
+
+    modality: str
+    rate: float
+
+    @property
+    def name(self) -> str:
+        """The tree's folder under ``worlds.root``: ``noise0.3`` (both), ``text0.2``, ``audio0.4``, ``noise0`` (clean)."""
+        return f"{'noise' if self.modality == BOTH else self.modality}{self.rate:g}"
+
+    @property
+    def audio_rate(self) -> float:
+        return self.rate if self.modality in (BOTH, AUDIO) else 0.0
+
+    @property
+    def text_rate(self) -> float:
+        return self.rate if self.modality in (BOTH, TEXT) else 0.0
+
+    def on(self, modality: str) -> bool:
+        """Whether this tree is a point of ``modality``'s curve (the clean tree is on every one)."""
+        return self.rate == 0 or self.modality == modality
+
+
+def settings(rates: Iterable[float], modalities: Iterable[str]) -> list[NoiseSetting]:
+    """Every tree of a noise study: the clean one once (when 0 is among the rates), every other rate
+    once per modality, by modality then rate."""
+    rates = sorted({float(r) for r in rates})
+    out = [NoiseSetting(BOTH, 0.0)] if 0.0 in rates else []
+    return out + [NoiseSetting(m, r) for m in modalities for r in rates if r > 0]
+
+
+def setting_of(audio_rate: float, text_rate: float, where: object = "the tree") -> NoiseSetting:
+    """The setting that injected these rates (as a tree's runs recorded them in their config)."""
+    audio_rate, text_rate = float(audio_rate), float(text_rate)
+    if audio_rate == text_rate:
+        return NoiseSetting(BOTH, audio_rate)
+    if audio_rate == 0:
+        return NoiseSetting(TEXT, text_rate)
+    if text_rate == 0:
+        return NoiseSetting(AUDIO, audio_rate)
+    raise DataError(f"{where}: data.noise.audio_rate {audio_rate:g} and text_rate {text_rate:g} differ and neither is 0; "
+                    "expected one noise setting of a study (both equal, or one of them 0)")
+
+
+def module_name(setting: NoiseSetting) -> str:
+    """A world's Snakemake module name, also its rules' prefix (``noise0_3``: ``noise0_3_pretrain``)."""
+    return setting.name.replace(".", "_").replace("-", "_")
+
+
+def tree_config(tree: Mapping[str, Any], setting: NoiseSetting, root: Path) -> dict[str, Any]:
+    """The full config of one world's tree under ``root`` (`worlds.root`): the study's config ``tree``
+    at this noise setting, with its own paths (and, unless `tracking.uri` is set, one store for all
+    trees under ``root``: the MLflow UI compares across rates)."""
+    tree = copy.deepcopy(dict(tree))
+    tree["worlds"]["noise_rates"] = []
+    tree["data"]["noise"].update(audio_rate=setting.audio_rate, text_rate=setting.text_rate)
+    base = root / setting.name
+    tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
+    if not tree["tracking"]["uri"]:
+        tree["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
+        tree["tracking"]["artifacts"] = tree["tracking"]["artifacts"] or str(root / "mlruns")
+    return tree
+
+
+def modules_snakefile(worlds: Iterable[NoiseSetting], snakefile: str | os.PathLike[str], config_function: str) -> str:
+    """A Snakefile of one `module` + `use rule` statement pair per world (Snakemake's documented DSL wants
+    each module's name literally; the settings come from the config, so the statements are written from
+    validated floats and the schema's modality names only). ``snakefile``: the root Snakefile relative to
+    where the text is written; ``config_function``: the name of the workflow's function that gives a
+    world's config from its modality and rate."""
+    lines = ["# Written by workflow/rules/common.smk (cmgh.worlds.modules_snakefile) from worlds.noise_rates and modalities; do not edit.", ""]
+    for setting in worlds:
+        name = module_name(setting)
+        lines += [f"module {name}:", f"    snakefile: {str(snakefile)!r}", f"    config: {config_function}({setting.modality!r}, {setting.rate!r})", "",
+                  "", f"use rule * from {name} as {name}_*", "", ""]
+    return "\n".join(lines).rstrip() + "\n"
