@@ -155,7 +155,8 @@ def family_size(results: Iterable[EndpointResult]) -> int:
 
 
 def verdict(result: EndpointResult, v: VariantResult) -> str:
-    """``better``/``worse`` (adjusted p < 0.05), ``equivalent within ±2.0``, or ``inconclusive (MDE 10.6)``."""
+    """``better``/``worse`` (adjusted p < 0.05; the control's own p), ``equivalent within ±2.0``, or
+    ``inconclusive (MDE 10.6)``."""
     col = result.endpoint.column
     if v.gain is None or v.gain.n < 2:
         return "no paired seeds" if v.gain is None else "one seed: no test"
@@ -180,17 +181,22 @@ def share(result: EndpointResult, v: VariantResult) -> str:
 def _slope_text(v: VariantResult, digits: int) -> str:
     if v.slope is None:
         return "—"
-    return v.slope.format(digits + 1).split(", ")[0] + (f", adjusted p = {v.q_slope:.2f}" if math.isfinite(v.q_slope) else "")
+    s, fmt = v.slope, lambda x: stats.number(x, digits + 1)
+    text = f"{stats.number(s.mean, digits + 1, plus=True)}" + (f" [{fmt(s.low)}, {fmt(s.high)}]" if s.n > 1 else "")
+    return text + (f", adjusted p = {v.q_slope:.2f}" if math.isfinite(v.q_slope) and not v.control else f", {stats.p_text(v.q_slope)}" if v.control else "")
+
+
+def _headroom_clause(result: EndpointResult) -> str:
+    col, g = result.endpoint.column, result.cell_gap
+    if g is None:
+        return "headroom unknown: no baseline runs of both the clean and the noisiest world"
+    where = f"the baseline's clean-vs-noisy gap at {result.endpoint.modality} {g.rate:g} is {g.format(col.digits)}"
+    return f"headroom: {where}" if result.headroom else f"{headroom.NO_HEADROOM} ({where}, not resolved)"
 
 
 def headroom_sentence(result: EndpointResult) -> str:
-    col, g = result.endpoint.column, result.cell_gap
-    if g is None:
-        return f"{result.endpoint.name} ({result.backbone}): no baseline runs of both the clean and the noisiest world: headroom unknown."
-    where = f"the baseline's clean-vs-noisy gap at {result.endpoint.modality} {g.rate:g} is {g.format(col.digits)}"
-    if result.headroom:
-        return f"{result.endpoint.name} ({result.backbone}): headroom: {where}."
-    return f"{result.endpoint.name} ({result.backbone}): {headroom.NO_HEADROOM} ({where}, not resolved)."
+    """``MSR-VTT R@10 under text noise (ms): headroom: the baseline's clean-vs-noisy gap at text 0.6 is …``."""
+    return f"{result.endpoint.name} ({result.backbone}): {_headroom_clause(result)}."
 
 
 def endpoint_table(result: EndpointResult) -> str:
@@ -219,7 +225,7 @@ def section(results: Sequence[EndpointResult]) -> str:
         return "No primary endpoint is declared (`ablation.analysis.primary`)."
     parts = []
     for r in results:
-        parts.append(f"**{r.endpoint.name}**, {r.backbone}. " + headroom_sentence(r).split(": ", 1)[1])
+        parts.append(f"**{r.endpoint.name}**, {r.backbone}: {_headroom_clause(r)}.")
         if r.variants:
             parts.append(endpoint_table(r))
     return "\n\n".join(parts)
