@@ -69,7 +69,8 @@ def differences(values: pd.DataFrame, backbone: str, task: str, metric: str, var
 class Pooled:
     """A per-seed summary (pooled gain or slope) over seeds: mean, t interval at
     :data:`cmgh.report.stats.LEVEL`, two-sided p of the t-test, the seeds (``n``), the sd of the
-    per-seed values, the worlds pooled, and how many of them have a positive mean difference."""
+    per-seed values, the worlds pooled, and ``positive``: for a gain, the worlds whose mean
+    difference is positive; for a slope, the rises between consecutive rates' mean differences."""
 
     mean: float
     low: float

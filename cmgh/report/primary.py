@@ -31,6 +31,7 @@ from cmgh.report.columns import Column, column_of
 from cmgh.report.tables import to_markdown
 
 ORACLE = "oracle"  # the positive control's variant name
+SECTION = "ablation"  # the config section whose ``analysis`` sub-object declares the primary analysis
 ALPHA = 1.0 - stats.LEVEL
 
 
@@ -63,8 +64,8 @@ def settings(config: Mapping[str, Any]) -> Settings:
     (a tree written before the section existed reads as the defaults)."""
     from cmgh.schema import fill_defaults, schema
 
-    node = dict(config.get("ablation", {}).get("analysis", {}) or {})
-    fill_defaults(schema()["properties"]["ablation"]["properties"]["analysis"], node)
+    node = dict(config.get(SECTION, {}).get("analysis", {}) or {})
+    fill_defaults(schema()["properties"][SECTION]["properties"]["analysis"], node)
     endpoints = tuple(Endpoint(str(e["task"]), str(e["metric"]), str(e["modality"])) for e in node["primary"])
     return Settings(endpoints, {str(k): float(v) for k, v in node["margins"].items()}, float(node["power"]))
 
