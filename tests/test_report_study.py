@@ -15,17 +15,21 @@ SEEDS = range(5)
 WOBBLE = (0.3, -0.2, 0.1, -0.4, 0.2)  # per seed, shared by the variants: paired differences keep only the gain's own spread
 
 
-def _tree(root: Path, audio: float, text: float, gain: dict[str, float], conflict: float, loss: float) -> Path:
+def _tree(root: Path, audio: float, text: float, gain: dict[str, float], conflict: float, loss: float,
+          level: dict[str, list[float]] | None = None, others: dict[str, dict[str, float]] | None = None) -> Path:
     """A tree whose gr run gains ``gain[task]`` (+ a small per-seed spread) over the baseline, and
-    whose baseline's windows give the conflict cosine and the matched loss these AUROCs."""
+    whose baseline's windows give the conflict cosine and the matched loss these AUROCs; ``level``
+    (per task, per seed) shifts every variant of the tree, ``others`` adds variants gaining so much."""
     metrics = {"kinetics": "top1", "audioset": "mAP", "msrvtt": "t2v_R@10"}
+    gains = {"baseline": dict.fromkeys(metrics, 0.0), "gr": gain, **(others or {})}
     for seed in SEEDS:
-        for variant in ("baseline", "gr"):
+        for variant, by_task in gains.items():
             run = layout.run_dir(root, "ms", variant, seed)
             run.mkdir(parents=True, exist_ok=True)
             (run / layout.CONFIG).write_text(json.dumps({"data": {"noise": {"audio_rate": audio, "text_rate": text}}}))
             for task, key in metrics.items():
-                value = 50.0 + WOBBLE[seed] + (gain[task] + 0.05 * (seed - 2) if variant == "gr" else 0.0)
+                shift = (level or {}).get(task, [0.0] * len(SEEDS))[seed]
+                value = 50.0 + shift + WOBBLE[seed] + (by_task[task] + 0.05 * (seed - 2) if variant != "baseline" else 0.0)
                 path = layout.eval_metrics(root, task, "ms", variant, seed)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({key: value}))
@@ -72,3 +76,40 @@ def test_nothing_resolved_is_said_plainly(tmp_path: Path) -> None:
     page = (tmp_path / "README.md").read_text()
     assert "`ms/gr` neither helps nor hurts at any noise rate on any task that 5 seeds resolve." in page
     assert "does not separate noisy from clean triplets better than the per-sample loss" in page
+
+
+def test_the_page_shows_headroom_first_the_primary_verdicts_the_control_and_flagged_runs(tmp_path: Path) -> None:
+    none = {"kinetics": 0.0, "audioset": 0.0, "msrvtt": 0.0}
+    drop = {"msrvtt": [-20.0, -19.0, -21.0, -20.5, -19.5]}  # text noise costs the baseline ~20 R@10 points; audio noise costs nothing
+    trees = [
+        _tree(tmp_path / "noise0", 0.0, 0.0, none, 0.5, 0.5, others={"oracle": none}),
+        _tree(tmp_path / "text0.4", 0.0, 0.4, {**none, "msrvtt": 3.0}, 0.52, 0.70, level=drop, others={"oracle": {**none, "msrvtt": 10.0}}),
+        _tree(tmp_path / "audio0.4", 0.4, 0.0, {**none, "audioset": -2.0}, 0.80, 0.60, others={"oracle": none}),
+    ]
+    for tree in trees:  # the random init's floor: 10 points on every task
+        for seed in SEEDS:
+            for task, key in {"kinetics": "top1", "audioset": "mAP", "msrvtt": "t2v_R@10"}.items():
+                path = layout.eval_metrics(tree, task, "ms", "random", seed)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({key: 10.0 + WOBBLE[seed]}))
+    (layout.run_dir(trees[1], "ms", "gr", 3) / layout.TRAIN_LOG).write_text('{"step": 0, "loss": 2.1}\n{"step": 1, "loss": NaN}\n')
+    build_noise_gain(trees, tmp_path)
+    page = (tmp_path / "README.md").read_text()
+    sections = [line for line in page.splitlines() if line.startswith("## ")]
+    assert sections[:6] == ["## Conclusions", "## Design", "## Headroom", "## Primary endpoints", "## Flagged runs",
+                            "## Downstream gain over the baseline (exploratory: every task and world)"]
+    head = page.split("## Headroom")[1].split("## Primary endpoints")[0]
+    assert "**MSR-VTT R@10**, ms, text misaligned (headroom):" in head and "| random init | 10.0 [" in head
+    assert "**Kinetics top-1**, ms, text misaligned (no headroom: no method can win here):" in head
+    assert "| gap (clean − noisy) |  | +20.0 [" in head and "paired by seed **resolved** |" in head
+    conclusions = page.split("## Conclusions")[1].split("## Design")[0]
+    assert "No positive control" not in conclusions
+    assert "MSR-VTT R@10 under text noise (ms): headroom: the baseline's clean-vs-noisy gap at text 0.4 is +20.0 [" in conclusions
+    # the oracle recovers 10 of the 20 points (its gains are 10 + 0.05 (seed - 2): the mean is 10.0)
+    assert "`oracle` +10.0 [" in conclusions and "(50 % [" in conclusions
+    # gr's seed 3 diverged: left out, 4 seeds remain; +3.0 is resolved after correction
+    assert "`gr` +3.0 [" in conclusions and "4 seeds × 1 world" in conclusions and "): better" in conclusions
+    assert "AudioSet mAP under audio noise (ms): no headroom: no method can win here (" in conclusions
+    assert "Primary family: 2 tests" in conclusions  # gr's pooled gain and slope on MSR-VTT; the oracle is outside it
+    flagged = page.split("## Flagged runs")[1].split("## Downstream")[0]
+    assert "1 run(s) flagged" in flagged and "| text 0.4 | ms | gr | 3 | diverged | final loss nan |" in flagged

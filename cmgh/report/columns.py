@@ -37,3 +37,12 @@ HEADLINE = {
     "noise": Column("noise", "auroc/cos_parameters/either", "noise AUROC (parameter cosine)", digits=3),
 }
 DOWNSTREAM = ("kinetics", "audioset", "msrvtt")  # the transfer tasks (noise detection is not one)
+
+
+def column_of(task: str, metric: str) -> Column:
+    """The column of a task's metric: its headline or ablation column when it has one (label, digits,
+    direction), else one labelled ``task metric`` (a MedR, by its name, lower is better)."""
+    for col in (*HEADLINE.values(), *ABLATION_COLUMNS):
+        if (col.task, col.metric) == (task, metric):
+            return col
+    return Column(task, metric, f"{task} {metric}", lower_is_better=metric.endswith("MedR"))

@@ -180,6 +180,18 @@ def paired(a: pd.Series, b: pd.Series, level: float = LEVEL) -> Comparison | Non
     return compare(d.to_numpy(), level) if len(d) else None
 
 
+def false_discovery(p: pd.Series) -> pd.Series:
+    """Benjamini-Hochberg adjusted p over every comparison of a family (NaN where p is): a page
+    that makes dozens of comparisons gets some p < 0.05 from chance alone."""
+    from scipy import stats
+
+    out = pd.Series(float("nan"), index=p.index)
+    finite = p.dropna()
+    if len(finite):
+        out[finite.index] = stats.false_discovery_control(finite.to_numpy(), method="bh")
+    return out
+
+
 # --------------------------------------------------------------------------- printing
 
 

@@ -25,8 +25,8 @@ from cmgh import layout
 from cmgh.errors import DataError
 from cmgh.worlds import BOTH, NoiseSetting
 from cmgh.io import atomic_write_text
-from cmgh.report import detection_over_training, stats
-from cmgh.report.collect import read_yaml, noise_setting_of
+from cmgh.report import detection_over_training, headroom, pooled, primary, run_checks, stats
+from cmgh.report.collect import configured_variants, read_yaml, noise_setting_of
 from cmgh.report.columns import DOWNSTREAM, HEADLINE
 from cmgh.plots import savefig
 from cmgh.report.gain_vs_noise import TABLE as GAIN_TABLE, curves, figure_noise_gain, on_curve
@@ -119,18 +119,6 @@ def _modality(modality: str) -> str:
     return "audio and text" if modality == BOTH else modality
 
 
-def false_discovery(p: pd.Series) -> pd.Series:
-    """Benjamini-Hochberg adjusted p over every comparison of a family (NaN where p is): the page
-    makes dozens of comparisons, so some p < 0.05 come from chance alone."""
-    from scipy import stats as scipy_stats
-
-    out = pd.Series(float("nan"), index=p.index)
-    finite = p.dropna()
-    if len(finite):
-        out[finite.index] = scipy_stats.false_discovery_control(finite.to_numpy(), method="bh")
-    return out
-
-
 def family_sentence(what: str, resolved: int, total: int, surviving: int) -> str:
     """How many of a family's comparisons are called, against what chance alone would call."""
     expected = (1 - stats.LEVEL) * total
@@ -141,7 +129,7 @@ def family_sentence(what: str, resolved: int, total: int, surviving: int) -> str
 def gain_conclusions(gains: pd.DataFrame) -> list[str]:
     """One sentence per variant: the resolved gains and losses (modality, rate, task, numbers; the
     false-discovery-adjusted p), or none; then the family's count against chance."""
-    gains = gains.assign(q=false_discovery(gains["p"].where(gains["n"] > 1)))
+    gains = gains.assign(q=stats.false_discovery(gains["p"].where(gains["n"] > 1)))
     lines = []
     for (backbone, variant), rows in gains.groupby(["backbone", "variant"], sort=False):
         found = {1: [], -1: []}
@@ -245,7 +233,7 @@ def detection_conclusions(table: pd.DataFrame) -> list[str]:
         lines.append("It separates them worse at " + "; ".join(worse) + ".")
     if open_:
         lines.append("Conflict cosine minus that loss not resolved at " + "; ".join(open_) + ".")
-    q = false_discovery(pd.Series([c.p if c.n > 1 else float("nan") for c in compared], dtype=float))
+    q = stats.false_discovery(pd.Series([c.p if c.n > 1 else float("nan") for c in compared], dtype=float))
     surviving = sum(1 for c, qi in zip(compared, q, strict=True) if c.sign and qi < 1 - stats.LEVEL)
     lines.append(family_sentence("comparisons of the conflict cosine with the matched loss", len(better) + len(worse), len(compared), surviving))
     settings = table.groupby(["modality", "noise_rate", "backbone"]).ngroups
@@ -294,15 +282,38 @@ def figure_detection(roots: Sequence[Path], settings: dict[Path, NoiseSetting], 
 # --------------------------------------------------------------------------- the page
 
 
+def headroom_section(values: pd.DataFrame) -> str:
+    """Per backbone, noise modality and task: random init, the baseline per world and the gap."""
+    parts = []
+    for backbone in sorted(values.backbone.unique()):
+        for modality in headroom.modalities(values):
+            for task in DOWNSTREAM:
+                col = HEADLINE[task]
+                if values[(values.task == col.task) & (values.metric == col.metric)].empty:
+                    continue
+                g = headroom.cell_gap(values, backbone, col, modality)
+                cell = "headroom" if g is not None and g.resolved else headroom.NO_HEADROOM
+                parts.append(f"**{col.label}**, {backbone}, {_modality(modality)} misaligned ({cell}):\n\n"
+                             + headroom.table(values, backbone, col, modality))
+    return "\n\n".join(parts)
+
+
 def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[Path, list[Path]]:
     """Write ``out/README.md`` (and its detection figure) from the trees and their gain table."""
     settings = _settings(roots)
     config = next((c for c in (_tree_config(Path(r)) for r in roots) if c), {})
+    analysis = primary.settings(config)
+    values = pooled.seed_values(roots)
+    flags = run_checks.flag_runs(values, run_checks.final_losses(roots), [HEADLINE[t] for t in DOWNSTREAM], analysis.margins)
+    variants = primary.compared_variants(values, configured_variants(roots[0]) if roots else [])
+    results = primary.analyse(run_checks.excluded(values, flags), analysis, variants)
     detected = detection(roots, settings)
     figures = figure_detection(roots, settings, layout.figures_dir(out))
     name = config.get("name", "study")
-    conclusions = [*gain_conclusions(gains), *detection_conclusions(detected)]
+    conclusions = [*primary.conclusions(results, variants), *(f"Exploratory: {line}" for line in gain_conclusions(gains)),
+                   *detection_conclusions(detected)]
     level = f"{100 * stats.LEVEL:g} %"
+    floor_known = bool((values["variant"] == layout.RANDOM_VARIANT).any())
     text = "\n\n".join([
         f"# Noise {name}: where does harmonization help, and does the conflict cosine mark noisy triplets?",
         f"Generated by `cmgh report --noise-gain` (the workflow's `worlds` rule) from the trees of config `{name}` "
@@ -314,7 +325,26 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
         "\n".join(f"- {line}" for line in conclusions) or "- Nothing to compare.",
         "## Design",
         _design(config, settings),
-        "## Downstream gain over the baseline",
+        "## Headroom",
+        f"What the noise costs the baseline: absolute metrics per world, mean [{level} t interval] over seeds, the random-init "
+        "encoder's as the floor (`evaluate.random_init`), and the gap clean − noisy (noisy − clean for lower-is-better metrics), "
+        "paired by seed where the worlds ran common seeds (a seed fixes the initialization and data order in every world), else "
+        "Welch's t. A task × modality cell whose gap at its largest rate is not resolved has no headroom: no method can win "
+        "there, and it is left out of the primary comparisons and their multiple-testing family (`cmgh.report.headroom`).",
+        headroom_section(values) or "No baseline evaluation to show.",
+        "## Primary endpoints",
+        "Declared in `worlds.analysis` before the runs. Per variant: the gain over the baseline pooled over the modality's "
+        f"noisy worlds (per seed the mean over worlds, then the {level} t interval over seeds), its share of the baseline's mean gap, "
+        "the slope of the gain against the noise rate (clean world included; per seed, then over seeds), the 90 % interval of "
+        "the two one-sided tests against the margin, the minimum detectable effect of the paired t-test at the seeds run "
+        f"(two-sided 0.05, power {analysis.power:g}, noncentral t) and the seeds a margin-sized effect needs. Verdict: better or worse "
+        "when the pooled gain survives Benjamini-Hochberg over the primary family; equivalent when the 90 % interval lies "
+        "within ±margin; else inconclusive. A variant named `oracle` is the positive control, tested outside the family "
+        "(`cmgh.report.primary`).",
+        primary.section(results),
+        "## Flagged runs",
+        run_checks.flags_section(flags, floor_known),
+        "## Downstream gain over the baseline (exploratory: every task and world)",
         f"![gain over the baseline vs noise rate](figures/{layout.NOISE_GAIN}.png)",
         gain_tables(gains) or "No variant was compared with the baseline.",
         "## Noise detection over training (baseline)",
