@@ -12,8 +12,13 @@ from cmgh.plan import Plan
 REPO = Path(__file__).resolve().parents[1]
 
 
+def config_file(name: str) -> Path:
+    """A shipped config by name: `config` is the package's default, the others live in config/."""
+    return config.DEFAULT_CONFIG if name == "config" else REPO / "config" / f"{name}.yaml"
+
+
 def plan(*overrides: str, name: str = "config") -> Plan:
-    return Plan(config.load(REPO / "config" / f"{name}.yaml", list(overrides)))
+    return Plan(config.load(config_file(name), list(overrides)))
 
 
 def test_the_grid_is_every_backbone_variant_and_seed() -> None:
