@@ -39,7 +39,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from cmgh.data.synth import synthesize
+    from cmgh.data.synth.generate import synthesize
 
     cfg = _load(args)
     roots = synthesize(cfg, datasets=args.dataset or None)
@@ -49,15 +49,15 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_vocab(args: argparse.Namespace) -> int:
-    from cmgh.data.features import build_vocab
+    from cmgh.data.extract.decoded import build_vocab
 
     print(build_vocab(_load(args)))
     return 0
 
 
 def cmd_data_extract(args: argparse.Namespace) -> int:
-    from cmgh.data.features import extract
-    from cmgh.data.packed import pack
+    from cmgh.data.extract.decoded import extract
+    from cmgh.data.extract.packed import pack
 
     cfg = _load(args)
     for name in args.dataset:
@@ -154,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_task(cfg: config_mod.Config, task: str, args: argparse.Namespace) -> None:
-    from cmgh.data import shards
+    from cmgh.data.extract import shards
     from cmgh.evaluate.run import evaluate, evaluate_run
     from cmgh.track import open_tracker
 

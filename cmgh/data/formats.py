@@ -26,7 +26,7 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data import DATASETS
-from cmgh.data.tables import (
+from cmgh.data.io.tables import (
     as_float,
     as_flag,
     as_int,

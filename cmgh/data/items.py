@@ -26,7 +26,7 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data import formats, youtube8m
 from cmgh.data.download.fetch import INVALID_ID
-from cmgh.data.tables import LINE
+from cmgh.data.io.tables import LINE
 from cmgh.errors import DataError
 from cmgh.io import safe_id
 

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from cmgh import layout
-from cmgh.data import tfrecord
-from cmgh.data.tables import as_int, as_text, keep, parse_csv, read_text, write_csv
+from cmgh.data.io import tfrecord
+from cmgh.data.io.tables import as_int, as_text, keep, parse_csv, read_text, write_csv
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike

@@ -20,7 +20,8 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data import formats, shards
+from cmgh.data import formats
+from cmgh.data.extract import shards
 from cmgh.errors import DataError
 from cmgh.evaluate import TASK_DATASETS
 from cmgh.evaluate import embeddings as E

@@ -1,5 +1,5 @@
 """Small HowTo100M- and AudioSet-layout trees (real mp4 sources, the real annotation writers),
-packed by the real :func:`cmgh.data.packed.pack`: the shards the stream's tests and benchmark read."""
+packed by the real :func:`cmgh.data.extract.packed.pack`: the shards the stream's tests and benchmark read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from cmgh import config as config_mod, layout
-from cmgh.data import encode, formats, packed
+from cmgh.data import formats
+from cmgh.data.io import encode
+from cmgh.data.extract import packed
 
 
 @dataclass

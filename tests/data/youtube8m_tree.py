@@ -9,8 +9,9 @@ from pathlib import Path
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import features, formats, packed, youtube8m
-from cmgh.data.synth import synthesize
+from cmgh.data import formats, youtube8m
+from cmgh.data.extract import decoded, packed
+from cmgh.data.synth.generate import synthesize
 
 MIX = "pretrain.corpora=[{dataset: howto100m}, {dataset: youtube8m}]"
 SMALL = ("data.synth.youtube8m.videos=8", "features.workers=0", "features.shard_size=8")
@@ -33,7 +34,7 @@ def youtube8m_world(tiny_world: config_mod.Config, base: Path, fmt: str = "decod
             packed.pack(cfg, name, workers=0)
     else:
         shutil.copytree(layout.feature_dir(tiny_world.path("features"), "howto100m"), layout.feature_dir(cfg.path("features"), "howto100m"))
-        features.extract(cfg, "youtube8m", workers=0)
+        decoded.extract(cfg, "youtube8m", workers=0)
     return cfg
 
 

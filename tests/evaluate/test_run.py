@@ -180,7 +180,9 @@ def test_audioset_evaluation_says_how_many_segments_it_left_out(
     as real downloads hold) are left out of tagging, counted and named."""
     from cmgh import layout
     from cmgh.cli import main
-    from cmgh.data import encode, formats, media, shards
+    from cmgh.data import formats
+    from cmgh.data.io import encode, media
+    from cmgh.data.extract import shards
 
     root = tmp_path / "data" / "audioset"
     shutil.copytree(layout.dataset_dir(cfg.path("data"), "audioset"), root)
@@ -197,7 +199,7 @@ def test_audioset_evaluation_says_how_many_segments_it_left_out(
     (tmp_path / "features").mkdir()
     shutil.copy(layout.vocab(cfg.path("features")), tmp_path / "features" / layout.VOCAB)
     options = [arg for o in sets for arg in ("--set", o)]
-    with caplog.at_level(logging.INFO, logger="cmgh.data.shards"):
+    with caplog.at_level(logging.INFO, logger="cmgh.data.extract.shards"):
         assert main(["data", "extract", "--dataset", "audioset", "--config", str(run / "config.yaml"), *options]) == 0
     assert f"'{shards.NO_AUDIO}': 1" in caplog.text  # the extraction's summary line counts it
     features = tmp_path / "features" / "audioset"

@@ -10,7 +10,7 @@ import google_crc32c
 import numpy as np
 import pytest
 
-from cmgh.data import tfrecord
+from cmgh.data.io import tfrecord
 from cmgh.errors import DataError
 
 
@@ -80,7 +80,7 @@ def test_garbage_that_frames_correctly_is_not_an_example(tmp_path: Path) -> None
 def test_reading_never_imports_tensorflow(tmp_path: Path) -> None:
     path, _ = _file(tmp_path)
     code = (
-        "import sys; from cmgh.data import tfrecord; "
+        "import sys; from cmgh.data.io import tfrecord; "
         f"[tfrecord.parse_example(r) for r in tfrecord.read_records({str(path)!r})]; "
         "print('tensorflow' in sys.modules)"
     )

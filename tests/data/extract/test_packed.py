@@ -15,7 +15,9 @@ import pytest
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import encode, formats, media, packed, shards
+from cmgh.data import formats
+from cmgh.data.io import encode, media
+from cmgh.data.extract import packed, shards
 from cmgh.errors import DataError
 
 JSON_FIELDS = {"key", "item_id", "dataset", "source_id", "source", "duration", "fps", "sample_rate", "has_audio", "captions", "labels"}

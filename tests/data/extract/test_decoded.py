@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from cmgh import config as config_mod
-from cmgh.data import features, formats, items
-from cmgh.data.datasets import ShardedClips, TokenizedTexts, make_loader
-from cmgh.data.text import PAD_ID, UNK_ID, Vocabulary
+from cmgh.data import formats, items
+from cmgh.data.extract import decoded
+from cmgh.data.stream.decoded import ShardedClips, TokenizedTexts, make_loader
+from cmgh.data.extract.text import PAD_ID, UNK_ID, Vocabulary
 from cmgh.errors import DataError
 
 
@@ -29,7 +30,7 @@ def copy_world(cfg: config_mod.Config, dest: Path) -> config_mod.Config:
 
 
 def test_pretrain_shards_have_the_configured_shapes(tiny_world: config_mod.Config) -> None:
-    root = features.feature_dir(tiny_world, "howto100m")
+    root = decoded.feature_dir(tiny_world, "howto100m")
     index = pd.read_parquet(root / "index.parquet")
     videos = formats.read_howto100m_videos(tiny_world.path("data") / "howto100m" / "HowTo100M_v1.csv")
     assert len(index) == len(videos) * tiny_world.features.clips_per_video
@@ -54,17 +55,17 @@ def test_captions_are_the_nearest_in_time() -> None:
 
 
 def test_downstream_indices_carry_labels_and_splits(tiny_world: config_mod.Config) -> None:
-    kin = ShardedClips(features.feature_dir(tiny_world, "kinetics"), split="train", modalities=("video",), label_columns=("label_index",))
+    kin = ShardedClips(decoded.feature_dir(tiny_world, "kinetics"), split="train", modalities=("video",), label_columns=("label_index",))
     synth = tiny_world.data.synth.kinetics
     assert len(kin) == synth.classes * synth.train_per_class
     assert {kin[i]["label_index"] for i in range(len(kin))} == set(range(synth.classes))
-    audio = ShardedClips(features.feature_dir(tiny_world, "audioset"), modalities=("audio",), label_columns=("labels",))
+    audio = ShardedClips(decoded.feature_dir(tiny_world, "audioset"), modalities=("audio",), label_columns=("labels",))
     assert len(audio) == tiny_world.data.synth.audioset.train + tiny_world.data.synth.audioset.eval
     assert all(len(audio[i]["labels"]) >= 1 for i in range(len(audio)))
     # Datasets without captions still batch with triplets (VATT's AudioSet video-audio pairs).
-    padded = ShardedClips(features.feature_dir(tiny_world, "audioset"), text_shape=(4, 16))
+    padded = ShardedClips(decoded.feature_dir(tiny_world, "audioset"), text_shape=(4, 16))
     assert not padded[0]["has_text"] and padded[0]["text"].shape == (4, 16)
-    queries = TokenizedTexts(features.feature_dir(tiny_world, "msrvtt"), "test_1ka")
+    queries = TokenizedTexts(decoded.feature_dir(tiny_world, "msrvtt"), "test_1ka")
     assert len(queries) == tiny_world.data.synth.msrvtt.test
     assert (queries[0]["text"] > PAD_ID).any()
 
@@ -75,23 +76,23 @@ def test_broken_media_are_recorded_and_skipped(tiny_world: config_mod.Config, tm
     clips[0].unlink()  # missing
     clips[1].write_bytes(clips[1].read_bytes()[:300])  # truncated
     clips[2].write_bytes(b"this is not an mp4 at all" * 40)  # garbage
-    shutil.rmtree(features.feature_dir(cfg, "msrvtt"))
-    features.extract(cfg, "msrvtt")
-    manifest = pd.read_csv(features.feature_dir(cfg, "msrvtt") / "manifest.csv").set_index("item_id")
+    shutil.rmtree(decoded.feature_dir(cfg, "msrvtt"))
+    decoded.extract(cfg, "msrvtt")
+    manifest = pd.read_csv(decoded.feature_dir(cfg, "msrvtt") / "manifest.csv").set_index("item_id")
     by_file = {Path(s).stem: st for s, st in zip(manifest["source"], manifest["status"], strict=True)}
     assert by_file[clips[0].stem] == "missing"
     assert by_file[clips[1].stem].startswith("corrupt: ")
     assert by_file[clips[2].stem].startswith("corrupt: ")
     assert (manifest["status"] == "ok").sum() == len(clips) - 3
-    index = pd.read_parquet(features.feature_dir(cfg, "msrvtt") / "index.parquet")
+    index = pd.read_parquet(decoded.feature_dir(cfg, "msrvtt") / "index.parquet")
     assert len(index) == len(clips) - 3 and clips[0].stem not in set(index["video_id"])
-    dataset = ShardedClips(features.feature_dir(cfg, "msrvtt"))
+    dataset = ShardedClips(decoded.feature_dir(cfg, "msrvtt"))
     assert all(dataset[i]["video"].shape[0] == cfg.features.video.frames for i in range(len(dataset)))
 
 
 def test_resumed_extraction_is_identical(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     cfg = copy_world(tiny_world, tmp_path)
-    root = features.feature_dir(cfg, "howto100m")
+    root = decoded.feature_dir(cfg, "howto100m")
     reference = shard_bytes(root)
     assert len({name.split(".")[0] for name in reference}) >= 3, "tiny world should span several shards"
     # An interrupted run: the second shard never finished, the third is half written.
@@ -100,31 +101,31 @@ def test_resumed_extraction_is_identical(tiny_world: config_mod.Config, tmp_path
     (root / "shards" / "00002.json").unlink()
     (root / "shards" / "00002.audio.npy").write_bytes(b"partial")
     untouched = (root / "shards" / "00000.video.npy").stat().st_mtime_ns
-    features.extract(cfg, "howto100m")
+    decoded.extract(cfg, "howto100m")
     assert shard_bytes(root) == reference
     assert (root / "shards" / "00000.video.npy").stat().st_mtime_ns == untouched  # finished shards skipped
 
 
 def test_parallel_workers_match_in_process(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     cfg = copy_world(tiny_world, tmp_path)
-    root = features.feature_dir(cfg, "kinetics")
+    root = decoded.feature_dir(cfg, "kinetics")
     reference = shard_bytes(root)
     shutil.rmtree(root)
-    features.extract(cfg, "kinetics", workers=2)
+    decoded.extract(cfg, "kinetics", workers=2)
     assert shard_bytes(root) == reference
-    assert pd.read_parquet(root / "index.parquet").equals(pd.read_parquet(features.feature_dir(tiny_world, "kinetics") / "index.parquet"))
+    assert pd.read_parquet(root / "index.parquet").equals(pd.read_parquet(decoded.feature_dir(tiny_world, "kinetics") / "index.parquet"))
 
 
 def test_changed_setting_invalidates_shards(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     cfg = copy_world(tiny_world, tmp_path)
     cfg = config_mod.with_overrides(cfg, ["features.video.size=16", "model.video_patch=[2, 8, 8]"])
-    features.extract(cfg, "kinetics")
-    video = np.load(features.feature_dir(cfg, "kinetics") / "shards" / "00000.video.npy")
+    decoded.extract(cfg, "kinetics")
+    video = np.load(decoded.feature_dir(cfg, "kinetics") / "shards" / "00000.video.npy")
     assert video.shape[2:4] == (16, 16)
 
 
 def test_loader_order_depends_only_on_seed(tiny_world: config_mod.Config) -> None:
-    dataset = ShardedClips(features.feature_dir(tiny_world, "howto100m"))
+    dataset = ShardedClips(decoded.feature_dir(tiny_world, "howto100m"))
     first = [b["index"].tolist() for b in make_loader(dataset, 5, shuffle=True, seed=3)]
     again = [b["index"].tolist() for b in make_loader(dataset, 5, shuffle=True, seed=3)]
     other = [b["index"].tolist() for b in make_loader(dataset, 5, shuffle=True, seed=4)]
@@ -158,7 +159,7 @@ def test_audio_only_wav_clips_are_accepted_for_audioset(tiny_world: config_mod.C
     cfg = copy_world(tiny_world, tmp_path)
     clips = sorted((cfg.path("data") / "audioset" / "clips").glob("*.mp4"))
     source = clips[0]
-    from cmgh.data import media
+    from cmgh.data.io import media
 
     media_audio = media.decode_audio(source, 0.0, media.duration(source), 16000)
     wav = source.with_suffix(".wav")
@@ -171,12 +172,12 @@ def test_audio_only_wav_clips_are_accepted_for_audioset(tiny_world: config_mod.C
         for packet in stream.encode(None):
             container.mux(packet)
     source.unlink()
-    shutil.rmtree(features.feature_dir(cfg, "audioset"))
-    features.extract(cfg, "audioset")
-    index = pd.read_parquet(features.feature_dir(cfg, "audioset") / "index.parquet").set_index("source")
+    shutil.rmtree(decoded.feature_dir(cfg, "audioset"))
+    decoded.extract(cfg, "audioset")
+    index = pd.read_parquet(decoded.feature_dir(cfg, "audioset") / "index.parquet").set_index("source")
     assert not bool(index.loc[f"clips/{wav.name}", "has_video"])
     assert index["has_video"].sum() == len(index) - 1
-    dataset = ShardedClips(features.feature_dir(cfg, "audioset"))
+    dataset = ShardedClips(decoded.feature_dir(cfg, "audioset"))
     row = int(np.flatnonzero(~dataset.index["has_video"].to_numpy())[0])
     sample = dataset[row]
     assert float(sample["audio"].abs().max()) > 0.01 and int(sample["video"].sum()) == 0
@@ -186,17 +187,18 @@ def test_shards_written_before_has_audio_are_probed_not_decoded_again(tiny_world
     import json
 
     from cmgh import layout
-    from cmgh.data import encode, media, shards
+    from cmgh.data.io import encode, media
+    from cmgh.data.extract import shards
 
     cfg = copy_world(tiny_world, tmp_path)
-    root = features.feature_dir(cfg, "audioset")
+    root = decoded.feature_dir(cfg, "audioset")
     silent = sorted((cfg.path("data") / "audioset" / "clips").glob("*.mp4"))[0]
     encode.write_mp4(silent, media.decode_video(silent, 0.0, 16, 8.0), 8)  # after extraction: the shards hold its old audio
     for shard_json in sorted((root / "shards").glob("*.json")):  # as an older extraction wrote them
         record = json.loads(shard_json.read_text())
         shard_json.write_text(json.dumps({**record, "items": [{k: v for k, v in r.items() if k != "has_audio"} for r in record["items"]]}))
     arrays = shard_bytes(root)
-    features.extract(cfg, "audioset")
+    decoded.extract(cfg, "audioset")
     assert shard_bytes(root) == arrays  # nothing decoded again
     index = pd.read_parquet(root / layout.FEATURE_INDEX).set_index("source")
     assert not index.loc[f"clips/{silent.name}", "has_audio"] and index["has_audio"].sum() == len(index) - 1

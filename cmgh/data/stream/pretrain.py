@@ -1,7 +1,7 @@
 """The pre-training stream: mixed corpora by weight, split over ranks and DataLoader workers.
 
 ``DataLoader(PretrainStream(...), batch_size=None, num_workers=W)`` delivers the local batches of
-steps ``start.step, start.step + 1, ...`` in order. The schedule (:mod:`cmgh.data.schedule`)
+steps ``start.step, start.step + 1, ...`` in order. The schedule (:mod:`cmgh.data.stream.mixing`)
 decides, for each step, which corpus fills each global slot and which draw ``k`` of that corpus
 it is; the corpus's ``k``-th draw is ``order(epoch=k // N)[k % N]``, so every sample of a corpus
 is drawn exactly once per corpus epoch over all ranks. Per-sample randomness comes from a
@@ -9,8 +9,8 @@ generator keyed by (seed, corpus, k): the sequence is the same for any worker co
 resumed at :meth:`PretrainStream.position` continues it exactly.
 
 Besides the contract's keys a batch carries ``jitter`` float32 [B,3]: each clip's fused colour
-jitter (:func:`cmgh.data.augment.jitter_map`, identity for decoded corpora), which the trainer
-applies on its device with :func:`cmgh.data.augment.apply_jitter` before the step.
+jitter (:func:`cmgh.data.stream.augment.jitter_map`, identity for decoded corpora), which the trainer
+applies on its device with :func:`cmgh.data.stream.augment.apply_jitter` before the step.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from cmgh.data.datasets import collate as stack
-from cmgh.data.schedule import Schedule, StreamPosition, generator
-from cmgh.data.sources import DecodedSource, PackedSource
+from cmgh.data.stream.decoded import collate as stack
+from cmgh.data.stream.mixing import Schedule, StreamPosition, generator
 from cmgh.errors import ConfigError, DataError
 
-__all__ = ["DecodedSource", "PackedSource", "PretrainStream", "StreamPosition", "collate"]
 
 log = logging.getLogger(__name__)
 Sample = dict[str, Any]

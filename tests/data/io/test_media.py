@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from cmgh.data import encode, media
+from cmgh.data.io import encode, media
 from cmgh.errors import DataError
 
 FPS, RATE, T, H, W = 8, 16000, 16, 48, 64
@@ -90,7 +90,7 @@ def test_repeated_writes_of_moving_content_are_byte_identical(tmp_path: Path) ->
 
     (x264's macroblock-tree rate control made this fail at 64x64 before it was switched off.)
     """
-    from cmgh.data.concepts import build_concepts, render_audio, render_video
+    from cmgh.data.synth.concepts import build_concepts, render_audio, render_video
 
     concepts = build_concepts(3, seed=0)
     clips = []

@@ -21,9 +21,9 @@ from cmgh.data import formats
 from cmgh.data.download import fetch
 from cmgh.data.download.run import download
 from cmgh.errors import DownloadError
-from tests.data.test_download import Server, make_config, manifest, policy, quiet, serve
-from tests.data.test_download import server as server  # noqa: F401  (the fixture)
-from tests.data.test_download import world as world  # noqa: F401  (the fixture)
+from tests.data.download.test_download import Server, make_config, manifest, policy, quiet, serve
+from tests.data.download.test_download import server as server  # noqa: F401  (the fixture)
+from tests.data.download.test_download import world as world  # noqa: F401  (the fixture)
 
 HTML = b"<!DOCTYPE html>\n<html><head><title>Service unavailable</title></head><body>Try again later.</body></html>\n"
 
@@ -102,7 +102,7 @@ def test_annotation_that_is_not_what_was_asked_is_never_recorded_ok(tmp_path: Pa
         with tarfile.open(fileobj=io.BytesIO(original)) as tf:
             members = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isreg()}  # type: ignore[union-attr]
         members["msrvtt_data/MSRVTT_data.json"] = b'{"info": {}, "sentences": []}'
-        from tests.data.test_download import _tar
+        from tests.data.download.test_download import _tar
 
         _tar(server.root / "msrvtt" / "msrvtt_data.tar.gz", members)
     tree = make_config(tmp_path, server, world).to_dict()

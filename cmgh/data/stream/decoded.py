@@ -1,4 +1,7 @@
-"""Torch datasets and loaders over the extracted shards (memory-mapped, opened lazily per worker).
+"""The decoded format's reader: torch datasets and loaders over the extracted ``.npy`` shards
+(memory-mapped, opened lazily per worker, written by :mod:`cmgh.data.extract.decoded`), and
+:class:`DecodedSource`, a decoded corpus for the pre-training stream (fixed windows, no
+augmentation, identity ``jitter``).
 
 A dataset checks on opening that every shard its index points into has its arrays, long enough
 (headers only), so a truncated or deleted shard is one error naming the file before a run
@@ -17,7 +20,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cmgh import layout
-from cmgh.data.tables import REMAKE, load_array, read_parquet
+from cmgh.data.io.tables import REMAKE, load_array, read_parquet
+from cmgh.data.stream import augment
+from cmgh.data.stream.mixing import generator
 from cmgh.errors import DataError
 
 Sample = dict[str, Any]
@@ -162,3 +167,32 @@ class TokenizedTexts(Dataset[Sample]):
 
     def __getitem__(self, i: int) -> Sample:
         return {"text": torch.from_numpy(self.tokens[i].astype(np.int64)), "video_id": self.table.at[i, "video_id"], "index": i}
+
+
+class DecodedSource:
+    """Samples of one extracted (decoded) corpus: fixed windows, no augmentation, text as stored."""
+
+    def __init__(self, folder: str | Path, text_shape: tuple[int, int], dataset: str | None = None, split: tuple[str, ...] | None = None) -> None:
+        self.folder = Path(folder)
+        self.dataset = dataset or self.folder.name
+        self.clips = ShardedClips(self.folder, split=split, modalities=("video", "audio", "text"), text_shape=text_shape)
+        index = self.clips.index
+        self._ids = index["item_id"].astype(str).to_numpy()
+        nan = np.full(len(index), np.nan)
+        self._starts = index["clip_start"].to_numpy(dtype=float) if "clip_start" in index.columns else nan
+        self._ends = index["clip_end"].to_numpy(dtype=float) if "clip_end" in index.columns else nan
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def order(self, epoch: int, seed: int) -> np.ndarray:
+        return generator(seed, "order", self.dataset, epoch).permutation(len(self))
+
+    def sample(self, i: int, rng: np.random.Generator) -> Sample:
+        sample = self.clips[int(i)]
+        sample.pop("index", None)
+        sample.update(
+            item_id=str(self._ids[i]), dataset=self.dataset, clip_start=float(self._starts[i]), clip_end=float(self._ends[i]),
+            jitter=torch.from_numpy(augment.IDENTITY.copy()),
+        )
+        return sample

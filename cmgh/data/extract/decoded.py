@@ -14,7 +14,7 @@ Layout of ``<features>/<dataset>/``::
     config.yaml                  the resolved config
 
 Items are decoded by a process pool in order; the parent writes each shard as soon as its items
-are in, so an interrupted run resumes at the first unfinished shard (:mod:`cmgh.data.shards`,
+are in, so an interrupted run resumes at the first unfinished shard (:mod:`cmgh.data.extract.shards`,
 shared with packing). A missing or corrupt media
 file is recorded in the manifest and skipped.
 """
@@ -33,10 +33,12 @@ import numpy as np
 import pandas as pd
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data import CAPTIONED, TOKENIZED, formats, items as items_mod, media, shards
+from cmgh.data import CAPTIONED, TOKENIZED, formats, items as items_mod
+from cmgh.data.io import media
+from cmgh.data.extract import shards
 from cmgh.data.items import Item
-from cmgh.data.tables import load_array
-from cmgh.data.text import Vocabulary
+from cmgh.data.io.tables import load_array
+from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import DataError
 from cmgh.io import atomic_write, atomic_write_json
 

@@ -20,8 +20,8 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data import formats, youtube8m
-from cmgh.data.concepts import make_caption
-from cmgh.data.synth_plans import (
+from cmgh.data.synth.concepts import make_caption
+from cmgh.data.synth.plans import (
     DATASET_INDEX,
     ID_ALPHABET,
     Job,

@@ -11,8 +11,10 @@ from tests.conftest import tiny_overrides
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import concepts as concepts_mod
-from cmgh.data import formats, media, synth
+from cmgh.data.synth import concepts as concepts_mod
+from cmgh.data import formats
+from cmgh.data.io import media
+from cmgh.data.synth import generate
 
 ANNOTATIONS = {
     "howto100m": ["HowTo100M_v1.csv", "caption.json", "noise_labels.csv"],
@@ -31,18 +33,18 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> tuple[config_mod.Config,
     """The tiny world generated twice from the same seed, into two folders."""
     a = load(tmp_path_factory.mktemp("a"))
     b = load(tmp_path_factory.mktemp("b"))
-    synth.synthesize(a, progress=False)
-    synth.synthesize(b, progress=False)
+    generate.synthesize(a, progress=False)
+    generate.synthesize(b, progress=False)
     return a, b
 
 
 def test_returns_roots_with_stamps(worlds) -> None:
     cfg, _ = worlds
-    roots = synth.synthesize(cfg, progress=False)
+    roots = generate.synthesize(cfg, progress=False)
     assert list(roots) == list(formats.DATASETS)
     for name, root in roots.items():
         assert root == formats.dataset_root(cfg, name)
-        assert json.loads((root / layout.STAMP).read_text()) == synth.stamp_of(cfg, name)
+        assert json.loads((root / layout.STAMP).read_text()) == generate.stamp_of(cfg, name)
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         assert json.loads((root / layout.GENERATED).read_text()) == [f for f in files if f != layout.GENERATED]  # it recorded every file it wrote
 
@@ -63,7 +65,7 @@ def test_same_seed_same_bytes_and_frames(worlds) -> None:
 def test_different_seed_differs(worlds, tmp_path: Path) -> None:
     a, _ = worlds
     other = load(tmp_path, "data.synth.seed=1")
-    synth.synthesize(other, datasets=["msrvtt"], progress=False)
+    generate.synthesize(other, datasets=["msrvtt"], progress=False)
     for rel in ANNOTATIONS["msrvtt"]:
         assert (a.path("data") / "msrvtt" / rel).read_bytes() != (other.path("data") / "msrvtt" / rel).read_bytes()
     clip = "video0.mp4"
@@ -75,7 +77,7 @@ def test_different_seed_differs(worlds, tmp_path: Path) -> None:
 def test_one_dataset_size_does_not_change_another(worlds, tmp_path: Path) -> None:
     a, _ = worlds
     bigger = load(tmp_path, "data.synth.howto100m.videos=14", "data.synth.audioset.eval=5")
-    synth.synthesize(bigger, datasets=["audioset"], progress=False)
+    generate.synthesize(bigger, datasets=["audioset"], progress=False)
     for rel in ("balanced_train_segments.csv", "class_labels_indices.csv"):
         assert (a.path("data") / "audioset" / rel).read_bytes() == (bigger.path("data") / "audioset" / rel).read_bytes()
     eval_a = formats.read_audioset_segments(a.path("data") / "audioset" / "eval_segments.csv")
@@ -161,13 +163,13 @@ def test_msrvtt_layout(worlds) -> None:
 
 def test_idempotent_and_regenerates_on_change(tmp_path: Path) -> None:
     cfg = load(tmp_path, "data.synth.msrvtt.train=2", "data.synth.msrvtt.val=1", "data.synth.msrvtt.test=3")
-    root = synth.synthesize(cfg, datasets=["msrvtt"], progress=False)["msrvtt"]
+    root = generate.synthesize(cfg, datasets=["msrvtt"], progress=False)["msrvtt"]
     stamp = root / layout.STAMP
     before = stamp.stat().st_mtime_ns, (root / "videos" / "video0.mp4").stat().st_mtime_ns
-    synth.synthesize(cfg, datasets=["msrvtt"], progress=False)
+    generate.synthesize(cfg, datasets=["msrvtt"], progress=False)
     assert (stamp.stat().st_mtime_ns, (root / "videos" / "video0.mp4").stat().st_mtime_ns) == before
     smaller = config_mod.with_overrides(cfg, ["data.synth.msrvtt.test=2"])
-    synth.synthesize(smaller, datasets=["msrvtt"], progress=False)
+    generate.synthesize(smaller, datasets=["msrvtt"], progress=False)
     assert sorted(p.name for p in (root / "videos").iterdir()) == [f"video{i}.mp4" for i in range(5)]  # video5 (stale) removed
     assert json.loads(stamp.read_text())["msrvtt"]["test"] == 2
 
@@ -216,12 +218,13 @@ def test_captions_use_concept_vocabulary() -> None:
 
 def test_every_dataset_has_its_generator_reader_and_download_plan() -> None:
     """The schema's dataset names (cmgh.data.DATASETS) are the keys of every per-dataset table."""
-    from cmgh.data import DATASETS, synth_plans
+    from cmgh.data import DATASETS
+    from cmgh.data.synth import plans
     from cmgh.data.download import plan
 
-    assert list(synth.PLANNERS) == list(DATASETS)
+    assert list(generate.PLANNERS) == list(DATASETS)
     assert list(plan.PLANNERS) == list(DATASETS) and set(plan.CLASS_HELP) == set(DATASETS)
-    assert list(synth_plans.DATASET_INDEX) == list(DATASETS)  # the order keys the generator streams
+    assert list(plans.DATASET_INDEX) == list(DATASETS)  # the order keys the generator streams
 
 
 def _downloaded_kinetics(root: Path) -> dict[Path, bytes]:
@@ -279,8 +282,8 @@ def test_synth_refuses_a_folder_an_older_generator_left_without_a_record(tmp_pat
     from cmgh.errors import DataError
 
     cfg = load(tmp_path, "data.synth.msrvtt.train=2", "data.synth.msrvtt.val=1", "data.synth.msrvtt.test=3")
-    root = synth.synthesize(cfg, datasets=["msrvtt"], progress=False)["msrvtt"]
+    root = generate.synthesize(cfg, datasets=["msrvtt"], progress=False)["msrvtt"]
     (root / layout.GENERATED).unlink()
     with pytest.raises(DataError, match=r"older `cmgh data synth`.*delete .*msrvtt yourself"):
-        synth.synthesize(config_mod.with_overrides(cfg, ["data.synth.msrvtt.test=2"]), datasets=["msrvtt"], progress=False)
+        generate.synthesize(config_mod.with_overrides(cfg, ["data.synth.msrvtt.test=2"]), datasets=["msrvtt"], progress=False)
     assert (root / "videos" / "video5.mp4").is_file()

@@ -14,7 +14,7 @@ new window every epoch; the mp4's index comes first (``+faststart``), so a loade
 member as a byte range reads its header and its window only. Decoding one window of a 256p/10 fps
 clip costs a fraction of decoding the 720p source, and a 3.2 s window takes ~40x fewer bytes
 than the decoded arrays of a clip.
-Shards are resumable exactly like the decoded ones (:mod:`cmgh.data.shards`); a finished shard
+Shards are resumable exactly like the decoded ones (:mod:`cmgh.data.extract.shards`); a finished shard
 whose tar no longer matches its JSON is packed again, and a missing or corrupt source is recorded
 in the manifest and skipped.
 """
@@ -35,7 +35,9 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config, corpus_format
-from cmgh.data import CAPTIONED, encode, formats, items as items_mod, media, shards, youtube8m
+from cmgh.data import CAPTIONED, formats, items as items_mod, youtube8m
+from cmgh.data.io import encode, media
+from cmgh.data.extract import shards
 from cmgh.errors import DataError
 from cmgh.io import atomic_path, atomic_write_json, safe_id
 

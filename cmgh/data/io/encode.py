@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from cmgh.data.media import AUDIO_FRAME, TIME_EPS, open_media, scaled_size, video_stream
+from cmgh.data.io.media import AUDIO_FRAME, TIME_EPS, open_media, scaled_size, video_stream
 from cmgh.errors import DataError
 from cmgh.io import atomic_path
 

@@ -12,7 +12,8 @@ import tfrecord  # an independent writer (its own protobuf messages and CRC code
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import formats, synth, youtube8m
+from cmgh.data import formats, youtube8m
+from cmgh.data.synth import generate
 from cmgh.errors import DataError
 
 
@@ -72,7 +73,7 @@ def test_wrong_feature_sizes_and_names_are_one_line_errors(tmp_path: Path) -> No
 
 
 def tfrecord_example(**overrides: np.ndarray) -> bytes:
-    from cmgh.data import tfrecord as ours
+    from cmgh.data.io import tfrecord as ours
 
     features = {"id": [b"Ab3x"], "labels": np.array([1], np.int64), "mean_rgb": np.zeros(1024), "mean_audio": np.zeros(128), **overrides}
     return ours.encode_example(features)
@@ -105,7 +106,7 @@ def test_lookup_answers_parse_only_for_their_own_id(tmp_path: Path) -> None:
 
 def test_generated_corpus_is_in_the_real_layout_and_non_narrative(tmp_path: Path) -> None:
     cfg = config_mod.load(overrides=[f"paths.data={tmp_path}", "data.datasets=[youtube8m]"])
-    root = synth.synthesize(cfg, progress=False)["youtube8m"]
+    root = generate.synthesize(cfg, progress=False)["youtube8m"]
     spec = cfg.data.synth.youtube8m
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert json.loads((root / layout.GENERATED).read_text()) == [f for f in files if f != layout.GENERATED]  # every file it wrote, recorded
@@ -146,7 +147,7 @@ def test_frame_level_records_read_their_context(tmp_path: Path) -> None:
         writer.write({"id": (vid.encode(), "byte"), "labels": (labels, "int")},
                      {"rgb": (frames, "byte"), "audio": ([f[:128] for f in frames], "byte")})
     writer.close()
-    from cmgh.data import tfrecord as ours
+    from cmgh.data.io import tfrecord as ours
 
     _, lists = ours.parse_sequence_example(next(ours.read_records(path)))
     assert len(lists["rgb"]) == 3 and len(lists["audio"]) == 3  # really frame-level

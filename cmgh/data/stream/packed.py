@@ -1,12 +1,11 @@
-"""The corpora a :class:`~cmgh.data.stream.PretrainStream` draws from.
+"""The packed format's reader: a corpus a :class:`~cmgh.data.stream.pretrain.PretrainStream` draws from.
 
-Each source has ``__len__``, ``order(epoch, seed)`` (the permutation of its samples in one corpus
+A source has ``__len__``, ``order(epoch, seed)`` (the permutation of its samples in one corpus
 epoch) and ``sample(i, rng)`` (one sample as tensors, its randomness from ``rng`` only).
-
-- :class:`PackedSource`: a packed corpus (WebDataset tar shards + ``index.parquet`` with byte
-  offsets). Per sample a random window of the packed clip, its audio, the captions nearest the
-  window, and VATT's augmentation (the colour jitter as ``jitter``, for the training device).
-- :class:`DecodedSource`: extracted ``.npy`` shards (fixed windows, no augmentation, identity ``jitter``).
+:class:`PackedSource` reads a packed corpus (WebDataset tar shards + ``index.parquet`` with byte
+offsets, written by :mod:`cmgh.data.extract.packed`). Per sample a random window of the packed
+clip, its audio, the captions nearest the window, and VATT's augmentation (the colour jitter as
+``jitter``, for the training device). The decoded format's source: :mod:`cmgh.data.stream.decoded`.
 """
 
 from __future__ import annotations
@@ -23,12 +22,12 @@ import numpy as np
 import torch
 
 from cmgh import layout
-from cmgh.data import augment, media
-from cmgh.data.datasets import ShardedClips
+from cmgh.data.stream import augment
+from cmgh.data.io import media
 from cmgh.data.items import nearest
-from cmgh.data.schedule import generator
-from cmgh.data.tables import REMAKE, read_parquet
-from cmgh.data.text import Vocabulary
+from cmgh.data.stream.mixing import generator
+from cmgh.data.io.tables import REMAKE, read_parquet
+from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import DataError
 
 Sample = dict[str, Any]
@@ -241,32 +240,3 @@ class PackedSource:
                 text[row] = self.vocab.encode(str(captions[j]["text"]), length)
                 mask[row] = True
         return torch.from_numpy(text), torch.from_numpy(mask)
-
-
-class DecodedSource:
-    """Samples of one extracted (decoded) corpus: fixed windows, no augmentation, text as stored."""
-
-    def __init__(self, folder: str | Path, text_shape: tuple[int, int], dataset: str | None = None, split: tuple[str, ...] | None = None) -> None:
-        self.folder = Path(folder)
-        self.dataset = dataset or self.folder.name
-        self.clips = ShardedClips(self.folder, split=split, modalities=("video", "audio", "text"), text_shape=text_shape)
-        index = self.clips.index
-        self._ids = index["item_id"].astype(str).to_numpy()
-        nan = np.full(len(index), np.nan)
-        self._starts = index["clip_start"].to_numpy(dtype=float) if "clip_start" in index.columns else nan
-        self._ends = index["clip_end"].to_numpy(dtype=float) if "clip_end" in index.columns else nan
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def order(self, epoch: int, seed: int) -> np.ndarray:
-        return generator(seed, "order", self.dataset, epoch).permutation(len(self))
-
-    def sample(self, i: int, rng: np.random.Generator) -> Sample:
-        sample = self.clips[int(i)]
-        sample.pop("index", None)
-        sample.update(
-            item_id=str(self._ids[i]), dataset=self.dataset, clip_start=float(self._starts[i]), clip_end=float(self._ends[i]),
-            jitter=torch.from_numpy(augment.IDENTITY.copy()),
-        )
-        return sample

@@ -18,7 +18,8 @@ import pytest
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.cli import main
-from cmgh.data import formats, shards, youtube8m
+from cmgh.data import formats, youtube8m
+from cmgh.data.extract import shards
 from cmgh.data.download.fetch import INVALID_ID
 from tests.conftest import tiny_overrides
 

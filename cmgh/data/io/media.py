@@ -4,7 +4,7 @@ Reading never trusts the file: anything FFmpeg cannot open or decode becomes a
 :class:`~cmgh.errors.DataError` whose message says ``missing`` or ``corrupt: <reason>``, which the
 feature extractor records in its manifest instead of crashing. A source is a path or a packed
 shard member (bytes or a read-only file view of its byte range). Writing and re-encoding:
-:mod:`cmgh.data.encode`.
+:mod:`cmgh.data.io.encode`.
 """
 
 from __future__ import annotations

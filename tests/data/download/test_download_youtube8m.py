@@ -22,14 +22,13 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import formats
-from cmgh.data import youtube8m as yt8m
+from cmgh.data import formats, youtube8m as yt8m
 from cmgh.data.download import fetch, records
 from cmgh.data.download.run import download
 from cmgh.errors import ConfigError, DownloadError
 from tests.conftest import tiny_overrides
-from tests.data.test_download import Server, make_config, manifest, policy, quiet
-from tests.data.test_download import server as server  # noqa: F401  (the fixture)
+from tests.data.download.test_download import Server, make_config, manifest, policy, quiet
+from tests.data.download.test_download import server as server  # noqa: F401  (the fixture)
 
 SPLITS = ("train", "validate")
 
@@ -58,7 +57,7 @@ def md5(path: Path) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A generated YouTube-8M (8 short videos, 2 of them without captions) and the files serving it."""
-    from cmgh.data.synth import synthesize
+    from cmgh.data.synth.generate import synthesize
 
     base = tmp_path_factory.mktemp("yt8m")
     cfg = config_mod.load(overrides=[*tiny_overrides(base), "data.datasets=[youtube8m]", "data.synth.youtube8m.videos=8",

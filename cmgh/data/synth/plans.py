@@ -1,13 +1,13 @@
 """What the generator makes of each dataset: its annotation tables and the clips to render.
 
-Every dataset is drawn from the same latent concepts (:mod:`cmgh.data.concepts`), so pre-training
+Every dataset is drawn from the same latent concepts (:mod:`cmgh.data.synth.concepts`), so pre-training
 on the HowTo100M-like corpus transfers to the Kinetics-, AudioSet- and MSR-VTT-like tasks.
 
 Determinism: each dataset has its own random stream (``[seed, dataset]``) for dataset-wide choices
 (concept balance, which triplets are noisy) and each item its own (``[seed, dataset, split, i]``,
 media rendering ``[..., 1]``). So the same seed gives the same annotation bytes and the same media
 bytes whatever the worker count, and resizing one dataset (or one split) leaves the others
-untouched. A plan only describes; :mod:`cmgh.data.synth` renders and writes it.
+untouched. A plan only describes; :mod:`cmgh.data.synth.generate` renders and writes it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data import DATASETS, formats
-from cmgh.data.concepts import Concept, build_concepts, make_caption, render_audio, render_video
+from cmgh.data.synth.concepts import Concept, build_concepts, make_caption, render_audio, render_video
 from cmgh.errors import DataError
 
 DATASET_INDEX = {name: i for i, name in enumerate(DATASETS)}  # keys each dataset's random stream
@@ -135,7 +135,7 @@ def concept_set(number: int, seed: int) -> tuple[Concept, ...]:
 
 def render_job(job: Job) -> str:
     """Render and encode one clip (runs in a worker process)."""
-    from cmgh.data import encode  # PyAV only where media are made
+    from cmgh.data.io import encode  # PyAV only where media are made
 
     concepts = concept_set(*job.concepts)
     fps, width, height, rate, codec = job.media
@@ -154,7 +154,7 @@ def media_settings(cfg: Any) -> tuple[int, int, int, int, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# four of the datasets (YouTube-8M: cmgh.data.synth_youtube8m)
+# four of the datasets (YouTube-8M: cmgh.data.synth.youtube8m)
 
 
 def plan_howto100m(cfg: Any, root: Path) -> Plan:

@@ -20,7 +20,7 @@ from cmgh.data.download.captions import (
     to_caption_entry,
 )
 from cmgh.errors import ConfigError, DataError
-from tests.data.test_download import Server, _tiny_mp4, ytdlp_opts
+from tests.data.download.test_download import Server, _tiny_mp4, ytdlp_opts
 
 # What YouTube serves as automatic captions: each cue repeats the previous line above the new
 # one, 10 ms carry cues hold the old line alone, the new line's words carry timing tags, a

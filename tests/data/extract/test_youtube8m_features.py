@@ -12,10 +12,11 @@ import pytest
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import features, items, packed, shards, youtube8m
-from cmgh.data.datasets import ShardedClips
+from cmgh.data import items, youtube8m
+from cmgh.data.extract import decoded as extraction, packed, shards
+from cmgh.data.stream.decoded import ShardedClips
 from cmgh.data.items import Item
-from cmgh.data.text import Vocabulary
+from cmgh.data.extract.text import Vocabulary
 from tests.data.youtube8m_tree import captioned_ids, youtube8m_world
 
 
@@ -113,13 +114,13 @@ def test_packed_samples_carry_captions_labels_and_statuses(packed_cfg: config_mo
 
 def test_a_window_past_the_video_end_is_skipped(decoded: config_mod.Config) -> None:
     source = layout.video_file(root_of(decoded), pd.read_parquet(layout.feature_index(decoded.path("features"), "youtube8m"))["video_id"].iloc[0])
-    spec = features.decode_spec(decoded, with_text=False)
+    spec = extraction.decode_spec(decoded, with_text=False)
     seconds = spec.frames / spec.fps
     duration = decoded.data.synth.youtube8m.segments_per_video * decoded.data.synth.youtube8m.segment_seconds
-    inside = features.decode_item(Item("in", source, duration - seconds), spec)
-    half_out = features.decode_item(Item("out", source, duration - seconds / 2 + 0.05), spec)
-    assert inside.status == "ok" and half_out.status == features.PAST_END and half_out.arrays is None
-    planned = features.decode_item(Item("rec", source, None, status=youtube8m.NO_YOUTUBE_ID), spec)
+    inside = extraction.decode_item(Item("in", source, duration - seconds), spec)
+    half_out = extraction.decode_item(Item("out", source, duration - seconds / 2 + 0.05), spec)
+    assert inside.status == "ok" and half_out.status == extraction.PAST_END and half_out.arrays is None
+    planned = extraction.decode_item(Item("rec", source, None, status=youtube8m.NO_YOUTUBE_ID), spec)
     assert planned.status == youtube8m.NO_YOUTUBE_ID and planned.arrays is None
 
 

@@ -31,14 +31,17 @@ import yaml
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import encode, features, formats, media
+from cmgh.data import formats
+from cmgh.data.io import encode
+from cmgh.data.extract import decoded
+from cmgh.data.io import media
 from cmgh.data.download import archives, clips, fetch
 from cmgh.data.download.run import download
 from cmgh.errors import DataError, DownloadError
 from cmgh.io import sha256_file
 from tests.conftest import tiny_overrides
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 KINETICS_FILES = {"train.csv": "train.csv", "val.csv": "validate.csv", "test.csv": "test.csv"}  # served as -> saved as
 FOUR = ("howto100m", "kinetics", "audioset", "msrvtt")  # YouTube-8M has its own tests (test_download_youtube8m.py)
 TYPES = {".mp4": "video/mp4", ".csv": "text/csv", ".json": "application/json", ".zip": "application/zip", ".gz": "application/gzip"}
@@ -338,10 +341,10 @@ def test_four_datasets_land_in_the_layout_and_extract(tmp_path: Path, server: Se
     assert download(cfg, "kinetics", progress=False, echo=quiet).complete
     assert len(server.log) == before
 
-    features.build_vocab(cfg)
+    decoded.build_vocab(cfg)
     for name in FOUR:
-        features.extract(cfg, name)
-        status = pd.read_csv(features.feature_dir(cfg, name) / "manifest.csv")["status"]
+        decoded.extract(cfg, name)
+        status = pd.read_csv(decoded.feature_dir(cfg, name) / "manifest.csv")["status"]
         assert (status == "ok").all(), (name, status.value_counts())
 
 

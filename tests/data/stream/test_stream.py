@@ -15,10 +15,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from cmgh import config as config_mod, layout
-from cmgh.data import augment, items, media
-from cmgh.data.schedule import Schedule, StreamPosition
-from cmgh.data.stream import DecodedSource, PackedSource, PretrainStream
-from cmgh.data.text import Vocabulary
+from cmgh.data import items
+from cmgh.data.stream import augment
+from cmgh.data.io import media
+from cmgh.data.stream.mixing import Schedule, StreamPosition
+from cmgh.data.stream.decoded import DecodedSource
+from cmgh.data.stream.packed import PackedSource
+from cmgh.data.stream.pretrain import PretrainStream
+from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import ConfigError
 from tests.data.corpus_trees import Clip, pack_tree, write_audioset, write_howto100m
 
