@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmgh import config, layout  # noqa: E402
-from cmgh.data import DATASETS, items  # noqa: E402
+from cmgh.data import datasets  # noqa: E402
+from cmgh.data.datasets import items  # noqa: E402
 from cmgh.data.extract import decoded  # noqa: E402
 from cmgh.data.io import media  # noqa: E402
 from cmgh.data.extract import packed  # noqa: E402
@@ -93,7 +94,7 @@ def real_resolution(work: Path, seconds: float, rounds: int) -> dict[str, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="howto100m", choices=DATASETS)
+    parser.add_argument("--dataset", default="howto100m", choices=datasets.names())
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--real-seconds", type=float, default=12.8, help="length of the generated 720p clip")
@@ -103,7 +104,7 @@ def main() -> None:
     cfg = config.load(overrides=base)
     synthesize(cfg, datasets=[args.dataset, "howto100m"], progress=False)
     decoded.build_vocab(cfg)
-    plan = items.plan(args.dataset, layout.dataset_dir(cfg.path("data"), args.dataset), cfg.features)
+    plan = datasets.get(args.dataset).items(layout.dataset_dir(cfg.path("data"), args.dataset), cfg.features)
     seconds = items.clip_seconds(cfg.features)
 
     def timed(fn) -> float:

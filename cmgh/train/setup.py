@@ -19,7 +19,7 @@ from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
 from cmgh.data.stream.decoded import Sample
-from cmgh.data import items
+from cmgh.data import datasets
 from cmgh.data.extract.decoded import vocab_path
 from cmgh.data.stream.decoded import DecodedSource
 from cmgh.data.stream.mixing import StreamPosition
@@ -60,7 +60,7 @@ def corpus_sources(cfg: Config, vocab: Vocabulary) -> list[tuple[str, float, Sou
         if fmt == "packed":
             source: Source = PackedSource(folder, cfg.features.to_dict(), vocab, dataset=name)
         else:
-            source = DecodedSource(folder, text_shape, dataset=name, split=items.PRETRAIN_SPLITS.get(name))
+            source = DecodedSource(folder, text_shape, dataset=name, split=datasets.get(name).pretrain_splits)
         sources.append((name, weight, source))
     total = sum(len(source) for _, _, source in sources)
     if total < int(cfg.pretrain.batch_size):

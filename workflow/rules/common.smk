@@ -15,7 +15,8 @@ from snakemake.settings.types import DeploymentMethod
 from cmgh import ablation as noise_ablation
 from cmgh import config as cmgh_config
 from cmgh import keypaths, layout
-from cmgh.data import NOISE_TRUTH, TOKENIZED
+from cmgh.data import datasets
+from cmgh.data.datasets import NOISE_TRUTH, TOKENIZED
 from cmgh.errors import ConfigError
 from cmgh.evaluate import NOISE_TRAINING, RUN_TASKS, TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
 
@@ -238,7 +239,7 @@ def sweep_slice():
 def extract_inputs(wildcards):
     """A dataset's annotation files (its media are listed in them), plus the vocabulary where its
     captions are tokenized (HowTo100M's, shared by every dataset with text)."""
-    inputs = raw_inputs(wildcards.dataset, layout.annotation_files(DATA, wildcards.dataset), media=True)
+    inputs = raw_inputs(wildcards.dataset, datasets.get(wildcards.dataset).annotation_files(DATA), media=True)
     if wildcards.dataset in TOKENIZED:
         inputs.append(p(layout.vocab(FEATURES)))
     return inputs
@@ -247,15 +248,14 @@ def extract_inputs(wildcards):
 def pack_inputs(wildcards):
     """The annotation files a packed corpus is built from (AudioSet: its training segment lists
     that exist: the unbalanced list only where it was downloaded)."""
-    files = layout.pack_annotation_files(DATA, wildcards.dataset)
-    required = [f for f in files if f.name in layout.REQUIRED_PACK_FILES]
+    files, required = datasets.get(wildcards.dataset).pack_files(DATA)
     inputs = raw_inputs(wildcards.dataset, required, media=True)  # waits for the data job: then the optional files are there or not
     return inputs + [p(f) for f in files if f not in required and f.exists()]
 
 
 @functools.cache
 def truth_corpora(variant):
-    """The corpora of a variant's pre-training that carry a generated ground truth (cmgh.data.NOISE_TRUTH):
+    """The corpora of a variant's pre-training that carry a generated ground truth (cmgh.data.datasets.NOISE_TRUTH):
     each of its runs gets a noise-over-training job when there is one (none on downloaded data)."""
     if NOISE_TRAINING not in PLANNED_RUN_TASKS:
         return ()
@@ -327,7 +327,8 @@ SWEEP_TASK = VALIDATION_METRICS[CFG.sweep.objective][0]
 
 def vocab_inputs(wildcards):
     """The pre-training captions the vocabulary is built from."""
-    return raw_inputs("howto100m", layout.annotation_files(DATA, "howto100m"))
+    (spec,) = [spec for spec in datasets.specs() if spec.vocabulary is not None]  # HowTo100M
+    return raw_inputs(spec.name, spec.annotation_files(DATA))
 
 
 def sweep_features():

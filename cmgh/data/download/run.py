@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from cmgh import layout
-from cmgh.data import formats
-from cmgh.data import youtube8m as yt8m
+from cmgh.data import datasets
+from cmgh.data.datasets import youtube8m_format as yt8m
 from cmgh.data.download import autocaptions, plan, records
 from cmgh.data.download import clips as clipmod
 from cmgh.data.download.fetch import INVALID_ID, OK, Policy, RateLimiter
@@ -162,7 +162,7 @@ def download(
     With ``annotations_only``, YouTube-8M's index (record files, id lookups) is fetched too: the
     clips are listed from it.
     """
-    root = formats.dataset_root(cfg, name)
+    root = datasets.dataset_root(cfg, name)
     dl = cfg.data.download
     spec = dl[name].to_dict()
     check_sources(name, spec)

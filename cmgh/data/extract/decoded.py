@@ -33,10 +33,10 @@ import numpy as np
 import pandas as pd
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data import CAPTIONED, TOKENIZED, formats, items as items_mod
+from cmgh.data import datasets
 from cmgh.data.io import media
 from cmgh.data.extract import shards
-from cmgh.data.items import Item
+from cmgh.data.datasets.items import Item
 from cmgh.data.io.tables import load_array
 from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import DataError
@@ -83,11 +83,11 @@ def vocab_path(cfg: Config) -> Path:
 
 
 def build_vocab(cfg: Config) -> Path:
-    """Vocabulary from HowTo100M's captions only: one vocabulary for every run and corpus mix
+    """Vocabulary from HowTo100M's captions only (the one dataset whose spec has ``vocabulary``): one vocabulary for every run and corpus mix
     (YouTube-8M's automatic captions and the downstream text are tokenized with it, so adding a
     corpus changes no token id and every checkpoint's text tower reads the same ids)."""
-    root = formats.dataset_root(cfg, "howto100m")
-    vocab = Vocabulary.build(items_mod.pretrain_texts(root), cfg.features.text.vocab_size, cfg.features.text.min_count)
+    (spec,) = [spec for spec in datasets.specs() if spec.vocabulary is not None]
+    vocab = Vocabulary.build(spec.vocabulary(datasets.dataset_root(cfg, spec.name)), cfg.features.text.vocab_size, cfg.features.text.min_count)
     path = vocab.save(vocab_path(cfg))
     log.info("vocabulary: %d tokens -> %s", len(vocab), path)
     return path
@@ -222,16 +222,17 @@ def decode_spec(cfg: Config, with_text: bool, video_optional: bool = False) -> D
 
 def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     """Decode ``dataset`` into shards; returns the index path. Re-running skips finished shards."""
-    root = formats.dataset_root(cfg, dataset)  # checks the name
+    root = datasets.dataset_root(cfg, dataset)  # checks the name
+    dataset_spec = datasets.get(dataset)
     out = feature_dir(cfg, dataset)
     shard_dir = out / layout.SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
-    with_text = dataset in CAPTIONED
-    spec = decode_spec(cfg, with_text, video_optional=dataset == "audioset")
-    vocab_file = str(vocab_path(cfg)) if dataset in TOKENIZED else None
+    with_text = dataset_spec.captioned
+    spec = decode_spec(cfg, with_text, video_optional=dataset_spec.audio_only)
+    vocab_file = str(vocab_path(cfg)) if dataset_spec.tokenized else None
     vocab = Vocabulary.load(vocab_file) if vocab_file else None
 
-    planned = items_mod.plan(dataset, root, cfg.features)
+    planned = dataset_spec.items(root, cfg.features)
     if not planned:
         raise DataError(f"{root}: no items found for dataset {dataset!r}")
     groups = shards.split(planned, int(cfg.features.shard_size))
@@ -246,9 +247,9 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     shards.remove_stale(shard_dir, len(groups))
 
     index, manifest_rows = _tables(root, out, groups, with_text)
-    if dataset == "msrvtt":
+    if dataset_spec.texts is not None:
         assert vocab is not None
-        _write_msrvtt_text(root, out, vocab, spec.max_tokens)
+        _write_texts(dataset_spec.texts(root), out, vocab, spec.max_tokens)
     return shards.write_tables(cfg, out, dataset, index, manifest_rows)
 
 
@@ -284,10 +285,9 @@ def _probed_audio(source: Path) -> bool:
         return True
 
 
-def _write_msrvtt_text(root: Path, out: Path, vocab: Vocabulary, max_tokens: int) -> None:
-    """Tokenized captions (all, from the JSON) and 1k-A test queries (CSV), each with a table."""
-    sentences, test = items_mod.msrvtt_texts(root)
-    for name, table, column in (("captions", sentences, "caption"), ("test_1ka", test, "sentence")):
+def _write_texts(texts: Sequence[tuple[str, pd.DataFrame, str]], out: Path, vocab: Vocabulary, max_tokens: int) -> None:
+    """A dataset's texts tokenized beside its shards (MSR-VTT: all captions and the 1k-A test queries), each with a table."""
+    for name, table, column in texts:
         tokens = vocab.encode_many(table[column].astype(str), max_tokens)
         npy, parquet = layout.tokenized_texts(out, name)
         _save_npy(npy, tokens)

@@ -35,18 +35,18 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config, corpus_format
-from cmgh.data import CAPTIONED, formats, items as items_mod, youtube8m
+from cmgh.data import datasets
+from cmgh.data.datasets.items import caption_tracks
 from cmgh.data.io import encode, media
 from cmgh.data.extract import shards
 from cmgh.errors import DataError
-from cmgh.io import atomic_path, atomic_write_json, safe_id
+from cmgh.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PackItem", "PackSpec", "corpus_format", "pack", "pack_items", "verify_shard"]
 
-NO_VIDEO = "skipped: no video stream"  # an audio-only AudioSet clip is no video-audio pair
-DATASET_COLUMNS = {"howto100m": ("video_id",), "audioset": ("YTID", "split", "labels"), "youtube8m": ("video_id", "record_id", "labels")}
+NO_VIDEO = "skipped: no video stream"  # an audio-only clip (AudioSet's may be) is no video-audio pair
 _MP4, _JSON = layout.PACKED_MEMBERS
 # x264 tune of the packed video: at 256p/10 fps fastdecode (no CABAC, deblocking or weighted
 # prediction) halves the loader's decode time for ~10% more bytes (benchmarks/stream.py).
@@ -115,7 +115,7 @@ def member_key(item_id: str) -> str:
 
 def caption_tuples(path: Path) -> dict[str, tuple[tuple[float, float, str], ...]]:
     """A ``caption.json`` as ``(start, end, text)`` per video (what a sample's JSON member carries)."""
-    tracks, _ = items_mod.caption_tracks(path)
+    tracks, _ = caption_tracks(path)
     return {vid: tuple(zip(g["start"].astype(float), g["end"].astype(float), g["text"].astype(str), strict=True)) for vid, g in tracks.items()}
 
 
@@ -125,50 +125,14 @@ def unpackable(item_id: str, source: Path, root: Path, status: str, labels: tupl
     return PackItem(item_id, member_key(item_id), source, item_id, os.path.relpath(source, root), labels=labels, status=status)
 
 
-def youtube8m_pack_items(root: Path) -> list[PackItem]:
-    """One item per video of the records (every split), under its YouTube id, with its automatic
-    captions (none: a video-audio pair) and labels; a record whose pseudo id has no YouTube id (or
-    an unsafe one) is an item with its :func:`items.youtube8m_status`."""
-    tracks = caption_tuples(root / layout.YOUTUBE8M_CAPTIONS)
-    planned = []
-    for row in youtube8m.read_videos(root).itertuples(index=False):
-        labels = tuple(int(v) for v in row.labels)
-        status = items_mod.youtube8m_status(root, row)
-        if status is not None:
-            planned.append(unpackable(row.youtube_id or row.record_id, layout.youtube8m_record_file(root, row.record), root, status, labels))
-            continue
-        source = layout.video_file(root, safe_id(row.youtube_id, "youtube_id"))
-        meta = {"video_id": row.youtube_id, "record_id": row.record_id, "labels": list(labels)}
-        planned.append(PackItem(row.youtube_id, member_key(row.youtube_id), source, row.youtube_id, os.path.relpath(source, root),
-                                meta, tracks.get(row.youtube_id, ()), labels))
-    return planned
-
-
 def pack_items(dataset: str, root: Path) -> list[PackItem]:
-    """HowTo100M: one item per video of the list, with its captions; AudioSet: every segment of the
-    pre-training segment files that exist (never eval), labels as class indices; YouTube-8M:
-    :func:`youtube8m_pack_items`. Items that cannot be packed carry their status (:func:`unpackable`)."""
-    if dataset == "howto100m":
-        tracks = caption_tuples(root / layout.HOWTO100M_CAPTIONS)
-        planned = []
-        for video_id, status in items_mod.howto100m_videos(root):
-            if status is not None:
-                planned.append(unpackable(video_id, root / layout.HOWTO100M_VIDEOS, root, status))
-                continue
-            source = layout.video_file(root, safe_id(video_id, "video_id"))
-            planned.append(PackItem(video_id, member_key(video_id), source, video_id, os.path.relpath(source, root),
-                                    {"video_id": video_id}, tracks.get(video_id, ())))
-    elif dataset == "audioset":
-        planned = [
-            PackItem(it.item_id, member_key(it.item_id), it.source, it.meta["YTID"], os.path.relpath(it.source, root),
-                     dict(it.meta), labels=tuple(it.meta["labels"]), status=it.status)
-            if it.meta else unpackable(it.item_id, it.source, root, str(it.status))
-            for it in items_mod.audioset_items(root, items_mod.AUDIOSET_PRETRAIN_SPLITS)
-        ]
-    elif dataset == "youtube8m":
-        planned = youtube8m_pack_items(root)
-    else:
-        raise DataError(f"dataset {dataset!r} is not a pre-training corpus (expected one of {', '.join(DATASET_COLUMNS)})")
+    """The sources of a pre-training corpus (its ``SPEC.packing``), their member keys checked unique.
+    Items that cannot be packed carry their status (:func:`unpackable`)."""
+    packing = datasets.get(dataset).packing
+    if packing is None:
+        corpora = [spec.name for spec in datasets.specs() if spec.packing is not None]
+        raise DataError(f"dataset {dataset!r} is not a pre-training corpus (expected one of {', '.join(corpora)})")
+    planned = packing.items(root)
     seen: dict[str, str] = {}
     for it in planned:
         if it.status is not None:  # never a member of a tar
@@ -196,7 +160,7 @@ def pack_item(item: PackItem, spec: PackSpec) -> Packed:
         )
     except DataError as exc:
         status = media.manifest_status(item.source, exc)
-        if status == "corrupt: no video stream" and spec.dataset == "audioset":
+        if status == "corrupt: no video stream" and datasets.get(spec.dataset).audio_only:
             return Packed(item.item_id, NO_VIDEO)
         return Packed(item.item_id, status)
     duration = float(info["duration"])
@@ -286,11 +250,11 @@ def verify_shard(out: Path, k: int, group: Sequence[PackItem], fp: str) -> list[
 
 
 def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None = TUNE) -> Path:
-    """Pack ``dataset`` (a pre-training corpus: howto100m, audioset, youtube8m) into tar shards; returns the index path.
+    """Pack ``dataset`` (a pre-training corpus: its spec has ``packing``) into tar shards; returns the index path.
 
     Re-running skips every finished, intact shard. ``tune``: x264's tune (the benchmark compares).
     """
-    root = formats.dataset_root(cfg, dataset)
+    root = datasets.dataset_root(cfg, dataset)
     out = layout.packed_dir(cfg.path("features"), dataset)
     shard_dir = out / layout.SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -317,8 +281,8 @@ def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None
             layout.shard_file(out, k, "json").unlink(missing_ok=True)
             raise DataError(f"{layout.shard_file(out, k, 'tar')}: damaged right after packing; run the extraction again")
         index_rows.extend(rows)
-    index = pd.DataFrame(index_rows, columns=[*layout.PACKED_INDEX_COLUMNS, *DATASET_COLUMNS[dataset]])
-    return shards.write_tables(cfg, out, dataset, index, _manifest_rows(out, groups, dataset in CAPTIONED))
+    index = pd.DataFrame(index_rows, columns=[*layout.PACKED_INDEX_COLUMNS, *datasets.get(dataset).packing.columns])
+    return shards.write_tables(cfg, out, dataset, index, _manifest_rows(out, groups, datasets.get(dataset).captioned))
 
 
 def _manifest_rows(out: Path, groups: Sequence[Sequence[PackItem]], captioned: bool) -> Iterator[dict[str, Any]]:

@@ -24,7 +24,7 @@ import torch
 from cmgh import layout
 from cmgh.data.stream import augment
 from cmgh.data.io import media
-from cmgh.data.items import nearest
+from cmgh.data.datasets.items import nearest
 from cmgh.data.stream.mixing import generator
 from cmgh.data.io.tables import REMAKE, read_parquet
 from cmgh.data.extract.text import Vocabulary

@@ -31,7 +31,8 @@ import yaml
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data import datasets
+from cmgh.data.datasets import audioset, kinetics
 from cmgh.data.io import encode
 from cmgh.data.extract import decoded
 from cmgh.data.io import media
@@ -219,24 +220,24 @@ def world(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactor
     kin = out / "kinetics"
     (kin / "clips").mkdir(parents=True)
     for i, (served, filename) in enumerate(KINETICS_FILES.items()):
-        table = formats.read_kinetics(data / "kinetics" / "annotations" / filename)
-        original = [formats.kinetics_clip_path(data / "kinetics", row) for row in table.itertuples(index=False)]
+        table = kinetics.read_kinetics(data / "kinetics" / "annotations" / filename)
+        original = [kinetics.kinetics_clip_path(data / "kinetics", row) for row in table.itertuples(index=False)]
         table["time_start"] = [1 + (i + k) % 3 for k in range(len(table))]
         table["time_end"] = table["time_start"] + 2
-        formats.write_kinetics(kin / served, table)
+        kinetics.write_kinetics(kin / served, table)
         for row, clip in zip(table.itertuples(index=False), original, strict=True):
             _padded_source(clip, kin / "clips" / f"{row.youtube_id}.mp4", row.time_start, fps, rate)
-            windows[f"kinetics/{formats.kinetics_clip_path('', row)}"] = (clip, float(row.time_start))
+            windows[f"kinetics/{kinetics.kinetics_clip_path('', row)}"] = (clip, float(row.time_start))
 
     aus = out / "audioset"
     (aus / "clips").mkdir(parents=True)
     (aus / "class_labels_indices.csv").write_bytes((data / "audioset" / "class_labels_indices.csv").read_bytes())
     for filename in ("balanced_train_segments.csv", "eval_segments.csv"):
-        table = formats.read_audioset_segments(data / "audioset" / filename)
-        original = [formats.audioset_clip_path(data / "audioset", row) for row in table.itertuples(index=False)]
+        table = audioset.read_audioset_segments(data / "audioset" / filename)
+        original = [audioset.audioset_clip_path(data / "audioset", row) for row in table.itertuples(index=False)]
         table["start_seconds"] = [float(1 + k % 3) for k in range(len(table))]
         table["end_seconds"] = table["start_seconds"] + 2.0
-        formats.write_audioset_segments(aus / filename, table)
+        audioset.write_audioset_segments(aus / filename, table)
         for row, clip in zip(table.itertuples(index=False), original, strict=True):
             _padded_source(clip, aus / "clips" / f"{row.YTID}.mp4", row.start_seconds, fps, rate)
             windows[f"audioset/clips/{row.YTID}_{int(row.start_seconds)}.mp4"] = (clip, row.start_seconds)
@@ -355,13 +356,13 @@ def test_dry_run_lists_and_writes_nothing_then_slices_by_class_and_limit(tmp_pat
     download(cfg, "kinetics", dry_run=True)
     assert "annotation\tfetch" in capsys.readouterr().out and not root.exists() and not server.log
     download(cfg, "kinetics", annotations_only=True, echo=quiet)
-    table = formats.read_kinetics(root / "annotations" / "train.csv")
+    table = kinetics.read_kinetics(root / "annotations" / "train.csv")
     label = table["label"].iloc[0]
     lines: list[str] = []
     download(cfg, "kinetics", dry_run=True, classes=[label], limit=1, echo=lines.append)
     clips_listed = [line.split("\t") for line in lines if line.startswith("clip\tfetch")]
     assert len(clips_listed) == 3 and {c[4].split("/")[0] for c in clips_listed} == {"train", "val", "test"}  # 1 per split
-    assert all(c[4].split("/")[1] == formats.kinetics_label_dir(label) for c in clips_listed)
+    assert all(c[4].split("/")[1] == kinetics.kinetics_label_dir(label) for c in clips_listed)
     assert not list(root.glob("train/**/*.mp4"))
     report = download(cfg, "kinetics", classes=[label], limit=1, progress=False, echo=quiet)
     assert report.selected == 3 and report.complete
@@ -517,11 +518,11 @@ def test_symlink_members_are_never_written(tmp_path: Path) -> None:
 
 def test_ids_with_slash_or_dotdot_are_recorded_never_fetched(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:
     serve(server, world, "kinetics")
-    table = formats.read_kinetics(server.root / "kinetics" / "train.csv")
+    table = kinetics.read_kinetics(server.root / "kinetics" / "train.csv")
     table.loc[0, "youtube_id"] = "../../etc"
     table.loc[1, "youtube_id"] = "a/b"
     table.loc[2, "youtube_id"] = ".."
-    formats.write_kinetics(server.root / "kinetics" / "train.csv", table)
+    kinetics.write_kinetics(server.root / "kinetics" / "train.csv", table)
     cfg = make_config(tmp_path, server, world, min_available=0.5)
     report = download(cfg, "kinetics", progress=False, echo=quiet)
     rows = manifest(cfg, "kinetics")
@@ -656,15 +657,14 @@ def test_ytdlp_messages_map_to_manifest_statuses(message: str, status: str) -> N
 
 def test_download_config_names_what_is_missing(tmp_path: Path) -> None:
     from cmgh import cli, config
-    from cmgh.data import DATASETS
     from cmgh.data.download.sources import check_config
 
-    assert formats.DATASETS is DATASETS  # one list of names (cmgh.data), no copy to drift
+    assert datasets.names() is datasets.names()  # one list of names (the registry), no copy to drift
     parser = cli.build_parser()  # the CLI offers the same names
-    assert [parser.parse_args(["data", "synth", "--dataset", name]).dataset for name in DATASETS] == [[name] for name in DATASETS]
+    assert [parser.parse_args(["data", "synth", "--dataset", name]).dataset for name in datasets.names()] == [[name] for name in datasets.names()]
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "synth", "--dataset", "nosuchset"])
-    assert DATASETS == config.choices("data.datasets")  # ... and it is the schema's
+    assert datasets.names() == config.choices("data.datasets")  # ... and it is the schema's
     # Where downloads are planned (the workflow at parse time, `cmgh data download` per dataset),
     # not where configs load: cmgh.config stands below cmgh.data.
     base = [*tiny_overrides(tmp_path), "data.source=download"]

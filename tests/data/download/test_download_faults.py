@@ -17,7 +17,7 @@ import yaml
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import formats
+from cmgh.data.datasets import kinetics
 from cmgh.data.download import fetch
 from cmgh.data.download.run import download
 from cmgh.errors import DownloadError
@@ -164,4 +164,4 @@ def test_download_of_one_dataset_needs_only_its_own_sources(tmp_path: Path, serv
     assert code == 0, err
     assert "kinetics: 16 of 16 clips available" in out and "howto100m" not in err
     assert (tmp_path / "data" / "kinetics" / layout.STAMP).is_file() and not (tmp_path / "data" / "howto100m").exists()
-    assert len(formats.read_kinetics(tmp_path / "data" / "kinetics" / "annotations" / "train.csv")) > 0
+    assert len(kinetics.read_kinetics(tmp_path / "data" / "kinetics" / "annotations" / "train.csv")) > 0

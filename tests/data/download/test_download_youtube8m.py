@@ -22,7 +22,7 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import formats, youtube8m as yt8m
+from cmgh.data.datasets import caption_json, youtube8m_format as yt8m
 from cmgh.data.download import fetch, records
 from cmgh.data.download.run import download
 from cmgh.errors import ConfigError, DownloadError
@@ -316,8 +316,8 @@ def test_whole_download_ends_in_the_real_layout_with_captions(tmp_path: Path, se
     # caption.json: every captioned video whose captions parse, with the generator's segment times
     want = {y: generated[y] for y in captioned if y != broken}
     assert json.loads((root / layout.YOUTUBE8M_CAPTIONS).read_text()) == want
-    assert (root / layout.YOUTUBE8M_CAPTIONS).read_bytes() == formats.write_howto100m_captions(tmp_path / "want.json", dict(sorted(want.items()))).read_bytes()
-    assert set(formats.read_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS)["video_id"]) == set(want)
+    assert (root / layout.YOUTUBE8M_CAPTIONS).read_bytes() == caption_json.write_howto100m_captions(tmp_path / "want.json", dict(sorted(want.items()))).read_bytes()
+    assert set(caption_json.read_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS)["video_id"]) == set(want)
     rows = manifest(cfg, "youtube8m").query("kind == 'clip'").set_index("path")
     notes = {ytid: rows.loc[f"videos/{ytid}.mp4", "error"] for ytid in videos["youtube_id"]}
     assert set(rows["status"]) == {"ok"}

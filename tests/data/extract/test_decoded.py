@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cmgh import config as config_mod
-from cmgh.data import formats, items
+from cmgh.data.datasets import howto100m, items
 from cmgh.data.extract import decoded
 from cmgh.data.stream.decoded import ShardedClips, TokenizedTexts, make_loader
 from cmgh.data.extract.text import PAD_ID, UNK_ID, Vocabulary
@@ -32,7 +32,7 @@ def copy_world(cfg: config_mod.Config, dest: Path) -> config_mod.Config:
 def test_pretrain_shards_have_the_configured_shapes(tiny_world: config_mod.Config) -> None:
     root = decoded.feature_dir(tiny_world, "howto100m")
     index = pd.read_parquet(root / "index.parquet")
-    videos = formats.read_howto100m_videos(tiny_world.path("data") / "howto100m" / "HowTo100M_v1.csv")
+    videos = howto100m.read_howto100m_videos(tiny_world.path("data") / "howto100m" / "HowTo100M_v1.csv")
     assert len(index) == len(videos) * tiny_world.features.clips_per_video
     assert set(index.columns) >= {"item_id", "shard", "row", "video_id", "clip_start", "clip_end"}
     dataset = ShardedClips(root)

@@ -18,7 +18,7 @@ import pytest
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.cli import main
-from cmgh.data import formats, youtube8m
+from cmgh.data.datasets import audioset, caption_json, kinetics, youtube8m_format as yt8m
 from cmgh.data.extract import shards
 from cmgh.data.download.fetch import INVALID_ID
 from tests.conftest import tiny_overrides
@@ -63,13 +63,13 @@ def test_unknown_audioset_labels_are_counted_and_unlabelled_segments_left_out(
 ) -> None:
     dest = copy(tiny_world, tmp_path, "audioset")
     path = dest / "data" / "audioset" / layout.AUDIOSET_SEGMENT_FILES["train"]
-    table = formats.read_audioset_segments(path)
+    table = audioset.read_audioset_segments(path)
     known = table.at[1, "positive_labels"][0]
     table.at[0, "positive_labels"] = ["/m/unknown1", "/m/unknown2"]  # no label of the class list
     table.at[1, "positive_labels"] = [known, "/m/unknown1"]  # one known, one not
-    formats.write_audioset_segments(path, table)
+    audioset.write_audioset_segments(path, table)
     lost, partial = f"{table.at[0, 'YTID']}_{int(table.at[0, 'start_seconds'])}", f"{table.at[1, 'YTID']}_{int(table.at[1, 'start_seconds'])}"
-    classes = formats.read_audioset_classes(dest / "data" / "audioset" / layout.AUDIOSET_CLASSES)
+    classes = audioset.read_audioset_classes(dest / "data" / "audioset" / layout.AUDIOSET_CLASSES)
     index_of = dict(zip(classes["mid"], classes["index"], strict=True))
 
     for fmt, folder in (("decoded", layout.feature_dir(dest / "features", "audioset")), ("packed", layout.packed_dir(dest / "features", "audioset"))):
@@ -127,7 +127,7 @@ def test_video_without_captions_is_recorded_and_counted(tiny_world: config_mod.C
     captions = json.loads(captions_path.read_text())
     silent = sorted(captions)[0]
     del captions[silent]
-    formats.write_howto100m_captions(captions_path, captions)
+    caption_json.write_howto100m_captions(captions_path, captions)
     for fmt, folder in (("decoded", layout.feature_dir(dest / "features", "howto100m")), ("packed", layout.packed_dir(dest / "features", "howto100m"))):
         caplog.clear()
         with caplog.at_level(logging.INFO):
@@ -197,25 +197,25 @@ def test_unsafe_id_is_recorded_as_invalid_id_and_the_rest_extracted(tiny_world: 
     videos = data / "howto100m" / layout.HOWTO100M_VIDEOS
     videos.write_text(videos.read_text() + "../x,Pets and Animals,Dogs,1,2\n")
     line = len(videos.read_text().splitlines())
-    kinetics = formats.read_kinetics(layout.kinetics_split_csv(data, "train"))
-    kinetics.loc[len(kinetics)] = [kinetics.at[0, "label"], "a/b", 10, 20, "train"]
-    formats.write_kinetics(layout.kinetics_split_csv(data, "train"), kinetics)
+    clips = kinetics.read_kinetics(layout.kinetics_split_csv(data, "train"))
+    clips.loc[len(clips)] = [clips.at[0, "label"], "a/b", 10, 20, "train"]
+    kinetics.write_kinetics(layout.kinetics_split_csv(data, "train"), clips)
     segments = data / "audioset" / layout.AUDIOSET_SEGMENT_FILES["eval"]
-    segments.write_text(segments.read_text() + f'.hidden, 1.000, 3.000, "{formats.read_audioset_classes(data / "audioset" / layout.AUDIOSET_CLASSES).at[0, "mid"]}"\n')
+    segments.write_text(segments.read_text() + f'.hidden, 1.000, 3.000, "{audioset.read_audioset_classes(data / "audioset" / layout.AUDIOSET_CLASSES).at[0, "mid"]}"\n')
     info = data / "msrvtt" / layout.MSRVTT_INFO
     payload = json.loads(info.read_text())
     payload["videos"][2]["video_id"] = "video/../../etc"
     info.write_text(json.dumps(payload))
 
-    yt8m = data / "youtube8m"
-    record = layout.youtube8m_record(yt8m, "train", 0)
-    zeros = (np.zeros(youtube8m.RGB_DIM), np.zeros(youtube8m.AUDIO_DIM))
-    youtube8m.write_records(record, [youtube8m.encode_video(v, [1], *zeros, release=2017) for v in ("../evil", "fine_id")])
-    formats.write_howto100m_captions(yt8m / layout.YOUTUBE8M_CAPTIONS, {})
+    yt8m_root = data / "youtube8m"
+    record = layout.youtube8m_record(yt8m_root, "train", 0)
+    zeros = (np.zeros(yt8m.RGB_DIM), np.zeros(yt8m.AUDIO_DIM))
+    yt8m.write_records(record, [yt8m.encode_video(v, [1], *zeros, release=2017) for v in ("../evil", "fine_id")])
+    caption_json.write_howto100m_captions(yt8m_root / layout.YOUTUBE8M_CAPTIONS, {})
 
     expected = {  # dataset -> (unsafe id, where the row names it)
         "howto100m": ("../x", f"{layout.HOWTO100M_VIDEOS} line {line}"),
-        "kinetics": ("a/b_000010_000020", f"{layout.KINETICS_ANNOTATIONS_DIR}/{layout.KINETICS_SPLIT_FILES['train']} line {len(kinetics) + 1}"),
+        "kinetics": ("a/b_000010_000020", f"{layout.KINETICS_ANNOTATIONS_DIR}/{layout.KINETICS_SPLIT_FILES['train']} line {len(clips) + 1}"),
         "audioset": (".hidden_1", f"{layout.AUDIOSET_SEGMENT_FILES['eval']} line {len(segments.read_text().splitlines())}"),
         "msrvtt": ("video/../../etc", f"{layout.MSRVTT_INFO} videos[2]"),
         "youtube8m": ("../evil", f"{layout.YOUTUBE8M_RECORDS_DIR}/{record.name}"),

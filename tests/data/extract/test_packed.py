@@ -15,7 +15,7 @@ import pytest
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import formats
+from cmgh.data.datasets import audioset, caption_json, howto100m
 from cmgh.data.io import encode, media
 from cmgh.data.extract import packed, shards
 from cmgh.errors import DataError
@@ -54,12 +54,12 @@ def packed_world(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPat
 def test_tar_members_follow_the_contract(packed_world: config_mod.Config) -> None:
     cfg = packed_world
     index = pd.read_parquet(layout.packed_index(cfg.path("features"), "howto100m"))
-    videos = formats.read_howto100m_videos(cfg.path("data") / "howto100m" / layout.HOWTO100M_VIDEOS)
+    videos = howto100m.read_howto100m_videos(cfg.path("data") / "howto100m" / layout.HOWTO100M_VIDEOS)
     assert index["item_id"].tolist() == videos["video_id"].tolist()  # one sample per video, in list order
     assert list(index.columns) == [*layout.PACKED_INDEX_COLUMNS, "video_id"]
     shards = sorted((folder(cfg) / "shards").glob("*.tar"))
     assert len(shards) == -(-len(videos) // cfg.features.shard_size) >= 2
-    captions = formats.read_howto100m_captions(cfg.path("data") / "howto100m" / layout.HOWTO100M_CAPTIONS)
+    captions = caption_json.read_howto100m_captions(cfg.path("data") / "howto100m" / layout.HOWTO100M_CAPTIONS)
     for k, path in enumerate(shards):
         with tarfile.open(path) as tar:
             members = tar.getmembers()
@@ -194,10 +194,10 @@ def test_max_seconds_caps_the_packed_clip(tiny_world: config_mod.Config, tmp_pat
 def test_audioset_packs_pretraining_segments_only(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     cfg = copy_data(tiny_world, tmp_path, "audioset")
     root = cfg.path("data") / "audioset"
-    balanced = formats.read_audioset_segments(root / "balanced_train_segments.csv")
-    evaluation = formats.read_audioset_segments(root / "eval_segments.csv")
-    formats.write_audioset_segments(root / "unbalanced_train_segments.csv", evaluation.iloc[:1])  # also an eval clip's file
-    clips = [formats.audioset_clip_path(root, row) for row in balanced.itertuples(index=False)]
+    balanced = audioset.read_audioset_segments(root / "balanced_train_segments.csv")
+    evaluation = audioset.read_audioset_segments(root / "eval_segments.csv")
+    audioset.write_audioset_segments(root / "unbalanced_train_segments.csv", evaluation.iloc[:1])  # also an eval clip's file
+    clips = [audioset.audioset_clip_path(root, row) for row in balanced.itertuples(index=False)]
     wav = clips[0].with_suffix(".wav")
     wave = media.decode_audio(clips[0], 0.0, 2.0, 16000)
     with av.open(str(wav), mode="w") as container:
@@ -215,7 +215,7 @@ def test_audioset_packs_pretraining_segments_only(tiny_world: config_mod.Config,
     assert status[ids[0]] == packed.NO_VIDEO and (status.drop(ids[0]) == "ok").all()
     index = pd.read_parquet(layout.packed_index(cfg.path("features"), "audioset")).set_index("item_id")
     assert index["split"].to_dict() == {**{i: "train" for i in ids[1:]}, unbalanced: "unbalanced_train"}
-    classes = formats.read_audioset_classes(root / layout.AUDIOSET_CLASSES)
+    classes = audioset.read_audioset_classes(root / layout.AUDIOSET_CLASSES)
     index_of = dict(zip(classes["mid"], classes["index"], strict=True))
     assert list(index.loc[ids[1], "labels"]) == sorted(index_of[m] for m in balanced.positive_labels[1])
     with tarfile.open(layout.shard_file(folder(cfg, "audioset"), 0, "tar")) as tar:
@@ -227,8 +227,8 @@ def test_keys_carry_no_dots_and_must_be_unique(tmp_path: Path) -> None:
     assert packed.member_key("a.b.c") == "a_b_c"
     root = tmp_path / "howto100m"
     table = pd.DataFrame({"video_id": ["v.1", "v_1"], "category_1": "x", "category_2": "y", "rank": [1, 2], "task_id": [1, 2]})
-    formats.write_howto100m_videos(root / layout.HOWTO100M_VIDEOS, table)
-    formats.write_howto100m_captions(root / layout.HOWTO100M_CAPTIONS, {"v.1": {"start": [0.0], "end": [1.0], "text": ["a"]}})
+    howto100m.write_howto100m_videos(root / layout.HOWTO100M_VIDEOS, table)
+    caption_json.write_howto100m_captions(root / layout.HOWTO100M_CAPTIONS, {"v.1": {"start": [0.0], "end": [1.0], "text": ["a"]}})
     with pytest.raises(DataError, match="share the shard member key 'v_1'"):
         packed.pack_items("howto100m", root)
 

@@ -12,10 +12,11 @@ import pytest
 
 from cmgh import cli, layout
 from cmgh import config as config_mod
-from cmgh.data import items, youtube8m
+from cmgh.data import datasets
+from cmgh.data.datasets import items, youtube8m_format as yt8m
 from cmgh.data.extract import decoded as extraction, packed, shards
 from cmgh.data.stream.decoded import ShardedClips
-from cmgh.data.items import Item
+from cmgh.data.datasets.items import Item
 from cmgh.data.extract.text import Vocabulary
 from tests.data.youtube8m_tree import captioned_ids, youtube8m_world
 
@@ -42,9 +43,9 @@ def expected_statuses(root: Path, per_video: list[str]) -> dict[str, str]:
     """Every record's manifest rows: unresolved, windows without captions, ok."""
     captioned = captioned_ids(root)
     out = {}
-    for row in youtube8m.read_videos(root).itertuples(index=False):
+    for row in yt8m.read_videos(root).itertuples(index=False):
         if not row.youtube_id:
-            out[row.record_id] = youtube8m.NO_YOUTUBE_ID
+            out[row.record_id] = yt8m.NO_YOUTUBE_ID
             continue
         for suffix in per_video:
             out[row.youtube_id + suffix] = "ok" if row.youtube_id in captioned else shards.NO_CAPTIONS
@@ -54,7 +55,7 @@ def expected_statuses(root: Path, per_video: list[str]) -> dict[str, str]:
 def test_decoded_windows_carry_records_labels_and_nearest_captions(decoded: config_mod.Config) -> None:
     cfg, root = decoded, root_of(decoded)
     folder = layout.feature_dir(cfg.path("features"), "youtube8m")
-    videos = youtube8m.read_videos(root)
+    videos = yt8m.read_videos(root)
     resolved = videos[videos["youtube_id"] != ""]
     assert 0 < len(resolved) < len(videos)  # the world has one unresolved pseudo id
     k = int(cfg.features.clips_per_video)
@@ -94,10 +95,10 @@ def test_decoded_windows_carry_records_labels_and_nearest_captions(decoded: conf
 def test_packed_samples_carry_captions_labels_and_statuses(packed_cfg: config_mod.Config) -> None:
     cfg, root = packed_cfg, root_of(packed_cfg)
     folder = layout.packed_dir(cfg.path("features"), "youtube8m")
-    videos = youtube8m.read_videos(root)
+    videos = yt8m.read_videos(root)
     resolved = videos[videos["youtube_id"] != ""]
     index = pd.read_parquet(folder / layout.FEATURE_INDEX)
-    assert list(index.columns) == [*layout.PACKED_INDEX_COLUMNS, *packed.DATASET_COLUMNS["youtube8m"]]
+    assert list(index.columns) == [*layout.PACKED_INDEX_COLUMNS, *datasets.get("youtube8m").packing.columns]
     assert index["item_id"].tolist() == resolved["youtube_id"].tolist() == index["video_id"].tolist()
     assert index["record_id"].tolist() == resolved["record_id"].tolist()
     assert [list(v) for v in index["labels"]] == resolved["labels"].tolist()
@@ -120,8 +121,8 @@ def test_a_window_past_the_video_end_is_skipped(decoded: config_mod.Config) -> N
     inside = extraction.decode_item(Item("in", source, duration - seconds), spec)
     half_out = extraction.decode_item(Item("out", source, duration - seconds / 2 + 0.05), spec)
     assert inside.status == "ok" and half_out.status == extraction.PAST_END and half_out.arrays is None
-    planned = extraction.decode_item(Item("rec", source, None, status=youtube8m.NO_YOUTUBE_ID), spec)
-    assert planned.status == youtube8m.NO_YOUTUBE_ID and planned.arrays is None
+    planned = extraction.decode_item(Item("rec", source, None, status=yt8m.NO_YOUTUBE_ID), spec)
+    assert planned.status == yt8m.NO_YOUTUBE_ID and planned.arrays is None
 
 
 def test_cli_extracts_both_formats_and_keeps_the_howto100m_vocabulary(decoded: config_mod.Config, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cmgh import config as config_mod, layout
-from cmgh.data import items
+from cmgh.data.datasets import items
 from cmgh.data.stream import augment
 from cmgh.data.io import media
 from cmgh.data.stream.mixing import Schedule, StreamPosition

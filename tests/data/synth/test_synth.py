@@ -12,7 +12,8 @@ from tests.conftest import tiny_overrides
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.data.synth import concepts as concepts_mod
-from cmgh.data import formats
+from cmgh.data import datasets
+from cmgh.data.datasets import audioset, caption_json, howto100m, kinetics, msrvtt, noise_labels
 from cmgh.data.io import media
 from cmgh.data.synth import generate
 
@@ -41,9 +42,9 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> tuple[config_mod.Config,
 def test_returns_roots_with_stamps(worlds) -> None:
     cfg, _ = worlds
     roots = generate.synthesize(cfg, progress=False)
-    assert list(roots) == list(formats.DATASETS)
+    assert list(roots) == list(datasets.names())
     for name, root in roots.items():
-        assert root == formats.dataset_root(cfg, name)
+        assert root == datasets.dataset_root(cfg, name)
         assert json.loads((root / layout.STAMP).read_text()) == generate.stamp_of(cfg, name)
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         assert json.loads((root / layout.GENERATED).read_text()) == [f for f in files if f != layout.GENERATED]  # it recorded every file it wrote
@@ -80,22 +81,22 @@ def test_one_dataset_size_does_not_change_another(worlds, tmp_path: Path) -> Non
     generate.synthesize(bigger, datasets=["audioset"], progress=False)
     for rel in ("balanced_train_segments.csv", "class_labels_indices.csv"):
         assert (a.path("data") / "audioset" / rel).read_bytes() == (bigger.path("data") / "audioset" / rel).read_bytes()
-    eval_a = formats.read_audioset_segments(a.path("data") / "audioset" / "eval_segments.csv")
-    eval_b = formats.read_audioset_segments(bigger.path("data") / "audioset" / "eval_segments.csv")
+    eval_a = audioset.read_audioset_segments(a.path("data") / "audioset" / "eval_segments.csv")
+    eval_b = audioset.read_audioset_segments(bigger.path("data") / "audioset" / "eval_segments.csv")
     assert eval_b.iloc[:4].equals(eval_a)
 
 
 def test_howto100m_noise_fractions_are_exact(worlds) -> None:
     cfg, _ = worlds
     root = cfg.path("data") / "howto100m"
-    labels = formats.read_noise_labels(root / "noise_labels.csv")
+    labels = noise_labels.read_noise_labels(root / "noise_labels.csv")
     spec = cfg.data.synth.howto100m
     total = spec.videos * spec.segments_per_video
     assert len(labels) == total
     assert (labels["audio_aligned"] == 0).sum() == round(cfg.data.noise.audio_rate * total)
     assert (labels["text_aligned"] == 0).sum() == round(cfg.data.noise.text_rate * total)
     assert (labels["clip_end"] - labels["clip_start"]).eq(spec.segment_seconds).all()
-    videos = formats.read_howto100m_videos(root / "HowTo100M_v1.csv")
+    videos = howto100m.read_howto100m_videos(root / "HowTo100M_v1.csv")
     assert len(videos) == spec.videos and set(labels["video_id"]) == set(videos["video_id"])
     assert videos["video_id"].str.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{10}").all()
 
@@ -105,7 +106,7 @@ def test_howto100m_captions_and_videos(worlds) -> None:
     root = cfg.path("data") / "howto100m"
     spec = cfg.data.synth.howto100m
     length = spec.segments_per_video * spec.segment_seconds
-    captions = formats.read_howto100m_captions(root / "caption.json")
+    captions = caption_json.read_howto100m_captions(root / "caption.json")
     assert len(captions) == spec.videos * spec.segments_per_video * spec.captions_per_segment
     assert (captions["start"] >= 0).all() and (captions["end"] <= length).all() and (captions["end"] > captions["start"]).all()
     vid = captions["video_id"].iloc[0]
@@ -122,27 +123,27 @@ def test_kinetics_layout(worlds) -> None:
     spec = cfg.data.synth.kinetics
     for filename, split, per_class in (("train.csv", "train", spec.train_per_class), ("validate.csv", "val", spec.val_per_class),
                                        ("test.csv", "test", spec.test_per_class)):  # fmt: skip
-        table = formats.read_kinetics(root / "annotations" / filename)
+        table = kinetics.read_kinetics(root / "annotations" / filename)
         assert len(table) == spec.classes * per_class and set(table["split"]) == {split}
         assert table["label"].value_counts().eq(per_class).all()
         for row in table.itertuples(index=False):
-            assert formats.kinetics_clip_path(root, row).is_file()
+            assert kinetics.kinetics_clip_path(root, row).is_file()
 
 
 def test_audioset_multilabel(worlds) -> None:
     cfg, _ = worlds
     root = cfg.path("data") / "audioset"
-    classes = formats.read_audioset_classes(root / "class_labels_indices.csv")
+    classes = audioset.read_audioset_classes(root / "class_labels_indices.csv")
     n = cfg.data.synth.concepts
     assert len(classes) > n and classes["mid"].is_unique and classes["index"].tolist() == list(range(len(classes)))
-    segments = formats.read_audioset_segments(root / "balanced_train_segments.csv")
+    segments = audioset.read_audioset_segments(root / "balanced_train_segments.csv")
     assert len(segments) == cfg.data.synth.audioset.train
     groups = set(classes["mid"].iloc[n:])
     for row in segments.itertuples(index=False):
         concepts = [m for m in row.positive_labels if m not in groups]
         assert 1 <= len(concepts) <= cfg.data.synth.audioset.max_sources
         assert any(m in groups for m in row.positive_labels)  # every clip carries a group label
-        assert formats.audioset_clip_path(root, row).is_file()
+        assert audioset.audioset_clip_path(root, row).is_file()
     header = (root / "eval_segments.csv").read_text().splitlines()[1]
     assert header.startswith(f"# num_ytids={cfg.data.synth.audioset.eval}, num_segs={cfg.data.synth.audioset.eval},")
 
@@ -151,11 +152,11 @@ def test_msrvtt_layout(worlds) -> None:
     cfg, _ = worlds
     root = cfg.path("data") / "msrvtt"
     spec = cfg.data.synth.msrvtt
-    videos, sentences = formats.read_msrvtt_info(root / "videodatainfo.json")
+    videos, sentences = msrvtt.read_msrvtt_info(root / "videodatainfo.json")
     assert videos["split"].value_counts().to_dict() == {"train": spec.train, "validate": spec.val, "test": spec.test}
     assert videos["video_id"].tolist() == [f"video{i}" for i in range(len(videos))]
     assert len(sentences) == len(videos) * spec.captions_per_video and sentences["sen_id"].is_unique
-    test = formats.read_msrvtt_test(root / "MSRVTT_JSFUSION_test.csv")
+    test = msrvtt.read_msrvtt_test(root / "MSRVTT_JSFUSION_test.csv")
     assert test["video_id"].tolist() == videos.loc[videos["split"] == "test", "video_id"].tolist()
     assert set(zip(test["video_id"], test["sentence"], strict=True)) <= set(zip(sentences["video_id"], sentences["caption"], strict=True))
     assert all((root / "videos" / f"{v}.mp4").is_file() for v in videos["video_id"])
@@ -214,17 +215,6 @@ def test_captions_use_concept_vocabulary() -> None:
             words = concepts_mod.make_caption(c, rng, style).split()
             assert sum(w in c.words for w in words) >= 2
             assert not any(w in other.words for other in concepts if other is not c for w in words)
-
-
-def test_every_dataset_has_its_generator_reader_and_download_plan() -> None:
-    """The schema's dataset names (cmgh.data.DATASETS) are the keys of every per-dataset table."""
-    from cmgh.data import DATASETS
-    from cmgh.data.synth import plans
-    from cmgh.data.download import plan
-
-    assert list(generate.PLANNERS) == list(DATASETS)
-    assert list(plan.PLANNERS) == list(DATASETS) and set(plan.CLASS_HELP) == set(DATASETS)
-    assert list(plans.DATASET_INDEX) == list(DATASETS)  # the order keys the generator streams
 
 
 def _downloaded_kinetics(root: Path) -> dict[Path, bytes]:
