@@ -212,9 +212,9 @@ def synth_slice(wildcards):
     """What one generated dataset depends on: a knob of another dataset does not rerun it."""
     synth = CFG.to_dict()["data"]["synth"]
     keys = {k: synth[k] for k in ("seed", "concepts", "media")}
-    keys[wildcards.dataset] = synth[wildcards.dataset]
-    if wildcards.dataset == "howto100m":
-        keys["noise"] = CFG.to_dict()["data"]["noise"]
+    keys[wildcards.dataset] = synth.get(wildcards.dataset, {})
+    for section in datasets.get(wildcards.dataset).synth_sections:
+        keys[section] = CFG.to_dict()["data"][section]
     return json.dumps(keys, sort_keys=True)
 
 

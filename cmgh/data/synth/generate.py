@@ -45,7 +45,7 @@ def stamp_of(cfg: Any, name: str) -> dict[str, Any]:
         "seed": int(synth.seed),
         "concepts": int(synth.concepts),
         "media": synth.media.to_dict(),
-        name: synth[name].to_dict(),
+        name: synth[name].to_dict() if name in synth else {},  # a dataset's own generator settings, if it has any
     }
     for section in registry.get(name).synth_sections:
         stamp[section] = cfg.data[section].to_dict()
