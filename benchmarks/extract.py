@@ -104,7 +104,7 @@ def main() -> None:
     cfg = config.load(overrides=base)
     synthesize(cfg, datasets=[args.dataset, "howto100m"], progress=False)
     decoded.build_vocab(cfg)
-    plan = datasets.get(args.dataset).items(layout.dataset_dir(cfg.path("data"), args.dataset), cfg.features)
+    plan = datasets.get(args.dataset).items(layout.dataset_dir(cfg.path("data"), args.dataset), items.WindowSpec.from_features(cfg.features))
     seconds = items.clip_seconds(cfg.features)
 
     def timed(fn) -> float:

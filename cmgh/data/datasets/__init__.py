@@ -28,10 +28,10 @@ from cmgh.errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cmgh.data.datasets.items import Item
+    from cmgh.data.datasets.items import Item, WindowSpec
     from cmgh.data.download.plan import Clip
     from cmgh.data.extract.packed import PackItem
-    from cmgh.data.synth.plans import Plan
+    from cmgh.data.synth.plans import Plan, SynthSettings
 
 Reader = Callable[[Path], object]
 
@@ -61,8 +61,8 @@ class DatasetSpec:
 
     name: str
     annotations: tuple[str, ...]  # the annotation files its readers open besides the media
-    items: Callable[[Path, Any], list[Item]]  # (root, features section) -> the examples to extract
-    plan: Callable[[Any, Path], Plan]  # (config, root) -> what the generator writes
+    items: Callable[[Path, WindowSpec], list[Item]]  # (root, how videos are cut) -> the examples to extract
+    plan: Callable[[SynthSettings, Path], Plan]  # (its generator settings, root) -> what the generator writes
     clips: Callable[[Path], list[Clip]]  # root -> every clip its annotation files (on disk) name
     checks: tuple[AnnotationCheck, ...]  # what a downloaded annotation file must be
     classes_help: str  # what `cmgh data download --classes` takes for it

@@ -21,11 +21,11 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec, Packing
-from cmgh.data.datasets.items import Item, id_status, line_of
+from cmgh.data.datasets.items import Item, WindowSpec, id_status, line_of
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_float, as_int, as_text, bad, field_of, parse_csv, read_text
 from cmgh.data.synth.concepts import Concept
-from cmgh.data.synth.plans import Job, Plan, Segment, check_unique, concept_set, cyclic, item_rng, media_key, media_settings, stream_index, youtube_id
+from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, check_unique, concept_set, cyclic, item_rng, media_key, stream_index, youtube_id
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike
 
@@ -156,8 +156,8 @@ def audioset_items(root: Path, segment_files: Mapping[str, str] = AUDIOSET_SPLIT
     return items
 
 
-def extraction_items(root: Path, features: Any = None) -> list[Item]:
-    """The decoded splits' segments (balanced train and eval; pre-cut: ``features`` is not needed)."""
+def extraction_items(root: Path, spec: WindowSpec | None = None) -> list[Item]:
+    """The decoded splits' segments (balanced train and eval; pre-cut: no ``spec`` of windows)."""
     return audioset_items(root)
 
 
@@ -200,10 +200,9 @@ def audioset_classes(concepts: Sequence[Concept], seed: int) -> tuple[pd.DataFra
     return table, group_of
 
 
-def plan_audioset(cfg: Any, root: Path) -> Plan:
+def plan_audioset(settings: SynthSettings, root: Path) -> Plan:
     """Multi-label clips: 1..max_sources concepts mixed (summed audio, all drawn in the video)."""
-    synth = cfg.data.synth
-    seed, n_concepts, spec = int(synth.seed), int(synth.concepts), synth.audioset
+    seed, n_concepts, spec = settings.seed, settings.concepts, settings.own
     concepts = concept_set(n_concepts, seed)
     classes, group_of = audioset_classes(concepts, seed)
     mids = classes["mid"].tolist()
@@ -230,7 +229,7 @@ def plan_audioset(cfg: Any, root: Path) -> Plan:
                     str(layout.audioset_clip(root, ytid, int(start))),
                     media_key(seed, "audioset", split_index, i),
                     (Segment(seconds, sources, sources),),
-                    media_settings(cfg),
+                    settings.media,
                     (n_concepts, seed),
                 )
             )

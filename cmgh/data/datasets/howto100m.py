@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,12 +17,12 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec, Packing
 from cmgh.data.datasets.caption_json import read_howto100m_captions, write_howto100m_captions
-from cmgh.data.datasets.items import Item, caption_tracks, clip_seconds, id_status, line_of, windows
+from cmgh.data.datasets.items import Item, WindowSpec, caption_tracks, id_status, line_of, windows
 from cmgh.data.datasets.noise_labels import NOISE_COLUMNS, write_noise_labels
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_int, as_text, keep, parse_csv, read_text, write_csv
 from cmgh.data.synth.concepts import make_caption
-from cmgh.data.synth.plans import Job, Plan, Segment, balanced, check_unique, concept_set, exact_fraction, item_rng, media_key, media_settings, other_concepts, stream_index, youtube_id
+from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, balanced, check_unique, concept_set, exact_fraction, item_rng, media_key, other_concepts, stream_index, youtube_id
 from cmgh.io import safe_id
 from cmgh.layout import PathLike
 
@@ -68,10 +68,10 @@ def howto100m_videos(root: Path) -> list[tuple[str, str | None]]:
     return [(vid, id_status(vid, "video_id", line_of(root, path, n))) for vid, n in zip(videos["video_id"], videos[LINE], strict=True)]
 
 
-def howto100m_items(root: Path, features: Any) -> list[Item]:
+def howto100m_items(root: Path, spec: WindowSpec) -> list[Item]:
     """Non-overlapping clips from the start of each video, each with its nearest captions."""
     tracks, empty = caption_tracks(root / layout.HOWTO100M_CAPTIONS)
-    length = clip_seconds(features)
+    length = spec.seconds
     items: list[Item] = []
     for video_id, status in howto100m_videos(root):
         if status is not None:
@@ -80,7 +80,7 @@ def howto100m_items(root: Path, features: Any) -> list[Item]:
         track = tracks.get(video_id, empty)
         # Clips must overlap the narrated part of the video: the last caption bounds it.
         horizon = float(track["end"].max()) if not track.empty else length
-        items += windows(video_id, layout.video_file(root, safe_id(video_id, "video_id")), track, features, {}, horizon)
+        items += windows(video_id, layout.video_file(root, safe_id(video_id, "video_id")), track, spec, {}, horizon)
     return items
 
 
@@ -94,11 +94,9 @@ def pretrain_texts(root: Path) -> list[str]:
 # generator plan
 
 
-def plan_howto100m(cfg: Any, root: Path) -> Plan:
-    """Videos of consecutive triplet segments, ASR-like captions, and the noise ground truth."""
-    synth, noise = cfg.data.synth, cfg.data.noise
-    seed, n_concepts = int(synth.seed), int(synth.concepts)
-    spec = synth.howto100m
+def plan_howto100m(settings: SynthSettings, root: Path) -> Plan:
+    """Videos of consecutive triplet segments, ASR-like captions, and the noise ground truth (``data.noise``)."""
+    seed, n_concepts, spec, noise = settings.seed, settings.concepts, settings.own, settings.sections["noise"]
     n, per, seg_len, cps = int(spec.videos), int(spec.segments_per_video), float(spec.segment_seconds), int(spec.captions_per_segment)
     total = n * per
     drng = np.random.default_rng([seed, stream_index("howto100m")])
@@ -133,7 +131,7 @@ def plan_howto100m(cfg: Any, root: Path) -> Plan:
             labels.append((vid, lo, lo + seg_len, int(not audio_bad[s]), int(not text_bad[s])))
         captions[vid] = {"start": starts, "end": ends, "text": texts}
         plan.jobs.append(
-            Job(str(layout.video_file(root, vid)), media_key(seed, "howto100m", 0, i), tuple(segments), media_settings(cfg), (n_concepts, seed))
+            Job(str(layout.video_file(root, vid)), media_key(seed, "howto100m", 0, i), tuple(segments), settings.media, (n_concepts, seed))
         )
     check_unique([v[0] for v in videos], "video_id")
     plan.writers += [

@@ -60,6 +60,20 @@ def clip_seconds(features: Any) -> float:
     return float(features.video.frames) / float(features.video.fps)
 
 
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a long video is cut into windows (``features``: the clip length, windows per video,
+    captions per window), read once from the config (:meth:`from_features`)."""
+
+    seconds: float
+    per_video: int
+    candidates: int
+
+    @classmethod
+    def from_features(cls, features: Any) -> WindowSpec:
+        return cls(clip_seconds(features), int(features.clips_per_video), int(features.text.candidates))
+
+
 def nearest(starts: np.ndarray, ends: np.ndarray, start: float, end: float, k: int) -> np.ndarray:
     """Indices of the ``k`` captions whose midpoints are nearest the clip centre (MIL-NCE positives,
     VATT); ties keep caption order. The one rule for fixed (extracted) and drawn (streamed) windows."""
@@ -84,13 +98,13 @@ def caption_tracks(path: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     return {vid: grp for vid, grp in captions.groupby("video_id", sort=False)}, captions.iloc[0:0]
 
 
-def windows(video_id: str, source: Path, track: pd.DataFrame, features: Any, meta: Meta, horizon: float | None) -> list[Item]:
-    """Up to ``features.clips_per_video`` non-overlapping windows from the video's start, each with
-    its nearest captions; windows after the first must start before ``horizon`` (None: no bound
+def windows(video_id: str, source: Path, track: pd.DataFrame, spec: WindowSpec, meta: Meta, horizon: float | None) -> list[Item]:
+    """Up to ``spec.per_video`` non-overlapping windows from the video's start, each with its
+    nearest captions; windows after the first must start before ``horizon`` (None: no bound
     here, the decoder drops windows past the video's end)."""
-    length = clip_seconds(features)
+    length = spec.seconds
     items = []
-    for k in range(int(features.clips_per_video)):
+    for k in range(spec.per_video):
         start = k * length
         if k > 0 and horizon is not None and start >= horizon:
             break
@@ -100,7 +114,7 @@ def windows(video_id: str, source: Path, track: pd.DataFrame, features: Any, met
                 source=source,
                 start=start,
                 meta={"video_id": video_id, **meta, "clip_start": start, "clip_end": start + length},
-                captions=nearest_captions(track, start, start + length, int(features.text.candidates)),
+                captions=nearest_captions(track, start, start + length, spec.candidates),
             )
         )
     return items

@@ -13,10 +13,10 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec
-from cmgh.data.datasets.items import Item, id_status, line_of
+from cmgh.data.datasets.items import Item, WindowSpec, id_status, line_of
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_int, as_text, bad, field_of, parse_csv, read_text, write_csv
-from cmgh.data.synth.plans import Job, Plan, Segment, check_unique, concept_set, item_rng, media_key, media_settings, youtube_id
+from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, check_unique, concept_set, item_rng, media_key, youtube_id
 from cmgh.errors import DataError
 from cmgh.io import safe_id, sanitize_id
 from cmgh.layout import PathLike
@@ -70,8 +70,8 @@ def kinetics_clip_path(root: PathLike, row: Any) -> Path:
 # items
 
 
-def kinetics_items(root: Path, features: Any = None) -> list[Item]:
-    """One item per clip of the split CSVs (pre-cut: ``features`` is not needed), labels as class indices."""
+def kinetics_items(root: Path, spec: WindowSpec | None = None) -> list[Item]:
+    """One item per clip of the split CSVs (pre-cut: no ``spec`` of windows), labels as class indices."""
     tables = []
     for name in layout.KINETICS_SPLIT_FILES.values():
         path = root / layout.KINETICS_ANNOTATIONS_DIR / name
@@ -102,10 +102,9 @@ def kinetics_items(root: Path, features: Any = None) -> list[Item]:
 # generator plan
 
 
-def plan_kinetics(cfg: Any, root: Path) -> Plan:
+def plan_kinetics(settings: SynthSettings, root: Path) -> Plan:
     """``classes`` action classes = the first concepts, each with train/val/test clips."""
-    synth = cfg.data.synth
-    seed, n_concepts, spec = int(synth.seed), int(synth.concepts), synth.kinetics
+    seed, n_concepts, spec = settings.seed, settings.concepts, settings.own
     concepts = concept_set(n_concepts, seed)
     classes, seconds = int(spec.classes), float(spec.clip_seconds)
     window = max(1, int(round(seconds)))
@@ -126,7 +125,7 @@ def plan_kinetics(cfg: Any, root: Path) -> Plan:
                     str(kinetics_clip_path(root, row)),
                     media_key(seed, "kinetics", split_index, i),
                     (Segment(seconds, (c,), (c,)),),
-                    media_settings(cfg),
+                    settings.media,
                     (n_concepts, seed),
                 )
             )

@@ -18,11 +18,11 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec
-from cmgh.data.datasets.items import Item, id_status
+from cmgh.data.datasets.items import Item, WindowSpec, id_status
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.io.tables import as_float, as_int, bad, keep, load_json, parse_csv, read_text, write_csv
 from cmgh.data.synth.concepts import make_caption
-from cmgh.data.synth.plans import Job, Plan, Segment, concept_set, cyclic, item_rng, media_key, media_settings, stream_index, youtube_id
+from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, concept_set, cyclic, item_rng, media_key, stream_index, youtube_id
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike
@@ -152,8 +152,8 @@ def read_msrvtt_test(path: PathLike) -> pd.DataFrame:
 # items
 
 
-def msrvtt_items(root: Path, features: Any = None) -> list[Item]:
-    """One item per video of the annotation JSON (pre-cut: ``features`` is not needed)."""
+def msrvtt_items(root: Path, spec: WindowSpec | None = None) -> list[Item]:
+    """One item per video of the annotation JSON (pre-cut: no ``spec`` of windows)."""
     path = root / layout.MSRVTT_INFO
     videos, _ = read_msrvtt_info(path)
     items = []
@@ -185,10 +185,9 @@ def tokenized_texts(root: Path) -> tuple[tuple[str, pd.DataFrame, str], ...]:
 # generator plan
 
 
-def plan_msrvtt(cfg: Any, root: Path) -> Plan:
+def plan_msrvtt(settings: SynthSettings, root: Path) -> Plan:
     """One concept per video, several varied descriptions each, and the 1k-A style test list."""
-    synth = cfg.data.synth
-    seed, n_concepts, spec = int(synth.seed), int(synth.concepts), synth.msrvtt
+    seed, n_concepts, spec = settings.seed, settings.concepts, settings.own
     concepts = concept_set(n_concepts, seed)
     seconds, per_video = float(spec.clip_seconds), int(spec.captions_per_video)
     plan = Plan("msrvtt", root)
@@ -221,7 +220,7 @@ def plan_msrvtt(cfg: Any, root: Path) -> Plan:
                     str(layout.video_file(root, video_id)),
                     media_key(seed, "msrvtt", split_index, i),
                     (Segment(seconds, (c,), (c,)),),
-                    media_settings(cfg),
+                    settings.media,
                     (n_concepts, seed),
                 )
             )

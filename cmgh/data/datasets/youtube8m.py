@@ -28,7 +28,7 @@ from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec, Packing
 from cmgh.data.datasets import youtube8m_format as yt8m
 from cmgh.data.datasets.caption_json import write_howto100m_captions
-from cmgh.data.datasets.items import Item, caption_tracks, id_status, windows
+from cmgh.data.datasets.items import Item, WindowSpec, caption_tracks, id_status, windows
 from cmgh.data.datasets.noise_labels import NOISE_COLUMNS, write_noise_labels
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.synth.concepts import make_caption
@@ -37,13 +37,13 @@ from cmgh.data.synth.plans import (
     Job,
     Plan,
     Segment,
+    SynthSettings,
     balanced,
     check_unique,
     concept_set,
     exact_fraction,
     item_rng,
     media_key,
-    media_settings,
     other_concepts,
     stream_index,
     written,
@@ -74,7 +74,7 @@ def youtube8m_status(root: Path, row: Any) -> str | None:
     return id_status(row.youtube_id, "youtube_id", os.path.relpath(layout.youtube8m_record_file(root, row.record), root))
 
 
-def youtube8m_items(root: Path, features: Any) -> list[Item]:
+def youtube8m_items(root: Path, spec: WindowSpec) -> list[Item]:
     """Windows of every video of the records (all splits: pre-training uses them all) as for
     HowTo100M, but over the whole video, not the captioned part (the corpus is non-narrative): a
     video without automatic captions gives windows without text (video-audio pairs). A record whose
@@ -89,7 +89,7 @@ def youtube8m_items(root: Path, features: Any) -> list[Item]:
             continue
         source = layout.video_file(root, safe_id(row.youtube_id, "youtube_id"))
         meta = {"record_id": row.record_id, "labels": list(row.labels)}
-        items += windows(row.youtube_id, source, tracks.get(row.youtube_id, empty), features, meta, None)
+        items += windows(row.youtube_id, source, tracks.get(row.youtube_id, empty), spec, meta, None)
     return items
 
 
@@ -128,9 +128,8 @@ def labels_of(scene_concepts: np.ndarray, n_concepts: int, classes: int) -> list
     return sorted(labels)
 
 
-def plan_youtube8m(cfg: Any, root: Path) -> Plan:
-    synth = cfg.data.synth
-    seed, n_concepts, spec = int(synth.seed), int(synth.concepts), synth.youtube8m
+def plan_youtube8m(settings: SynthSettings, root: Path) -> Plan:
+    seed, n_concepts, spec = settings.seed, settings.concepts, settings.own
     n, per, seg_len, cps = int(spec.videos), int(spec.segments_per_video), float(spec.segment_seconds), int(spec.captions_per_segment)
     classes = max(int(spec.classes), n_concepts)
     concepts = concept_set(n_concepts, seed)
@@ -177,7 +176,7 @@ def plan_youtube8m(cfg: Any, root: Path) -> Plan:
             noise.append((ytid, lo, lo + seg_len, int(not audio_bad[s]), int(not text_bad[s])))
         if texts:
             captions[ytid] = {"start": starts, "end": ends, "text": texts}
-        plan.jobs.append(Job(str(layout.video_file(root, ytid)), media_key(seed, NAME, 0, i), tuple(segments), media_settings(cfg), (n_concepts, seed)))
+        plan.jobs.append(Job(str(layout.video_file(root, ytid)), media_key(seed, NAME, 0, i), tuple(segments), settings.media, (n_concepts, seed)))
         plan.writers.append((written, layout.youtube8m_lookup(root, pid), yt8m.write_lookup, root, pid, ytid))  # the site's side, for a mirror or a test server
     check_unique(pseudo_ids, "pseudo id")
     check_unique(youtube_ids, "youtube id")

@@ -36,7 +36,7 @@ from cmgh.config import Config
 from cmgh.data import datasets
 from cmgh.data.io import media
 from cmgh.data.extract import shards
-from cmgh.data.datasets.items import Item
+from cmgh.data.datasets.items import Item, WindowSpec
 from cmgh.data.io.tables import load_array
 from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import DataError
@@ -232,7 +232,7 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     vocab_file = str(vocab_path(cfg)) if dataset_spec.tokenized else None
     vocab = Vocabulary.load(vocab_file) if vocab_file else None
 
-    planned = dataset_spec.items(root, cfg.features)
+    planned = dataset_spec.items(root, WindowSpec.from_features(cfg.features))
     if not planned:
         raise DataError(f"{root}: no items found for dataset {dataset!r}")
     groups = shards.split(planned, int(cfg.features.shard_size))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from cmgh import layout
 from cmgh.data import datasets as registry
-from cmgh.data.synth.plans import Job, render_job
+from cmgh.data.synth.plans import Job, SynthSettings, render_job
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_json
 
@@ -162,7 +162,8 @@ def synthesize(cfg: Any, datasets: Sequence[str] | None = None, progress: bool =
             stale[name] = generated_files(roots[name])
     plans = []
     for name, old in stale.items():
-        plan = registry.get(name).plan(cfg, roots[name])
+        spec = registry.get(name)
+        plan = spec.plan(SynthSettings.of(cfg, name, spec.synth_sections), roots[name])
         if (roots[name] / layout.STAMP).exists():
             log.info("%s: config changed, regenerating %s", name, roots[name])
         replace_generated(roots[name], old, plan.outputs())

@@ -14,7 +14,7 @@ untouched. A plan only describes; :mod:`cmgh.data.synth.generate` renders and wr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cmgh.config import Config
 from cmgh.data.datasets import stream_index
 from cmgh.data.synth.concepts import Concept, build_concepts, render_audio, render_video
 from cmgh.errors import DataError
@@ -138,6 +139,24 @@ def render_job(job: Job) -> str:
     return job.path
 
 
-def media_settings(cfg: Any) -> tuple[int, int, int, int, str]:
-    m = cfg.data.synth.media
-    return int(m.fps), int(m.width), int(m.height), int(m.sample_rate), str(m.video_codec)
+@dataclass(frozen=True)
+class SynthSettings:
+    """What one dataset's generator plan reads from the config, read once (:meth:`of`): the plan
+    takes these, not the config."""
+
+    seed: int
+    concepts: int
+    media: tuple[int, int, int, int, str]  # fps, width, height, sample_rate, video_codec
+    own: Config  # data.synth.<dataset>: the dataset's own sizes and rates (empty when it has none)
+    sections: Mapping[str, Config]  # data.<section> for each of the dataset's ``synth_sections``
+
+    @classmethod
+    def of(cls, cfg: Config, name: str, sections: Sequence[str] = ()) -> SynthSettings:
+        synth, m = cfg.data.synth, cfg.data.synth.media
+        return cls(
+            seed=int(synth.seed),
+            concepts=int(synth.concepts),
+            media=(int(m.fps), int(m.width), int(m.height), int(m.sample_rate), str(m.video_codec)),
+            own=synth[name] if name in synth else Config({}, f"data.synth.{name}."),
+            sections={section: cfg.data[section] for section in sections},
+        )
