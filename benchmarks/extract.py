@@ -34,7 +34,7 @@ from cmgh.data import datasets  # noqa: E402
 from cmgh.data.datasets import items  # noqa: E402
 from cmgh.data.extract import decoded  # noqa: E402
 from cmgh.data.io import media  # noqa: E402
-from cmgh.data.extract import packed  # noqa: E402
+from cmgh.data.extract import pack_sources, packed  # noqa: E402
 from cmgh.data.stream.decoded import ShardedClips, make_loader  # noqa: E402
 from cmgh.data.synth.generate import synthesize  # noqa: E402
 
@@ -69,7 +69,7 @@ def real_resolution(work: Path, seconds: float, rounds: int) -> dict[str, float]
     clips = [items.Item(f"w{k}", source, k * window) for k in range(int(seconds // window))]
     spec = decoded.DecodeSpec(PAPER["frames"], PAPER["fps"], PAPER["size"], PAPER["sample_rate"], 16, 5, with_text=False)
     pspec = packed.PackSpec("howto100m", PAPER["fps"], PAPER["short_side"], PAPER["sample_rate"], 600.0, 23, 10, 64)
-    item = packed.PackItem("real720p", "real720p", source, "real720p", source.name)
+    item = pack_sources.PackItem("real720p", "real720p", source, "real720p", source.name)
     bare = ours = pack_time = float("inf")
     for _ in range(rounds):
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from cmgh.data.datasets.items import Item, WindowSpec
     from cmgh.data.download.plan import Clip
-    from cmgh.data.extract.packed import PackItem
+    from cmgh.data.extract.pack_sources import PackItem
     from cmgh.data.synth.plans import Plan, SynthSettings
 
 Reader = Callable[[Path], object]

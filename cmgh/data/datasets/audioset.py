@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,15 +22,13 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec, Packing
 from cmgh.data.datasets.items import Item, WindowSpec, id_status, line_of
+from cmgh.data.extract.pack_sources import PackItem, member_key, unpackable
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_float, as_int, as_text, bad, field_of, parse_csv, read_text
 from cmgh.data.synth.concepts import Concept
-from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, check_unique, concept_set, cyclic, item_rng, media_key, stream_index, youtube_id
+from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, check_unique, concept_set, cyclic, item_rng, media_key, youtube_id
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike
-
-if TYPE_CHECKING:
-    from cmgh.data.extract.packed import PackItem
 
 log = logging.getLogger(__name__)
 AUDIOSET_COLUMNS = ("YTID", "start_seconds", "end_seconds", "positive_labels")
@@ -181,9 +179,9 @@ def _count(n: int, noun: str) -> str:
 # generator plan
 
 
-def audioset_classes(concepts: Sequence[Concept], seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+def audioset_classes(concepts: Sequence[Concept], seed: int, stream: int) -> tuple[pd.DataFrame, np.ndarray]:
     """One MID per concept plus group labels shared by several concepts; returns (table, group of concept)."""
-    rng = np.random.default_rng([seed, stream_index("audioset"), 99])
+    rng = np.random.default_rng([seed, stream, 99])
     alphabet = np.array(list("0123456789abcdefghijklmnopqrstuvwxyz"))
     groups = max(1, math.ceil(len(concepts) / 3))
     group_of = np.arange(len(concepts)) % groups
@@ -204,18 +202,18 @@ def plan_audioset(settings: SynthSettings, root: Path) -> Plan:
     """Multi-label clips: 1..max_sources concepts mixed (summed audio, all drawn in the video)."""
     seed, n_concepts, spec = settings.seed, settings.concepts, settings.own
     concepts = concept_set(n_concepts, seed)
-    classes, group_of = audioset_classes(concepts, seed)
+    classes, group_of = audioset_classes(concepts, seed, settings.stream)
     mids = classes["mid"].tolist()
     seconds, max_sources = float(spec.clip_seconds), min(int(spec.max_sources), n_concepts)
     plan = Plan("audioset", root)
     plan.writers.append((write_audioset_classes, root / layout.AUDIOSET_CLASSES, classes))
     all_ids: list[str] = []
     for split_index, (filename, count) in enumerate(((layout.AUDIOSET_SEGMENT_FILES["train"], int(spec.train)), (layout.AUDIOSET_SEGMENT_FILES["eval"], int(spec.eval)))):
-        drng = np.random.default_rng([seed, stream_index("audioset"), split_index])
+        drng = np.random.default_rng([seed, settings.stream, split_index])
         primary = cyclic(drng, count, n_concepts)
         rows = []
         for i in range(count):
-            rng = item_rng(seed, "audioset", split_index, i)
+            rng = item_rng(seed, settings.stream, split_index, i)
             ytid = youtube_id(rng)
             start = float(10 * rng.integers(0, 30))
             k = int(rng.integers(1, max_sources + 1))
@@ -227,7 +225,7 @@ def plan_audioset(settings: SynthSettings, root: Path) -> Plan:
             plan.jobs.append(
                 Job(
                     str(layout.audioset_clip(root, ytid, int(start))),
-                    media_key(seed, "audioset", split_index, i),
+                    media_key(seed, settings.stream, split_index, i),
                     (Segment(seconds, sources, sources),),
                     settings.media,
                     (n_concepts, seed),
@@ -259,8 +257,6 @@ def download_clips(root: Path) -> list[Clip]:
 
 def pack_items(root: Path) -> list[PackItem]:
     """Every segment of the pre-training segment files that exist (never eval), labels as class indices."""
-    from cmgh.data.extract.packed import PackItem, member_key, unpackable
-
     return [
         PackItem(it.item_id, member_key(it.item_id), it.source, it.meta["YTID"], os.path.relpath(it.source, root),
                  dict(it.meta), labels=tuple(it.meta["labels"]), status=it.status)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,15 +18,13 @@ from cmgh.data.datasets import AnnotationCheck, DatasetSpec, Packing
 from cmgh.data.datasets.caption_json import read_howto100m_captions, write_howto100m_captions
 from cmgh.data.datasets.items import Item, WindowSpec, caption_tracks, id_status, line_of, windows
 from cmgh.data.datasets.noise_labels import NOISE_COLUMNS, write_noise_labels
+from cmgh.data.extract.pack_sources import PackItem, caption_tuples, member_key, unpackable
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_int, as_text, keep, parse_csv, read_text, write_csv
 from cmgh.data.synth.concepts import make_caption
-from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, balanced, check_unique, concept_set, exact_fraction, item_rng, media_key, other_concepts, stream_index, youtube_id
+from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, balanced, check_unique, concept_set, exact_fraction, item_rng, media_key, other_concepts, youtube_id
 from cmgh.io import safe_id
 from cmgh.layout import PathLike
-
-if TYPE_CHECKING:
-    from cmgh.data.extract.packed import PackItem
 
 HOWTO_VIDEO_COLUMNS = ("video_id", "category_1", "category_2", "rank", "task_id")
 
@@ -99,7 +96,7 @@ def plan_howto100m(settings: SynthSettings, root: Path) -> Plan:
     seed, n_concepts, spec, noise = settings.seed, settings.concepts, settings.own, settings.sections["noise"]
     n, per, seg_len, cps = int(spec.videos), int(spec.segments_per_video), float(spec.segment_seconds), int(spec.captions_per_segment)
     total = n * per
-    drng = np.random.default_rng([seed, stream_index("howto100m")])
+    drng = np.random.default_rng([seed, settings.stream])
     visual = balanced(drng, total, n_concepts)
     audio_bad = exact_fraction(drng, total, float(noise.audio_rate))
     text_bad = exact_fraction(drng, total, float(noise.text_rate))
@@ -110,7 +107,7 @@ def plan_howto100m(settings: SynthSettings, root: Path) -> Plan:
     plan = Plan("howto100m", root)
     videos, captions, labels = [], {}, []
     for i in range(n):
-        rng = item_rng(seed, "howto100m", 0, i)
+        rng = item_rng(seed, settings.stream, 0, i)
         vid = youtube_id(rng)
         cat1, cat2 = HOWTO_CATEGORIES[int(rng.integers(len(HOWTO_CATEGORIES)))]
         videos.append((vid, cat1, cat2, int(rng.integers(1, 200)), int(rng.integers(10000, 200000))))
@@ -131,7 +128,7 @@ def plan_howto100m(settings: SynthSettings, root: Path) -> Plan:
             labels.append((vid, lo, lo + seg_len, int(not audio_bad[s]), int(not text_bad[s])))
         captions[vid] = {"start": starts, "end": ends, "text": texts}
         plan.jobs.append(
-            Job(str(layout.video_file(root, vid)), media_key(seed, "howto100m", 0, i), tuple(segments), settings.media, (n_concepts, seed))
+            Job(str(layout.video_file(root, vid)), media_key(seed, settings.stream, 0, i), tuple(segments), settings.media, (n_concepts, seed))
         )
     check_unique([v[0] for v in videos], "video_id")
     plan.writers += [
@@ -157,8 +154,6 @@ def download_clips(root: Path) -> list[Clip]:
 
 def pack_items(root: Path) -> list[PackItem]:
     """One item per video of the list, with its captions."""
-    from cmgh.data.extract.packed import PackItem, caption_tuples, member_key, unpackable
-
     tracks = caption_tuples(root / layout.HOWTO100M_CAPTIONS)
     planned = []
     for video_id, status in howto100m_videos(root):

@@ -115,7 +115,7 @@ def plan_kinetics(settings: SynthSettings, root: Path) -> Plan:
         rows = []
         for i in range(classes * per_class):
             c = i // per_class
-            rng = item_rng(seed, "kinetics", split_index, i)
+            rng = item_rng(seed, settings.stream, split_index, i)
             ytid = youtube_id(rng)
             start = int(rng.integers(0, 290))
             row = {"label": concepts[c].name, "youtube_id": ytid, "time_start": start, "time_end": start + window, "split": split}
@@ -123,7 +123,7 @@ def plan_kinetics(settings: SynthSettings, root: Path) -> Plan:
             plan.jobs.append(
                 Job(
                     str(kinetics_clip_path(root, row)),
-                    media_key(seed, "kinetics", split_index, i),
+                    media_key(seed, settings.stream, split_index, i),
                     (Segment(seconds, (c,), (c,)),),
                     settings.media,
                     (n_concepts, seed),

@@ -22,7 +22,7 @@ from cmgh.data.datasets.items import Item, WindowSpec, id_status
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.io.tables import as_float, as_int, bad, keep, load_json, parse_csv, read_text, write_csv
 from cmgh.data.synth.concepts import make_caption
-from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, concept_set, cyclic, item_rng, media_key, stream_index, youtube_id
+from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, concept_set, cyclic, item_rng, media_key, youtube_id
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike
@@ -194,12 +194,12 @@ def plan_msrvtt(settings: SynthSettings, root: Path) -> Plan:
     videos, sentences, test_rows = [], [], []
     offset = 0
     for split_index, (split, count) in enumerate((("train", int(spec.train)), ("validate", int(spec.val)), ("test", int(spec.test)))):
-        drng = np.random.default_rng([seed, stream_index("msrvtt"), split_index])
+        drng = np.random.default_rng([seed, settings.stream, split_index])
         assigned = cyclic(drng, count, n_concepts)
         for i in range(count):
             number = offset + i
             c = int(assigned[i])
-            rng = item_rng(seed, "msrvtt", split_index, i)
+            rng = item_rng(seed, settings.stream, split_index, i)
             ytid = youtube_id(rng)
             start = round(float(rng.uniform(0.0, 300.0)), 2)
             video_id = f"video{number}"
@@ -218,7 +218,7 @@ def plan_msrvtt(settings: SynthSettings, root: Path) -> Plan:
             plan.jobs.append(
                 Job(
                     str(layout.video_file(root, video_id)),
-                    media_key(seed, "msrvtt", split_index, i),
+                    media_key(seed, settings.stream, split_index, i),
                     (Segment(seconds, (c,), (c,)),),
                     settings.media,
                     (n_concepts, seed),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from cmgh.data.datasets import youtube8m_format as yt8m
 from cmgh.data.datasets.caption_json import write_howto100m_captions
 from cmgh.data.datasets.items import Item, WindowSpec, caption_tracks, id_status, windows
 from cmgh.data.datasets.noise_labels import NOISE_COLUMNS, write_noise_labels
+from cmgh.data.extract.pack_sources import PackItem, caption_tuples, member_key, unpackable
 from cmgh.data.download.plan import Clip, clip_target
 from cmgh.data.synth.concepts import make_caption
 from cmgh.data.synth.plans import (
@@ -45,14 +46,10 @@ from cmgh.data.synth.plans import (
     item_rng,
     media_key,
     other_concepts,
-    stream_index,
     written,
     youtube_id,
 )
 from cmgh.io import safe_id
-
-if TYPE_CHECKING:
-    from cmgh.data.extract.packed import PackItem
 
 VERTICALS = ("Arts & Entertainment", "Games", "Autos & Vehicles", "Sports", "Food & Drink", "Pets & Animals", "Hobbies & Leisure", "Science")
 
@@ -102,9 +99,9 @@ def pseudo_id(rng: np.random.Generator) -> str:
     return "".join(ID_ALPHABET[rng.integers(62, size=4)])
 
 
-def vocabulary(concepts: Any, classes: int, train_counts: np.ndarray, seed: int) -> pd.DataFrame:
+def vocabulary(concepts: Any, classes: int, train_counts: np.ndarray, seed: int, stream: int) -> pd.DataFrame:
     """One class per concept, then broader classes grouping concepts (``vocabulary.csv``)."""
-    rng = np.random.default_rng([seed, stream_index(NAME), 99])
+    rng = np.random.default_rng([seed, stream, 99])
     rows = []
     for index in range(classes):
         concept = concepts[index % len(concepts)]
@@ -133,7 +130,7 @@ def plan_youtube8m(settings: SynthSettings, root: Path) -> Plan:
     n, per, seg_len, cps = int(spec.videos), int(spec.segments_per_video), float(spec.segment_seconds), int(spec.captions_per_segment)
     classes = max(int(spec.classes), n_concepts)
     concepts = concept_set(n_concepts, seed)
-    drng = np.random.default_rng([seed, stream_index(NAME)])
+    drng = np.random.default_rng([seed, settings.stream])
     # A video is about one topic, half of them about a second one too (every other scene).
     primary = balanced(drng, n, n_concepts)
     secondary = np.where(exact_fraction(drng, n, 0.5), other_concepts(drng, primary, n_concepts), primary)
@@ -152,7 +149,7 @@ def plan_youtube8m(settings: SynthSettings, root: Path) -> Plan:
     pseudo_ids, youtube_ids = [], []
     train_counts = np.zeros(classes, dtype=np.int64)
     for i in range(n):
-        rng = item_rng(seed, NAME, 0, i)
+        rng = item_rng(seed, settings.stream, 0, i)
         pid, ytid = pseudo_id(rng), youtube_id(rng)
         pseudo_ids.append(pid)
         youtube_ids.append(ytid)
@@ -176,7 +173,7 @@ def plan_youtube8m(settings: SynthSettings, root: Path) -> Plan:
             noise.append((ytid, lo, lo + seg_len, int(not audio_bad[s]), int(not text_bad[s])))
         if texts:
             captions[ytid] = {"start": starts, "end": ends, "text": texts}
-        plan.jobs.append(Job(str(layout.video_file(root, ytid)), media_key(seed, NAME, 0, i), tuple(segments), settings.media, (n_concepts, seed)))
+        plan.jobs.append(Job(str(layout.video_file(root, ytid)), media_key(seed, settings.stream, 0, i), tuple(segments), settings.media, (n_concepts, seed)))
         plan.writers.append((written, layout.youtube8m_lookup(root, pid), yt8m.write_lookup, root, pid, ytid))  # the site's side, for a mirror or a test server
     check_unique(pseudo_ids, "pseudo id")
     check_unique(youtube_ids, "youtube id")
@@ -184,7 +181,7 @@ def plan_youtube8m(settings: SynthSettings, root: Path) -> Plan:
         plan.writers.append((yt8m.write_records, layout.youtube8m_record(root, split, number), examples))
     plan.writers += [
         (written, layout.youtube8m_ids(root), yt8m.write_ids, root, dict(zip(pseudo_ids, youtube_ids, strict=True))),
-        (yt8m.write_vocabulary, root / layout.YOUTUBE8M_VOCABULARY, vocabulary(concepts, classes, train_counts, seed)),
+        (yt8m.write_vocabulary, root / layout.YOUTUBE8M_VOCABULARY, vocabulary(concepts, classes, train_counts, seed, settings.stream)),
         (write_howto100m_captions, root / layout.YOUTUBE8M_CAPTIONS, captions),
         (write_noise_labels, root / layout.NOISE_LABELS, pd.DataFrame(noise, columns=list(NOISE_COLUMNS))),
     ]
@@ -231,8 +228,6 @@ def pack_items(root: Path) -> list[PackItem]:
     """One item per video of the records (every split), under its YouTube id, with its automatic
     captions (none: a video-audio pair) and labels; a record whose pseudo id has no YouTube id (or
     an unsafe one) is an item with its :func:`youtube8m_status`."""
-    from cmgh.data.extract.packed import PackItem, caption_tuples, member_key, unpackable
-
     tracks = caption_tuples(root / layout.YOUTUBE8M_CAPTIONS)
     planned = []
     for row in yt8m.read_videos(root).itertuples(index=False):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmgh.data import datasets
 from cmgh.errors import DataError
 from cmgh.io import safe_id
 
@@ -41,26 +40,27 @@ def clip_target(make: Callable[[str], Path], what: str, value: str) -> tuple[Pat
         return None, str(exc)
 
 
-def clip_list(name: str, root: Path) -> list[Clip]:
-    """Every clip the dataset's annotation files (already on disk) name, once each."""
+def clip_list(clips: Iterable[Clip]) -> list[Clip]:
+    """``clips`` (what a dataset's annotation files on disk name: its ``SPEC.clips``), once each."""
     seen: set[str] = set()
     unique = []
-    for clip in datasets.get(name).clips(root):
+    for clip in clips:
         if clip.item_id not in seen:
             seen.add(clip.item_id)
             unique.append(clip)
     return unique
 
 
-def select(name: str, clips: Sequence[Clip], classes: Iterable[str] = (), limit: int | None = None) -> list[Clip]:
-    """The user's slice: clips of any of ``classes`` (all when empty), at most ``limit`` per split."""
+def select(name: str, clips: Sequence[Clip], classes: Iterable[str] = (), limit: int | None = None, classes_help: str = "class names") -> list[Clip]:
+    """The user's slice: clips of any of ``classes`` (all when empty; ``classes_help`` says what they
+    are, its ``SPEC.classes_help``), at most ``limit`` per split."""
     wanted = {c.strip() for c in classes if c.strip()}
     if wanted:
         known = {c for clip in clips for c in clip.classes}
         unknown = sorted(wanted - known)
         if unknown:
             examples = ", ".join(repr(c) for c in sorted(known)[:5])
-            raise DataError(f"{name}: --classes {unknown[0]!r} names no clip (expected {datasets.get(name).classes_help}, e.g. {examples})")
+            raise DataError(f"{name}: --classes {unknown[0]!r} names no clip (expected {classes_help}, e.g. {examples})")
         clips = [clip for clip in clips if wanted.intersection(clip.classes)]
     if limit is not None:
         if limit < 1:

@@ -106,7 +106,8 @@ def _dry_run(ctx: Context, classes: Sequence[str], limit: int | None, retry_all:
         echo("clips: listed from the annotation files, which are not all on disk yet; fetch them first with "
              f"`cmgh data download --dataset {ctx.name} --annotations-only` (small), then repeat --dry-run")
         return Report(ctx.name, ctx.root, pd.DataFrame(), 0, 0, 0.0, False)
-    clips = plan.select(ctx.name, plan.clip_list(ctx.name, ctx.root), classes, limit)
+    dataset = datasets.get(ctx.name)
+    clips = plan.select(ctx.name, plan.clip_list(dataset.clips(ctx.root)), classes, limit, dataset.classes_help)
     states = {"fetch": 0, "present": 0, "lookup": 0, "skip": 0, INVALID_ID: 0}
     where = " + ".join(s["url"] for s in ctx.spec["clip_archives"]) if ctx.spec.get("clip_archives") else None
     for clip in clips:
@@ -185,7 +186,8 @@ def download(
             if annotations_only and not spec.get("records"):
                 echo(f"{name}: annotations in place under {root}")
                 return Report(name, root, summary(list(ctx.manifest.rows.values())), 0, 0, threshold, False)
-            clips = plan.select(name, plan.clip_list(name, root), classes, limit)
+            dataset = datasets.get(name)
+            clips = plan.select(name, plan.clip_list(dataset.clips(root)), classes, limit, dataset.classes_help)
             if spec.get("records"):
                 clips = records.look_up(ctx, clips, workers, progress, retry_all)
                 if annotations_only:

@@ -163,7 +163,7 @@ def synthesize(cfg: Any, datasets: Sequence[str] | None = None, progress: bool =
     plans = []
     for name, old in stale.items():
         spec = registry.get(name)
-        plan = spec.plan(SynthSettings.of(cfg, name, spec.synth_sections), roots[name])
+        plan = spec.plan(SynthSettings.of(cfg, name, registry.stream_index(name), spec.synth_sections), roots[name])
         if (roots[name] / layout.STAMP).exists():
             log.info("%s: config changed, regenerating %s", name, roots[name])
         replace_generated(roots[name], old, plan.outputs())

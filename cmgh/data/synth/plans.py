@@ -4,8 +4,8 @@ clips to render), and the helpers every dataset's plan (``cmgh.data.datasets.<na
 Every dataset is drawn from the same latent concepts (:mod:`cmgh.data.synth.concepts`), so pre-training
 on the HowTo100M-like corpus transfers to the Kinetics-, AudioSet- and MSR-VTT-like tasks.
 
-Determinism: each dataset has its own random stream (``[seed, dataset]``, the dataset by its
-:func:`~cmgh.data.datasets.stream_index`) for dataset-wide choices
+Determinism: each dataset has its own random stream (``[seed, stream]``, ``stream`` its place in
+the registry, :attr:`SynthSettings.stream`) for dataset-wide choices
 (concept balance, which triplets are noisy) and each item its own (``[seed, dataset, split, i]``,
 media rendering ``[..., 1]``). So the same seed gives the same annotation bytes and the same media
 bytes whatever the worker count, and resizing one dataset (or one split) leaves the others
@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from cmgh.config import Config
-from cmgh.data.datasets import stream_index
 from cmgh.data.synth.concepts import Concept, build_concepts, render_audio, render_video
 from cmgh.errors import DataError
 
@@ -80,12 +79,12 @@ def youtube_id(rng: np.random.Generator) -> str:
     return first + "".join(rest)
 
 
-def item_rng(seed: int, dataset: str, split: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream_index(dataset), split, index])
+def item_rng(seed: int, stream: int, split: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, split, index])
 
 
-def media_key(seed: int, dataset: str, split: int, index: int) -> tuple[int, ...]:
-    return (seed, stream_index(dataset), split, index, 1)
+def media_key(seed: int, stream: int, split: int, index: int) -> tuple[int, ...]:
+    return (seed, stream, split, index, 1)
 
 
 def check_unique(ids: Sequence[str], what: str) -> None:
@@ -145,16 +144,18 @@ class SynthSettings:
     takes these, not the config."""
 
     seed: int
+    stream: int  # the dataset's place in the registry (:func:`cmgh.data.datasets.stream_index`): keys its random streams
     concepts: int
     media: tuple[int, int, int, int, str]  # fps, width, height, sample_rate, video_codec
     own: Config  # data.synth.<dataset>: the dataset's own sizes and rates (empty when it has none)
     sections: Mapping[str, Config]  # data.<section> for each of the dataset's ``synth_sections``
 
     @classmethod
-    def of(cls, cfg: Config, name: str, sections: Sequence[str] = ()) -> SynthSettings:
+    def of(cls, cfg: Config, name: str, stream: int, sections: Sequence[str] = ()) -> SynthSettings:
         synth, m = cfg.data.synth, cfg.data.synth.media
         return cls(
             seed=int(synth.seed),
+            stream=stream,
             concepts=int(synth.concepts),
             media=(int(m.fps), int(m.width), int(m.height), int(m.sample_rate), str(m.video_codec)),
             own=synth[name] if name in synth else Config({}, f"data.synth.{name}."),

@@ -17,7 +17,7 @@ from cmgh import cli, layout
 from cmgh import config as config_mod
 from cmgh.data.datasets import audioset, caption_json, howto100m
 from cmgh.data.io import encode, media
-from cmgh.data.extract import packed, shards
+from cmgh.data.extract import pack_sources, packed, shards
 from cmgh.errors import DataError
 
 JSON_FIELDS = {"key", "item_id", "dataset", "source_id", "source", "duration", "fps", "sample_rate", "has_audio", "captions", "labels"}
@@ -219,12 +219,12 @@ def test_audioset_packs_pretraining_segments_only(tiny_world: config_mod.Config,
     index_of = dict(zip(classes["mid"], classes["index"], strict=True))
     assert list(index.loc[ids[1], "labels"]) == sorted(index_of[m] for m in balanced.positive_labels[1])
     with tarfile.open(layout.shard_file(folder(cfg, "audioset"), 0, "tar")) as tar:
-        sample = json.loads(tar.extractfile(f"{packed.member_key(ids[1])}.json").read())
+        sample = json.loads(tar.extractfile(f"{pack_sources.member_key(ids[1])}.json").read())
     assert sample["labels"] == list(index.loc[ids[1], "labels"]) and sample["captions"] == [] and sample["source_id"] == balanced.YTID[1]
 
 
 def test_keys_carry_no_dots_and_must_be_unique(tmp_path: Path) -> None:
-    assert packed.member_key("a.b.c") == "a_b_c"
+    assert pack_sources.member_key("a.b.c") == "a_b_c"
     root = tmp_path / "howto100m"
     table = pd.DataFrame({"video_id": ["v.1", "v_1"], "category_1": "x", "category_2": "y", "rank": [1, 2], "task_id": [1, 2]})
     howto100m.write_howto100m_videos(root / layout.HOWTO100M_VIDEOS, table)

@@ -14,7 +14,7 @@ from cmgh import cli, layout
 from cmgh import config as config_mod
 from cmgh.data import datasets
 from cmgh.data.datasets import items, youtube8m_format as yt8m
-from cmgh.data.extract import decoded as extraction, packed, shards
+from cmgh.data.extract import decoded as extraction, pack_sources, shards
 from cmgh.data.stream.decoded import ShardedClips
 from cmgh.data.datasets.items import Item
 from cmgh.data.extract.text import Vocabulary
@@ -103,7 +103,7 @@ def test_packed_samples_carry_captions_labels_and_statuses(packed_cfg: config_mo
     assert index["record_id"].tolist() == resolved["record_id"].tolist()
     assert [list(v) for v in index["labels"]] == resolved["labels"].tolist()
     assert manifest(folder).to_dict() == expected_statuses(root, [""])
-    tracks = packed.caption_tuples(root / layout.YOUTUBE8M_CAPTIONS)
+    tracks = pack_sources.caption_tuples(root / layout.YOUTUBE8M_CAPTIONS)
     for row in index.itertuples(index=False):
         with open(layout.shard_file(folder, int(row.shard), "tar"), "rb") as fh:
             fh.seek(row.json_offset)
