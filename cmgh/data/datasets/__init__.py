@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -66,6 +66,7 @@ class DatasetSpec:
     clips: Callable[[Path], list[Clip]]  # root -> every clip its annotation files (on disk) name
     checks: tuple[AnnotationCheck, ...]  # what a downloaded annotation file must be
     classes_help: str  # what `cmgh data download --classes` takes for it
+    download_check: Callable[[str, Mapping[str, Any]], None] | None = None  # (key, data.download.<name>): what its sources need beyond the common keys (ConfigError)
     # Pre-training corpus with timed captions: each window takes the captions nearest it (MIL-NCE
     # positives); a video without captions gives windows without text (video-audio pairs).
     captioned: bool = False

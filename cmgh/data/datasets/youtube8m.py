@@ -17,7 +17,7 @@ of a video without captions counts as text-aligned (there is no text to be wrong
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from cmgh.data.synth.plans import (
     written,
     youtube_id,
 )
+from cmgh.errors import ConfigError
 from cmgh.io import safe_id
 
 VERTICALS = ("Arts & Entertainment", "Games", "Autos & Vehicles", "Sports", "Food & Drink", "Pets & Animals", "Hobbies & Leisure", "Science")
@@ -213,6 +214,21 @@ def download_clips(root: Path) -> list[Clip]:
     return clips
 
 
+def check_download_sources(key: str, spec: Mapping[str, Any]) -> None:
+    """``data.download.youtube8m`` beyond the common keys: its record files come from download plans,
+    one per split (their files share names otherwise), and the id lookup is a URL template."""
+    if not spec.get("records"):
+        raise ConfigError(f"{key}.records: empty; downloading youtube8m needs the download plans of its record files (see config/paper.yaml)")
+    seen: set[str] = set()
+    for i, entry in enumerate(spec["records"]):
+        if entry["split"] in seen:
+            raise ConfigError(f"{key}.records[{i}].split: {entry['split']!r} is listed twice; expected one download plan per split")
+        seen.add(entry["split"])
+    template = spec.get("id_lookup")
+    if template and "{id}" not in template:
+        raise ConfigError(f"{key}.id_lookup: {template!r} has no {{id}}; expected a URL template like http://data.yt8m.org/2/j/i/{{prefix}}/{{id}}.js")
+
+
 def resolve_lookups(root: Path, clips: Sequence[Clip]) -> list[Clip]:
     """``clips`` with the ones that waited for the id lookup given their YouTube ids, where an
     answer is stored now (the rest unchanged; item ids and order stay, so a selection stays the same)."""
@@ -256,4 +272,5 @@ SPEC = DatasetSpec(
     noise_truth=True,
     packing=Packing(pack_items, ("video_id", "record_id", "labels")),
     pack_required=(layout.YOUTUBE8M_VOCABULARY,),
+    download_check=check_download_sources,
 )

@@ -36,6 +36,7 @@ def test_each_spec_says_what_the_old_constants_said() -> None:
     assert [spec.name for spec in datasets.specs() if spec.vocabulary is not None] == ["howto100m"]  # one vocabulary
     assert [spec.name for spec in specs if spec.texts is not None] == ["msrvtt"]
     assert {spec.name: spec.synth_sections for spec in specs if spec.synth_sections} == {"howto100m": ("noise",)}
+    assert [spec.name for spec in specs if spec.download_check is not None] == ["youtube8m"]  # its record plans and id lookup
     packing = {spec.name: spec.packing.columns for spec in specs if spec.packing is not None}
     assert packing == {"howto100m": ("video_id",), "audioset": ("YTID", "split", "labels"), "youtube8m": ("video_id", "record_id", "labels")}
     required = {p.name for name in packing for p in datasets.get(name).pack_files("d")[1]}
