@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from cmgh import layout
-from cmgh.config import Config, corpus_format
+from cmgh.config import Config
 from cmgh.data import datasets
 from cmgh.data.extract.pack_sources import PackItem
 from cmgh.data.io import encode, media
@@ -44,7 +44,7 @@ from cmgh.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PackItem", "PackSpec", "corpus_format", "pack", "pack_items", "verify_shard"]
+__all__ = ["PackSpec", "pack", "pack_items", "verify_shard"]
 
 NO_VIDEO = "skipped: no video stream"  # an audio-only clip (AudioSet's may be) is no video-audio pair
 _MP4, _JSON = layout.PACKED_MEMBERS
