@@ -38,21 +38,21 @@ def world(tmp: Path) -> config_mod.Config:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import tiny_overrides  # type: ignore[import-not-found]
 
-    from cmgh.data import features
-    from cmgh.data.synth import synthesize
+    from cmgh.data.extract import decoded
+    from cmgh.data.synth.generate import synthesize
 
     cfg = config_mod.load(overrides=tiny_overrides(tmp))
     print(f"features: generating a tiny world in {tmp}")
     synthesize(cfg, datasets=["kinetics", "howto100m"], progress=False)
-    features.build_vocab(cfg)
-    features.extract(cfg, "kinetics")
+    decoded.build_vocab(cfg)
+    decoded.extract(cfg, "kinetics")
     return cfg
 
 
 def fake_checkpoint(cfg: config_mod.Config, out: Path) -> Path:
     """A checkpoint holding the random init (the task then runs exactly as for a trained one)."""
-    from cmgh.data.features import vocab_path
-    from cmgh.data.text import Vocabulary
+    from cmgh.data.extract.decoded import vocab_path
+    from cmgh.data.extract.text import Vocabulary
 
     vocab = len(Vocabulary.load(vocab_path(cfg)))
     torch.manual_seed(0)

@@ -30,10 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmgh import config, layout  # noqa: E402
-from cmgh.data import DATASETS  # noqa: E402
-from cmgh.data import features, items, media, packed  # noqa: E402
-from cmgh.data.datasets import ShardedClips, make_loader  # noqa: E402
-from cmgh.data.synth import synthesize  # noqa: E402
+from cmgh.data import datasets  # noqa: E402
+from cmgh.data.datasets import items  # noqa: E402
+from cmgh.data.extract import decoded  # noqa: E402
+from cmgh.data.io import media  # noqa: E402
+from cmgh.data.extract import pack_sources, packed  # noqa: E402
+from cmgh.data.stream.decoded import ShardedClips, make_loader  # noqa: E402
+from cmgh.data.synth.generate import synthesize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realres  # noqa: E402
@@ -64,9 +67,9 @@ def real_resolution(work: Path, seconds: float, rounds: int) -> dict[str, float]
     source = realres.write_clip(work / "real720p.mp4", seconds)
     window = PAPER["frames"] / PAPER["fps"]
     clips = [items.Item(f"w{k}", source, k * window) for k in range(int(seconds // window))]
-    spec = features.DecodeSpec(PAPER["frames"], PAPER["fps"], PAPER["size"], PAPER["sample_rate"], 16, 5, with_text=False)
+    spec = decoded.DecodeSpec(PAPER["frames"], PAPER["fps"], PAPER["size"], PAPER["sample_rate"], 16, 5, with_text=False)
     pspec = packed.PackSpec("howto100m", PAPER["fps"], PAPER["short_side"], PAPER["sample_rate"], 600.0, 23, 10, 64)
-    item = packed.PackItem("real720p", "real720p", source, "real720p", source.name)
+    item = pack_sources.PackItem("real720p", "real720p", source, "real720p", source.name)
     bare = ours = pack_time = float("inf")
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -74,7 +77,7 @@ def real_resolution(work: Path, seconds: float, rounds: int) -> dict[str, float]
         bare = min(bare, time.perf_counter() - t0)
         t0 = time.perf_counter()
         for clip in clips:
-            assert features.decode_item(clip, spec).status == "ok"
+            assert decoded.decode_item(clip, spec).status == "ok"
         ours = min(ours, time.perf_counter() - t0)
         t0 = time.perf_counter()
         result = packed.pack_item(item, pspec)
@@ -91,7 +94,7 @@ def real_resolution(work: Path, seconds: float, rounds: int) -> dict[str, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="howto100m", choices=DATASETS)
+    parser.add_argument("--dataset", default="howto100m", choices=datasets.names())
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--real-seconds", type=float, default=12.8, help="length of the generated 720p clip")
@@ -100,24 +103,24 @@ def main() -> None:
     base = [f"paths.data={work / 'data'}", f"paths.features={work / 'features'}"]
     cfg = config.load(overrides=base)
     synthesize(cfg, datasets=[args.dataset, "howto100m"], progress=False)
-    features.build_vocab(cfg)
-    plan = items.plan(args.dataset, layout.dataset_dir(cfg.path("data"), args.dataset), cfg.features)
+    decoded.build_vocab(cfg)
+    plan = datasets.get(args.dataset).items(layout.dataset_dir(cfg.path("data"), args.dataset), items.WindowSpec.from_features(cfg.features))
     seconds = items.clip_seconds(cfg.features)
 
     def timed(fn) -> float:
         best = float("inf")
         for _ in range(args.repeats):
-            shutil.rmtree(features.feature_dir(cfg, args.dataset), ignore_errors=True)
+            shutil.rmtree(decoded.feature_dir(cfg, args.dataset), ignore_errors=True)
             t0 = time.perf_counter()
             fn()
             best = min(best, time.perf_counter() - t0)
         return best
 
     bare = timed(lambda: bare_decode(plan, seconds))
-    ours = timed(lambda: features.extract(cfg, args.dataset, workers=0))
-    ours2 = timed(lambda: features.extract(cfg, args.dataset, workers=2))
+    ours = timed(lambda: decoded.extract(cfg, args.dataset, workers=0))
+    ours2 = timed(lambda: decoded.extract(cfg, args.dataset, workers=2))
 
-    dataset = ShardedClips(features.feature_dir(cfg, args.dataset))
+    dataset = ShardedClips(decoded.feature_dir(cfg, args.dataset))
     loader = make_loader(dataset, batch_size=64, shuffle=True, seed=0)
     t0 = time.perf_counter()
     n = 0

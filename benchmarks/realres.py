@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cmgh.data import encode, media  # noqa: E402
+from cmgh.data.io import encode, media  # noqa: E402
 
 WIDTH, HEIGHT, FPS, SAMPLE_RATE = 1280, 720, 30, 44100
 

@@ -1,4 +1,4 @@
-"""Reading YouTube-8M's video-level records: ``cmgh.data.youtube8m.read_records`` against the
+"""Reading YouTube-8M's video-level records: ``cmgh.data.datasets.youtube8m_format.read_records`` against the
 independent ``tfrecord`` package's loader on the same file, in the same run.
 
 One file of the real release's size (~1,000 videos of 1,152 float32 means: a ~4.7 MB
@@ -20,7 +20,7 @@ import numpy as np
 import tfrecord.reader
 
 from cmgh import layout
-from cmgh.data import youtube8m
+from cmgh.data.datasets import youtube8m_format as yt8m
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from retrieval_metrics import best_of  # noqa: E402  (the benchmarks' one timer: best of 3)
@@ -33,13 +33,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = layout.youtube8m_record(Path(tmp), "train", 0)
         examples = (
-            youtube8m.encode_video(f"{i:04d}"[-4:], sorted(rng.choice(3862, 3, replace=False)),
-                                   rng.random(youtube8m.RGB_DIM), rng.random(youtube8m.AUDIO_DIM))
+            yt8m.encode_video(f"{i:04d}"[-4:], sorted(rng.choice(3862, 3, replace=False)),
+                                   rng.random(yt8m.RGB_DIM), rng.random(yt8m.AUDIO_DIM))
             for i in range(VIDEOS)
         )
-        youtube8m.write_records(path, examples)
+        yt8m.write_records(path, examples)
         size = path.stat().st_size
-        ours = best_of(lambda: youtube8m.read_records(path))
+        ours = best_of(lambda: yt8m.read_records(path))
         theirs = best_of(lambda: sum(1 for _ in tfrecord.reader.tfrecord_loader(str(path), None, ["id", "labels", "mean_rgb", "mean_audio"])))
     print(f"one record file: {VIDEOS} videos, {size / 1e6:.2f} MB ({size / VIDEOS / 1e3:.2f} kB per video)")
     print(f"cmgh read_records (both CRCs, full parse, table): {ours * 1e3:.1f} ms = {VIDEOS / ours:,.0f} videos/s")

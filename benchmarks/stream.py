@@ -1,7 +1,7 @@
 """Streaming loader throughput at paper settings, vs bare PyAV decoding of the same windows.
 
 Generated sources (smooth panning texture + moving shapes, AAC mono at 48 kHz) in the HowTo100M
-layout are packed by the real writer (:func:`cmgh.data.packed.pack`, paper settings): 256p/10 fps
+layout are packed by the real writer (:func:`cmgh.data.extract.packed.pack`, paper settings): 256p/10 fps
 sources once with x264 ``veryfast`` as is and once with ``tune=fastdecode`` (the packed default),
 a real-resolution 720p 30 fps source, and one long 256p source (``--long-seconds``). On one core
 (affinity pinned, one torch thread) it times ``PackedSource.sample`` (window draw, decode,
@@ -31,9 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmgh import config  # noqa: E402
-from cmgh.data import augment, media  # noqa: E402
-from cmgh.data.sources import PackedSource  # noqa: E402
-from cmgh.data.text import Vocabulary  # noqa: E402
+from cmgh.data.stream import augment  # noqa: E402
+from cmgh.data.io import media  # noqa: E402
+from cmgh.data.stream.packed import PackedSource  # noqa: E402
+from cmgh.data.extract.text import Vocabulary  # noqa: E402
 from tests.data.corpus_trees import Clip, pack_tree, write_howto100m  # noqa: E402
 
 PAPER = config.REPO_ROOT / "config" / "paper.yaml"

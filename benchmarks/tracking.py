@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmgh import config  # noqa: E402
-from cmgh.data import features  # noqa: E402
-from cmgh.data.synth import synthesize  # noqa: E402
+from cmgh.data.extract import decoded  # noqa: E402
+from cmgh.data.synth.generate import synthesize  # noqa: E402
 from cmgh.track import open_tracker  # noqa: E402
 from cmgh.tracking import NullTracker  # noqa: E402
 from cmgh.train.loop import RunSpec, pretrain  # noqa: E402
@@ -83,8 +83,8 @@ def world(root: Path, steps: int, batch: int, system: float | None) -> config.Co
         ]
     )
     synthesize(cfg, datasets=["howto100m"], progress=False)
-    features.build_vocab(cfg)
-    features.extract(cfg, "howto100m")
+    decoded.build_vocab(cfg)
+    decoded.extract(cfg, "howto100m")
     return cfg
 
 

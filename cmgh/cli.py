@@ -40,7 +40,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from cmgh.data.synth import synthesize
+    from cmgh.data.synth.generate import synthesize
 
     cfg = _load(args)
     roots = synthesize(cfg, datasets=args.dataset or None)
@@ -50,15 +50,15 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_vocab(args: argparse.Namespace) -> int:
-    from cmgh.data.features import build_vocab
+    from cmgh.data.extract.decoded import build_vocab
 
     print(build_vocab(_load(args)))
     return 0
 
 
 def cmd_data_extract(args: argparse.Namespace) -> int:
-    from cmgh.data.features import extract
-    from cmgh.data.packed import pack
+    from cmgh.data.extract.decoded import extract
+    from cmgh.data.extract.packed import pack
 
     cfg = _load(args)
     for name in args.dataset:
@@ -129,7 +129,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluation_line(task: str, result: dict[str, Any], out: Path) -> str:
     """What ``cmgh evaluate`` prints for one task: its headline metrics, or a run task's windows."""
-    from cmgh.data import shards
+    from cmgh.data.extract import shards
 
     meta = result["meta"]
     params = result.get("params", {})  # left out: items extraction could not offer or the task cannot score (see the manifest)

@@ -23,22 +23,22 @@ Tree = Mapping[str, Any]
 # --------------------------------------------------------------------------- data
 
 CORPUS_SYNTH = ("seed", "concepts", "media")  # data.synth keys shared by every generated dataset
-NOISY_SYNTH = ("howto100m",)  # the generated datasets whose bytes depend on data.noise (the misaligned triplets)
 
 
 def _tree(cfg: Any) -> Tree:
     return cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
 
 
-def synth_inputs(cfg: Any, dataset: str) -> dict[str, Any]:
-    """What one generated dataset's bytes depend on: the shared generator keys, its own section and,
-    for a noisy corpus, ``data.noise`` (a knob of another dataset does not regenerate it)."""
+def synth_inputs(cfg: Any, dataset: str, sections: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What one generated dataset's bytes depend on: the shared generator keys, its own section (if
+    it has one) and the other ``data.<section>`` its generator reads (``DatasetSpec.synth_sections``:
+    ``noise`` for a noisy corpus), so a knob of another dataset does not regenerate it."""
     tree = _tree(cfg)
     synth = tree["data"]["synth"]
     keys = {k: synth[k] for k in CORPUS_SYNTH}
-    keys[dataset] = synth[dataset]
-    if dataset in NOISY_SYNTH:
-        keys["noise"] = tree["data"]["noise"]
+    keys[dataset] = synth.get(dataset, {})
+    for section in sections:
+        keys[section] = tree["data"][section]
     return keys
 
 

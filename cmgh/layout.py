@@ -74,34 +74,6 @@ def kinetics_split_csv(data_root: PathLike, split: str) -> Path:
     return dataset_dir(data_root, "kinetics") / KINETICS_ANNOTATIONS_DIR / KINETICS_SPLIT_FILES[split]
 
 
-def annotation_files(data_root: PathLike, dataset: str) -> list[Path]:
-    """The annotation files of one dataset (what its readers open besides the media)."""
-    root = dataset_dir(data_root, dataset)
-    if dataset == "howto100m":
-        return [root / HOWTO100M_VIDEOS, root / HOWTO100M_CAPTIONS]
-    if dataset == "kinetics":
-        return [kinetics_split_csv(data_root, split) for split in KINETICS_SPLIT_FILES]
-    if dataset == "audioset":
-        return [root / AUDIOSET_CLASSES, *(root / name for name in AUDIOSET_SEGMENT_FILES.values())]
-    if dataset == "msrvtt":
-        return [root / MSRVTT_INFO, root / MSRVTT_TEST]
-    if dataset == "youtube8m":  # and the records under video/ (listed by youtube8m_records)
-        return [root / YOUTUBE8M_VOCABULARY, root / YOUTUBE8M_CAPTIONS]
-    raise ValueError(f"dataset {dataset!r} has no known annotation files")
-
-
-REQUIRED_PACK_FILES = (HOWTO100M_VIDEOS, HOWTO100M_CAPTIONS, AUDIOSET_CLASSES, AUDIOSET_SEGMENT_FILES["train"], YOUTUBE8M_VOCABULARY)
-
-
-def pack_annotation_files(data_root: PathLike, dataset: str) -> list[Path]:
-    """The annotation files a packed pre-training corpus may read (AudioSet: classes and training
-    segment lists; of these only :data:`REQUIRED_PACK_FILES` must exist)."""
-    root = dataset_dir(data_root, dataset)
-    if dataset == "audioset":
-        return [root / AUDIOSET_CLASSES, *(root / name for name in AUDIOSET_PRETRAIN_SEGMENT_FILES)]
-    return annotation_files(data_root, dataset)
-
-
 def video_file(root: PathLike, video_id: str) -> Path:
     """A HowTo100M or MSR-VTT video under its dataset folder ``root`` (``videos/<id>.mp4``)."""
     return Path(root) / VIDEOS_DIR / f"{video_id}.mp4"

@@ -41,13 +41,13 @@ def tiny_config(tmp_path: Path) -> config_mod.Config:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
     """The tiny datasets generated (the four downstream and HowTo100M ones extracted) once per test session (treat as read-only)."""
-    from cmgh.data import features
-    from cmgh.data.synth import synthesize
+    from cmgh.data.extract import decoded
+    from cmgh.data.synth.generate import synthesize
 
     root = tmp_path_factory.mktemp("world")
     cfg = config_mod.load(overrides=tiny_overrides(root))
     synthesize(cfg, progress=False)
-    features.build_vocab(cfg)
+    decoded.build_vocab(cfg)
     for name in ("howto100m", "kinetics", "audioset", "msrvtt"):
-        features.extract(cfg, name)
+        decoded.extract(cfg, name)
     return cfg

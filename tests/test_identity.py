@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cmgh import config, identity
-from cmgh.data import synth
+from cmgh.data.synth import generate as synth
 from cmgh.evaluate import RUN_TASKS
 from cmgh.io import json_digest
 from cmgh.plan import Plan

@@ -105,7 +105,7 @@ def test_runs_record_their_datasets_and_a_finished_checkpoint_is_a_logged_model(
 
     # A changed dataset shows another digest: Kinetics with one training clip fewer in its
     # annotations, extracted into a copy of the feature tree, then the same checkpoint evaluated on it.
-    from cmgh.data import features as extraction
+    from cmgh.data.extract import decoded as extraction
 
     data, changed = tmp_path / "data", tmp_path / "features"
     shutil.copytree(tiny_world.path("data"), data)

@@ -1,32 +1,17 @@
-"""Data: the five datasets' real formats, the mini-world generator, media decoding and features.
+"""Data: the datasets in their real formats, and the stages that make, fetch, extract and stream them.
 
-Kept import-free so that ``import cmgh.data.formats`` does not pull in PyAV or torch, and so that
-the CLI can name the datasets without importing pandas. ``DATASETS`` (the dataset names, in the
-order that seeds each dataset's random stream) is the schema's ``data.datasets`` enum, read on
-first use and then kept, so every importer holds the same tuple.
+Where things live:
+
+- ``datasets/``: one module per dataset (``howto100m``, ``kinetics``, ``audioset``, ``msrvtt``,
+  ``youtube8m``), each holding its columns, annotation readers and writers, items, generator plan,
+  download clip list and annotation checks, and declaring its ``SPEC``; the package itself is the
+  registry (:func:`cmgh.data.datasets.get`) the stages iterate over. Adding a dataset is one module
+  there plus its name in the schema's ``data.datasets`` enum.
+- ``io/``: reading and writing files: validated tables, TFRecords, media (PyAV read and write).
+- ``synth/``: the generate stage (mini worlds drawn from shared latent concepts).
+- ``download/``: the download stage (annotations and clips of the real datasets, with a manifest).
+- ``extract/``: the extract stage: decoded ``.npy`` shards, packed tar shards, the vocabulary.
+- ``stream/``: training-time loading: the pre-training stream over packed and decoded sources.
+
+Kept import-free: importing a stage pulls in only what that stage needs.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-# Pre-training corpora with timed captions: each window takes the captions nearest it (MIL-NCE
-# positives); a video without captions gives windows without text (video-audio pairs).
-CAPTIONED = ("howto100m", "youtube8m")
-# Datasets whose text is tokenized at extraction, all with the one vocabulary built from
-# HowTo100M's captions (features.build_vocab): YouTube-8M's words outside it become <unk>.
-TOKENIZED = ("howto100m", "msrvtt", "youtube8m")
-# Pre-training corpora whose generator writes a noise ground truth (noise_labels.csv): what the
-# workflow plans noise detection over training for before any file exists (at run time the file
-# decides, cmgh.evaluate.noise_truth.labelled_corpora).
-NOISE_TRUTH = ("howto100m", "youtube8m")
-
-
-def __getattr__(name: str) -> Any:
-    if name == "DATASETS":
-        from cmgh.config import choices
-
-        names: tuple[str, ...] = choices("data.datasets")
-        globals()["DATASETS"] = names
-        return names
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,8 @@ import pandas as pd
 
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data import formats, shards
+from cmgh.data.datasets import audioset
+from cmgh.data.extract import shards
 from cmgh.errors import DataError
 from cmgh.evaluate import TASK_DATASETS
 from cmgh.evaluate import embeddings as E
@@ -53,7 +54,7 @@ def _multi_hot(lists: pd.Series, num_classes: int) -> np.ndarray:
 def run(cfg: Config, enc: Encoder, out: Path, timer: E.Timer) -> tuple[dict[str, float], dict[str, Any]]:
     ecfg = cfg.evaluate
     root = layout.feature_dir(cfg.path("features"), DATASET)
-    num_classes = len(formats.read_audioset_classes(layout.audioset_classes(cfg.path("data"))))
+    num_classes = len(audioset.read_audioset_classes(layout.audioset_classes(cfg.path("data"))))
     train_all, test = (E.nonempty_split(root, split, ("audio",), where=with_audio) for split in ("train", "eval"))
     left_out = shards.left_out(root, also=(shards.NO_AUDIO,))
     if left_out:

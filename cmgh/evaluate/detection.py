@@ -24,7 +24,7 @@ from torch import nn
 
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data.datasets import ShardedClips, collate
+from cmgh.data.stream.decoded import ShardedClips, collate
 from cmgh.errors import DataError
 from cmgh.evaluate import NOISE_INDICATORS, TARGETS, TASK_DATASETS
 from cmgh.evaluate import metrics as M

@@ -28,7 +28,7 @@ import pandas as pd
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data.tables import read_parquet
+from cmgh.data.io.tables import read_parquet
 from cmgh.errors import DataError
 from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.metrics import average_precision, binary_auroc

@@ -1,6 +1,6 @@
 """Frozen-encoder embeddings for the downstream tasks, extracted once per checkpoint and cached.
 
-(Not to be confused with :mod:`cmgh.data.features`, which extracts the datasets' input tensors.)
+(Not to be confused with :mod:`cmgh.data.extract.decoded`, which extracts the datasets' input tensors.)
 
 An evaluation first turns every clip of the downstream dataset into one vector (the encoder is
 frozen, in eval mode, no DropToken), then fits and scores probes on those vectors many times
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from cmgh import layout
-from cmgh.data.datasets import Sample, ShardedClips, collate
+from cmgh.data.stream.decoded import Sample, ShardedClips, collate
 from cmgh.errors import DataError
 from cmgh.io import atomic_write, json_digest, sha256_file
 

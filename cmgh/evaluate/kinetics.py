@@ -19,7 +19,7 @@ from torch import nn
 
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data.datasets import ShardedClips, collate, read_index
+from cmgh.data.stream.decoded import ShardedClips, collate, read_index
 from cmgh.errors import CmghError
 from cmgh.evaluate import TASK_DATASETS
 from cmgh.evaluate import embeddings as E

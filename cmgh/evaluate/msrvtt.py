@@ -15,7 +15,7 @@ import torch
 
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data.datasets import TokenizedTexts
+from cmgh.data.stream.decoded import TokenizedTexts
 from cmgh.errors import DataError
 from cmgh.evaluate import TASK_DATASETS
 from cmgh.evaluate import embeddings as E

@@ -15,7 +15,7 @@ from typing import TypeVar
 import pandas as pd
 
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data.datasets import noise_labels
 from cmgh.errors import DataError
 from cmgh.evaluate import TARGETS
 from cmgh.layout import PathLike
@@ -55,7 +55,7 @@ def labelled_corpora(data_root: PathLike, datasets: Iterable[str]) -> list[str]:
 
 def corpus_labels(data_root: PathLike, dataset: str) -> pd.DataFrame:
     """A corpus's ``noise_labels.csv`` (one-line DataError when it has none)."""
-    return formats.read_noise_labels(layout.noise_labels(data_root, dataset))
+    return noise_labels.read_noise_labels(layout.noise_labels(data_root, dataset))
 
 
 def clip_truth(data_root: PathLike, index: pd.DataFrame, dataset: str = "howto100m") -> pd.DataFrame:

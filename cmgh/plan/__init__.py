@@ -14,7 +14,7 @@ from typing import Any
 from cmgh import config as cmgh_config
 from cmgh import layout, worlds
 from cmgh.config import Config
-from cmgh.data import NOISE_TRUTH
+from cmgh.data.datasets import NOISE_TRUTH
 from cmgh.evaluate import NOISE_TRAINING, RUN_TASKS, TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
 
 Run = tuple[str, str, int]  # (backbone, variant, seed) of one pre-training run
@@ -62,7 +62,7 @@ class Plan:
 
     @functools.cache  # noqa: B019
     def truth_corpora(self, variant: str) -> tuple[str, ...]:
-        """The corpora of a variant's pre-training that carry a generated ground truth (cmgh.data.NOISE_TRUTH):
+        """The corpora of a variant's pre-training that carry a generated ground truth (cmgh.data.datasets.NOISE_TRUTH):
         each of its runs gets a noise-over-training job when there is one (none on downloaded data)."""
         if NOISE_TRAINING not in self.planned_run_tasks:
             return ()

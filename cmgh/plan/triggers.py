@@ -12,6 +12,7 @@ import functools
 import json
 from typing import Any
 
+from cmgh.data import datasets
 from cmgh import identity
 from cmgh.evaluate import NOISE_TRAINING, RUN_TASKS
 from cmgh.plan import Plan
@@ -35,7 +36,7 @@ class Triggers:
 
     def synth(self, dataset: str) -> str:
         """What one generated dataset depends on: a knob of another dataset does not rerun it."""
-        return _json(identity.synth_inputs(self.tree, dataset))
+        return _json(identity.synth_inputs(self.tree, dataset, datasets.get(dataset).synth_sections))
 
     def download(self, dataset: str) -> str:
         return _json(identity.download_inputs(self.tree, dataset))

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from cmgh import checkpoint as ckpt
 from cmgh import config as config_mod
 from cmgh.config import Config
-from cmgh.data import augment
+from cmgh.data.stream import augment
 from cmgh.errors import CmghError
 from cmgh.tracking import NullTracker, Tracker, training_datasets
 from cmgh.train import distributed

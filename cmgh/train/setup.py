@@ -18,12 +18,15 @@ from torch.utils.data import DataLoader
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.data.datasets import Sample
-from cmgh.data import items
-from cmgh.data.features import vocab_path
-from cmgh.data.stream import DecodedSource, PackedSource, PretrainStream, Source, StreamPosition
+from cmgh.data.stream.decoded import Sample
+from cmgh.data import datasets
+from cmgh.data.extract.decoded import vocab_path
+from cmgh.data.stream.decoded import DecodedSource
+from cmgh.data.stream.mixing import StreamPosition
+from cmgh.data.stream.packed import PackedSource
+from cmgh.data.stream.pretrain import PretrainStream, Source
 from cmgh.errors import DataError
-from cmgh.data.text import Vocabulary
+from cmgh.data.extract.text import Vocabulary
 from cmgh.harmonize import Harmonizer
 from cmgh.models import build_model
 from cmgh.train import distributed
@@ -57,7 +60,7 @@ def corpus_sources(cfg: Config, vocab: Vocabulary) -> list[tuple[str, float, Sou
         if fmt == "packed":
             source: Source = PackedSource(folder, cfg.features.to_dict(), vocab, dataset=name)
         else:
-            source = DecodedSource(folder, text_shape, dataset=name, split=items.PRETRAIN_SPLITS.get(name))
+            source = DecodedSource(folder, text_shape, dataset=name, split=datasets.get(name).pretrain_splits)
         sources.append((name, weight, source))
     total = sum(len(source) for _, _, source in sources)
     if total < int(cfg.pretrain.batch_size):

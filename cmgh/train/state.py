@@ -31,7 +31,7 @@ from cmgh.errors import DataError
 from cmgh.harmonize import StepStats
 from cmgh.io import atomic_write_json, atomic_write_text, json_digest
 from cmgh.tracking import Tracker
-from cmgh.data.stream import StreamPosition
+from cmgh.data.stream.mixing import StreamPosition
 from cmgh.train.setup import Run, RunSpec
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import features, formats, packed, youtube8m
-from cmgh.data.synth import synthesize
+from cmgh.data.datasets import caption_json, youtube8m_format as yt8m
+from cmgh.data.extract import decoded, packed
+from cmgh.data.synth.generate import synthesize
 
 MIX = "pretrain.corpora=[{dataset: howto100m}, {dataset: youtube8m}]"
 SMALL = ("data.synth.youtube8m.videos=8", "features.workers=0", "features.shard_size=8")
@@ -27,23 +28,23 @@ def youtube8m_world(tiny_world: config_mod.Config, base: Path, fmt: str = "decod
                                                  f"features.format={fmt}", MIX, *SMALL])
     root = synthesize(cfg, ["youtube8m"], progress=False)["youtube8m"]
     unresolved = unresolved_record(root)
-    youtube8m.write_ids(root, {k: v for k, v in youtube8m.read_ids(root).items() if k != unresolved})
+    yt8m.write_ids(root, {k: v for k, v in yt8m.read_ids(root).items() if k != unresolved})
     if fmt == "packed":
         for name in ("howto100m", "youtube8m"):
             packed.pack(cfg, name, workers=0)
     else:
         shutil.copytree(layout.feature_dir(tiny_world.path("features"), "howto100m"), layout.feature_dir(cfg.path("features"), "howto100m"))
-        features.extract(cfg, "youtube8m", workers=0)
+        decoded.extract(cfg, "youtube8m", workers=0)
     return cfg
 
 
 def unresolved_record(root: Path) -> str:
     """The pseudo id whose lookup answer the world lacks: the first record of a captioned video."""
-    captioned = set(formats.read_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS)["video_id"])
-    videos = youtube8m.read_videos(root)
+    captioned = set(caption_json.read_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS)["video_id"])
+    videos = yt8m.read_videos(root)
     return str(videos.loc[videos["youtube_id"].isin(captioned), "record_id"].iloc[0])
 
 
 def captioned_ids(root: Path) -> set[str]:
     """The YouTube ids that have automatic captions in ``caption.json``."""
-    return set(formats.read_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS)["video_id"])
+    return set(caption_json.read_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS)["video_id"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from cmgh import layout
+from cmgh.data import datasets
 from tests.e2e.dag import planned_jobs, snakemake, tiny_configfile
 
 MIXED = {"pretrain": {"corpora": [{"dataset": "howto100m"}, {"dataset": "youtube8m", "weight": 0.5}]}}
@@ -55,5 +56,5 @@ def test_extracting_youtube8m_waits_for_the_howto100m_vocabulary(tmp_path: Path)
     extract = jobs(result.stdout + result.stderr)["extract:youtube8m"]
     inputs = set(extract["input"].split(", "))
     root = layout.dataset_dir(data, "youtube8m")
-    expected = {*map(str, layout.annotation_files(data, "youtube8m")), str(layout.stamp(data, "youtube8m")), str(layout.vocab(tmp_path / "out" / "features"))}
+    expected = {*map(str, datasets.get("youtube8m").annotation_files(data)), str(layout.stamp(data, "youtube8m")), str(layout.vocab(tmp_path / "out" / "features"))}
     assert inputs == expected and (root / layout.YOUTUBE8M_CAPTIONS).is_file()

@@ -22,7 +22,7 @@ import pandas as pd
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data.datasets import noise_labels
 
 ITEMS = {"i0": "v0", "i1": "v1", "i2": "v2", "i3": "v3"}
 LOSS_VA = {  # step -> item -> value
@@ -51,7 +51,7 @@ def write_world(cfg: config_mod.Config) -> None:
                            "audio_aligned": [0, 1, 1, 1], "text_aligned": [1, 0, 1, 1]})
     path = layout.noise_labels(cfg.path("data"), "howto100m")
     path.parent.mkdir(parents=True, exist_ok=True)
-    formats.write_noise_labels(path, labels)
+    noise_labels.write_noise_labels(path, labels)
     index = layout.feature_index(cfg.path("features"), "howto100m")
     index.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"item_id": list(ITEMS), "video_id": list(ITEMS.values()), "clip_start": 0.0, "clip_end": 2.0}).to_parquet(index)

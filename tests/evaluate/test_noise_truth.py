@@ -8,7 +8,7 @@ import torch
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data.datasets import noise_labels
 from cmgh.errors import DataError
 from cmgh.evaluate import INDICATORS, NOISE_INDICATORS, TARGETS, TRAINING_INDICATORS
 from cmgh.evaluate.noise_truth import clip_truth, label_clips, loss_total
@@ -27,7 +27,7 @@ def _by_start(index: pd.DataFrame, noise: pd.DataFrame) -> pd.DataFrame:
 
 def _world(cfg: config_mod.Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     index = pd.read_parquet(layout.feature_index(cfg.path("features"), "howto100m"))
-    return index, formats.read_noise_labels(layout.noise_labels(cfg.path("data")))
+    return index, noise_labels.read_noise_labels(layout.noise_labels(cfg.path("data")))
 
 
 def test_start_match_and_midpoint_match_label_the_same_clips(tiny_world: config_mod.Config) -> None:

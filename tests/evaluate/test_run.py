@@ -180,16 +180,18 @@ def test_audioset_evaluation_says_how_many_segments_it_left_out(
     as real downloads hold) are left out of tagging, counted and named."""
     from cmgh import layout
     from cmgh.cli import main
-    from cmgh.data import encode, formats, media, shards
+    from cmgh.data.datasets import audioset
+    from cmgh.data.io import encode, media
+    from cmgh.data.extract import shards
 
     root = tmp_path / "data" / "audioset"
     shutil.copytree(layout.dataset_dir(cfg.path("data"), "audioset"), root)
     segments = root / layout.AUDIOSET_SEGMENT_FILES["train"]
-    table = formats.read_audioset_segments(segments)
+    table = audioset.read_audioset_segments(segments)
     table.at[0, "positive_labels"] = ["/m/not_a_class"]
-    formats.write_audioset_segments(segments, table)
-    eval_table = formats.read_audioset_segments(root / layout.AUDIOSET_SEGMENT_FILES["eval"])
-    silent = formats.audioset_clip_path(root, eval_table.iloc[0])
+    audioset.write_audioset_segments(segments, table)
+    eval_table = audioset.read_audioset_segments(root / layout.AUDIOSET_SEGMENT_FILES["eval"])
+    silent = audioset.audioset_clip_path(root, eval_table.iloc[0])
     encode.write_mp4(silent, media.decode_video(silent, 0.0, 16, 8.0), 8)
     assert not media.has_audio_stream(silent) and media.duration(silent) > 0
     sets = [f"paths.data={tmp_path / 'data'}", f"paths.features={tmp_path / 'features'}", f"paths.results={tmp_path / 'results'}",
@@ -197,7 +199,7 @@ def test_audioset_evaluation_says_how_many_segments_it_left_out(
     (tmp_path / "features").mkdir()
     shutil.copy(layout.vocab(cfg.path("features")), tmp_path / "features" / layout.VOCAB)
     options = [arg for o in sets for arg in ("--set", o)]
-    with caplog.at_level(logging.INFO, logger="cmgh.data.shards"):
+    with caplog.at_level(logging.INFO, logger="cmgh.data.extract.shards"):
         assert main(["data", "extract", "--dataset", "audioset", "--config", str(run / "config.yaml"), *options]) == 0
     assert f"'{shards.NO_AUDIO}': 1" in caplog.text  # the extraction's summary line counts it
     features = tmp_path / "features" / "audioset"

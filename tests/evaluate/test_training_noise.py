@@ -14,7 +14,7 @@ import pytest
 from cmgh import cli
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data.datasets import noise_labels
 from cmgh.errors import ConfigError, DataError
 from cmgh.evaluate import TARGETS
 from cmgh.evaluate import TRAINING_INDICATORS as INDICATORS
@@ -194,7 +194,7 @@ def test_the_step_is_tracked_over_training_steps_under_its_pretraining_run(tmp_p
 
 def test_clips_take_the_label_of_the_segment_they_fall_in(tiny_world: config_mod.Config) -> None:
     index = pd.read_parquet(tiny_world.path("features") / "howto100m" / "index.parquet")
-    noise = formats.read_noise_labels(tiny_world.path("data") / "howto100m" / "noise_labels.csv")
+    noise = noise_labels.read_noise_labels(tiny_world.path("data") / "howto100m" / "noise_labels.csv")
     truth = label_clips(index, noise).set_index("item_id")
     assert len(truth) == len(index)
     for row in index.itertuples():
@@ -223,7 +223,7 @@ def test_over_training_reads_real_dumps(tiny_world: config_mod.Config, tmp_path:
 
     # An oracle score (the ground truth itself) must give AUROC and AP 1: the join and direction are right.
     index = pd.read_parquet(cfg.path("features") / "howto100m" / "index.parquet")
-    truth = label_clips(index, formats.read_noise_labels(cfg.path("data") / "howto100m" / "noise_labels.csv")).set_index("item_id")
+    truth = label_clips(index, noise_labels.read_noise_labels(cfg.path("data") / "howto100m" / "noise_labels.csv")).set_index("item_id")
     for dump in (run / "scores").glob("step_*.csv"):
         scores = pd.read_csv(dump)
         scores["loss_va"] = truth.loc[scores["item_id"], "audio"].to_numpy()
@@ -265,7 +265,7 @@ def test_youtube8m_rows_are_scored_against_their_own_ground_truth(tiny_world: co
     truths = {}
     for name in ("howto100m", "youtube8m"):
         index = pd.read_parquet(layout.feature_index(cfg.path("features"), name))
-        truths[name] = label_clips(index, formats.read_noise_labels(layout.noise_labels(cfg.path("data"), name))).set_index("item_id")
+        truths[name] = label_clips(index, noise_labels.read_noise_labels(layout.noise_labels(cfg.path("data"), name))).set_index("item_id")
     for dump in layout.score_files(run):
         scores = pd.read_csv(dump)
         scores["loss_va"] = [truths[d].at[i, "audio"] for d, i in zip(scores["dataset"], scores["item_id"], strict=True)]

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 
 from cmgh import config as config_mod
 from cmgh import layout, sweep
-from cmgh.data import features
-from cmgh.data.synth import synthesize
+from cmgh.data.extract import decoded
+from cmgh.data.synth.generate import synthesize
 from tests.conftest import tiny_overrides
 from tests.e2e.dag import planned_jobs, snakemake, tiny_configfile
 from tests.sweep.test_study_guards import cli, one_line_error
@@ -82,9 +82,9 @@ def graded_world(tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
     root = tmp_path_factory.mktemp("graded")
     cfg = config_mod.load(overrides=[*tiny_overrides(root), "data.synth.kinetics.train_per_class=6", "data.synth.kinetics.val_per_class=6"])
     synthesize(cfg, progress=False)
-    features.build_vocab(cfg)
+    decoded.build_vocab(cfg)
     for name in ("howto100m", "kinetics"):
-        features.extract(cfg, name)
+        decoded.extract(cfg, name)
     return cfg
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import checkpoint as ckpt
-from cmgh.data import packed
+from cmgh.data.extract import packed
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
 from tests.train.test_loop import assert_same_state, small, state_of
 
@@ -59,8 +59,8 @@ def test_audioset_pairs_get_no_video_text_loss_and_no_harmonization(packed_world
 
 
 def test_decoded_corpora_mix_too_and_audioset_pairs_come_from_its_training_split(tiny_world: config_mod.Config, tmp_path: Path) -> None:
-    from cmgh.data.datasets import read_index
-    from cmgh.data.text import Vocabulary
+    from cmgh.data.stream.decoded import read_index
+    from cmgh.data.extract.text import Vocabulary
     from cmgh.train.setup import corpus_sources
 
     cfg = small(tiny_world, MIXED)

@@ -14,9 +14,9 @@ import torch
 
 from cmgh import config as config_mod
 from cmgh import layout, losses
-from cmgh.data import augment
-from cmgh.data.stream import collate
-from cmgh.data.text import Vocabulary
+from cmgh.data.stream import augment
+from cmgh.data.stream.pretrain import collate
+from cmgh.data.extract.text import Vocabulary
 from cmgh.harmonize import Harmonizer, forward_losses, harmonized_backward
 from cmgh.models import build_model
 from cmgh.train.loop import RunSpec, pretrain

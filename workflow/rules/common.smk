@@ -13,7 +13,8 @@ from snakemake.settings.types import DeploymentMethod
 
 from cmgh import config as cmgh_config
 from cmgh import layout, worlds
-from cmgh.data import TOKENIZED
+from cmgh.data import datasets
+from cmgh.data.datasets import TOKENIZED
 from cmgh.errors import ConfigError
 from cmgh.evaluate import NOISE_TRAINING, TASK_DATASETS, TASKS
 from cmgh.plan import Plan
@@ -175,7 +176,7 @@ def task_inputs(wildcards, task=None):
 def extract_inputs(wildcards):
     """A dataset's annotation files (its media are listed in them), plus the vocabulary where its
     captions are tokenized (HowTo100M's, shared by every dataset with text)."""
-    inputs = raw_inputs(wildcards.dataset, layout.annotation_files(DATA, wildcards.dataset), media=True)
+    inputs = raw_inputs(wildcards.dataset, datasets.get(wildcards.dataset).annotation_files(DATA), media=True)
     if wildcards.dataset in TOKENIZED:
         inputs.append(p(layout.vocab(FEATURES)))
     return inputs
@@ -184,8 +185,7 @@ def extract_inputs(wildcards):
 def pack_inputs(wildcards):
     """The annotation files a packed corpus is built from (AudioSet: its training segment lists
     that exist: the unbalanced list only where it was downloaded)."""
-    files = layout.pack_annotation_files(DATA, wildcards.dataset)
-    required = [f for f in files if f.name in layout.REQUIRED_PACK_FILES]
+    files, required = datasets.get(wildcards.dataset).pack_files(DATA)
     inputs = raw_inputs(wildcards.dataset, required, media=True)  # waits for the data job: then the optional files are there or not
     return inputs + [p(f) for f in files if f not in required and f.exists()]
 
@@ -286,7 +286,8 @@ def pretrain_threads(wildcards, threads, resources):
 
 def vocab_inputs(wildcards):
     """The pre-training captions the vocabulary is built from."""
-    return raw_inputs("howto100m", layout.annotation_files(DATA, "howto100m"))
+    (spec,) = [spec for spec in datasets.specs() if spec.vocabulary is not None]  # HowTo100M
+    return raw_inputs(spec.name, spec.annotation_files(DATA))
 
 
 def sweep_features():

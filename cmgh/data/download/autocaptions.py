@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cmgh import layout
-from cmgh.data import formats
+from cmgh.data.datasets import caption_json
 from cmgh.data.download import captions
 from cmgh.data.download.clips import fetch_video
 from cmgh.data.download.fetch import Deadline, FetchError, Policy, RateLimiter, retrying
@@ -77,7 +77,7 @@ def store(root: Path, workdir: Path, stem: str, video_id: str, langs: Sequence[s
 
 def assemble(root: Path, video_ids: Iterable[str]) -> tuple[Path, int]:
     """``caption.json`` from the stored entries of ``video_ids`` (sorted; those without one skipped),
-    streamed through :func:`cmgh.data.formats.write_howto100m_captions`; ``(path, videos)``."""
+    streamed through :func:`cmgh.data.datasets.caption_json.write_howto100m_captions`; ``(path, videos)``."""
     written = 0
 
     def entries() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -88,4 +88,4 @@ def assemble(root: Path, video_ids: Iterable[str]) -> tuple[Path, int]:
                 written += 1
                 yield video_id, json.loads(path.read_text(encoding="utf-8"))
 
-    return formats.write_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS, entries()), written
+    return caption_json.write_howto100m_captions(root / layout.YOUTUBE8M_CAPTIONS, entries()), written

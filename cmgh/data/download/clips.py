@@ -3,7 +3,7 @@
 No ffmpeg binary is needed. yt-dlp downloads one file that already holds video and audio (no
 merging) and PyAV, whose wheels bundle the FFmpeg libraries, cuts the clip to its window by
 decoding and re-encoding it: exact to a frame, where a stream copy could only start at a
-keyframe. Output clips are H.264 + AAC mp4, like the generator's (:mod:`cmgh.data.media`).
+keyframe. Output clips are H.264 + AAC mp4, like the generator's (:mod:`cmgh.data.io.media`).
 yt-dlp runs in worker processes (:mod:`cmgh.data.download.child`), so that the item's time limit
 and the request timeout hold even against a server that trickles bytes; the cut runs here, its
 deadline checked at every frame.
@@ -23,7 +23,7 @@ from typing import Any
 import av
 import numpy as np
 
-from cmgh.data import encode, media
+from cmgh.data.io import encode, media
 from cmgh.data.download import child
 from cmgh.data.download.fetch import (
     CORRUPT,

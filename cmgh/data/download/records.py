@@ -8,7 +8,7 @@ pairs of ``[a-z][A-Z][0-9]`` (``train00.tfrecord`` -> ``train3276.tfrecord``).
 
 Then each selected 2018 pseudo id without a stored answer is looked up, one GET each, through the
 bounded thread pool. Each answer is appended to ``video_ids.csv`` as it arrives
-(:func:`cmgh.data.youtube8m.append_ids`: one table, not 6.1M small files), so a stored answer is
+(:func:`cmgh.data.datasets.youtube8m_format.append_ids`: one table, not 6.1M small files), so a stored answer is
 never asked for again; only failures get manifest rows (kind ``lookup``, and
 ``ok`` when a later run recovers one), which the clips of unresolved ids inherit in
 :func:`cmgh.data.download.steps.pending`. 2017 records carry YouTube ids and need no lookup.
@@ -28,7 +28,8 @@ from typing import Any
 from urllib.parse import quote
 
 from cmgh import layout
-from cmgh.data import youtube8m as yt8m
+from cmgh.data.datasets import youtube8m
+from cmgh.data.datasets import youtube8m_format as yt8m
 from cmgh.data.download import plan
 from cmgh.data.download.fetch import CORRUPT, ERROR, OK, UNAVAILABLE, FetchError, Interrupted, fetch, get_text, mismatch
 from cmgh.data.download.manifest import Row
@@ -186,7 +187,7 @@ def look_up(ctx: Context, clips: Sequence[plan.Clip], workers: int, show: bool, 
         log.info("%s: %d pseudo ids to look up", ctx.name, len(todo))
         yt8m.write_ids(ctx.root, yt8m.read_ids(ctx.root))  # compacted first: a torn line of a killed run never joins a new one
         pooled(ctx, todo, _lookup, workers, show, "id", len(todo))
-    return plan.resolve_lookups(ctx.root, clips)
+    return youtube8m.resolve_lookups(ctx.root, clips)
 
 
 # --------------------------------------------------------------------------------------------

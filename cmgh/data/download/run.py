@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from cmgh import layout
-from cmgh.data import formats
-from cmgh.data import youtube8m as yt8m
+from cmgh.data import datasets
+from cmgh.data.datasets import youtube8m_format as yt8m
 from cmgh.data.download import autocaptions, plan, records
 from cmgh.data.download import clips as clipmod
 from cmgh.data.download.fetch import INVALID_ID, OK, Policy, RateLimiter
@@ -106,7 +106,8 @@ def _dry_run(ctx: Context, classes: Sequence[str], limit: int | None, retry_all:
         echo("clips: listed from the annotation files, which are not all on disk yet; fetch them first with "
              f"`cmgh data download --dataset {ctx.name} --annotations-only` (small), then repeat --dry-run")
         return Report(ctx.name, ctx.root, pd.DataFrame(), 0, 0, 0.0, False)
-    clips = plan.select(ctx.name, plan.clip_list(ctx.name, ctx.root), classes, limit)
+    dataset = datasets.get(ctx.name)
+    clips = plan.select(ctx.name, plan.clip_list(dataset.clips(ctx.root)), classes, limit, dataset.classes_help)
     states = {"fetch": 0, "present": 0, "lookup": 0, "skip": 0, INVALID_ID: 0}
     where = " + ".join(s["url"] for s in ctx.spec["clip_archives"]) if ctx.spec.get("clip_archives") else None
     for clip in clips:
@@ -162,7 +163,7 @@ def download(
     With ``annotations_only``, YouTube-8M's index (record files, id lookups) is fetched too: the
     clips are listed from it.
     """
-    root = formats.dataset_root(cfg, name)
+    root = datasets.dataset_root(cfg, name)
     dl = cfg.data.download
     spec = dl[name].to_dict()
     check_sources(name, spec)
@@ -185,7 +186,8 @@ def download(
             if annotations_only and not spec.get("records"):
                 echo(f"{name}: annotations in place under {root}")
                 return Report(name, root, summary(list(ctx.manifest.rows.values())), 0, 0, threshold, False)
-            clips = plan.select(name, plan.clip_list(name, root), classes, limit)
+            dataset = datasets.get(name)
+            clips = plan.select(name, plan.clip_list(dataset.clips(root)), classes, limit, dataset.classes_help)
             if spec.get("records"):
                 clips = records.look_up(ctx, clips, workers, progress, retry_all)
                 if annotations_only:

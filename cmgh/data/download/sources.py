@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from cmgh.data import datasets
 from cmgh.errors import ConfigError
 from cmgh.io import sanitize_id
 
@@ -23,28 +24,15 @@ def check_sources(name: str, spec: dict[str, Any]) -> None:
     key = f"data.download.{name}"
     if not spec.get("annotations"):
         raise ConfigError(f"{key}.annotations: empty; downloading {name} needs its annotation URLs (see config/paper.yaml)")
-    if name == "youtube8m":
-        _check_records(key, spec)
+    check_more = datasets.get(name).download_check
+    if check_more is not None:
+        check_more(key, spec)
     if not spec.get("clip_archives"):
         template = spec.get("clip_url")
         if not template:
             raise ConfigError(f"{key}: neither clip_url nor clip_archives is set; expected one way to the clips")
         if "{id}" not in template or urlsplit(template).scheme not in ("http", "https"):
             raise ConfigError(f"{key}.clip_url: {template!r} is not an http(s) URL template containing {{id}}")
-
-
-def _check_records(key: str, spec: dict[str, Any]) -> None:
-    """YouTube-8M's record files come from download plans, one per split (their files share names otherwise)."""
-    if not spec.get("records"):
-        raise ConfigError(f"{key}.records: empty; downloading youtube8m needs the download plans of its record files (see config/paper.yaml)")
-    seen: set[str] = set()
-    for i, entry in enumerate(spec["records"]):
-        if entry["split"] in seen:
-            raise ConfigError(f"{key}.records[{i}].split: {entry['split']!r} is listed twice; expected one download plan per split")
-        seen.add(entry["split"])
-    template = spec.get("id_lookup")
-    if template and "{id}" not in template:
-        raise ConfigError(f"{key}.id_lookup: {template!r} has no {{id}}; expected a URL template like http://data.yt8m.org/2/j/i/{{prefix}}/{{id}}.js")
 
 
 def check_config(cfg: Any) -> None:
