@@ -34,7 +34,8 @@ from cmgh.data import datasets  # noqa: E402
 from cmgh.data.datasets import items  # noqa: E402
 from cmgh.data.extract import decoded  # noqa: E402
 from cmgh.data.io import media  # noqa: E402
-from cmgh.data.extract import pack_sources, packed  # noqa: E402
+from cmgh.data.datasets import packing as pack_sources  # noqa: E402
+from cmgh.data.extract import packed  # noqa: E402
 from cmgh.data.stream.decoded import ShardedClips, make_loader  # noqa: E402
 from cmgh.data.synth.generate import synthesize  # noqa: E402
 

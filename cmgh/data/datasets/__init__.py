@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from cmgh.data.datasets.items import Item, WindowSpec
-    from cmgh.data.download.plan import Clip
-    from cmgh.data.extract.pack_sources import PackItem
-    from cmgh.data.synth.plans import Plan, SynthSettings
+    from cmgh.data.datasets.download_list import Clip
+    from cmgh.data.datasets.packing import PackItem
+    from cmgh.data.datasets.generator import Plan, SynthSettings
 
 Reader = Callable[[Path], object]
 

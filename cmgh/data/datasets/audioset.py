@@ -22,11 +22,11 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec, Packing
 from cmgh.data.datasets.items import Item, WindowSpec, id_status, line_of
-from cmgh.data.extract.pack_sources import PackItem, member_key, unpackable
-from cmgh.data.download.plan import Clip, clip_target
+from cmgh.data.datasets.packing import PackItem, member_key, unpackable
+from cmgh.data.datasets.download_list import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_float, as_int, as_text, bad, field_of, parse_csv, read_text
-from cmgh.data.synth.concepts import Concept
-from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, check_unique, concept_set, cyclic, item_rng, media_key, youtube_id
+from cmgh.data.datasets.concepts import Concept
+from cmgh.data.datasets.generator import Job, Plan, Segment, SynthSettings, check_unique, concept_set, cyclic, item_rng, media_key, youtube_id
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike
 

@@ -18,11 +18,11 @@ from cmgh.data.datasets import AnnotationCheck, DatasetSpec, Packing
 from cmgh.data.datasets.caption_json import read_howto100m_captions, write_howto100m_captions
 from cmgh.data.datasets.items import Item, WindowSpec, caption_tracks, id_status, line_of, windows
 from cmgh.data.datasets.noise_labels import NOISE_COLUMNS, write_noise_labels
-from cmgh.data.extract.pack_sources import PackItem, caption_tuples, member_key, unpackable
-from cmgh.data.download.plan import Clip, clip_target
+from cmgh.data.datasets.packing import PackItem, caption_tuples, member_key, unpackable
+from cmgh.data.datasets.download_list import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_int, as_text, keep, parse_csv, read_text, write_csv
-from cmgh.data.synth.concepts import make_caption
-from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, balanced, check_unique, concept_set, exact_fraction, item_rng, media_key, other_concepts, youtube_id
+from cmgh.data.datasets.concepts import make_caption
+from cmgh.data.datasets.generator import Job, Plan, Segment, SynthSettings, balanced, check_unique, concept_set, exact_fraction, item_rng, media_key, other_concepts, youtube_id
 from cmgh.io import safe_id
 from cmgh.layout import PathLike
 

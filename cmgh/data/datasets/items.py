@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 
 from cmgh.data.datasets.caption_json import read_howto100m_captions
-from cmgh.data.download.fetch import INVALID_ID
 from cmgh.errors import DataError
 from cmgh.io import safe_id
 
 Meta = dict[str, Any]
+
+INVALID_ID = "invalid id"  # an ID that is not safe as a file name
+
 
 
 @dataclass(frozen=True)

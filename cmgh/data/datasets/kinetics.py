@@ -14,9 +14,9 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec
 from cmgh.data.datasets.items import Item, WindowSpec, id_status, line_of
-from cmgh.data.download.plan import Clip, clip_target
+from cmgh.data.datasets.download_list import Clip, clip_target
 from cmgh.data.io.tables import LINE, as_int, as_text, bad, field_of, parse_csv, read_text, write_csv
-from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, check_unique, concept_set, item_rng, media_key, youtube_id
+from cmgh.data.datasets.generator import Job, Plan, Segment, SynthSettings, check_unique, concept_set, item_rng, media_key, youtube_id
 from cmgh.errors import DataError
 from cmgh.io import safe_id, sanitize_id
 from cmgh.layout import PathLike

@@ -19,10 +19,10 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data.datasets import AnnotationCheck, DatasetSpec
 from cmgh.data.datasets.items import Item, WindowSpec, id_status
-from cmgh.data.download.plan import Clip, clip_target
+from cmgh.data.datasets.download_list import Clip, clip_target
 from cmgh.data.io.tables import as_float, as_int, bad, keep, load_json, parse_csv, read_text, write_csv
-from cmgh.data.synth.concepts import make_caption
-from cmgh.data.synth.plans import Job, Plan, Segment, SynthSettings, concept_set, cyclic, item_rng, media_key, youtube_id
+from cmgh.data.datasets.concepts import make_caption
+from cmgh.data.datasets.generator import Job, Plan, Segment, SynthSettings, concept_set, cyclic, item_rng, media_key, youtube_id
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike

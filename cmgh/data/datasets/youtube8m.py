@@ -30,10 +30,10 @@ from cmgh.data.datasets import youtube8m_format as yt8m
 from cmgh.data.datasets.caption_json import write_howto100m_captions
 from cmgh.data.datasets.items import Item, WindowSpec, caption_tracks, id_status, windows
 from cmgh.data.datasets.noise_labels import NOISE_COLUMNS, write_noise_labels
-from cmgh.data.extract.pack_sources import PackItem, caption_tuples, member_key, unpackable
-from cmgh.data.download.plan import Clip, clip_target
-from cmgh.data.synth.concepts import make_caption
-from cmgh.data.synth.plans import (
+from cmgh.data.datasets.packing import PackItem, caption_tuples, member_key, unpackable
+from cmgh.data.datasets.download_list import Clip, clip_target
+from cmgh.data.datasets.concepts import make_caption
+from cmgh.data.datasets.generator import (
     ID_ALPHABET,
     Job,
     Plan,

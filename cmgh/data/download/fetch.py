@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import requests
 import urllib3
 
+from cmgh.data.datasets.items import INVALID_ID
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -40,7 +42,6 @@ PRIVATE = "private"  # 401/403, private or sign-in-only video
 TIMEOUT = "timeout"  # stalled connection or item time limit
 CORRUPT = "corrupt"  # not decodable, or the window is not in the video
 CHECKSUM = "checksum mismatch"
-INVALID_ID = "invalid id"  # an ID that is not safe as a file name
 UNSAFE = "unsafe archive"  # an archive member would land outside its folder
 RATE_LIMITED = "rate limited"  # 429, "confirm you're not a bot"
 SERVER = "server error"  # 5xx

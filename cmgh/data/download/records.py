@@ -30,7 +30,7 @@ from urllib.parse import quote
 from cmgh import layout
 from cmgh.data.datasets import youtube8m
 from cmgh.data.datasets import youtube8m_format as yt8m
-from cmgh.data.download import plan
+from cmgh.data.datasets import download_list as plan
 from cmgh.data.download.fetch import CORRUPT, ERROR, OK, UNAVAILABLE, FetchError, Interrupted, fetch, get_text, mismatch
 from cmgh.data.download.manifest import Row
 from cmgh.data.download.sources import archive_name

@@ -25,9 +25,11 @@ import pandas as pd
 from cmgh import layout
 from cmgh.data import datasets
 from cmgh.data.datasets import youtube8m_format as yt8m
-from cmgh.data.download import autocaptions, plan, records
+from cmgh.data.datasets import download_list as plan
+from cmgh.data.download import autocaptions, records
 from cmgh.data.download import clips as clipmod
-from cmgh.data.download.fetch import INVALID_ID, OK, Policy, RateLimiter
+from cmgh.data.datasets.items import INVALID_ID
+from cmgh.data.download.fetch import OK, Policy, RateLimiter
 from cmgh.data.download.manifest import Manifest, summary, write_summary
 from cmgh.data.download.sources import check_sources, clip_url, local_paths
 from cmgh.data.download.steps import Context, clip_state, fetch_annotations, from_archives, from_sites, pending

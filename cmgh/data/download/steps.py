@@ -21,13 +21,14 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from cmgh import layout
-from cmgh.data.download import autocaptions, checks, child, plan
+from cmgh.data.datasets import download_list as plan
+from cmgh.data.download import autocaptions, checks, child
 from cmgh.data.download import clips as clipmod
 from cmgh.data.download.archives import Archive, copy_atomic
+from cmgh.data.datasets.items import INVALID_ID
 from cmgh.data.download.fetch import (
     CORRUPT,
     ERROR,
-    INVALID_ID,
     OK,
     PERMANENT,
     UNAVAILABLE,

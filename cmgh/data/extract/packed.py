@@ -36,7 +36,7 @@ import pandas as pd
 from cmgh import layout
 from cmgh.config import Config
 from cmgh.data import datasets
-from cmgh.data.extract.pack_sources import PackItem
+from cmgh.data.datasets.packing import PackItem
 from cmgh.data.io import encode, media
 from cmgh.data.extract import shards
 from cmgh.errors import DataError

@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cmgh import layout
-from cmgh.data.download.fetch import INVALID_ID
+from cmgh.data.datasets.items import INVALID_ID
 from cmgh.errors import DataError
 from cmgh.io import atomic_write, atomic_write_text, json_digest
 

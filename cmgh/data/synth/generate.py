@@ -1,7 +1,7 @@
 """Generate the five mini datasets in their real formats from one seed.
 
 Each dataset's plan (its module's ``SPEC.plan``, :mod:`cmgh.data.datasets`) says what it holds
-(deterministically, per item, on the shared :mod:`cmgh.data.synth.plans`); this
+(deterministically, per item, on the shared :mod:`cmgh.data.datasets.generator`); this
 module renders the clips (in parallel when there are many), writes the annotation files and, last,
 a ``.complete`` stamp (the config slice that produced the dataset). A dataset whose stamp matches
 the config is skipped, one whose stamp differs is regenerated.
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from cmgh import identity, layout
 from cmgh.data import datasets as registry
-from cmgh.data.synth.plans import Job, SynthSettings, render_job
+from cmgh.data.datasets.generator import Job, SynthSettings, render_job
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_json
 

@@ -17,7 +17,8 @@ from cmgh import cli, layout
 from cmgh import config as config_mod
 from cmgh.data.datasets import audioset, caption_json, howto100m
 from cmgh.data.io import encode, media
-from cmgh.data.extract import pack_sources, packed, shards
+from cmgh.data.datasets import packing as pack_sources
+from cmgh.data.extract import packed, shards
 from cmgh.errors import DataError
 
 JSON_FIELDS = {"key", "item_id", "dataset", "source_id", "source", "duration", "fps", "sample_rate", "has_audio", "captions", "labels"}

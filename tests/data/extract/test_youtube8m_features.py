@@ -14,7 +14,8 @@ from cmgh import cli, layout
 from cmgh import config as config_mod
 from cmgh.data import datasets
 from cmgh.data.datasets import items, youtube8m_format as yt8m
-from cmgh.data.extract import decoded as extraction, pack_sources, shards
+from cmgh.data.datasets import packing as pack_sources
+from cmgh.data.extract import decoded as extraction, shards
 from cmgh.data.stream.decoded import ShardedClips
 from cmgh.data.datasets.items import Item
 from cmgh.data.extract.text import Vocabulary

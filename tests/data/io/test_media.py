@@ -90,7 +90,7 @@ def test_repeated_writes_of_moving_content_are_byte_identical(tmp_path: Path) ->
 
     (x264's macroblock-tree rate control made this fail at 64x64 before it was switched off.)
     """
-    from cmgh.data.synth.concepts import build_concepts, render_audio, render_video
+    from cmgh.data.datasets.concepts import build_concepts, render_audio, render_video
 
     concepts = build_concepts(3, seed=0)
     clips = []

@@ -11,7 +11,7 @@ from tests.conftest import tiny_overrides
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data.synth import concepts as concepts_mod
+from cmgh.data.datasets import concepts as concepts_mod
 from cmgh.data import datasets
 from cmgh.data.datasets import audioset, caption_json, howto100m, kinetics, msrvtt, noise_labels
 from cmgh.data.io import media

@@ -1,7 +1,7 @@
 """The generator's plans: what the generator makes of a dataset (its annotation tables and the
 clips to render), and the helpers every dataset's plan (``cmgh.data.datasets.<name>.plan_<name>``) shares.
 
-Every dataset is drawn from the same latent concepts (:mod:`cmgh.data.synth.concepts`), so pre-training
+Every dataset is drawn from the same latent concepts (:mod:`cmgh.data.datasets.concepts`), so pre-training
 on the HowTo100M-like corpus transfers to the Kinetics-, AudioSet- and MSR-VTT-like tasks.
 
 Determinism: each dataset has its own random stream (``[seed, stream]``, ``stream`` its place in
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cmgh.config import Config
-from cmgh.data.synth.concepts import Concept, build_concepts, render_audio, render_video
+from cmgh.data.datasets.concepts import Concept, build_concepts, render_audio, render_video
 from cmgh.errors import DataError
 
 ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
