@@ -20,7 +20,7 @@ from cmgh.errors import DataError
 from cmgh.report import build_report, collect
 from cmgh.report.scaling import DIFFERENCE, GAIN, Pair, gain_table, pairs, results_configs, variant_configs
 from cmgh.report.stats import t_interval
-from tests.test_report import fake_results
+from tests.report.fake_results import fake_results
 
 SCALING = REPO_ROOT / "config" / "scaling.yaml"
 YT = [{"dataset": "howto100m", "weight": 1}, {"dataset": "youtube8m", "weight": 1}]

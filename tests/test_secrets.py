@@ -8,10 +8,7 @@ Real `cmgh` processes on the tiny world: a pre-training run tracked to an MLflow
 from __future__ import annotations
 
 import base64
-import os
-import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,23 +20,15 @@ import yaml
 
 from cmgh import config as config_mod
 from cmgh import layout
+from tests.helpers import cmgh_process, free_port, untracked_env
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pw"
 SMALL = {"pretrain": {"batch_size": 8, "steps": 2, "warmup_steps": 1, "score_every": 1, "checkpoint_every": 1},
          "model": {"width": 32, "heads": 2, "depth": 1}, "evaluate": {"batch_size": 8}}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cmgh(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE")}
-    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "cmgh", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return cmgh_process(*args, env=untracked_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2"))
 
 
 def files_holding(root: Path, text: str) -> list[Path]:

@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,44 +24,15 @@ from cmgh import config as config_mod
 from cmgh import keypaths, layout
 from cmgh.track import NullTracker, Tracker, config_hash, file_hash, open_tracker, tracking_uri
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
+from tests.helpers import free_port
+from tests.track.tracked_runs import SMALL, cli_pretrain, config_file, runs_of
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-SMALL = ["pretrain.batch_size=8", "pretrain.steps=6", "model.width=32", "model.heads=2", "model.depth=1"]
 MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
 
-
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def config_file(world: config_mod.Config, tmp_path: Path) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(world.to_dict(), sort_keys=False))
-    return path
-
-
-def cli_pretrain(cfg_file: Path, out: Path, variant: str, seed: int, *extra: str) -> None:
-    """`cmgh pretrain` in-process; ``extra`` holds config overrides and ``--flags``."""
-    args = ["pretrain", "--config", str(cfg_file), "--backbone", "ms", "--variant", variant, "--seed", str(seed), "--out", str(out)]
-    flags = [e for e in extra if e.startswith("--") or e.isdigit()]
-    sets = [item for s in [*SMALL, *extra] if s not in flags for item in ("--set", s)]
-    assert cli.main([*args, *flags, *sets]) == 0
-
-
-def runs_of(client: MlflowClient, experiment: str, filter_string: str = "") -> list:
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None
-    return list(client.search_runs([exp.experiment_id], filter_string=filter_string))
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:

@@ -12,16 +12,13 @@ from cmgh import cli
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.track import dataset_digest
-from tests.test_track import cli_pretrain, config_file, runs_of
+from tests.track.tracked_runs import cli_pretrain, config_file, runs_of
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def inputs_of(run: object) -> list[tuple[str, str, str, str]]:

@@ -23,9 +23,7 @@ METRICS = {  # per task: metrics.json's top-level numbers (MSR-VTT's names are n
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def evaluate(cfg: config_mod.Config, results: Path, task: str, variant: str, seed: int, values: dict[str, float]) -> None:

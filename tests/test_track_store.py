@@ -3,9 +3,7 @@ starts, the experiment tagged as model training, and `cmgh browse` linking its r
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,25 +13,20 @@ from cmgh import cli
 from cmgh import config as config_mod
 from cmgh.track import open_tracker, tracking_uri
 from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, WORKFLOW
+from tests.helpers import REPO, cmgh_process, untracked_env
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 UI_JS = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "CMGH_RULE", "SNAKEMAKE_RULE"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def cmgh(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "CMGH_RULE", "SNAKEMAKE_RULE")}
-    return subprocess.run([sys.executable, "-m", "cmgh", *args], cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **env},
-                          capture_output=True, text=True, timeout=600)
+    return cmgh_process(*args, env=untracked_env(**env))
 
 
 def test_file_store_is_refused_before_the_run_starts(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,10 +18,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 SAMPLER = "cmgh-system-metrics"
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "MLFLOW_SYSTEM_METRICS_NODE_ID"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def samplers() -> list[threading.Thread]:

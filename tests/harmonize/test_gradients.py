@@ -22,6 +22,7 @@ from cmgh.harmonize import (
 )
 from cmgh.models import VATT
 from cmgh.train.step import train_step
+from tests import helpers
 
 CFG = {"width": 16, "depth": 2, "heads": 2, "video_patch": [4, 16, 16], "audio_patch": 1000, "va_dim": 12, "vat_dim": 8,
        "text_embed_dim": 8}
@@ -29,20 +30,8 @@ TAU = 0.1
 
 
 def make_batch(b: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    text = torch.randint(2, 50, (b, 3, 6), generator=g)
-    text[:, :, 4:] = 0
-    text_mask = torch.rand(b, 3, generator=g) > 0.3
-    text_mask[:, 0] = True
-    has_text = torch.ones(b, dtype=torch.bool)
-    has_text[1] = has_text[4] = False
-    return {
-        "video": torch.randint(0, 256, (b, 8, 32, 32, 3), dtype=torch.uint8, generator=g),
-        "audio": torch.rand(b, 16000, generator=g) * 2 - 1,
-        "text": text,
-        "text_mask": text_mask,
-        "has_text": has_text,
-    }
+    """Captions of 6 tokens (4 words, vocabulary 50), some dropped, clips 1 and 4 uncaptioned."""
+    return helpers.make_batch(b, 3, 6, seed, vocab=50, words=4, ragged=True)
 
 
 def make_model(backbone: str = "ms", seed: int = 0) -> VATT:
