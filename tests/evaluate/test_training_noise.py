@@ -145,7 +145,7 @@ def test_bad_dumps_and_arguments_are_one_line_errors(tmp_path: Path, capsys: pyt
 
 
 @pytest.mark.usefixtures("no_tracking_env")
-def test_the_step_is_tracked_over_training_steps_under_its_pretraining_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_step_is_tracked_over_training_steps_under_its_pretraining_run(tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
     from mlflow.utils.validation import _validate_metric_name
