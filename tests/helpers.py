@@ -65,13 +65,19 @@ def cmgh_process(*args: str, env: dict[str, str] | None = None, timeout: float =
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """``cmgh argv`` in-process: (exit code, stdout, stderr); argparse's exits count as exit codes."""
+    """``cmgh argv`` in-process: (exit code, stdout, stderr); argparse's exits count as exit codes.
+    torch's thread count is put back afterwards (``--threads`` sets it for the whole process)."""
+    import torch
+
     from cmgh import cli
 
+    threads = torch.get_num_threads()
     try:
         code = cli.main(list(argv))
     except SystemExit as exc:
         code = int(exc.code or 0)
+    finally:
+        torch.set_num_threads(threads)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -47,6 +47,7 @@ def results(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFact
     return root
 
 
+@pytest.mark.slow
 def test_collect_finds_every_run(results: Path) -> None:
     long = collect(results)
     runs = long[["task", "variant", "seed"]].drop_duplicates()
@@ -56,6 +57,7 @@ def test_collect_finds_every_run(results: Path) -> None:
     assert "meta" not in set(long.metric) and "params" not in set(long.metric)
 
 
+@pytest.mark.slow
 def test_cli_report_writes_tables_figures_and_summary(results: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "cmgh", "report", "--results", str(results)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
@@ -91,6 +93,7 @@ def test_cli_report_writes_tables_figures_and_summary(results: Path) -> None:
     assert "Kinetics top-1" in text and "n = 2" in text
 
 
+@pytest.mark.slow
 def test_best_is_lowest_for_rank_metrics(results: Path) -> None:
     long = collect(results)
     from cmgh.report import _best_rows, ablation
@@ -111,6 +114,7 @@ def test_empty_results_is_a_clear_error(tmp_path: Path) -> None:
         collect(tmp_path)
 
 
+@pytest.mark.slow
 def test_gain_vs_noise_rate_across_results_trees(results: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -170,6 +174,7 @@ def test_variant_order_without_a_config_is_alphabetical_after_baseline(tmp_path:
 # --------------------------------------------------------------------------- noise detection over training
 
 
+@pytest.mark.slow
 def test_noise_over_training_table(results: Path) -> None:
     build_report(results)
     tables = layout.tables_dir(results)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cmgh import config as config_mod
-from cmgh.cli import main
+from tests.helpers import run_cli
 
 SPACE = "sweep.space={pretrain.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}, pretrain.harmonize.rule: {type: categorical, choices: [none, cmgh]}, model.heads: {type: categorical, choices: [2, 3]}}"
 TINY = [
@@ -26,9 +26,7 @@ def sweep_overrides(world: config_mod.Config, results: Path, *extra: str) -> lis
 
 def cli(capsys: pytest.CaptureFixture[str], overrides: list[str], *args: str) -> tuple[int, str, str]:
     sets = [arg for item in overrides for arg in ("--set", item)]
-    code = main(["sweep", *args, "--threads", "1", *sets])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, "sweep", *args, "--threads", "1", *sets)
 
 
 def one_line_error(err: str) -> str:

@@ -41,6 +41,7 @@ def sqlite_study(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPat
     return {"cfg": cfg, "results": results, "first": snapshot, "study": second}
 
 
+@pytest.mark.slow
 def test_sqlite_study_outputs_resume_and_failure(sqlite_study: dict) -> None:
     cfg, results, study = sqlite_study["cfg"], sqlite_study["results"], sqlite_study["study"]
     out = results / "sweep" / "tiny"
@@ -72,6 +73,7 @@ def test_sqlite_study_outputs_resume_and_failure(sqlite_study: dict) -> None:
     assert fragment == {"variants": {"tuned": tuned}}
 
 
+@pytest.mark.slow
 def test_trials_are_nested_mlflow_runs(sqlite_study: dict) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -117,6 +119,7 @@ def test_space_keys_must_exist(tiny_config: config_mod.Config) -> None:
     assert set(sweep.search_space(tiny_config)) >= {"pretrain.harmonize.rule", "pretrain.curriculum.end_keep", "pretrain.lr"}
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study(sqlite_study: dict) -> None:
     exe = Path(sys.executable).with_name("optuna-dashboard")
     if not exe.exists():
@@ -191,6 +194,7 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_pg_bin() is None, reason="PostgreSQL server binaries missing (apt-get install -y postgresql)")
 def test_two_workers_share_a_postgres_study(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     pytest.importorskip("psycopg2", reason="psycopg2-binary (the dev extra) is needed for postgresql:// URLs")

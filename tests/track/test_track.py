@@ -306,6 +306,7 @@ def rest(url: str, endpoint: str, body: dict | None = None, **query: str) -> dic
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_tracking_server_over_rest(
     tiny_world: config_mod.Config, tmp_path: Path, mlflow_server: tuple[str, subprocess.Popen], caplog: pytest.LogCaptureFixture
 ) -> None:

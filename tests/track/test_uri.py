@@ -53,6 +53,7 @@ def tracked_run(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPath
     return {"base": base, "config": config_file, "out": out, "port": port, "proc": proc}
 
 
+@pytest.mark.slow
 def test_tracking_password_is_masked_in_every_written_file_and_message(tracked_run: dict[str, Any]) -> None:
     proc, out, port = tracked_run["proc"], tracked_run["out"], tracked_run["port"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -65,6 +66,7 @@ def test_tracking_password_is_masked_in_every_written_file_and_message(tracked_r
     assert written["sweep"]["storage"].startswith("postgresql://user:***@127.0.0.1:")
 
 
+@pytest.mark.slow
 def test_masked_uri_read_back_is_never_used(tracked_run: dict[str, Any]) -> None:
     written, port = tracked_run["out"] / layout.CONFIG, tracked_run["port"]
     again = tracked_run["base"] / "results" / "again"
@@ -80,6 +82,7 @@ def test_masked_uri_read_back_is_never_used(tracked_run: dict[str, Any]) -> None
     assert sweep.stderr.strip().startswith("cmgh: error: sweep.storage: 'postgresql://user:***@127.0.0.1:")
 
 
+@pytest.mark.slow
 def test_evaluation_tracks_with_its_own_config_not_the_checkpoints(tracked_run: dict[str, Any]) -> None:
     """The evaluation reads the run's config.yaml (masked URI) for its model; tracking is the command's own."""
     port = tracked_run["port"]
@@ -91,6 +94,7 @@ def test_evaluation_tracks_with_its_own_config_not_the_checkpoints(tracked_run: 
     assert files_holding(tracked_run["base"] / "results", SECRET) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["model.width=16", "pretrain.temperature=0.1", "model={}", "variants.baseline.model.depth=2"])
 def test_evaluate_refuses_overrides_the_checkpoint_decides(tracked_run: dict[str, Any], override: str) -> None:
     out = tracked_run["out"]
