@@ -1,12 +1,17 @@
-"""Plain helpers shared by the tests (fixtures live in conftest.py): the repository root, a free port,
-an environment without a tracking store, `cmgh` in-process and as a real process, a random VATT batch."""
+"""Plain helpers shared by the tests (fixtures live in conftest.py): the repository root, the tiny
+config, a free port, an environment without a tracking store, a new MLflow store, `cmgh` in-process
+and as a real process, a random VATT batch."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +60,27 @@ def untracked_env(**extra: str) -> dict[str, str]:
     """This process's environment without :data:`TRACKING_ENV`, importing this checkout's cmgh, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in TRACKING_ENV}
     return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+def mlflow_store(db: Path) -> str:
+    """The URI of the MLflow sqlite store at ``db``, made empty if there is none: a copy of one made once
+    per test process, because MLflow takes seconds to create a store's tables (the copy is the file it
+    would have made)."""
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_empty_mlflow_db(), db)
+    return f"sqlite:///{db}"
+
+
+@functools.cache
+def _empty_mlflow_db() -> Path:
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="cmgh-tests-mlflow-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    db = folder / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # creates the tables
+    return db
 
 
 def cmgh_process(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from cmgh.evaluate.run import evaluate_run
 from cmgh.evaluate.training_noise import COLUMNS, default_window, over_training, read_scores, series, window_size
 from cmgh.train.loop import RunSpec, pretrain
 from tests.evaluate.score_dumps import EXPECTED, world_config, write_run, write_world
+from tests.helpers import mlflow_store
 
 TASK = "noise_training"
 
@@ -153,7 +154,7 @@ def test_the_step_is_tracked_over_training_steps_under_its_pretraining_run(tmp_p
     from cmgh.track import open_tracker
     from cmgh.track.mlflow_tracker import metric_key
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg = world_config(tmp_path, "tracking.enabled=true", f"tracking.uri={uri}", "tracking.experiment=noise_training",
                        "tracking.system_metrics=false")
     write_world(cfg)

@@ -24,7 +24,7 @@ from cmgh import config as config_mod
 from cmgh import keypaths, layout
 from cmgh.track import NullTracker, Tracker, config_hash, file_hash, open_tracker, tracking_uri
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
-from tests.helpers import free_port
+from tests.helpers import free_port, mlflow_store
 from tests.track.tracked_runs import SMALL, cli_pretrain, config_file, runs_of
 
 mlflow = pytest.importorskip("mlflow")
@@ -42,7 +42,7 @@ def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
 def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg_file = config_file(tiny_world, tmp_path)
     store = [f"tracking.uri={uri}", f"tracking.artifacts={tmp_path / 'mlruns'}", "tracking.flush_every=4"]
     monkeypatch.setenv("CMGH_RULE", "pretrain")
@@ -109,7 +109,7 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
 
 
 def test_a_finished_run_is_never_reopened_by_another_out_folder(tiny_world: config_mod.Config, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg_file = config_file(tiny_world, tmp_path)
     store = [f"tracking.uri={uri}", f"tracking.artifacts={tmp_path / 'mlruns'}"]
     first_out, second_out = tmp_path / "a", tmp_path / "b"
@@ -148,7 +148,7 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     assert isinstance(open_tracker(off, "pretrain/ms/gr/seed0", {}, stage="pretrain", out=tmp_path / "off"), NullTracker)
 
     # Long values are cut to MLflow's limit; several trackers coexist on one store.
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=unit", "name=a" + "b" * 20])
     with (
         open_tracker(cfg, "eval/a", {"variant": "x"}, stage="evaluate", out=tmp_path / "a") as a,
@@ -188,7 +188,7 @@ def test_metric_names_are_mlflows_and_a_failed_tracker_still_ends_its_run(tiny_w
         _validate_metric_name(metric_key(name))  # MLflow's own rule (raises on a bad name)
     assert metric_key("msrvtt/t2v_R@10") == "msrvtt/t2v_R10" and metric_key("loss/va") == "loss/va"
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=names"])
     with open_tracker(cfg, "eval/msrvtt", {}, stage="evaluate", out=tmp_path / "ok") as ok:
         ok.log_metrics({"msrvtt/t2v_R@1": 12.5, "msrvtt/t2v_MedR": 3.0})

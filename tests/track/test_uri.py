@@ -20,7 +20,7 @@ import yaml
 
 from cmgh import config as config_mod
 from cmgh import layout
-from tests.helpers import cmgh_process, free_port, untracked_env
+from tests.helpers import cmgh_process, free_port, mlflow_store, untracked_env
 
 SECRET = "s3cr3t-Pw"
 SMALL = {"pretrain": {"batch_size": 8, "steps": 2, "warmup_steps": 1, "score_every": 1, "checkpoint_every": 1},
@@ -118,7 +118,7 @@ def test_tracked_params_and_config_artifact_are_masked(tiny_world: config_mod.Co
     from cmgh.track import open_tracker
 
     store = tmp_path / "store"
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = mlflow_store(store / "mlflow.db")
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", f"tracking.artifacts={store / 'mlruns'}",
                                                  f"sweep.storage=postgresql://user:{SECRET}@db.example/optuna"])
     with open_tracker(cfg, "pretrain/ms/baseline/seed0", {}, stage="pretrain", out=tmp_path / "run") as tracker:
