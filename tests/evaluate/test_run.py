@@ -7,8 +7,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ import pandas as pd
 import pytest
 
 from cmgh import config as config_mod
-from cmgh.config import REPO_ROOT
 from cmgh.evaluate import TASKS
 from cmgh.evaluate.encoder import Encoder
 from cmgh.evaluate.noise_truth import NOISE_INDICATORS
@@ -24,7 +21,7 @@ from cmgh.evaluate.noise_truth import TARGETS as NOISE_TARGETS
 from cmgh.evaluate.run import TASK_REGISTRY, evaluate
 from cmgh.errors import ConfigError
 from cmgh.train.loop import RunSpec, pretrain
-from tests.helpers import run_cli
+from tests.helpers import cmgh_process, run_cli
 
 SMALL = ["pretrain.batch_size=8", "pretrain.steps=10", "pretrain.warmup_steps=2", "pretrain.score_every=5",
          "model.width=32", "model.heads=2", "model.depth=1",
@@ -147,14 +144,13 @@ def test_unknown_task_is_a_config_error(cfg: config_mod.Config, run: Path) -> No
 def test_cli_evaluate_subprocess(run: Path, tmp_path: Path) -> None:
     # The run's config.yaml holds the tiny world's paths: use it as the CLI's config.
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "cmgh", "evaluate", "--config", str(run / "config.yaml"), "--task", "msrvtt",
-           "--checkpoint", str(run), "--out", str(out), "--random-init", "--threads", "1"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = cmgh_process("evaluate", "--config", str(run / "config.yaml"), "--task", "msrvtt", "--checkpoint", str(run),
+                        "--out", str(out), "--random-init", "--threads", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "msrvtt ms/random/seed0" in proc.stdout and "t2v_R@1=" in proc.stdout
     assert json.loads((out / "metrics.json").read_text())["meta"]["random_init"] is True
-    bad = subprocess.run([sys.executable, "-m", "cmgh", "evaluate", "--config", str(run / "config.yaml"), "--task", "kinetics",
-                          "--checkpoint", str(tmp_path / "nowhere")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    bad = cmgh_process("evaluate", "--config", str(run / "config.yaml"), "--task", "kinetics", "--checkpoint", str(tmp_path / "nowhere"),
+                       timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "checkpoint not found" in bad.stderr
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +10,6 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
 from cmgh.evaluate import TASKS
 from cmgh.evaluate import NOISE_TRAINING
@@ -21,6 +18,7 @@ from cmgh.report import ABLATION_COLUMNS, build_report, collect
 from cmgh.report.collect import configured_variants, variant_order
 from cmgh.report.noise_training import noise_over_training
 from cmgh.train.loop import RunSpec, pretrain
+from tests.helpers import cmgh_process
 from tests.report.fake_results import fake_results
 
 GOLDEN = Path(__file__).parent / "golden" / "report"
@@ -59,8 +57,7 @@ def test_collect_finds_every_run(results: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_report_writes_tables_figures_and_summary(results: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cmgh", "report", "--results", str(results)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = cmgh_process("report", "--results", str(results), timeout=300)
     assert proc.returncode == 0, proc.stderr
     tables, figures = results / "tables", results / "figures"
     for name in ("ablation.csv", "ablation.md", "ablation.tex", "summary.md", "metrics_long.csv", "metrics_wide.csv"):
@@ -127,8 +124,7 @@ def test_gain_vs_noise_rate_across_results_trees(results: Path, tmp_path: Path) 
         tree = yaml.safe_load(path.read_text())
         tree["data"]["noise"] = {**tree["data"]["noise"], "audio_rate": 0.5, "text_rate": 0.5}
         path.write_text(yaml.safe_dump(tree))
-    proc = subprocess.run([sys.executable, "-m", "cmgh", "report", "--results", str(results), "--compare", str(other)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = cmgh_process("report", "--results", str(results), "--compare", str(other), timeout=300)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(results / "figures" / "noise_gain.csv")
     assert sorted(table["noise_rate"].unique()) == [0.3, 0.5]
