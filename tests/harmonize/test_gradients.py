@@ -22,21 +22,7 @@ from cmgh.harmonize import (
 )
 from cmgh.models import VATT
 from cmgh.train.step import train_step
-from tests import helpers
-
-CFG = {"width": 16, "depth": 2, "heads": 2, "video_patch": [4, 16, 16], "audio_patch": 1000, "va_dim": 12, "vat_dim": 8,
-       "text_embed_dim": 8}
-TAU = 0.1
-
-
-def make_batch(b: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Captions of 6 tokens (4 words, vocabulary 50), some dropped, clips 1 and 4 uncaptioned."""
-    return helpers.make_batch(b, 3, 6, seed, vocab=50, words=4, ragged=True)
-
-
-def make_model(backbone: str = "ms", seed: int = 0) -> VATT:
-    torch.manual_seed(seed)
-    return VATT(CFG, backbone, vocab_size=50, max_tokens=6)
+from tests.harmonize.tiny_vatt import TAU, make_batch, make_model
 
 
 def plain_grads(model: VATT, batch: dict, w: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
