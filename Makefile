@@ -6,7 +6,7 @@ CORES  ?= all
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cmgh-installed
 
-.PHONY: setup reproduce study test clean-results
+.PHONY: setup reproduce study test test-fast clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ study: setup
 # pytest's exit 5 (no tests collected) fails make like any other non-zero exit.
 test: setup
 	$(BIN)/pytest
+
+# The in-process tier, minutes on 2 cores: everything but the end-to-end runs marked slow.
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
 
 clean-results:
 	find results -mindepth 1 ! -name .gitkeep -delete

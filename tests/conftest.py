@@ -1,4 +1,6 @@
-"""Shared fixtures: a small generated world (generated once per session) and config helpers."""
+"""Shared fixtures: the tiny config, a small generated world (generated once per session), and an
+environment without a tracking store. Plain helpers are in tests/helpers.py (``tiny_overrides`` is
+imported here, where the tests under tests/data still import it from)."""
 
 from __future__ import annotations
 
@@ -7,30 +9,7 @@ from pathlib import Path
 import pytest
 
 from cmgh import config as config_mod
-
-
-def tiny_overrides(root: Path) -> list[str]:
-    """Overrides that shrink the default config to test size and put every path under ``root``."""
-    return [
-        f"paths.data={root / 'data'}",
-        f"paths.features={root / 'features'}",
-        f"paths.results={root / 'results'}",
-        "data.synth.concepts=4",
-        "data.synth.howto100m.videos=12",
-        "data.synth.kinetics.classes=4",
-        "data.synth.kinetics.train_per_class=2",
-        "data.synth.kinetics.val_per_class=1",
-        "data.synth.kinetics.test_per_class=1",
-        "data.synth.audioset.train=6",
-        "data.synth.audioset.eval=4",
-        "data.synth.msrvtt.train=4",
-        "data.synth.msrvtt.val=2",
-        "data.synth.msrvtt.test=4",
-        "data.synth.msrvtt.captions_per_video=3",
-        "data.synth.youtube8m.videos=8",
-        "features.shard_size=8",
-        "features.workers=0",
-    ]
+from tests.helpers import TRACKING_ENV, tiny_overrides
 
 
 @pytest.fixture
@@ -51,3 +30,10 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> config_mod.Config:
     for name in ("howto100m", "kinetics", "audioset", "msrvtt"):
         decoded.extract(cfg, name)
     return cfg
+
+
+@pytest.fixture
+def no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tracking store or rule name inherited from the shell: each test names its own store."""
+    for var in TRACKING_ENV:
+        monkeypatch.delenv(var, raising=False)

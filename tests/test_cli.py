@@ -1,22 +1,20 @@
-"""The `cmgh` command line as users and rules call it: real subprocesses, real files."""
+"""The `cmgh` command line as users and rules call it, on real files: a real process where the exit
+code or a chain of commands is the point, in-process where only what it prints is."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import tiny_overrides
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import cmgh_process, run_cli, tiny_overrides
 
 
 def cmgh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "cmgh", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = cmgh_process(*args)
     if check and result.returncode != 0:
         raise AssertionError(f"cmgh {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
@@ -31,16 +29,23 @@ def test_bad_config_is_one_line_and_nonzero() -> None:
     assert missing.returncode == 2 and missing.stderr.strip() == "cmgh: error: nope.yaml: config file not found"
 
 
-def test_config_show_resolves_variants_and_overrides() -> None:
-    shown = yaml.safe_load(cmgh("config", "show", "--variant", "gr_gcl", "--set", "pretrain.steps=9").stdout)
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """What ``cmgh args`` prints, run in this process; it must succeed."""
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, f"cmgh {' '.join(args)} failed ({code}):\n{err}"
+    return out
+
+
+def test_config_show_resolves_variants_and_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = yaml.safe_load(in_process(capsys, "config", "show", "--variant", "gr_gcl", "--set", "pretrain.steps=9"))
     assert shown["pretrain"]["harmonize"]["rule"] == "cmgh"
     assert shown["pretrain"]["curriculum"]["rule"] == "cmgh"
     assert shown["pretrain"]["steps"] == 9
 
 
-def test_list_datasets_and_variants() -> None:
-    assert cmgh("list", "datasets").stdout.split() == ["howto100m", "kinetics", "audioset", "msrvtt", "youtube8m"]
-    assert [line.split(":")[0] for line in cmgh("list", "variants").stdout.splitlines()] == ["baseline", "gr", "gcl", "gr_gcl"]
+def test_list_datasets_and_variants(capsys: pytest.CaptureFixture[str]) -> None:
+    assert in_process(capsys, "list", "datasets").split() == ["howto100m", "kinetics", "audioset", "msrvtt", "youtube8m"]
+    assert [line.split(":")[0] for line in in_process(capsys, "list", "variants").splitlines()] == ["baseline", "gr", "gcl", "gr_gcl"]
 
 
 @pytest.mark.slow

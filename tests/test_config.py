@@ -9,8 +9,7 @@ import yaml
 
 from cmgh import config, keypaths
 from cmgh.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def test_default_and_paper_configs_validate() -> None:

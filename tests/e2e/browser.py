@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmgh.io import atomic_write
+from tests.helpers import free_port as free_port  # re-exported: screenshots.py and test_browser.py call browser.free_port
 
 BIN = Path(sys.executable).parent
 WINDOW = (1400, 900)
@@ -39,12 +39,6 @@ def missing_browser() -> str | None:
     except ImportError:
         return "selenium not installed (pip install -e '.[dev]')"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def mlflow_ui(cfg: object, port: int) -> tuple[list[str], str]:

@@ -11,9 +11,9 @@ import yaml
 
 from benchmarks.workflow import planned_jobs as job_counts
 from cmgh.config import apply_overrides
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 

@@ -4,7 +4,6 @@ with workflow/profiles/s3, as a cluster without a shared file system runs it."""
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,9 @@ import pytest
 import yaml
 
 from cmgh.config import apply_overrides
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 from tests.e2e.dag import REPO, TINY_RUNS, snakemake
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +26,6 @@ BUCKET = "cmgh-test"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 # Kinetics' features (synth + extract: clips in, shards out) and the vocabulary (two annotation files in).
 TARGETS = ["out/features/vocab.json", "out/features/kinetics"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

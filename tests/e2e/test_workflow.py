@@ -239,7 +239,7 @@ def test_default_config_plans_noise_detection_over_training_once_per_pretraining
 
 @pytest.mark.slow
 def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path) -> None:
-    # config/study.yaml at test size: a clean tree and a text-misaligned one (both modalities on one page: test_report_study),
+    # config/study.yaml at test size: a clean tree and a text-misaligned one (both modalities on one page: report/test_study_page),
     # one job per run for its evaluations
     root = tmp_path / "study"
     configfile = tiny_configfile(tmp_path, "worlds.noise_rates=[0.0, 0.5]", "worlds.modalities=[text]", f"worlds.root={root}",

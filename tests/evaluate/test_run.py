@@ -7,8 +7,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ import pandas as pd
 import pytest
 
 from cmgh import config as config_mod
-from cmgh.config import REPO_ROOT
 from cmgh.evaluate import TASKS
 from cmgh.evaluate.encoder import Encoder
 from cmgh.evaluate import NOISE_INDICATORS
@@ -24,6 +21,7 @@ from cmgh.evaluate import TARGETS as NOISE_TARGETS
 from cmgh.evaluate.run import TASK_REGISTRY, evaluate
 from cmgh.errors import ConfigError
 from cmgh.train.loop import RunSpec, pretrain
+from tests.helpers import cmgh_process, run_cli
 
 SMALL = ["pretrain.batch_size=8", "pretrain.steps=10", "pretrain.warmup_steps=2", "pretrain.score_every=5",
          "model.width=32", "model.heads=2", "model.depth=1",
@@ -142,35 +140,35 @@ def test_unknown_task_is_a_config_error(cfg: config_mod.Config, run: Path) -> No
         evaluate(cfg, "nope", run)
 
 
+@pytest.mark.slow  # a real process: its exit codes and what it prints
 def test_cli_evaluate_subprocess(run: Path, tmp_path: Path) -> None:
     # The run's config.yaml holds the tiny world's paths: use it as the CLI's config.
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "cmgh", "evaluate", "--config", str(run / "config.yaml"), "--task", "msrvtt",
-           "--checkpoint", str(run), "--out", str(out), "--random-init", "--threads", "1"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = cmgh_process("evaluate", "--config", str(run / "config.yaml"), "--task", "msrvtt", "--checkpoint", str(run),
+                        "--out", str(out), "--random-init", "--threads", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "msrvtt ms/random/seed0" in proc.stdout and "t2v_R@1=" in proc.stdout
     assert json.loads((out / "metrics.json").read_text())["meta"]["random_init"] is True
-    bad = subprocess.run([sys.executable, "-m", "cmgh", "evaluate", "--config", str(run / "config.yaml"), "--task", "kinetics",
-                          "--checkpoint", str(tmp_path / "nowhere")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    bad = cmgh_process("evaluate", "--config", str(run / "config.yaml"), "--task", "kinetics", "--checkpoint", str(tmp_path / "nowhere"),
+                       timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "checkpoint not found" in bad.stderr
 
 
-def test_cli_evaluates_several_tasks_in_one_process_each_to_its_own_folder(run: Path, tmp_path: Path) -> None:
+def test_cli_evaluates_several_tasks_in_one_process_each_to_its_own_folder(run: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
     from cmgh import layout
 
     results = tmp_path / "results"
-    base = [sys.executable, "-m", "cmgh", "evaluate", "--config", str(run / "config.yaml"), "--set", f"paths.results={results}",
+    base = ["evaluate", "--config", str(run / "config.yaml"), "--set", f"paths.results={results}",
             "--set", "tracking.enabled=false", "--checkpoint", str(run), "--random-init", "--threads", "1"]
-    proc = subprocess.run([*base, "--task", "msrvtt", "--task", "kinetics"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert [line.split(" ", 1)[0] for line in proc.stdout.splitlines() if "ms/random/seed0:" in line] == ["msrvtt", "kinetics"]
+    code, out, err = run_cli(capsys, *base, "--task", "msrvtt", "--task", "kinetics")
+    assert code == 0, err
+    assert [line.split(" ", 1)[0] for line in out.splitlines() if "ms/random/seed0:" in line] == ["msrvtt", "kinetics"]
     for task in ("msrvtt", "kinetics"):
         assert json.loads(layout.eval_metrics(results, task, "ms", "random", 0).read_text())["meta"]["task"] == task
-    bad = subprocess.run([*base, "--task", "msrvtt", "--task", "kinetics", "--out", str(tmp_path / "one")], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--out with 2 tasks" in bad.stderr
+    code, _, err = run_cli(capsys, *base, "--task", "msrvtt", "--task", "kinetics", "--out", str(tmp_path / "one"))
+    assert code == 2 and err.strip().count("\n") == 0 and "--out with 2 tasks" in err
 
 
 def test_audioset_evaluation_says_how_many_segments_it_left_out(

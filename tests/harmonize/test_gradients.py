@@ -20,34 +20,9 @@ from cmgh.harmonize import (
     parameter_gradients,
     per_sample_gradients,
 )
-from cmgh.models import VATT, ModelInputs, ModelSpec
+from cmgh.models import VATT
 from cmgh.train.step import train_step
-
-CFG = {"width": 16, "depth": 2, "heads": 2, "video_patch": [4, 16, 16], "audio_patch": 1000, "va_dim": 12, "vat_dim": 8,
-       "text_embed_dim": 8}
-TAU = 0.1
-
-
-def make_batch(b: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    text = torch.randint(2, 50, (b, 3, 6), generator=g)
-    text[:, :, 4:] = 0
-    text_mask = torch.rand(b, 3, generator=g) > 0.3
-    text_mask[:, 0] = True
-    has_text = torch.ones(b, dtype=torch.bool)
-    has_text[1] = has_text[4] = False
-    return {
-        "video": torch.randint(0, 256, (b, 8, 32, 32, 3), dtype=torch.uint8, generator=g),
-        "audio": torch.rand(b, 16000, generator=g) * 2 - 1,
-        "text": text,
-        "text_mask": text_mask,
-        "has_text": has_text,
-    }
-
-
-def make_model(backbone: str = "ms", seed: int = 0) -> VATT:
-    torch.manual_seed(seed)
-    return VATT(ModelSpec.from_config(CFG), backbone, ModelInputs.from_config({"text": {"max_tokens": 6}}, vocab_size=50))
+from tests.harmonize.tiny_vatt import TAU, make_batch, make_model
 
 
 def plain_grads(model: VATT, batch: dict, w: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -8,7 +8,8 @@ import torch
 from cmgh import losses
 from cmgh.models import VATT
 from cmgh.models.flops import flop_counter, kept_tokens, sequence_lengths, train_flops
-from tests.models.test_vatt import make_batch, vatt
+from tests.helpers import make_batch
+from tests.models.test_vatt import vatt
 
 CFG = {"width": 32, "depth": 2, "heads": 4, "video_patch": [2, 8, 8], "audio_patch": 200, "va_dim": 24, "vat_dim": 16,
        "text_embed_dim": 16, "droptoken": 0.5}

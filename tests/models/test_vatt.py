@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cmgh.models import VATT, ModelInputs, ModelSpec, build_model, drop_tokens
+from tests.helpers import make_batch
 
 CFG = {"width": 32, "depth": 2, "heads": 4, "video_patch": [2, 8, 8], "audio_patch": 200, "va_dim": 24, "vat_dim": 16,
        "text_embed_dim": 16}
@@ -14,19 +15,6 @@ CFG = {"width": 32, "depth": 2, "heads": 4, "video_patch": [2, 8, 8], "audio_pat
 def vatt(model: dict, backbone: str, vocab_size: int = 100) -> VATT:
     """A model of the ``model`` keys given (the schema's defaults for the rest) on the default input shapes."""
     return VATT(ModelSpec.from_config(model), backbone, ModelInputs.from_config({}, vocab_size=vocab_size))
-
-
-def make_batch(b: int = 3, k: int = 4, l: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    text = torch.randint(2, 100, (b, k, l), generator=g)
-    text[:, :, 6:] = 0
-    return {
-        "video": torch.randint(0, 256, (b, 8, 32, 32, 3), dtype=torch.uint8, generator=g),
-        "audio": torch.rand(b, 16000, generator=g) * 2 - 1,
-        "text": text,
-        "text_mask": torch.ones(b, k, dtype=torch.bool),
-        "has_text": torch.ones(b, dtype=torch.bool),
-    }
 
 
 @pytest.mark.parametrize("backbone", ["ms", "ma"])

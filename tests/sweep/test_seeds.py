@@ -13,10 +13,9 @@ from cmgh import config as config_mod
 from cmgh import layout, sweep
 from cmgh.data.extract import decoded
 from cmgh.data.synth.generate import synthesize
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 from tests.e2e.dag import planned_jobs, snakemake, tiny_configfile
-from tests.sweep.test_study_guards import cli, one_line_error
-from tests.test_sweep import sweep_overrides
+from tests.sweep.sweep_cli import cli, one_line_error, sweep_overrides
 
 SEEDS = [0, 1, 2]
 WILCOXON = [f"sweep.seeds={SEEDS}", "sweep.pruner=wilcoxon", "sweep.wilcoxon_p_threshold=0.3"]

@@ -13,8 +13,8 @@ from cmgh import config as config_mod
 from cmgh import checkpoint as ckpt
 from cmgh.models import build_model
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain, seed_everything
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ["pretrain.batch_size=8", "pretrain.steps=4", "pretrain.warmup_steps=1", "model.width=32", "model.heads=2",
             "model.depth=1", "tracking.enabled=false", "pretrain.grad_clip=0"]
 

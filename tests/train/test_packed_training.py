@@ -12,7 +12,7 @@ from cmgh import config as config_mod
 from cmgh import checkpoint as ckpt
 from cmgh.data.extract import packed
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
-from tests.train.test_loop import assert_same_state, small, state_of
+from tests.train.tiny_runs import assert_same_state, small, state_of
 
 MIXED = "pretrain.corpora=[{dataset: howto100m, weight: 0.6}, {dataset: audioset, weight: 0.4}]"
 

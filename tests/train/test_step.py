@@ -7,7 +7,7 @@ import torch
 from cmgh.harmonize import Harmonizer
 from cmgh.train.schedule import build_scheduler
 from cmgh.train.step import step_metrics, train_step
-from tests.harmonize.test_gradients import TAU, make_batch, make_model
+from tests.harmonize.tiny_vatt import TAU, make_batch, make_model
 
 
 def parts(lr: float = 1e-3) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:

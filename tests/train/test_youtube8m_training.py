@@ -23,7 +23,7 @@ from cmgh.train.loop import RunSpec, pretrain
 from cmgh.train.setup import corpus_sources, seed_everything
 from cmgh.train.step import train_step
 from tests.data.youtube8m_tree import captioned_ids, youtube8m_world
-from tests.train.test_loop import small
+from tests.train.tiny_runs import small
 
 FORMATS = ("decoded", "packed")
 HARMONIZED = ("pretrain.harmonize.rule=cmgh", "pretrain.curriculum.rule=cmgh", "pretrain.curriculum.warmup_steps=0",

@@ -40,7 +40,7 @@ from cmgh.data.download import archives, clips, fetch
 from cmgh.data.download.run import download
 from cmgh.errors import DataError, DownloadError
 from cmgh.io import sha256_file
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[3]
 KINETICS_FILES = {"train.csv": "train.csv", "val.csv": "validate.csv", "test.csv": "test.csv"}  # served as -> saved as

@@ -26,7 +26,7 @@ from cmgh.data.datasets import caption_json, youtube8m_format as yt8m
 from cmgh.data.download import fetch, records
 from cmgh.data.download.run import download
 from cmgh.errors import ConfigError, DownloadError
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 from tests.data.download.test_download import Server, make_config, manifest, policy, quiet
 from tests.data.download.test_download import server as server  # noqa: F401  (the fixture)
 

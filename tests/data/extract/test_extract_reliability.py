@@ -21,7 +21,7 @@ from cmgh.cli import main
 from cmgh.data.datasets import audioset, caption_json, kinetics, youtube8m_format as yt8m
 from cmgh.data.extract import shards
 from cmgh.data.datasets.items import INVALID_ID
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 TRAIN = ["pretrain.batch_size=4", "pretrain.steps=2", "pretrain.warmup_steps=1", "model.width=32", "model.heads=2",
          "model.depth=1", "tracking.enabled=false"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 from cmgh import config as config_mod
 from cmgh import layout

@@ -12,16 +12,14 @@ from cmgh import cli
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.tracking import dataset_digest
-from tests.test_track import cli_pretrain, config_file, runs_of
+from tests.helpers import mlflow_store
+from tests.track.tracked_runs import cli_pretrain, config_file, runs_of
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def inputs_of(run: object) -> list[tuple[str, str, str, str]]:
@@ -40,7 +38,7 @@ def cli_evaluate(cfg_file: Path, checkpoint: Path, out: Path, *sets: str) -> Non
 
 
 def test_runs_record_their_datasets_and_a_finished_checkpoint_is_a_logged_model(tiny_world: config_mod.Config, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     artifacts = tmp_path / "mlruns"
     store = [f"tracking.uri={uri}", f"tracking.artifacts={artifacts}"]
     cfg_file = config_file(tiny_world, tmp_path)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,8 @@ from cmgh.errors import DataError
 from cmgh.report import build_report, collect
 from cmgh.report.scaling import DIFFERENCE, GAIN, Pair, gain_table, pairs, results_configs, variant_configs
 from cmgh.report.stats import t_interval
-from tests.test_report import fake_results
+from tests.helpers import run_cli
+from tests.report.fake_results import fake_results
 
 SCALING = REPO_ROOT / "config" / "scaling.yaml"
 YT = [{"dataset": "howto100m", "weight": 1}, {"dataset": "youtube8m", "weight": 1}]
@@ -163,13 +162,12 @@ def test_report_writes_gains_and_their_difference_with_intervals(tmp_path: Path)
     assert "| ms | small_loss | small_loss_yt8m | gain − baseline gain | +2.5 [-16.6, +21.6] |" in text
 
 
-def test_cli_report_lists_the_scaling_outputs(tmp_path: Path) -> None:
+def test_cli_report_lists_the_scaling_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = scaling_tree(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "cmgh", "report", "--results", str(root)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    code, out, err = run_cli(capsys, "report", "--results", str(root))
+    assert code == 0, err
     for path in (layout.scaling_table(root, "csv"), layout.scaling_table(root, "md"), layout.scaling_figure(root)):
-        assert f": {path}\n" in proc.stdout and path.is_file()
+        assert f": {path}\n" in out and path.is_file()
 
 
 def test_no_pairs_no_scaling_outputs(tmp_path: Path) -> None:

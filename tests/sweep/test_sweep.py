@@ -9,7 +9,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,27 +25,8 @@ from optuna.trial import TrialState
 from cmgh import config as config_mod
 from cmgh import layout, sweep
 from cmgh.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
-SPACE = "sweep.space={pretrain.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}, pretrain.harmonize.rule: {type: categorical, choices: [none, cmgh]}, model.heads: {type: categorical, choices: [2, 3]}}"
-TINY = [
-    "pretrain.batch_size=8", "model.width=32", "model.depth=1", "pretrain.warmup_steps=1",
-    "pretrain.curriculum.warmup_steps=1", "pretrain.score_every=100",
-    "evaluate.kinetics.weight_decays=[0.01]", "evaluate.probe_max_iter=30", "evaluate.batch_size=16",
-    "sweep.steps=4", "sweep.report_every=2", "sweep.max_failures=10", "sweep.prune_startup_trials=1",
-    "sweep.backbone=ms", SPACE,
-]
-
-
-def sweep_overrides(world: config_mod.Config, results: Path, *extra: str) -> list[str]:
-    return [f"paths.data={world.path('data')}", f"paths.features={world.path('features')}", f"paths.results={results}", *TINY, *extra]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.helpers import REPO, free_port
+from tests.sweep.sweep_cli import SPACE, sweep_overrides
 
 @pytest.fixture(scope="module")
 def sqlite_study(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -61,6 +41,7 @@ def sqlite_study(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPat
     return {"cfg": cfg, "results": results, "first": snapshot, "study": second}
 
 
+@pytest.mark.slow
 def test_sqlite_study_outputs_resume_and_failure(sqlite_study: dict) -> None:
     cfg, results, study = sqlite_study["cfg"], sqlite_study["results"], sqlite_study["study"]
     out = results / "sweep" / "tiny"
@@ -92,6 +73,7 @@ def test_sqlite_study_outputs_resume_and_failure(sqlite_study: dict) -> None:
     assert fragment == {"variants": {"tuned": tuned}}
 
 
+@pytest.mark.slow
 def test_trials_are_nested_mlflow_runs(sqlite_study: dict) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -137,6 +119,7 @@ def test_space_keys_must_exist(tiny_config: config_mod.Config) -> None:
     assert set(sweep.search_space(tiny_config)) >= {"pretrain.harmonize.rule", "pretrain.curriculum.end_keep", "pretrain.lr"}
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study(sqlite_study: dict) -> None:
     exe = Path(sys.executable).with_name("optuna-dashboard")
     if not exe.exists():
@@ -211,6 +194,7 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_pg_bin() is None, reason="PostgreSQL server binaries missing (apt-get install -y postgresql)")
 def test_two_workers_share_a_postgres_study(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     pytest.importorskip("psycopg2", reason="psycopg2-binary (the dev extra) is needed for postgresql:// URLs")

@@ -14,6 +14,7 @@ from cmgh.io import atomic_write_json
 from cmgh.report.collect import collect, variant_order
 from cmgh.report.tables import ablation, ablation_csv, ablation_markdown
 from cmgh.track import open_tracker
+from tests.helpers import mlflow_store
 
 pytest.importorskip("mlflow")
 
@@ -23,9 +24,7 @@ METRICS = {  # per task: metrics.json's top-level numbers (MSR-VTT's names are n
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def evaluate(cfg: config_mod.Config, results: Path, task: str, variant: str, seed: int, values: dict[str, float]) -> None:
@@ -38,7 +37,7 @@ def evaluate(cfg: config_mod.Config, results: Path, task: str, variant: str, see
 
 
 def test_runs_table_equals_the_reports_and_refuses_mixed_trees(tiny_config: config_mod.Config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "store" / "mlflow.db")
     cfg = config_mod.with_overrides(tiny_config, [f"tracking.uri={uri}", "tracking.experiment=runs"])
     results = cfg.path("results")
     variants = ["gr", "baseline", layout.RANDOM_VARIANT]

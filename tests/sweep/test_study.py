@@ -17,28 +17,13 @@ from optuna.trial import TrialState, create_trial
 
 from cmgh import config as config_mod
 from cmgh import layout, sweep
-from cmgh.cli import main
 from cmgh.errors import ConfigError, DataError
 from cmgh.io import safe_id
-from tests.conftest import tiny_overrides
-from tests.test_sweep import sweep_overrides
+from tests.helpers import tiny_overrides
+from tests.sweep.sweep_cli import cli, one_line_error, sweep_overrides
 
 LR_SPACE = "sweep.space={pretrain.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}}"
 QUIET = ["tracking.enabled=false", "sweep.max_failures=0"]
-
-
-def cli(capsys: pytest.CaptureFixture[str], overrides: list[str], *args: str) -> tuple[int, str, str]:
-    sets = [arg for item in overrides for arg in ("--set", item)]
-    code = main(["sweep", *args, "--threads", "1", *sets])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cmgh: error: "), err
-    assert "Traceback" not in err
-    return lines[0][len("cmgh: error: ") :]
 
 
 def files_under(root: Path) -> list[Path]:

@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,44 +25,15 @@ from cmgh import keypaths, layout
 from cmgh.track import config_hash, open_tracker, tracking_uri
 from cmgh.tracking import NullTracker, Tracker, file_hash
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
+from tests.helpers import free_port, mlflow_store
+from tests.track.tracked_runs import SMALL, cli_pretrain, config_file, runs_of
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-SMALL = ["pretrain.batch_size=8", "pretrain.steps=6", "model.width=32", "model.heads=2", "model.depth=1"]
 MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
 
-
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def config_file(world: config_mod.Config, tmp_path: Path) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(world.to_dict(), sort_keys=False))
-    return path
-
-
-def cli_pretrain(cfg_file: Path, out: Path, variant: str, seed: int, *extra: str) -> None:
-    """`cmgh pretrain` in-process; ``extra`` holds config overrides and ``--flags``."""
-    args = ["pretrain", "--config", str(cfg_file), "--backbone", "ms", "--variant", variant, "--seed", str(seed), "--out", str(out)]
-    flags = [e for e in extra if e.startswith("--") or e.isdigit()]
-    sets = [item for s in [*SMALL, *extra] if s not in flags for item in ("--set", s)]
-    assert cli.main([*args, *flags, *sets]) == 0
-
-
-def runs_of(client: MlflowClient, experiment: str, filter_string: str = "") -> list:
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None
-    return list(client.search_runs([exp.experiment_id], filter_string=filter_string))
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
@@ -73,7 +43,7 @@ def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
 def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg_file = config_file(tiny_world, tmp_path)
     store = [f"tracking.uri={uri}", f"tracking.artifacts={tmp_path / 'mlruns'}", "tracking.flush_every=4"]
     monkeypatch.setenv("CMGH_RULE", "pretrain")
@@ -140,7 +110,7 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
 
 
 def test_a_finished_run_is_never_reopened_by_another_out_folder(tiny_world: config_mod.Config, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg_file = config_file(tiny_world, tmp_path)
     store = [f"tracking.uri={uri}", f"tracking.artifacts={tmp_path / 'mlruns'}"]
     first_out, second_out = tmp_path / "a", tmp_path / "b"
@@ -179,7 +149,7 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     assert isinstance(open_tracker(off, "pretrain/ms/gr/seed0", {}, stage="pretrain", out=tmp_path / "off"), NullTracker)
 
     # Long values are cut to MLflow's limit; several trackers coexist on one store.
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=unit", "name=a" + "b" * 20])
     with (
         open_tracker(cfg, "eval/a", {"variant": "x"}, stage="evaluate", out=tmp_path / "a") as a,
@@ -219,7 +189,7 @@ def test_metric_names_are_mlflows_and_a_failed_tracker_still_ends_its_run(tiny_w
         _validate_metric_name(metric_key(name))  # MLflow's own rule (raises on a bad name)
     assert metric_key("msrvtt/t2v_R@10") == "msrvtt/t2v_R10" and metric_key("loss/va") == "loss/va"
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", "tracking.experiment=names"])
     with open_tracker(cfg, "eval/msrvtt", {}, stage="evaluate", out=tmp_path / "ok") as ok:
         ok.log_metrics({"msrvtt/t2v_R@1": 12.5, "msrvtt/t2v_MedR": 3.0})
@@ -337,6 +307,7 @@ def rest(url: str, endpoint: str, body: dict | None = None, **query: str) -> dic
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_tracking_server_over_rest(
     tiny_world: config_mod.Config, tmp_path: Path, mlflow_server: tuple[str, subprocess.Popen], caplog: pytest.LogCaptureFixture
 ) -> None:

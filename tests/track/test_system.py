@@ -11,6 +11,7 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh.track import open_tracker
+from tests.helpers import mlflow_store
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -18,10 +19,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 SAMPLER = "cmgh-system-metrics"
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "MLFLOW_SYSTEM_METRICS_NODE_ID"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
 def samplers() -> list[threading.Thread]:
@@ -29,7 +27,7 @@ def samplers() -> list[threading.Thread]:
 
 
 def tracked(cfg: config_mod.Config, tmp_path: Path, *overrides: str) -> tuple[config_mod.Config, MlflowClient]:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg = config_mod.with_overrides(cfg, [f"tracking.uri={uri}", "tracking.system_metrics_interval_seconds=0.2", *overrides])
     return cfg, MlflowClient(tracking_uri=uri)
 

@@ -14,7 +14,7 @@ from cmgh.report import detection_over_training, stats
 from cmgh.report.columns import Column
 from cmgh.report.gain_vs_noise import figure_noise_gain, gain_vs_noise
 from cmgh.report.summary import compare_variants, summary, verdict
-from tests.test_report import fake_results
+from tests.report.fake_results import fake_results
 
 TOP1 = Column("kinetics", "top1", "Kinetics top-1")
 MEDR = Column("msrvtt", "t2v_MedR", "MSR-VTT MedR", lower_is_better=True)

@@ -3,9 +3,6 @@ starts, the experiment tagged as model training, and `cmgh browse` linking its r
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,28 +12,20 @@ from cmgh import cli
 from cmgh import config as config_mod
 from cmgh.track import open_tracker, tracking_uri
 from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, WORKFLOW
+from tests.helpers import REPO, run_cli
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 UI_JS = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "CMGH_RULE", "SNAKEMAKE_RULE"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_tracking_env")
 
 
-def cmgh(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "CMGH_RULE", "SNAKEMAKE_RULE")}
-    return subprocess.run([sys.executable, "-m", "cmgh", *args], cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **env},
-                          capture_output=True, text=True, timeout=600)
-
-
-def test_file_store_is_refused_before_the_run_starts(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_store_is_refused_before_the_run_starts(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(MlflowException, match="maintenance mode"):  # the installed MLflow refuses it itself
         MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri()).search_experiments()
     cfg_file = tmp_path / "config.yaml"
@@ -44,19 +33,21 @@ def test_file_store_is_refused_before_the_run_starts(tiny_world: config_mod.Conf
     out = tmp_path / "run"
     pretrain = ["pretrain", "--config", str(cfg_file), "--backbone", "ms", "--variant", "gr", "--seed", "0", "--out", str(out)]
     version = mlflow.__version__
+    monkeypatch.chdir(REPO)  # where a user runs it: ./mlruns would be the checkout's
 
-    proc = cmgh(*pretrain, "--set", "tracking.uri=./mlruns")
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.splitlines() == [
+    code, _, err = run_cli(capsys, *pretrain, "--set", "tracking.uri=./mlruns")
+    assert code == 2, err
+    assert err.splitlines() == [
         f"cmgh: error: tracking.uri: file store './mlruns' is not supported by MLflow {version}; expected sqlite:///path/mlflow.db "
         "(empty = sqlite:///<paths.results>/mlflow.db) or a tracking server http(s)://host:port"
     ]
     assert not out.exists() and not (REPO / "mlruns").exists()
 
     store = (tmp_path / "store").as_uri()
-    proc = cmgh(*pretrain, MLFLOW_TRACKING_URI=store)
-    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith(f"cmgh: error: MLFLOW_TRACKING_URI: file store '{store}' is not supported by MLflow {version};")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    code, _, err = run_cli(capsys, *pretrain)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"cmgh: error: MLFLOW_TRACKING_URI: file store '{store}' is not supported by MLflow {version};")
     assert not out.exists() and not (tmp_path / "store").exists()
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own opt-out is honoured

@@ -11,16 +11,7 @@ import yaml
 
 from cmgh import cli
 from cmgh.errors import ConfigError
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """``cmgh argv`` in-process: (exit code, stdout, stderr); argparse's exits count as exit codes."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.helpers import run_cli
 
 
 def one_line_error(err: str) -> str:

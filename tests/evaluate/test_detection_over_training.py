@@ -23,6 +23,7 @@ from cmgh.evaluate.run import evaluate_run
 from cmgh.evaluate.detection_over_training import COLUMNS, default_window, over_training, read_scores, series, window_size
 from cmgh.train.loop import RunSpec, pretrain
 from tests.evaluate.score_dumps import EXPECTED, world_config, write_run, write_world
+from tests.helpers import mlflow_store
 
 TASK = "noise_training"
 
@@ -144,7 +145,8 @@ def test_bad_dumps_and_arguments_are_one_line_errors(tmp_path: Path, capsys: pyt
     assert err.count("\n") == 1 and "a random init has no training" in err
 
 
-def test_the_step_is_tracked_over_training_steps_under_its_pretraining_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("no_tracking_env")
+def test_the_step_is_tracked_over_training_steps_under_its_pretraining_run(tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
     from mlflow.utils.validation import _validate_metric_name
@@ -152,9 +154,7 @@ def test_the_step_is_tracked_over_training_steps_under_its_pretraining_run(tmp_p
     from cmgh.track import open_tracker
     from cmgh.track.mlflow_tracker import metric_key
 
-    for var in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE"):
-        monkeypatch.delenv(var, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_store(tmp_path / "mlflow.db")
     cfg = world_config(tmp_path, "tracking.enabled=true", f"tracking.uri={uri}", "tracking.experiment=noise_training",
                        "tracking.system_metrics=false")
     write_world(cfg)

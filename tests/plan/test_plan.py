@@ -9,7 +9,7 @@ from cmgh import config, layout
 from cmgh.evaluate import NOISE_TRAINING
 from cmgh.plan import Plan
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def config_file(name: str) -> Path:

@@ -8,10 +8,7 @@ Real `cmgh` processes on the tiny world: a pre-training run tracked to an MLflow
 from __future__ import annotations
 
 import base64
-import os
-import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,23 +20,15 @@ import yaml
 
 from cmgh import config as config_mod
 from cmgh import layout
+from tests.helpers import cmgh_process, free_port, mlflow_store, untracked_env
 
-REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pw"
 SMALL = {"pretrain": {"batch_size": 8, "steps": 2, "warmup_steps": 1, "score_every": 1, "checkpoint_every": 1},
          "model": {"width": 32, "heads": 2, "depth": 1}, "evaluate": {"batch_size": 8}}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cmgh(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CMGH_RULE", "SNAKEMAKE_RULE")}
-    env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "cmgh", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return cmgh_process(*args, env=untracked_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2"))
 
 
 def files_holding(root: Path, text: str) -> list[Path]:
@@ -64,6 +53,7 @@ def tracked_run(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPath
     return {"base": base, "config": config_file, "out": out, "port": port, "proc": proc}
 
 
+@pytest.mark.slow
 def test_tracking_password_is_masked_in_every_written_file_and_message(tracked_run: dict[str, Any]) -> None:
     proc, out, port = tracked_run["proc"], tracked_run["out"], tracked_run["port"]
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -76,6 +66,7 @@ def test_tracking_password_is_masked_in_every_written_file_and_message(tracked_r
     assert written["sweep"]["storage"].startswith("postgresql://user:***@127.0.0.1:")
 
 
+@pytest.mark.slow
 def test_masked_uri_read_back_is_never_used(tracked_run: dict[str, Any]) -> None:
     written, port = tracked_run["out"] / layout.CONFIG, tracked_run["port"]
     again = tracked_run["base"] / "results" / "again"
@@ -91,6 +82,7 @@ def test_masked_uri_read_back_is_never_used(tracked_run: dict[str, Any]) -> None
     assert sweep.stderr.strip().startswith("cmgh: error: sweep.storage: 'postgresql://user:***@127.0.0.1:")
 
 
+@pytest.mark.slow
 def test_evaluation_tracks_with_its_own_config_not_the_checkpoints(tracked_run: dict[str, Any]) -> None:
     """The evaluation reads the run's config.yaml (masked URI) for its model; tracking is the command's own."""
     port = tracked_run["port"]
@@ -102,6 +94,7 @@ def test_evaluation_tracks_with_its_own_config_not_the_checkpoints(tracked_run: 
     assert files_holding(tracked_run["base"] / "results", SECRET) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override", ["model.width=16", "pretrain.temperature=0.1", "model={}", "variants.baseline.model.depth=2"])
 def test_evaluate_refuses_overrides_the_checkpoint_decides(tracked_run: dict[str, Any], override: str) -> None:
     out = tracked_run["out"]
@@ -125,7 +118,7 @@ def test_tracked_params_and_config_artifact_are_masked(tiny_world: config_mod.Co
     from cmgh.track import open_tracker
 
     store = tmp_path / "store"
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = mlflow_store(store / "mlflow.db")
     cfg = config_mod.with_overrides(tiny_world, [f"tracking.uri={uri}", f"tracking.artifacts={store / 'mlruns'}",
                                                  f"sweep.storage=postgresql://user:{SECRET}@db.example/optuna"])
     with open_tracker(cfg, "pretrain/ms/baseline/seed0", {}, stage="pretrain", out=tmp_path / "run") as tracker:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +10,6 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
 from cmgh.evaluate import TASKS
 from cmgh.evaluate import NOISE_TRAINING
@@ -21,6 +18,8 @@ from cmgh.report import ABLATION_COLUMNS, build_report, collect
 from cmgh.report.collect import configured_variants, variant_order
 from cmgh.report.detection_over_training import noise_over_training
 from cmgh.train.loop import RunSpec, pretrain
+from tests.helpers import cmgh_process
+from tests.report.fake_results import fake_results
 
 GOLDEN = Path(__file__).parent / "golden" / "report"
 
@@ -46,6 +45,7 @@ def results(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFact
     return root
 
 
+@pytest.mark.slow
 def test_collect_finds_every_run(results: Path) -> None:
     long = collect(results)
     runs = long[["task", "variant", "seed"]].drop_duplicates()
@@ -55,9 +55,9 @@ def test_collect_finds_every_run(results: Path) -> None:
     assert "meta" not in set(long.metric) and "params" not in set(long.metric)
 
 
+@pytest.mark.slow
 def test_cli_report_writes_tables_figures_and_summary(results: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cmgh", "report", "--results", str(results)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = cmgh_process("report", "--results", str(results), timeout=300)
     assert proc.returncode == 0, proc.stderr
     tables, figures = results / "tables", results / "figures"
     for name in ("ablation.csv", "ablation.md", "ablation.tex", "summary.md", "metrics_long.csv", "metrics_wide.csv"):
@@ -90,6 +90,7 @@ def test_cli_report_writes_tables_figures_and_summary(results: Path) -> None:
     assert "Kinetics top-1" in text and "n = 2" in text
 
 
+@pytest.mark.slow
 def test_best_is_lowest_for_rank_metrics(results: Path) -> None:
     long = collect(results)
     from cmgh.report import _best_rows, ablation
@@ -110,6 +111,7 @@ def test_empty_results_is_a_clear_error(tmp_path: Path) -> None:
         collect(tmp_path)
 
 
+@pytest.mark.slow
 def test_gain_vs_noise_rate_across_results_trees(results: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -122,50 +124,12 @@ def test_gain_vs_noise_rate_across_results_trees(results: Path, tmp_path: Path) 
         tree = yaml.safe_load(path.read_text())
         tree["data"]["noise"] = {**tree["data"]["noise"], "audio_rate": 0.5, "text_rate": 0.5}
         path.write_text(yaml.safe_dump(tree))
-    proc = subprocess.run([sys.executable, "-m", "cmgh", "report", "--results", str(results), "--compare", str(other)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = cmgh_process("report", "--results", str(results), "--compare", str(other), timeout=300)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(results / "figures" / "noise_gain.csv")
     assert sorted(table["noise_rate"].unique()) == [0.3, 0.5]
     assert set(table["variant"]) == {"gr_gcl"} and set(table["task"]) == {"kinetics", "audioset", "msrvtt"}
     assert (results / "figures" / "noise_gain.png").stat().st_size > 1000
-
-
-# --------------------------------------------------------------------------- a results tree of fake metrics
-
-FAKE_METRICS = {
-    "kinetics": {"top1": (60.0, 10.0), "top5": (85.0, 5.0)},
-    "audioset": {"mAP": (0.3, 0.05), "mAUC": (0.8, 0.05), "d_prime": (1.2, 0.2)},
-    "msrvtt": {"t2v_R@1": (20.0, 5.0), "t2v_R@5": (50.0, 5.0), "t2v_R@10": (65.0, 5.0), "t2v_MedR": (5.0, 1.0)},
-    "noise": {f"auroc/{name}/either": (0.6, 0.05) for name in
-              ("cos_representation", "cos_representation_exact", "cos_parameters", "loss_va", "loss_vt", "loss_total")},
-}
-DEFAULT_VARIANTS = ("baseline", "gr", "gcl", "gr_gcl")
-
-
-def fake_results(root: Path, variants: tuple[str, ...] = DEFAULT_VARIANTS, resolved: bool = True) -> Path:
-    """metrics.json for random init + ``variants`` x 3 seeds, deterministic values (a trend over the
-    variants plus a per-seed wobble); gcl has a single MSR-VTT seed and gr one missing d'."""
-    import json
-
-    for v_i, variant in enumerate(("random", *variants)):
-        for seed in (0, 1, 2):
-            for task, metrics in FAKE_METRICS.items():
-                if (variant == "random" and task == "noise") or (variant == "gcl" and task == "msrvtt" and seed > 0):
-                    continue
-                data: dict[str, object] = {k: round(mu + sd * (0.3 * v_i + math.sin(1.7 * v_i + 2.3 * seed + 0.9 * k_i)), 4)
-                                           for k_i, (k, (mu, sd)) in enumerate(metrics.items())}
-                if variant == "gr" and task == "audioset" and seed == 2:
-                    data["d_prime"] = None
-                path = layout.eval_metrics(root, task, "ms", variant, seed)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({**data, "meta": {"task": task}, "ok": True}))
-    if resolved:  # as the workflow writes it: the config's variants, in its order
-        tree = config_mod.load().to_dict()
-        tree["variants"] = {v: tree["variants"].get(v, {"pretrain": {"harmonize": {"rule": v}}}) for v in variants}
-        layout.resolved_config(root).parent.mkdir(parents=True, exist_ok=True)
-        layout.resolved_config(root).write_text(config_mod.from_dict(tree).to_yaml())
-    return root
 
 
 def test_default_variants_output_is_unchanged(tmp_path: Path) -> None:
@@ -206,6 +170,7 @@ def test_variant_order_without_a_config_is_alphabetical_after_baseline(tmp_path:
 # --------------------------------------------------------------------------- noise detection over training
 
 
+@pytest.mark.slow
 def test_noise_over_training_table(results: Path) -> None:
     build_report(results)
     tables = layout.tables_dir(results)
