@@ -1,6 +1,6 @@
 """Exact per-sample Gram matrices of the two objectives' gradients over every shared parameter.
 
-CMGH defines a triplet's conflict over the shared network's gradients. Materialising per-sample
+Our reading of CMGH (a reconstruction from the abstract) puts a triplet's conflict over the shared network's gradients. Materialising per-sample
 gradients ``[B,P]`` costs ``B`` copies of the model; but the backbone treats each sample
 independently (the batch couples only in the losses), so a linear layer's per-sample gradient
 is ``D_i^T X_i`` (sample ``i``'s output cotangents and inputs over its tokens) and the inner

@@ -1,7 +1,7 @@
 """Per-sample gradients of the two objectives where they meet: at the representation, the tail parameters, or their seeds for all parameters.
 
 The two objectives of VATT meet at the shared video representation ``video_rep [B,D]``: the
-video-audio head and the video-text head both read it. CMGH (Sec. 3.2) compares, per triplet,
+video-audio head and the video-text head both read it. CMGH (as we reconstruct it from the abstract) compares, per triplet,
 the gradient of ``L_va`` and the gradient of ``L_vt``; this module computes those gradients,
 :mod:`cmgh.harmonize.harmonizer` combines them and runs the backward pass.
 
@@ -16,7 +16,7 @@ backbone. What that gives, exactly:
   through the softmax denominators, this includes the contributions of *other* samples' losses
   in which sample ``i`` is a negative. For a per-sample-separable loss it is exactly
   ``c_i dl_i/d rep_i``.
-* ``exact=True`` returns ``c_i dl_i/d rep_i`` (sample ``i``'s own loss only, the other samples'
+* ``exact=True`` (config ``pretrain.harmonize.per_sample: own``) returns ``c_i dl_i/d rep_i`` (sample ``i``'s own loss only, the other samples'
   embeddings held fixed), the diagonal of the ``[B,B,D]`` Jacobian, computed with one batched
   vector-Jacobian product (``is_grads_batched``) through the heads: ``B`` times the head cost,
   still no backbone pass. It is what "the gradient of triplet ``i``'s loss" means literally,
@@ -24,7 +24,7 @@ backbone. What that gives, exactly:
   longer sums to the plain gradient under the rule ``none``; the cheap one does, which is why
   it is the default.
 
-**Meeting point "parameters".** CMGH defines the conflict over the shared parameters'
+**Meeting point "parameters".** Our reading of CMGH puts the conflict over the shared parameters'
 gradients. :func:`parameter_gradients` computes per-sample gradients of each objective over the
 last ``parameter_blocks`` blocks of the video pathway (with :mod:`torch.func`: ``vmap(grad(...))``
 over ``functional_call`` of the tail blocks on each sample's hidden state), as

@@ -17,8 +17,9 @@ applied at the representation (the rule decides on the representation gradients)
 a single backward pass. This costs one extra forward+backward of the tail blocks per sample and
 objective (see ``benchmarks/train_step.py`` for the measured ratios).
 
-With ``all_parameters`` the paper's definition holds exactly: the Gram of each triplet's two
-gradients over every shared parameter (:mod:`cmgh.harmonize.ghost`, two cotangent passes and no
+With ``all_parameters`` (our reading of the abstract's "gradients of the shared parameters"; the
+paper's method section was never available) the Gram of each triplet's two gradients over every
+shared parameter (:mod:`cmgh.harmonize.ghost`, two cotangent passes and no
 ``[B,P]`` gradient) gives the cosine and the rule's coefficients, and the shared parameters
 receive ``sum_i alpha_i g^a_i + beta_i g^b_i``, assembled from the stored cotangents in place of
 the backward pass below the representation. A curriculum scored by the conflict that drops

@@ -125,3 +125,18 @@ def test_relaxing_schedule_admits_more_later() -> None:
     first = cur(0, torch.ones(10, dtype=torch.bool), truth=truth)
     assert first.w_vt.tolist() == [0.0] * 6 + [1.0] * 4  # keeps the 4 clean of 10
     assert cur(100, torch.ones(10, dtype=torch.bool), truth=truth).w_vt.tolist() == [1.0] * 10
+
+
+def test_train_step_hands_the_batch_ground_truth_to_the_oracle() -> None:
+    from tests.harmonize.test_gradients import make_batch, make_model, step_grads
+
+    model, batch = make_model(), make_batch()
+    oracle = Harmonizer(curriculum=Curriculum("threshold", "oracle", "loss", "constant", 0, 1.0, 1.0, 10))
+    with pytest.raises(DataError, match="noise_labels.csv"):
+        step_grads(model, batch, oracle)
+    text = torch.tensor([True, False, False, True, False, False, False, True])
+    batch = {**batch, MISALIGNED_AUDIO: torch.zeros(8, dtype=torch.bool), MISALIGNED_TEXT: text}
+    _, stats = step_grads(model, batch, oracle)
+    valid = stats.weights.w_va.new_tensor([1, 0, 1, 1, 0, 1, 1, 1]).bool()  # make_batch: rows 1 and 4 have no text
+    assert stats.weights.w_vt.tolist() == torch.where(valid & text, 0.0, 1.0).tolist()
+    assert stats.weights.w_va.tolist() == [1.0] * 8
