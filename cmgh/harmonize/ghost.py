@@ -182,16 +182,25 @@ class GhostGram:
             self.boundary[m].d = g
 
     def measure(
-        self, l_va: Tensor, l_vt: Tensor, cut: Mapping[str, tuple[Tensor, Tensor]], c_va: Tensor, c_vt: Tensor, *, last: bool
+        self,
+        l_va: Tensor,
+        l_vt: Tensor,
+        cut: Mapping[str, tuple[Tensor, Tensor]],
+        c_va: Tensor,
+        c_vt: Tensor,
+        *,
+        last: bool,
+        exact: bool = False,
     ) -> tuple[Tensor, Tensor, Gram]:
         """The objective ``sum c_va l_va + sum c_vt l_vt``'s per-sample Gram over every shared parameter.
 
         Seeds both cotangent passes with each objective's gradients at the detached
         representations (``cut``: key -> ``(attached, leaf)``) and returns them at ``video_rep``
         (zeros for an objective that does not reach it) beside the Gram. ``last``: no further
-        pass follows, so the second one frees the graph as it goes.
+        pass follows, so the second one frees the graph as it goes. ``exact``: the seeds are each
+        triplet's own gradients (``pretrain.harmonize.per_sample: own``), so is everything they carry.
         """
-        seeds = leaf_gradients(l_va, l_vt, {k: leaf for k, (_, leaf) in cut.items()}, c_va, c_vt)
+        seeds = leaf_gradients(l_va, l_vt, {k: leaf for k, (_, leaf) in cut.items()}, c_va, c_vt, exact=exact)
         attached = {k: a for k, (a, _) in cut.items()}
         for objective in OBJECTIVES:
             final = last and objective == OBJECTIVES[-1]

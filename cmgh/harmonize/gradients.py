@@ -120,14 +120,14 @@ def per_sample_gradients(
 
 
 def leaf_gradients(
-    l_va: Tensor, l_vt: Tensor, leaves: Mapping[str, Tensor], c_va: Tensor, c_vt: Tensor
+    l_va: Tensor, l_vt: Tensor, leaves: Mapping[str, Tensor], c_va: Tensor, c_vt: Tensor, *, exact: bool = False
 ) -> dict[str, dict[str, Tensor | None]]:
     """Per objective, the gradient of ``sum_j c_j l_j`` at each detached representation leaf (graph retained).
 
     ``{"va": {key: [B,...] or None}, "vt": {...}}``, ``None`` where the objective does not read
-    that leaf. At ``video_rep`` these are :func:`per_sample_gradients`' cheap gradients; the
-    ``all_parameters`` meeting point seeds its cotangent passes with them
-    (:mod:`cmgh.harmonize.ghost`).
+    that leaf. At ``video_rep`` these are :func:`per_sample_gradients`' gradients (cheap, or with
+    ``exact`` each row's own ``c_i dl_i/d leaf_i``); the ``all_parameters`` meeting point seeds
+    its cotangent passes with them (:mod:`cmgh.harmonize.ghost`).
     """
     keys = list(leaves)
     out: dict[str, dict[str, Tensor | None]] = {}
@@ -135,7 +135,14 @@ def leaf_gradients(
         if not loss.requires_grad:
             out[name] = dict.fromkeys(keys)
             continue
-        grads = torch.autograd.grad(loss, [leaves[k] for k in keys], grad_outputs=c.to(loss.dtype), retain_graph=True, allow_unused=True)
+        targets = [leaves[k] for k in keys]
+        if exact:  # the Jacobian's diagonal: row i of sample i's own loss
+            jacs = torch.autograd.grad(
+                loss, targets, grad_outputs=torch.diag(c.to(loss.dtype)), retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+            grads = tuple(None if j is None else j.diagonal(dim1=0, dim2=1).movedim(-1, 0) for j in jacs)
+        else:
+            grads = torch.autograd.grad(loss, targets, grad_outputs=c.to(loss.dtype), retain_graph=True, allow_unused=True)
         out[name] = dict(zip(keys, grads, strict=True))
     return out
 

@@ -109,8 +109,6 @@ def harmonized_backward(
     combine = rules.get(rule)
     if combine.needs_vectors and ghost is not None:
         raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
-    if exact and ghost is not None:
-        raise ConfigError("pretrain.harmonize.per_sample: 'own' is not available at meeting_point all_parameters")
     if curriculum is not None:
         curriculum.require_truth(truth)
     valid_vt = valid_vt.bool()
@@ -128,7 +126,7 @@ def harmonized_backward(
         if ghost is None or cut is None:
             g_va, g_vt = per_sample_gradients(l_va, l_vt, meet, *cotangents(w), exact=exact)
             return g_va, g_vt, rules.Gram.of(g_va, g_vt)
-        return ghost.measure(l_va, l_vt, cut, *cotangents(w), last=last)
+        return ghost.measure(l_va, l_vt, cut, *cotangents(w), last=last, exact=exact)
 
     g_va, g_vt, gram = grams_for(weights, last=not recompute)
     cos_rep = rules.conflict_cosine(g_va, g_vt)
@@ -199,8 +197,6 @@ class Harmonizer:
             if per_sample not in PER_SAMPLE:
                 raise ConfigError(f"pretrain.harmonize.per_sample: {per_sample!r} is not one of {', '.join(PER_SAMPLE)}")
             exact = per_sample == "own"
-        if meeting_point == "all_parameters" and exact:
-            raise ConfigError("pretrain.harmonize.per_sample: 'own' is not available at meeting_point all_parameters")
         if rules.get(rule).needs_vectors and meeting_point == "all_parameters":
             raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
         self.rule, self.project, self.gradvac_beta = rule, project, float(gradvac_beta)

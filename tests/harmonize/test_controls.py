@@ -55,11 +55,9 @@ def test_random_partner_projects_cmgh_rows_onto_another_rows_gradients(project: 
     assert not torch.allclose(get("random_partner")(g_va, g_vt, project=project, step=4), out)
 
 
-def test_vector_rules_and_own_gradients_refuse_all_parameters() -> None:
+def test_vector_rules_refuse_all_parameters() -> None:
     with pytest.raises(ConfigError, match="random_partner.*all_parameters"):
         Harmonizer("random_partner", meeting_point="all_parameters")
-    with pytest.raises(ConfigError, match="own.*all_parameters"):
-        Harmonizer("cmgh", meeting_point="all_parameters", per_sample="own")
     with pytest.raises(ConfigError, match="per_sample"):
         Harmonizer("cmgh", per_sample="mine")
     with pytest.raises(ConfigError, match="all_parameters"):
