@@ -16,6 +16,11 @@ the optimizer and schedule the trainer builds from the config. Modes on the same
   naive       per-sample parameter gradients of both losses over the whole video pathway with
               ``torch.func`` (vmap(grad)), PCGrad per sample, summed, then the same update: what
               a literal per-sample PCGrad would cost
+Controls and the faithful configuration (train_step, default model only):
+  norm_matched, random_partner   the mechanism-control rules in place of ``cmgh``
+  gr_own      rule ``cmgh`` with triplet-own per-sample gradients (``per_sample: own``)
+  oracle      the curriculum scored by the batch's ground truth (``granularity: loss``)
+  quality     the curriculum scored by ground truth plus noise (AUROC 0.8)
 
 Peak memory is the peak of live CPU-allocator bytes during one step, from PyTorch's profiler
 memory timeline. A second, larger model (width 256, 4 layers, batch 32) repeats the ratios of
@@ -43,14 +48,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmgh import config, harmonize, losses  # noqa: E402
-from cmgh.harmonize import Harmonizer, forward_losses  # noqa: E402
+from cmgh.harmonize import Harmonizer, forward_losses, truth  # noqa: E402
 from cmgh.models import build_model  # noqa: E402
 from cmgh.train.setup import build_optimizer, build_scheduler_for  # noqa: E402
 from cmgh.train.step import train_step  # noqa: E402
 
 VIDEO_PATHWAY = ("video_tok", "backbone.nets.video", "backbone.agg.video")
-MODES = ("plain", "baseline", "gr", "gr_gcl", "gr_gcl_par", "gr_all", "gr_gcl_all", "naive")
-TRAINER_MODES = ("baseline", "gr", "gr_gcl", "gr_gcl_par", "gr_all", "gr_gcl_all")  # through train_step
+CONTROL_MODES = ("norm_matched", "random_partner", "gr_own", "oracle", "quality")
+MODES = ("plain", "baseline", "gr", "gr_gcl", "gr_gcl_par", "gr_all", "gr_gcl_all", "naive", *CONTROL_MODES)
+TRAINER_MODES = ("baseline", "gr", "gr_gcl", "gr_gcl_par", "gr_all", "gr_gcl_all")  # through train_step, every model size
 ALL_PARAMETERS = ["pretrain.harmonize.meeting_point=all_parameters"]
 # mode -> (variant, extra overrides); the curriculum keeps 0.8 from step 0 so that it acts at step 50.
 VARIANTS = {
@@ -60,6 +66,11 @@ VARIANTS = {
     "gr_gcl_par": ("gr_gcl", ["pretrain.harmonize.meeting_point=parameters", "pretrain.harmonize.parameter_blocks=1"]),
     "gr_all": ("gr", ALL_PARAMETERS),
     "gr_gcl_all": ("gr_gcl", ALL_PARAMETERS),
+    "norm_matched": ("baseline", ["pretrain.harmonize.rule=norm_matched"]),
+    "random_partner": ("baseline", ["pretrain.harmonize.rule=random_partner"]),
+    "gr_own": ("gr", ["pretrain.harmonize.per_sample=own"]),
+    "oracle": ("gcl", ["pretrain.curriculum.scorer=oracle", "pretrain.curriculum.granularity=loss"]),
+    "quality": ("gcl", ["pretrain.curriculum.scorer=quality"]),
 }
 # The paper's shapes per layer (config/paper.yaml), two layers deep, so that a CPU step takes seconds.
 PAPER_DEPTH = 2
@@ -96,11 +107,14 @@ class Bench:
             "text": text,
             "text_mask": torch.ones(batch_size, f.text.candidates, dtype=torch.bool),
             "has_text": torch.ones(batch_size, dtype=torch.bool),
+            # the generator's ground truth, read only by the oracle and quality modes
+            truth.MISALIGNED_AUDIO: torch.zeros(batch_size, dtype=torch.bool),
+            truth.MISALIGNED_TEXT: torch.rand(batch_size, generator=gen) < 0.3,
         }
 
     def step(self, mode: str) -> None:
         pcfg = self.cfg.pretrain
-        if mode in TRAINER_MODES:
+        if mode in (*TRAINER_MODES, *CONTROL_MODES):
             train_step(self.model, self.batch, self.optimizer, self.scheduler, self.harmonizers[mode], step=STEP,
                        temperature=float(pcfg.temperature), precision=str(pcfg.precision), grad_clip=float(pcfg.grad_clip))
             return
@@ -260,6 +274,7 @@ def main() -> None:
             print(f"  {m:<11} {paper[m] * 1000:8.1f} ms/step  {paper[m] / paper['plain']:.2f}x plain")
         print(f"  peak step memory gr_all / plain: {paper_rss['gr_all'] / paper_rss['plain']:.2f}x")
     print(f"gr / baseline step time: {times['gr'] / times['baseline']:.2f}x (rule cmgh vs none, no curriculum)")
+    print("controls / baseline step time: " + ", ".join(f"{m} {times[m] / times['baseline']:.2f}x" for m in CONTROL_MODES))
     print(f"parameters meeting point / plain: {times['gr_gcl_par'] / times['plain']:.2f}x  (large model: {big['gr_gcl_par'] / big['plain']:.2f}x)")
     print(f"naive per-sample PCGrad / plain: {times['naive'] / times['plain']:.2f}x  (gr_gcl saves {times['naive'] / times['gr_gcl']:.1f}x)")
     print(f"peak memory gr_gcl / plain: {rss['gr_gcl'] / max(rss['plain'], 1e-9):.2f}x (target <= 1.10x)")

@@ -168,13 +168,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def _harmonizers(args: argparse.Namespace) -> list[str]:
     from cmgh import harmonize
 
-    return harmonize.names()
+    return harmonize.described()
 
 
 def _curricula(args: argparse.Namespace) -> list[str]:
     from cmgh.harmonize import curriculum
 
-    return curriculum.names()
+    return curriculum.described()
+
+
+def _scorers(args: argparse.Namespace) -> list[str]:
+    from cmgh.harmonize import scorers
+
+    return scorers.described()
 
 
 def _variants(args: argparse.Namespace) -> list[str]:
@@ -186,7 +192,7 @@ def _datasets(args: argparse.Namespace) -> list[str]:
 
 
 LISTS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
-    "harmonizers": _harmonizers, "curricula": _curricula, "variants": _variants, "datasets": _datasets,
+    "harmonizers": _harmonizers, "curricula": _curricula, "scorers": _scorers, "variants": _variants, "datasets": _datasets,
 }  # fmt: skip
 
 

@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """``register(name)`` decorator, ``get(name)`` and ``names()``; an unknown name is a ConfigError
+    """``register(name)`` decorator, ``get(name)``, ``names()`` and ``described()``; an unknown name is a ConfigError
     naming the config key it came from."""
 
     def __init__(self, kind: str, config_key: str) -> None:
@@ -35,3 +35,13 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def described(self) -> list[str]:
+        """``name: first line of its docstring`` for every registered item (what ``cmgh list`` prints)."""
+        return [f"{name}: {summary(self._items[name])}" for name in self.names()]
+
+
+def summary(item: object) -> str:
+    """The first line of an item's docstring ("" without one)."""
+    doc = (getattr(item, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""

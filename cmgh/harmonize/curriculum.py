@@ -1,27 +1,27 @@
-"""Gradient-based curriculum (CMGH, Wu et al. 2022, Sec. 3.3): score each triplet's noisiness, keep the cleanest.
+"""Gradient-based curriculum (our reconstruction of CMGH's, Wu et al. 2022): score each triplet's noisiness, keep the cleanest.
 
 CMGH's observation: a triplet whose video-audio and video-text gradients conflict (negative
 cosine) is likely misaligned (ASR captions unrelated to what is seen, background music), so a
-curriculum that trains on every triplet first and then progressively leaves out the most
-conflicting ones learns from cleaner data. The cosine is a hypothesis about noise, not a fact,
-so the scorer is pluggable (docs/architecture.md, "The training step"):
-
-* ``conflict``: noisiness ``= -cos(g_va, g_vt)`` (lower cosine = noisier), CMGH's criterion;
-* ``loss``: the small-loss criterion (Han et al. 2018, Co-teaching): noisiness ``=`` the
-  per-sample loss (``l_va + lambda l_vt`` for ``triplet``, ``l_vt`` for ``loss`` granularity).
+curriculum can leave out the most conflicting ones and learn from cleaner data. The cosine is a
+hypothesis about noise, not a fact, so the scorer is pluggable (:mod:`cmgh.harmonize.scorers`:
+``conflict``, ``loss``, and the positive controls ``oracle`` and ``quality``).
 
 The kept fraction follows a schedule over steps: 1.0 during ``warmup_steps`` (every triplet),
 then from ``start_keep`` to ``end_keep`` (``linear`` or ``cosine``; ``constant`` holds
-``end_keep``). ``start_keep > end_keep`` tightens, ``start_keep < end_keep`` relaxes.
+``end_keep``). ``start_keep > end_keep`` tightens, ``start_keep < end_keep`` relaxes (an
+easy-to-hard curriculum: start near ``1 - rate`` and admit more later).
 
-Granularity: ``triplet`` drops the whole sample (both terms); ``loss`` drops only the
-video-text term of flagged samples and keeps their video-audio term. Samples without text are
-never scored nor dropped (they carry no video-text term and no conflict). Selection is
+Selection rules are registered by name like the realignment rules: ``none``, ``cmgh`` (keep the
+scheduled fraction of least noisy samples, by rank) and ``threshold`` (after the warm-up, flag
+every sample whose noisiness is above ``threshold``, whatever the schedule: for ``conflict``,
+``cos < -threshold``; for ``oracle``, exactly the misaligned samples at the default 0).
+
+Granularity: ``triplet`` drops the whole sample (both terms); ``loss`` drops only the terms the
+scorer names (the video-text term by default; the oracle names the misaligned pair's term).
+A flagged term is dropped (weight 0) or down-weighted to ``flagged_weight``. Samples without
+text are never scored nor dropped (they carry no video-text term and no conflict). Selection is
 deterministic (stable sort, ties by index) and the curriculum holds no mutable state: the
 keep fraction is a function of the step, so a resumed run reproduces it.
-
-Curriculum rules are registered by name like the realignment rules (``none``, ``cmgh``): a rule
-maps ``(noisiness [B], eligible [B], keep) -> kept [B] bool``.
 """
 
 from __future__ import annotations
@@ -35,27 +35,48 @@ import torch
 from torch import Tensor
 
 from cmgh.errors import ConfigError
+from cmgh.harmonize import scorers
+from cmgh.harmonize.truth import GroundTruth, missing_truth
 from cmgh.registry import Registry
 
-Selector = Callable[[Tensor, Tensor, float], Tensor]
-_REGISTRY: Registry[Selector] = Registry("curriculum rule", "pretrain.curriculum.rule")
 SCHEDULES = ("constant", "linear", "cosine")
-SCORERS = ("conflict", "loss")
 GRANULARITIES = ("triplet", "loss")
 
 
-register, get, names = _REGISTRY.register, _REGISTRY.get, _REGISTRY.names
+class Selector:
+    """A registered selection rule ``(noisiness [B], eligible [B], keep, **params) -> kept [B] bool``;
+    ``scheduled``: whether it follows the keep schedule (else it acts on every step after the warm-up)."""
+
+    def __init__(self, name: str, select: Callable[..., Tensor], *, scheduled: bool) -> None:
+        self.name, self.select, self.scheduled = name, select, scheduled
+        self.__doc__ = select.__doc__
+
+    def __call__(self, noisiness: Tensor, eligible: Tensor, keep: float, **params: Any) -> Tensor:
+        return self.select(noisiness, eligible, keep, **params)
+
+
+_REGISTRY: Registry[Selector] = Registry("curriculum rule", "pretrain.curriculum.rule")
+get, names, described = _REGISTRY.get, _REGISTRY.names, _REGISTRY.described
+
+
+def register(name: str, *, scheduled: bool = True) -> Callable[[Callable[..., Tensor]], Selector]:
+    """Register a selection function under ``name`` (the ``pretrain.curriculum.rule`` value)."""
+
+    def wrap(select: Callable[..., Tensor]) -> Selector:
+        return _REGISTRY.register(name)(Selector(name, select, scheduled=scheduled))
+
+    return wrap
 
 
 @register("none")
-def keep_all(noisiness: Tensor, eligible: Tensor, keep: float) -> Tensor:
+def keep_all(noisiness: Tensor, eligible: Tensor, keep: float, **_: Any) -> Tensor:
     """No curriculum: every sample is kept."""
     return torch.ones_like(eligible, dtype=torch.bool)
 
 
 @register("cmgh")
-def keep_cleanest(noisiness: Tensor, eligible: Tensor, keep: float) -> Tensor:
-    """Keep the ``ceil(keep * n_eligible)`` least noisy eligible samples (CMGH Sec. 3.3); others always kept."""
+def keep_cleanest(noisiness: Tensor, eligible: Tensor, keep: float, **_: Any) -> Tensor:
+    """Keep the ceil(keep * n_eligible) least noisy eligible samples (rank by score); others always kept."""
     kept = torch.ones_like(eligible, dtype=torch.bool)
     idx = eligible.nonzero().flatten()
     n = idx.numel()
@@ -65,6 +86,12 @@ def keep_cleanest(noisiness: Tensor, eligible: Tensor, keep: float) -> Tensor:
     order = torch.sort(noisiness[idx].detach().float(), stable=True).indices
     kept[idx[order[n_keep:]]] = False
     return kept
+
+
+@register("threshold", scheduled=False)
+def keep_below_threshold(noisiness: Tensor, eligible: Tensor, keep: float, *, threshold: float = 0.0, **_: Any) -> Tensor:
+    """Flag every eligible sample whose noisiness is above threshold (conflict: cos < -threshold), after the warm-up."""
+    return ~(eligible & (noisiness.detach().float() > threshold))
 
 
 def keep_fraction(
@@ -121,18 +148,28 @@ class Curriculum:
         end_keep: float = 1.0,
         total_steps: int = 1,
         vt_weight: float = 1.0,
+        *,
+        threshold: float = 0.0,
+        flagged_weight: float = 0.0,
+        quality_auroc: float = 0.8,
+        quality_seed: int = 0,
     ) -> None:
         self.select = get(rule)
-        if scorer not in SCORERS:
-            raise ConfigError(f"pretrain.curriculum.scorer: {scorer!r} is not one of {', '.join(SCORERS)}")
+        self.score = scorers.get(scorer)
         if granularity not in GRANULARITIES:
             raise ConfigError(f"pretrain.curriculum.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
         if schedule not in SCHEDULES:
             raise ConfigError(f"pretrain.curriculum.schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= flagged_weight < 1.0:
+            raise ConfigError(f"pretrain.curriculum.flagged_weight: {flagged_weight} is not in [0, 1)")
+        if self.score.name == "quality":
+            scorers.quality_noise_scale(quality_auroc)  # validated once, here
         self.rule, self.scorer, self.granularity, self.schedule = rule, scorer, granularity, schedule
         self.warmup_steps, self.total_steps = int(warmup_steps), int(total_steps)
         self.start_keep, self.end_keep = float(start_keep), float(end_keep)
         self.vt_weight = float(vt_weight)
+        self.threshold, self.flagged_weight = float(threshold), float(flagged_weight)
+        self.quality_auroc, self.quality_seed = float(quality_auroc), int(quality_seed)
 
     @classmethod
     def from_config(cls, pretrain: Mapping[str, Any]) -> Curriculum:
@@ -148,6 +185,10 @@ class Curriculum:
             end_keep=c["end_keep"],
             total_steps=pretrain["steps"],
             vt_weight=pretrain.get("vt_weight", 1.0),
+            threshold=c["threshold"],
+            flagged_weight=c["flagged_weight"],
+            quality_auroc=c["quality_auroc"],
+            quality_seed=c["quality_seed"],
         )
 
     @property
@@ -157,10 +198,21 @@ class Curriculum:
     @property
     def needs_cosine(self) -> bool:
         """Whether the scores need the per-sample gradients (so they must be computed first)."""
-        return self.active and self.scorer == "conflict"
+        return self.active and self.score.needs_cosine
+
+    @property
+    def needs_truth(self) -> bool:
+        """Whether the scores read the generator's ground truth (a control scorer)."""
+        return self.active and self.score.needs_truth
+
+    def require_truth(self, truth: GroundTruth | None) -> None:
+        """Refuse, from the first step, to train a ground-truth scorer on data without ground truth."""
+        if self.needs_truth and truth is None:
+            raise missing_truth(self.scorer)
 
     def keep_at(self, step: int) -> float:
-        if not self.active:
+        """The scheduled kept fraction (1.0 when inactive, in the warm-up, or for an unscheduled rule)."""
+        if not self.active or not self.select.scheduled:
             return 1.0
         return keep_fraction(
             step,
@@ -171,19 +223,32 @@ class Curriculum:
             schedule=self.schedule,
         )
 
+    def selecting(self, step: int) -> bool:
+        """Whether this step's samples are scored and may be dropped (a function of the step only)."""
+        if not self.active:
+            return False
+        return self.keep_at(step) < 1.0 if self.select.scheduled else step >= self.warmup_steps
+
     def noisiness(
-        self, *, cosine: Tensor | None = None, l_va: Tensor | None = None, l_vt: Tensor | None = None
+        self,
+        *,
+        cosine: Tensor | None = None,
+        l_va: Tensor | None = None,
+        l_vt: Tensor | None = None,
+        truth: GroundTruth | None = None,
+        step: int = 0,
     ) -> Tensor:
-        """Higher = noisier. ``conflict``: ``-cosine``; ``loss``: the per-sample loss of the droppable terms."""
-        if self.scorer == "conflict":
-            if cosine is None:
-                raise ValueError("the conflict scorer needs the per-sample cosine")
-            return -cosine.detach().float()
-        if l_vt is None or (self.granularity == "triplet" and l_va is None):
-            raise ValueError("the loss scorer needs the per-sample losses")
-        if self.granularity == "loss":
-            return l_vt.detach().float()
-        return (l_va.detach() + self.vt_weight * l_vt.detach()).float()
+        """Higher = noisier: the scorer's verdict (``conflict``: ``-cosine``; ``loss``: the droppable terms' loss; ...)."""
+        return self._score(step, cosine, l_va, l_vt, truth).noisiness
+
+    def _score(
+        self, step: int, cosine: Tensor | None, l_va: Tensor | None, l_vt: Tensor | None, truth: GroundTruth | None
+    ) -> scorers.Score:
+        return self.score(
+            scorers.ScoreInputs(
+                step, self.granularity, self.vt_weight, cosine, l_va, l_vt, truth, self.quality_auroc, self.quality_seed
+            )
+        )
 
     def __call__(
         self,
@@ -193,20 +258,33 @@ class Curriculum:
         cosine: Tensor | None = None,
         l_va: Tensor | None = None,
         l_vt: Tensor | None = None,
+        truth: GroundTruth | None = None,
     ) -> CurriculumWeights:
         keep = self.keep_at(step)
         ones = torch.ones(valid_vt.shape, dtype=torch.float32, device=valid_vt.device)
-        if not self.active or keep >= 1.0:
+        terms = None
+        if not self.selecting(step):
             noisiness = torch.zeros_like(ones)
             kept = torch.ones_like(valid_vt, dtype=torch.bool)
         else:
-            noisiness = torch.where(valid_vt, self.noisiness(cosine=cosine, l_va=l_va, l_vt=l_vt), torch.zeros_like(ones))
-            kept = self.select(noisiness, valid_vt, keep)
-        w_vt = kept.float()
-        w_va = w_vt.clone() if self.granularity == "triplet" else ones
+            score = self._score(step, cosine, l_va, l_vt, truth)
+            noisiness = torch.where(valid_vt, score.noisiness.to(ones.device), torch.zeros_like(ones))
+            kept, terms = self.select(noisiness, valid_vt, keep, threshold=self.threshold), score.terms
+        w_va, w_vt = self._term_weights(kept, terms, ones)
         n_eligible = int(valid_vt.sum())
         kept_fraction = float((kept & valid_vt).sum()) / n_eligible if n_eligible else 1.0
         return CurriculumWeights(w_va, w_vt, kept, noisiness, keep, kept_fraction)
+
+    def _term_weights(self, kept: Tensor, terms: tuple[Tensor, Tensor] | None, ones: Tensor) -> tuple[Tensor, Tensor]:
+        """``(w_va, w_vt)``: 1 for a kept term, ``flagged_weight`` (0: dropped) for a flagged one."""
+        flagged = torch.full_like(ones, self.flagged_weight)
+        if self.granularity == "triplet":
+            w = torch.where(kept, ones, flagged)
+            return w, w.clone()
+        dropped = ~kept
+        loses_va, loses_vt = terms if terms is not None else (torch.zeros_like(kept), torch.ones_like(kept))
+        w_va = torch.where(dropped & loses_va.to(kept.device), flagged, ones)
+        return w_va, torch.where(dropped & loses_vt.to(kept.device), flagged, ones)
 
     def state_dict(self) -> dict[str, Any]:
         """Stateless (the schedule depends on the step only); kept for a uniform checkpoint API."""

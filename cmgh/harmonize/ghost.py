@@ -1,6 +1,6 @@
 """Exact per-sample Gram matrices of the two objectives' gradients over every shared parameter.
 
-CMGH defines a triplet's conflict over the shared network's gradients. Materialising per-sample
+Our reading of CMGH (a reconstruction from the abstract) puts a triplet's conflict over the shared network's gradients. Materialising per-sample
 gradients ``[B,P]`` costs ``B`` copies of the model; but the backbone treats each sample
 independently (the batch couples only in the losses), so a linear layer's per-sample gradient
 is ``D_i^T X_i`` (sample ``i``'s output cotangents and inputs over its tokens) and the inner
@@ -182,16 +182,25 @@ class GhostGram:
             self.boundary[m].d = g
 
     def measure(
-        self, l_va: Tensor, l_vt: Tensor, cut: Mapping[str, tuple[Tensor, Tensor]], c_va: Tensor, c_vt: Tensor, *, last: bool
+        self,
+        l_va: Tensor,
+        l_vt: Tensor,
+        cut: Mapping[str, tuple[Tensor, Tensor]],
+        c_va: Tensor,
+        c_vt: Tensor,
+        *,
+        last: bool,
+        exact: bool = False,
     ) -> tuple[Tensor, Tensor, Gram]:
         """The objective ``sum c_va l_va + sum c_vt l_vt``'s per-sample Gram over every shared parameter.
 
         Seeds both cotangent passes with each objective's gradients at the detached
         representations (``cut``: key -> ``(attached, leaf)``) and returns them at ``video_rep``
         (zeros for an objective that does not reach it) beside the Gram. ``last``: no further
-        pass follows, so the second one frees the graph as it goes.
+        pass follows, so the second one frees the graph as it goes. ``exact``: the seeds are each
+        triplet's own gradients (``pretrain.harmonize.per_sample: own``), so is everything they carry.
         """
-        seeds = leaf_gradients(l_va, l_vt, {k: leaf for k, (_, leaf) in cut.items()}, c_va, c_vt)
+        seeds = leaf_gradients(l_va, l_vt, {k: leaf for k, (_, leaf) in cut.items()}, c_va, c_vt, exact=exact)
         attached = {k: a for k, (a, _) in cut.items()}
         for objective in OBJECTIVES:
             final = last and objective == OBJECTIVES[-1]

@@ -1,7 +1,7 @@
 """Per-sample gradients of the two objectives where they meet: at the representation, the tail parameters, or their seeds for all parameters.
 
 The two objectives of VATT meet at the shared video representation ``video_rep [B,D]``: the
-video-audio head and the video-text head both read it. CMGH (Sec. 3.2) compares, per triplet,
+video-audio head and the video-text head both read it. CMGH (as we reconstruct it from the abstract) compares, per triplet,
 the gradient of ``L_va`` and the gradient of ``L_vt``; this module computes those gradients,
 :mod:`cmgh.harmonize.harmonizer` combines them and runs the backward pass.
 
@@ -16,7 +16,7 @@ backbone. What that gives, exactly:
   through the softmax denominators, this includes the contributions of *other* samples' losses
   in which sample ``i`` is a negative. For a per-sample-separable loss it is exactly
   ``c_i dl_i/d rep_i``.
-* ``exact=True`` returns ``c_i dl_i/d rep_i`` (sample ``i``'s own loss only, the other samples'
+* ``exact=True`` (config ``pretrain.harmonize.per_sample: own``) returns ``c_i dl_i/d rep_i`` (sample ``i``'s own loss only, the other samples'
   embeddings held fixed), the diagonal of the ``[B,B,D]`` Jacobian, computed with one batched
   vector-Jacobian product (``is_grads_batched``) through the heads: ``B`` times the head cost,
   still no backbone pass. It is what "the gradient of triplet ``i``'s loss" means literally,
@@ -24,7 +24,7 @@ backbone. What that gives, exactly:
   longer sums to the plain gradient under the rule ``none``; the cheap one does, which is why
   it is the default.
 
-**Meeting point "parameters".** CMGH defines the conflict over the shared parameters'
+**Meeting point "parameters".** Our reading of CMGH puts the conflict over the shared parameters'
 gradients. :func:`parameter_gradients` computes per-sample gradients of each objective over the
 last ``parameter_blocks`` blocks of the video pathway (with :mod:`torch.func`: ``vmap(grad(...))``
 over ``functional_call`` of the tail blocks on each sample's hidden state), as
@@ -120,14 +120,14 @@ def per_sample_gradients(
 
 
 def leaf_gradients(
-    l_va: Tensor, l_vt: Tensor, leaves: Mapping[str, Tensor], c_va: Tensor, c_vt: Tensor
+    l_va: Tensor, l_vt: Tensor, leaves: Mapping[str, Tensor], c_va: Tensor, c_vt: Tensor, *, exact: bool = False
 ) -> dict[str, dict[str, Tensor | None]]:
     """Per objective, the gradient of ``sum_j c_j l_j`` at each detached representation leaf (graph retained).
 
     ``{"va": {key: [B,...] or None}, "vt": {...}}``, ``None`` where the objective does not read
-    that leaf. At ``video_rep`` these are :func:`per_sample_gradients`' cheap gradients; the
-    ``all_parameters`` meeting point seeds its cotangent passes with them
-    (:mod:`cmgh.harmonize.ghost`).
+    that leaf. At ``video_rep`` these are :func:`per_sample_gradients`' gradients (cheap, or with
+    ``exact`` each row's own ``c_i dl_i/d leaf_i``); the ``all_parameters`` meeting point seeds
+    its cotangent passes with them (:mod:`cmgh.harmonize.ghost`).
     """
     keys = list(leaves)
     out: dict[str, dict[str, Tensor | None]] = {}
@@ -135,7 +135,14 @@ def leaf_gradients(
         if not loss.requires_grad:
             out[name] = dict.fromkeys(keys)
             continue
-        grads = torch.autograd.grad(loss, [leaves[k] for k in keys], grad_outputs=c.to(loss.dtype), retain_graph=True, allow_unused=True)
+        targets = [leaves[k] for k in keys]
+        if exact:  # the Jacobian's diagonal: row i of sample i's own loss
+            jacs = torch.autograd.grad(
+                loss, targets, grad_outputs=torch.diag(c.to(loss.dtype)), retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+            grads = tuple(None if j is None else j.diagonal(dim1=0, dim2=1).movedim(-1, 0) for j in jacs)
+        else:
+            grads = torch.autograd.grad(loss, targets, grad_outputs=c.to(loss.dtype), retain_graph=True, allow_unused=True)
         out[name] = dict(zip(keys, grads, strict=True))
     return out
 

@@ -17,8 +17,9 @@ applied at the representation (the rule decides on the representation gradients)
 a single backward pass. This costs one extra forward+backward of the tail blocks per sample and
 objective (see ``benchmarks/train_step.py`` for the measured ratios).
 
-With ``all_parameters`` the paper's definition holds exactly: the Gram of each triplet's two
-gradients over every shared parameter (:mod:`cmgh.harmonize.ghost`, two cotangent passes and no
+With ``all_parameters`` (our reading of the abstract's "gradients of the shared parameters"; the
+paper's method section was never available) the Gram of each triplet's two gradients over every
+shared parameter (:mod:`cmgh.harmonize.ghost`, two cotangent passes and no
 ``[B,P]`` gradient) gives the cosine and the rule's coefficients, and the shared parameters
 receive ``sum_i alpha_i g^a_i + beta_i g^b_i``, assembled from the stored cotangents in place of
 the backward pass below the representation. A curriculum scored by the conflict that drops
@@ -44,6 +45,7 @@ from cmgh.harmonize import rules
 from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
 from cmgh.harmonize.ghost import GhostGram
 from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
+from cmgh.harmonize.truth import GroundTruth
 
 
 @dataclass
@@ -75,6 +77,7 @@ def harmonized_backward(
     hidden: Tensor | None = None,
     ghost: GhostGram | None = None,
     cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+    truth: GroundTruth | None = None,
 ) -> StepStats:
     """Combine the two objectives per sample and run ONE backward pass.
 
@@ -84,10 +87,11 @@ def harmonized_backward(
        representation -> ``(attached, leaf)``) are given, the ``all_parameters`` meeting point;
        the cosine alone may instead come from the tail parameters if ``tail`` and ``hidden``
        are given (the ``parameters`` meeting point).
-    3. Curriculum (CMGH Sec. 3.3) weights from the cosine or the losses; with non-trivial
+    3. Curriculum weights from the cosine, the losses or (controls) the ground truth ``truth``; with non-trivial
        weights the per-sample gradients (and Gram) are recomputed for the weighted objective.
-    4. The rule (CMGH Sec. 3.2 or a baseline) turns each sample's Gram into coefficients
-       ``alpha_i, beta_i``: the combined gradient is ``alpha_i g_va + beta_i g_vt``.
+    4. The rule (our reconstruction of CMGH's, a baseline or a control) turns each sample's Gram into
+       coefficients ``alpha_i, beta_i``: the combined gradient is ``alpha_i g_va + beta_i g_vt``
+       (a rule that reads other rows' gradients, ``random_partner``, combines the vectors).
     5. ``autograd.backward([J_total, video_rep], [1, combined])``: heads and audio/text towers
        get the gradients of the (weighted) objective, the video backbone gets ``combined``.
        At ``all_parameters``: ``J_total`` through the heads, and the shared parameters'
@@ -101,14 +105,18 @@ def harmonized_backward(
         raise ValueError("meet must be the detached leaf the heads read (see detach_meeting_point)")
     if (ghost is None) != (cut is None):
         raise ValueError("the all_parameters meeting point needs both the recorded forward (ghost) and the cut")
-    params = dict(rule_params or {})
+    params = {**(rule_params or {}), "step": step}
     combine = rules.get(rule)
+    if combine.needs_vectors and ghost is not None:
+        raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
+    if curriculum is not None:
+        curriculum.require_truth(truth)
     valid_vt = valid_vt.bool()
-    recompute = curriculum is not None and curriculum.needs_cosine and curriculum.keep_at(step) < 1.0
+    recompute = curriculum is not None and curriculum.needs_cosine and curriculum.selecting(step)
 
     weights: CurriculumWeights | None = None
     if curriculum is not None and curriculum.active and not curriculum.needs_cosine:
-        weights = curriculum(step, valid_vt, l_va=l_va, l_vt=l_vt)
+        weights = curriculum(step, valid_vt, l_va=l_va, l_vt=l_vt, truth=truth)
 
     def cotangents(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
         return objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt, l_va.shape[0])
@@ -118,7 +126,7 @@ def harmonized_backward(
         if ghost is None or cut is None:
             g_va, g_vt = per_sample_gradients(l_va, l_vt, meet, *cotangents(w), exact=exact)
             return g_va, g_vt, rules.Gram.of(g_va, g_vt)
-        return ghost.measure(l_va, l_vt, cut, *cotangents(w), last=last)
+        return ghost.measure(l_va, l_vt, cut, *cotangents(w), last=last, exact=exact)
 
     g_va, g_vt, gram = grams_for(weights, last=not recompute)
     cos_rep = rules.conflict_cosine(g_va, g_vt)
@@ -131,20 +139,20 @@ def harmonized_backward(
     cosine = torch.where(valid_vt, cosine, torch.zeros_like(cosine))
 
     if curriculum is not None and curriculum.needs_cosine:
-        weights = curriculum(step, valid_vt, cosine=cosine, l_va=l_va, l_vt=l_vt)
+        weights = curriculum(step, valid_vt, cosine=cosine, l_va=l_va, l_vt=l_vt, truth=truth)
         # Decided by the schedule alone (not by this batch's weights) so that data-parallel ranks,
         # whose gradients cross a collective, always take the same branch.
         if recompute:
             g_va, g_vt, gram = grams_for(weights, last=True)
 
-    alpha, beta = combine.coefficients(gram, **params)
     obj = losses.objective(
         l_va, l_vt, valid_vt, vt_weight, None if weights is None else weights.w_va, None if weights is None else weights.w_vt
     )
     if ghost is None:
-        combined = rules.combination(alpha, beta, g_va, g_vt)
+        combined = combine.combine(g_va, g_vt, gram, **params)
         torch.autograd.backward([obj.total, video_rep], [torch.ones_like(obj.total), combined.to(video_rep.dtype)])
     else:
+        alpha, beta = combine.coefficients(gram, **params)
         torch.autograd.backward([obj.total], [torch.ones_like(obj.total)])
         ghost.assemble(alpha, beta)
         ghost.release()
@@ -161,6 +169,7 @@ def harmonized_backward(
 
 
 MEETING_POINTS = ("representation", "parameters", "all_parameters")
+PER_SAMPLE = ("batch_mixed", "own")  # pretrain.harmonize.per_sample: cheap (default) or triplet-own gradients
 
 
 class Harmonizer:
@@ -180,10 +189,16 @@ class Harmonizer:
         vt_weight: float = 1.0,
         curriculum: Curriculum | None = None,
         exact: bool = False,
+        per_sample: str | None = None,
     ) -> None:
-        rules.get(rule)
         if meeting_point not in MEETING_POINTS:
             raise ConfigError(f"pretrain.harmonize.meeting_point: {meeting_point!r} is not one of {', '.join(MEETING_POINTS)}")
+        if per_sample is not None:
+            if per_sample not in PER_SAMPLE:
+                raise ConfigError(f"pretrain.harmonize.per_sample: {per_sample!r} is not one of {', '.join(PER_SAMPLE)}")
+            exact = per_sample == "own"
+        if rules.get(rule).needs_vectors and meeting_point == "all_parameters":
+            raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
         self.rule, self.project, self.gradvac_beta = rule, project, float(gradvac_beta)
         self.meeting_point, self.parameter_blocks = meeting_point, int(parameter_blocks)
         self.vt_weight, self.curriculum, self.exact = float(vt_weight), curriculum, exact
@@ -200,6 +215,7 @@ class Harmonizer:
             parameter_blocks=h["parameter_blocks"],
             vt_weight=pretrain["vt_weight"],
             curriculum=Curriculum.from_config(pretrain),
+            per_sample=h["per_sample"],
         )
 
     @property
@@ -224,7 +240,9 @@ class Harmonizer:
         hidden: Tensor | None = None,
         ghost: GhostGram | None = None,
         cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+        truth: GroundTruth | None = None,
     ) -> StepStats:
+        """:func:`harmonized_backward` with this config; ``truth``: the batch's ground truth (control scorers only)."""
         if self.meeting_point == "parameters" and (tail is None or hidden is None):
             raise ValueError("the parameters meeting point needs the tail module and its hidden state")
         if self.meeting_point == "all_parameters" and (ghost is None or cut is None):
@@ -245,6 +263,7 @@ class Harmonizer:
             hidden=hidden if self.meeting_point == "parameters" else None,
             ghost=ghost if self.meeting_point == "all_parameters" else None,
             cut=cut if self.meeting_point == "all_parameters" else None,
+            truth=truth,
         )
 
     def state_dict(self) -> dict[str, Any]:

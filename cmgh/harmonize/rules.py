@@ -19,11 +19,13 @@ any of them. A row without text has ``g_vt[i] = 0``: no rule changes it (nothing
 with), so it receives ``g_va[i]`` only.
 
 * ``none``    plain sum: the gradient of ``L_va + lambda L_vt`` (VATT).
-* ``cmgh``    CMGH's cross-modality gradient realignment (Wu et al. 2022, Sec. 3.2): when
+* ``cmgh``    our reconstruction of CMGH's cross-modality gradient realignment (Wu et al. 2022,
+              from the abstract: the method section was never available): when
               ``cos(g_va, g_vt) < 0`` remove the conflicting component by projecting onto the
               other gradient's normal plane; ``project`` picks which side(s) are projected.
 * ``pcgrad``  PCGrad (Yu et al., NeurIPS 2020, Alg. 1), per sample.
 * ``gradvac`` Gradient Vaccine (Wang et al., ICLR 2021, Sec. 3, Alg. 1) with an EMA target.
+* ``norm_matched``, ``random_partner``: mechanism controls for ``cmgh`` (:mod:`cmgh.harmonize.controls`).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Gram:
         return cls((g_va * g_va).sum(-1), (g_va * g_vt).sum(-1), (g_vt * g_vt).sum(-1))
 
     def cosine(self) -> Tensor:
-        """CMGH's conflict measure per row (Sec. 3.2); 0 where either gradient is zero (e.g. no text)."""
+        """CMGH's conflict measure per row (reconstruction); 0 where either gradient is zero (e.g. no text)."""
         norms = (self.aa.clamp_min(0) * self.bb.clamp_min(0)).sqrt()
         return torch.where(norms > _EPS, self.ab / norms.clamp_min(_EPS), torch.zeros_like(self.ab))
 
@@ -70,13 +72,41 @@ Coefficients = Callable[..., tuple[Tensor, Tensor]]
 class Rule:
     """A registered rule: its coefficients, and the combination of ``[B,D]`` gradient rows."""
 
+    needs_vectors = False  # True: the rule reads other rows' gradients, not only each row's Gram
+
     def __init__(self, name: str, coefficients: Coefficients) -> None:
         self.name, self.coefficients = name, coefficients
         self.__doc__ = coefficients.__doc__
 
     def __call__(self, g_va: Tensor, g_vt: Tensor, **params: Any) -> Tensor:
         """``alpha_i g_va[i] + beta_i g_vt[i]`` for every row."""
-        return combination(*self.coefficients(Gram.of(g_va, g_vt), **params), g_va, g_vt)
+        return self.combine(g_va, g_vt, Gram.of(g_va, g_vt), **params)
+
+    def combine(self, g_va: Tensor, g_vt: Tensor, gram: Gram, **params: Any) -> Tensor:
+        """The combined ``[B,D]`` gradient, given the rows' Gram (already computed by the caller)."""
+        return combination(*self.coefficients(gram, **params), g_va, g_vt)
+
+
+VectorCombination = Callable[..., Tensor]
+
+
+class VectorRule(Rule):
+    """A rule that needs the gradient vectors themselves (e.g. another row's gradient): it runs
+    where the gradients are ``[B,D]`` rows (representation and parameters meeting points) and
+    has no Gram coefficients, so ``all_parameters`` refuses it."""
+
+    needs_vectors = True
+
+    def __init__(self, name: str, vectors: VectorCombination) -> None:
+        super().__init__(name, self._no_coefficients)
+        self.vectors = vectors
+        self.__doc__ = vectors.__doc__
+
+    def _no_coefficients(self, gram: Gram, **_: Any) -> tuple[Tensor, Tensor]:
+        raise ConfigError(f"pretrain.harmonize.rule: {self.name!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
+
+    def combine(self, g_va: Tensor, g_vt: Tensor, gram: Gram, **params: Any) -> Tensor:
+        return self.vectors(g_va, g_vt, gram, **params)
 
 
 def combination(alpha: Tensor, beta: Tensor, g_va: Tensor, g_vt: Tensor) -> Tensor:
@@ -85,7 +115,7 @@ def combination(alpha: Tensor, beta: Tensor, g_va: Tensor, g_vt: Tensor) -> Tens
 
 
 _REGISTRY: Registry[Rule] = Registry("harmonization rule", "pretrain.harmonize.rule")
-get, names = _REGISTRY.get, _REGISTRY.names
+get, names, described = _REGISTRY.get, _REGISTRY.names, _REGISTRY.described
 
 
 def register(name: str) -> Callable[[Coefficients], Rule]:
@@ -93,6 +123,15 @@ def register(name: str) -> Callable[[Coefficients], Rule]:
 
     def wrap(coefficients: Coefficients) -> Rule:
         return _REGISTRY.register(name)(Rule(name, coefficients))
+
+    return wrap
+
+
+def register_vectors(name: str) -> Callable[[VectorCombination], Rule]:
+    """Register ``vectors(g_va, g_vt, gram, **params) -> combined [B,D]`` under ``name`` (a :class:`VectorRule`)."""
+
+    def wrap(vectors: VectorCombination) -> Rule:
+        return _REGISTRY.register(name)(VectorRule(name, vectors))
 
     return wrap
 
@@ -119,7 +158,7 @@ def none(gram: Gram, **_: Any) -> tuple[Tensor, Tensor]:
 
 @register("cmgh")
 def cmgh(gram: Gram, *, project: str = "both", **_: Any) -> tuple[Tensor, Tensor]:
-    """CMGH gradient realignment (Wu et al. 2022, Sec. 3.2), per triplet.
+    """CMGH gradient realignment per triplet (our reconstruction from the abstract of Wu et al. 2022).
 
     On rows with ``cos(g_va, g_vt) < 0``:
 

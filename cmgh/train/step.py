@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from cmgh.harmonize import ForwardOutput, Harmonizer, StepStats, forward_losses
+from cmgh.harmonize import ForwardOutput, Harmonizer, StepStats, forward_losses, ground_truth
 from cmgh.train import distributed
 from cmgh.train.precision import autocast
 
@@ -59,7 +59,8 @@ def train_step(
         fwd = forward_losses(model, batch, temperature, harmonizer.hidden_blocks, gather=gather, detach=detach)
     tail = model.video_tail(harmonizer.parameter_blocks) if harmonizer.meeting_point == "parameters" else None
     stats = harmonizer.backward(
-        fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden, ghost=ghost, cut=fwd.cut
+        fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden, ghost=ghost, cut=fwd.cut,
+        truth=ground_truth(batch),
     )
     if not distributed.all_true(bool(torch.isfinite(stats.objective.total)), dist_info):
         optimizer.zero_grad(set_to_none=True)

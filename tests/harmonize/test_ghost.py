@@ -15,7 +15,7 @@ from cmgh import losses
 from cmgh.harmonize import Harmonizer, forward_losses, rules
 from cmgh.harmonize.curriculum import Curriculum
 from cmgh.harmonize.ghost import GhostGram, UncoveredParameterError
-from cmgh.harmonize.gradients import leaf_gradients, objective_cotangents
+from cmgh.harmonize.gradients import leaf_gradients, objective_cotangents, per_sample_gradients
 from cmgh.models import VATT, ModelInputs, ModelSpec
 
 B, K, L = 6, 2, 5
@@ -294,3 +294,40 @@ def test_conflict_curriculum_with_droptoken_reuses_the_compaction(monkeypatch: p
     compacted, full = step(True), step(False)
     for name in full:
         torch.testing.assert_close(compacted[name], full[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("backbone", ["ms", "ma"])
+def test_own_seeds_give_the_own_gram_and_combination(backbone: str) -> None:
+    """per_sample own at all_parameters: the seeds are each triplet's own gradients, and so is the Gram."""
+    model, batch = small_model(backbone), small_batch()
+    ghost = GhostGram(model)
+    with ghost.recording(B):
+        fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
+    c_va, c_vt = objective_cotangents(fwd.valid_vt, 1.0)
+    g_va, g_vt, gram = ghost.measure(fwd.l_va, fwd.l_vt, fwd.cut, c_va, c_vt, last=False, exact=True)
+    own_va, own_vt = per_sample_gradients(fwd.l_va, fwd.l_vt, fwd.meet, c_va, c_vt, exact=True)
+    torch.testing.assert_close(g_va, own_va)
+    torch.testing.assert_close(g_vt, own_vt)
+    seeds = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt, exact=True)
+    ref = brute_force(model, batch, seeds)
+    expected = rules.Gram.of(ref["va"], ref["vt"])
+    for key in ("aa", "ab", "bb"):
+        torch.testing.assert_close(getattr(gram, key), getattr(expected, key), rtol=1e-8, atol=1e-14)
+    cheap = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt)
+    assert not torch.allclose(cheap["va"]["video_rep"], seeds["va"]["video_rep"])
+    alpha, beta = rules.get("cmgh").coefficients(gram)
+    model.zero_grad(set_to_none=True)
+    ghost.assemble(alpha, beta)
+    shared = model.shared_parameters()
+    got = torch.cat([p.grad.reshape(-1) for p in shared.values()])
+    torch.testing.assert_close(got, (alpha[:, None] * ref["va"] + beta[:, None] * ref["vt"]).sum(0), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize(("rule", "per_sample"), [("cmgh", "own"), ("norm_matched", "batch_mixed")])
+def test_train_step_at_all_parameters_with_own_gradients_and_the_norm_control(rule: str, per_sample: str) -> None:
+    from cmgh.train.step import train_step
+
+    model, batch = small_model("ma"), small_batch()
+    harmonizer = Harmonizer(rule, meeting_point="all_parameters", per_sample=per_sample)
+    result = train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.0), None, harmonizer, step=0, temperature=0.1)
+    assert result.finite and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
