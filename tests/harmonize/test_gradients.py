@@ -21,8 +21,7 @@ from cmgh.harmonize import (
     per_sample_gradients,
 )
 from cmgh.models import VATT
-from cmgh.train.step import train_step
-from tests.harmonize.tiny_vatt import TAU, make_batch, make_model
+from tests.harmonize.tiny_vatt import TAU, make_batch, make_model, step_grads
 
 
 def plain_grads(model: VATT, batch: dict, w: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -33,12 +32,6 @@ def plain_grads(model: VATT, batch: dict, w: torch.Tensor | None = None) -> dict
     l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], TAU, valid)
     losses.objective(l_va, l_vt, valid, 0.7, w, w).total.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def step_grads(model: VATT, batch: dict, harmonizer: Harmonizer, step: int = 0) -> tuple[dict[str, torch.Tensor], object]:
-    result = train_step(model, batch, torch.optim.SGD(model.parameters(), lr=0.0), None, harmonizer, step=step, temperature=TAU)
-    stats = result.stats
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, stats
 
 
 def test_cheap_gradients_equal_torch_func_for_separable_loss() -> None:

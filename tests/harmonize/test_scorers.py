@@ -128,7 +128,7 @@ def test_relaxing_schedule_admits_more_later() -> None:
 
 
 def test_train_step_hands_the_batch_ground_truth_to_the_oracle() -> None:
-    from tests.harmonize.test_gradients import make_batch, make_model, step_grads
+    from tests.harmonize.tiny_vatt import make_batch, make_model, step_grads
 
     model, batch = make_model(), make_batch()
     oracle = Harmonizer(curriculum=Curriculum("threshold", "oracle", "loss", "constant", 0, 1.0, 1.0, 10))
