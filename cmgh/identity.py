@@ -80,6 +80,16 @@ def key_values(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
 # pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
 # processes and the GPU count (data parallelism is exact).
 NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus")
+# pretrain keys added after results existed, with the value at which a run computes exactly what it
+# computed before the key existed: left out of the identity at that value (any other value enters it),
+# so adding a choice neither reruns nor refuses to resume a finished or running run
+LATER_KEYS: dict[tuple[str, str], Any] = {
+    ("harmonize", "per_sample"): "batch_mixed",
+    ("curriculum", "threshold"): 0.0,
+    ("curriculum", "flagged_weight"): 0.0,
+    ("curriculum", "quality_auroc"): 0.8,
+    ("curriculum", "quality_seed"): 0,
+}
 RUN_OUTPUT_INPUTS = ("score_every",)  # pretrain keys that change what a run writes besides its model (the score dumps)
 
 
@@ -95,8 +105,17 @@ def training_inputs(cfg: Any) -> dict[str, Any]:
         "noise": tree["data"]["noise"],
         "features": key_values(tree, feature_inputs(tree["features"]["format"])),
         "model": tree["model"],
-        "pretrain": {k: v for k, v in tree["pretrain"].items() if k not in NOT_TRAINING_INPUTS},
+        "pretrain": _without_later_keys({k: v for k, v in tree["pretrain"].items() if k not in NOT_TRAINING_INPUTS}),
     }
+
+
+def _without_later_keys(pretrain: dict[str, Any]) -> dict[str, Any]:
+    """``pretrain`` without the :data:`LATER_KEYS` that hold their neutral value."""
+    out = dict(pretrain)
+    for (section, key), neutral in LATER_KEYS.items():
+        if section in out and out[section].get(key, neutral) == neutral:
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
 
 
 def pretrain_job_inputs(cfg: Any) -> dict[str, Any]:

@@ -125,3 +125,15 @@ def test_a_generated_dataset_has_one_definition_for_its_stamp_and_its_trigger() 
         assert stamp.pop("generator_version") == synth.GENERATOR_VERSION
         assert json.loads(triggers.synth(name)) == stamp
     assert "noise" in synth.stamp_of(cfg, "howto100m") and "noise" not in synth.stamp_of(cfg, "kinetics")
+
+
+@pytest.mark.parametrize(("section", "key"), sorted(identity.LATER_KEYS))
+def test_a_later_key_enters_the_identity_only_away_from_its_neutral_value(section: str, key: str) -> None:
+    neutral = identity.LATER_KEYS[(section, key)]
+    other = "own" if isinstance(neutral, str) else (0.9 if isinstance(neutral, float) else 7)
+    base = config.load(config.DEFAULT_CONFIG)
+    at_neutral = config.load(config.DEFAULT_CONFIG, [f"pretrain.{section}.{key}={neutral}"])
+    moved = config.load(config.DEFAULT_CONFIG, [f"pretrain.{section}.{key}={other}"])
+    assert identity.training_inputs(at_neutral) == identity.training_inputs(base)
+    assert identity.training_inputs(moved) != identity.training_inputs(base)
+    assert identity.training_inputs(moved)["pretrain"][section][key] == other
