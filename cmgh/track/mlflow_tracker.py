@@ -39,9 +39,10 @@ _NOT_IN_A_NAME = re.compile(r"[^\w\-. :/]")  # MLflow allows alphanumerics, _ - 
 
 
 def metric_key(name: str) -> str:
-    """A cmgh metric name as MLflow accepts it: ``@`` dropped (``t2v_R@1`` -> ``t2v_R1``, the
-    retrieval literature's other spelling), any other character MLflow refuses -> ``_``. The one
-    mapping; metrics.json keeps the cmgh names."""
+    """A cmgh metric name (or a config key naming one, e.g. ``worlds.analysis.margins.t2v_R@10``) as
+    MLflow accepts it: ``@`` dropped (``t2v_R@1`` -> ``t2v_R1``, the retrieval literature's other
+    spelling), any other character MLflow refuses -> ``_``. The one mapping; metrics.json and the
+    resolved config keep the cmgh names."""
     return _NOT_IN_A_NAME.sub("_", name.replace("@", ""))
 
 
@@ -228,7 +229,8 @@ class MlflowTracker(RunContext):
         if not self.active:
             return
         new = []
-        for key, value in params.items():
+        for name, value in params.items():
+            key = metric_key(name)
             text = "" if value is None else str(value)
             if len(text) > MAX_PARAM_VALUE:
                 text = text[: MAX_PARAM_VALUE - 3] + "..."

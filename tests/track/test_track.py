@@ -156,7 +156,7 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
         open_tracker(cfg, "eval/b", {"variant": "y"}, nested_under="eval/a", stage="evaluate", out=tmp_path / "b") as b,
     ):
         assert isinstance(a, Tracker) and isinstance(b, Tracker)
-        a.log_params({"long": "z" * 2000})
+        a.log_params({"long": "z" * 2000, "worlds.analysis.margins.t2v_R@10": 2.0})  # a key MLflow would refuse
         for step in range(3):
             a.log_metrics({"m": step}, step=step)
             b.log_metrics({"m": -step}, step=step)
@@ -164,6 +164,7 @@ def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, 
     client = MlflowClient(tracking_uri=uri)
     run_a, run_b = client.get_run(a.run_id), client.get_run(b.run_id)
     assert len(run_a.data.params["long"]) == 500 and run_a.data.params["name"] == "a" + "b" * 20
+    assert run_a.data.params["worlds.analysis.margins.t2v_R10"] == "2.0"  # spelled as the metric is
     assert run_b.data.tags["mlflow.parentRunId"] == a.run_id
     assert [m.value for m in client.get_metric_history(b.run_id, "m")] == [0, -1, -2]
     assert run_a.info.status == run_b.info.status == "FINISHED" and run_a.data.tags["stage"] == "evaluate"
