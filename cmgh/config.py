@@ -17,20 +17,8 @@ from typing import Any
 import yaml
 
 from cmgh.errors import ConfigError
-from cmgh.identity import (  # re-exported: what each stage depends on (cmgh.identity) is read through this module too
-    CORPUS_SYNTH as CORPUS_SYNTH,
-    EXTRACTION_INPUTS as EXTRACTION_INPUTS,
-    NOT_SWEEP_INPUTS as NOT_SWEEP_INPUTS,
-    NOT_TRAINING_INPUTS as NOT_TRAINING_INPUTS,
-    RUN_STAGES as RUN_STAGES,
-    STREAM_INPUTS as STREAM_INPUTS,
-    feature_inputs as feature_inputs,
-    run_identity as run_identity,
-    training_inputs as training_inputs,
-)
 from cmgh.io import atomic_write_text, redacted
 from cmgh.keypaths import set_path
-from cmgh.schema import SCHEMA_PATH as SCHEMA_PATH  # re-exported: the schema is read through this module too
 from cmgh.schema import DEFAULTS, choices, fill_defaults, schema, validate
 
 # The checkout this module was imported from (its tests, benchmarks and git provenance); nothing a

@@ -76,7 +76,7 @@ class Tracker(Protocol):
 class TrackerFactory(Protocol):
     """How a run gets its tracker (:func:`cmgh.track.open_tracker` is the MLflow one): ``cfg`` is
     the config the run computes with, ``run_key`` its key (:func:`cmgh.layout.run_key`), ``stage``
-    one of :data:`cmgh.config.RUN_STAGES`, ``out`` the folder it writes, ``nested_under`` its
+    one of :data:`cmgh.identity.RUN_STAGES`, ``out`` the folder it writes, ``nested_under`` its
     parent run's folder (a path) or key, ``restart`` a new run in place of the folder's old one."""
 
     def __call__(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cmgh import config, keypaths
+from cmgh import config, identity, keypaths
 from cmgh.errors import ConfigError
 from tests.helpers import REPO
 
@@ -150,18 +150,18 @@ def test_every_schema_description_survives_yaml() -> None:
 
 
 def test_a_run_depends_on_the_feature_keys_of_its_format_only() -> None:
-    def identity(*overrides: str) -> dict:
-        return config.training_inputs(config.load(overrides=list(overrides)))
+    def inputs(*overrides: str) -> dict:
+        return identity.training_inputs(config.load(overrides=list(overrides)))
 
-    decoded = identity()
-    assert identity("features.augment.flip=0.0") == decoded and identity("features.packed.crf=30") == decoded
-    assert identity("features.clips_per_video=3") != decoded
-    packed = identity("features.format=packed")
+    decoded = inputs()
+    assert inputs("features.augment.flip=0.0") == decoded and inputs("features.packed.crf=30") == decoded
+    assert inputs("features.clips_per_video=3") != decoded
+    packed = inputs("features.format=packed")
     assert packed != decoded
-    assert identity("features.format=packed", "features.augment.flip=0.0") != packed  # the stream's augmentation
-    assert identity("features.format=packed", "features.packed.crf=30") != packed  # the packed files
-    assert identity("features.format=packed", "features.clips_per_video=3") == packed  # decoded windows only
-    assert identity("features.workers=7") == decoded  # how many decoders, not what they write
+    assert inputs("features.format=packed", "features.augment.flip=0.0") != packed  # the stream's augmentation
+    assert inputs("features.format=packed", "features.packed.crf=30") != packed  # the packed files
+    assert inputs("features.format=packed", "features.clips_per_video=3") == packed  # decoded windows only
+    assert inputs("features.workers=7") == decoded  # how many decoders, not what they write
 
 
 def test_bad_corpora_get_one_line_errors() -> None:

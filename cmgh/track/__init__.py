@@ -12,7 +12,7 @@ or FAILED when the block raises (KILLED on Ctrl-C)::
         pretrain(run_cfg, spec, tracker=tracker)
 
 One MLflow experiment per config ``name`` (or ``tracking.experiment``); one run per *run key*:
-the caller's key, the hash of the run's identity (:func:`cmgh.config.run_identity` of its stage)
+the caller's key, the hash of the run's identity (:func:`cmgh.identity.run_identity` of its stage)
 and the hash of where the run lives (its resolved output folder, also the tag ``out``), stored as
 the tag ``cmgh.run_key`` (:func:`tracked_key`). Opening a key that already has a run reuses that
 run (a resumed training continues its run, a re-run of a finished job adds nothing), and metrics
@@ -77,7 +77,7 @@ def open_tracker(
     ``cfg`` is the config the run computes with (for pre-training: ``for_variant`` applied); its
     flattened tree becomes the run's params and its YAML the artifact ``config.yaml`` (both with URL
     passwords masked, as every message naming the store is). ``stage``
-    (one of :data:`cmgh.config.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
+    (one of :data:`cmgh.identity.RUN_STAGES`) picks the identity rule and becomes the tag ``stage``.
     ``out`` is the folder the run writes (tag ``out``). Training stages (:data:`SAMPLED_STAGES`)
     sample system metrics while the run is open when ``tracking.system_metrics`` is on. ``nested_under`` is the parent run's folder
     (a path: its newest run there), a parent run id, or a parent's ``run_key`` (a string).

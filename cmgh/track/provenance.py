@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cmgh import layout
-from cmgh.config import REPO_ROOT, corpora, corpus_format, run_identity
+from cmgh.config import REPO_ROOT, corpora, corpus_format
+from cmgh.identity import run_identity
 from cmgh.io import json_digest
 from cmgh.tracking import file_hash
 
@@ -20,7 +21,7 @@ RULE_ENV_VARS = ("CMGH_RULE", "SNAKEMAKE_RULE")
 
 
 def config_hash(cfg: Any, stage: str) -> str:
-    """Short hash of what a run of ``stage`` computes from (:func:`cmgh.config.run_identity`)."""
+    """Short hash of what a run of ``stage`` computes from (:func:`cmgh.identity.run_identity`)."""
     identity = run_identity(cfg, stage)
     return json_digest(identity, 12)
 

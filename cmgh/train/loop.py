@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -39,28 +40,17 @@ class TrainingError(CmghError):
     """Training cannot go on (e.g. too many non-finite losses in a row)."""
 
 
-def pretrain(
-    cfg: Config,
-    spec: RunSpec,
-    *,
-    resume: bool = True,
-    tracker: Tracker | None = None,
-    stop_after: int | None = None,
-    on_step: Callable[[int, torch.nn.Module], None] | None = None,
-) -> Path:
+def pretrain(cfg: Config, spec: RunSpec, *, resume: bool = True, **options: Any) -> Path:
     """Train one variant of the config tree ``cfg``; returns the path of its newest state
-    (checkpoint.pt once finished). ``stop_after`` ends early (tests, sweeps).
+    (checkpoint.pt once finished). ``options`` are :func:`train`'s (tracker, stop_after, on_step).
 
     With ``resume`` the folder's run continues, and a run another configuration left there is
     refused (:func:`cmgh.train.state.check_out`); without it that run is deleted and replaced.
-
-    ``on_step(steps_done, model)`` runs after every optimizer step, once that step's checkpoint (if
-    any) is written; an exception it raises (e.g. ``optuna.TrialPruned``) ends the run, checkpoint kept.
     """
     run_cfg = config_mod.for_variant(cfg, spec.variant)
     if resume:
         check_out(run_cfg, spec)  # before build() writes the folder's config.yaml
-    return train(run_cfg, spec, resume=resume, tracker=tracker, stop_after=stop_after, on_step=on_step)
+    return train(run_cfg, spec, resume=resume, **options)
 
 
 def train(
@@ -73,7 +63,10 @@ def train(
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Path:
     """:func:`pretrain` with the config already resolved for ``spec.variant`` and the resume guard
-    already passed (:func:`cmgh.train.state.check_out`): the steps themselves."""
+    already passed (:func:`cmgh.train.state.check_out`): the steps themselves. ``stop_after`` ends
+    early (tests, sweeps); ``on_step(steps_done, model)`` runs after every optimizer step, once that
+    step's checkpoint (if any) is written, and an exception it raises (e.g. ``optuna.TrialPruned``)
+    ends the run, checkpoint kept."""
     tracker = tracker or NullTracker()
     run = build(run_cfg, spec)
     pcfg, dist_info, out, total = run.cfg.pretrain, run.dist, spec.out, run.total

@@ -5,7 +5,7 @@ harmonizer/curriculum state, data position, non-finite counters), so a resumed r
 the same result as an uninterrupted one. While running the state is ``resume.pt`` beside the
 partial log; once finished it is ``checkpoint.pt`` beside ``train_log.jsonl`` (see
 :mod:`cmgh.checkpoint` for why). A state saved under another configuration (another
-fingerprint of :func:`cmgh.config.training_inputs`, backbone, variant or seed) is never resumed
+fingerprint of :func:`cmgh.identity.training_inputs`, backbone, variant or seed) is never resumed
 nor overwritten: :func:`check_out` refuses the folder, naming what differs, unless the run is
 restarted, which replaces the folder's run (:meth:`RunState.clear`).
 """
@@ -24,8 +24,7 @@ import pandas as pd
 import torch
 
 from cmgh import checkpoint as ckpt
-from cmgh import config as config_mod
-from cmgh import keypaths, layout
+from cmgh import identity, keypaths, layout
 from cmgh.config import Config
 from cmgh.errors import DataError
 from cmgh.harmonize import StepStats
@@ -43,7 +42,7 @@ INPUT_KEYS = {"corpus": "data.synth.", "noise": "data.noise.", "features": "", "
 
 def inputs(cfg: Config, spec: RunSpec) -> dict[str, Any]:
     """What a run computes from (its variant's resolved ``cfg``): the training inputs and the run's names."""
-    return {**config_mod.training_inputs(cfg), "run": [spec.backbone, spec.variant, spec.seed]}
+    return {**identity.training_inputs(cfg), "run": [spec.backbone, spec.variant, spec.seed]}
 
 
 def fingerprint(cfg: Config, spec: RunSpec) -> str:

@@ -21,7 +21,7 @@ import yaml
 
 from cmgh import cli
 from cmgh import config as config_mod
-from cmgh import keypaths, layout
+from cmgh import identity, keypaths, layout
 from cmgh.track import config_hash, open_tracker, tracking_uri
 from cmgh.tracking import NullTracker, Tracker, file_hash
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
@@ -227,7 +227,7 @@ def test_every_tracker_satisfies_the_protocol() -> None:
 def test_run_identity_decides_the_run_key(tiny_world: config_mod.Config) -> None:
     def hashes(*overrides: str) -> dict[str, str]:
         cfg = config_mod.for_variant(config_mod.with_overrides(tiny_world, list(overrides)), "gr")
-        return {stage: config_hash(cfg, stage) for stage in config_mod.RUN_STAGES}
+        return {stage: config_hash(cfg, stage) for stage in identity.RUN_STAGES}
 
     base = hashes()
     assert len({base["pretrain"], base["evaluate"], base["sweep"]}) == 3  # one rule per stage
