@@ -46,9 +46,10 @@ CONCEPT_COLUMNS: tuple[Column, ...] = (
     Column("msrvtt", "t2v_concept_R@5", "MSR concept R@5"),
     Column("msrvtt", "t2v_concept_R@10", "MSR concept R@10"),
 )
-# The study page's headroom tables: each transfer task's headline, then the concept-level R@10
-# (a tree evaluated before it existed has none and shows the headlines only).
-HEADROOM_COLUMNS: tuple[Column, ...] = (*(HEADLINE[task] for task in DOWNSTREAM), CONCEPT_COLUMNS[-1])
+# The study page's headroom tables: each transfer task's headline, then the concept-level mAP (not
+# R@10: with 20 relevant videos among 320, a random ranking already puts one in the top 10 about half
+# the time); a tree evaluated before it existed has none and shows the headlines only.
+HEADROOM_COLUMNS: tuple[Column, ...] = (*(HEADLINE[task] for task in DOWNSTREAM), CONCEPT_COLUMNS[0])
 
 
 def column_of(task: str, metric: str) -> Column:
