@@ -31,6 +31,7 @@ from cmgh.errors import DataError
 __all__ = [
     "average_precision",
     "binary_auroc",
+    "concept_retrieval_metrics",
     "d_prime",
     "mean_auc",
     "mean_average_precision",
@@ -248,6 +249,38 @@ def retrieval_metrics(sim: Any) -> dict[str, float]:
         "MedR": float(np.median(r.cpu().numpy())),
         "MnR": float(r.mean()),
     }
+
+
+def concept_retrieval_metrics(sim: Any, query_groups: Sequence[Any], item_groups: Sequence[Any], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Concept-level retrieval: every item of the query's group (concept, category) is relevant.
+
+    ``concept_mAP`` (a fraction): the mean over queries of the average precision of the relevant
+    items; ``concept_R@k`` (percent): the share of queries with at least one relevant item in the
+    top ``k``. Where queries name only a concept, the instance-level metrics of
+    :func:`retrieval_metrics` rank the right item among its group's ties; these do not. Ties are
+    pessimistic against the irrelevant items only (an irrelevant item tied with a relevant one ranks
+    above it; relevant items tied among themselves cost nothing), as in
+    :func:`mean_average_precision`. A query with no relevant item is left out; NaN if none has one.
+    """
+    s = _scores(sim, "sim", 2)
+    q, n = s.shape
+    query_groups, item_groups = np.asarray(query_groups), np.asarray(item_groups)
+    if query_groups.shape != (q,) or item_groups.shape != (n,):
+        raise DataError(f"groups: expected {q} query and {n} item groups (sim {_shape(s)}), got shapes "
+                        f"{list(query_groups.shape)} and {list(item_groups.shape)}")
+    relevant = torch.as_tensor(query_groups[:, None] == item_groups[None, :], device=s.device).reshape(q, n)
+    names = ["concept_mAP", *(f"concept_R@{int(k)}" for k in ks)]
+    if q == 0:
+        return dict.fromkeys(names, _NAN)
+    best = torch.where(relevant, s, torch.full_like(s, -math.inf)).max(dim=1, keepdim=True).values
+    first = 1 + ((s >= best) & ~relevant).sum(dim=1).to(torch.float64)  # rank of the best-ranked relevant item
+    defined = relevant.any(dim=1)
+    first = torch.where(defined, first, torch.full_like(first, _NAN))
+    result = {"concept_mAP": _nanmean(_ap_per_row(s, relevant))}
+    for k in ks:
+        hit = (first <= int(k)).to(torch.float64) * 100.0
+        result[f"concept_R@{int(k)}"] = _nanmean(torch.where(defined, hit, first))
+    return result
 
 
 # --------------------------------------------------------------------------- noise detection (binary)

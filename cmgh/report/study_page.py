@@ -27,7 +27,7 @@ from cmgh.worlds import BOTH, NoiseSetting
 from cmgh.io import atomic_write_text
 from cmgh.report import detection_over_training, headroom, pooled, primary, run_checks, stats
 from cmgh.report.collect import configured_variants, read_yaml, noise_setting_of
-from cmgh.report.columns import DOWNSTREAM, HEADLINE
+from cmgh.report.columns import DOWNSTREAM, HEADLINE, HEADROOM_COLUMNS
 from cmgh.plots import savefig
 from cmgh.report.gain_vs_noise import TABLE as GAIN_TABLE, curves, figure_noise_gain, on_curve
 from cmgh.report.tables import to_markdown
@@ -283,12 +283,11 @@ def figure_detection(roots: Sequence[Path], settings: dict[Path, NoiseSetting], 
 
 
 def headroom_section(values: pd.DataFrame) -> str:
-    """Per backbone, noise modality and task: random init, the baseline per world and the gap."""
+    """Per backbone, noise modality and headroom column: random init, the baseline per world and the gap."""
     parts = []
     for backbone in sorted(values.backbone.unique()):
         for modality in headroom.modalities(values):
-            for task in DOWNSTREAM:
-                col = HEADLINE[task]
+            for col in HEADROOM_COLUMNS:
                 if values[(values.task == col.task) & (values.metric == col.metric)].empty:
                     continue
                 g = headroom.cell_gap(values, backbone, col, modality)

@@ -16,6 +16,7 @@ from cmgh.errors import DataError
 from cmgh.evaluate.metrics import (
     average_precision,
     binary_auroc,
+    concept_retrieval_metrics,
     d_prime,
     mean_auc,
     mean_average_precision,
@@ -244,6 +245,44 @@ def test_retrieval_undefined_and_errors():
     bad[1, 2] = np.nan
     with pytest.raises(DataError, match="NaN"):
         retrieval_metrics(bad)
+
+
+def test_concept_retrieval_hand_computed_with_ties():
+    """Items of concepts A A B B C C; every item of the query's concept is relevant."""
+    items = ["A", "A", "B", "B", "C", "C"]
+    sim = np.array([
+        [0.9, 0.2, 0.9, 0.1, 0.5, 0.2],  # A: irrelevant item 2 ties the best relevant one -> first relevant at rank 2;
+                                         # AP = (1/2 [2 items >= 0.9, 1 relevant] + 2/5 [5 items >= 0.2, 2 relevant]) / 2 = 0.45
+        [0.3, 0.3, 0.8, 0.8, 0.1, 0.0],  # B: both relevant tied at the top (ties among relevant items cost nothing): rank 1, AP 1
+        [0.7, 0.7, 0.7, 0.7, 0.7, 0.7],  # C: a constant scorer: every irrelevant item ranks above -> rank 5, AP (1/3 + 1/3) / 2
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # D: no relevant item -> left out
+    ])
+    out = concept_retrieval_metrics(sim, ["A", "B", "C", "D"], items)
+    assert set(out) == {"concept_mAP", "concept_R@1", "concept_R@5", "concept_R@10"}
+    assert out["concept_mAP"] == pytest.approx((0.45 + 1.0 + 1 / 3) / 3)
+    assert out["concept_R@1"] == pytest.approx(100 / 3)
+    assert out["concept_R@5"] == pytest.approx(100.0)
+    assert out["concept_R@10"] == pytest.approx(100.0)
+    assert concept_retrieval_metrics(sim, ["A", "B", "C", "D"], items, ks=(2, 4)) == pytest.approx(
+        {"concept_mAP": (0.45 + 1.0 + 1 / 3) / 3, "concept_R@2": 200 / 3, "concept_R@4": 200 / 3})
+
+
+def test_concept_retrieval_one_item_per_concept_is_instance_retrieval():
+    rng = np.random.default_rng(3)
+    sim = rng.integers(0, 5, size=(40, 50)).astype(np.float64)
+    out = concept_retrieval_metrics(sim, np.arange(40), np.arange(50))
+    inst = retrieval_metrics(sim)
+    for k in (1, 5, 10):
+        assert out[f"concept_R@{k}"] == pytest.approx(inst[f"R@{k}"])
+    assert out["concept_mAP"] == pytest.approx(np.mean([1 / bf_rank(list(sim[i]), i) for i in range(40)]))
+
+
+def test_concept_retrieval_undefined_and_errors():
+    out = concept_retrieval_metrics(np.zeros((2, 3)), [7, 8], [1, 2, 3])
+    assert all(math.isnan(v) for v in out.values())
+    assert all(math.isnan(v) for v in concept_retrieval_metrics(np.zeros((0, 3)), [], [1, 2, 3]).values())
+    with pytest.raises(DataError, match="groups: expected 2 query and 3 item groups"):
+        concept_retrieval_metrics(np.zeros((2, 3)), [1], [1, 2, 3])
 
 
 # --------------------------------------------------------------------------- ROC curve

@@ -32,7 +32,8 @@ SMALL = ["pretrain.batch_size=8", "pretrain.steps=10", "pretrain.warmup_steps=2"
 KEYS = {
     "kinetics": ["top1", "top5", "val_top1"],
     "audioset": ["mAP", "mAUC", "d_prime", "val_mAP"],
-    "msrvtt": [f"{d}_{m}" for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "MedR", "MnR")],
+    "msrvtt": [f"{d}_{m}" for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "MedR", "MnR")]
+    + [f"t2v_concept_{m}" for m in ("mAP", "R@1", "R@5", "R@10")],
     "noise": [f"{kind}/{ind}/{t}" for kind in ("auroc", "ap") for ind in NOISE_INDICATORS for t in NOISE_TARGETS]
     + [f"noise_rate_{t}" for t in NOISE_TARGETS],
 }
@@ -93,6 +94,8 @@ def test_value_ranges_and_side_outputs(results: dict) -> None:
     assert 0 <= a["mAP"] <= 1 and 0 <= a["mAUC"] <= 1
     m = results[("msrvtt", False)][1]
     assert 1 <= m["t2v_MedR"] <= m["params"]["n_videos"] and m["params"]["n_queries"] == 4
+    for k in ("R@1", "R@5", "R@10"):  # the query's own video is relevant at concept level too
+        assert m[f"t2v_R{k[1:]}"] <= m[f"t2v_concept_{k}"] <= 100
     out, n = results[("noise", False)]
     scores = pd.read_csv(out / "scores.csv")
     assert len(scores) == n["params"]["n_triplets"] == 24

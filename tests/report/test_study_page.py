@@ -113,3 +113,18 @@ def test_the_page_shows_headroom_first_the_primary_verdicts_the_control_and_flag
     assert "Primary family: 2 tests" in conclusions  # gr's pooled gain and slope on MSR-VTT; the oracle is outside it
     flagged = page.split("## Flagged runs")[1].split("## Downstream")[0]
     assert "1 run(s) flagged" in flagged and "| text 0.4 | ms | gr | 3 | diverged | final loss nan |" in flagged
+
+
+def test_the_headroom_tables_add_concept_level_map_where_a_tree_has_it(tmp_path: Path) -> None:
+    none = {"kinetics": 0.0, "audioset": 0.0, "msrvtt": 0.0}
+    trees = [_tree(tmp_path / "noise0", 0.0, 0.0, none, 0.5, 0.5),
+             _tree(tmp_path / "text0.4", 0.0, 0.4, none, 0.5, 0.5, level={"msrvtt": [-20.0, -19.0, -21.0, -20.5, -19.5]})]
+    build_noise_gain(trees, tmp_path / "before")
+    head = (tmp_path / "before" / "README.md").read_text().split("## Headroom")[1].split("## Primary endpoints")[0]
+    assert "MSR-VTT R@10**" in head and "concept" not in head  # a tree evaluated before the metric existed
+    for path in tmp_path.glob("*/eval/msrvtt/ms/*/seed*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        path.write_text(json.dumps({**metrics, "t2v_concept_mAP": metrics["t2v_R@10"] / 100 + 0.3}))
+    build_noise_gain(trees, tmp_path / "after")
+    head = (tmp_path / "after" / "README.md").read_text().split("## Headroom")[1].split("## Primary endpoints")[0]
+    assert head.index("**MSR-VTT R@10**, ms, text misaligned") < head.index("**MSR concept mAP**, ms, text misaligned (headroom):")

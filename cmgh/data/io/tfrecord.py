@@ -168,7 +168,7 @@ def encode_example(features: dict[str, list[bytes] | list[float] | list[int] | n
     example = _messages()["Example"]()
     for name, values in features.items():
         _fill(example.features.feature[name], values)
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)  # map entries (feature names) in key order, not upb's per-process hash order
 
 
 def encode_sequence_example(context: dict[str, Any], lists: dict[str, list[Any]]) -> bytes:
@@ -179,7 +179,7 @@ def encode_sequence_example(context: dict[str, Any], lists: dict[str, list[Any]]
         flist = sequence.feature_lists.feature_list[name]
         for values in steps:
             _fill(flist.feature.add(), values)
-    return sequence.SerializeToString()
+    return sequence.SerializeToString(deterministic=True)
 
 
 def _fill(feature: Any, values: Any) -> None:

@@ -97,3 +97,12 @@ def test_wire_layout_is_tensorflows() -> None:
     assert tfrecord.parse_example(wire)["a"].tolist() == [1, 2]
     floats = bytes.fromhex("0a0f" "0a0d" "0a0162" "1208" "1206" "0a040000803f")  # {"b": float_list [1.0]}
     assert tfrecord.parse_example(floats)["b"].tolist() == [1.0]
+
+
+def test_the_same_example_has_the_same_bytes_in_every_process() -> None:
+    """A message's map (the feature names) is written in key order: the generator's YouTube-8M
+    records are byte-identical from run to run, not in the order of a per-process hash."""
+    code = ("import sys; from cmgh.data.io import tfrecord; sys.stdout.write(tfrecord.encode_example("
+            "{n: [i] for i, n in enumerate(['id', 'labels', 'mean_rgb', 'mean_audio', 'a', 'b', 'c', 'd'])}).hex())")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(4)}
+    assert len(runs) == 1
