@@ -37,9 +37,9 @@ def packed_world(tiny_world: Config, tmp_path_factory: pytest.TempPathFactory) -
     return cfg
 
 
-def batches(cfg: Config, truth: bool, steps: int = 6, batch: int = 8) -> list[dict]:
+def batches(cfg: Config, truth: bool, steps: int = 6, batch: int = 8, rank: int = 0, world: int = 1) -> list[dict]:
     sources = corpus_sources(cfg, Vocabulary.load(cfg.path("features") / "vocab.json"), truth=truth)
-    return list(PretrainStream(sources, batch, seed=0, stop=steps))
+    return list(PretrainStream(sources, batch, seed=0, rank=rank, world_size=world, stop=steps))
 
 
 def expected(cfg: Config, batch: dict) -> pd.DataFrame:
@@ -69,6 +69,17 @@ def test_batch_flags_are_the_labels_of_its_clips(tiny_world: Config, packed_worl
             assert (bool(audio[row]), bool(text[row])) == (bool(truth.at[row, "audio"]), bool(truth.at[row, "text"]))
             seen["misaligned"] += int(audio[row] or text[row])
     assert seen["howto100m"] and seen["audioset"] and seen["misaligned"]
+
+
+def test_each_rank_carries_the_flags_of_its_own_rows(tiny_world: Config) -> None:
+    cfg = config_mod.with_overrides(tiny_world, SMALL)
+    whole = batches(cfg, truth=True, steps=3)
+    ranks = [batches(cfg, truth=True, steps=3, rank=r, world=2) for r in range(2)]
+    for step, batch in enumerate(whole):
+        first, second = (ranks[r][step] for r in range(2))
+        assert first["item_id"] + second["item_id"] == batch["item_id"]
+        for key in TRUTH_KEYS:
+            assert torch.equal(torch.cat([first[key], second[key]]), batch[key])
 
 
 def test_without_truth_a_batch_carries_no_flags(tiny_world: Config) -> None:
