@@ -4,7 +4,7 @@ The trainer dumps, at configured steps, the per-sample scores of the batch it tr
 conflict cosine at its meeting point (``cos``), the cosine at the representation
 (``cos_representation``) and both losses. These are exactly the signals a curriculum sees at that
 moment. Joined with the generator's ground truth (each generated corpus's own
-``noise_labels.csv``, which training never reads; the join of :mod:`cmgh.evaluate.noise_truth`),
+``noise_labels.csv``, which training reads only for the oracle control; the join of :mod:`cmgh.evaluate.noise_truth`),
 they give AUROC and average precision per corpus, indicator, target and window of steps: the
 paper's premise, tested on the narrative corpus (HowTo100M) and the non-narrative one (YouTube-8M) alike.
 
