@@ -4,7 +4,7 @@ The trainer dumps, at configured steps, the per-sample scores of the batch it tr
 conflict cosine at its meeting point (``cos``), the cosine at the representation
 (``cos_representation``) and both losses. These are exactly the signals a curriculum sees at that
 moment. Joined with the generator's ground truth (each generated corpus's own
-``noise_labels.csv``, which training never reads; the join of :mod:`cmgh.evaluate.noise_truth`),
+``noise_labels.csv``, which training reads only for the oracle control; the join of :mod:`cmgh.evaluate.noise_truth`),
 they give AUROC and average precision per corpus, indicator, target and window of steps: the
 paper's premise, tested on the narrative corpus (HowTo100M) and the non-narrative one (YouTube-8M) alike.
 
@@ -33,7 +33,8 @@ from cmgh.errors import DataError
 from cmgh.evaluate.embeddings import Timer
 from cmgh.evaluate.metrics import average_precision, binary_auroc
 from cmgh.evaluate import NOISE_TRAINING, TARGETS, TRAINING_INDICATORS
-from cmgh.evaluate.noise_truth import DUMP_COLUMNS, corpus_labels, label_clips, labelled_corpora, loss_total
+from cmgh.data.datasets.noise_labels import corpus_labels, labelled_corpora
+from cmgh.evaluate.noise_truth import DUMP_COLUMNS, label_clips, loss_total
 from cmgh.evaluate.registry import Series, register_run
 from cmgh.io import atomic_write_text
 from cmgh.layout import PathLike
@@ -118,7 +119,7 @@ def over_training(run_dir: Path, data_root: Path, features_root: Path, window: i
     misaligned for the target; AUROC NaN unless both kinds are there, AP NaN without a misaligned one).
 
     The corpora are those of ``datasets`` that were dumped (no rows when none was; default: every
-    dumped corpus with a ground truth, :func:`~cmgh.evaluate.noise_truth.labelled_corpora`, a
+    dumped corpus with a ground truth, :func:`~cmgh.data.datasets.noise_labels.labelled_corpora`, a
     one-line DataError when there is none), each scored against its own
     ``noise_labels.csv``; rows of other corpora (AudioSet) are left out. Each dumped row is
     labelled by its own window (``clip_start``, ``clip_end``: streamed clips draw a new window

@@ -27,7 +27,11 @@ from cmgh.data.stream.packed import PackedSource
 from cmgh.data.stream.pretrain import PretrainStream, Source
 from cmgh.errors import DataError
 from cmgh.data.extract.text import Vocabulary
+from cmgh.data.datasets import noise_labels
+from cmgh.data.datasets.noise_labels import ClipTruth
 from cmgh.harmonize import Harmonizer
+from cmgh.harmonize.curriculum import Curriculum
+from cmgh.harmonize.truth import missing_truth
 from cmgh.models import build_model
 from cmgh.train import distributed
 from cmgh.train.schedule import build_scheduler
@@ -47,20 +51,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def corpus_sources(cfg: Config, vocab: Vocabulary) -> list[tuple[str, float, Source]]:
+def needs_truth(cfg: Config) -> bool:
+    """Whether the run's curriculum scores with the generator's ground truth (the ``oracle`` and
+    ``quality`` controls): then, and only then, its stream carries the flags."""
+    return Curriculum.from_config(cfg.to_dict()["pretrain"]).needs_truth
+
+
+def corpus_truths(cfg: Config, names: list[str]) -> dict[str, ClipTruth]:
+    """The ground truth of each of ``names`` that has one (read for the oracle control only); a run
+    none of whose corpora has one is refused in one line."""
+    labelled = noise_labels.labelled_corpora(cfg.path("data"), names)
+    if not labelled:
+        raise missing_truth(str(cfg.pretrain.curriculum.scorer), names)
+    return {name: ClipTruth(noise_labels.corpus_labels(cfg.path("data"), name)) for name in labelled}
+
+
+def corpus_sources(cfg: Config, vocab: Vocabulary, truth: bool = False) -> list[tuple[str, float, Source]]:
     """``pretrain.corpora`` as stream sources in ``features.format``, each with its weight: HowTo100M
     and YouTube-8M triplets, AudioSet video-audio pairs. A sample without text (AudioSet, a
     YouTube-8M video without captions) has an all-False ``text_mask``: it enters the video-audio
-    loss only, and the harmonizer leaves it alone (``losses.text_valid`` is False)."""
+    loss only, and the harmonizer leaves it alone (``losses.text_valid`` is False). With ``truth``
+    the corpora with a ground truth attach each sample's flags (:func:`corpus_truths`)."""
     text_shape = (int(cfg.features.text.candidates), int(cfg.features.text.max_tokens))
+    weights = config_mod.corpora(cfg.to_dict()["pretrain"])
+    truths = corpus_truths(cfg, [name for name, _ in weights]) if truth else {}
     sources: list[tuple[str, float, Source]] = []
-    for name, weight in config_mod.corpora(cfg.to_dict()["pretrain"]):
+    for name, weight in weights:
         fmt = config_mod.corpus_format(cfg, name)
         folder = layout.corpus_dir(cfg.path("features"), name, fmt)
         if fmt == "packed":
-            source: Source = PackedSource(folder, cfg.features.to_dict(), vocab, dataset=name)
+            source: Source = PackedSource(folder, cfg.features.to_dict(), vocab, dataset=name, truth=truths.get(name))
         else:
-            source = DecodedSource(folder, text_shape, dataset=name, split=datasets.get(name).pretrain_splits)
+            source = DecodedSource(folder, text_shape, dataset=name, split=datasets.get(name).pretrain_splits, truth=truths.get(name))
         sources.append((name, weight, source))
     total = sum(len(source) for _, _, source in sources)
     if total < int(cfg.pretrain.batch_size):
@@ -134,7 +156,7 @@ def build(cfg: Config, spec: RunSpec) -> Run:
 
     seed_everything(spec.seed)
     vocab = Vocabulary.load(vocab_path(cfg))
-    corpora = corpus_sources(cfg, vocab)
+    corpora = corpus_sources(cfg, vocab, truth=needs_truth(cfg))
     model = build_model(cfg, spec.backbone, vocab_size=len(vocab)).to(device)
     optimizer = build_optimizer(model, cfg, device)
     scheduler = build_scheduler_for(optimizer, cfg)

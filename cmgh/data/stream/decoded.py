@@ -20,9 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cmgh import layout
+from cmgh.data.datasets.noise_labels import ClipTruth
 from cmgh.data.io.tables import REMAKE, load_array, read_parquet
 from cmgh.data.stream import augment
 from cmgh.data.stream.mixing import generator
+from cmgh.data.stream.truth import clip_flags
 from cmgh.errors import DataError
 
 Sample = dict[str, Any]
@@ -170,9 +172,14 @@ class TokenizedTexts(Dataset[Sample]):
 
 
 class DecodedSource:
-    """Samples of one extracted (decoded) corpus: fixed windows, no augmentation, text as stored."""
+    """Samples of one extracted (decoded) corpus: fixed windows, no augmentation, text as stored.
+    With ``truth`` (the oracle control only) each sample carries its clip's ground-truth flags,
+    matched once here: the windows are fixed."""
 
-    def __init__(self, folder: str | Path, text_shape: tuple[int, int], dataset: str | None = None, split: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, text_shape: tuple[int, int], dataset: str | None = None, split: tuple[str, ...] | None = None,
+        truth: ClipTruth | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.dataset = dataset or self.folder.name
         self.clips = ShardedClips(self.folder, split=split, modalities=("video", "audio", "text"), text_shape=text_shape)
@@ -181,6 +188,13 @@ class DecodedSource:
         nan = np.full(len(index), np.nan)
         self._starts = index["clip_start"].to_numpy(dtype=float) if "clip_start" in index.columns else nan
         self._ends = index["clip_end"].to_numpy(dtype=float) if "clip_end" in index.columns else nan
+        self.truth = truth
+        self._flags: list[dict[str, bool]] | None = None
+        if truth is not None:
+            if "video_id" not in index.columns:
+                raise DataError(f"{self.folder / layout.FEATURE_INDEX}: no video_id column to match with {layout.NOISE_LABELS}")
+            self._flags = [clip_flags(truth, self.dataset, v, s, e)
+                           for v, s, e in zip(index["video_id"], self._starts, self._ends, strict=True)]
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -195,4 +209,6 @@ class DecodedSource:
             item_id=str(self._ids[i]), dataset=self.dataset, clip_start=float(self._starts[i]), clip_end=float(self._ends[i]),
             jitter=torch.from_numpy(augment.IDENTITY.copy()),
         )
+        if self._flags is not None:
+            sample.update(self._flags[i])
         return sample

@@ -26,6 +26,8 @@ from cmgh.data.stream import augment
 from cmgh.data.io import media
 from cmgh.data.datasets.items import nearest
 from cmgh.data.stream.mixing import generator
+from cmgh.data.stream.truth import check_videos, clip_flags
+from cmgh.data.datasets.noise_labels import ClipTruth
 from cmgh.data.io.tables import REMAKE, read_parquet
 from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import DataError
@@ -110,10 +112,12 @@ class PackedSource:
     """Samples of one packed corpus; members are read by ``pread`` from descriptors opened per
     process. ``device_jitter=False`` applies the colour jitter in the loader (the old way, for
     comparison) and ships the identity map; the default leaves it to :func:`augment.apply_jitter`.
-    ``bytes_read`` counts the bytes this process read from the shards."""
+    ``bytes_read`` counts the bytes this process read from the shards. With ``truth`` (the oracle
+    control only) each sample carries the ground-truth flags of the window it drew."""
 
     def __init__(
-        self, folder: str | Path, features: Mapping[str, Any], vocab: Vocabulary, dataset: str | None = None, device_jitter: bool = True
+        self, folder: str | Path, features: Mapping[str, Any], vocab: Vocabulary, dataset: str | None = None, device_jitter: bool = True,
+        truth: ClipTruth | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.dataset = dataset or self.folder.name
@@ -130,6 +134,12 @@ class PackedSource:
         self._shard_rows = {int(s): g.index.to_numpy() for s, g in self.index.groupby("shard", sort=True)}
         self._columns = {c: self.index[c].to_numpy() for c in layout.PACKED_INDEX_COLUMNS}
         self._check_shards()
+        self.truth = truth
+        if truth is not None:
+            if "video_id" not in self.index.columns:
+                raise DataError(f"{path}: no video_id column to match with {layout.NOISE_LABELS}")
+            self._videos = self.index["video_id"].to_numpy()
+            check_videos(truth, self.dataset, list(dict.fromkeys(self._videos.tolist())))
         self.device_jitter = bool(device_jitter)
         self.bytes_read = 0
         self._files: dict[int, tuple[int, int]] = {}  # shard -> (descriptor, file size)
@@ -216,6 +226,7 @@ class PackedSource:
         params = augment.draw(spec.augment, rng, video.shape[1], video.shape[2])
         text, mask = self._captions(meta.get("captions") or [], start, start + spec.seconds)
         jitter = augment.jitter_map(params) if self.device_jitter else augment.IDENTITY
+        flags = {} if self.truth is None else clip_flags(self.truth, self.dataset, self._videos[i], start, start + spec.seconds)
         return {
             "video": augment.apply(video, params, spec.augment.size, jitter=not self.device_jitter),
             "jitter": torch.from_numpy(jitter.copy()),
@@ -227,6 +238,7 @@ class PackedSource:
             "dataset": self.dataset,
             "clip_start": start,
             "clip_end": start + spec.seconds,
+            **flags,
         }
 
     def _captions(self, captions: list[dict[str, Any]], start: float, end: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,10 @@ resumed at :meth:`PretrainStream.position` continues it exactly.
 
 Besides the contract's keys a batch carries ``jitter`` float32 [B,3]: each clip's fused colour
 jitter (:func:`cmgh.data.stream.augment.jitter_map`, identity for decoded corpora), which the trainer
-applies on its device with :func:`cmgh.data.stream.augment.apply_jitter` before the step.
+applies on its device with :func:`cmgh.data.stream.augment.apply_jitter` before the step. When a
+source was built with ground truth (the oracle control only, :mod:`cmgh.data.stream.truth`), every
+batch carries the two bool ``[B]`` flags of :data:`~cmgh.data.datasets.noise_labels.TRUTH_KEYS`,
+per row of this rank's slice; rows of a corpus without ground truth (AudioSet pairs) get False.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from cmgh.data.datasets.noise_labels import TRUTH_KEYS, ClipTruth
 from cmgh.data.stream.decoded import collate as stack
 from cmgh.data.stream.mixing import Schedule, StreamPosition, generator
 from cmgh.errors import ConfigError, DataError
@@ -35,6 +39,7 @@ MAX_SUBSTITUTES = 16  # consecutive unreadable samples before a corpus is declar
 
 class Source(Protocol):
     dataset: str
+    truth: ClipTruth | None  # the corpus's ground truth when the stream is to carry it
 
     def __len__(self) -> int: ...
     def order(self, epoch: int, seed: int) -> np.ndarray: ...
@@ -80,6 +85,7 @@ class PretrainStream(IterableDataset[Sample]):
         self.stop = stop
         self._known = self.schedule.advance(self.start, self.start.step)
         self._orders: dict[tuple[int, int], np.ndarray] = {}
+        self.truth = any(source.truth is not None for source in self.sources)
 
     def position(self, step: int) -> StreamPosition:
         """The position at ``step`` (what resume.pt saves); walks forward from the last one asked."""
@@ -114,6 +120,9 @@ class PretrainStream(IterableDataset[Sample]):
         samples, skipped = [], 0
         for c, k in zip(corpus.tolist(), draws.tolist(), strict=True):
             sample, misses = self._draw(c, k)
+            if self.truth:
+                for key in TRUTH_KEYS:
+                    sample.setdefault(key, False)
             samples.append(sample)
             skipped += misses
         return collate(samples, step, skipped)
