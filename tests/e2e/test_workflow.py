@@ -174,6 +174,12 @@ def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job
     base = tmp_path / "study" / "text0.4" / "eval"
     assert outputs == [str(base / t / "ms" / "small_loss" / "seed3" / "metrics.json") for t in ("kinetics", "audioset", "msrvtt", "noise_training")] \
         + [str(base / "noise_training" / "ms" / "small_loss" / "seed3" / "windows.csv")]
+    shared = tmp_path / "study" / "shared"  # the downstream sets once for every world; each world its own corpus
+    assert planned["shared_synth"] == 3 and planned["shared_extract"] == 2 and not any(planned.get(f"{tree}_{rule}", 0) > 1 for tree in trees for rule in ("synth", "extract"))
+    assert {f["wildcards"] for rule, f in blocks if rule == "shared_synth"} == {f"dataset={d}" for d in ("kinetics", "audioset", "msrvtt")}
+    assert {str(shared / "features" / d / "index.parquet") for d in ("kinetics", "audioset")} | {str(shared / "data" / "msrvtt" / ".complete")} \
+        <= set(run["input"].split(", "))
+    assert (tmp_path / "study" / "text0.4" / "features" / "kinetics").readlink() == Path("../../shared/features/kinetics")
     worlds = next(f for rule, f in blocks if rule == "worlds")
     assert str(tmp_path / "study" / "README.md") in worlds["output"]
     for name, audio, text in (("text0.4", 0.0, 0.4), ("audio0.2", 0.2, 0.0), ("noise0", 0.0, 0.0)):
