@@ -104,7 +104,7 @@ def modules_snakefile(worlds: Iterable[NoiseSetting], snakefile: str | os.PathLi
     where the text is written; ``config_function``: the name of the workflow's function that gives a
     world's config from its modality and rate; ``shared_function``, where the worlds share datasets: the
     name of the one that gives the shared tree's config (its module, :data:`SHARED_MODULE`, comes first)."""
-    lines = ["# Written by workflow/rules/common.smk (cmgh.worlds.modules_snakefile) from worlds.noise_rates and modalities; do not edit.", ""]
+    lines = ["# Written by workflow/rules/worlds_common.smk (cmgh.worlds.modules_snakefile) from worlds.noise_rates and modalities; do not edit.", ""]
     modules = [(SHARED_MODULE, f"{shared_function}()")] if shared_function else []
     modules += [(module_name(setting), f"{config_function}({setting.modality!r}, {setting.rate!r})") for setting in worlds]
     for name, config in modules:

@@ -386,49 +386,9 @@ def feature_targets():
     return sorted({feature_index(name) for name in PLAN.decoded_datasets()} | corpora)
 
 
-# --------------------------------------------------------------------------- the generated worlds
-
-
-def worlds_root():
-    return cmgh_config.resolve_path(CFG.worlds.root)
-
-
-def world_tree(setting):
-    """Results tree of one world (``noise0.3``, ``text0.2``): its own data, features and results."""
-    return worlds_root() / setting.name
-
-
-def tree_config(modality, rate):
-    """The full config of one world's tree (called by the modules file's `config:` statements), with what
-    it reads from the shared tree."""
-    tree = worlds.tree_config(CFG.to_dict(), worlds.NoiseSetting(modality, float(rate)), worlds_root())
-    if sharing():
-        tree[worlds.SHARED_SETS_KEY] = PLAN.shared.to_dict()
-    return tree
-
-
-def shared_config():
-    """The config of the shared tree (called by the modules file's `config:` statement of its module)."""
-    return worlds.shared_config(CFG.to_dict(), worlds_root())
-
-
-def sharing():
-    """Whether the worlds share datasets (not with object storage: a world reads them through links in its tree)."""
-    return bool(PLAN.shared) and not STORAGE
-
-
-def world_modules_file():
-    """The Snakefile of one module per world (cmgh.worlds.modules_snakefile), included by worlds.smk."""
-    path = worlds_root() / "config" / "modules.smk"
-    snakefile = os.path.relpath(Path(workflow.basedir) / "Snakefile", path.parent)  # resolved from this file's folder
-    shared = shared_config.__name__ if sharing() else None
-    write_if_changed(path, worlds.modules_snakefile(WORLDS, snakefile, tree_config.__name__, shared))
-    return str(path)
-
-
 def all_targets():
     if WORLDS:
-        return [p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")), p(worlds_root() / layout.STUDY_PAGE)]
+        return [p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")), p(worlds_root() / layout.STUDY_PAGE)]  # worlds_root: worlds_common.smk
     targets = feature_targets() + pretrain_targets() + [report_table(layout.ABLATION_TABLE, "md")]
     if PLAN.scaling_pairs:
         targets.append(p(layout.scaling_table(RESULTS, "md")))
