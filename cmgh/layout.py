@@ -364,6 +364,14 @@ def job_benchmark(results: PathLike, step: str, name: str) -> Path:
     return Path(results) / "benchmarks" / step / f"{name}.tsv"
 
 
+SHARED_TREE = "shared"  # in a noise study's root: the data and features every world reads alike
+
+
+def shared_tree(worlds_root: PathLike) -> Path:
+    """The folder of a noise study's shared datasets (``<worlds.root>/shared``: its ``data/`` and ``features/``)."""
+    return Path(worlds_root) / SHARED_TREE
+
+
 def resolved_config(results: PathLike) -> Path:
     """The workflow's resolved config, the one file every rule's command reads."""
     return Path(results) / "config" / "resolved.yaml"

@@ -1,7 +1,9 @@
 """The generated worlds of a noise study (config/ablation.yaml, config/study.yaml): the whole DAG once
 per injected noise setting (a world), each in its own results tree. Named and given its noise rates
 here, once, for the workflow (which builds the trees: each tree's config and its Snakemake module)
-and the report (which finds each tree's setting again from the config its runs wrote)."""
+and the report (which finds each tree's setting again from the config its runs wrote). The datasets
+every world would generate and decode alike live once in a shared tree (:class:`SharedSets`): each
+world's tree links them, so its jobs read them where its config says its data are."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cmgh import layout
 from cmgh.errors import DataError
 
 BOTH, TEXT, AUDIO = "both", "text", "audio"
@@ -74,10 +77,19 @@ def tree_config(tree: Mapping[str, Any], setting: NoiseSetting, root: Path) -> d
     """The full config of one world's tree under ``root`` (`worlds.root`): the study's config ``tree``
     at this noise setting, with its own paths (and, unless `tracking.uri` is set, one store for all
     trees under ``root``: the MLflow UI compares across rates)."""
+    return _config_at(tree, setting, root / setting.name, root)
+
+
+def shared_config(tree: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """The config of the shared tree under ``root``: the study's at the clean setting (the datasets built
+    there do not depend on the noise: :class:`SharedSets`), with the shared tree's paths."""
+    return _config_at(tree, NoiseSetting(BOTH, 0.0), layout.shared_tree(root), root)
+
+
+def _config_at(tree: Mapping[str, Any], setting: NoiseSetting, base: Path, root: Path) -> dict[str, Any]:
     tree = copy.deepcopy(dict(tree))
     tree["worlds"]["noise_rates"] = []
     tree["data"]["noise"].update(audio_rate=setting.audio_rate, text_rate=setting.text_rate)
-    base = root / setting.name
     tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
     if not tree["tracking"]["uri"]:
         tree["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
@@ -85,15 +97,73 @@ def tree_config(tree: Mapping[str, Any], setting: NoiseSetting, root: Path) -> d
     return tree
 
 
-def modules_snakefile(worlds: Iterable[NoiseSetting], snakefile: str | os.PathLike[str], config_function: str) -> str:
+def modules_snakefile(worlds: Iterable[NoiseSetting], snakefile: str | os.PathLike[str], config_function: str, shared_function: str | None = None) -> str:
     """A Snakefile of one `module` + `use rule` statement pair per world (Snakemake's documented DSL wants
     each module's name literally; the settings come from the config, so the statements are written from
     validated floats and the schema's modality names only). ``snakefile``: the root Snakefile relative to
     where the text is written; ``config_function``: the name of the workflow's function that gives a
-    world's config from its modality and rate."""
-    lines = ["# Written by workflow/rules/common.smk (cmgh.worlds.modules_snakefile) from worlds.noise_rates and modalities; do not edit.", ""]
-    for setting in worlds:
-        name = module_name(setting)
-        lines += [f"module {name}:", f"    snakefile: {str(snakefile)!r}", f"    config: {config_function}({setting.modality!r}, {setting.rate!r})", "",
+    world's config from its modality and rate; ``shared_function``, where the worlds share datasets: the
+    name of the one that gives the shared tree's config (its module, :data:`SHARED_MODULE`, comes first)."""
+    lines = ["# Written by workflow/rules/worlds_common.smk (cmgh.worlds.modules_snakefile) from worlds.noise_rates and modalities; do not edit.", ""]
+    modules = [(SHARED_MODULE, f"{shared_function}()")] if shared_function else []
+    modules += [(module_name(setting), f"{config_function}({setting.modality!r}, {setting.rate!r})") for setting in worlds]
+    for name, config in modules:
+        lines += [f"module {name}:", f"    snakefile: {str(snakefile)!r}", f"    config: {config}", "",
                   "", f"use rule * from {name} as {name}_*", "", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- the shared tree
+
+SHARED_MODULE = layout.SHARED_TREE  # the shared tree's module name (no world's: those end in a rate)
+SHARED_SETS_KEY = "_shared_sets"  # in a world module's config only: its SharedSets (the workflow's own channel, no config key)
+
+
+@dataclass(frozen=True)
+class SharedSets:
+    """What the worlds of a study read from the shared tree (``root``, :func:`cmgh.layout.shared_tree`)
+    instead of making their own: ``data`` generated once (their generator keys are the same in every
+    world), ``features`` decoded once (those of them whose extraction does not read the world's own
+    vocabulary, built from its noisy pre-training captions). :mod:`cmgh.plan` decides which."""
+
+    root: Path
+    data: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def features_root(self) -> Path:
+        return self.root / "features"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": str(self.root), "data": list(self.data), "features": list(self.features)}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> SharedSets:
+        return cls(Path(value["root"]), tuple(value["data"]), tuple(value["features"]))
+
+    def links(self, data_root: Path, features_root: Path) -> list[tuple[Path, Path]]:
+        """(link in a world's tree, shared folder it points at) of every shared dataset and feature set."""
+        return [(data_root / d, self.data_root / d) for d in self.data] + [(features_root / d, self.features_root / d) for d in self.features]
+
+
+def link_shared(links: Iterable[tuple[Path, Path]]) -> None:
+    """Make each world's link to a shared folder (relative, so a moved root still resolves), where it is not
+    there yet: the world's jobs then read a shared set at the path their config gives (the CLI knows no
+    shared tree). A real folder in a link's place (a world's own copy from before) is refused, not deleted."""
+    for link, target in links:
+        relative = os.path.relpath(target, link.parent)
+        if link.is_symlink():
+            if os.readlink(link) == relative:
+                continue
+            link.unlink()
+        elif link.exists():
+            raise DataError(f"{link}: a world's own copy where the workflow links the shared {target}; remove it (the study reads the shared one)")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(relative, target_is_directory=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cmgh import config as config_mod
-from cmgh.worlds import MODALITIES, NoiseSetting, module_name, modules_snakefile, setting_of, settings, tree_config
+from cmgh.worlds import (MODALITIES, SHARED_MODULE, NoiseSetting, SharedSets, link_shared, module_name, modules_snakefile, setting_of, settings,
+                         shared_config, tree_config)
 from cmgh.errors import DataError
 from cmgh.evaluate import RUN_TASKS, TASKS, planned_tasks
 
@@ -61,3 +62,34 @@ def test_each_world_is_a_module_of_the_root_snakefile() -> None:
     text = modules_snakefile(worlds, "../../Snakefile", "tree_config")
     assert "module audio0_25:\n    snakefile: '../../Snakefile'\n    config: tree_config('audio', 0.25)\n" in text
     assert "use rule * from noise0 as noise0_*\n" in text and text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_the_shared_tree_is_a_module_before_the_worlds_with_the_clean_settings_paths(tmp_path: Path) -> None:
+    text = modules_snakefile(settings([0.0, 0.5], ["text"]), "../../Snakefile", "tree_config", "shared_config")
+    assert text.index(f"module {SHARED_MODULE}:\n    snakefile: '../../Snakefile'\n    config: shared_config()\n") < text.index("module noise0:")
+    assert f"use rule * from {SHARED_MODULE} as {SHARED_MODULE}_*\n" in text
+    cfg = config_mod.load(overrides=["worlds.noise_rates=[0.0, 0.5]", "worlds.modalities=[text]"])
+    tree = shared_config(cfg.to_dict(), tmp_path)
+    assert tree["paths"] == {"data": str(tmp_path / "shared" / "data"), "features": str(tmp_path / "shared" / "features"), "results": str(tmp_path / "shared")}
+    assert tree["data"]["noise"]["text_rate"] == tree["data"]["noise"]["audio_rate"] == 0.0
+    config_mod.from_dict(tree)
+
+
+def test_a_world_links_the_shared_sets_relatively_once_and_refuses_its_own_copy(tmp_path: Path) -> None:
+    shared = SharedSets(tmp_path / "shared", ("kinetics", "msrvtt"), ("kinetics",))
+    assert SharedSets.from_dict(shared.to_dict()) == shared and not SharedSets(tmp_path)
+    world = tmp_path / "text0.6"
+    links = shared.links(world / "data", world / "features")
+    assert links == [(world / "data" / "kinetics", tmp_path / "shared" / "data" / "kinetics"),
+                     (world / "data" / "msrvtt", tmp_path / "shared" / "data" / "msrvtt"),
+                     (world / "features" / "kinetics", tmp_path / "shared" / "features" / "kinetics")]
+    link_shared(links)
+    link_shared(links)  # again: nothing to do
+    assert (world / "data" / "kinetics").readlink() == Path("../../shared/data/kinetics")
+    (tmp_path / "shared" / "features" / "kinetics").mkdir(parents=True)
+    (tmp_path / "shared" / "features" / "kinetics" / "index.parquet").write_text("x")
+    assert (world / "features" / "kinetics" / "index.parquet").read_text() == "x"  # read through the link
+    own = SharedSets(tmp_path / "shared", ("audioset",))
+    (world / "data" / "audioset").mkdir()
+    with pytest.raises(DataError, match=r"data/audioset: a world's own copy where the workflow links the shared .*; remove it"):
+        link_shared(own.links(world / "data", world / "features"))

@@ -9,12 +9,14 @@ triggers are in :mod:`cmgh.plan.triggers`, the worlds' configs and modules in :m
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 from cmgh import config as cmgh_config
-from cmgh import layout, worlds
+from cmgh import identity, layout, worlds
 from cmgh.config import Config
-from cmgh.data.datasets import NOISE_TRUTH
+from cmgh.data import datasets
+from cmgh.data.datasets import NOISE_TRUTH, TOKENIZED
 from cmgh.evaluate import NOISE_TRAINING, RUN_TASKS, TASK_DATASETS, TASKS, VALIDATION_METRICS, planned_tasks
 
 Run = tuple[str, str, int]  # (backbone, variant, seed) of one pre-training run
@@ -105,6 +107,28 @@ class Plan:
         """One evaluation job's name under logs/ and benchmarks/ (with its wildcards): per task and run, or per run."""
         variant = layout.RANDOM_VARIANT if random_init else "{variant}"
         return f"{'' if self.per_run else '{task}/'}{{backbone}}/{variant}/seed{{seed}}"
+
+    # ----------------------------------------------------------------------- the worlds of a noise study
+
+    @functools.cached_property
+    def shared(self) -> worlds.SharedSets:
+        """What a noise study's worlds read from one shared tree: the generated datasets whose generator
+        reads the same keys in every world (:func:`cmgh.identity.synth_inputs`, what each synth job's rerun
+        trigger states: Kinetics, AudioSet and MSR-VTT, not the noisy corpus), and the decoded features of
+        those that are not tokenized (a tokenized set's ids come from its world's vocabulary, built from
+        that world's noisy captions). Nothing outside a study of several generated worlds."""
+        root = layout.shared_tree(cmgh_config.resolve_path(self.cfg.worlds.root))
+        if len(self.worlds) < 2 or self.cfg.data.source != "synth":
+            return worlds.SharedSets(root)
+        study = self.cfg.to_dict()
+        trees = [worlds.tree_config(study, setting, root.parent) for setting in self.worlds]
+
+        def same_everywhere(name: str) -> bool:
+            sections = datasets.get(name).synth_sections
+            return len({json.dumps(identity.synth_inputs(tree, name, sections), sort_keys=True) for tree in trees}) == 1
+
+        data = tuple(name for name in self.cfg.data.datasets if same_everywhere(name))
+        return worlds.SharedSets(root, data, tuple(name for name in data if name not in TOKENIZED))
 
     # ----------------------------------------------------------------------- report, studies
 

@@ -163,22 +163,35 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
 def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job_per_run(tmp_path: Path) -> None:
     result = dry_run_worlds(tmp_path, "study")
     planned = planned_jobs(result)
-    trees = ("noise0", *(f"{m}0_{r}" for m in ("text", "audio") for r in (2, 4, 6)))
-    for tree in trees:  # 1 backbone x 5 variants x 5 seeds: one evaluation job per run, no random init
-        assert planned[f"{tree}_pretrain"] == 25 and planned[f"{tree}_evaluate"] == 25 and planned[f"{tree}_report"] == 1
-        assert f"{tree}_noise_training" not in planned and f"{tree}_evaluate_random_init" not in planned
-    assert planned["worlds"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 175
+    trees = ("noise0", "text0_6", "audio0_6")
+    for tree in trees:  # 2 backbones x 8 variants x 4 seeds: one evaluation job per run, and per backbone and seed a random-init floor
+        assert planned[f"{tree}_pretrain"] == 64 and planned[f"{tree}_evaluate"] == 64 and planned[f"{tree}_report"] == 1
+        assert f"{tree}_noise_training" not in planned and planned[f"{tree}_evaluate_random_init"] == 8
+    assert planned["worlds"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 192
     blocks = planned_blocks(result.stdout)
-    run = next(f for rule, f in blocks if rule == "text0_4_evaluate" and f["wildcards"] == "backbone=ms, variant=small_loss, seed=3")
+    run = next(f for rule, f in blocks if rule == "text0_6_evaluate" and f["wildcards"] == "backbone=ms, variant=small_loss, seed=2")
     outputs = run["output"].split(", ")
-    base = tmp_path / "study" / "text0.4" / "eval"
-    assert outputs == [str(base / t / "ms" / "small_loss" / "seed3" / "metrics.json") for t in ("kinetics", "audioset", "msrvtt", "noise_training")] \
-        + [str(base / "noise_training" / "ms" / "small_loss" / "seed3" / "windows.csv")]
+    base = tmp_path / "study" / "text0.6" / "eval"
+    assert outputs == [str(base / t / "ms" / "small_loss" / "seed2" / "metrics.json") for t in ("kinetics", "audioset", "msrvtt", "noise_training")] \
+        + [str(base / "noise_training" / "ms" / "small_loss" / "seed2" / "windows.csv")]
+    shared = tmp_path / "study" / "shared"  # the downstream sets once for every world; each world its own corpus
+    planned_sets = {rule: {f.get("wildcards") for r, f in blocks if r == rule} for rule in planned}
+    assert planned_sets["shared_synth"] == {f"dataset={d}" for d in ("kinetics", "audioset", "msrvtt")}
+    assert planned_sets["shared_extract"] == {"dataset=kinetics", "dataset=audioset"}
+    for tree in trees:  # each world its own corpus, and MSR-VTT decoded with its own vocabulary (from its own captions)
+        assert planned_sets[f"{tree}_synth"] == {"dataset=howto100m"} and planned_sets[f"{tree}_extract"] == {"dataset=howto100m", "dataset=msrvtt"}
+    shared_inputs = {str(shared / "features" / d / "index.parquet") for d in ("kinetics", "audioset")} | {str(shared / "data" / "msrvtt" / ".complete")}
+    assert shared_inputs <= set(run["input"].split(", "))
+    floor = next(f for rule, f in blocks if rule == "audio0_6_evaluate_random_init")
+    assert shared_inputs <= set(floor["input"].split(", "))
+    assert (tmp_path / "study" / "text0.6" / "features" / "kinetics").readlink() == Path("../../shared/features/kinetics")
     worlds = next(f for rule, f in blocks if rule == "worlds")
     assert str(tmp_path / "study" / "README.md") in worlds["output"]
-    for name, audio, text in (("text0.4", 0.0, 0.4), ("audio0.2", 0.2, 0.0), ("noise0", 0.0, 0.0)):
+    for name, audio, text in (("text0.6", 0.0, 0.6), ("audio0.6", 0.6, 0.0), ("noise0", 0.0, 0.0)):
         tree = yaml.safe_load((tmp_path / "study" / name / "config" / "resolved.yaml").read_text())
         assert (tree["data"]["noise"]["audio_rate"], tree["data"]["noise"]["text_rate"]) == (audio, text)
+    assert set(tree["variants"]) == {"baseline", "gr", "gcl", "gr_gcl", "small_loss", "oracle", "oracle_schedule", "norm_matched"}
+    assert tree["pretrain"]["steps"] == 300 and tree["data"]["synth"]["kinetics"]["val_per_class"] >= 6 and tree["evaluate"]["random_init"]
 
 
 def planned_blocks(output: str) -> list[tuple[str, dict[str, str]]]:

@@ -15,12 +15,15 @@ from cmgh import config as cmgh_config
 from cmgh import layout, worlds
 from cmgh.data import datasets
 from cmgh.data.datasets import TOKENIZED
-from cmgh.errors import ConfigError
+from cmgh.errors import ConfigError, DataError
 from cmgh.evaluate import NOISE_TRAINING, TASK_DATASETS, TASKS
 from cmgh.plan import Plan
 from cmgh.plan.triggers import Triggers
 
 
+# A world's module of a noise study gets, beside its tree's config, what it reads from the study's shared
+# tree (cmgh.worlds.SharedSets; the workflow's own channel, not a config key: no command reads it).
+SHARED_SETS = config.pop(worlds.SHARED_SETS_KEY, None)
 try:  # first our one-line message naming the key path, before any job starts
     CFG = cmgh_config.from_dict(config)
 except ConfigError as exc:
@@ -90,6 +93,27 @@ if not WORLDS:
     write_if_changed(RESOLVED_CONFIG, JOB_CFG.to_yaml(masked=False))
 
 
+# A world of a noise study reads the datasets every world shares (raw, and decoded where its vocabulary
+# plays no part) from the shared tree, which the shared module's jobs write; its own tree links each
+# such folder there, so its jobs' config paths reach them (cmgh.worlds.link_shared).
+SHARED = worlds.SharedSets.from_dict(SHARED_SETS) if SHARED_SETS else worlds.SharedSets(Path())
+if SHARED:
+    try:
+        worlds.link_shared(SHARED.links(Path(DATA), Path(FEATURES)))
+    except DataError as exc:
+        sys.exit(f"cmgh: {exc}")
+
+
+def data_root(dataset):
+    """Where ``dataset``'s raw files are: the shared tree's for a dataset every world shares."""
+    return SHARED.data_root if dataset in SHARED.data else DATA
+
+
+def features_root(dataset):
+    """Where ``dataset``'s decoded features are: the shared tree's for a feature set every world shares."""
+    return SHARED.features_root if dataset in SHARED.features else FEATURES
+
+
 # --------------------------------------------------------------------------- paths (patterns)
 
 
@@ -120,7 +144,7 @@ def stored(path):
 
 def feature_index(dataset):
     """The extract rule's output: its index, written last (with object storage: the whole folder)."""
-    return p(layout.feature_dir(FEATURES, dataset) if STORAGE else layout.feature_index(FEATURES, dataset))
+    return p(layout.feature_dir(FEATURES, dataset) if STORAGE else layout.feature_index(features_root(dataset), dataset))
 
 
 def packed_index(dataset):
@@ -141,7 +165,7 @@ def corpus_indexes(variant=None):
 
 def stamp(dataset):
     """The data rule's output: the `.complete` stamp (with object storage: the dataset's folder)."""
-    return p(layout.dataset_dir(DATA, dataset) if STORAGE else layout.stamp(DATA, dataset))
+    return p(layout.dataset_dir(DATA, dataset) if STORAGE else layout.stamp(data_root(dataset), dataset))
 
 
 def raw_inputs(dataset, files, media=False):
@@ -153,19 +177,34 @@ def raw_inputs(dataset, files, media=False):
     (Snakemake waits on the stamp and asks again afterwards); then the files themselves are
     inputs, so a missing one is named at planning and a rewritten one reruns its readers.
     With object storage the stamp is the dataset's folder, retrieved whole only by a job that
-    reads its media (``media``); the others fetch just their files.
+    reads its media (``media``); the others fetch just their files. A dataset of the shared tree is
+    written by the shared module's checkpoint: its stamp (rewritten last by every run) stands for its files.
     """
+    if dataset in SHARED.data:
+        return [stamp(dataset)]
     data_rule = checkpoints.synth if CFG.data.source == "synth" else checkpoints.download
     data_rule.get(dataset=dataset)  # raises (wait on the stamp) until the dataset exists
     return [p(f) for f in files] + ([stamp(dataset)] if media or not STORAGE else [])
 
 
 def task_inputs(wildcards, task=None):
-    """What one evaluation reads: its features and the raw files of its task (AudioSet's class
-    list, the generator's noise ground truth); ``task`` defaults to the job's wildcard."""
+    """What one evaluation reads of its own tree: its features and the raw files of its task (AudioSet's
+    class list, the generator's noise ground truth), those of the shared tree left to `shared_inputs`;
+    ``task`` defaults to the job's wildcard."""
     task = task or wildcards.task
     dataset = TASK_DATASETS[task]
-    return {"features": feature_index(dataset), "raw": raw_inputs(dataset, layout.task_raw_inputs(DATA, task))}
+    features = [] if dataset in SHARED.features else [feature_index(dataset)]
+    raw = [] if dataset in SHARED.data else raw_inputs(dataset, layout.task_raw_inputs(DATA, task))
+    return {"features": features, "raw": raw}
+
+
+def shared_inputs(wildcards):
+    """What one evaluation job of a world reads from the shared tree: a named input of its own, which
+    waits on no checkpoint of the world's (one that does holds back every path of its function), so
+    a dry run plans the shared jobs once for every world."""
+    tasks = PLAN.planned_tasks if PLAN.per_run else (wildcards.task,)
+    datasets_read = {TASK_DATASETS[task] for task in tasks}
+    return sorted({stamp(d) for d in datasets_read & set(SHARED.data)} | {feature_index(d) for d in datasets_read & set(SHARED.features)})
 
 
 # --------------------------------------------------------------------------- per-stage inputs and commands
@@ -219,7 +258,7 @@ def evaluation_inputs(wildcards):
     features, raw = [], []
     for task in PLAN.planned_tasks:
         inputs = task_inputs(wildcards, task)
-        features.append(inputs["features"])
+        features += inputs["features"]
         raw += inputs["raw"]
     if NOISE_TRAINING in PLAN.evaluation_tasks(random_init):
         inputs = noise_training_inputs(wildcards)
@@ -347,34 +386,9 @@ def feature_targets():
     return sorted({feature_index(name) for name in PLAN.decoded_datasets()} | corpora)
 
 
-# --------------------------------------------------------------------------- the generated worlds
-
-
-def worlds_root():
-    return cmgh_config.resolve_path(CFG.worlds.root)
-
-
-def world_tree(setting):
-    """Results tree of one world (``noise0.3``, ``text0.2``): its own data, features and results."""
-    return worlds_root() / setting.name
-
-
-def tree_config(modality, rate):
-    """The full config of one world's tree (called by the modules file's `config:` statements)."""
-    return worlds.tree_config(CFG.to_dict(), worlds.NoiseSetting(modality, float(rate)), worlds_root())
-
-
-def world_modules_file():
-    """The Snakefile of one module per world (cmgh.worlds.modules_snakefile), included by worlds.smk."""
-    path = worlds_root() / "config" / "modules.smk"
-    snakefile = os.path.relpath(Path(workflow.basedir) / "Snakefile", path.parent)  # resolved from this file's folder
-    write_if_changed(path, worlds.modules_snakefile(WORLDS, snakefile, tree_config.__name__))
-    return str(path)
-
-
 def all_targets():
     if WORLDS:
-        return [p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")), p(worlds_root() / layout.STUDY_PAGE)]
+        return [p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")), p(worlds_root() / layout.STUDY_PAGE)]  # worlds_root: worlds_common.smk
     targets = feature_targets() + pretrain_targets() + [report_table(layout.ABLATION_TABLE, "md")]
     if PLAN.scaling_pairs:
         targets.append(p(layout.scaling_table(RESULTS, "md")))

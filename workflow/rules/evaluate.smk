@@ -14,6 +14,7 @@
 rule evaluate:
     input:
         unpack(evaluation_inputs),
+        shared=shared_inputs,
         summary=run_file(layout.SUMMARY),
     output:
         evaluation_outputs(random_init=False),
@@ -38,6 +39,7 @@ rule evaluate:
 rule evaluate_random_init:
     input:
         unpack(evaluation_inputs),
+        shared=shared_inputs,
         summary=reference_summary,
     output:
         evaluation_outputs(random_init=True),

@@ -1,9 +1,14 @@
 # A noise study (config/ablation.yaml, config/study.yaml): this whole workflow once per generated
 # world, an injected noise setting (cmgh.worlds: a rate, for both pairs or for text or audio
 # alone), as Snakemake modules of the root Snakefile (`module` + `use rule * from ... as
-# noise0_3_*`), each with its own results tree; then one rule that compares the worlds: every
-# variant's downstream gain over the baseline against the noise rate, and the results page
+# noise0_3_*`), each with its own results tree, and one more module, `shared`, whose tree holds the
+# datasets the noise does not reach (generated once, decoded once unless tokenized: cmgh.plan.Plan.shared;
+# each world links them into its tree and its evaluations read them there); then one rule that
+# compares the worlds: every variant's downstream gain over the baseline against the noise rate, and the results page
 # (<worlds.root>/README.md) with the noise-detection indicators over training and the conclusions.
+
+
+include: "worlds_common.smk"
 
 
 include: world_modules_file()
