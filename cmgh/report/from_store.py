@@ -2,76 +2,34 @@
 folder, so runs tracked on a remote server can be compared from any machine (the report reads the
 store; the adapter that writes it, :mod:`cmgh.track`, knows nothing of the report).
 
-The evaluation runs of the config's experiment (``mlflow.search_runs``: tag ``stage`` =
-``evaluate``, status FINISHED) become the long table :func:`cmgh.report.collect.collect` reads
+The evaluation runs of the config's experiment (:func:`cmgh.track.search.evaluation_runs`: tag
+``stage`` = ``evaluate``, status FINISHED) become the long table :func:`cmgh.report.collect.collect` reads
 from ``metrics.json`` files (task, backbone, variant, seed from the runs' tags; each ``<task>/<metric>``
 metric), and the report's own :func:`~cmgh.report.tables.ablation` makes the table, so the rows,
 columns and numbers are those of ``tables/ablation.csv``. Metric names are looked up the way the
-tracker wrote them (:func:`~cmgh.track.mlflow_tracker.metric_key`). mlflow is imported lazily.
+tracker wrote them (:func:`~cmgh.track.mlflow_tracker.metric_key`). The report imports no mlflow:
+the query is the adapter's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from cmgh import layout
-from cmgh.errors import CmghError, ConfigError
+from cmgh.errors import ConfigError
 from cmgh.io import atomic_write_text, redacted
 from cmgh.report.collect import variant_order
 from cmgh.report.columns import ABLATION_COLUMNS, Column
 from cmgh.report.tables import ablation, ablation_csv, ablation_markdown
 from cmgh.track import OUT_TAG, experiment_name, tracking_uri
-from cmgh.track.uri import resolve_sqlite, sqlite_path
+from cmgh.track.search import StoreError, evaluation_runs
+from cmgh.track.uri import resolve_sqlite
 
-EVALUATIONS = "tags.stage = 'evaluate' AND attributes.status = 'FINISHED'"
 IDENTITY = ("task", "backbone", "variant", "seed")  # the tags that place an evaluation run in the table
-
-
-class StoreError(CmghError):
-    """The tracking store cannot be read, or holds nothing to tabulate."""
-
-
-@contextmanager
-def _store(uri: str) -> Iterator[None]:
-    """``mlflow.search_runs`` reads the global tracking URI: set it for the block, then put it back."""
-    import mlflow
-
-    shown = redacted(uri)
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        raise StoreError(f"{shown}: no tracking store there (expected the sqlite file the runs were tracked in; set --tracking-uri or tracking.uri)")
-    if uri.startswith(("http://", "https://")):
-        from cmgh.track.store import server_reachable
-
-        if not server_reachable(uri):
-            raise StoreError(f"{shown}: no MLflow server answers (expected a running tracking server; check --tracking-uri or tracking.uri)")
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def evaluation_runs(uri: str, experiment: str, filter_string: str = "") -> list[Any]:
-    """The finished evaluation runs of ``experiment`` in the store at ``uri`` (``filter_string``:
-    an MLflow filter ANDed to it, e.g. ``tags.out LIKE '/scratch/results/%'``)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    query = EVALUATIONS + (f" AND {filter_string}" if filter_string.strip() else "")
-    with _store(uri):
-        try:
-            if mlflow.get_experiment_by_name(experiment) is None:
-                raise StoreError(f"{redacted(uri)}: no experiment {experiment!r} (expected the config's tracking.experiment or name; --set tracking.experiment=...)")
-            return list(mlflow.search_runs(experiment_names=[experiment], filter_string=query, order_by=["attributes.start_time ASC"], output_format="list"))
-        except MlflowException as exc:
-            raise StoreError(f"{redacted(uri)}: search for {query!r} failed: {redacted(str(exc).splitlines()[0])}") from None
 
 
 def long_table(runs: Sequence[Any]) -> pd.DataFrame:
