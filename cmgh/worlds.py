@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cmgh import layout
-from cmgh.errors import DataError
+from cmgh.errors import ConfigError, DataError
 
 BOTH, TEXT, AUDIO = "both", "text", "audio"
 MODALITIES = (BOTH, TEXT, AUDIO)  # worlds.modalities: which pairs of a triplet a rate misaligns
@@ -90,11 +90,27 @@ def _config_at(tree: Mapping[str, Any], setting: NoiseSetting, base: Path, root:
     tree = copy.deepcopy(dict(tree))
     tree["worlds"]["noise_rates"] = []
     tree["data"]["noise"].update(audio_rate=setting.audio_rate, text_rate=setting.text_rate)
+    if setting.rate == 0:
+        tree["variants"] = clean_variants(tree)
     tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
     if not tree["tracking"]["uri"]:
         tree["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
         tree["tracking"]["artifacts"] = tree["tracking"]["artifacts"] or str(root / "mlruns")
     return tree
+
+
+def clean_variants(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The variants the clean world pre-trains (``worlds.clean_variants``; all when null): its baseline is
+    every world's headroom reference, its other variants only give the rate-0 point of the slopes."""
+    variants, names = tree["variants"], tree["worlds"].get("clean_variants")
+    if names is None:
+        return variants
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        raise ConfigError(f"worlds.clean_variants: {', '.join(map(repr, unknown))} not defined (expected names of variants: {', '.join(variants)})")
+    if layout.BASELINE_VARIANT not in names:
+        raise ConfigError(f"worlds.clean_variants: expected {layout.BASELINE_VARIANT!r} among them (the clean world's baseline is the headroom's reference)")
+    return {n: variants[n] for n in names}
 
 
 def modules_snakefile(worlds: Iterable[NoiseSetting], snakefile: str | os.PathLike[str], config_function: str, shared_function: str | None = None) -> str:

@@ -9,7 +9,8 @@ import pytest
 from cmgh import config as config_mod
 from cmgh.worlds import (MODALITIES, SHARED_MODULE, NoiseSetting, SharedSets, link_shared, module_name, modules_snakefile, setting_of, settings,
                          shared_config, tree_config)
-from cmgh.errors import DataError
+from cmgh.plan import Plan
+from cmgh.errors import ConfigError, DataError
 from cmgh.evaluate import RUN_TASKS, TASKS, planned_tasks
 
 
@@ -54,6 +55,20 @@ def test_a_world_config_has_its_own_tree_rates_and_one_shared_store(tmp_path: Pa
     config_mod.from_dict(tree)  # a valid config of its own
     kept = tree_config(config_mod.load(overrides=["tracking.uri=sqlite:///elsewhere.db"]).to_dict(), NoiseSetting("both", 0.0), tmp_path)
     assert kept["tracking"]["uri"] == "sqlite:///elsewhere.db"
+
+
+def test_the_clean_world_may_run_fewer_variants(tmp_path: Path) -> None:
+    variants = "variants={baseline: {}, gr: {pretrain: {harmonize: {rule: cmgh}}}, gcl: {pretrain: {curriculum: {rule: cmgh}}}}"
+    study = ["worlds.noise_rates=[0.0, 0.6]", "worlds.modalities=[text]", variants]
+    cfg = config_mod.load(overrides=[*study, "worlds.clean_variants=[baseline, gcl]"])
+    clean = tree_config(cfg.to_dict(), NoiseSetting("both", 0.0), tmp_path)
+    noisy = tree_config(cfg.to_dict(), NoiseSetting("text", 0.6), tmp_path)
+    assert list(clean["variants"]) == ["baseline", "gcl"] and list(noisy["variants"]) == ["baseline", "gr", "gcl"]
+    assert list(tree_config(config_mod.load(overrides=study).to_dict(), NoiseSetting("both", 0.0), tmp_path)["variants"]) == ["baseline", "gr", "gcl"]
+    with pytest.raises(ConfigError, match=r"^worlds.clean_variants: 'grr' not defined \(expected names of variants: baseline, gr, gcl\)$"):
+        Plan(config_mod.load(overrides=[*study, "worlds.clean_variants=[baseline, grr]"]))
+    with pytest.raises(ConfigError, match=r"^worlds.clean_variants: expected 'baseline' among them"):
+        Plan(config_mod.load(overrides=[*study, "worlds.clean_variants=[gr]"]))
 
 
 def test_each_world_is_a_module_of_the_root_snakefile() -> None:

@@ -304,7 +304,7 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
     analysis = primary.settings(config)
     values = pooled.seed_values(roots)
     flags = run_checks.flag_runs(values, run_checks.final_losses(roots), [HEADLINE[t] for t in DOWNSTREAM], analysis.margins)
-    variants = primary.compared_variants(values, configured_variants(roots[0]) if roots else [])
+    variants = primary.compared_variants(values, list(dict.fromkeys(v for r in roots for v in configured_variants(r))))  # the clean world may run fewer (worlds.clean_variants)
     results = primary.analyse(run_checks.excluded(values, flags), analysis, variants)
     detected = detection(roots, settings)
     figures = figure_detection(roots, settings, layout.figures_dir(out))
