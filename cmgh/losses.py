@@ -1,12 +1,12 @@
 """VATT's contrastive objectives, per sample (VATT Sec. 3.3 "Multimodal contrastive learning";
 MIL-NCE: Miech et al., CVPR 2020, Sec. 3 / Eq. 1).
 
-    L = L_va + lambda * L_vt        (VATT's overall objective, Sec. 3.3; CMGH Sec. 3.1)
+    L = L_va + lambda * L_vt        (VATT's overall objective, Sec. 3.3; the sum CMGH harmonizes)
 
 ``L_va`` is NCE between the video and audio embeddings in the video-audio space, ``L_vt`` is
 MIL-NCE between the video embedding and the candidate captions in the video-audio-text space.
-Both return **one value per sample** because CMGH needs per-sample gradients (Sec. 3.2) and a
-per-sample curriculum (Sec. 3.3); :func:`objective` turns them into the two scalar terms.
+Both return **one value per sample** because CMGH needs per-sample gradients and a per-sample
+curriculum (our reconstruction from the paper's abstract); :func:`objective` turns them into the two scalar terms.
 
 Both losses couple the samples through the batch softmax (the other samples are the negatives),
 so the gradient of ``sum_j l_j`` with respect to sample ``i``'s embedding contains every other
@@ -120,7 +120,7 @@ def objective(
 ) -> Objective:
     """Reduce the per-sample losses: ``L_va`` averages over every sample, ``L_vt`` over rows with text.
 
-    Optional per-sample weights (the curriculum, CMGH Sec. 3.3) weight each row's term and the
+    Optional per-sample weights (the curriculum: our reconstruction of CMGH's) weight each row's term and the
     normaliser (a dropped row leaves the average). Dropped rows still serve as negatives of the
     others: the weights act on the anchors, the losses were computed on the whole batch.
     """

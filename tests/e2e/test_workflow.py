@@ -277,6 +277,13 @@ def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path
     assert "Kinetics: 4 test clips over 4 classes (one clip = 25.00 points of top-1)" in page
 
 
+def test_the_clean_world_runs_only_its_clean_variants(tmp_path: Path) -> None:
+    configfile = tiny_configfile(tmp_path, "worlds.noise_rates=[0.0, 0.5]", "worlds.modalities=[text]", f"worlds.root={tmp_path / 'study'}",
+                                 "sweep.run=false", "evaluate.jobs=per_run", "pretrain.seeds=[0, 1]", "worlds.clean_variants=[baseline]")
+    plan = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    assert plan["noise0_pretrain"] == 2 and plan["text0_5_pretrain"] == 4  # baseline x 2 seeds; baseline and gr_gcl x 2 seeds
+
+
 def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("pretrain: {harmonize: {rule: pcgradd}}\n")

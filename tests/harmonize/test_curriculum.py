@@ -1,4 +1,4 @@
-"""Gradient-based curriculum (CMGH Sec. 3.3): schedule, selection, scorers, granularity."""
+"""Gradient-based curriculum (our reconstruction of CMGH's): schedule, selection, scorers, granularity."""
 
 from __future__ import annotations
 
