@@ -72,3 +72,13 @@ def test_readme_benchmark_figures_match_the_benchmarks_page() -> None:
     for what, (_, _, figure, target) in headline.items():
         assert what in full, f"README benchmark {what!r} is not in docs/benchmarks.md"
         assert full[what][2:] == [figure, target], f"{what!r}: README says {figure!r}, docs/benchmarks.md {full[what][2]!r}"
+
+
+def test_readme_study_section_is_the_study_pages_conclusions() -> None:
+    import runpy
+
+    publish = runpy.run_path(str(REPO / "workflow" / "scripts" / "publish_study.py"), run_name="docs")
+    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "study" / "README.md").read_text()
+    assert publish["render_readme"](readme, page) == readme, "regenerate it: python workflow/scripts/publish_study.py --readme-only"
+    assert publish["section"](page, "Conclusions").splitlines()[0] in readme
