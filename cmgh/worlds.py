@@ -88,10 +88,9 @@ def shared_config(tree: Mapping[str, Any], root: Path) -> dict[str, Any]:
 
 def _config_at(tree: Mapping[str, Any], setting: NoiseSetting, base: Path, root: Path) -> dict[str, Any]:
     tree = copy.deepcopy(dict(tree))
-    tree["worlds"]["noise_rates"] = []
+    tree["variants"] = world_variants(tree, setting)
+    tree["worlds"].update(noise_rates=[], variants={})  # a tree is one world: it runs what it holds
     tree["data"]["noise"].update(audio_rate=setting.audio_rate, text_rate=setting.text_rate)
-    if setting.rate == 0:
-        tree["variants"] = clean_variants(tree)
     tree["paths"] = {"data": str(base / "data"), "features": str(base / "features"), "results": str(base)}
     if not tree["tracking"]["uri"]:
         tree["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
@@ -99,18 +98,25 @@ def _config_at(tree: Mapping[str, Any], setting: NoiseSetting, base: Path, root:
     return tree
 
 
-def clean_variants(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """The variants the clean world pre-trains (``worlds.clean_variants``; all when null): its baseline is
-    every world's headroom reference, its other variants only give the rate-0 point of the slopes."""
-    variants, names = tree["variants"], tree["worlds"].get("clean_variants")
-    if names is None:
-        return variants
-    unknown = [n for n in names if n not in variants]
-    if unknown:
-        raise ConfigError(f"worlds.clean_variants: {', '.join(map(repr, unknown))} not defined (expected names of variants: {', '.join(variants)})")
-    if layout.BASELINE_VARIANT not in names:
-        raise ConfigError(f"worlds.clean_variants: expected {layout.BASELINE_VARIANT!r} among them (the clean world's baseline is the headroom's reference)")
-    return {n: variants[n] for n in names}
+def world_variants(tree: Mapping[str, Any], setting: NoiseSetting) -> dict[str, Any]:
+    """The variants one world pre-trains (``worlds.variants`` by world name; all when it is not named)."""
+    check_world_variants(tree)
+    names = tree["worlds"].get("variants", {}).get(setting.name)
+    return tree["variants"] if names is None else {n: tree["variants"][n] for n in names}
+
+
+def check_world_variants(tree: Mapping[str, Any]) -> None:
+    """``worlds.variants`` names worlds of the study and variants of the config, the baseline in each."""
+    worlds, variants = tree["worlds"], tree["variants"]
+    known = [s.name for s in settings(worlds["noise_rates"], worlds["modalities"])]
+    for world, names in worlds.get("variants", {}).items():
+        if known and world not in known:
+            raise ConfigError(f"worlds.variants: {world!r} is not a world of this study (expected one of {', '.join(known)})")
+        unknown = [n for n in names if n not in variants]
+        if unknown:
+            raise ConfigError(f"worlds.variants.{world}: {', '.join(map(repr, unknown))} not defined (expected names of variants: {', '.join(variants)})")
+        if layout.BASELINE_VARIANT not in names:
+            raise ConfigError(f"worlds.variants.{world}: expected {layout.BASELINE_VARIANT!r} among them (every world's reference)")
 
 
 def modules_snakefile(worlds: Iterable[NoiseSetting], snakefile: str | os.PathLike[str], config_function: str, shared_function: str | None = None) -> str:

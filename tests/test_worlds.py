@@ -57,18 +57,19 @@ def test_a_world_config_has_its_own_tree_rates_and_one_shared_store(tmp_path: Pa
     assert kept["tracking"]["uri"] == "sqlite:///elsewhere.db"
 
 
-def test_the_clean_world_may_run_fewer_variants(tmp_path: Path) -> None:
+def test_a_world_may_run_fewer_variants(tmp_path: Path) -> None:
     variants = "variants={baseline: {}, gr: {pretrain: {harmonize: {rule: cmgh}}}, gcl: {pretrain: {curriculum: {rule: cmgh}}}}"
-    study = ["worlds.noise_rates=[0.0, 0.6]", "worlds.modalities=[text]", variants]
-    cfg = config_mod.load(overrides=[*study, "worlds.clean_variants=[baseline, gcl]"])
-    clean = tree_config(cfg.to_dict(), NoiseSetting("both", 0.0), tmp_path)
-    noisy = tree_config(cfg.to_dict(), NoiseSetting("text", 0.6), tmp_path)
-    assert list(clean["variants"]) == ["baseline", "gcl"] and list(noisy["variants"]) == ["baseline", "gr", "gcl"]
+    study = ["worlds.noise_rates=[0.0, 0.6]", "worlds.modalities=[text, audio]", variants]
+    cfg = config_mod.load(overrides=[*study, "worlds.variants={noise0: [baseline], audio0.6: [baseline, gcl]}"])
+    ran = {s.name: list(tree_config(cfg.to_dict(), s, tmp_path)["variants"]) for s in settings([0.0, 0.6], ["text", "audio"])}
+    assert ran == {"noise0": ["baseline"], "text0.6": ["baseline", "gr", "gcl"], "audio0.6": ["baseline", "gcl"]}
+    assert tree_config(cfg.to_dict(), NoiseSetting("text", 0.6), tmp_path)["worlds"]["variants"] == {}  # a tree runs what it holds
     assert list(tree_config(config_mod.load(overrides=study).to_dict(), NoiseSetting("both", 0.0), tmp_path)["variants"]) == ["baseline", "gr", "gcl"]
-    with pytest.raises(ConfigError, match=r"^worlds.clean_variants: 'grr' not defined \(expected names of variants: baseline, gr, gcl\)$"):
-        Plan(config_mod.load(overrides=[*study, "worlds.clean_variants=[baseline, grr]"]))
-    with pytest.raises(ConfigError, match=r"^worlds.clean_variants: expected 'baseline' among them"):
-        Plan(config_mod.load(overrides=[*study, "worlds.clean_variants=[gr]"]))
+    for value, message in [("{noise0: [baseline, grr]}", r"worlds.variants.noise0: 'grr' not defined \(expected names of variants: baseline, gr, gcl\)"),
+                           ("{noise0: [gr]}", r"worlds.variants.noise0: expected 'baseline' among them"),
+                           ("{text0.3: [baseline]}", r"worlds.variants: 'text0.3' is not a world of this study \(expected one of noise0, text0.6, audio0.6\)")]:
+        with pytest.raises(ConfigError, match=f"^{message}"):
+            Plan(config_mod.load(overrides=[*study, f"worlds.variants={value}"]))
 
 
 def test_each_world_is_a_module_of_the_root_snakefile() -> None:

@@ -38,7 +38,7 @@ class Plan:
         self.reference_variant = layout.BASELINE_VARIANT if layout.BASELINE_VARIANT in self.variants else self.variants[0]
         self.worlds = worlds.settings(cfg.worlds.noise_rates, cfg.worlds.modalities)
         if self.worlds:
-            worlds.clean_variants(cfg.to_dict())  # a misnamed clean variant is refused before any job
+            worlds.check_world_variants(cfg.to_dict())  # a misnamed world or variant is refused before any job
 
     @functools.cache  # noqa: B019 (one Plan per parse: it lives as long as the workflow)
     def variant_config(self, variant: str) -> Config:

@@ -163,11 +163,11 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
 def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job_per_run(tmp_path: Path) -> None:
     result = dry_run_worlds(tmp_path, "study")
     planned = planned_jobs(result)
-    trees = ("noise0", "text0_6", "audio0_6")
-    for tree in trees:  # 2 backbones x 8 variants x 4 seeds: one evaluation job per run, and per backbone and seed a random-init floor
-        assert planned[f"{tree}_pretrain"] == 64 and planned[f"{tree}_evaluate"] == 64 and planned[f"{tree}_report"] == 1
+    runs = {"noise0": 8, "text0_6": 80, "audio0_6": 64}  # 2 backbones x 4 seeds x 1 (the clean baseline), 10 and 8 variants
+    for tree, n in runs.items():  # one evaluation job per run, and per backbone and seed a random-init floor
+        assert planned[f"{tree}_pretrain"] == n and planned[f"{tree}_evaluate"] == n and planned[f"{tree}_report"] == 1
         assert f"{tree}_noise_training" not in planned and planned[f"{tree}_evaluate_random_init"] == 8
-    assert planned["worlds"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 192
+    assert planned["worlds"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 152
     blocks = planned_blocks(result.stdout)
     run = next(f for rule, f in blocks if rule == "text0_6_evaluate" and f["wildcards"] == "backbone=ms, variant=small_loss, seed=2")
     outputs = run["output"].split(", ")
@@ -178,7 +178,7 @@ def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job
     planned_sets = {rule: {f.get("wildcards") for r, f in blocks if r == rule} for rule in planned}
     assert planned_sets["shared_synth"] == {f"dataset={d}" for d in ("kinetics", "audioset", "msrvtt")}
     assert planned_sets["shared_extract"] == {"dataset=kinetics", "dataset=audioset"}
-    for tree in trees:  # each world its own corpus, and MSR-VTT decoded with its own vocabulary (from its own captions)
+    for tree in runs:  # each world its own corpus, and MSR-VTT decoded with its own vocabulary (from its own captions)
         assert planned_sets[f"{tree}_synth"] == {"dataset=howto100m"} and planned_sets[f"{tree}_extract"] == {"dataset=howto100m", "dataset=msrvtt"}
     shared_inputs = {str(shared / "features" / d / "index.parquet") for d in ("kinetics", "audioset")} | {str(shared / "data" / "msrvtt" / ".complete")}
     assert shared_inputs <= set(run["input"].split(", "))
@@ -277,9 +277,9 @@ def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path
     assert "Kinetics: 4 test clips over 4 classes (one clip = 25.00 points of top-1)" in page
 
 
-def test_the_clean_world_runs_only_its_clean_variants(tmp_path: Path) -> None:
+def test_a_world_runs_only_the_variants_named_for_it(tmp_path: Path) -> None:
     configfile = tiny_configfile(tmp_path, "worlds.noise_rates=[0.0, 0.5]", "worlds.modalities=[text]", f"worlds.root={tmp_path / 'study'}",
-                                 "sweep.run=false", "evaluate.jobs=per_run", "pretrain.seeds=[0, 1]", "worlds.clean_variants=[baseline]")
+                                 "sweep.run=false", "evaluate.jobs=per_run", "pretrain.seeds=[0, 1]", "worlds.variants={noise0: [baseline]}")
     plan = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
     assert plan["noise0_pretrain"] == 2 and plan["text0_5_pretrain"] == 4  # baseline x 2 seeds; baseline and gr_gcl x 2 seeds
 
