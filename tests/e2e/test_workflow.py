@@ -187,11 +187,14 @@ def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job
     assert (tmp_path / "study" / "text0.6" / "features" / "kinetics").readlink() == Path("..", "..", "shared", "features", "kinetics")
     worlds = next(f for rule, f in blocks if rule == "worlds")
     assert str(tmp_path / "study" / "README.md") in worlds["output"]
+    trees = {}
     for name, audio, text in (("text0.6", 0.0, 0.6), ("audio0.6", 0.6, 0.0), ("noise0", 0.0, 0.0)):
-        tree = yaml.safe_load((tmp_path / "study" / name / "config" / "resolved.yaml").read_text())
+        trees[name] = tree = yaml.safe_load((tmp_path / "study" / name / "config" / "resolved.yaml").read_text())
         assert (tree["data"]["noise"]["audio_rate"], tree["data"]["noise"]["text_rate"]) == (audio, text)
-    assert set(tree["variants"]) == {"baseline", "gr", "gcl", "gr_gcl", "small_loss", "oracle", "oracle_schedule", "norm_matched"}
-    assert tree["pretrain"]["steps"] == 300 and tree["data"]["synth"]["kinetics"]["val_per_class"] >= 6 and tree["evaluate"]["random_init"]
+    eight = ["baseline", "gr", "gcl", "gr_gcl", "small_loss", "oracle", "oracle_schedule", "norm_matched"]
+    assert list(trees["audio0.6"]["variants"]) == eight and set(trees["text0.6"]["variants"]) == {*eight, "quality65", "quality80"}
+    assert list(trees["noise0"]["variants"]) == ["baseline"]
+    assert tree["pretrain"]["steps"] == 450 and tree["data"]["synth"]["kinetics"]["val_per_class"] >= 6 and tree["evaluate"]["random_init"]
 
 
 def planned_blocks(output: str) -> list[tuple[str, dict[str, str]]]:
