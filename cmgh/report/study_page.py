@@ -25,16 +25,14 @@ from cmgh import layout
 from cmgh.errors import DataError
 from cmgh.worlds import BOTH, NoiseSetting
 from cmgh.io import atomic_write_text
-from cmgh.report import detection_over_training, headroom, pooled, primary, run_checks, stats
+from cmgh.report import detection_over_training, headroom, pooled, primary, quality_curve, run_checks, stats
+from cmgh.report.detection_over_training import CONFLICT, MATCHED_LOSS, TARGET
 from cmgh.report.collect import configured_variants, read_yaml, noise_setting_of
 from cmgh.report.columns import DOWNSTREAM, HEADLINE, HEADROOM_COLUMNS
 from cmgh.plots import savefig
 from cmgh.report.gain_vs_noise import TABLE as GAIN_TABLE, curves, figure_noise_gain, on_curve
 from cmgh.report.tables import to_markdown
 
-TARGET = {BOTH: "either", "text": "text", "audio": "audio"}  # the noise_training target of a modality's trees
-CONFLICT = "cos_representation"  # the paper's conflict cosine, exact at the video representation
-MATCHED_LOSS = {"either": "loss_total", "text": "loss_vt", "audio": "loss_va"}  # the per-sample loss of the misaligned pair
 FIGURE = "noise_detection"
 
 
@@ -308,6 +306,9 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
     results = primary.analyse(run_checks.excluded(values, flags), analysis, variants)
     detected = detection(roots, settings)
     figures = figure_detection(roots, settings, layout.figures_dir(out))
+    trees = {v: c for c in (_tree_config(Path(r)) for r in reversed(roots)) for v in c.get("variants", {})}
+    dose = quality_curve.points(results, trees, roots, settings)
+    figures += quality_curve.figure(dose, layout.figures_dir(out))
     name = config.get("name", "study")
     conclusions = [*primary.conclusions(results, variants), *(f"Exploratory: {line}" for line in gain_conclusions(gains)),
                    *detection_conclusions(detected)]
@@ -341,6 +342,15 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
         "within ±margin; else inconclusive. A variant named `oracle` is the positive control, tested outside the family "
         "(`cmgh.report.primary`).",
         primary.section(results),
+        "## Benefit against detection quality",
+        "Each curriculum variant's pooled gain on a primary endpoint (as above) at its detector's AUROC for the misaligned "
+        "pairs: the `quality` controls (ground truth plus noise) at their set AUROC and the `oracle` at 1, joined per selection "
+        "rule; the `conflict` and `loss` scorers (open squares) at the AUROC their own runs measured (`noise_training`, averaged "
+        "over training, seeds and the modality's noisy worlds). Flat up to AUROC 1: the schedule cannot exploit even a perfect "
+        "detector; rising: read the curve at the cosine's AUROC for what a better detector would be worth "
+        "(`cmgh.report.quality_curve`).",
+        *([f"![benefit against detection quality](figures/{quality_curve.FIGURE}.png)"] if dose else []),
+        quality_curve.section(dose, results) or "No curriculum variant on a primary endpoint with headroom.",
         "## Flagged runs",
         run_checks.flags_section(flags, floor_known),
         "## Downstream gain over the baseline (exploratory: every task and world)",

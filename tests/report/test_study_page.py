@@ -16,10 +16,15 @@ WOBBLE = (0.3, -0.2, 0.1, -0.4, 0.2)  # per seed, shared by the variants: paired
 
 
 def _tree(root: Path, audio: float, text: float, gain: dict[str, float], conflict: float, loss: float,
-          level: dict[str, list[float]] | None = None, others: dict[str, dict[str, float]] | None = None) -> Path:
+          level: dict[str, list[float]] | None = None, others: dict[str, dict[str, float]] | None = None,
+          scored: tuple[str, ...] = ("baseline",), variants: dict[str, dict] | None = None) -> Path:
     """A tree whose gr run gains ``gain[task]`` (+ a small per-seed spread) over the baseline, and
-    whose baseline's windows give the conflict cosine and the matched loss these AUROCs; ``level``
-    (per task, per seed) shifts every variant of the tree, ``others`` adds variants gaining so much."""
+    whose ``scored`` variants' windows give the conflict cosine and the matched loss these AUROCs; ``level``
+    (per task, per seed) shifts every variant of the tree, ``others`` adds variants gaining so much;
+    ``variants``: the tree's resolved config's (the workflow writes it)."""
+    if variants is not None:
+        layout.resolved_config(root).parent.mkdir(parents=True, exist_ok=True)
+        layout.resolved_config(root).write_text(json.dumps({"pretrain": {"curriculum": {"rule": "none", "scorer": "conflict"}}, "variants": variants}))
     metrics = {"kinetics": "top1", "audioset": "mAP", "msrvtt": "t2v_R@10"}
     gains = {"baseline": dict.fromkeys(metrics, 0.0), "gr": gain, **(others or {})}
     for seed in SEEDS:
@@ -38,10 +43,11 @@ def _tree(root: Path, audio: float, text: float, gain: dict[str, float], conflic
         rows = [{"dataset": "howto100m", "indicator": name, "target": target, "step": step, "step_to": step + 9,
                  "auroc": value + spread[name] + 0.002 * step, "ap": 0.5, "n": 100, "n_noisy": 40}
                 for step in (0, 10) for name, value in (("cos_representation", conflict), ("loss_vt", loss), ("loss_va", loss))]
-        windows = layout.eval_dir(root, "noise_training", "ms", "baseline", seed) / layout.NOISE_WINDOWS
-        windows.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(windows, index=False)
-        (windows.parent / layout.METRICS).write_text("{}")
+        for variant in scored:
+            windows = layout.eval_dir(root, "noise_training", "ms", variant, seed) / layout.NOISE_WINDOWS
+            windows.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).to_csv(windows, index=False)
+            (windows.parent / layout.METRICS).write_text("{}")
     return root
 
 
@@ -96,8 +102,8 @@ def test_the_page_shows_headroom_first_the_primary_verdicts_the_control_and_flag
     build_noise_gain(trees, tmp_path)
     page = (tmp_path / "README.md").read_text()
     sections = [line for line in page.splitlines() if line.startswith("## ")]
-    assert sections[:6] == ["## Conclusions", "## Design", "## Headroom", "## Primary endpoints", "## Flagged runs",
-                            "## Downstream gain over the baseline (exploratory: every task and world)"]
+    assert sections[:7] == ["## Conclusions", "## Design", "## Headroom", "## Primary endpoints", "## Benefit against detection quality",
+                            "## Flagged runs", "## Downstream gain over the baseline (exploratory: every task and world)"]
     head = page.split("## Headroom")[1].split("## Primary endpoints")[0]
     assert "**MSR-VTT R@10**, ms, text misaligned (headroom):" in head and "| random init | 10.0 [" in head
     assert "**Kinetics top-1**, ms, text misaligned (no headroom: no method can win here):" in head
@@ -128,3 +134,26 @@ def test_the_headroom_tables_add_concept_level_map_where_a_tree_has_it(tmp_path:
     build_noise_gain(trees, tmp_path / "after")
     head = (tmp_path / "after" / "README.md").read_text().split("## Headroom")[1].split("## Primary endpoints")[0]
     assert head.index("**MSR-VTT R@10**, ms, text misaligned") < head.index("**MSR concept mAP**, ms, text misaligned (headroom):")
+
+
+def test_benefit_against_detection_quality_places_each_curriculum_at_its_detectors_auroc(tmp_path: Path) -> None:
+    none = {"kinetics": 0.0, "audioset": 0.0, "msrvtt": 0.0}
+    drop = {"msrvtt": [-20.0, -19.0, -21.0, -20.5, -19.5]}
+    variants = {"baseline": {}, "gr": {"pretrain": {"harmonize": {"rule": "cmgh"}}},
+                "gcl": {"pretrain": {"curriculum": {"rule": "cmgh"}}},
+                "quality65": {"pretrain": {"curriculum": {"rule": "cmgh", "scorer": "quality", "quality_auroc": 0.65}}},
+                "oracle_schedule": {"pretrain": {"curriculum": {"rule": "cmgh", "scorer": "oracle"}}}}
+    gains = {"gcl": {**none, "msrvtt": 2.0}, "quality65": {**none, "msrvtt": 4.0}, "oracle_schedule": {**none, "msrvtt": 10.0}}
+    trees = [_tree(tmp_path / "noise0", 0.0, 0.0, none, 0.5, 0.5, variants={"baseline": {}}),
+             _tree(tmp_path / "text0.4", 0.0, 0.4, none, 0.52, 0.7, level=drop, others=gains, scored=("baseline", "gcl"), variants=variants)]
+    build_noise_gain(trees, tmp_path)
+    page = (tmp_path / "README.md").read_text()
+    dose = page.split("## Benefit against detection quality")[1].split("## Flagged runs")[0]
+    rows = [line for line in dose.splitlines() if line.startswith("| `")]
+    # by AUROC: the cosine gcl ranks by (0.52 + 0.002 x its windows' mean step 5), the set 0.65 and the oracle's 1
+    assert [r.split(" | ")[:3] for r in rows] == [["| `gcl`", "conflict (cmgh)", "0.530 (measured)"],
+                                                 ["| `quality65`", "quality (cmgh)", "0.650 (set)"],
+                                                 ["| `oracle_schedule`", "oracle (cmgh)", "1.000 (set)"]]
+    assert "+4.0 [" in rows[1] and "+10.0 [" in rows[2] and "(50 % [" not in rows[2] and "50 % [" in rows[2]
+    assert "**MSR-VTT R@10 under text noise**, ms:" in dose and "AudioSet" not in dose  # no headroom under audio: no curve
+    assert (tmp_path / "figures" / "quality_curve.png").stat().st_size > 1000
