@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from cmgh import yaml_loader
 from cmgh.errors import ConfigError
 from cmgh.io import atomic_write_text, redacted
 from cmgh.keypaths import set_path
@@ -105,14 +106,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_loader.load(raw) if raw.strip() else ""  # "2e-3" is the number, alone or in a list
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
-    if isinstance(value, str):  # YAML 1.1 reads "2e-3" as a string; a user means the number
-        try:
-            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
-        except ValueError:
-            pass
+    except ConfigError as exc:
+        raise ConfigError(f"--set {key}: {exc}") from None
     return key.strip().split("."), value
 
 
@@ -152,7 +150,9 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); expected a UTF-8 YAML file") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_loader.load(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

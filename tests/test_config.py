@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,28 @@ def test_config_docs_cover_every_key_and_are_current() -> None:
 def test_overrides_parse_yaml_values() -> None:
     cfg = config.load(overrides=["pretrain.lr=2e-3", "pretrain.seeds=[3, 4]", "pretrain.compile=true", "name=abc"])
     assert cfg.pretrain.lr == 0.002 and cfg.pretrain.seeds == [3, 4] and cfg.pretrain.compile is True and cfg.name == "abc"
+
+
+def test_a_number_parses_alike_as_a_scalar_and_inside_a_collection(tmp_path: Path) -> None:
+    cfg = config.load(overrides=["pretrain.lr=1e-3", "evaluate.kinetics.weight_decays=[1e-4, 1e-2]"])
+    assert cfg.pretrain.lr == 0.001 and cfg.evaluate.kinetics.weight_decays == [0.0001, 0.01]
+    path = tmp_path / "c.yaml"
+    path.write_text("pretrain: {lr: 3e-4}\nevaluate:\n  kinetics:\n    weight_decays: [1e-3, 1E-1]\n")
+    cfg = config.load(path)
+    assert cfg.pretrain.lr == 0.0003 and cfg.evaluate.kinetics.weight_decays == [0.001, 0.1]
+
+
+def test_a_repeated_key_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text("pretrain:\n  steps: 5\nmodel: {width: 32}\npretrain:\n  lr: 0.001\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: line 4: key 'pretrain' repeats the one on line 1 \(expected each key once"):
+        config.load(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("pretrain:\n  steps: 5\n  batch_size: 8\n  steps: 6\n")  # one level down, and unlisted: a flow mapping
+    with pytest.raises(ConfigError, match=r"line 4: key 'steps' repeats the one on line 2"):
+        config.load(nested)
+    with pytest.raises(ConfigError, match=r"^--set pretrain: line 1: key 'steps' repeats the one on line 1"):
+        config.load(overrides=["pretrain={steps: 5, steps: 6}"])
 
 
 def test_schema_choices_match_the_registries() -> None:

@@ -296,6 +296,14 @@ def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "data").exists()
 
 
+def test_a_repeated_key_in_a_configfile_fails_before_any_job(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("pretrain: {steps: 5}\npretrain: {lr: 0.001}\n")  # Snakemake's own reader would keep the second only
+    result = snakemake(tmp_path, "--configfile", str(tiny_configfile(tmp_path)), str(twice), "-n")
+    assert result.returncode != 0
+    assert f"cmgh: config error: {twice}: line 2: key 'pretrain' repeats the one on line 1" in result.stderr
+
+
 def test_default_config_dry_run_from_another_directory(tmp_path: Path) -> None:
     default = snakemake(tmp_path, "-n", "--quiet", "rules")
     assert default.returncode == 0, default.stderr[-2000:]

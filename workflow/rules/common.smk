@@ -25,6 +25,8 @@ from cmgh.plan.triggers import Triggers
 # tree (cmgh.worlds.SharedSets; the workflow's own channel, not a config key: no command reads it).
 SHARED_SETS = config.pop(worlds.SHARED_SETS_KEY, None)
 try:  # first our one-line message naming the key path, before any job starts
+    for configfile_path in workflow.configfiles:  # Snakemake's YAML reader lets a repeated key replace the first
+        cmgh_config.read_yaml(configfile_path)
     CFG = cmgh_config.from_dict(config)
 except ConfigError as exc:
     sys.exit(f"cmgh: config error: {exc}")
