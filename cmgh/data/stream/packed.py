@@ -224,7 +224,7 @@ class PackedSource:
             if isinstance(mp4, MemberFile):
                 self.bytes_read += mp4.bytes_read
         params = augment.draw(spec.augment, rng, video.shape[1], video.shape[2])
-        text, mask = self._captions(meta.get("captions") or [], start, start + spec.seconds)
+        text, mask = self._captions(caption_track(meta, self.member_name(i, "json")), start, start + spec.seconds)
         jitter = augment.jitter_map(params) if self.device_jitter else augment.IDENTITY
         flags = {} if self.truth is None else clip_flags(self.truth, self.dataset, self._videos[i], start, start + spec.seconds)
         return {
@@ -241,14 +241,41 @@ class PackedSource:
             **flags,
         }
 
-    def _captions(self, captions: list[dict[str, Any]], start: float, end: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _captions(self, captions: list[tuple[float, float, str]], start: float, end: float) -> tuple[torch.Tensor, torch.Tensor]:
         k, length = self.spec.candidates, self.spec.max_tokens
         text = np.zeros((k, length), dtype=np.int64)
         mask = np.zeros(k, dtype=bool)
         if captions:
-            starts = np.array([float(c["start"]) for c in captions])
-            ends = np.array([float(c["end"]) for c in captions])
+            starts = np.array([c[0] for c in captions])
+            ends = np.array([c[1] for c in captions])
             for row, j in enumerate(nearest(starts, ends, start, end, k)):
-                text[row] = self.vocab.encode(str(captions[j]["text"]), length)
+                text[row] = self.vocab.encode(captions[j][2], length)
                 mask[row] = True
         return torch.from_numpy(text), torch.from_numpy(mask)
+
+
+def caption_track(meta: Any, where: str) -> list[tuple[float, float, str]]:
+    """A packed sample's JSON member, checked by shape at the boundary: ``{"captions": [{"start", "end",
+    "text"}, ...]}`` (captions optional). Valid JSON of another shape is a :class:`DataError` naming the
+    field, so the loader substitutes the sample (counted) instead of the run dying on a TypeError."""
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: corrupt: a JSON {type(meta).__name__} (expected an object with a captions list)")
+    captions = meta.get("captions")
+    if captions is None:
+        return []
+    if not isinstance(captions, list):
+        raise DataError(f"{where}: corrupt: captions is a JSON {type(captions).__name__} (expected a list of {{start, end, text}})")
+    track = []
+    for j, caption in enumerate(captions):
+        if not isinstance(caption, dict):
+            raise DataError(f"{where}: corrupt: captions[{j}] is a JSON {type(caption).__name__} (expected an object {{start, end, text}})")
+        times = []
+        for field in ("start", "end"):
+            value = caption.get(field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise DataError(f"{where}: corrupt: captions[{j}].{field} is {value!r} (expected a finite number of seconds)")
+            times.append(float(value))
+        if not isinstance(caption.get("text"), str):
+            raise DataError(f"{where}: corrupt: captions[{j}].text is {caption.get('text')!r} (expected a string)")
+        track.append((times[0], times[1], caption["text"]))
+    return track

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,10 @@ from cmgh.data.stream import augment
 from cmgh.data.io import media
 from cmgh.data.stream.mixing import Schedule, StreamPosition
 from cmgh.data.stream.decoded import DecodedSource
-from cmgh.data.stream.packed import PackedSource
+from cmgh.data.stream.packed import PackedSource, caption_track
 from cmgh.data.stream.pretrain import PretrainStream
 from cmgh.data.extract.text import Vocabulary
-from cmgh.errors import ConfigError
+from cmgh.errors import ConfigError, DataError
 from tests.data.corpus_trees import Clip, pack_tree, write_audioset, write_howto100m
 
 FPS, SR, SECONDS, H, W = 4, 8000, 3.0, 32, 48
@@ -287,6 +288,43 @@ def test_corrupt_member_is_skipped_counted_and_substituted(corpora, tmp_path: Pa
     s = stream()
     resumed = run(stream(start=s.position(2)), workers=2)
     assert ids(resumed) == ids(batches[2:]) and [b["skipped"] for b in resumed] == [b["skipped"] for b in batches[2:]]
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    ({"captions": 5}, "captions is a JSON int (expected a list of {start, end, text})"),
+    ([1, 2], "a JSON list (expected an object with a captions list)"),
+    ({"captions": [{"start": "x", "end": 1, "text": "a"}]}, "captions[0].start is 'x' (expected a finite number of seconds)"),
+    ({"captions": [{"start": 0, "end": True, "text": "a"}]}, "captions[0].end is True"),  # unlisted: a bool is not a time
+    ({"captions": [{"start": 0, "end": 1, "text": 7}]}, "captions[0].text is 7 (expected a string)"),
+    ({"captions": ["a"]}, "captions[0] is a JSON str"),
+])
+def test_a_json_member_of_the_wrong_shape_is_a_data_error(meta: object, message: str) -> None:
+    with pytest.raises(DataError, match=r"^s/x.json: corrupt: " + re.escape(message)):
+        caption_track(meta, "s/x.json")
+    assert caption_track({}, "s/x.json") == [] and caption_track({"captions": [{"start": 0, "end": 1.5, "text": "a"}]}, "") == [(0.0, 1.5, "a")]
+
+
+def test_a_wrong_shaped_json_member_is_substituted_not_a_crash(corpora, tmp_path: Path, caplog) -> None:
+    h, _, vocab = corpora
+    broken = tmp_path / "howto100m"
+    (broken / layout.SHARDS_DIR).mkdir(parents=True)
+    for f in (h / layout.SHARDS_DIR).iterdir():
+        (broken / layout.SHARDS_DIR / f.name).write_bytes(f.read_bytes())
+    (broken / layout.FEATURE_INDEX).write_bytes((h / layout.FEATURE_INDEX).read_bytes())
+    row = pd.read_parquet(broken / layout.FEATURE_INDEX).set_index("item_id").loc["vid03"]
+    tar = layout.shard_file(broken, int(row["shard"]), "tar")
+    data = bytearray(tar.read_bytes())
+    start, size = int(row["json_offset"]), int(row["json_size"])
+    data[start:start + size] = b'{"captions": 5}'.ljust(size)  # valid JSON (trailing blanks), the wrong shape
+    tar.write_bytes(bytes(data))
+    def stream():
+        return PretrainStream([("howto100m", 1.0, PackedSource(broken, features(), vocab))], 4, 0, stop=5)
+
+    with caplog.at_level(logging.WARNING):
+        batches = run(stream())
+    assert sum(b["skipped"] for b in batches) == 2 and "vid03" not in ids(batches) and len(ids(batches)) == 20
+    assert "vid03.json: corrupt: captions is a JSON int" in caplog.text
+    assert ids(run(stream(), workers=2)) == ids(batches)  # worker processes substitute it alike
 
 
 def test_decoded_source_gives_the_same_batch_shape(tmp_path: Path) -> None:
