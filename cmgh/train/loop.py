@@ -88,6 +88,7 @@ def train(
         loaded = next(batches)
         if loaded["step"] != step:
             raise TrainingError(f"{out}: the data stream delivered step {loaded['step']} for step {step} (loader workers out of order)")
+        skipped = int(loaded.get("skipped", 0))  # this rank's substituted samples (the stream logs each)
         batch = {k: v.to(run.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in loaded.items()}
         if "jitter" in batch:  # the colour jitter the loader drew, applied on the training device
             batch["video"] = augment.apply_jitter(batch["video"], batch["jitter"])
@@ -97,6 +98,7 @@ def train(
             dist_info=dist_info, gather=run.gather,
         )
         if not result.finite:
+            state.skipped_total += skipped  # this rank's only: a skipped step has no collective to sum over
             state.nonfinite_run += 1
             state.nonfinite_total += 1
             log.warning("step %d: non-finite loss, skipped (%d in a row)", step, state.nonfinite_run)
@@ -111,9 +113,11 @@ def train(
         now = time.perf_counter()
         elapsed, tick = now - tick, now  # step to step: the loader's waiting counts
         samples_per_s = len(loaded["item_id"]) * dist_info.world_size / max(elapsed, 1e-9)
-        metrics = distributed.mean_over_ranks(step_metrics(result, samples_per_s), dist_info)
+        metrics = distributed.mean_over_ranks({**step_metrics(result, samples_per_s), "skipped_samples": float(skipped)}, dist_info)
         metrics["samples_per_s"] = samples_per_s
         metrics["nonfinite_total"] = state.nonfinite_total
+        state.skipped_total += round(metrics.pop("skipped_samples") * dist_info.world_size)  # summed over ranks
+        metrics["skipped_total"] = state.skipped_total
         if dist_info.is_main:
             state.record(step, metrics)
             if step % int(pcfg.score_every) == 0 or step == total - 1:

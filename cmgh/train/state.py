@@ -113,6 +113,7 @@ class RunState:
         self.position = StreamPosition(0, {})  # where the data stream continues
         self.nonfinite_run = 0
         self.nonfinite_total = 0
+        self.skipped_total = 0  # unreadable samples the stream substituted (counted, never silent)
         self.log_lines: list[str] = []
 
     def restore(self) -> None:
@@ -129,6 +130,7 @@ class RunState:
             self.position = StreamPosition.from_dict(state["position"])
             ckpt.set_rng_state(state["rng"])
             self.start, self.nonfinite_run, self.nonfinite_total = int(state["step"]), int(state["nonfinite_run"]), int(state["nonfinite_total"])
+            self.skipped_total = int(state.get("skipped_total", 0))  # absent from a state saved before it was counted
             log.info("resuming %s from step %d", self.out, self.start)
         partial = self.out / layout.PARTIAL_LOG
         previous_log = partial if partial.is_file() else self.out / layout.TRAIN_LOG
@@ -163,6 +165,7 @@ class RunState:
                 "step": step,
                 "nonfinite_run": self.nonfinite_run,
                 "nonfinite_total": self.nonfinite_total,
+                "skipped_total": self.skipped_total,
                 "meta": {"backbone": spec.backbone, "variant": spec.variant, "seed": spec.seed, "vocab_size": run.vocab_size,
                          "steps": run.total, "fingerprint": self.fingerprint, "inputs": json.dumps(inputs(run.cfg, spec), sort_keys=True, default=str)},
             },
@@ -181,7 +184,10 @@ class RunState:
 
     def finish(self) -> None:
         """The summary of a finished run, and its outputs handed to the tracker."""
-        atomic_write_json(self.out / layout.SUMMARY, summary(self.log_lines, self.run.spec, self.run.total, self.nonfinite_total))
+        atomic_write_json(self.out / layout.SUMMARY, summary(self.log_lines, self.run.spec, self.run.total, self.nonfinite_total, self.skipped_total))
+        if self.skipped_total:
+            log.warning("%s: %d unreadable training samples were substituted over the run (each is named in the log above; "
+                        "summary.json skipped_samples, metric skipped_total)", self.out, self.skipped_total)
         self.tracker.log_artifact(self.out / layout.TRAIN_LOG)
         self.tracker.log_artifact(self.out / layout.SUMMARY)
         self.tracker.log_artifact(self.out / layout.SCORES_DIR)
@@ -209,7 +215,7 @@ def write_scores(out: Path, step: int, batch: Mapping[str, Any], stats: StepStat
     atomic_write_text(layout.scores_file(out, step), table.to_csv(index=False))
 
 
-def summary(lines: list[str], spec: RunSpec, total: int, nonfinite: int) -> dict[str, Any]:
+def summary(lines: list[str], spec: RunSpec, total: int, nonfinite: int, skipped: int = 0) -> dict[str, Any]:
     rows = [json.loads(line) for line in lines]
     last = rows[-10:] if rows else []
 
@@ -222,6 +228,7 @@ def summary(lines: list[str], spec: RunSpec, total: int, nonfinite: int) -> dict
         "seed": spec.seed,
         "steps": total,
         "nonfinite_steps": nonfinite,
+        "skipped_samples": skipped,
         "final_loss_va": mean("loss_va"),
         "final_loss_vt": mean("loss_vt"),
         "first_loss_va": rows[0]["loss_va"] if rows else float("nan"),

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cmgh import config as config_mod
+from cmgh import config as config_mod, layout
 from cmgh import checkpoint as ckpt
 from cmgh.data.extract import packed
 from cmgh.train.loop import RunSpec, load_metrics_log, pretrain
@@ -73,3 +75,22 @@ def test_decoded_corpora_mix_too_and_audioset_pairs_come_from_its_training_split
     assert set(scores["dataset"]) == {"howto100m", "audioset"}
     eval_ids = set(audioset.loc[audioset["split"] == "eval", "item_id"])
     assert not eval_ids & set(scores.loc[scores["dataset"] == "audioset", "item_id"])
+
+
+def test_substituted_samples_are_counted_in_the_log_the_summary_and_a_warning(packed_world: config_mod.Config, tmp_path: Path, caplog) -> None:
+    features = tmp_path / "features"
+    shutil.copytree(packed_world.path("features"), features)
+    row = pd.read_parquet(layout.packed_index(features, "howto100m")).iloc[0]
+    tar = layout.shard_file(layout.packed_dir(features, "howto100m"), int(row["shard"]), "tar")
+    data = bytearray(tar.read_bytes())
+    start, size = int(row["json_offset"]), int(row["json_size"])
+    data[start:start + size] = b"[]".ljust(size)  # valid JSON, not a sample's
+    tar.write_bytes(bytes(data))
+    cfg = small(packed_world, "pretrain.steps=6", f"paths.features={features}")
+    with caplog.at_level(logging.WARNING):
+        pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"))
+    summary = json.loads((tmp_path / "run" / layout.SUMMARY).read_text())
+    logged = load_metrics_log(tmp_path / "run")
+    assert summary["skipped_samples"] >= 1 and logged["skipped_total"].iloc[-1] == summary["skipped_samples"]
+    assert logged["skipped_total"].is_monotonic_increasing and logged["skipped_total"].iloc[0] <= summary["skipped_samples"]
+    assert f"{summary['skipped_samples']} unreadable training samples were substituted" in caplog.text
