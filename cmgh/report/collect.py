@@ -5,6 +5,7 @@ not a hard-coded list)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,6 +17,8 @@ from cmgh import layout
 from cmgh.worlds import NoiseSetting, setting_of
 from cmgh.errors import DataError
 from cmgh.plots import Run  # backbone, variant, seed, run folder
+
+log = logging.getLogger(__name__)
 
 
 def collect(results: str | Path) -> pd.DataFrame:
@@ -29,9 +32,14 @@ def collect(results: str | Path) -> pd.DataFrame:
             data = json.loads(path.read_text())
         except (ValueError, json.JSONDecodeError) as exc:
             raise DataError(f"{path}: not a metrics file ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: not a metrics file (a JSON {type(data).__name__}; expected an object of metric: number)")
         for key, value in data.items():
             if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
                 continue
+            if value is not None and not math.isfinite(value):  # json reads NaN/Infinity: never a table's number
+                log.warning("%s: %s is %s, not a finite number: left out of the tables", path, key, value)
+                value = None
             rows.append({"task": task, "backbone": backbone, "variant": variant, "seed": seed, "metric": key,
                          "value": math.nan if value is None else float(value)})
     if not rows:

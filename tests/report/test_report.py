@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -139,6 +141,25 @@ def test_default_variants_output_is_unchanged(tmp_path: Path) -> None:
     for name in ("ablation.csv", "ablation.md", "ablation.tex", "summary.md"):
         assert tables / name in written["tables"]
         assert (tables / name).read_bytes() == (GOLDEN / name).read_bytes(), name
+
+
+def test_a_metrics_file_of_the_wrong_shape_is_one_line(tmp_path: Path) -> None:
+    fake_results(tmp_path)
+    path = layout.eval_metrics(tmp_path, "kinetics", "ms", "gr", 1)
+    path.write_text("[1, 2]")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: not a metrics file \(a JSON list; expected an object of metric: number\)$"):
+        collect(tmp_path)
+
+
+def test_a_non_finite_metric_is_named_and_never_reaches_a_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake_results(tmp_path)
+    path = layout.eval_metrics(tmp_path, "kinetics", "ms", "gr", 1)
+    path.write_text('{"top1": Infinity, "top5": NaN}')  # what json.dumps writes for inf and nan
+    with caplog.at_level(logging.WARNING):
+        build_report(tmp_path)
+    assert f"{path}: top1 is inf, not a finite number: left out of the tables" in caplog.text and "top5 is nan" in caplog.text
+    ablation = (layout.tables_dir(tmp_path) / "ablation.csv").read_text()
+    assert "inf" not in ablation.lower()
 
 
 def test_an_added_variant_is_compared_in_config_order(tmp_path: Path) -> None:
