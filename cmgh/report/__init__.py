@@ -34,8 +34,8 @@ from pathlib import Path
 
 from cmgh import layout
 from cmgh.io import atomic_write_text
-from cmgh.report import detection_over_training
-from cmgh.report.collect import collect, results_order, wide
+from cmgh.report import coverage, detection_over_training
+from cmgh.report.collect import collect, results_order, tree_config, wide
 from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
 from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc
 from cmgh.report.gain_vs_noise import figure_noise_gain, gain_vs_noise
@@ -78,7 +78,7 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dic
     text(layout.table(results, layout.ABLATION_TABLE, "csv"), ablation_csv(table))
     text(layout.table(results, layout.ABLATION_TABLE, "md"), ablation_markdown(table))
     text(layout.table(results, layout.ABLATION_TABLE, "tex"), ablation_latex(table))
-    text(layout.table(results, layout.SUMMARY_TABLE, "md"), summary(long, order))
+    text(layout.table(results, layout.SUMMARY_TABLE, "md"), summary(long, order) + coverage.section(coverage.gaps(long, tree_config(results))))
     for kind, paths in detection_over_training.build(results, order).items():
         written[kind] += paths
     figures.mkdir(parents=True, exist_ok=True)

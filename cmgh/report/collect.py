@@ -81,17 +81,22 @@ def run_folders(results: Path) -> list[Run]:
     return runs
 
 
-def configured_variants(results: str | Path) -> list[str]:
-    """The config's variant names in its order: from the workflow's resolved config, else from the
-    config a pre-training run wrote beside its outputs; empty when neither is there."""
+def tree_config(results: str | Path) -> dict[str, Any]:
+    """The config of a results tree: the workflow's resolved one, else the one a pre-training run wrote
+    beside its outputs (the first that names variants); empty when neither is there."""
     results = Path(results)
     candidates = [layout.resolved_config(results), *(d / layout.CONFIG for *_, d in run_folders(results))]
     for path in candidates:
         if path.is_file():
-            variants = read_yaml(path).get("variants")
-            if isinstance(variants, dict) and variants:
-                return [str(name) for name in variants]
-    return []
+            tree = read_yaml(path)
+            if isinstance(tree.get("variants"), dict) and tree["variants"]:
+                return tree
+    return {}
+
+
+def configured_variants(results: str | Path) -> list[str]:
+    """The config's variant names in its order (:func:`tree_config`); empty without a config."""
+    return [str(name) for name in tree_config(results).get("variants", {})]
 
 
 def variant_order(found: Iterable[str], configured: Iterable[str] = ()) -> tuple[str, ...]:

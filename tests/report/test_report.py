@@ -233,3 +233,18 @@ def test_a_column_no_evaluation_reported_is_left_out(tmp_path: Path) -> None:
     assert "AUROC cos_parameters mean" in table and "AUROC cos_all_parameters mean" not in table
     long.loc[long.metric == "auroc/cos_parameters/either", "metric"] = "auroc/cos_all_parameters/either"
     assert "AUROC cos_all_parameters mean" in ablation(long)
+
+
+def test_the_summary_says_what_is_missing_against_the_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake_results(tmp_path)  # gcl has one MSR-VTT seed; the resolved config names seeds 0, 1
+    layout.eval_metrics(tmp_path, "kinetics", "ms", "gr", 1).unlink()
+    for seed in (0, 1, 2):
+        layout.eval_metrics(tmp_path, "audioset", "ms", "gr_gcl", seed).unlink()
+    with caplog.at_level(logging.WARNING):
+        build_report(tmp_path)
+    missing = (layout.tables_dir(tmp_path) / "summary.md").read_text().split("## Missing against the config")[1]
+    for line in ("`ms/gr` kinetics: seeds 0, 2 of the config's 0, 1 (its means are over 2; missing 1).",  # seed 2: run beyond the config
+                 "`ms/gcl` msrvtt: seeds 0 of the config's 0, 1 (its means are over 1; missing 1).",
+                 "`ms/gr_gcl` has no audioset metrics (the config names the variant; other variants have them)."):
+        assert line in missing and f"report: {line}" in caplog.text
+    assert "baseline" not in missing
