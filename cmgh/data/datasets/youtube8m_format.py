@@ -18,6 +18,7 @@ Layout under ``<data>/youtube8m/`` (names in :mod:`cmgh.layout`)::
 from __future__ import annotations
 
 import io
+import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,6 +34,8 @@ from cmgh.data.io.tables import as_int, as_text, keep, parse_csv, read_text, wri
 from cmgh.errors import DataError
 from cmgh.io import atomic_write_text, safe_id
 from cmgh.layout import PathLike
+
+log = logging.getLogger(__name__)
 
 VOCABULARY_COLUMNS = ("Index", "TrainVideoCount", "KnowledgeGraphId", "Name", "WikiUrl", "Vertical1", "Vertical2", "Vertical3", "WikiDescription")
 RECORD_SPLITS = ("train", "validate", "test")
@@ -213,7 +216,11 @@ def _path_safe(value: str) -> bool:
 def read_videos(root: PathLike, splits: Sequence[str] = RECORD_SPLITS) -> pd.DataFrame:
     """Every video of the record files of ``splits``, pseudo ids resolved through ``video_ids.csv``
     (``youtube_id`` empty where there is none); one row per record id."""
-    tables = [read_records(path) for path in layout.youtube8m_records(root) if record_split(path) in splits]
+    tables = []
+    for path in (p for p in layout.youtube8m_records(root) if record_split(p) in splits):
+        tables.append(read_records(path))
+        if tables[-1].empty:  # never a silent loss of a whole file's videos
+            log.warning("%s: holds no records: it contributes no videos (expected video-level examples)", path)
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(VIDEO_COLUMNS))
     table = table.drop_duplicates("record_id", keep="first").reset_index(drop=True)
     pseudo = table["youtube_id"] == ""

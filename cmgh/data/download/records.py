@@ -115,7 +115,7 @@ def _record(ctx: Context, record: RecordFile) -> Row:
                 return previous
             got, bad = mismatch(record.target, {"md5": record.md5})
             if bad is None:
-                return Row("record", item_id, record.url, rel, OK, "", size, got["sha256"])
+                return _read_whole(ctx, record, Row("record", item_id, record.url, rel, OK, "", size, got["sha256"]))
             log.info("%s: %s is not the plan's file (md5 %s); fetching it again", ctx.name, rel, got["md5"])
             record.target.unlink()
         fetched = fetch(record.url, record.target, md5=record.md5, policy=ctx.policy, limiter=ctx.limiter, stop=ctx.stop)
@@ -127,7 +127,23 @@ def _record(ctx: Context, record: RecordFile) -> Row:
     except Exception as exc:  # one odd file must not end the run: record it
         log.exception("%s %s: unexpected failure", ctx.name, item_id)
         return Row("record", item_id, record.url, rel, ERROR, f"{exc.__class__.__name__}: {exc}")
-    return Row("record", item_id, record.url, rel, OK, "", fetched.bytes, fetched.sha256)
+    return _read_whole(ctx, record, Row("record", item_id, record.url, rel, OK, "", fetched.bytes, fetched.sha256))
+
+
+def _read_whole(ctx: Context, record: RecordFile, row: Row) -> Row:
+    """``row`` (ok) once the project's own reader has read every record of the file (framing, both checksums,
+    each example), with at least one; else the file is deleted and recorded corrupt: the next run fetches it
+    again (a file can match the plan's MD5 and still not be what the reader needs)."""
+    try:
+        videos = len(yt8m.read_records(record.target))
+        if not videos:
+            raise DataError(f"{record.target}: holds no records (expected video-level examples)")
+    except DataError as exc:
+        record.target.unlink(missing_ok=True)
+        reason = f"{exc}; deleted: the next run fetches it again"
+        log.warning("%s %s: %s", ctx.name, record.target.name, reason)
+        return Row("record", row.item_id, row.url, row.path, CORRUPT, reason)
+    return row
 
 
 def fetch_records(ctx: Context, workers: int, show: bool) -> tuple[int, int]:

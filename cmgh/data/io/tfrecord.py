@@ -49,6 +49,7 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[bytes]:
     except OSError as exc:
         raise DataError(f"{path}: missing: cannot open TFRecord file ({exc.strerror})") from None
     with fh:
+        size = os.fstat(fh.fileno()).st_size
         number = 0
         while header := fh.read(_HEADER.size):
             if len(header) < _HEADER.size:
@@ -56,6 +57,9 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[bytes]:
             length, length_crc = _HEADER.unpack(header)
             if masked_crc(header[:8]) != length_crc:
                 raise DataError(f"{path}: record {number}: corrupt (length checksum mismatch)")
+            left = size - fh.tell() - _FOOTER.size
+            if length > left:  # checked before anything is allocated: a length field is never trusted
+                raise DataError(f"{path}: record {number}: truncated (its length field says {length} data bytes, {max(left, 0)} are left)")
             data = fh.read(length)
             footer = fh.read(_FOOTER.size)
             if len(data) < length or len(footer) < _FOOTER.size:

@@ -24,6 +24,7 @@ from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.data.datasets import caption_json, youtube8m_format as yt8m
 from cmgh.data.download import fetch, records
+from cmgh.data.io import tfrecord
 from cmgh.data.download.run import download
 from cmgh.errors import ConfigError, DownloadError
 from tests.helpers import tiny_overrides
@@ -247,6 +248,33 @@ def test_record_dropped_mid_body_resumes_with_a_range_request(tmp_path: Path, se
     assert first is None and int(re.fullmatch(r"bytes=(\d+)-", second or "")[1]) >= 65536, second  # type: ignore[index]
     assert served.stat().st_size > 3 * 65536 and layout.youtube8m_record(root, "test", 0).read_bytes() == served.read_bytes()
     assert yt8m.read_videos(root)["youtube_id"].tolist() == ids and not [p for p, _ in server.log if "/j/i/" in p]
+
+
+@pytest.mark.parametrize("damage", ["data_crc", "huge_length", "empty"])
+def test_a_record_file_matching_its_md5_is_ok_only_once_read_whole(tmp_path: Path, server: Server, world: dict[str, Any], damage: str) -> None:
+    site = serve(server, world)
+    served = served_record(site, "train", 0)
+    good = served.read_bytes()
+    if damage == "data_crc":
+        bad = good[:20] + bytes([good[20] ^ 0xFF]) + good[21:]  # inside record 0's data: its checksum no longer matches
+    elif damage == "huge_length":
+        header = (2**40).to_bytes(8, "little")  # framed correctly: only the bytes left refute it
+        bad = header + tfrecord._FOOTER.pack(tfrecord.masked_crc(header)) + good
+    else:
+        bad = b""
+    served.write_bytes(bad)
+    plan = site / "plans" / "video_train.json"
+    files = json.loads(plan.read_text())["files"]
+    plan.write_text(json.dumps({"files": {**files, served.name: md5(served)}}))  # the plan vouches for the damaged file
+    cfg = yt8m_config(tmp_path, server, world)
+    root = cfg.path("data") / "youtube8m"
+    download(cfg, "youtube8m", annotations_only=True, progress=False, echo=quiet)
+    row = manifest(cfg, "youtube8m").loc[layout.youtube8m_record(root, "train", 0).name]
+    assert row["status"] == "corrupt" and row["error"].endswith("; deleted: the next run fetches it again"), row["error"]
+    assert not layout.youtube8m_record(root, "train", 0).exists() and layout.youtube8m_record(root, "validate", 0).is_file()  # the rest went on
+    download(cfg, "youtube8m", annotations_only=True, progress=False, echo=quiet)  # the next run fetches it again, and goes on
+    assert len(server.gets(f"/youtube8m/video/train/{served.name}")) == 2
+    assert manifest(cfg, "youtube8m").loc[layout.youtube8m_record(root, "train", 0).name, "status"] == "corrupt"
 
 
 def test_lookups_and_records_honour_the_rate_limit(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:

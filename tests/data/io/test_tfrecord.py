@@ -71,6 +71,15 @@ def test_a_truncated_file_is_one_line_naming_the_record(tmp_path: Path, cut: int
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("length", [2**40, 2**34, 2**64 - 1])
+def test_a_huge_length_field_is_refused_before_any_allocation(tmp_path: Path, length: int) -> None:
+    path, raw = _file(tmp_path)
+    header = length.to_bytes(8, "little")  # with a valid checksum: only the bytes left can refute it
+    path.write_bytes(header + tfrecord._FOOTER.pack(tfrecord.masked_crc(header)) + raw)
+    with pytest.raises(DataError, match=rf"record 0: truncated \(its length field says {length} data bytes, {len(raw) - 4} are left\)$"):
+        list(tfrecord.read_records(path))
+
+
 def test_garbage_that_frames_correctly_is_not_an_example(tmp_path: Path) -> None:
     path = tfrecord.write_records(tmp_path / "test0000.tfrecord", [b"\xff\xff\xff\xff"])
     with pytest.raises(DataError, match="corrupt: not a tf.train.Example"):
