@@ -20,7 +20,7 @@ from cmgh import yaml_loader
 from cmgh.errors import ConfigError
 from cmgh.io import atomic_write_text, redacted
 from cmgh.keypaths import set_path
-from cmgh.schema import DEFAULTS, choices, fill_defaults, schema, validate
+from cmgh.schema import DEFAULTS, choices, fill_defaults, integers, schema, validate
 
 # The checkout this module was imported from (its tests, benchmarks and git provenance); nothing a
 # config names hangs off it, so an installed package behaves the same (see resolve_path).
@@ -168,6 +168,7 @@ def from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Config:
     """Validate a raw tree (after overrides), fill defaults, and check cross-key constraints."""
     tree = apply_overrides(copy.deepcopy(dict(data)), overrides)
     validate(tree)
+    integers(schema(), tree)  # 6e0 at an integer key is 6: one value, one fingerprint
     fill_defaults(schema(), tree)
     validate(tree)
     _check_consistency(tree)
@@ -229,6 +230,7 @@ def _check_consistency(tree: Mapping[str, Any]) -> None:
     size = tree["features"]["video"]["size"]
     if size % model["video_patch"][1] or size % model["video_patch"][2]:
         raise ConfigError(f"model.video_patch: spatial patch {model['video_patch'][1:]} does not divide features.video.size ({size})")
+    _check_paths(tree)
     _check_features(tree["features"])
     _check_sweep(tree["sweep"])
     corpora(tree["pretrain"])
@@ -237,6 +239,22 @@ def _check_consistency(tree: Mapping[str, Any]) -> None:
             raise ConfigError(f"variants.{name}: expected a mapping of config overrides")
         if "variants" in entry:
             raise ConfigError(f"variants.{name}: a variant cannot define variants")
+
+
+PATH_KEYS = ("paths.data", "paths.features", "paths.results", "worlds.root")  # folders the workflow creates
+
+
+def _check_paths(tree: Mapping[str, Any]) -> None:
+    """A folder path holds no NUL byte and no blank name (``' '``, ``a/ /b``): the OS refuses the first
+    late, and the second silently makes a folder a user cannot see."""
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = str(tree.get(section, {}).get(name, ""))
+        if "\x00" in value:
+            raise ConfigError(f"{key}: {value!r} holds a NUL byte (expected a path)")
+        blank = [part for part in value.split("/") if part and not part.strip()]
+        if blank or (value and not value.strip()):
+            raise ConfigError(f"{key}: {value!r} has a blank folder name (expected names with a visible character)")
 
 
 def _check_features(features: Mapping[str, Any]) -> None:

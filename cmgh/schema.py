@@ -31,8 +31,15 @@ ALLOW_NON_FINITE = "allowNonFinite"
 _Base = jsonschema.Draft202012Validator
 
 
+# Bounds of every integer and number whose schema node names none, so that no value reaches an
+# allocator, a seed function or a sum it cannot take (the docs' header states them).
+MAX_INTEGER = 2**31 - 1
+MAX_NUMBER = 1e12
+
+
 def _finite_type(validator: Any, types: Any, instance: Any, node: Mapping[str, Any]) -> Iterator[jsonschema.ValidationError]:
-    """``type``, and a ``number`` is finite unless its node allows otherwise."""
+    """``type``, and a ``number`` is finite unless its node allows otherwise; an integer or number
+    without a ``maximum`` of its own is bounded by :data:`MAX_INTEGER` / :data:`MAX_NUMBER`."""
     yield from _Base.VALIDATORS["type"](validator, types, instance, node)
     kinds = [types] if isinstance(types, str) else list(types)
     if (
@@ -40,6 +47,17 @@ def _finite_type(validator: Any, types: Any, instance: Any, node: Mapping[str, A
         and not node.get(ALLOW_NON_FINITE, False)
     ):  # fmt: skip
         yield jsonschema.ValidationError(f"{instance!r} is not finite (expected a finite number)", validator="finite")
+        return
+    if isinstance(instance, bool) or not isinstance(instance, (int, float)) or "maximum" in node or "exclusiveMaximum" in node:
+        return
+    if isinstance(instance, float) and not math.isfinite(instance):  # allowed here (allowNonFinite): infinity means something
+        return
+    bound = MAX_INTEGER if "number" not in kinds else MAX_NUMBER
+    if abs(instance) > bound:
+        yield jsonschema.ValidationError(f"{instance!r} is out of range (expected at most {bound:g} in size: the bound of every "
+                                         "value whose key names none)" if isinstance(bound, float) else
+                                         f"{instance!r} is out of range (expected at most {bound}: the bound of every integer "
+                                         "whose key names none)", validator="bound")
 
 
 Validator = jsonschema.validators.extend(_Base, validators={"type": _finite_type})
@@ -70,6 +88,23 @@ def fill_defaults(node_schema: Mapping[str, Any], instance: Any) -> None:
             instance[key] = copy.deepcopy(sub["default"])
         if key in instance:
             fill_defaults(sub, instance[key])
+
+
+def integers(node_schema: Mapping[str, Any], instance: Any) -> Any:
+    """``instance`` with every integral float at an integer-only key made an int (``6e0`` -> 6): the
+    value a key means, whatever its spelling, so a run's fingerprint does not depend on the spelling."""
+    kinds = node_schema.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
+    if isinstance(instance, float) and "integer" in kinds and "number" not in kinds and math.isfinite(instance) and instance.is_integer():
+        return int(instance)
+    if isinstance(instance, dict):
+        props, extra = node_schema.get("properties", {}), node_schema.get("additionalProperties")
+        for key, value in instance.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else {})
+            instance[key] = integers(sub, value)
+    elif isinstance(instance, list) and isinstance(node_schema.get("items"), dict):
+        instance[:] = [integers(node_schema["items"], v) for v in instance]
+    return instance
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -132,6 +132,28 @@ def test_a_repeated_key_is_refused_with_both_lines(tmp_path: Path) -> None:
         config.load(overrides=["pretrain={steps: 5, steps: 6}"])
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.width=1e9", r"model.width: 1000000000.0 is greater than the maximum of 16384"),  # a size that allocates
+    ("pretrain.seeds=[18446744073709551615]", r"pretrain.seeds.0: 18446744073709551615 is out of range \(expected at most 2147483647"),
+    ("pretrain.corpora=[{dataset: howto100m, weight: 1e308}, {dataset: audioset, weight: 1e308}]",
+     r"pretrain.corpora.0.weight: 1e\+308 is out of range \(expected at most 1e\+12"),  # a sum that would overflow
+    ("sweep.n_trials=3000000000", r"sweep.n_trials: 3000000000 is out of range"),  # unlisted: any key without a bound of its own
+    ("paths.results=' '", r"paths.results: ' ' has a blank folder name"),
+    ("paths.data=a/ /b", r"paths.data: 'a/ /b' has a blank folder name"),
+    ('worlds.root="a\\0b"', r"worlds.root: 'a\\x00b' holds a NUL byte"),  # unlisted: every folder the workflow creates
+])
+def test_values_the_code_cannot_use_are_refused_by_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        config.load(overrides=[override])
+
+
+def test_an_integral_float_at_an_integer_key_is_the_integer() -> None:
+    cfg = config.load(overrides=["pretrain.steps=6e0", "pretrain.seeds=[1e0, 2]", "model.video_patch=[2.0, 8, 8]"])
+    assert type(cfg.pretrain.steps) is int and cfg.pretrain.seeds == [1, 2] and all(type(v) is int for v in cfg.model.video_patch)
+    assert identity.training_inputs(cfg) == identity.training_inputs(config.load(overrides=["pretrain.steps=6", "pretrain.seeds=[1, 2]", "model.video_patch=[2, 8, 8]"]))
+    assert config.load(overrides=["pretrain.lr=1e0"]).pretrain.lr == 1.0  # a number key keeps its float
+
+
 def test_schema_choices_match_the_registries() -> None:
     from cmgh import harmonize
     from cmgh.harmonize import curriculum

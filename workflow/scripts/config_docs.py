@@ -19,7 +19,9 @@ HEADER = """# Configuration keys
 `cmgh/defaults/config.yaml` (default, generated mini datasets, 2 CPU cores) and `config/paper.yaml`
 (real datasets, VATT's published settings) share these keys. Defaults come from
 `cmgh/defaults/config.schema.yaml` (both ship inside the package); unknown keys are errors, every
-number must be finite (no `.inf`, `.nan`) and a path is never empty; relative paths are relative to
+number must be finite (no `.inf`, `.nan`) and, where its row names no bound, at most 2^31 − 1 (an integer)
+or 1e12 (a number) in size; an integer key takes `6e0` as 6 (one value, one fingerprint); a path is
+never empty and holds no NUL byte or blank folder name; a key repeated in one mapping is refused; relative paths are relative to
 the working directory. Override any key on the command line with
 `--set key.path=value` (`cmgh`) or `--config key=value` (Snakemake); `cmgh --config A --config B`
 stacks files in order (B deep-merged over A), as `snakemake --configfile A B` does.
