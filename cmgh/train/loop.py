@@ -78,6 +78,9 @@ def train(
         state.clear()
 
     end = total if stop_after is None else min(total, stop_after)
+    if state.start > end:  # a resumed run past the step asked for: nothing would be trained, and saying ok would be untrue
+        raise TrainingError(f"{out}: the run is already at step {state.start}, past --stop-after {stop_after}; nothing trained "
+                            "(resume without --stop-after, or start over with --restart)")
     run.model.train()
     bar = tqdm(range(state.start, end), desc=f"pretrain {spec.backbone}/{spec.variant}/seed{spec.seed}",
                disable=not sys.stderr.isatty(), leave=False)
@@ -130,4 +133,7 @@ def train(
     if end == total and dist_info.is_main:
         state.finish()
     distributed.cleanup(dist_info)
-    return ckpt.latest(out)
+    latest = ckpt.latest(out)
+    if dist_info.is_main and not latest.is_file():
+        raise TrainingError(f"{out}: no state was written (expected {latest.name}); the run did not train a step")
+    return latest

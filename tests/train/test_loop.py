@@ -146,3 +146,11 @@ def test_pretrain_never_overwrites_a_run_in_progress_of_another_config(tiny_worl
     with pytest.raises(DataError, match=r"resume\.pt: a run in progress of another configuration .*pretrain\.lr: 0\.001 -> 0\.003.*--restart"):
         pretrain(small(tiny_world, "pretrain.lr=3e-3"), RunSpec("ms", "baseline", 0, tmp_path / "run"))
     assert (tmp_path / "run" / "resume.pt").read_bytes() == saved
+
+
+def test_stop_after_below_the_resumed_step_is_an_error_not_a_false_ok(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = small(tiny_world)
+    pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=4)
+    with pytest.raises(TrainingError, match=r"the run is already at step 4, past --stop-after 2; nothing trained \(resume without"):
+        pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=2)
+    assert pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=4) == tmp_path / "run" / "resume.pt"  # at the step: ok
