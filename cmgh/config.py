@@ -96,8 +96,7 @@ def resolve_path(value: str | os.PathLike[str]) -> Path:
     """A path a config names, absolute: relative ones are relative to the working directory (the
     project folder the CLI or Snakemake runs in: the checkout for the default DAG), as Snakemake
     reads a rule's relative paths; never to where the package is installed."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else Path.cwd() / path
+    return Path(os.path.abspath(Path(value).expanduser()))  # a/../b is b: one spelling per place (storages compare by it)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

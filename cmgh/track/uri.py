@@ -43,7 +43,7 @@ def sqlite_path(url: str) -> Path | None:
 def resolve_sqlite(url: str) -> str:
     """A sqlite URL with its relative path resolved (``sqlite:///results/x.db``); any other URL as given."""
     path = sqlite_path(url)
-    return url if path is None or path.is_absolute() else sqlite_url(path)
+    return url if path is None else sqlite_url(path)  # relative or spelled through '..': one URL per file
 
 
 def unmasked(url: str, key: str, env: str | None = None) -> str:

@@ -86,6 +86,9 @@ def test_second_storage_for_a_study_is_refused_and_its_outputs_kept(tiny_world: 
     assert str(folder) in message and record["storage"] in message and f"journal:{journal}" in message, message
     assert {p: p.read_bytes() for p in files_under(folder)} == before  # nothing truncated, nothing mixed in
     assert not journal.exists()  # refused before the other storage was touched
+    dotted = f"sqlite:///{results}/../{results.name}/{layout.OPTUNA_DB}"  # the same file spelled through '..': the same storage
+    code, _, err = cli(capsys, sets, "--study", "s", "--n-trials", "1", "--storage", dotted)
+    assert code == 0, err
     # the same study in a results tree copied elsewhere is still its own storage's
     moved = tmp_path / "moved"
     shutil.copytree(results, moved)
