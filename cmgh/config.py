@@ -113,6 +113,17 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+SNAKEMAKE_SETS_KEY = "set"  # snakemake --config set=[a.b=1, ...]: the workflow's `--set` (never a config key)
+
+
+def snakemake_sets(value: Any) -> list[str]:
+    """The ``key.path=value`` items of ``snakemake --config set=...`` (one item or a list of them)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"--config {SNAKEMAKE_SETS_KEY}={value!r}: expected key.path=value or a list [a.b=1, c.d=2]")
+    return items
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     for item in overrides:
         keys, value = parse_override(item)

@@ -296,6 +296,15 @@ def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "data").exists()
 
 
+def test_dotted_overrides_reach_snakemake_as_they_reach_the_cli(tmp_path: Path) -> None:
+    result = snakemake(tmp_path, "--configfile", str(tiny_configfile(tmp_path)), "-n", "--config", 'set=["pretrain.seeds=[7]", "model.backbones=[ma]"]')
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = {f["wildcards"] for rule, f in planned_blocks(result.stdout) if rule == "pretrain"}
+    assert runs and all("backbone=ma" in w and w.endswith("seed=7") for w in runs), runs
+    bad = snakemake(tmp_path, "--configfile", str(tiny_configfile(tmp_path)), "-n", "--config", "set=pretrain.stepz=3")
+    assert bad.returncode != 0 and "cmgh: config error: pretrain: unknown key 'stepz'" in bad.stderr
+
+
 def test_a_repeated_key_in_a_configfile_fails_before_any_job(tmp_path: Path) -> None:
     twice = tmp_path / "twice.yaml"
     twice.write_text("pretrain: {steps: 5}\npretrain: {lr: 0.001}\n")  # Snakemake's own reader would keep the second only

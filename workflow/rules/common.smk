@@ -24,10 +24,13 @@ from cmgh.plan.triggers import Triggers
 # A world's module of a noise study gets, beside its tree's config, what it reads from the study's shared
 # tree (cmgh.worlds.SharedSets; the workflow's own channel, not a config key: no command reads it).
 SHARED_SETS = config.pop(worlds.SHARED_SETS_KEY, None)
+# `--config set=[pretrain.steps=3, ...]`: dotted overrides parsed as `cmgh --set` parses them (Snakemake's own
+# `--config key=value` takes no dotted key and reads a nested number as a string).
+SETS = config.pop(cmgh_config.SNAKEMAKE_SETS_KEY, None) or []
 try:  # first our one-line message naming the key path, before any job starts
     for configfile_path in workflow.configfiles:  # Snakemake's YAML reader lets a repeated key replace the first
         cmgh_config.read_yaml(configfile_path)
-    CFG = cmgh_config.from_dict(config)
+    CFG = cmgh_config.from_dict(config, cmgh_config.snakemake_sets(SETS))
 except ConfigError as exc:
     sys.exit(f"cmgh: config error: {exc}")
 # (cmgh.config validates against cmgh/defaults/config.schema.yaml, the schema Snakemake's

@@ -23,7 +23,8 @@ number must be finite (no `.inf`, `.nan`) and, where its row names no bound, at 
 or 1e12 (a number) in size; an integer key takes `6e0` as 6 (one value, one fingerprint); a path is
 never empty and holds no NUL byte or blank folder name; a key repeated in one mapping is refused; relative paths are relative to
 the working directory. Override any key on the command line with
-`--set key.path=value` (`cmgh`) or `--config key=value` (Snakemake); `cmgh --config A --config B`
+`--set key.path=value` (`cmgh`) or `--config 'set=[a.b=1, "c.d=[1, 2]"]'` (Snakemake, parsed as `--set`
+parses it; quote an item holding a comma or bracket; Snakemake's own `--config key=value` takes no dotted key); `cmgh --config A --config B`
 stacks files in order (B deep-merged over A), as `snakemake --configfile A B` does.
 
 This page is generated: `python workflow/scripts/config_docs.py > config/README.md`.
