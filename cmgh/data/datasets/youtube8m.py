@@ -16,6 +16,7 @@ of a video without captions counts as text-aligned (there is no text to be wrong
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ VERTICALS = ("Arts & Entertainment", "Games", "Autos & Vehicles", "Sports", "Foo
 VALIDATE_EVERY = 8  # every 8th video goes to the validate records
 
 
+log = logging.getLogger(__name__)
 NAME = "youtube8m"
 
 
@@ -66,10 +68,12 @@ NAME = "youtube8m"
 
 
 def youtube8m_status(root: Path, row: Any) -> str | None:
-    """A video of :func:`yt8m.read_videos` that cannot be extracted: no YouTube id, or an unsafe one."""
+    """A video of :func:`yt8m.read_videos` that cannot be extracted: an unsafe record (pseudo) id, no
+    YouTube id, or an unsafe one."""
+    where = os.path.relpath(layout.youtube8m_record_file(root, row.record), root)
     if not row.youtube_id:
-        return yt8m.NO_YOUTUBE_ID
-    return id_status(row.youtube_id, "youtube_id", os.path.relpath(layout.youtube8m_record_file(root, row.record), root))
+        return id_status(row.record_id, "pseudo id", where) or yt8m.NO_YOUTUBE_ID  # '../x' was never looked up: invalid
+    return id_status(row.youtube_id, "youtube_id", where)
 
 
 def youtube8m_items(root: Path, spec: WindowSpec) -> list[Item]:
@@ -79,15 +83,24 @@ def youtube8m_items(root: Path, spec: WindowSpec) -> list[Item]:
     pseudo id has no YouTube id (or an unsafe one) is one item with its :func:`youtube8m_status`."""
     videos = yt8m.read_videos(root)
     tracks, empty = caption_tracks(root / layout.YOUTUBE8M_CAPTIONS)
+    vocabulary = root / layout.YOUTUBE8M_VOCABULARY
+    known = set(yt8m.read_vocabulary(vocabulary)["Index"].astype(int)) if vocabulary.is_file() else None
     items: list[Item] = []
+    dropped: list[str] = []
     for row in videos.itertuples(index=False):
         status = youtube8m_status(root, row)
         if status is not None:
             items.append(Item(row.youtube_id or row.record_id, layout.youtube8m_record_file(root, row.record), None, status=status))
             continue
         source = layout.video_file(root, safe_id(row.youtube_id, "youtube_id"))
-        meta = {"record_id": row.record_id, "labels": list(row.labels)}
+        labels = [int(v) for v in row.labels]
+        if known is not None and any(v not in known for v in labels):  # an index vocabulary.csv does not have: never stored
+            dropped += [f"{row.record} {row.record_id}: {v}" for v in labels if v not in known]
+            labels = [v for v in labels if v in known]
+        meta = {"record_id": row.record_id, "labels": labels}
         items += windows(row.youtube_id, source, tracks.get(row.youtube_id, empty), spec, meta, None)
+    if dropped:
+        log.warning("%s: %d labels are not in %s (e.g. %s): dropped from their videos", root, len(dropped), layout.YOUTUBE8M_VOCABULARY, "; ".join(dropped[:3]))
     return items
 
 

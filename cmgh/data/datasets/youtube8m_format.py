@@ -96,7 +96,10 @@ def record_split(path: Path) -> str:
 
 def _text(path: Path, number: int, features: Mapping[str, Any], key: str) -> str:
     value = features[key]
-    if not isinstance(value, list) or len(value) != 1:
+    if not isinstance(value, list):  # an int64 or float list where a bytes list belongs
+        kind = "int64" if getattr(value, "dtype", None) is not None and value.dtype.kind == "i" else "float"
+        raise DataError(f"{path}: record {number}: feature '{key}' is an {kind} list, expected one id as a bytes list")
+    if len(value) != 1:
         raise DataError(f"{path}: record {number}: feature '{key}' holds {len(value)} values, expected one id")
     try:
         return value[0].decode("utf-8")

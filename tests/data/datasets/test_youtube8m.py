@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tfrecord  # an independent writer (its own protobuf messages and CRC code)
 
@@ -153,3 +154,28 @@ def test_frame_level_records_read_their_context(tmp_path: Path) -> None:
     assert len(lists["rgb"]) == 3 and len(lists["audio"]) == 3  # really frame-level
     table = yt8m.read_records(path)
     assert table["record_id"].tolist() == ["Ab3x", "Zz09"] and table["labels"].tolist() == [[4, 9], [1]]
+
+
+def test_an_id_of_the_wrong_type_says_so(tmp_path: Path) -> None:
+    path = layout.youtube8m_record(tmp_path, "train", 0)
+    record = yt8m.tfrecord.encode_example({"id": np.array([7], dtype=np.int64), "labels": np.array([1], dtype=np.int64)})
+    yt8m.write_records(path, [record])
+    with pytest.raises(DataError, match=r"record 0: feature 'id' is an int64 list, expected one id as a bytes list$"):
+        yt8m.read_records(path)
+
+
+def test_labels_outside_the_vocabulary_are_dropped_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from cmgh.data.datasets.items import WindowSpec
+    from cmgh.data.datasets.youtube8m import youtube8m_items
+
+    root = tmp_path / "youtube8m"
+    _write_independently(layout.youtube8m_record(root, "train", 0), [("dQw4w9WgXcQ", [1, -5, 10**12]), ("aaaaaaaaaaa", [0])], 2017)
+    vocabulary = pd.DataFrame([{c: "" for c in yt8m.VOCABULARY_COLUMNS} | {"Index": i, "TrainVideoCount": 1, "Name": n} for i, n in ((0, "a"), (1, "b"))])
+    yt8m.write_vocabulary(root / layout.YOUTUBE8M_VOCABULARY, vocabulary)
+    (root / layout.YOUTUBE8M_CAPTIONS).write_text("{}")  # no video has captions
+    with caplog.at_level(logging.WARNING):
+        items = youtube8m_items(root, WindowSpec(1.0, 1, 1))
+    assert {i.meta["record_id"]: i.meta["labels"] for i in items} == {"dQw4w9WgXcQ": [1], "aaaaaaaaaaa": [0]}
+    assert "2 labels are not in vocabulary.csv (e.g. train0000.tfrecord dQw4w9WgXcQ: -5; train0000.tfrecord dQw4w9WgXcQ: 1000000000000)" in caplog.text

@@ -22,7 +22,8 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.data.datasets import caption_json, youtube8m_format as yt8m
+from cmgh.data.datasets import caption_json, youtube8m, youtube8m_format as yt8m
+from cmgh.data.datasets.items import WindowSpec
 from cmgh.data.download import fetch, records
 from cmgh.data.io import tfrecord
 from cmgh.data.download.run import download
@@ -275,6 +276,25 @@ def test_a_record_file_matching_its_md5_is_ok_only_once_read_whole(tmp_path: Pat
     download(cfg, "youtube8m", annotations_only=True, progress=False, echo=quiet)  # the next run fetches it again, and goes on
     assert len(server.gets(f"/youtube8m/video/train/{served.name}")) == 2
     assert manifest(cfg, "youtube8m").loc[layout.youtube8m_record(root, "train", 0).name, "status"] == "corrupt"
+
+
+def test_an_unsafe_pseudo_id_is_invalid_in_the_download_and_the_features_manifests(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:
+    site = serve(server, world)
+    rng = np.random.default_rng(0)
+    examples = [yt8m.encode_video(i, [0], rng.normal(size=yt8m.RGB_DIM), rng.normal(size=yt8m.AUDIO_DIM)) for i in ("../x", "a/b")]
+    served = yt8m.write_records(site / "video" / "test" / "testaa.tfrecord", examples)
+    (site / "plans" / "video_test.json").write_text(json.dumps({"files": {served.name: md5(served)}}))
+    entry = {"plan": f"{server.url}/youtube8m/plans/video_test.json", "url": f"{server.url}/youtube8m/video/test", "split": "test"}
+    cfg = yt8m_config(tmp_path, server, world, records=[entry])
+    with pytest.raises(DownloadError, match=r"0 of 2 clips available"):  # every clip invalid: the step fails after its manifest
+        download(cfg, "youtube8m", progress=False, echo=quiet)
+    rows = manifest(cfg, "youtube8m")
+    for pseudo in ("../x", "a/b"):
+        assert rows.loc[pseudo, "status"] == "invalid id" and "pseudo id" in rows.loc[pseudo, "error"]
+    assert not [p for p, _ in server.log if "/j/i/" in p]  # nothing put into a URL
+    root = cfg.path("data") / "youtube8m"
+    unsafe = [i for i in youtube8m.youtube8m_items(root, WindowSpec.from_features(cfg.features)) if i.item_id in ("../x", "a/b")]
+    assert [i.status.split(":")[0] for i in unsafe] == ["invalid id", "invalid id"]  # not "unavailable: no YouTube id"
 
 
 def test_lookups_and_records_honour_the_rate_limit(tmp_path: Path, server: Server, world: dict[str, Any]) -> None:
