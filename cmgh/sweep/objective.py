@@ -16,6 +16,7 @@ from cmgh.config import Config
 from cmgh.evaluate import VALIDATION_METRICS
 from cmgh.sweep.seeds import SeedTracker, seed_order, seed_prefix
 from cmgh.sweep.space import search_space, suggest, trial_config
+from cmgh.sweep import workers
 from cmgh.sweep.storage import SweepError, study_name
 from cmgh.tracking import Tracker
 
@@ -51,6 +52,7 @@ class Objective:
         self.metric = f"sweep/{cfg.sweep.objective}"  # the trial's value in its MLflow run (per seed: under seed_<S>/)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        workers.mark(trial)  # whose trial it is, should this process die (cmgh.sweep.workers)
         try:
             return self._run(trial)
         except optuna.TrialPruned:

@@ -16,6 +16,7 @@ from cmgh import layout
 from cmgh.config import Config
 from cmgh.errors import CmghError, ConfigError, DataError
 from cmgh.io import safe_id
+from cmgh.sweep import workers
 from cmgh.track.uri import redacted, resolve_sqlite, sqlite_path, sqlite_url, unmasked
 
 JOURNAL = "journal:"  # Optuna's journal file backend: journal:PATH
@@ -102,13 +103,10 @@ def make_storage(cfg: Config) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
-def make_sampler(cfg: Config, worker: bool = False) -> optuna.samplers.BaseSampler:
-    """The seeded sampler. Concurrent workers with one seed would propose the very same trials, so a
-    worker (``worker=True``) mixes its process id and start time into the seed: a many-worker study is
-    not bit-reproducible (nor is Optuna's parallel sampling: it depends on completion order)."""
-    seed = int(cfg.sweep.seed)
-    if worker:
-        seed = (seed * 1_000_003 + os.getpid() * 7919 + time.time_ns()) % 2**32
+def make_sampler(cfg: Config, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler of ``sweep.sampler``, seeded with ``seed`` (default ``sweep.seed``; per process:
+    :func:`cmgh.sweep.workers.seed`)."""
+    seed = int(cfg.sweep.seed) if seed is None else int(seed)
     if cfg.sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -136,15 +134,20 @@ def dashboard_command(cfg: Config) -> str:
 
 
 def open_study(cfg: Config, study: str | None = None, worker: bool = False) -> optuna.Study:
+    """The study, created or loaded; trials a dead process left RUNNING here failed and retried, and
+    the sampler seeded for this process (:mod:`cmgh.sweep.workers`)."""
     name = study_name(cfg, study)
-    return optuna.create_study(
+    st = optuna.create_study(
         storage=make_storage(cfg),
         study_name=name,
-        sampler=make_sampler(cfg, worker),
+        sampler=make_sampler(cfg),
         pruner=make_pruner(cfg),
         direction=str(cfg.sweep.direction),
         load_if_exists=True,
     )
+    workers.reap_stale(st, int(cfg.sweep.max_retry))
+    st.sampler = make_sampler(cfg, workers.seed(int(cfg.sweep.seed), st, worker))
+    return st
 
 
 def finished_trials(study: optuna.Study) -> int:
