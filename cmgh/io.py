@@ -40,6 +40,16 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def sweep_debris(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files :func:`atomic_path` left in ``folder`` when its process was killed (a kill -9
+    runs no ``finally``); call it where one process owns the folder (a workflow job's output)."""
+    folder = Path(folder)
+    debris = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for path in debris:
+        path.unlink(missing_ok=True)
+    return debris
+
+
 def atomic_write(target: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
     """Write through ``write(fh)`` into a temp file, fsync, then rename onto ``target``."""
     with atomic_path(target) as tmp:

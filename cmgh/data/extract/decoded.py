@@ -40,7 +40,7 @@ from cmgh.data.datasets.items import Item, WindowSpec
 from cmgh.data.io.tables import load_array
 from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import DataError
-from cmgh.io import atomic_write, atomic_write_json
+from cmgh.io import atomic_write, atomic_write_json, sweep_debris
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ def extract(cfg: Config, dataset: str, workers: int | None = None) -> Path:
     out = feature_dir(cfg, dataset)
     shard_dir = out / layout.SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
+    sweep_debris(shard_dir)  # partial arrays a killed run left
     with_text = dataset_spec.captioned
     spec = decode_spec(cfg, with_text, video_optional=dataset_spec.audio_only)
     vocab_file = str(vocab_path(cfg)) if dataset_spec.tokenized else None

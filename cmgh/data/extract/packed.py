@@ -40,7 +40,7 @@ from cmgh.data.datasets.packing import PackItem
 from cmgh.data.io import encode, media
 from cmgh.data.extract import shards
 from cmgh.errors import DataError
-from cmgh.io import atomic_path, atomic_write_json
+from cmgh.io import atomic_path, atomic_write_json, sweep_debris
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,9 @@ def pack(cfg: Config, dataset: str, workers: int | None = None, tune: str | None
     out = layout.packed_dir(cfg.path("features"), dataset)
     shard_dir = out / layout.SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
+    debris = sweep_debris(shard_dir)
+    if debris:
+        log.info("%s: removed %d partial files a killed run left (%s)", shard_dir, len(debris), debris[0].name)
     spec = pack_spec(cfg, dataset, tune)
     planned = pack_items(dataset, root)
     if not planned:

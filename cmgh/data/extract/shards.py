@@ -11,9 +11,12 @@ video is megabytes).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import multiprocessing as mp
+import os
+import signal
 import sys
 import tarfile
 from collections import deque
@@ -100,7 +103,7 @@ def ordered_map(
         return
     ctx = mp.get_context("fork")  # like torch DataLoader workers: no re-import of torch per worker
     limit = max(1, in_flight or 2 * workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start, initargs=(initializer, initargs)) as pool:
         queue: deque[Future[R]] = deque()
         for task in tasks:
             queue.append(pool.submit(fn, task))
@@ -108,6 +111,24 @@ def ordered_map(
                 yield queue.popleft().result()
         while queue:
             yield queue.popleft().result()
+
+
+def _worker_start(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """A worker dies with its parent (Linux ``PR_SET_PDEATHSIG``): a kill -9 of the extraction leaves no
+    orphan decoding on; then the caller's own initializer."""
+    die_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux only; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        parent = mp.parent_process()
+        if parent is not None and os.getppid() != parent.pid:  # it died before the call: nothing will signal us
+            os._exit(1)
 
 
 def run(groups: Sequence[Sequence[Any]], pending: Sequence[int], results: Iterator[R], write: Callable[[int, Iterator[R]], None], desc: str) -> None:

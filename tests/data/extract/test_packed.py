@@ -253,3 +253,33 @@ def test_corpus_format_and_cli_dispatch(tiny_world: config_mod.Config, tmp_path:
     shutil.rmtree(folder(cfg, "audioset"))
     assert cli.main([*base, "--format", "packed"]) == 0  # forced
     assert layout.packed_index(cfg.path("features"), "audioset").is_file()
+
+
+def test_a_killed_packing_leaves_no_orphans_and_its_debris_is_swept(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    cfg = copy_data(tiny_world, tmp_path, "howto100m", overrides=("features.shard_size=4",))
+    config_file = cfg.write(tmp_path / "cfg")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from cmgh import config; from cmgh.data.extract import packed; "
+              "packed.pack(config.load(sys.argv[2]), 'howto100m', workers=2)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).resolve().parents[3]), str(config_file)])
+    shard_dir = folder(cfg) / "shards"
+    deadline, children = time.monotonic() + 60, []
+    while time.monotonic() < deadline and proc.poll() is None:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if len(children) >= 2 and list(shard_dir.glob(".*.tmp")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and len(children) >= 2, "packing ended before it could be killed mid-shard"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+    assert list(shard_dir.glob(".*.tmp"))  # the killed run's partial shard
+    packed.pack(cfg, "howto100m")
+    assert not list(shard_dir.glob(".*.tmp"))  # swept by the next run of the step
