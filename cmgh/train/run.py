@@ -9,6 +9,7 @@ MLflow's, :func:`cmgh.track.open_tracker`): this package imports no tracking bac
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from cmgh import config as config_mod
@@ -18,7 +19,9 @@ from cmgh.plots import run_conflict_histogram
 from cmgh.tracking import TrackerFactory, open_null
 from cmgh.train.loop import train
 from cmgh.train.setup import RunSpec
-from cmgh.train.state import check_out
+from cmgh.train.state import check_out, finished
+
+log = logging.getLogger(__name__)
 
 
 def run_spec(cfg: Config, backbone: str, variant: str, seed: int, out: str | Path | None = None) -> RunSpec:
@@ -37,6 +40,10 @@ def pretrain_tracked(
     run_cfg = config_mod.for_variant(cfg, spec.variant)  # the one resolution of this run's config
     if not restart:
         check_out(run_cfg, spec)
+        done = finished(spec)
+        if done is not None and (stop_after is None or stop_after >= int(run_cfg.pretrain.steps)):
+            log.info("%s: finished already: nothing to do (its tracked run is left as it was; --restart trains it again)", spec.out)
+            return done
     tags = {"backbone": spec.backbone, "variant": spec.variant, "seed": spec.seed}
     key = layout.run_key(spec.backbone, spec.variant, spec.seed)
     with open_tracker(run_cfg, key, tags, stage="pretrain", out=spec.out, restart=restart) as tracker:

@@ -88,6 +88,14 @@ def check_out(cfg: Config, spec: RunSpec) -> None:
                     f"another --out keeps it" + ("" if kind == "a finished run" else f" (or delete {path.name})"))
 
 
+def finished(spec: RunSpec) -> Path | None:
+    """The run's checkpoint.pt when ``spec.out`` holds this run finished (its summary written, no newer
+    state in progress): a re-run then has nothing to do, and touches nothing (its tracked run included).
+    Call after :func:`check_out`, which decides whose state it is."""
+    path = ckpt.latest(spec.out)
+    return path if path.name == layout.CHECKPOINT and path.is_file() and (spec.out / layout.SUMMARY).is_file() else None
+
+
 def _read_log(path: Path, before_step: int) -> list[str]:
     """Lines of an existing log for steps before ``before_step`` (a resumed run rewrites the rest)."""
     if not path.exists():

@@ -81,10 +81,13 @@ def test_pretrain_run_is_tracked_resumed_and_not_duplicated(
     logged_cfg = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path / "dl"))).read_text())
     assert logged_cfg["pretrain"]["harmonize"]["rule"] == "cmgh"
 
-    # The same job again (finished): no second run, nothing logged twice.
+    # The same job again (finished): no second run, nothing logged twice, the run left as it was (its end time too).
+    before = (out / "summary.json").stat().st_mtime_ns, (out / "checkpoint.pt").stat().st_mtime_ns
     cli_pretrain(cfg_file, out, "gr", 0, *store)
     (again,) = runs_of(client, tiny_world.name)
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert again.info.end_time == run.info.end_time
+    assert ((out / "summary.json").stat().st_mtime_ns, (out / "checkpoint.pt").stat().st_mtime_ns) == before
     assert steps_of(client, run.info.run_id, "loss") == list(range(6))
 
     # Interrupted and resumed: the same run continues; steps redone after the last checkpoint
