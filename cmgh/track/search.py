@@ -9,6 +9,7 @@ from typing import Any
 
 from cmgh.errors import CmghError
 from cmgh.io import redacted
+from cmgh.track.store import unreadable_sqlite
 from cmgh.track.uri import sqlite_path
 
 EVALUATIONS = "tags.stage = 'evaluate' AND attributes.status = 'FINISHED'"
@@ -27,6 +28,9 @@ def _store(uri: str) -> Iterator[None]:
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise StoreError(f"{shown}: no tracking store there (expected the sqlite file the runs were tracked in; set --tracking-uri or tracking.uri)")
+    why = unreadable_sqlite(db) if db is not None else None
+    if why is not None:
+        raise StoreError(f"{db}: {why} (expected the sqlite file the runs were tracked in; set --tracking-uri or tracking.uri)")
     if uri.startswith(("http://", "https://")):
         from cmgh.track.store import server_reachable
 

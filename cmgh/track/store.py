@@ -4,13 +4,40 @@ creating a sqlite store (no mlflow import: the CLI asks before it loads the adap
 from __future__ import annotations
 
 import base64
+import contextlib
+import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from cmgh.track.uri import sqlite_path
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def unreadable_sqlite(db: Path) -> str | None:
+    """Why the sqlite file ``db`` is no tracking store to read (None when it is one). Read-only
+    checks: asking never creates, migrates or writes a store (an empty file stays empty)."""
+    try:
+        with open(db, "rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not header:
+        return "is empty (0 bytes), not a tracking store"
+    if header != SQLITE_HEADER:
+        return "is not a sqlite database"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            con.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return f"is a damaged sqlite database ({exc})"
+    return None if {"runs", "experiments"} <= tables else "is a sqlite database without MLflow's tables"
 
 
 def is_remote(uri: str) -> bool:

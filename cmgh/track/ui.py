@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cmgh.errors import ConfigError
-from cmgh.track.store import is_remote
+from cmgh.track.store import is_remote, unreadable_sqlite
 from cmgh.track.uri import artifact_root, redacted, sqlite_path, tracking_uri
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by the UI (mlflow/server/js: ExperimentKind)
@@ -35,6 +35,9 @@ def experiment_id(uri: str, name: str) -> str | None:
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         return None
+    why = unreadable_sqlite(db) if db is not None else None
+    if why is not None:
+        raise ConfigError(f"tracking.uri: {db} {why} (expected the sqlite file the runs were tracked in)")
     from mlflow.tracking import MlflowClient
 
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)

@@ -85,3 +85,17 @@ def test_experiment_opens_on_its_runs(tiny_world: config_mod.Config, tmp_path: P
                                    "--host", "127.0.0.1", "--port", "5123"]
     assert Path(command.split()[0]).name == "mlflow"
     assert link == f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+
+
+@pytest.mark.parametrize(("content", "why"), [(b"", "is empty (0 bytes), not a tracking store"),
+                                              (b"SQLite format 3\x00" + b"\x07" * 4000, "is a damaged sqlite database"),
+                                              (b"<html>not a db</html>", "is not a sqlite database")])
+def test_runs_and_browse_read_a_broken_store_in_one_line_and_never_write_it(tiny_config: config_mod.Config, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str], content: bytes, why: str) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(content)
+    for command in (["runs", "--tracking-uri", f"sqlite:///{db}"], ["browse", "--set", f"tracking.uri=sqlite:///{db}"]):
+        code, _, err = run_cli(capsys, *command, "--set", f"paths.results={tmp_path}")
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code != 0 and len(lines) == 1 and f"{db} {why}" in lines[0].replace(f"{db}: ", f"{db} "), err
+        assert db.read_bytes() == content  # a read-only listing writes no schema into it
