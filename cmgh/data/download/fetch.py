@@ -43,13 +43,14 @@ TIMEOUT = "timeout"  # stalled connection or item time limit
 CORRUPT = "corrupt"  # not decodable, or the window is not in the video
 CHECKSUM = "checksum mismatch"
 UNSAFE = "unsafe archive"  # an archive member would land outside its folder
+UNSAFE_URL = "unsafe url"  # a redirect or link to file://, ftp:// or no URL at all: never fetched
 RATE_LIMITED = "rate limited"  # 429, "confirm you're not a bot"
 SERVER = "server error"  # 5xx
 NETWORK = "network error"  # refused, reset, dropped mid-body
 ERROR = "error"  # anything else
 TRANSIENT = frozenset({TIMEOUT, RATE_LIMITED, SERVER, NETWORK, ERROR})  # worth retrying within a run
-PERMANENT = frozenset({UNAVAILABLE, PRIVATE, INVALID_ID, UNSAFE})  # not retried by a re-run (unless asked)
-STATUSES = (OK, UNAVAILABLE, PRIVATE, TIMEOUT, CORRUPT, CHECKSUM, INVALID_ID, UNSAFE, RATE_LIMITED, SERVER, NETWORK, ERROR)
+PERMANENT = frozenset({UNAVAILABLE, PRIVATE, INVALID_ID, UNSAFE, UNSAFE_URL})  # not retried by a re-run (unless asked)
+STATUSES = (OK, UNAVAILABLE, PRIVATE, TIMEOUT, CORRUPT, CHECKSUM, INVALID_ID, UNSAFE, UNSAFE_URL, RATE_LIMITED, SERVER, NETWORK, ERROR)
 USER_AGENT = "cmgh-download/0.1 (research dataset fetcher)"
 BACKOFF_CAP = 300.0
 PROGRESS_BYTES = 1 << 16  # what a request must deliver per ``timeout`` (about 1 KiB/s at the default 60 s)
@@ -233,6 +234,9 @@ def _request_errors(url: str, policy: Policy, received: Callable[[], int]) -> It
         yield
     except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise FetchError(TIMEOUT, f"no data for {policy.timeout:g} s from {url} ({exc.__class__.__name__})") from None
+    except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+        # a redirect (or a link) to file://, ftp:// or garbage: never fetched, and not a network fault
+        raise FetchError(UNSAFE_URL, f"{url} led to a URL cmgh does not fetch ({str(exc).splitlines()[0][:200]}); expected http or https") from None
     except requests.ConnectionError as exc:
         status = TIMEOUT if "timed out" in str(exc).lower() else NETWORK
         raise FetchError(status, f"connection lost after {received()} bytes of {url} ({exc.__class__.__name__})") from None

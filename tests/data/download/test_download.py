@@ -56,7 +56,7 @@ class Server:
     """Files under ``root`` over HTTP/1.1 with Range support, and per-path scripted faults.
 
     ``faults[path]`` is a queue of behaviours consumed one per request: an HTTP status code
-    ("404", "500", ...), "drop" (half the body, then the connection closes) or "stall" (headers,
+    ("404", "500", ...), "redirect:<url>" (a 302 there), "drop" (half the body, then the connection closes) or "stall" (headers,
     then silence). ``slow`` makes every body trickle (for the kill tests); a path in ``trickle``
     is sent one byte every ``trickle_seconds`` (a server that is never silent yet never done);
     ``types[path]`` overrides the Content-Type (an error page sent as ``text/html`` with 200).
@@ -91,6 +91,12 @@ class Server:
                 server.log.append((path, self.headers.get("Range")))
                 queue = server.faults.get(path)
                 fault = queue.pop(0) if queue else None
+                if fault is not None and fault.startswith("redirect:"):  # a 302 to another URL (any scheme)
+                    self.send_response(302)
+                    self.send_header("Location", fault.removeprefix("redirect:"))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if fault is not None and fault.isdigit():
                     self.send_response(int(fault))
                     self.send_header("Content-Length", "0")
@@ -411,6 +417,16 @@ def test_404_is_unavailable_and_the_run_reports_instead_of_failing(tmp_path: Pat
     with pytest.raises(DownloadError, match=r"annotation .*/kinetics/val.csv: unavailable \(HTTP 404"):
         download(cfg, "kinetics", progress=False, echo=quiet)
     assert manifest(cfg, "kinetics").loc["annotations/validate.csv", "status"] == "unavailable"
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x.bin"])
+def test_a_redirect_to_another_scheme_is_refused_for_what_it_is(tmp_path: Path, server: Server, target: str) -> None:
+    (server.root / "r.bin").write_bytes(b"x" * 10)
+    server.faults["/r.bin"] = [f"redirect:{target}"]
+    with pytest.raises(fetch.FetchError) as info:
+        fetch.fetch(f"{server.url}/r.bin", tmp_path / "r.bin", policy=policy())
+    assert info.value.status == "unsafe url" and target in str(info.value) and "expected http or https" in str(info.value)
+    assert "dropped" not in str(info.value) and not (tmp_path / "r.bin").exists() and len(server.gets("/r.bin")) == 1  # not retried
 
 
 def test_500_then_success_is_retried_with_backoff(tmp_path: Path, server: Server) -> None:
