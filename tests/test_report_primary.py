@@ -147,7 +147,7 @@ def test_verdicts_better_equivalent_inconclusive_and_the_oracle_share() -> None:
     assert primary.share(result, by["oracle"]).startswith("50 % [")  # 15 of 30
     assert primary.family_size([result]) == 3  # gr, gcl, small_loss: pooled gains only (no slope from one rate)
     text = "\n".join(primary.conclusions([result], list(by)))
-    assert "No positive control" not in text and "`oracle` +15.0 [" in text and "(50 % [" in text
+    assert "No positive control" not in text and "`oracle` (positive control) +15.0 [" in text and "(50 % [" in text
     assert "`gcl` " in text and ": equivalent within ±2.0" in text
     page = primary.section([result])
     assert "| `oracle` (positive control) |" in page and "| variant | pooled gain | share of the gap |" in page
@@ -180,3 +180,17 @@ def test_diverged_and_collapsed_runs_are_flagged_and_left_out(tmp_path: Path) ->
     run.mkdir()
     (run / layout.TRAIN_LOG).write_text(json.dumps({"step": 0, "loss": 2.0}) + "\n" + '{"step": 1, "loss": NaN}\n')
     assert math.isnan(run_checks.final_loss(run)) and run_checks.final_loss(tmp_path) is None
+
+
+def test_declared_controls_are_outside_the_family_with_their_own_p() -> None:
+    gains = {"oracle": [15.0, 14.0, 16.0, 15.0, 14.5, 15.5], "norm_matched": [0.3, -0.2, 0.1, 0.0, 0.2, -0.1],
+             "gr": [4.0, 5.0, 6.0, 5.0, 4.5, 5.5]}
+    endpoint = (primary.Endpoint("msrvtt", "t2v_R@10", "text"),)
+    declared = primary.Settings(endpoint, {"t2v_R@10": 2.0}, controls=frozenset({"oracle", "norm_matched"}))
+    (result,) = primary.analyse(_study(gains), declared, list(gains))
+    roles = {v.variant: v.role for v in result.variants}
+    assert roles == {"oracle": "positive control", "norm_matched": "control", "gr": "method"}
+    assert primary.family_size([result]) == 1  # gr's pooled gain only (one noisy world: no slope)
+    assert "`norm_matched` (control) +0.1 [−0.1, 0.2], p = 0.54, 6 seeds × 1 world (0 % [0, 1] of the gap): equivalent within ±2.0" in "\n".join(primary.conclusions([result], list(gains)))
+    (default,) = primary.analyse(_study(gains), primary.Settings(endpoint, {"t2v_R@10": 2.0}), list(gains))
+    assert primary.family_size([default]) == 2  # undeclared, norm_matched is a method like any other

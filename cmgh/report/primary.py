@@ -57,6 +57,7 @@ class Settings:
     endpoints: tuple[Endpoint, ...]
     margins: Mapping[str, float]
     power: float = power.POWER
+    controls: frozenset[str] = frozenset({ORACLE})
 
 
 def settings(config: Mapping[str, Any]) -> Settings:
@@ -67,7 +68,8 @@ def settings(config: Mapping[str, Any]) -> Settings:
     node = dict(config.get(SECTION, {}).get("analysis", {}) or {})
     fill_defaults(schema()["properties"][SECTION]["properties"]["analysis"], node)
     endpoints = tuple(Endpoint(str(e["task"]), str(e["metric"]), str(e["modality"])) for e in node["primary"])
-    return Settings(endpoints, {str(k): float(v) for k, v in node["margins"].items()}, float(node["power"]))
+    return Settings(endpoints, {str(k): float(v) for k, v in node["margins"].items()}, float(node["power"]),
+                    frozenset({ORACLE, *map(str, node["controls"])}))
 
 
 @dataclass
@@ -82,10 +84,11 @@ class VariantResult:
     seeds_for_margin: int | None
     q_gain: float = math.nan
     q_slope: float = math.nan
+    control: bool = False  # a declared control (worlds.analysis.controls): its own p, outside the family
 
     @property
-    def control(self) -> bool:
-        return self.variant == ORACLE
+    def role(self) -> str:
+        return "positive control" if self.variant == ORACLE else "control" if self.control else "method"
 
 
 @dataclass
@@ -129,6 +132,8 @@ def analyse(values: pd.DataFrame, analysis: Settings, variants: Sequence[str]) -
                                     sum(g.mean for g in gaps) / len(gaps) if gaps else math.nan)
             if result.headroom:
                 result.variants = [_variant(values, endpoint, backbone, v, result.margin, analysis.power) for v in variants]
+                for v in result.variants:
+                    v.control = v.variant in analysis.controls
             results.append(result)
     _correct(results)
     return results
@@ -174,9 +179,13 @@ def share(result: EndpointResult, v: VariantResult) -> str:
     if v.gain is None or not (math.isfinite(result.mean_gap) and result.mean_gap > 0):
         return "—"
     scale = 100.0 / result.mean_gap
+
+    def pct(x: float) -> str:  # round() first: -0.3 % is "0", not "−0"
+        return str(round(x * scale)).replace("-", stats.MINUS)
+
     if v.gain.n < 2:
-        return f"{v.gain.mean * scale:.0f} %"
-    return f"{v.gain.mean * scale:.0f} % [{v.gain.low * scale:.0f}, {v.gain.high * scale:.0f}]".replace("-", stats.MINUS)
+        return f"{pct(v.gain.mean)} %"
+    return f"{pct(v.gain.mean)} % [{pct(v.gain.low)}, {pct(v.gain.high)}]"
 
 
 def _slope_text(v: VariantResult, digits: int) -> str:
@@ -208,7 +217,7 @@ def endpoint_table(result: EndpointResult) -> str:
     for v in result.variants:
         eq = v.equivalence
         rows.append({
-            "variant": f"`{v.variant}`" + (" (positive control)" if v.control else ""),
+            "variant": f"`{v.variant}`" + (f" ({v.role})" if v.control else ""),
             "pooled gain": v.gain.format(col.digits) + (f", adjusted p = {v.q_gain:.2f}" if math.isfinite(v.q_gain) and not v.control else "") if v.gain else "—",
             "share of the gap": share(result, v),
             "slope per unit rate": _slope_text(v, col.digits),
@@ -247,7 +256,7 @@ def conclusions(results: Sequence[EndpointResult], variants: Sequence[str]) -> l
         for v in r.variants:
             if v.gain is None:
                 continue
-            text = f"`{v.variant}` {v.gain.format(col.digits)} ({share(r, v)} of the gap): {verdict(r, v)}"
+            text = f"`{v.variant}`{f' ({v.role})' if v.control else ''} {v.gain.format(col.digits)} ({share(r, v)} of the gap): {verdict(r, v)}"
             if v.slope is not None and v.slope.n > 1 and v.q_slope < ALPHA:
                 text += f"; its gain {'rises' if v.slope.mean > 0 else 'falls'} with the rate ({_slope_text(v, col.digits)})"
             said.append(text)

@@ -339,8 +339,8 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
         "the two one-sided tests against the margin, the minimum detectable effect of the paired t-test at the seeds run "
         f"(two-sided 0.05, power {analysis.power:g}, noncentral t) and the seeds a margin-sized effect needs. Verdict: better or worse "
         "when the pooled gain survives Benjamini-Hochberg over the primary family; equivalent when the 90 % interval lies "
-        "within ±margin; else inconclusive. A variant named `oracle` is the positive control, tested outside the family "
-        "(`cmgh.report.primary`).",
+        "within ±margin; else inconclusive. The controls declared in `worlds.analysis.controls` (the positive control `oracle`, "
+        "dose-response and mechanism controls) are tested outside the family, each with its own p (`cmgh.report.primary`).",
         primary.section(results),
         "## Benefit against detection quality",
         "Each curriculum variant's pooled gain on a primary endpoint (as above) at its detector's AUROC for the misaligned "

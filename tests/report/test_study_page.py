@@ -112,7 +112,7 @@ def test_the_page_shows_headroom_first_the_primary_verdicts_the_control_and_flag
     assert "No positive control" not in conclusions
     assert "MSR-VTT R@10 under text noise (ms): headroom: the baseline's clean-vs-noisy gap at text 0.4 is +20.0 [" in conclusions
     # the oracle recovers 10 of the 20 points (its gains are 10 + 0.05 (seed - 2): the mean is 10.0)
-    assert "`oracle` +10.0 [" in conclusions and "(50 % [" in conclusions
+    assert "`oracle` (positive control) +10.0 [" in conclusions and "(50 % [" in conclusions
     # gr's seed 3 diverged: left out, 4 seeds remain; +3.0 is resolved after correction
     assert "`gr` +3.0 [" in conclusions and "4 seeds × 1 world" in conclusions and "): better" in conclusions
     assert "AudioSet mAP under audio noise (ms): no headroom: no method can win here (" in conclusions
