@@ -31,15 +31,23 @@ def section(page: str, title: str) -> str:
     return page.split(marker, 1)[1].split("\n## ", 1)[0].strip()
 
 
+EXPLORATORY = "- Exploratory: "  # the page's conclusions outside the pre-declared primary family
+
+
 def readme_block(page: str) -> str:
-    """The README's study section: the page's conclusions, verbatim, under the page's own link."""
+    """The README's study section: the page's conclusions, verbatim, under the page's own link (the
+    exploratory ones counted, not copied: they are the page's, with their tables)."""
+    lines = section(page, "Conclusions").splitlines()
+    kept = [line for line in lines if not line.startswith(EXPLORATORY)]
+    exploratory = len(lines) - len(kept)
     return "\n".join([
         BEGIN,
         "What the last `make study` run concluded, copied from its results page "
         "[docs/study/README.md](docs/study/README.md) (design and caveats: [docs/study.md](docs/study.md)); "
         "the numbers depend on the machine:",
         "",
-        section(page, "Conclusions"),
+        *kept,
+        *([f"- Exploratory (every task and world, outside the primary family): {exploratory} more conclusions on the page."] if exploratory else []),
         END,
     ])  # fmt: skip
 
