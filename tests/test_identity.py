@@ -44,7 +44,7 @@ def identities(cfg: config.Config) -> dict[str, str]:
 # Digests of identities() per shipped config, computed with the code before cmgh.identity existed
 # (identities in cmgh.config, stamps in cmgh.data.synth): existing runs keep their keys and guards.
 # The study's is its redesigned config's (issue 25 changed the study on purpose: 68c5a037e03731af before).
-BEFORE = {"config": "f3ce1573118715a5", "study": "49e3fe22ceb3aabd", "ablation": "09501ebf205c8b1e",
+BEFORE = {"config": "f3ce1573118715a5", "study": "78b9c89befda509d", "ablation": "09501ebf205c8b1e",
           "scaling": "76c62aa6664ede4a", "paper": "bf682cd6bddd5d9a"}
 
 
