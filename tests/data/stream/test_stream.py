@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -263,19 +264,26 @@ def test_mixture_proportions_within_tolerance() -> None:
             Schedule(["a", "b"], bad, 8, seed=0)
 
 
+def damaged_copy(packed: Path, dest: Path, item: str, member: str, damage: Callable[[int], bytes]) -> pd.Series:
+    """A copy of a packed corpus whose ``item``'s ``member`` (mp4 or json) is replaced, in place, by
+    ``damage(its size)``; the item's index row."""
+    (dest / layout.SHARDS_DIR).mkdir(parents=True)
+    for f in (packed / layout.SHARDS_DIR).iterdir():
+        (dest / layout.SHARDS_DIR / f.name).write_bytes(f.read_bytes())
+    (dest / layout.FEATURE_INDEX).write_bytes((packed / layout.FEATURE_INDEX).read_bytes())
+    row = pd.read_parquet(dest / layout.FEATURE_INDEX).set_index("item_id").loc[item]
+    tar = layout.shard_file(dest, int(row["shard"]), "tar")
+    data = bytearray(tar.read_bytes())
+    start, size = int(row[f"{member}_offset"]), int(row[f"{member}_size"])
+    data[start:start + size] = damage(size)
+    tar.write_bytes(bytes(data))
+    return row
+
+
 def test_corrupt_member_is_skipped_counted_and_substituted(corpora, tmp_path: Path, caplog) -> None:
     h, a, vocab = corpora
     broken = tmp_path / "howto100m"
-    (broken / layout.SHARDS_DIR).mkdir(parents=True)
-    for f in (h / layout.SHARDS_DIR).iterdir():
-        (broken / layout.SHARDS_DIR / f.name).write_bytes(f.read_bytes())
-    (broken / layout.FEATURE_INDEX).write_bytes((h / layout.FEATURE_INDEX).read_bytes())
-    index = pd.read_parquet(broken / layout.FEATURE_INDEX)
-    row = index[index["item_id"] == "vid05"].iloc[0]
-    tar = layout.shard_file(broken, int(row["shard"]), "tar")
-    data = bytearray(tar.read_bytes())
-    data[int(row["mp4_offset"]) : int(row["mp4_offset"]) + int(row["mp4_size"])] = b"\x00" * int(row["mp4_size"])
-    tar.write_bytes(bytes(data))
+    row = damaged_copy(h, broken, "vid05", "mp4", lambda size: b"\x00" * size)
 
     def stream(start=None):
         return PretrainStream([("howto100m", 1.0, PackedSource(broken, features(), vocab))], 4, 0, start=start, stop=5)
@@ -307,16 +315,7 @@ def test_a_json_member_of_the_wrong_shape_is_a_data_error(meta: object, message:
 def test_a_wrong_shaped_json_member_is_substituted_not_a_crash(corpora, tmp_path: Path, caplog) -> None:
     h, _, vocab = corpora
     broken = tmp_path / "howto100m"
-    (broken / layout.SHARDS_DIR).mkdir(parents=True)
-    for f in (h / layout.SHARDS_DIR).iterdir():
-        (broken / layout.SHARDS_DIR / f.name).write_bytes(f.read_bytes())
-    (broken / layout.FEATURE_INDEX).write_bytes((h / layout.FEATURE_INDEX).read_bytes())
-    row = pd.read_parquet(broken / layout.FEATURE_INDEX).set_index("item_id").loc["vid03"]
-    tar = layout.shard_file(broken, int(row["shard"]), "tar")
-    data = bytearray(tar.read_bytes())
-    start, size = int(row["json_offset"]), int(row["json_size"])
-    data[start:start + size] = b'{"captions": 5}'.ljust(size)  # valid JSON (trailing blanks), the wrong shape
-    tar.write_bytes(bytes(data))
+    damaged_copy(h, broken, "vid03", "json", lambda size: b'{"captions": 5}'.ljust(size))  # valid JSON (trailing blanks), the wrong shape
     def stream():
         return PretrainStream([("howto100m", 1.0, PackedSource(broken, features(), vocab))], 4, 0, stop=5)
 
