@@ -117,13 +117,17 @@ def objective(
     vt_weight: float,
     w_va: Tensor | None = None,
     w_vt: Tensor | None = None,
+    valid_va: Tensor | None = None,
 ) -> Objective:
-    """Reduce the per-sample losses: ``L_va`` averages over every sample, ``L_vt`` over rows with text.
+    """Reduce the per-sample losses: ``L_va`` averages over rows with audio (``valid_va``; None: every
+    row), ``L_vt`` over rows with text.
 
     Optional per-sample weights (the curriculum: our reconstruction of CMGH's) weight each row's term and the
     normaliser (a dropped row leaves the average). Dropped rows still serve as negatives of the
     others: the weights act on the anchors, the losses were computed on the whole batch.
     """
+    if valid_va is not None:  # a clip without an audio stream leaves the video-audio term, as one without text leaves L_vt
+        w_va = valid_va.to(l_va.dtype) if w_va is None else w_va.to(l_va.dtype) * valid_va.to(l_va.dtype)
     va = weighted_mean(l_va, w_va)
     wt = valid_vt.to(l_vt.dtype) if w_vt is None else w_vt.to(l_vt.dtype) * valid_vt.to(l_vt.dtype)
     vt = weighted_mean(l_vt, wt)

@@ -63,7 +63,7 @@ def noise_scores(model: nn.Module, cfg: Config, dataset: ShardedClips, timer: Ti
         ghost = GhostGram(model)
         with ghost.recording(len(idx)):
             fwd = forward_losses(model, batch, temperature, hidden_blocks=blocks, detach=ghost.meeting_keys)
-        c_va, c_vt = objective_cotangents(fwd.valid_vt, vt_weight)
+        c_va, c_vt = objective_cotangents(fwd.valid_vt, vt_weight, valid_va=fwd.valid_va)
         g_va, g_vt, whole = ghost.measure(fwd.l_va, fwd.l_vt, fwd.cut, c_va, c_vt, last=True)  # g_*: at the representation
         cos_all = whole.cosine()
         ghost.release()

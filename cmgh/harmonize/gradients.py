@@ -69,14 +69,18 @@ def objective_cotangents(
     w_va: Tensor | None = None,
     w_vt: Tensor | None = None,
     batch_size: int | None = None,
+    valid_va: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(c_va, c_vt) [B]`` with ``J_total = sum c_va l_va + sum c_vt l_vt`` (as :func:`cmgh.losses.objective`).
 
-    ``c_va = w_va / sum w_va`` and ``c_vt = lambda w_vt valid / sum(w_vt valid)``.
+    ``c_va = w_va valid_va / sum(w_va valid_va)`` and ``c_vt = lambda w_vt valid / sum(w_vt valid)``
+    (``valid_va`` None: every row has audio).
     """
     b = batch_size or valid_vt.shape[0]
     one = torch.ones(b, device=valid_vt.device)
     wa = one if w_va is None else w_va.float()
+    if valid_va is not None:
+        wa = wa * valid_va.float()
     wt = (one if w_vt is None else w_vt.float()) * valid_vt.float()
     c_va = wa / wa.sum().clamp_min(1e-12) if bool(wa.sum() > 0) else torch.zeros_like(wa)
     c_vt = vt_weight * wt / wt.sum().clamp_min(1e-12) if bool(wt.sum() > 0) else torch.zeros_like(wt)

@@ -78,6 +78,7 @@ def harmonized_backward(
     ghost: GhostGram | None = None,
     cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
     truth: GroundTruth | None = None,
+    valid_va: Tensor | None = None,
 ) -> StepStats:
     """Combine the two objectives per sample and run ONE backward pass.
 
@@ -97,7 +98,9 @@ def harmonized_backward(
        At ``all_parameters``: ``J_total`` through the heads, and the shared parameters'
        combined gradients assembled from the stored cotangents (:meth:`GhostGram.assemble`).
 
-    Rows without text have ``g_vt = 0`` and thus receive ``g_va`` only under every rule.
+    Rows without text have ``g_vt = 0`` and thus receive ``g_va`` only under every rule; rows
+    without audio (``valid_va`` False; None: every row has audio) have ``g_va = 0`` alike. Only rows
+    with both are scored, counted as conflicts and curated.
     ``video_rep`` is the backbone output, ``meet`` the detached leaf the heads read
     (:func:`detach_meeting_point`).
     """
@@ -112,14 +115,16 @@ def harmonized_backward(
     if curriculum is not None:
         curriculum.require_truth(truth)
     valid_vt = valid_vt.bool()
+    both = valid_vt if valid_va is None else valid_vt & valid_va.bool()  # rows with two objectives to compare
     recompute = curriculum is not None and curriculum.needs_cosine and curriculum.selecting(step)
 
     weights: CurriculumWeights | None = None
     if curriculum is not None and curriculum.active and not curriculum.needs_cosine:
-        weights = curriculum(step, valid_vt, l_va=l_va, l_vt=l_vt, truth=truth)
+        weights = curriculum(step, both, l_va=l_va, l_vt=l_vt, truth=truth)
 
     def cotangents(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
-        return objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt, l_va.shape[0])
+        return objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt, l_va.shape[0],
+                                    valid_va=valid_va)
 
     def grams_for(w: CurriculumWeights | None, last: bool) -> tuple[Tensor, Tensor, rules.Gram]:
         """The representation gradients and the Gram at the meeting point, for the weights ``w``."""
@@ -136,17 +141,17 @@ def harmonized_backward(
         p_va, p_vt = parameter_gradients(tail, hidden, [g_va, g_vt])
         cosine = rules.conflict_cosine(p_va, p_vt)
         extras["parameter_grad_norms"] = (p_va.norm(dim=1).detach(), p_vt.norm(dim=1).detach())
-    cosine = torch.where(valid_vt, cosine, torch.zeros_like(cosine))
+    cosine = torch.where(both, cosine, torch.zeros_like(cosine))
 
     if curriculum is not None and curriculum.needs_cosine:
-        weights = curriculum(step, valid_vt, cosine=cosine, l_va=l_va, l_vt=l_vt, truth=truth)
+        weights = curriculum(step, both, cosine=cosine, l_va=l_va, l_vt=l_vt, truth=truth)
         # Decided by the schedule alone (not by this batch's weights) so that data-parallel ranks,
         # whose gradients cross a collective, always take the same branch.
         if recompute:
             g_va, g_vt, gram = grams_for(weights, last=True)
 
     obj = losses.objective(
-        l_va, l_vt, valid_vt, vt_weight, None if weights is None else weights.w_va, None if weights is None else weights.w_vt
+        l_va, l_vt, valid_vt, vt_weight, None if weights is None else weights.w_va, None if weights is None else weights.w_vt, valid_va
     )
     if ghost is None:
         combined = combine.combine(g_va, g_vt, gram, **params)
@@ -156,8 +161,8 @@ def harmonized_backward(
         torch.autograd.backward([obj.total], [torch.ones_like(obj.total)])
         ghost.assemble(alpha, beta)
         ghost.release()
-    n_text = int(valid_vt.sum())
-    conflict_fraction = float(((cosine < 0) & valid_vt).sum()) / n_text if n_text else 0.0
+    n_both = int(both.sum())
+    conflict_fraction = float(((cosine < 0) & both).sum()) / n_both if n_both else 0.0
     return StepStats(
         objective=losses.Objective(obj.total.detach(), obj.va.detach(), obj.vt.detach()),
         cosine=cosine.detach(),
@@ -241,8 +246,10 @@ class Harmonizer:
         ghost: GhostGram | None = None,
         cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
         truth: GroundTruth | None = None,
+        valid_va: Tensor | None = None,
     ) -> StepStats:
-        """:func:`harmonized_backward` with this config; ``truth``: the batch's ground truth (control scorers only)."""
+        """:func:`harmonized_backward` with this config; ``truth``: the batch's ground truth (control scorers only);
+        ``valid_va``: rows with audio (None: all)."""
         if self.meeting_point == "parameters" and (tail is None or hidden is None):
             raise ValueError("the parameters meeting point needs the tail module and its hidden state")
         if self.meeting_point == "all_parameters" and (ghost is None or cut is None):
@@ -264,6 +271,7 @@ class Harmonizer:
             ghost=ghost if self.meeting_point == "all_parameters" else None,
             cut=cut if self.meeting_point == "all_parameters" else None,
             truth=truth,
+            valid_va=valid_va,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -288,6 +296,7 @@ class ForwardOutput:
     hidden: Tensor | None  # input of the last blocks (parameters meeting point)
     outputs: dict[str, Tensor]
     cut: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # detached rep -> (attached, leaf)
+    valid_va: Tensor | None = None  # [B] bool, rows with audio; None: every row (the batch said nothing else)
 
 
 class RowGather(Protocol):
@@ -321,14 +330,17 @@ def forward_losses(
         leaves[key] = (attached, cut[key])
     video_rep = leaves["video_rep"][0]
     z = model.heads(cut)
-    has_text = batch.get("has_text")
+    has_text, has_audio = batch.get("has_text"), batch.get("has_audio")
     valid_vt = losses.text_valid(batch["text_mask"], has_text)
     if gather is None:
-        l_va = losses.nce(z["z_va_video"], z["z_va_audio"], temperature)
+        valid_va = None if has_audio is None or bool(has_audio.all()) else has_audio.bool()
+        l_va = losses.nce(z["z_va_video"], z["z_va_audio"], temperature, valid=valid_va)
         l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], temperature, valid=valid_vt)
-    else:
+    else:  # every rank gathers has_audio when the stream sends it: the collectives stay in step
         g = {k: gather(v) for k, v in z.items()}
         mask_all, valid_all = gather(batch["text_mask"]), gather(valid_vt)
-        l_va = losses.nce(g["z_va_video"], g["z_va_audio"], temperature)[gather.rows]
+        audio_all = None if has_audio is None else gather(has_audio.bool())
+        l_va = losses.nce(g["z_va_video"], g["z_va_audio"], temperature, valid=audio_all)[gather.rows]
         l_vt = losses.mil_nce(g["z_vat_video"], g["z_vat_text"], mask_all, temperature, valid=valid_all)[gather.rows]
-    return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z}, leaves)
+        valid_va = None if has_audio is None or bool(audio_all.all()) else has_audio.bool()
+    return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z}, leaves, valid_va)

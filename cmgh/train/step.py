@@ -60,7 +60,7 @@ def train_step(
     tail = model.video_tail(harmonizer.parameter_blocks) if harmonizer.meeting_point == "parameters" else None
     stats = harmonizer.backward(
         fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden, ghost=ghost, cut=fwd.cut,
-        truth=ground_truth(batch),
+        truth=ground_truth(batch), valid_va=fwd.valid_va,
     )
     if not distributed.all_true(bool(torch.isfinite(stats.objective.total)), dist_info):
         optimizer.zero_grad(set_to_none=True)
@@ -78,11 +78,13 @@ def train_step(
 def step_metrics(result: StepResult, samples_per_s: float) -> dict[str, float]:
     """Per-step statistics: both losses and the distribution of the per-sample conflict cosine.
 
-    The cosine statistics cover rows with text only (rows without text have nothing to conflict).
+    The cosine statistics cover rows with text and audio only (a row missing one has nothing to conflict).
     """
     stats = result.stats
     obj = stats.objective
-    cos = stats.cosine.float()[result.forward.valid_vt.bool()]
+    fwd = result.forward
+    both = fwd.valid_vt.bool() if fwd.valid_va is None else fwd.valid_vt.bool() & fwd.valid_va.bool()
+    cos = stats.cosine.float()[both]
     if cos.numel() == 0:
         cos = torch.zeros(1)
     metrics = {

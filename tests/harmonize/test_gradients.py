@@ -167,3 +167,37 @@ def test_gradvac_state_round_trip(tiny_config) -> None:
     fresh.load_state_dict(state)
     assert fresh.state == harm.state
     Harmonizer.from_config(tiny_config.pretrain)  # a Config view works as well
+
+
+@pytest.mark.parametrize(("backbone", "meeting_point"), [("ms", "representation"), ("ma", "all_parameters")])
+def test_a_clip_without_audio_is_masked_like_one_without_text(backbone: str, meeting_point: str) -> None:
+    """A silent row (``has_audio`` False) gets no video-audio loss, is no negative of the others, leaves the
+    L_va average, receives only its video-text gradient, and is neither scored nor curated."""
+    model, batch = make_model(backbone), make_batch()
+    silent = 2  # captioned, so only its audio is missing
+    has_audio = torch.ones(8, dtype=torch.bool)
+    has_audio[silent] = False
+    fwd = forward_losses(model, {**batch, "has_audio": has_audio}, TAU)
+    assert fwd.valid_va.tolist() == has_audio.tolist() and float(fwd.l_va[silent]) == 0.0
+    keep = [i for i in range(8) if i != silent]
+    z = fwd.outputs
+    alone = losses.nce(z["z_va_video"][keep], z["z_va_audio"][keep], TAU)  # the batch without the silent row at all
+    torch.testing.assert_close(fwd.l_va[keep], alone, atol=1e-5, rtol=1e-5)
+    assert forward_losses(model, {**batch, "has_audio": torch.ones(8, dtype=torch.bool)}, TAU).valid_va is None  # all audio: as before
+    cur = Curriculum("cmgh", "conflict", "triplet", "constant", 0, 0.5, 0.5, 10)
+    harm = Harmonizer("cmgh", meeting_point=meeting_point, curriculum=cur)
+    _, stats = step_grads(model, {**batch, "has_audio": has_audio}, harm)
+    assert float(stats.cosine[silent]) == 0.0 and bool(stats.weights.kept[silent])  # not compared, never dropped
+    valid = losses.text_valid(batch["text_mask"], batch["has_text"])
+    va = losses.objective(fwd.l_va, fwd.l_vt, valid, 1.0, valid_va=has_audio).va
+    torch.testing.assert_close(va, fwd.l_va[keep].mean())
+    c_va, _ = objective_cotangents(valid, 1.0, valid_va=has_audio)
+    assert float(c_va[silent]) == 0.0 and float(c_va.sum()) == pytest.approx(1.0)
+
+
+def test_all_audio_steps_are_bit_identical_to_batches_that_say_nothing() -> None:
+    model, batch = make_model("ma"), make_batch()
+    harm = Harmonizer("cmgh", curriculum=Curriculum("cmgh", "conflict", "triplet", "constant", 0, 0.5, 0.5, 10))
+    a, _ = step_grads(model, batch, harm)
+    b, _ = step_grads(model, {**batch, "has_audio": torch.ones(8, dtype=torch.bool)}, harm)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -94,3 +94,24 @@ def test_substituted_samples_are_counted_in_the_log_the_summary_and_a_warning(pa
     assert summary["skipped_samples"] >= 1 and logged["skipped_total"].iloc[-1] == summary["skipped_samples"]
     assert logged["skipped_total"].is_monotonic_increasing and logged["skipped_total"].iloc[0] <= summary["skipped_samples"]
     assert f"{summary['skipped_samples']} unreadable training samples were substituted" in caplog.text
+
+
+def test_a_video_without_audio_trains_no_video_audio_loss(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    from cmgh.data.io import encode, media
+
+    data = tmp_path / "data" / "howto100m"
+    shutil.copytree(layout.dataset_dir(tiny_world.path("data"), "howto100m"), data)
+    features = tmp_path / "features"
+    features.mkdir()
+    shutil.copy(tiny_world.path("features") / "vocab.json", features / "vocab.json")
+    silent = sorted((data / "videos").glob("*.mp4"))[0]
+    encode.write_mp4(silent, media.decode_video(silent, 0.0, 16, 8.0), 8)  # the same pictures, no audio stream
+    cfg = config_mod.with_overrides(tiny_world, [f"paths.data={tmp_path / 'data'}", f"paths.features={features}", "features.format=packed",
+                                                 "pretrain.corpora=[{dataset: howto100m}]"])
+    packed.pack(cfg, "howto100m", workers=0)
+    run = tmp_path / "run"
+    pretrain(small(cfg, "pretrain.steps=6", "pretrain.score_every=1"), RunSpec("ms", "gr_gcl", 0, run))
+    scores = pd.concat([pd.read_csv(f) for f in sorted((run / "scores").glob("step_*.csv"))], ignore_index=True)
+    mine = scores["item_id"].str.startswith(silent.stem)
+    assert mine.any() and (scores.loc[mine, "loss_va"] == 0).all() and (scores.loc[~mine, "loss_va"] > 0).all()
+    assert (scores.loc[mine, "cos"] == 0).all() and scores.loc[mine, "kept"].all()  # not compared, never curated

@@ -188,6 +188,7 @@ class DecodedSource:
         nan = np.full(len(index), np.nan)
         self._starts = index["clip_start"].to_numpy(dtype=float) if "clip_start" in index.columns else nan
         self._ends = index["clip_end"].to_numpy(dtype=float) if "clip_end" in index.columns else nan
+        self._audio = index["has_audio"].to_numpy(dtype=bool) if "has_audio" in index.columns else np.ones(len(index), dtype=bool)
         self.truth = truth
         self._flags: list[dict[str, bool]] | None = None
         if truth is not None:
@@ -207,6 +208,7 @@ class DecodedSource:
         sample.pop("index", None)
         sample.update(
             item_id=str(self._ids[i]), dataset=self.dataset, clip_start=float(self._starts[i]), clip_end=float(self._ends[i]),
+            has_audio=bool(self._audio[i]),
             jitter=torch.from_numpy(augment.IDENTITY.copy()),
         )
         if self._flags is not None:

@@ -234,6 +234,7 @@ class PackedSource:
             "text": text,
             "text_mask": mask,
             "has_text": bool(mask.any()),
+            "has_audio": bool(self._columns["has_audio"][i]),  # False: the source has no audio stream, the waveform is silence
             "item_id": str(self._columns["item_id"][i]),
             "dataset": self.dataset,
             "clip_start": start,

@@ -52,6 +52,7 @@ def collate(samples: list[Sample], step: int, skipped: int = 0) -> Sample:
     for key in ("clip_start", "clip_end"):
         batch[key] = torch.tensor([float(s[key]) for s in samples], dtype=torch.float64)
     batch["has_text"] = torch.tensor([bool(s["has_text"]) for s in samples], dtype=torch.bool)
+    batch["has_audio"] = torch.tensor([bool(s.get("has_audio", True)) for s in samples], dtype=torch.bool)
     batch["step"] = int(step)
     batch["skipped"] = int(skipped)
     return batch
