@@ -79,7 +79,7 @@ def key_values(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
 
 # pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
 # processes and the GPU count (data parallelism is exact).
-NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "num_workers", "gpus")
+NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "log_every", "num_workers", "gpus")
 # pretrain keys added after results existed, with the value at which a run computes exactly what it
 # computed before the key existed: left out of the identity at that value (any other value enters it),
 # so adding a choice neither reruns nor refuses to resume a finished or running run

@@ -68,6 +68,7 @@ def run_study(cfg: Config, study: str | None = None, n_trials: int | None = None
                     raise SweepError(f"study {name}: {failures} failed trials in this worker (sweep.max_failures={cfg.sweep.max_failures}); last: {reason[-1] if reason else '?'}")
             else:
                 mine += 1
+                log.info("%s", trial_line(st, trial))
         out = write_outputs(cfg, st)
         complete = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if complete:
@@ -77,3 +78,12 @@ def run_study(cfg: Config, study: str | None = None, n_trials: int | None = None
             if path.suffix in OUTPUT_SUFFIXES:
                 parent.log_artifact(path)
     return st
+
+
+def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
+    """``study s: trial 3 complete, kinetics_val_top1 66.67 (best 70.83, trial 1); 4 of 20 finished``."""
+    objective = study.user_attrs.get("objective", "value")
+    value = "pruned" if trial.state == TrialState.PRUNED else f"{trial.value:.4g}" if trial.value is not None else "no value"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best = f" (best {study.best_value:.4g}, trial {study.best_trial.number})" if complete else ""
+    return f"study {study.study_name}: trial {trial.number} {trial.state.name.lower()}, {objective} {value}{best}; {finished_trials(study)} finished"

@@ -176,3 +176,17 @@ def test_space_outside_the_schema_is_refused_before_the_first_trial(tmp_path: Pa
     assert one_line_error(err) == expected
     assert files_under(tmp_path) == []  # no storage, no trial, no folder
     assert optuna.study.get_all_study_names(sweep.make_storage(config_mod.load(overrides=tiny_overrides(tmp_path)))) == []
+
+
+def test_each_finished_trial_is_one_line_with_the_best_so_far() -> None:
+    from cmgh.sweep.study import trial_line
+
+    study = optuna.create_study(direction="maximize", study_name="s")
+    study.set_user_attr("objective", "kinetics_val_top1")
+    lr = {"pretrain.lr": FloatDistribution(1e-4, 3e-3, log=True)}
+    for value in (60.0, 70.0):
+        study.add_trial(create_trial(value=value, params={"pretrain.lr": 1e-3}, distributions=lr))
+    study.add_trial(create_trial(state=TrialState.PRUNED, params={"pretrain.lr": 2e-3}, distributions=lr, intermediate_values={2: 0.1}))
+    trials = study.get_trials()
+    assert trial_line(study, trials[0]) == "study s: trial 0 complete, kinetics_val_top1 60 (best 70, trial 1); 3 finished"
+    assert trial_line(study, trials[2]) == "study s: trial 2 pruned, kinetics_val_top1 pruned (best 70, trial 1); 3 finished"

@@ -154,3 +154,13 @@ def test_stop_after_below_the_resumed_step_is_an_error_not_a_false_ok(tiny_world
     with pytest.raises(TrainingError, match=r"the run is already at step 4, past --stop-after 2; nothing trained \(resume without"):
         pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=2)
     assert pretrain(cfg, RunSpec("ms", "baseline", 0, tmp_path / "run"), stop_after=4) == tmp_path / "run" / "resume.pt"  # at the step: ok
+
+
+def test_the_log_says_how_far_a_run_is(tiny_world: config_mod.Config, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="cmgh.train.loop"):
+        pretrain(small(tiny_world, "pretrain.steps=6", "pretrain.log_every=4"), RunSpec("ms", "gr", 0, tmp_path / "run"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain ms/gr/seed0: step")]
+    assert [line.split(",")[0] for line in lines] == ["pretrain ms/gr/seed0: step 4/6 (67 %)", "pretrain ms/gr/seed0: step 6/6 (100 %)"]
+    assert "loss " in lines[-1] and "samples/s" in lines[-1] and lines[-1].endswith("0m00s left")
