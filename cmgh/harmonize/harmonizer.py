@@ -32,6 +32,7 @@ one place both are called from.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
 from cmgh.harmonize.ghost import GhostGram
 from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
 from cmgh.harmonize.truth import GroundTruth
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -202,6 +205,10 @@ class Harmonizer:
             if per_sample not in PER_SAMPLE:
                 raise ConfigError(f"pretrain.harmonize.per_sample: {per_sample!r} is not one of {', '.join(PER_SAMPLE)}")
             exact = per_sample == "own"
+            if exact:  # the update is assembled from the own gradients, so the negatives' terms never reach the backbone
+                log.warning("pretrain.harmonize.per_sample: own is a known defect: the backbone's update omits the cross-sample "
+                            "(negative) terms of the contrastive losses, so the video tower learns little (at the representation) "
+                            "or nothing (at all_parameters: both losses stay at chance, ln B); compare, do not train, with it")
         if rules.get(rule).needs_vectors and meeting_point == "all_parameters":
             raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
         self.rule, self.project, self.gradvac_beta = rule, project, float(gradvac_beta)

@@ -201,3 +201,17 @@ def test_all_audio_steps_are_bit_identical_to_batches_that_say_nothing() -> None
     a, _ = step_grads(model, batch, harm)
     b, _ = step_grads(model, {**batch, "has_audio": torch.ones(8, dtype=torch.bool)}, harm)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_triplet_own_gradients_warn_that_the_update_omits_the_negatives(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="cmgh.harmonize.harmonizer"):
+        Harmonizer("cmgh", per_sample="own")
+    assert "per_sample: own is a known defect: the backbone's update omits the cross-sample (negative) terms" in caplog.text
+    # the defect itself: with no rule at all, the backbone's gradient is not the plain one
+    model, batch = make_model("ms"), make_batch()
+    plain, _ = step_grads(model, batch, Harmonizer("none"))
+    own, _ = step_grads(model, batch, Harmonizer("none", per_sample="own"))
+    video = [k for k in plain if k.startswith("backbone.nets.video")]
+    assert video and not all(torch.allclose(plain[k], own[k], atol=1e-6) for k in video)
