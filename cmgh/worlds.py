@@ -8,6 +8,7 @@ world's tree links them, so its jobs read them where its config says its data ar
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 from cmgh import layout
 from cmgh.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 BOTH, TEXT, AUDIO = "both", "text", "audio"
 MODALITIES = (BOTH, TEXT, AUDIO)  # worlds.modalities: which pairs of a triplet a rate misaligns
 
@@ -110,8 +112,8 @@ def check_world_variants(tree: Mapping[str, Any]) -> None:
     worlds, variants = tree["worlds"], tree["variants"]
     known = [s.name for s in settings(worlds["noise_rates"], worlds["modalities"])]
     for world, names in worlds.get("variants", {}).items():
-        if known and world not in known:
-            raise ConfigError(f"worlds.variants: {world!r} is not a world of this study (expected one of {', '.join(known)})")
+        if known and world not in known:  # a study overridden to fewer rates keeps its list: said, not refused
+            log.warning("worlds.variants: %r is not a world of this study (its worlds: %s): its list is not used", world, ", ".join(known))
         unknown = [n for n in names if n not in variants]
         if unknown:
             raise ConfigError(f"worlds.variants.{world}: {', '.join(map(repr, unknown))} not defined (expected names of variants: {', '.join(variants)})")
