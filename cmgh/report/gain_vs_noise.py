@@ -56,13 +56,14 @@ def on_curve(table: pd.DataFrame, modality: str) -> pd.DataFrame:
 
 
 def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None = None) -> list[Path]:
-    """Downstream gain over the baseline vs injected noise rate (needs trees at >= 2 noise rates), a
-    row of panels per modality misaligned, error bars the gain's interval (none for a single seed);
+    """Downstream gain over the baseline vs injected noise rate (a point per rate the variants ran: the
+    noisy ones alone when the clean world ran only the baseline), a row of panels per modality misaligned, error bars the gain's interval (none for a single seed);
     its table goes to ``table_path`` (default ``out/noise_gain.csv``)."""
     import matplotlib.pyplot as plt
 
     table = gain_vs_noise(roots)
-    if table["noise_rate"].nunique() < 2:
+    atomic_write_text(table_path or out / TABLE, table.to_csv(index=False))  # also when the clean world ran the baseline only
+    if table.empty:
         return []
     rows = curves(table)
     fig, axes = plt.subplots(len(rows), len(DOWNSTREAM), figsize=(4.2 * len(DOWNSTREAM), 3.4 * len(rows)), squeeze=False)
@@ -80,7 +81,6 @@ def figure_noise_gain(roots: Sequence[Path], out: Path, table_path: Path | None 
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"Gain over {layout.BASELINE_VARIANT}, paired by seed (mean, {100 * LEVEL:g} % interval over seeds)", y=1.01)
     fig.tight_layout()
-    atomic_write_text(table_path or out / TABLE, table.to_csv(index=False))
     paths = savefig(fig, out, layout.NOISE_GAIN)
     plt.close(fig)
     return paths

@@ -20,7 +20,7 @@ DOCS = REPO / "docs" / "study"
 README = REPO / "README.md"
 BEGIN = "<!-- study:begin (generated from docs/study/README.md by workflow/scripts/publish_study.py; do not edit) -->"
 END = "<!-- study:end -->"
-COPIED = ("README.md", "tables/noise_gain.csv", "figures/noise_gain.png", "figures/noise_detection.png")
+COPIED = ("README.md", "tables/noise_gain.csv", "figures/noise_gain.png", "figures/noise_detection.png", "figures/quality_curve.png")
 
 
 def section(page: str, title: str) -> str:
