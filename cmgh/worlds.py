@@ -102,17 +102,17 @@ def _config_at(tree: Mapping[str, Any], setting: NoiseSetting, base: Path, root:
 
 def world_variants(tree: Mapping[str, Any], setting: NoiseSetting) -> dict[str, Any]:
     """The variants one world pre-trains (``worlds.variants`` by world name; all when it is not named)."""
-    check_world_variants(tree)
+    check_world_variants(tree, warn=False)  # the plan warned once already; every world's tree passes here
     names = tree["worlds"].get("variants", {}).get(setting.name)
     return tree["variants"] if names is None else {n: tree["variants"][n] for n in names}
 
 
-def check_world_variants(tree: Mapping[str, Any]) -> None:
+def check_world_variants(tree: Mapping[str, Any], warn: bool = True) -> None:
     """``worlds.variants`` names worlds of the study and variants of the config, the baseline in each."""
     worlds, variants = tree["worlds"], tree["variants"]
     known = [s.name for s in settings(worlds["noise_rates"], worlds["modalities"])]
     for world, names in worlds.get("variants", {}).items():
-        if known and world not in known:  # a study overridden to fewer rates keeps its list: said, not refused
+        if warn and known and world not in known:  # a study overridden to fewer rates keeps its list: said, not refused
             log.warning("worlds.variants: %r is not a world of this study (its worlds: %s): its list is not used", world, ", ".join(known))
         unknown = [n for n in names if n not in variants]
         if unknown:
