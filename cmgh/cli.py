@@ -166,9 +166,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _harmonizers(args: argparse.Namespace) -> list[str]:
+    """The realignment rules (pretrain.harmonize.rule), then the objective balancers (pretrain.balance.method)."""
     from cmgh import harmonize
+    from cmgh.harmonize import balance
 
-    return harmonize.described()
+    return [*harmonize.described(), *(f"balance {line}" for line in balance.described())]
 
 
 def _curricula(args: argparse.Namespace) -> list[str]:

@@ -211,6 +211,9 @@ def for_variant(cfg: Config, variant: str) -> Config:
     if variant not in variants:
         raise ConfigError(f"variant {variant!r} is not defined (expected one of {', '.join(variants)})")
     merged = deep_merge(cfg.to_dict(), variants[variant])
+    pretrain = merged["pretrain"]
+    if pretrain.get("budget") == "wall_time":  # equal compute: the plain baseline's wall time, in this variant's steps
+        pretrain["steps"] = max(1, round(pretrain["steps"] / pretrain["step_cost"]))
     try:
         return from_dict(merged)
     except ConfigError as exc:

@@ -13,6 +13,7 @@ Snakemake): the Snakefile imports it at parse time, and :mod:`cmgh.config` re-ex
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,16 +80,24 @@ def key_values(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
 
 # pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
 # processes and the GPU count (data parallelism is exact).
-NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "log_every", "num_workers", "gpus")
+NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "log_every", "num_workers", "gpus",
+                       "budget", "step_cost")  # (these two act through `steps`, which the variant's config has resolved)
 # pretrain keys added after results existed, with the value at which a run computes exactly what it
 # computed before the key existed: left out of the identity at that value (any other value enters it),
 # so adding a choice neither reruns nor refuses to resume a finished or running run
-LATER_KEYS: dict[tuple[str, str], Any] = {
+# (a path under pretrain; SCHEMA_DEFAULT: the schema's default of that key or whole section)
+SCHEMA_DEFAULT = object()
+LATER_KEYS: dict[tuple[str, ...], Any] = {
     ("harmonize", "per_sample"): "batch_mixed",
+    ("harmonize", "granularity"): "sample",
+    ("harmonize", "cagrad"): SCHEMA_DEFAULT,
     ("curriculum", "threshold"): 0.0,
     ("curriculum", "flagged_weight"): 0.0,
     ("curriculum", "quality_auroc"): 0.8,
     ("curriculum", "quality_seed"): 0,
+    ("curriculum", "mixture"): SCHEMA_DEFAULT,
+    ("curriculum", "coteaching"): SCHEMA_DEFAULT,
+    ("balance",): SCHEMA_DEFAULT,
 }
 RUN_OUTPUT_INPUTS = ("score_every",)  # pretrain keys that change what a run writes besides its model (the score dumps)
 
@@ -112,10 +121,32 @@ def training_inputs(cfg: Any) -> dict[str, Any]:
 def _without_later_keys(pretrain: dict[str, Any]) -> dict[str, Any]:
     """``pretrain`` without the :data:`LATER_KEYS` that hold their neutral value."""
     out = dict(pretrain)
-    for (section, key), neutral in LATER_KEYS.items():
-        if section in out and out[section].get(key, neutral) == neutral:
-            out[section] = {k: v for k, v in out[section].items() if k != key}
+    for path, neutral in LATER_KEYS.items():
+        *sections, key = path
+        node = out
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                break
+            node[section] = dict(node[section])  # copies along the path: the caller's tree is left as it was
+            node = node[section]
+        else:
+            if key in node and node[key] == _neutral(path, neutral):
+                del node[key]
     return out
+
+
+def _neutral(path: tuple[str, ...], neutral: Any) -> Any:
+    """A later key's neutral value (:data:`SCHEMA_DEFAULT` resolved from the schema, sections filled in)."""
+    if neutral is not SCHEMA_DEFAULT:
+        return neutral
+    from cmgh import schema
+
+    node: Mapping[str, Any] = schema.schema()["properties"]["pretrain"]
+    for part in path:
+        node = node["properties"][part]
+    value = copy.deepcopy(node.get("default", {} if node.get("type") == "object" else None))
+    schema.fill_defaults(node, value)
+    return value
 
 
 def pretrain_job_inputs(cfg: Any) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
 def test_typo_in_file_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump({"pretrain": {"batchsize": 8}}))
-    with pytest.raises(ConfigError, match=r"^pretrain: unknown key 'batchsize' \(expected one of batch_size"):
+    with pytest.raises(ConfigError, match=r"^pretrain: unknown key 'batchsize' \(expected one of balance, batch_size"):
         config.load(path)
 
 

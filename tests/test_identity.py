@@ -43,8 +43,9 @@ def identities(cfg: config.Config) -> dict[str, str]:
 
 # Digests of identities() per shipped config, computed with the code before cmgh.identity existed
 # (identities in cmgh.config, stamps in cmgh.data.synth): existing runs keep their keys and guards.
-# The study's is its redesigned config's (issue 25 changed the study on purpose: 68c5a037e03731af before).
-BEFORE = {"config": "f3ce1573118715a5", "study": "78b9c89befda509d", "ablation": "09501ebf205c8b1e",
+# The study's is its redesigned config's (issue 25 changed the study on purpose: 68c5a037e03731af before; issue 26
+# added the rivals as variants: 78b9c89befda509d before, and without them it still is).
+BEFORE = {"config": "f3ce1573118715a5", "study": "c33edbafe9582acb", "ablation": "09501ebf205c8b1e",
           "scaling": "76c62aa6664ede4a", "paper": "bf682cd6bddd5d9a"}
 
 
@@ -128,13 +129,33 @@ def test_a_generated_dataset_has_one_definition_for_its_stamp_and_its_trigger() 
     assert "noise" in synth.stamp_of(cfg, "howto100m") and "noise" not in synth.stamp_of(cfg, "kinetics")
 
 
-@pytest.mark.parametrize(("section", "key"), sorted(identity.LATER_KEYS))
-def test_a_later_key_enters_the_identity_only_away_from_its_neutral_value(section: str, key: str) -> None:
-    neutral = identity.LATER_KEYS[(section, key)]
-    other = "own" if isinstance(neutral, str) else (0.9 if isinstance(neutral, float) else 7)
+# per later key: an override at its neutral value, and one away from it
+LATER_KEY_OVERRIDES = {
+    ("harmonize", "per_sample"): ("pretrain.harmonize.per_sample=batch_mixed", "pretrain.harmonize.per_sample=own"),
+    ("harmonize", "granularity"): ("pretrain.harmonize.granularity=sample", "pretrain.harmonize.granularity=batch"),
+    ("harmonize", "cagrad"): ("pretrain.harmonize.cagrad.c=0.5", "pretrain.harmonize.cagrad.c=0.9"),
+    ("curriculum", "threshold"): ("pretrain.curriculum.threshold=0.0", "pretrain.curriculum.threshold=0.9"),
+    ("curriculum", "flagged_weight"): ("pretrain.curriculum.flagged_weight=0.0", "pretrain.curriculum.flagged_weight=0.9"),
+    ("curriculum", "quality_auroc"): ("pretrain.curriculum.quality_auroc=0.8", "pretrain.curriculum.quality_auroc=0.9"),
+    ("curriculum", "quality_seed"): ("pretrain.curriculum.quality_seed=0", "pretrain.curriculum.quality_seed=7"),
+    ("curriculum", "mixture"): ("pretrain.curriculum.mixture.window_steps=10", "pretrain.curriculum.mixture.window_steps=7"),
+    ("curriculum", "coteaching"): ("pretrain.curriculum.coteaching.ramp_steps=100", "pretrain.curriculum.coteaching.ramp_steps=7"),
+    ("balance",): ("pretrain.balance.method=sum", "pretrain.balance.method=famo"),
+}
+
+
+def test_every_later_key_is_tested() -> None:
+    assert set(LATER_KEY_OVERRIDES) == set(identity.LATER_KEYS)
+
+
+@pytest.mark.parametrize("path", sorted(LATER_KEY_OVERRIDES))
+def test_a_later_key_enters_the_identity_only_away_from_its_neutral_value(path: tuple[str, ...]) -> None:
+    at, away = LATER_KEY_OVERRIDES[path]
     base = config.load(config.DEFAULT_CONFIG)
-    at_neutral = config.load(config.DEFAULT_CONFIG, [f"pretrain.{section}.{key}={neutral}"])
-    moved = config.load(config.DEFAULT_CONFIG, [f"pretrain.{section}.{key}={other}"])
+    at_neutral = config.load(config.DEFAULT_CONFIG, [at])
+    moved = config.load(config.DEFAULT_CONFIG, [away])
     assert identity.training_inputs(at_neutral) == identity.training_inputs(base)
     assert identity.training_inputs(moved) != identity.training_inputs(base)
-    assert identity.training_inputs(moved)["pretrain"][section][key] == other
+    node = identity.training_inputs(moved)["pretrain"]
+    for part in path:
+        node = node[part]  # present in the identity once moved

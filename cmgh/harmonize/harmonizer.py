@@ -42,7 +42,9 @@ from torch import Tensor, nn
 
 from cmgh import losses
 from cmgh.errors import ConfigError
-from cmgh.harmonize import rules
+from cmgh.harmonize import balance, batch_level, rules
+from cmgh.harmonize.balance import Balancer
+from cmgh.harmonize.batch_level import Collectives, SingleProcess
 from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
 from cmgh.harmonize.ghost import GhostGram
 from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
@@ -82,6 +84,10 @@ def harmonized_backward(
     cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
     truth: GroundTruth | None = None,
     valid_va: Tensor | None = None,
+    granularity: str = "sample",
+    objective_weights: tuple[float, float] = (1.0, 1.0),
+    shared: Sequence[nn.Parameter] | None = None,
+    ranks: Collectives | None = None,
 ) -> StepStats:
     """Combine the two objectives per sample and run ONE backward pass.
 
@@ -106,6 +112,13 @@ def harmonized_backward(
     with both are scored, counted as conflicts and curated.
     ``video_rep`` is the backbone output, ``meet`` the detached leaf the heads read
     (:func:`detach_meeting_point`).
+
+    ``granularity`` ``batch`` applies the rule once to the whole batch's two gradients
+    (:mod:`cmgh.harmonize.batch_level`; at ``all_parameters`` it needs the ``shared`` parameters,
+    and no ``ghost``). ``objective_weights`` are a balancer's multipliers ``(m_va, m_vt)`` of the
+    two objectives (:mod:`cmgh.harmonize.balance`); a multiplier of 0 leaves that objective out of
+    the graph, so the parameters only it reaches get no gradient. The logged objective stays the
+    unmultiplied ``L_va + lambda L_vt``. ``ranks``: averages and gathers across data-parallel ranks.
     """
     if meet is video_rep or not meet.requires_grad or meet.grad_fn is not None:
         raise ValueError("meet must be the detached leaf the heads read (see detach_meeting_point)")
@@ -113,8 +126,17 @@ def harmonized_backward(
         raise ValueError("the all_parameters meeting point needs both the recorded forward (ghost) and the cut")
     params = {**(rule_params or {}), "step": step}
     combine = rules.get(rule)
-    if combine.needs_vectors and ghost is not None:
-        raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
+    if combine.needs_vectors and (ghost is not None or granularity != "sample"):
+        raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors of every sample and runs only at "
+                          "granularity sample and meeting_point representation or parameters")
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"pretrain.harmonize.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    if granularity != "sample" and ghost is not None:
+        raise ValueError(f"granularity {granularity} takes the shared parameters, not the per-sample recorder (ghost)")
+    ranks = ranks or SingleProcess()
+    m_va, m_vt = (float(m) for m in objective_weights)
+    term_va = l_va if m_va != 0.0 else l_va.detach()  # an objective left out of this step (a balancer's 0) leaves the graph
+    term_vt = l_vt if m_vt != 0.0 else l_vt.detach()
     if curriculum is not None:
         curriculum.require_truth(truth)
     valid_vt = valid_vt.bool()
@@ -123,18 +145,19 @@ def harmonized_backward(
 
     weights: CurriculumWeights | None = None
     if curriculum is not None and curriculum.active and not curriculum.needs_cosine:
-        weights = curriculum(step, both, l_va=l_va, l_vt=l_vt, truth=truth)
+        weights = curriculum(step, both, l_va=l_va, l_vt=l_vt, truth=truth, gather=ranks.gather)
 
     def cotangents(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
-        return objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt, l_va.shape[0],
-                                    valid_va=valid_va)
+        c_va, c_vt = objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt,
+                                          l_va.shape[0], valid_va=valid_va)
+        return m_va * c_va, m_vt * c_vt
 
     def grams_for(w: CurriculumWeights | None, last: bool) -> tuple[Tensor, Tensor, rules.Gram]:
         """The representation gradients and the Gram at the meeting point, for the weights ``w``."""
         if ghost is None or cut is None:
-            g_va, g_vt = per_sample_gradients(l_va, l_vt, meet, *cotangents(w), exact=exact)
+            g_va, g_vt = per_sample_gradients(term_va, term_vt, meet, *cotangents(w), exact=exact)
             return g_va, g_vt, rules.Gram.of(g_va, g_vt)
-        return ghost.measure(l_va, l_vt, cut, *cotangents(w), last=last, exact=exact)
+        return ghost.measure(term_va, term_vt, cut, *cotangents(w), last=last, exact=exact)
 
     g_va, g_vt, gram = grams_for(weights, last=not recompute)
     cos_rep = rules.conflict_cosine(g_va, g_vt)
@@ -147,27 +170,45 @@ def harmonized_backward(
     cosine = torch.where(both, cosine, torch.zeros_like(cosine))
 
     if curriculum is not None and curriculum.needs_cosine:
-        weights = curriculum(step, both, cosine=cosine, l_va=l_va, l_vt=l_vt, truth=truth)
+        weights = curriculum(step, both, cosine=cosine, l_va=l_va, l_vt=l_vt, truth=truth, gather=ranks.gather)
         # Decided by the schedule alone (not by this batch's weights) so that data-parallel ranks,
         # whose gradients cross a collective, always take the same branch.
         if recompute:
             g_va, g_vt, gram = grams_for(weights, last=True)
 
-    obj = losses.objective(
-        l_va, l_vt, valid_vt, vt_weight, None if weights is None else weights.w_va, None if weights is None else weights.w_vt, valid_va
-    )
-    if ghost is None:
-        combined = combine.combine(g_va, g_vt, gram, **params)
-        torch.autograd.backward([obj.total, video_rep], [torch.ones_like(obj.total), combined.to(video_rep.dtype)])
+    w_va, w_vt = (None, None) if weights is None else (weights.w_va, weights.w_vt)
+    obj = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, vt_weight, w_va, w_vt, valid_va)  # what is logged
+    va_part = losses.objective(term_va, term_vt.detach(), valid_vt, 0.0, w_va, w_vt, valid_va).va
+    vt_part = losses.objective(term_va.detach(), term_vt, valid_vt, vt_weight, w_va, w_vt, valid_va).vt
+    total = m_va * va_part + m_vt * vt_weight * vt_part  # what is differentiated
+    if granularity == "batch" and shared is not None:
+        grads_va = batch_level.objective_parameter_gradients(m_va * va_part, video_rep, g_va, shared, ranks)
+        grads_vt = batch_level.objective_parameter_gradients(m_vt * vt_weight * vt_part, video_rep, g_vt, shared, ranks)
+        gram = batch_level.parameter_gram(grads_va, grads_vt)
+        alpha, beta = combine.coefficients(gram, **params)
+        if total.requires_grad:
+            torch.autograd.backward([total], [torch.ones_like(total)])  # heads and the other towers: the plain gradients
+        batch_level.write_combined(shared, alpha, beta, grads_va, grads_vt)
+    elif ghost is None:
+        if granularity == "batch":
+            alpha, beta = combine.coefficients(batch_level.batch_gram(gram, ranks), **params)
+            combined = rules.combination(alpha.expand_as(gram.ab), beta.expand_as(gram.ab), g_va, g_vt)
+        else:
+            combined = combine.combine(g_va, g_vt, gram, **params)
+        outputs, seeds = [video_rep], [combined.to(video_rep.dtype)]
+        if total.requires_grad:
+            outputs, seeds = [total, video_rep], [torch.ones_like(total), combined.to(video_rep.dtype)]
+        torch.autograd.backward(outputs, seeds)
     else:
         alpha, beta = combine.coefficients(gram, **params)
-        torch.autograd.backward([obj.total], [torch.ones_like(obj.total)])
+        if total.requires_grad:
+            torch.autograd.backward([total], [torch.ones_like(total)])
         ghost.assemble(alpha, beta)
         ghost.release()
     n_both = int(both.sum())
     conflict_fraction = float(((cosine < 0) & both).sum()) / n_both if n_both else 0.0
     return StepStats(
-        objective=losses.Objective(obj.total.detach(), obj.va.detach(), obj.vt.detach()),
+        objective=obj,
         cosine=cosine.detach(),
         cosine_representation=cos_rep.detach(),
         weights=weights,
@@ -177,6 +218,7 @@ def harmonized_backward(
 
 
 MEETING_POINTS = ("representation", "parameters", "all_parameters")
+GRANULARITIES = ("sample", "batch")  # pretrain.harmonize.granularity: one rule per triplet, or one for the whole batch
 PER_SAMPLE = ("batch_mixed", "own")  # pretrain.harmonize.per_sample: cheap (default) or triplet-own gradients
 
 
@@ -198,6 +240,10 @@ class Harmonizer:
         curriculum: Curriculum | None = None,
         exact: bool = False,
         per_sample: str | None = None,
+        granularity: str = "sample",
+        cagrad_c: float = 0.5,
+        cagrad_rescale: bool = True,
+        balancer: Balancer | None = None,
     ) -> None:
         if meeting_point not in MEETING_POINTS:
             raise ConfigError(f"pretrain.harmonize.meeting_point: {meeting_point!r} is not one of {', '.join(MEETING_POINTS)}")
@@ -211,6 +257,14 @@ class Harmonizer:
                             "or nothing (at all_parameters: both losses stay at chance, ln B); compare, do not train, with it")
         if rules.get(rule).needs_vectors and meeting_point == "all_parameters":
             raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"pretrain.harmonize.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        if granularity == "batch" and meeting_point == "parameters":
+            raise ConfigError("pretrain.harmonize.granularity: batch runs at meeting_point representation or all_parameters, not parameters")
+        if granularity == "batch" and rules.get(rule).needs_vectors:
+            raise ConfigError(f"pretrain.harmonize.rule: {rule!r} pairs samples with each other and has no batch-level form (granularity batch)")
+        self.granularity, self.cagrad_c, self.cagrad_rescale = granularity, float(cagrad_c), bool(cagrad_rescale)
+        self.balancer = balancer
         self.rule, self.project, self.gradvac_beta = rule, project, float(gradvac_beta)
         self.meeting_point, self.parameter_blocks = meeting_point, int(parameter_blocks)
         self.vt_weight, self.curriculum, self.exact = float(vt_weight), curriculum, exact
@@ -228,6 +282,10 @@ class Harmonizer:
             vt_weight=pretrain["vt_weight"],
             curriculum=Curriculum.from_config(pretrain),
             per_sample=h["per_sample"],
+            granularity=h["granularity"],
+            cagrad_c=h["cagrad"]["c"],
+            cagrad_rescale=h["cagrad"]["rescale"],
+            balancer=balance.from_config(pretrain),
         )
 
     @property
@@ -236,8 +294,27 @@ class Harmonizer:
         return self.parameter_blocks if self.meeting_point == "parameters" else 0
 
     def ghost_for(self, model: nn.Module) -> GhostGram | None:
-        """The recorder of the shared pathway for one step at ``all_parameters``, else ``None``."""
-        return GhostGram(model) if self.meeting_point == "all_parameters" else None
+        """The recorder of the shared pathway for one step at ``all_parameters`` per sample, else ``None``."""
+        return GhostGram(model) if self.meeting_point == "all_parameters" and self.granularity == "sample" else None
+
+    def shared_for(self, model: nn.Module) -> list[nn.Parameter] | None:
+        """The shared parameters a batch-level rule reads at ``all_parameters`` (else ``None``: not needed)."""
+        if self.meeting_point == "all_parameters" and self.granularity == "batch":
+            return list(model.shared_parameters().values())  # type: ignore[operator]
+        return None
+
+    def objective_weights(self, step: int, l_va: Tensor, l_vt: Tensor, valid_vt: Tensor, valid_va: Tensor | None,
+                          ranks: Collectives) -> tuple[float, float]:
+        """The balancer's multipliers of the two objectives at ``step``, from the global batch's mean losses."""
+        if self.balancer is None or self.balancer.name == "sum":
+            return 1.0, 1.0
+        obj = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, self.vt_weight, valid_va=valid_va)
+        rows_va = valid_vt.new_ones(valid_vt.shape, dtype=torch.bool) if valid_va is None else valid_va.bool()
+        counts = torch.stack([rows_va.sum(), valid_vt.bool().sum()]).double()
+        means = ranks.mean(torch.cat([torch.stack([obj.va, obj.vt]).double() * counts, counts]))
+        if bool((means[2:] == 0).any()):  # a global batch without one objective (no text, or no audio): nothing to balance
+            return 1.0, 1.0
+        return self.balancer.weights(step, float(means[0] / means[2]), float(means[1] / means[3]))
 
     def backward(
         self,
@@ -254,13 +331,18 @@ class Harmonizer:
         cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
         truth: GroundTruth | None = None,
         valid_va: Tensor | None = None,
+        shared: Sequence[nn.Parameter] | None = None,
+        ranks: Collectives | None = None,
     ) -> StepStats:
         """:func:`harmonized_backward` with this config; ``truth``: the batch's ground truth (control scorers only);
-        ``valid_va``: rows with audio (None: all)."""
+        ``valid_va``: rows with audio (None: all); ``shared``: see :meth:`shared_for`; ``ranks``: data-parallel collectives."""
+        ranks = ranks or SingleProcess()
         if self.meeting_point == "parameters" and (tail is None or hidden is None):
             raise ValueError("the parameters meeting point needs the tail module and its hidden state")
-        if self.meeting_point == "all_parameters" and (ghost is None or cut is None):
+        if self.meeting_point == "all_parameters" and self.granularity == "sample" and (ghost is None or cut is None):
             raise ValueError("the all_parameters meeting point needs the step's recorded forward (ghost_for) and its cut")
+        if self.meeting_point == "all_parameters" and self.granularity == "batch" and shared is None:
+            raise ValueError("a batch-level rule at all_parameters needs the shared parameters (shared_for)")
         return harmonized_backward(
             video_rep,
             meet,
@@ -269,7 +351,8 @@ class Harmonizer:
             valid_vt,
             vt_weight=self.vt_weight,
             rule=self.rule,
-            rule_params={"project": self.project, "gradvac_beta": self.gradvac_beta, "state": self.state},
+            rule_params={"project": self.project, "gradvac_beta": self.gradvac_beta, "state": self.state,
+                         "cagrad_c": self.cagrad_c, "cagrad_rescale": self.cagrad_rescale},
             curriculum=self.curriculum,
             step=step,
             exact=self.exact,
@@ -279,16 +362,23 @@ class Harmonizer:
             cut=cut if self.meeting_point == "all_parameters" else None,
             truth=truth,
             valid_va=valid_va,
+            granularity=self.granularity,
+            objective_weights=self.objective_weights(step, l_va, l_vt, valid_vt, valid_va, ranks),
+            shared=shared if self.granularity == "batch" else None,
+            ranks=ranks,
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rule_state": dict(self.state), "curriculum": self.curriculum.state_dict() if self.curriculum else {}}
+        return {"rule_state": dict(self.state), "curriculum": self.curriculum.state_dict() if self.curriculum else {},
+                "balance": self.balancer.state_dict() if self.balancer else {}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.state.clear()
         self.state.update(state.get("rule_state", {}))
         if self.curriculum is not None:
             self.curriculum.load_state_dict(state.get("curriculum", {}))
+        if self.balancer is not None and state.get("balance"):
+            self.balancer.load_state_dict(state["balance"])
 
 
 @dataclass

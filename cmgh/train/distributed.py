@@ -90,6 +90,33 @@ class RowGather:
         return out.bool() if x.dtype == torch.bool else out
 
 
+class Collectives:
+    """What the harmonizer needs across ranks, outside autograd: averages (batch-level Gram, gradients,
+    losses a balancer reads) and row gathers (the loss windows of stateful curricula). In one process
+    both are the identity, so the same code serves both."""
+
+    def __init__(self, info: DistInfo) -> None:
+        self.info = info
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` averaged over ranks (a new tensor; ``x`` itself in one process)."""
+        if not self.info.enabled:
+            return x
+        out = x.detach().contiguous().clone()
+        dist.all_reduce(out)
+        return out / self.info.world_size
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows of ``x`` in rank order, detached (``x`` itself in one process)."""
+        if not self.info.enabled:
+            return x.detach()
+        payload = x.detach().to(torch.uint8) if x.dtype == torch.bool else x.detach()
+        parts = [torch.empty_like(payload) for _ in range(self.info.world_size)]
+        dist.all_gather(parts, payload.contiguous())
+        out = torch.cat(parts, dim=0)
+        return out.bool() if x.dtype == torch.bool else out
+
+
 def all_true(flag: bool, info: DistInfo) -> bool:
     """True on every rank only if true on all of them: ranks must take the same branch."""
     if not info.enabled:

@@ -26,7 +26,7 @@ from cmgh.config import Config
 from cmgh.data.stream import augment
 from cmgh.errors import CmghError
 from cmgh.tracking import NullTracker, Tracker, training_datasets
-from cmgh.train import distributed
+from cmgh.train import cost, distributed
 from cmgh.train.setup import RunSpec, build, seed_everything
 from cmgh.train.state import RunState, check_out, load_metrics_log, write_scores
 from cmgh.train.step import step_metrics, train_step
@@ -96,11 +96,13 @@ def train(
         batch = {k: v.to(run.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in loaded.items()}
         if "jitter" in batch:  # the colour jitter the loader drew, applied on the training device
             batch["video"] = augment.apply_jitter(batch["video"], batch["jitter"])
+        step_started = time.perf_counter()
         result = train_step(
             run.model, batch, run.optimizer, run.scheduler, run.harmonizer, step=step,
             temperature=float(pcfg.temperature), precision=str(pcfg.precision), grad_clip=float(pcfg.grad_clip),
             dist_info=dist_info, gather=run.gather,
         )
+        step_time = cost.step_seconds(step_started, run.device)
         if not result.finite:
             state.skipped_total += skipped  # this rank's only: a skipped step has no collective to sum over
             state.nonfinite_run += 1
@@ -119,6 +121,8 @@ def train(
         samples_per_s = len(loaded["item_id"]) * dist_info.world_size / max(elapsed, 1e-9)
         metrics = distributed.mean_over_ranks({**step_metrics(result, samples_per_s), "skipped_samples": float(skipped)}, dist_info)
         metrics["samples_per_s"] = samples_per_s
+        metrics["step_time_s"] = step_time  # the step alone (no loader wait), this rank's: what a method costs
+        metrics["peak_memory_mb"] = cost.peak_memory_mb(run.device)
         metrics["nonfinite_total"] = state.nonfinite_total
         state.skipped_total += round(metrics.pop("skipped_samples") * dist_info.world_size)  # summed over ranks
         metrics["skipped_total"] = state.skipped_total

@@ -242,6 +242,9 @@ def summary(lines: list[str], spec: RunSpec, total: int, nonfinite: int, skipped
         "first_loss_va": rows[0]["loss_va"] if rows else float("nan"),
         "first_loss_vt": rows[0]["loss_vt"] if rows else float("nan"),
         "mean_conflict_fraction": float(np.mean([r["conflict_fraction"] for r in rows])) if rows else float("nan"),
+        # cost: the median step (robust to the first steps' warm-up and to a busy machine's outliers) and the peak
+        "median_step_time_s": float(np.median(times)) if (times := [r["step_time_s"] for r in rows if "step_time_s" in r]) else float("nan"),
+        "peak_memory_mb": max((r["peak_memory_mb"] for r in rows if "peak_memory_mb" in r), default=float("nan")),
     }
 
 

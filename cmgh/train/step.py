@@ -60,7 +60,7 @@ def train_step(
     tail = model.video_tail(harmonizer.parameter_blocks) if harmonizer.meeting_point == "parameters" else None
     stats = harmonizer.backward(
         fwd.video_rep, fwd.meet, fwd.l_va, fwd.l_vt, fwd.valid_vt, step=step, tail=tail, hidden=fwd.hidden, ghost=ghost, cut=fwd.cut,
-        truth=ground_truth(batch), valid_va=fwd.valid_va,
+        truth=ground_truth(batch), valid_va=fwd.valid_va, shared=harmonizer.shared_for(model), ranks=distributed.Collectives(dist_info),
     )
     if not distributed.all_true(bool(torch.isfinite(stats.objective.total)), dist_info):
         optimizer.zero_grad(set_to_none=True)

@@ -12,6 +12,7 @@ import torch
 
 from cmgh import config as config_mod
 from cmgh import checkpoint as ckpt
+from cmgh.train.cost import MACHINE_METRICS
 from cmgh.train.loop import RunSpec, TrainingError, load_metrics_log, pretrain
 from cmgh.train.schedule import lr_at
 from tests.train.tiny_runs import SMALL, assert_same_state, small, state_of
@@ -37,8 +38,8 @@ def test_resume_equals_uninterrupted(tiny_world: config_mod.Config, tmp_path: Pa
     assert not (tmp_path / "cut" / "checkpoint.pt").exists()  # only a finished run has one (Snakemake output)
     resumed = pretrain(cfg, RunSpec("ms", "gv", 0, tmp_path / "cut"))
     assert_same_state(state_of(full), state_of(resumed))
-    full_log = load_metrics_log(tmp_path / "full").drop(columns=["samples_per_s"])
-    cut_log = load_metrics_log(tmp_path / "cut").drop(columns=["samples_per_s"])
+    full_log = load_metrics_log(tmp_path / "full").drop(columns=list(MACHINE_METRICS))
+    cut_log = load_metrics_log(tmp_path / "cut").drop(columns=list(MACHINE_METRICS))
     assert full_log.equals(cut_log)
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["steps"] == 12
 
