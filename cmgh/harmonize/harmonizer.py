@@ -359,7 +359,7 @@ class Harmonizer:
             tail=tail if self.meeting_point == "parameters" else None,
             hidden=hidden if self.meeting_point == "parameters" else None,
             ghost=ghost if self.meeting_point == "all_parameters" else None,
-            cut=cut if self.meeting_point == "all_parameters" else None,
+            cut=cut if ghost is not None else None,  # the per-sample recorder's cut (a batch-level rule takes the shared parameters)
             truth=truth,
             valid_va=valid_va,
             granularity=self.granularity,

@@ -17,6 +17,7 @@ from cmgh.harmonize import Harmonizer, forward_losses, pcgrad_tasks, rules
 from cmgh.harmonize.rules import Gram
 from cmgh.models import VATT
 from tests.harmonize.test_ghost import small_batch, small_model
+from tests.harmonize.tiny_vatt import make_batch, make_model, step_grads
 
 TAU = 0.1
 CONFLICTING_BATCH = {"ms": 4, "ma": 2}  # batch seeds on which the whole batch's two gradients conflict over the shared parameters
@@ -123,3 +124,15 @@ def test_batch_granularity_config_errors() -> None:
     with pytest.raises(ConfigError, match="random_partner"):
         Harmonizer("random_partner", granularity="batch")
 
+
+
+@pytest.mark.parametrize("meeting_point", ["representation", "all_parameters"])
+def test_the_trainer_step_runs_a_batch_rule(meeting_point: str) -> None:
+    """Through train_step (the trainer's own path: the forward's cut, the shared parameters) the gradients are the rule's."""
+    model, batch = make_model("ma"), make_batch()
+    harmonizer = Harmonizer("cagrad", meeting_point=meeting_point, granularity="batch")
+    expected = harmonized_gradients(model, batch, harmonizer)
+    got, _ = step_grads(model, batch, harmonizer)
+    assert set(got) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
