@@ -150,7 +150,8 @@ def harmonized_backward(
     def cotangents(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
         c_va, c_vt = objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt,
                                           l_va.shape[0], valid_va=valid_va)
-        return m_va * c_va, m_vt * c_vt
+        f_va, f_vt = rank_shares(w, valid_vt, valid_va, ranks)
+        return m_va * f_va * c_va, m_vt * f_vt * c_vt
 
     def grams_for(w: CurriculumWeights | None, last: bool) -> tuple[Tensor, Tensor, rules.Gram]:
         """The representation gradients and the Gram at the meeting point, for the weights ``w``."""
@@ -177,13 +178,16 @@ def harmonized_backward(
             g_va, g_vt, gram = grams_for(weights, last=True)
 
     w_va, w_vt = (None, None) if weights is None else (weights.w_va, weights.w_vt)
-    obj = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, vt_weight, w_va, w_vt, valid_va)  # what is logged
+    f_va, f_vt = rank_shares(weights, valid_vt, valid_va, ranks)
+    logged = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, vt_weight, w_va, w_vt, valid_va)
+    obj = losses.Objective(f_va * logged.va + vt_weight * f_vt * logged.vt, f_va * logged.va, f_vt * logged.vt)  # the ranks' mean: the global batch's
     va_part = losses.objective(term_va, term_vt.detach(), valid_vt, 0.0, w_va, w_vt, valid_va).va
     vt_part = losses.objective(term_va.detach(), term_vt, valid_vt, vt_weight, w_va, w_vt, valid_va).vt
-    total = m_va * va_part + m_vt * vt_weight * vt_part  # what is differentiated
+    va_part, vt_part = m_va * f_va * va_part, m_vt * f_vt * vt_weight * vt_part
+    total = va_part + vt_part  # what is differentiated
     if granularity == "batch" and shared is not None:
-        grads_va = batch_level.objective_parameter_gradients(m_va * va_part, video_rep, g_va, shared, ranks)
-        grads_vt = batch_level.objective_parameter_gradients(m_vt * vt_weight * vt_part, video_rep, g_vt, shared, ranks)
+        grads_va = batch_level.objective_parameter_gradients(va_part, video_rep, g_va, shared, ranks)
+        grads_vt = batch_level.objective_parameter_gradients(vt_part, video_rep, g_vt, shared, ranks)
         gram = batch_level.parameter_gram(grads_va, grads_vt)
         alpha, beta = combine.coefficients(gram, **params)
         if total.requires_grad:
@@ -215,6 +219,24 @@ def harmonized_backward(
         conflict_fraction=conflict_fraction,
         extras=extras,
     )
+
+
+def rank_shares(w: CurriculumWeights | None, valid_vt: Tensor, valid_va: Tensor | None, ranks: Collectives) -> tuple[float, float]:
+    """Per objective, this rank's share of the global batch's weight, relative to an even split (1.0 in one process).
+
+    Each rank averages its own rows' weighted losses and data parallelism averages the ranks'
+    gradients: that is the global batch's weighted mean only when every rank holds the same total
+    weight. A curriculum that drops rows, or rows without text or audio spread unevenly over ranks,
+    break that; scaling each rank's objective by ``S_r / mean_r S_r`` (``S_r`` its rows' total
+    weight) restores the global mean exactly, so that two ranks equal one process.
+    """
+    wa = torch.ones_like(valid_vt, dtype=torch.float64) if w is None else w.w_va.double()
+    wt = torch.ones_like(valid_vt, dtype=torch.float64) if w is None else w.w_vt.double()
+    if valid_va is not None:
+        wa = wa * valid_va.double()
+    local = torch.stack([wa.sum(), (wt * valid_vt.double()).sum()])
+    even = ranks.mean(local)
+    return tuple(float(x / e) if float(e) > 0 else 0.0 for x, e in zip(local, even, strict=True))  # type: ignore[return-value]
 
 
 MEETING_POINTS = ("representation", "parameters", "all_parameters")

@@ -25,7 +25,7 @@ from cmgh import layout
 from cmgh.errors import DataError
 from cmgh.worlds import BOTH, NoiseSetting
 from cmgh.io import atomic_write_text
-from cmgh.report import detection_over_training, headroom, pooled, primary, quality_curve, run_checks, stats
+from cmgh.report import detection_over_training, headroom, pooled, primary, quality_curve, ranking, run_checks, stats
 from cmgh.report.detection_over_training import CONFLICT, MATCHED_LOSS, TARGET
 from cmgh.report.collect import configured_variants, read_yaml, noise_setting_of
 from cmgh.report.columns import DOWNSTREAM, HEADLINE, HEADROOM_COLUMNS
@@ -342,6 +342,14 @@ def build_page(roots: Sequence[Path], out: Path, gains: pd.DataFrame) -> tuple[P
         "within ±margin; else inconclusive. The controls declared in `worlds.analysis.controls` (the positive control `oracle`, "
         "dose-response and mechanism controls) are tested outside the family, each with its own p (`cmgh.report.primary`).",
         primary.section(results),
+        "## Methods ranked, with their cost",
+        "Every compared variant on each primary endpoint, best pooled gain first (the gain, interval and verdict of the section "
+        "above), beside its step time in baseline steps: the baseline's median throughput over the variant's, paired by world and "
+        "seed, median over them. Throughput includes the loader's wait, and the study's jobs shared the machine's cores, so the "
+        "ratios are rough and machine-dependent; `benchmarks/train_step.py --rivals` measures them in one process "
+        "(`cmgh.report.ranking`). The comparison is at equal steps; `pretrain.budget: wall_time` gives each variant the "
+        "baseline's wall time instead (`pretrain.step_cost` per variant).",
+        ranking.section(results, ranking.throughputs(roots)),
         "## Benefit against detection quality",
         "Each curriculum variant's pooled gain on a primary endpoint (as above) at its detector's AUROC for the misaligned "
         "pairs: the `quality` controls (ground truth plus noise) at their set AUROC and the `oracle` at 1, joined per selection "

@@ -98,12 +98,21 @@ def test_the_page_shows_headroom_first_the_primary_verdicts_the_control_and_flag
                 path = layout.eval_metrics(tree, task, "ms", "random", seed)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps({key: 10.0 + WOBBLE[seed]}))
+    for seed in SEEDS:  # throughput: gr's steps take twice the baseline's
+        for variant, rate in (("baseline", 100.0), ("gr", 50.0), ("oracle", 100.0)):
+            log = layout.run_dir(trees[1], "ms", variant, seed) / layout.TRAIN_LOG
+            log.write_text("".join(json.dumps({"step": step, "loss": 2.0, "samples_per_s": rate}) + "\n" for step in range(3)))
     (layout.run_dir(trees[1], "ms", "gr", 3) / layout.TRAIN_LOG).write_text('{"step": 0, "loss": 2.1}\n{"step": 1, "loss": NaN}\n')
     build_noise_gain(trees, tmp_path)
     page = (tmp_path / "README.md").read_text()
     sections = [line for line in page.splitlines() if line.startswith("## ")]
-    assert sections[:7] == ["## Conclusions", "## Design", "## Headroom", "## Primary endpoints", "## Benefit against detection quality",
-                            "## Flagged runs", "## Downstream gain over the baseline (exploratory: every task and world)"]
+    assert sections[:8] == ["## Conclusions", "## Design", "## Headroom", "## Primary endpoints", "## Methods ranked, with their cost",
+                            "## Benefit against detection quality", "## Flagged runs",
+                            "## Downstream gain over the baseline (exploratory: every task and world)"]
+    ranked = page.split("## Methods ranked, with their cost")[1].split("## Benefit")[0]
+    rows = [line for line in ranked.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert rows[0].startswith("| 1 | `oracle` (positive control) | +10.0 [") and rows[0].endswith("| 1.00x |")
+    assert rows[1].startswith("| 2 | `gr` | +3.0 [") and "| better |" in rows[1] and rows[1].endswith("| 2.00x |")  # seed 3 has no throughput
     head = page.split("## Headroom")[1].split("## Primary endpoints")[0]
     assert "**MSR-VTT R@10**, ms, text misaligned (headroom):" in head and "| random init | 10.0 [" in head
     assert "**Kinetics top-1**, ms, text misaligned (no headroom: no method can win here):" in head

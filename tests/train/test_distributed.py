@@ -19,13 +19,27 @@ SETTINGS = ["pretrain.batch_size=8", "pretrain.steps=4", "pretrain.warmup_steps=
             "model.depth=1", "tracking.enabled=false", "pretrain.grad_clip=0"]
 
 
+# the rivals composed, two runs for all: a batch-level rule over every shared parameter (the Gram of the global batch's
+# averaged gradients), FAMO's weights from the global batch's losses, the loss mixture fitted to the global batch's
+# window, its dropped rows spread unevenly over the ranks (each rank's objective scaled by its share of the weight:
+# cmgh.harmonize.harmonizer.rank_shares); and alternating objectives (every rank takes the same objective). Co-teaching
+# and the cmgh curriculum keep a fraction of each rank's rows (a per-rank quota), so they select differently.
+RIVALS = ["pretrain.harmonize.rule=cagrad", "pretrain.harmonize.granularity=batch", "pretrain.balance.method=famo",
+          "pretrain.curriculum.rule=threshold", "pretrain.curriculum.scorer=mixture", "pretrain.curriculum.granularity=loss",
+          "pretrain.curriculum.threshold=0.5", "pretrain.curriculum.warmup_steps=0", "pretrain.curriculum.mixture.window_steps=2"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("variant", "meeting_point"), [("baseline", "representation"), ("gr", "representation"), ("gr", "all_parameters")]
+    ("variant", "meeting_point", "extra"),
+    [("baseline", "representation", []), ("gr", "representation", []), ("gr", "all_parameters", []),
+     ("baseline", "all_parameters", RIVALS), ("baseline", "representation", ["pretrain.balance.method=alternate"])],
+    ids=["baseline", "gr", "gr-all_parameters", "rivals-all_parameters", "alternate"],
 )
-def test_two_gloo_ranks_match_one_process(tiny_world: config_mod.Config, tmp_path: Path, variant: str, meeting_point: str) -> None:
+def test_two_gloo_ranks_match_one_process(tiny_world: config_mod.Config, tmp_path: Path, variant: str, meeting_point: str,
+                                          extra: list[str]) -> None:
     """At ``all_parameters`` each rank assembles its rows' combined gradients (global negatives), then they are averaged."""
-    cfg = config_mod.with_overrides(tiny_world, [*SETTINGS, f"pretrain.harmonize.meeting_point={meeting_point}"])
+    cfg = config_mod.with_overrides(tiny_world, [*SETTINGS, f"pretrain.harmonize.meeting_point={meeting_point}", *extra])
     config_file = cfg.write(tmp_path, "tiny.yaml")
     single = pretrain(cfg, RunSpec("ms", variant, 0, tmp_path / "single"))
     cmd = [
