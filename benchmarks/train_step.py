@@ -29,7 +29,12 @@ fraction of this machine's fp32 matmul peak. A third shape is the paper's per la
 16 heads, 32 frames of 224^2 in 4x16x16 patches with DropToken 0.5 (785 video tokens), 48 kHz
 audio, two layers per tower and batch 2, timing plain, ``gr`` and ``gr_all``.
 
-Usage: .venv/bin/python benchmarks/train_step.py [--repeats 5] [--width 64 --depth 2 --batch 64]
+The rivals (``--rivals``: the objective balancers ``alternate`` and ``famo``, PCGrad on the whole
+batch at the representation and over every shared parameter, CAGrad over every shared parameter,
+the NCR loss mixture and Co-teaching) print their own table: time and peak memory against a plain
+step, and time on the large model; instance-wise UPGrad at the representation.
+
+Usage: .venv/bin/python benchmarks/train_step.py [--repeats 5] [--width 64 --depth 2 --batch 64] [--rivals]
 """
 
 from __future__ import annotations
@@ -71,7 +76,19 @@ VARIANTS = {
     "gr_own": ("gr", ["pretrain.harmonize.per_sample=own"]),
     "oracle": ("gcl", ["pretrain.curriculum.scorer=oracle", "pretrain.curriculum.granularity=loss"]),
     "quality": ("gcl", ["pretrain.curriculum.scorer=quality"]),
+    # the rivals (--rivals): objective balancers, batch-level surgery, loss-based selection
+    "alternate": ("baseline", ["pretrain.balance.method=alternate"]),
+    "famo": ("baseline", ["pretrain.balance.method=famo"]),
+    "pcgrad_batch_rep": ("baseline", ["pretrain.harmonize.rule=pcgrad", "pretrain.harmonize.granularity=batch"]),
+    "pcgrad_batch": ("baseline", ["pretrain.harmonize.rule=pcgrad", "pretrain.harmonize.granularity=batch", *ALL_PARAMETERS]),
+    "cagrad_batch": ("baseline", ["pretrain.harmonize.rule=cagrad", "pretrain.harmonize.granularity=batch", *ALL_PARAMETERS]),
+    "upgrad_instance": ("baseline", ["pretrain.harmonize.rule=upgrad", "pretrain.harmonize.granularity=instance"]),
+    "ncr_mixture": ("baseline", ["pretrain.curriculum.rule=threshold", "pretrain.curriculum.scorer=mixture",
+                                 "pretrain.curriculum.granularity=loss", "pretrain.curriculum.threshold=0.5"]),
+    "coteaching": ("baseline", ["pretrain.curriculum.rule=coteaching", "pretrain.curriculum.scorer=loss",
+                                "pretrain.curriculum.granularity=loss"]),
 }
+RIVAL_MODES = ("alternate", "famo", "pcgrad_batch_rep", "pcgrad_batch", "cagrad_batch", "upgrad_instance", "ncr_mixture", "coteaching")
 # The paper's shapes per layer (config/paper.yaml), two layers deep, so that a CPU step takes seconds.
 PAPER_DEPTH = 2
 PAPER_LIKE = ["model.heads=16", "model.video_patch=[4,16,16]", "model.audio_patch=128", "model.droptoken=0.5",
@@ -114,7 +131,7 @@ class Bench:
 
     def step(self, mode: str) -> None:
         pcfg = self.cfg.pretrain
-        if mode in (*TRAINER_MODES, *CONTROL_MODES):
+        if mode in (*TRAINER_MODES, *CONTROL_MODES, *RIVAL_MODES):
             train_step(self.model, self.batch, self.optimizer, self.scheduler, self.harmonizers[mode], step=STEP,
                        temperature=float(pcfg.temperature), precision=str(pcfg.precision), grad_clip=float(pcfg.grad_clip))
             return
@@ -243,7 +260,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--skip-paper-like", action="store_true", help="leave out the paper-shaped layer (about two minutes)")
+    parser.add_argument("--rivals", action="store_true", help="only the rivals' step time and peak memory against a plain step")
     args = parser.parse_args()
+    if args.rivals:
+        rivals(args)
+        return
     times = time_modes(MODES, args.width, args.depth, args.batch, args.repeats)
     rss = {m: peak_step_mb(m, args.width, args.depth, args.batch) for m in ("plain", "baseline", "gr_gcl", "gr_gcl_par", "gr_all", "naive")}
     big_w, big_d, big_b = 256, 4, 32
@@ -285,6 +306,23 @@ def main() -> None:
     print(f"all_parameters (gr_all) / plain: {times['gr_all'] / times['plain']:.2f}x, large model {big['gr_all'] / big['plain']:.2f}x{paper_note}; "
           f"brute force (naive) {times['naive'] / times['plain']:.2f}x; peak memory {rss['gr_all'] / rss['plain']:.2f}x "
           f"(brute force {rss['naive'] / rss['plain']:.2f}x) (target <= 1.5x time, <= 1.3x memory)")
+
+
+def rivals(args: argparse.Namespace) -> None:
+    """The rivals' cost: step time and peak step memory against a plain step, on the default and the large model."""
+    modes = ("plain", "baseline", *RIVAL_MODES)
+    times = time_modes(modes, args.width, args.depth, args.batch, args.repeats)
+    rss = {m: peak_step_mb(m, args.width, args.depth, args.batch) for m in modes}
+    big_w, big_d, big_b = 256, 4, 32
+    big = time_modes(modes, big_w, big_d, big_b, max(2, args.repeats // 2))
+    print(f"threads: {torch.get_num_threads()}; default model width {args.width} depth {args.depth} batch {args.batch}; "
+          f"large model width {big_w} depth {big_d} batch {big_b}")
+    print(f"  {'mode':<17} {'ms/step':>8} {'time x plain':>13} {'memory x plain':>15} {'large: time x plain':>20}")
+    for m in modes:
+        print(f"  {m:<17} {times[m] * 1000:8.1f} {times[m] / times['plain']:12.2f}x {rss[m] / rss['plain']:14.2f}x "
+              f"{big[m] / big['plain']:19.2f}x")
+    print("rivals step time / plain (memory): " + ", ".join(
+        f"{m} {times[m] / times['plain']:.2f}x ({rss[m] / rss['plain']:.2f}x)" for m in RIVAL_MODES))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def cmgh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def test_bad_config_is_one_line_and_nonzero() -> None:
     result = cmgh("config", "show", "--set", "pretrain.harmonize.rule=pcgradd", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip() == "cmgh: error: pretrain.harmonize.rule: 'pcgradd' is not one of none, cmgh, pcgrad, gradvac, cagrad, norm_matched, random_partner"
+    assert result.stderr.strip() == "cmgh: error: pretrain.harmonize.rule: 'pcgradd' is not one of none, cmgh, pcgrad, gradvac, cagrad, upgrad, norm_matched, random_partner"
     assert "Traceback" not in result.stderr
     missing = cmgh("config", "show", "--config", "nope.yaml", check=False)
     assert missing.returncode == 2 and missing.stderr.strip() == "cmgh: error: nope.yaml: config file not found"

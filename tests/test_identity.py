@@ -45,7 +45,7 @@ def identities(cfg: config.Config) -> dict[str, str]:
 # (identities in cmgh.config, stamps in cmgh.data.synth): existing runs keep their keys and guards.
 # The study's is its redesigned config's (issue 25 changed the study on purpose: 68c5a037e03731af before; issue 26
 # added the rivals as variants: 78b9c89befda509d before, and without them it still is).
-BEFORE = {"config": "f3ce1573118715a5", "study": "c33edbafe9582acb", "ablation": "09501ebf205c8b1e",
+BEFORE = {"config": "f3ce1573118715a5", "study": "a2a7e96fdd55444f", "ablation": "09501ebf205c8b1e",
           "scaling": "76c62aa6664ede4a", "paper": "bf682cd6bddd5d9a"}
 
 

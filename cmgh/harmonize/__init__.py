@@ -11,7 +11,7 @@ coefficients ``(alpha, beta)`` of a per-sample :class:`Gram`, and :func:`conflic
 ``harmonizer``: the single harmonized backward, :class:`Harmonizer` and the forward cut at the meeting point.
 """
 
-from cmgh.harmonize import cagrad, controls  # noqa: F401  (register the CAGrad and mechanism-control rules)
+from cmgh.harmonize import cagrad, controls, upgrad  # noqa: F401  (register the CAGrad, mechanism-control and UPGrad rules)
 from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
 from cmgh.harmonize.harmonizer import ForwardOutput, Harmonizer, StepStats, forward_losses, harmonized_backward
 from cmgh.harmonize.rules import Gram, conflict_cosine, described, get, names, pcgrad_tasks, register

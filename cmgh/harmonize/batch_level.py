@@ -34,6 +34,8 @@ from cmgh.harmonize.rules import Gram
 class Collectives(Protocol):
     """Averages and row gathers across data-parallel ranks, outside autograd (identity in one process)."""
 
+    size: int  # the number of ranks
+
     def mean(self, x: Tensor) -> Tensor: ...
 
     def gather(self, x: Tensor) -> Tensor: ...
@@ -41,6 +43,8 @@ class Collectives(Protocol):
 
 class SingleProcess:
     """:class:`Collectives` of one process: nothing to exchange."""
+
+    size = 1
 
     def mean(self, x: Tensor) -> Tensor:
         return x

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from cmgh import losses
 from cmgh.errors import ConfigError
-from cmgh.harmonize import balance, batch_level, rules
+from cmgh.harmonize import balance, batch_level, rules, upgrad
 from cmgh.harmonize.balance import Balancer
 from cmgh.harmonize.batch_level import Collectives, SingleProcess
 from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
@@ -131,6 +131,9 @@ def harmonized_backward(
                           "granularity sample and meeting_point representation or parameters")
     if granularity not in GRANULARITIES:
         raise ConfigError(f"pretrain.harmonize.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    if granularity == "instance" and (rule != "upgrad" or ranks is not None and ranks.size > 1):
+        raise ConfigError("pretrain.harmonize.granularity: instance runs rule upgrad in one process (its Gramian couples every "
+                          "row of the global batch)")
     if granularity != "sample" and ghost is not None:
         raise ValueError(f"granularity {granularity} takes the shared parameters, not the per-sample recorder (ghost)")
     ranks = ranks or SingleProcess()
@@ -193,6 +196,15 @@ def harmonized_backward(
         if total.requires_grad:
             torch.autograd.backward([total], [torch.ones_like(total)])  # heads and the other towers: the plain gradients
         batch_level.write_combined(shared, alpha, beta, grads_va, grads_vt)
+    elif granularity == "instance":
+        c_va, c_vt = cotangents(weights)
+        terms = upgrad.instance_terms(term_va, term_vt, c_va, c_vt)
+        w = upgrad.upgrad_weights(upgrad.representation_gramian(terms, meet), reg_eps=upgrad.INSTANCE_REG_EPS)
+        (combined,) = torch.autograd.grad(terms, meet, w.to(terms.dtype), retain_graph=True)
+        outputs, seeds = [video_rep], [combined.to(video_rep.dtype)]
+        if total.requires_grad:
+            outputs, seeds = [total, video_rep], [torch.ones_like(total), combined.to(video_rep.dtype)]
+        torch.autograd.backward(outputs, seeds)
     elif ghost is None:
         if granularity == "batch":
             alpha, beta = combine.coefficients(batch_level.batch_gram(gram, ranks), **params)
@@ -240,7 +252,9 @@ def rank_shares(w: CurriculumWeights | None, valid_vt: Tensor, valid_va: Tensor 
 
 
 MEETING_POINTS = ("representation", "parameters", "all_parameters")
-GRANULARITIES = ("sample", "batch")  # pretrain.harmonize.granularity: one rule per triplet, or one for the whole batch
+# pretrain.harmonize.granularity: one rule per triplet, one for the whole batch, or every (sample, objective) term its own
+# objective (instance-wise UPGrad)
+GRANULARITIES = ("sample", "batch", "instance")
 PER_SAMPLE = ("batch_mixed", "own")  # pretrain.harmonize.per_sample: cheap (default) or triplet-own gradients
 
 
@@ -283,6 +297,10 @@ class Harmonizer:
             raise ConfigError(f"pretrain.harmonize.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
         if granularity == "batch" and meeting_point == "parameters":
             raise ConfigError("pretrain.harmonize.granularity: batch runs at meeting_point representation or all_parameters, not parameters")
+        if granularity == "instance" and (rule != "upgrad" or meeting_point != "representation"):
+            raise ConfigError("pretrain.harmonize.granularity: instance (every sample and objective its own objective) runs rule "
+                              "upgrad at meeting_point representation; over the shared parameters its Gramian costs about 2B "
+                              "backward passes a step (cmgh.harmonize.upgrad.ParameterGramian)")
         if granularity == "batch" and rules.get(rule).needs_vectors:
             raise ConfigError(f"pretrain.harmonize.rule: {rule!r} pairs samples with each other and has no batch-level form (granularity batch)")
         self.granularity, self.cagrad_c, self.cagrad_rescale = granularity, float(cagrad_c), bool(cagrad_rescale)

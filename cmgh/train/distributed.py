@@ -97,6 +97,7 @@ class Collectives:
 
     def __init__(self, info: DistInfo) -> None:
         self.info = info
+        self.size = info.world_size
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` averaged over ranks (a new tensor; ``x`` itself in one process)."""

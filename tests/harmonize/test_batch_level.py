@@ -13,7 +13,7 @@ from torch import Tensor
 
 from cmgh import losses
 from cmgh.errors import ConfigError
-from cmgh.harmonize import Harmonizer, forward_losses, pcgrad_tasks, rules
+from cmgh.harmonize import Harmonizer, forward_losses, objective_cotangents, pcgrad_tasks, rules, upgrad
 from cmgh.harmonize.rules import Gram
 from cmgh.models import VATT
 from tests.harmonize.test_ghost import small_batch, small_model
@@ -136,3 +136,28 @@ def test_the_trainer_step_runs_a_batch_rule(meeting_point: str) -> None:
     assert set(got) == set(expected)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], msg=name)
+
+
+def test_instance_upgrad_feeds_the_backbone_the_upgrad_combination_of_every_terms_gradient() -> None:
+    """granularity instance: the 2B (sample, objective) terms' gradients at the representation, one at a time, UPGrad-weighted."""
+    model, batch = small_model("ms"), small_batch(2)
+    fwd = forward_losses(model, batch, TAU)
+    c_va, c_vt = objective_cotangents(fwd.valid_vt, 1.0)
+    terms = upgrad.instance_terms(fwd.l_va, fwd.l_vt, c_va, c_vt)
+    rows = torch.stack([torch.autograd.grad(t, fwd.meet, retain_graph=True, allow_unused=True)[0].reshape(-1) for t in terms])
+    w = upgrad.upgrad_weights(rows @ rows.T, reg_eps=upgrad.INSTANCE_REG_EPS)
+    assert float((rows @ rows.T @ w).min()) >= -1e-6 * float((rows @ rows.T).abs().max())  # no term's loss rises to first order
+    combined = (w[:, None] * rows).sum(0).reshape_as(fwd.meet)
+    obj = losses.objective(fwd.l_va, fwd.l_vt, fwd.valid_vt, 1.0)
+    model.zero_grad(set_to_none=True)
+    torch.autograd.backward([obj.total, fwd.video_rep], [torch.ones_like(obj.total), combined])
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    got = harmonized_gradients(model, batch, Harmonizer("upgrad", granularity="instance"))
+    plain = harmonized_gradients(model, batch, Harmonizer("none"))
+    assert not torch.allclose(got["video_tok.proj.weight"], plain["video_tok.proj.weight"])
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-5, atol=1e-6, msg=n)  # the loop of single-row gradients differs ~1e-7
+    with pytest.raises(ConfigError, match="instance"):
+        Harmonizer("cmgh", granularity="instance")
+    with pytest.raises(ConfigError, match="instance"):
+        Harmonizer("upgrad", granularity="instance", meeting_point="all_parameters")

@@ -158,7 +158,7 @@ def test_journal_in_an_unwritable_folder_is_refused(tmp_path: Path, capsys: pyte
     ("space", "expected"),
     [
         ("{pretrain.harmonize.rule: {type: categorical, choices: [none, bogus]}}",
-         "sweep.space.pretrain.harmonize.rule: choice 'bogus' is not one of none, cmgh, pcgrad, gradvac, norm_matched, random_partner"),
+         "sweep.space.pretrain.harmonize.rule: choice 'bogus' is not one of none, cmgh, pcgrad, gradvac, cagrad, upgrad, norm_matched, random_partner"),
         ("{pretrain.curriculum.end_keep: {type: float, low: 0.5, high: 1.5}}",
          "sweep.space.pretrain.curriculum.end_keep: high 1.5 is outside the schema's range (1.5 is greater than the maximum of 1)"),
         ("{pretrain.lr: {type: float, low: -0.1, high: 0.1}}",

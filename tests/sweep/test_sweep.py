@@ -119,6 +119,15 @@ def test_space_keys_must_exist(tiny_config: config_mod.Config) -> None:
     assert set(sweep.search_space(tiny_config)) >= {"pretrain.harmonize.rule", "pretrain.curriculum.end_keep", "pretrain.lr"}
 
 
+def test_the_static_weight_baseline_is_a_sweep_of_vt_weight(tiny_config: config_mod.Config) -> None:
+    """The unitary-scalarization rival: the plain sum on the baseline, its static weight lambda tuned by Optuna."""
+    cfg = config_mod.with_overrides(tiny_config, ["sweep.base_variant=baseline",
+                                                  "sweep.space={pretrain.vt_weight: {type: float, low: 0.25, high: 4.0, log: true}}"])
+    params = sweep.suggest(optuna.trial.FixedTrial({"pretrain.vt_weight": 0.5}), sweep.search_space(cfg))
+    trial = config_mod.for_variant(sweep.trial_config(cfg, params, "trial0"), "trial0").pretrain
+    assert (trial.vt_weight, trial.harmonize.rule, trial.curriculum.rule, trial.balance.method) == (0.5, "none", "none", "sum")
+
+
 @pytest.mark.slow
 def test_dashboard_serves_the_study(sqlite_study: dict) -> None:
     exe = Path(sys.executable).with_name("optuna-dashboard")
