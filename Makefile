@@ -23,7 +23,7 @@ reproduce: setup
 	$(BIN)/snakemake --report results/report.html
 	-@$(BIN)/cmgh browse  # how to open the runs (says why not, without failing, when nothing is tracked)
 
-# The study of config/study.yaml (at most 2.5 hours on 2 CPU cores: the arithmetic heads the config): results/study/README.md.
+# The study of config/study.yaml (about 3.2 hours on 2 CPU cores: the arithmetic heads the config): results/study/README.md.
 study: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/study.yaml
 

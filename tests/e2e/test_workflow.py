@@ -163,11 +163,11 @@ def test_ablation_config_plans_the_full_grid_per_noise_rate(tmp_path: Path) -> N
 def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job_per_run(tmp_path: Path) -> None:
     result = dry_run_worlds(tmp_path, "study")
     planned = planned_jobs(result)
-    runs = {"noise0": 8, "text0_6": 96, "audio0_6": 72}  # 2 backbones x 4 seeds x 1 (the clean baseline), 12 and 9 variants
+    runs = {"noise0": 8, "text0_6": 152, "audio0_6": 72}  # 2 backbones x 4 seeds x 1 (the clean baseline), 19 and 9 variants
     for tree, n in runs.items():  # one evaluation job per run, and per backbone and seed a random-init floor
         assert planned[f"{tree}_pretrain"] == n and planned[f"{tree}_evaluate"] == n and planned[f"{tree}_report"] == 1
         assert f"{tree}_noise_training" not in planned and planned[f"{tree}_evaluate_random_init"] == 8
-    assert planned["worlds"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 176
+    assert planned["worlds"] == 1 and sum(n for rule, n in planned.items() if rule.endswith("_pretrain")) == 232
     blocks = planned_blocks(result.stdout)
     run = next(f for rule, f in blocks if rule == "text0_6_evaluate" and f["wildcards"] == "backbone=ms, variant=small_loss, seed=2")
     outputs = run["output"].split(", ")
@@ -192,7 +192,9 @@ def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job
         trees[name] = tree = yaml.safe_load((tmp_path / "study" / name / "config" / "resolved.yaml").read_text())
         assert (tree["data"]["noise"]["audio_rate"], tree["data"]["noise"]["text_rate"]) == (audio, text)
     nine = ["baseline", "gr", "gcl", "gr_gcl", "small_loss", "oracle", "oracle_schedule", "norm_matched", "random_partner"]
-    assert list(trees["audio0.6"]["variants"]) == nine and set(trees["text0.6"]["variants"]) == {*nine, "quality65", "quality80", "faithful"}
+    rivals = {"alternate", "famo", "pcgrad_batch", "cagrad_batch", "upgrad_instance", "ncr_mixture", "coteaching"}
+    assert list(trees["audio0.6"]["variants"]) == nine
+    assert set(trees["text0.6"]["variants"]) == {*nine, "quality65", "quality80", "faithful", *rivals}
     assert list(trees["noise0"]["variants"]) == ["baseline"]
     assert tree["pretrain"]["steps"] == 450 and tree["data"]["synth"]["kinetics"]["val_per_class"] >= 6 and tree["evaluate"]["random_init"]
 
@@ -278,6 +280,12 @@ def test_tiny_study_runs_text_and_audio_noise_to_the_results_page(tmp_path: Path
     gains = page.split("## Downstream gain over the baseline")[1].split("## Noise detection")[0]  # the worlds this study ran
     assert "| variant | text 0 | text 0.5 |" in gains and "audio" not in gains
     assert "Kinetics: 4 test clips over 4 classes (one clip = 25.00 points of top-1)" in page
+    # a rival added to the finished study: its runs are planned (every world's report table already exists)
+    tree = yaml.safe_load(configfile.read_text())
+    tree["variants"]["famo"] = {"pretrain": {"balance": {"method": "famo"}}}
+    configfile.write_text(yaml.safe_dump(tree))
+    plan = planned_jobs(snakemake(tmp_path, "--configfile", str(configfile), "-n"))
+    assert plan["text0_5_pretrain"] == 2 and plan["noise0_pretrain"] == 2 and plan["worlds"] == 1
 
 
 def test_a_world_runs_only_the_variants_named_for_it(tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ include: world_modules_file()
 rule worlds:
     input:
         [p(layout.table(world_tree(setting), layout.ABLATION_TABLE, "md")) for setting in WORLDS],
+        # every world's runs and evaluations too: a variant added to a finished study is run (its world's report table
+        # exists and Snakemake would not rebuild it for inputs it never recorded)
+        [path for setting in WORLDS for path in getattr(rules, f"{worlds.module_name(setting)}_all").input],
     output:
         figure=report(p(layout.figure(worlds_root(), layout.NOISE_GAIN)), caption="../report/noise_gain.rst", category="Figures"),
         table=p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")),
