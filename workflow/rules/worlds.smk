@@ -16,17 +16,17 @@ include: world_modules_file()
 
 rule worlds:
     input:
-        [p(layout.table(world_tree(setting), layout.ABLATION_TABLE, "md")) for setting in WORLDS],
+        tables=[p(layout.table(world_tree(setting), layout.ABLATION_TABLE, "md")) for setting in WORLDS],
         # every world's runs and evaluations too: a variant added to a finished study is run (its world's report table
         # exists and Snakemake would not rebuild it for inputs it never recorded)
-        [path for setting in WORLDS for path in getattr(rules, f"{worlds.module_name(setting)}_all").input],
+        runs=[path for setting in WORLDS for path in getattr(rules, f"{worlds.module_name(setting)}_all").input],
     output:
         figure=report(p(layout.figure(worlds_root(), layout.NOISE_GAIN)), caption="../report/noise_gain.rst", category="Figures"),
         table=p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")),
         page=p(worlds_root() / layout.STUDY_PAGE),
     params:
         cmgh=CMGH,
-        trees=lambda wildcards, input: [str(Path(table).parents[1]) for table in input],  # <tree>/tables/ablation.md
+        trees=lambda wildcards, input: [str(Path(table).parents[1]) for table in input.tables],  # <tree>/tables/ablation.md
         out=lambda wildcards, output: str(Path(output.table).parents[1]),
     log:
         p(layout.job_log(worlds_root(), "worlds", layout.NOISE_GAIN)),
