@@ -186,7 +186,11 @@ def _scorers(args: argparse.Namespace) -> list[str]:
 
 
 def _variants(args: argparse.Namespace) -> list[str]:
-    return [f"{name}: {entry}" for name, entry in _load(args).to_dict()["variants"].items()]
+    """One YAML line per variant, to paste back under ``variants:``."""
+    import yaml
+
+    return [f"{name}: {yaml.safe_dump(entry, default_flow_style=True, sort_keys=False).strip()}"
+            for name, entry in _load(args).to_dict()["variants"].items()]
 
 
 def _datasets(args: argparse.Namespace) -> list[str]:

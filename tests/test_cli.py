@@ -45,7 +45,9 @@ def test_config_show_resolves_variants_and_overrides(capsys: pytest.CaptureFixtu
 
 def test_list_datasets_and_variants(capsys: pytest.CaptureFixture[str]) -> None:
     assert in_process(capsys, "list", "datasets").split() == ["howto100m", "kinetics", "audioset", "msrvtt", "youtube8m"]
-    assert [line.split(":")[0] for line in in_process(capsys, "list", "variants").splitlines()] == ["baseline", "gr", "gcl", "gr_gcl"]
+    printed = in_process(capsys, "list", "variants")
+    assert [line.split(":")[0] for line in printed.splitlines()] == ["baseline", "gr", "gcl", "gr_gcl"]
+    assert yaml.safe_load(printed)["gr_gcl"] == {"pretrain": {"harmonize": {"rule": "cmgh"}, "curriculum": {"rule": "cmgh"}}}  # YAML to paste back
 
 
 @pytest.mark.slow

@@ -153,10 +153,18 @@ class Comparison:
         """+1 or -1 when resolved (the side of 0 the interval lies on), else 0."""
         return (1 if self.low > 0 else -1) if self.resolved else 0
 
+    @property
+    def identical(self) -> bool:
+        """Two or more differences, all equal: no spread, so no interval and no test."""
+        return self.n > 1 and self.std == 0
+
     def format(self, digits: int) -> str:
-        """``+2.1 [−0.4, 4.6], p = 0.09, n = 5`` (``+7.6, n = 1`` for a single pair)."""
+        """``+2.1 [−0.4, 4.6], p = 0.09, n = 5`` (``+7.6, n = 1`` for a single pair; ``+4.7, identical across
+        seeds; no test at n = 2`` when every difference is the same)."""
         if self.n < 2:
             return f"{number(self.mean, digits, plus=True)}, n = {self.n}"
+        if self.identical:
+            return f"{number(self.mean, digits, plus=True)}, identical across seeds; no test at n = {self.n}"
         return (f"{number(self.mean, digits, plus=True)} [{number(self.low, digits)}, {number(self.high, digits)}], "
                 f"{p_text(self.p)}, n = {self.n}")
 

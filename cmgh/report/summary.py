@@ -32,6 +32,8 @@ def verdict(col: Column, c: stats.Comparison) -> str:
     lower-is-better columns), else ``not resolved`` with the seeds that would resolve it."""
     if c.n < 2:
         return SINGLE_SEED
+    if c.identical:
+        return "not tested (more seeds, or a finer metric, give it a spread)"
     if c.resolved:
         return "better" if c.sign * (-1 if col.lower_is_better else 1) > 0 else "worse"
     return f"not resolved (seeds needed: {stats.seeds_text(c.seeds_needed)})"

@@ -114,6 +114,9 @@ def test_verdict_needs_the_interval_clear_of_zero_and_flips_for_lower_is_better(
     assert verdict(TOP1, stats.compare([-1.0, -3.0])) == "not resolved (seeds needed: 5)"
     assert verdict(TOP1, stats.compare([-1.0, 1.0])) == "not resolved (seeds needed: —)"  # mean 0
     assert verdict(TOP1, stats.compare([4.0])) == "a single seed: no spread to judge by"
+    tied = stats.compare([4.7, 4.7])  # two seeds whose differences are equal: no interval, no test to print
+    assert tied.format(1) == "+4.7, identical across seeds; no test at n = 2"
+    assert verdict(TOP1, tied) == "not tested (more seeds, or a finer metric, give it a spread)" and not tied.resolved
 
 
 def test_an_interval_clear_of_zero_is_not_enough_when_the_test_disagrees() -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from cmgh.cli import main
+
+sys.exit(main())

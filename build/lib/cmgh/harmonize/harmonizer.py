@@ -1,0 +1,483 @@
+"""The harmonized backward: per-sample gradients combined by a rule, then ONE backward pass.
+
+**One backward.** :func:`harmonized_backward` takes the per-sample gradients at the meeting
+point (:mod:`cmgh.harmonize.gradients`), combines them with the rule, then calls
+``torch.autograd.backward([J_total, video_rep], [1, combined])`` once: the first term flows
+through the heads (their parameters get the plain gradients of the weighted objective), through
+``audio_rep``/``text_rep`` into the audio and text towers (their own objectives' gradients,
+unchanged by the rule), and stops at the detached ``meet``; the second feeds the combined
+gradient into the video pathway of the backbone. With rule ``none`` and no curriculum,
+``combined = d J_total / d video_rep`` and every parameter gradient equals plain
+``J_total.backward()``. Extra cost over a plain step: two to four small passes through the
+heads and losses, no extra backbone pass.
+
+With the ``parameters`` meeting point, the cosine over the tail parameters' per-sample
+gradients drives the curriculum and the conflict statistics; the combination itself is still
+applied at the representation (the rule decides on the representation gradients), which keeps
+a single backward pass. This costs one extra forward+backward of the tail blocks per sample and
+objective (see ``benchmarks/train_step.py`` for the measured ratios).
+
+With ``all_parameters`` (our reading of the abstract's "gradients of the shared parameters"; the
+paper's method section was never available) the Gram of each triplet's two gradients over every
+shared parameter (:mod:`cmgh.harmonize.ghost`, two cotangent passes and no
+``[B,P]`` gradient) gives the cosine and the rule's coefficients, and the shared parameters
+receive ``sum_i alpha_i g^a_i + beta_i g^b_i``, assembled from the stored cotangents in place of
+the backward pass below the representation. A curriculum scored by the conflict that drops
+triplets needs the Gram of the weighted objective too: a second pair of cotangent passes.
+
+:class:`Harmonizer` binds the config sections to this; :func:`forward_losses` is the forward
+pass cut at the meeting point. The trainer's step (:func:`cmgh.train.step.train_step`) is the
+one place both are called from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from cmgh import losses
+from cmgh.errors import ConfigError
+from cmgh.harmonize import balance, batch_level, rules, upgrad
+from cmgh.harmonize.balance import Balancer
+from cmgh.harmonize.batch_level import Collectives, SingleProcess
+from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
+from cmgh.harmonize.ghost import GhostGram
+from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
+from cmgh.harmonize.truth import GroundTruth
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepStats:
+    """What a harmonized step computed (all detached): for logging, score dumps and the noise evaluation."""
+
+    objective: losses.Objective
+    cosine: Tensor  # [B] conflict cosine at the meeting point (0 for rows without text)
+    cosine_representation: Tensor  # [B] cosine at the representation (equal to cosine there)
+    weights: CurriculumWeights | None
+    conflict_fraction: float  # share of rows with text whose cosine is negative
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def harmonized_backward(
+    video_rep: Tensor,
+    meet: Tensor,
+    l_va: Tensor,
+    l_vt: Tensor,
+    valid_vt: Tensor,
+    *,
+    vt_weight: float = 1.0,
+    rule: str = "none",
+    rule_params: Mapping[str, Any] | None = None,
+    curriculum: Curriculum | None = None,
+    step: int = 0,
+    exact: bool = False,
+    tail: nn.Module | None = None,
+    hidden: Tensor | None = None,
+    ghost: GhostGram | None = None,
+    cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+    truth: GroundTruth | None = None,
+    valid_va: Tensor | None = None,
+    granularity: str = "sample",
+    objective_weights: tuple[float, float] = (1.0, 1.0),
+    shared: Sequence[nn.Parameter] | None = None,
+    ranks: Collectives | None = None,
+) -> StepStats:
+    """Combine the two objectives per sample and run ONE backward pass.
+
+    1. Per-sample gradients at ``meet`` of ``J_va`` and ``lambda J_vt`` (through the heads only).
+    2. Their per-sample Gram: at the representation; or over every shared parameter when
+       ``ghost`` (the recorded forward of the shared pathway) and ``cut`` (each detached
+       representation -> ``(attached, leaf)``) are given, the ``all_parameters`` meeting point;
+       the cosine alone may instead come from the tail parameters if ``tail`` and ``hidden``
+       are given (the ``parameters`` meeting point).
+    3. Curriculum weights from the cosine, the losses or (controls) the ground truth ``truth``; with non-trivial
+       weights the per-sample gradients (and Gram) are recomputed for the weighted objective.
+    4. The rule (our reconstruction of CMGH's, a baseline or a control) turns each sample's Gram into
+       coefficients ``alpha_i, beta_i``: the combined gradient is ``alpha_i g_va + beta_i g_vt``
+       (a rule that reads other rows' gradients, ``random_partner``, combines the vectors).
+    5. ``autograd.backward([J_total, video_rep], [1, combined])``: heads and audio/text towers
+       get the gradients of the (weighted) objective, the video backbone gets ``combined``.
+       At ``all_parameters``: ``J_total`` through the heads, and the shared parameters'
+       combined gradients assembled from the stored cotangents (:meth:`GhostGram.assemble`).
+
+    Rows without text have ``g_vt = 0`` and thus receive ``g_va`` only under every rule; rows
+    without audio (``valid_va`` False; None: every row has audio) have ``g_va = 0`` alike. Only rows
+    with both are scored, counted as conflicts and curated.
+    ``video_rep`` is the backbone output, ``meet`` the detached leaf the heads read
+    (:func:`detach_meeting_point`).
+
+    ``granularity`` ``batch`` applies the rule once to the whole batch's two gradients
+    (:mod:`cmgh.harmonize.batch_level`; at ``all_parameters`` it needs the ``shared`` parameters,
+    and no ``ghost``). ``objective_weights`` are a balancer's multipliers ``(m_va, m_vt)`` of the
+    two objectives (:mod:`cmgh.harmonize.balance`); a multiplier of 0 leaves that objective out of
+    the graph, so the parameters only it reaches get no gradient. The logged objective stays the
+    unmultiplied ``L_va + lambda L_vt``. ``ranks``: averages and gathers across data-parallel ranks.
+    """
+    if meet is video_rep or not meet.requires_grad or meet.grad_fn is not None:
+        raise ValueError("meet must be the detached leaf the heads read (see detach_meeting_point)")
+    if (ghost is None) != (cut is None):
+        raise ValueError("the all_parameters meeting point needs both the recorded forward (ghost) and the cut")
+    params = {**(rule_params or {}), "step": step}
+    combine = rules.get(rule)
+    if combine.needs_vectors and (ghost is not None or granularity != "sample"):
+        raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors of every sample and runs only at "
+                          "granularity sample and meeting_point representation or parameters")
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"pretrain.harmonize.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    if granularity == "instance" and (rule != "upgrad" or ranks is not None and ranks.size > 1):
+        raise ConfigError("pretrain.harmonize.granularity: instance runs rule upgrad in one process (its Gramian couples every "
+                          "row of the global batch)")
+    if granularity != "sample" and ghost is not None:
+        raise ValueError(f"granularity {granularity} takes the shared parameters, not the per-sample recorder (ghost)")
+    ranks = ranks or SingleProcess()
+    m_va, m_vt = (float(m) for m in objective_weights)
+    term_va = l_va if m_va != 0.0 else l_va.detach()  # an objective left out of this step (a balancer's 0) leaves the graph
+    term_vt = l_vt if m_vt != 0.0 else l_vt.detach()
+    if curriculum is not None:
+        curriculum.require_truth(truth)
+    valid_vt = valid_vt.bool()
+    both = valid_vt if valid_va is None else valid_vt & valid_va.bool()  # rows with two objectives to compare
+    recompute = curriculum is not None and curriculum.needs_cosine and curriculum.selecting(step)
+
+    weights: CurriculumWeights | None = None
+    if curriculum is not None and curriculum.active and not curriculum.needs_cosine:
+        weights = curriculum(step, both, l_va=l_va, l_vt=l_vt, truth=truth, gather=ranks.gather)
+
+    def cotangents(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
+        c_va, c_vt = objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt,
+                                          l_va.shape[0], valid_va=valid_va)
+        f_va, f_vt = rank_shares(w, valid_vt, valid_va, ranks)
+        return m_va * f_va * c_va, m_vt * f_vt * c_vt
+
+    def grams_for(w: CurriculumWeights | None, last: bool) -> tuple[Tensor, Tensor, rules.Gram]:
+        """The representation gradients and the Gram at the meeting point, for the weights ``w``."""
+        if ghost is None or cut is None:
+            g_va, g_vt = per_sample_gradients(term_va, term_vt, meet, *cotangents(w), exact=exact)
+            return g_va, g_vt, rules.Gram.of(g_va, g_vt)
+        return ghost.measure(term_va, term_vt, cut, *cotangents(w), last=last, exact=exact)
+
+    g_va, g_vt, gram = grams_for(weights, last=not recompute)
+    cos_rep = rules.conflict_cosine(g_va, g_vt)
+    cosine = gram.cosine()
+    extras: dict[str, Any] = {}
+    if tail is not None and hidden is not None:
+        p_va, p_vt = parameter_gradients(tail, hidden, [g_va, g_vt])
+        cosine = rules.conflict_cosine(p_va, p_vt)
+        extras["parameter_grad_norms"] = (p_va.norm(dim=1).detach(), p_vt.norm(dim=1).detach())
+    cosine = torch.where(both, cosine, torch.zeros_like(cosine))
+
+    if curriculum is not None and curriculum.needs_cosine:
+        weights = curriculum(step, both, cosine=cosine, l_va=l_va, l_vt=l_vt, truth=truth, gather=ranks.gather)
+        # Decided by the schedule alone (not by this batch's weights) so that data-parallel ranks,
+        # whose gradients cross a collective, always take the same branch.
+        if recompute:
+            g_va, g_vt, gram = grams_for(weights, last=True)
+
+    w_va, w_vt = (None, None) if weights is None else (weights.w_va, weights.w_vt)
+    f_va, f_vt = rank_shares(weights, valid_vt, valid_va, ranks)
+    logged = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, vt_weight, w_va, w_vt, valid_va)
+    obj = losses.Objective(f_va * logged.va + vt_weight * f_vt * logged.vt, f_va * logged.va, f_vt * logged.vt)  # the ranks' mean: the global batch's
+    va_part = losses.objective(term_va, term_vt.detach(), valid_vt, 0.0, w_va, w_vt, valid_va).va
+    vt_part = losses.objective(term_va.detach(), term_vt, valid_vt, vt_weight, w_va, w_vt, valid_va).vt
+    va_part, vt_part = m_va * f_va * va_part, m_vt * f_vt * vt_weight * vt_part
+    total = va_part + vt_part  # what is differentiated
+    if granularity == "batch" and shared is not None:
+        grads_va = batch_level.objective_parameter_gradients(va_part, video_rep, g_va, shared, ranks)
+        grads_vt = batch_level.objective_parameter_gradients(vt_part, video_rep, g_vt, shared, ranks)
+        gram = batch_level.parameter_gram(grads_va, grads_vt)
+        alpha, beta = combine.coefficients(gram, **params)
+        if total.requires_grad:
+            torch.autograd.backward([total], [torch.ones_like(total)])  # heads and the other towers: the plain gradients
+        batch_level.write_combined(shared, alpha, beta, grads_va, grads_vt)
+    elif granularity == "instance":
+        c_va, c_vt = cotangents(weights)
+        terms = upgrad.instance_terms(term_va, term_vt, c_va, c_vt)
+        w = upgrad.upgrad_weights(upgrad.representation_gramian(terms, meet), reg_eps=upgrad.INSTANCE_REG_EPS)
+        (combined,) = torch.autograd.grad(terms, meet, w.to(terms.dtype), retain_graph=True)
+        outputs, seeds = [video_rep], [combined.to(video_rep.dtype)]
+        if total.requires_grad:
+            outputs, seeds = [total, video_rep], [torch.ones_like(total), combined.to(video_rep.dtype)]
+        torch.autograd.backward(outputs, seeds)
+    elif ghost is None:
+        if granularity == "batch":
+            alpha, beta = combine.coefficients(batch_level.batch_gram(gram, ranks), **params)
+            combined = rules.combination(alpha.expand_as(gram.ab), beta.expand_as(gram.ab), g_va, g_vt)
+        else:
+            combined = combine.combine(g_va, g_vt, gram, **params)
+        outputs, seeds = [video_rep], [combined.to(video_rep.dtype)]
+        if total.requires_grad:
+            outputs, seeds = [total, video_rep], [torch.ones_like(total), combined.to(video_rep.dtype)]
+        torch.autograd.backward(outputs, seeds)
+    else:
+        alpha, beta = combine.coefficients(gram, **params)
+        if total.requires_grad:
+            torch.autograd.backward([total], [torch.ones_like(total)])
+        ghost.assemble(alpha, beta)
+        ghost.release()
+    n_both = int(both.sum())
+    conflict_fraction = float(((cosine < 0) & both).sum()) / n_both if n_both else 0.0
+    return StepStats(
+        objective=obj,
+        cosine=cosine.detach(),
+        cosine_representation=cos_rep.detach(),
+        weights=weights,
+        conflict_fraction=conflict_fraction,
+        extras=extras,
+    )
+
+
+def rank_shares(w: CurriculumWeights | None, valid_vt: Tensor, valid_va: Tensor | None, ranks: Collectives) -> tuple[float, float]:
+    """Per objective, this rank's share of the global batch's weight, relative to an even split (1.0 in one process).
+
+    Each rank averages its own rows' weighted losses and data parallelism averages the ranks'
+    gradients: that is the global batch's weighted mean only when every rank holds the same total
+    weight. A curriculum that drops rows, or rows without text or audio spread unevenly over ranks,
+    break that; scaling each rank's objective by ``S_r / mean_r S_r`` (``S_r`` its rows' total
+    weight) restores the global mean exactly, so that two ranks equal one process.
+    """
+    wa = torch.ones_like(valid_vt, dtype=torch.float64) if w is None else w.w_va.double()
+    wt = torch.ones_like(valid_vt, dtype=torch.float64) if w is None else w.w_vt.double()
+    if valid_va is not None:
+        wa = wa * valid_va.double()
+    local = torch.stack([wa.sum(), (wt * valid_vt.double()).sum()])
+    even = ranks.mean(local)
+    return tuple(float(x / e) if float(e) > 0 else 0.0 for x, e in zip(local, even, strict=True))  # type: ignore[return-value]
+
+
+MEETING_POINTS = ("representation", "parameters", "all_parameters")
+# pretrain.harmonize.granularity: one rule per triplet, one for the whole batch, or every (sample, objective) term its own
+# objective (instance-wise UPGrad)
+GRANULARITIES = ("sample", "batch", "instance")
+PER_SAMPLE = ("batch_mixed", "own")  # pretrain.harmonize.per_sample: cheap (default) or triplet-own gradients
+
+
+class Harmonizer:
+    """The ``pretrain.harmonize`` + ``pretrain.curriculum`` sections bound together, with rule state.
+
+    Holds the rule's mutable state (``gradvac``'s EMA target) so that it can be checkpointed.
+    """
+
+    def __init__(
+        self,
+        rule: str = "none",
+        *,
+        project: str = "both",
+        gradvac_beta: float = 0.01,
+        meeting_point: str = "representation",
+        parameter_blocks: int = 1,
+        vt_weight: float = 1.0,
+        curriculum: Curriculum | None = None,
+        exact: bool = False,
+        per_sample: str | None = None,
+        granularity: str = "sample",
+        cagrad_c: float = 0.5,
+        cagrad_rescale: bool = True,
+        balancer: Balancer | None = None,
+    ) -> None:
+        if meeting_point not in MEETING_POINTS:
+            raise ConfigError(f"pretrain.harmonize.meeting_point: {meeting_point!r} is not one of {', '.join(MEETING_POINTS)}")
+        if per_sample is not None:
+            if per_sample not in PER_SAMPLE:
+                raise ConfigError(f"pretrain.harmonize.per_sample: {per_sample!r} is not one of {', '.join(PER_SAMPLE)}")
+            exact = per_sample == "own"
+            if exact:  # the update is assembled from the own gradients, so the negatives' terms never reach the backbone
+                log.warning("pretrain.harmonize.per_sample: own is a known defect: the backbone's update omits the cross-sample "
+                            "(negative) terms of the contrastive losses, so the video tower learns little (at the representation) "
+                            "or nothing (at all_parameters: both losses stay at chance, ln B); compare, do not train, with it")
+        if rules.get(rule).needs_vectors and meeting_point == "all_parameters":
+            raise ConfigError(f"pretrain.harmonize.rule: {rule!r} needs the gradient vectors and cannot run at meeting_point all_parameters")
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"pretrain.harmonize.granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        if granularity == "batch" and meeting_point == "parameters":
+            raise ConfigError("pretrain.harmonize.granularity: batch runs at meeting_point representation or all_parameters, not parameters")
+        if granularity == "instance" and (rule != "upgrad" or meeting_point != "representation"):
+            raise ConfigError("pretrain.harmonize.granularity: instance (every sample and objective its own objective) runs rule "
+                              "upgrad at meeting_point representation; over the shared parameters its Gramian costs about 2B "
+                              "backward passes a step (cmgh.harmonize.upgrad.ParameterGramian)")
+        if granularity == "batch" and rules.get(rule).needs_vectors:
+            raise ConfigError(f"pretrain.harmonize.rule: {rule!r} pairs samples with each other and has no batch-level form (granularity batch)")
+        self.granularity, self.cagrad_c, self.cagrad_rescale = granularity, float(cagrad_c), bool(cagrad_rescale)
+        self.balancer = balancer
+        self.rule, self.project, self.gradvac_beta = rule, project, float(gradvac_beta)
+        self.meeting_point, self.parameter_blocks = meeting_point, int(parameter_blocks)
+        self.vt_weight, self.curriculum, self.exact = float(vt_weight), curriculum, exact
+        self.state: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, pretrain: Mapping[str, Any]) -> Harmonizer:
+        h = pretrain["harmonize"]
+        return cls(
+            h["rule"],
+            project=h["project"],
+            gradvac_beta=h["gradvac_beta"],
+            meeting_point=h["meeting_point"],
+            parameter_blocks=h["parameter_blocks"],
+            vt_weight=pretrain["vt_weight"],
+            curriculum=Curriculum.from_config(pretrain),
+            per_sample=h["per_sample"],
+            granularity=h["granularity"],
+            cagrad_c=h["cagrad"]["c"],
+            cagrad_rescale=h["cagrad"]["rescale"],
+            balancer=balance.from_config(pretrain),
+        )
+
+    @property
+    def hidden_blocks(self) -> int:
+        """What to pass as ``encode(batch, hidden_blocks=...)``: 0 unless the meeting point is the parameters."""
+        return self.parameter_blocks if self.meeting_point == "parameters" else 0
+
+    def ghost_for(self, model: nn.Module) -> GhostGram | None:
+        """The recorder of the shared pathway for one step at ``all_parameters`` per sample, else ``None``."""
+        return GhostGram(model) if self.meeting_point == "all_parameters" and self.granularity == "sample" else None
+
+    def shared_for(self, model: nn.Module) -> list[nn.Parameter] | None:
+        """The shared parameters a batch-level rule reads at ``all_parameters`` (else ``None``: not needed)."""
+        if self.meeting_point == "all_parameters" and self.granularity == "batch":
+            return list(model.shared_parameters().values())  # type: ignore[operator]
+        return None
+
+    def objective_weights(self, step: int, l_va: Tensor, l_vt: Tensor, valid_vt: Tensor, valid_va: Tensor | None,
+                          ranks: Collectives) -> tuple[float, float]:
+        """The balancer's multipliers of the two objectives at ``step``, from the global batch's mean losses."""
+        if self.balancer is None or self.balancer.name == "sum":
+            return 1.0, 1.0
+        obj = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, self.vt_weight, valid_va=valid_va)
+        rows_va = valid_vt.new_ones(valid_vt.shape, dtype=torch.bool) if valid_va is None else valid_va.bool()
+        counts = torch.stack([rows_va.sum(), valid_vt.bool().sum()]).double()
+        means = ranks.mean(torch.cat([torch.stack([obj.va, obj.vt]).double() * counts, counts]))
+        if bool((means[2:] == 0).any()):  # a global batch without one objective (no text, or no audio): nothing to balance
+            return 1.0, 1.0
+        return self.balancer.weights(step, float(means[0] / means[2]), float(means[1] / means[3]))
+
+    def backward(
+        self,
+        video_rep: Tensor,
+        meet: Tensor,
+        l_va: Tensor,
+        l_vt: Tensor,
+        valid_vt: Tensor,
+        *,
+        step: int = 0,
+        tail: nn.Module | None = None,
+        hidden: Tensor | None = None,
+        ghost: GhostGram | None = None,
+        cut: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+        truth: GroundTruth | None = None,
+        valid_va: Tensor | None = None,
+        shared: Sequence[nn.Parameter] | None = None,
+        ranks: Collectives | None = None,
+    ) -> StepStats:
+        """:func:`harmonized_backward` with this config; ``truth``: the batch's ground truth (control scorers only);
+        ``valid_va``: rows with audio (None: all); ``shared``: see :meth:`shared_for`; ``ranks``: data-parallel collectives."""
+        ranks = ranks or SingleProcess()
+        if self.meeting_point == "parameters" and (tail is None or hidden is None):
+            raise ValueError("the parameters meeting point needs the tail module and its hidden state")
+        if self.meeting_point == "all_parameters" and self.granularity == "sample" and (ghost is None or cut is None):
+            raise ValueError("the all_parameters meeting point needs the step's recorded forward (ghost_for) and its cut")
+        if self.meeting_point == "all_parameters" and self.granularity == "batch" and shared is None:
+            raise ValueError("a batch-level rule at all_parameters needs the shared parameters (shared_for)")
+        return harmonized_backward(
+            video_rep,
+            meet,
+            l_va,
+            l_vt,
+            valid_vt,
+            vt_weight=self.vt_weight,
+            rule=self.rule,
+            rule_params={"project": self.project, "gradvac_beta": self.gradvac_beta, "state": self.state,
+                         "cagrad_c": self.cagrad_c, "cagrad_rescale": self.cagrad_rescale},
+            curriculum=self.curriculum,
+            step=step,
+            exact=self.exact,
+            tail=tail if self.meeting_point == "parameters" else None,
+            hidden=hidden if self.meeting_point == "parameters" else None,
+            ghost=ghost if self.meeting_point == "all_parameters" else None,
+            cut=cut if ghost is not None else None,  # the per-sample recorder's cut (a batch-level rule takes the shared parameters)
+            truth=truth,
+            valid_va=valid_va,
+            granularity=self.granularity,
+            objective_weights=self.objective_weights(step, l_va, l_vt, valid_vt, valid_va, ranks),
+            shared=shared if self.granularity == "batch" else None,
+            ranks=ranks,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rule_state": dict(self.state), "curriculum": self.curriculum.state_dict() if self.curriculum else {},
+                "balance": self.balancer.state_dict() if self.balancer else {}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.state.clear()
+        self.state.update(state.get("rule_state", {}))
+        if self.curriculum is not None:
+            self.curriculum.load_state_dict(state.get("curriculum", {}))
+        if self.balancer is not None and state.get("balance"):
+            self.balancer.load_state_dict(state["balance"])
+
+
+@dataclass
+class ForwardOutput:
+    """A VATT forward pass cut at the meeting point, with the per-sample losses."""
+
+    video_rep: Tensor  # attached backbone output
+    meet: Tensor  # detached leaf the heads read
+    l_va: Tensor  # [B]
+    l_vt: Tensor  # [B] (0 where no text)
+    valid_vt: Tensor  # [B] bool
+    hidden: Tensor | None  # input of the last blocks (parameters meeting point)
+    outputs: dict[str, Tensor]
+    cut: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # detached rep -> (attached, leaf)
+    valid_va: Tensor | None = None  # [B] bool, rows with audio; None: every row (the batch said nothing else)
+
+
+class RowGather(Protocol):
+    """Concatenates a tensor's rows over data-parallel ranks (differentiably); ``rows`` = this rank's."""
+
+    rows: slice
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def forward_losses(
+    model: nn.Module,
+    batch: Mapping[str, Tensor],
+    temperature: float,
+    hidden_blocks: int = 0,
+    gather: RowGather | None = None,
+    detach: Sequence[str] = ("video_rep",),
+) -> ForwardOutput:
+    """``model.encode`` -> cut at ``video_rep`` (and the other ``detach`` keys) -> ``model.heads`` -> NCE and MIL-NCE per sample.
+
+    ``model`` is a :class:`cmgh.models.VATT` (anything with ``encode``/``heads``). ``has_text``
+    defaults to all True when absent from the batch. Under data parallelism ``gather`` brings
+    every rank's embeddings together so that the negatives are the global batch's, as in VATT;
+    the returned losses are this rank's rows of the global per-sample losses, so they equal
+    what one process would compute on the whole batch.
+    """
+    reps = model.encode(batch, hidden_blocks=hidden_blocks) if hidden_blocks else model.encode(batch)
+    cut, leaves = dict(reps), {}
+    for key in detach:
+        cut, attached = detach_meeting_point(cut, key)
+        leaves[key] = (attached, cut[key])
+    video_rep = leaves["video_rep"][0]
+    z = model.heads(cut)
+    has_text, has_audio = batch.get("has_text"), batch.get("has_audio")
+    valid_vt = losses.text_valid(batch["text_mask"], has_text)
+    if gather is None:
+        valid_va = None if has_audio is None or bool(has_audio.all()) else has_audio.bool()
+        l_va = losses.nce(z["z_va_video"], z["z_va_audio"], temperature, valid=valid_va)
+        l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], temperature, valid=valid_vt)
+    else:  # every rank gathers has_audio when the stream sends it: the collectives stay in step
+        g = {k: gather(v) for k, v in z.items()}
+        mask_all, valid_all = gather(batch["text_mask"]), gather(valid_vt)
+        audio_all = None if has_audio is None else gather(has_audio.bool())
+        l_va = losses.nce(g["z_va_video"], g["z_va_audio"], temperature, valid=audio_all)[gather.rows]
+        l_vt = losses.mil_nce(g["z_vat_video"], g["z_vat_text"], mask_all, temperature, valid=valid_all)[gather.rows]
+        valid_va = None if has_audio is None or bool(audio_all.all()) else has_audio.bool()
+    return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z}, leaves, valid_va)

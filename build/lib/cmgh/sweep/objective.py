@@ -1,0 +1,142 @@
+"""One trial: pre-train the base variant with the sampled values, score it on a validation split."""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from cmgh import config as config_mod
+from cmgh import layout
+from cmgh.config import Config
+from cmgh.evaluate import VALIDATION_METRICS
+from cmgh.sweep.seeds import SeedTracker, seed_order, seed_prefix
+from cmgh.sweep.space import search_space, suggest, trial_config
+from cmgh.sweep import workers
+from cmgh.sweep.storage import SweepError, study_name
+from cmgh.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+def validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
+    """The objective on the validation split for the checkpoint in ``run_dir`` (RNG state untouched)."""
+    from cmgh import checkpoint as ckpt
+    from cmgh.evaluate.run import evaluate
+
+    task, key = VALIDATION_METRICS[str(cfg.sweep.objective)]
+    rng = ckpt.rng_state()  # the evaluation seeds torch; the trial's training must not notice
+    try:
+        result = evaluate(cfg, task, run_dir, eval_dir)
+    finally:
+        ckpt.set_rng_state(rng)
+    value = result.get(key)
+    if value is None or not math.isfinite(float(value)):
+        raise SweepError(f"{eval_dir}: {task} {key} is not a finite number ({value!r})")
+    return float(value)
+
+
+class Objective:
+    """``trial -> validation value``: pre-train with the sampled values on each of ``sweep.seeds``,
+    evaluate on validation; the value is the mean over the seeds."""
+
+    def __init__(self, cfg: Config, name: str) -> None:
+        self.cfg = cfg
+        self.study_name = study_name(cfg, name)
+        self.space = search_space(cfg)
+        self.results = cfg.path("results")
+        self.metric = f"sweep/{cfg.sweep.objective}"  # the trial's value in its MLflow run (per seed: under seed_<S>/)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        workers.mark(trial)  # whose trial it is, should this process die (cmgh.sweep.workers)
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # recorded on the trial (trials.csv, dashboard), then FAIL
+            message = str(exc).strip().splitlines()
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {message[0][:500] if message else ''}")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        from cmgh.track import open_tracker
+
+        cfg, study = self.cfg, self.study_name
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        retried = frozen.system_attrs.get("failed_trial")  # RetryHeartbeatStaleTrialCallback's mark
+        number = retried if retried is not None else trial.number  # a retry resumes the dead trial's run
+        name = layout.trial_name(number)
+        params = suggest(trial, self.space)
+        trial.set_user_attr("folder", str(layout.trial_dir(self.results, study, number)))
+        tcfg = trial_config(cfg, params, name)
+        run_cfg = config_mod.for_variant(tcfg, name)
+        seeds = [int(s) for s in cfg.sweep.seeds]
+        tags = {"study": study, "trial": trial.number, "backbone": cfg.sweep.backbone, "variant": name,
+                "base_variant": cfg.sweep.base_variant, "objective": cfg.sweep.objective, "seeds": ",".join(map(str, seeds))}
+        with open_tracker(run_cfg, layout.trial_key(study, number), tags, nested_under=layout.study_dir(self.results, study), stage="sweep_trial",
+                          out=layout.trial_dir(self.results, study, number)) as tracker:
+            tracker.log_params({f"optuna.{k}": v for k, v in params.items()})
+            if len(seeds) == 1:
+                return self._one_seed(trial, tcfg, tracker, number, seeds[0])
+            return self._seeds(trial, tcfg, tracker, number, seed_order(seeds, int(cfg.sweep.seed), trial.number))
+
+    def _one_seed(self, trial: optuna.Trial, tcfg: Config, tracker: Tracker, number: int, seed: int) -> float:
+        """One seed: its validation values every ``report_every`` steps go to the pruner (steps as steps)."""
+        from cmgh.train.loop import RunSpec, pretrain
+
+        cfg, study, name = self.cfg, self.study_name, layout.trial_name(number)
+        steps, every, metric = int(cfg.sweep.steps), int(cfg.sweep.report_every), self.metric
+        run_dir = layout.trial_pretrain_dir(self.results, study, number)
+
+        def on_step(done: int, model: Any) -> None:
+            if done % every or done >= steps:
+                return
+            value = validation_value(tcfg, run_dir, layout.trial_eval_dir(self.results, study, number, done))
+            trial.report(value, done)
+            tracker.log_metrics({metric: value}, step=done)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"trial {trial.number} pruned at step {done} ({cfg.sweep.objective}={value:.4g})")
+
+        try:
+            pretrain(tcfg, RunSpec(str(cfg.sweep.backbone), name, seed, run_dir), tracker=tracker, on_step=on_step)
+        except optuna.TrialPruned:
+            tracker.close("KILLED")  # stopped on purpose, not failed
+            raise
+        value = validation_value(tcfg, run_dir, layout.trial_eval_dir(self.results, study, number, steps))
+        trial.set_user_attr(f"value_seed{seed}", value)
+        tracker.log_metrics({metric: value}, step=steps)
+        return value
+
+    def _seeds(self, trial: optuna.Trial, tcfg: Config, tracker: Tracker, number: int, order: list[int]) -> float:
+        """Several seeds, each trained to the end and scored once: its value goes to the pruner with the
+        seed as the instance id (``step``), as WilcoxonPruner pairs instances across trials. A pruned
+        trial returns the mean of the seeds it ran (Optuna's advice: the sampler then learns from it)."""
+        from cmgh.train.loop import RunSpec, pretrain
+
+        cfg, study, name = self.cfg, self.study_name, layout.trial_name(number)
+        steps, metric = int(cfg.sweep.steps), self.metric
+        values: list[float] = []
+        for seed in order:
+            run_dir = layout.trial_pretrain_dir(self.results, study, number, seed)
+            pretrain(tcfg, RunSpec(str(cfg.sweep.backbone), name, seed, run_dir), tracker=SeedTracker(tracker, seed))
+            value = validation_value(tcfg, run_dir, layout.trial_eval_dir(self.results, study, number, steps, seed))
+            values.append(value)
+            trial.report(value, seed)
+            trial.set_user_attr(f"value_seed{seed}", value)
+            tracker.log_metrics({f"{seed_prefix(seed)}{metric}": value}, step=steps)
+            if len(values) < len(order) and trial.should_prune():
+                mean = statistics.fmean(values)
+                note = f"{cfg.sweep.pruner} after {len(values)} of {len(order)} seeds"
+                trial.set_user_attr("pruned", note)
+                tracker.log_metrics({metric: mean}, step=steps)
+                tracker.set_tags({"pruned": note})
+                tracker.close("KILLED")  # stopped on purpose, not failed
+                log.info("trial %d pruned (%s): %s=%.4g", trial.number, note, cfg.sweep.objective, mean)
+                return mean
+        mean = statistics.fmean(values)
+        tracker.log_metrics({metric: mean}, step=steps)
+        return mean
