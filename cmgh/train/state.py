@@ -237,8 +237,8 @@ def summary(lines: list[str], spec: RunSpec, total: int, nonfinite: int, skipped
         "steps": total,
         "nonfinite_steps": nonfinite,
         "skipped_samples": skipped,
-        "final_loss_va": mean("loss_va"),
-        "final_loss_vt": mean("loss_vt"),
+        "loss_va_last10_mean": mean("loss_va"),  # the mean of the last 10 logged steps (one step is noisy)
+        "loss_vt_last10_mean": mean("loss_vt"),
         "first_loss_va": rows[0]["loss_va"] if rows else float("nan"),
         "first_loss_vt": rows[0]["loss_vt"] if rows else float("nan"),
         "mean_conflict_fraction": float(np.mean([r["conflict_fraction"] for r in rows])) if rows else float("nan"),

@@ -48,6 +48,7 @@ def test_resume_equals_uninterrupted(tiny_world: config_mod.Config, tmp_path: Pa
     assert full_log.equals(cut_log)
     summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
     assert summary["steps"] == 12 and summary["median_step_time_s"] > 0 and summary["peak_memory_mb"] > 100  # torch alone
+    assert summary["loss_va_last10_mean"] > 0 and "final_loss_va" not in summary  # named for what it is: a mean of 10 steps
 
 
 def test_a_state_saved_under_another_config_is_replaced_only_on_restart(tiny_world: config_mod.Config, tmp_path: Path) -> None:

@@ -1,5 +1,0 @@
-import sys
-
-from cmgh.cli import main
-
-sys.exit(main())
