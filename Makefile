@@ -16,16 +16,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The DAG, its self-contained HTML report (tables and figures with their captions), then how to
-# open the tracked runs in MLflow's UI.
+# The DAG (an interrupted job's outputs are redone: --rerun-incomplete), its self-contained HTML report
+# (tables and figures with their captions), then where everything is.
 reproduce: setup
-	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete
 	$(BIN)/snakemake --report results/report.html
-	-@$(BIN)/cmgh browse  # how to open the runs (says why not, without failing, when nothing is tracked)
+	-@$(BIN)/cmgh browse  # where everything is: report, tables, tracked runs, dashboard (says why not, without failing, when nothing is tracked)
 
 # The study of config/study.yaml (about 3.2 hours on 2 CPU cores: the arithmetic heads the config): results/study/README.md.
 study: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile config/study.yaml
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --configfile config/study.yaml
 
 # pytest's exit 5 (no tests collected) fails make like any other non-zero exit.
 test: setup

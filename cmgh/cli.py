@@ -209,9 +209,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
+    """Where everything is, labelled: the report and tables, the tracked runs, the sweep's dashboard."""
     from cmgh.track.ui import browse
 
-    print("\n".join(browse(_load(args), port=args.port)))
+    cfg = _load(args)
+    results = cfg.path("results")
+    ui = browse(cfg, port=args.port)
+    lines = ["results:",
+             f"  report (HTML)   {results / layout.REPORT_HTML}",
+             f"  summary         {layout.table(results, layout.SUMMARY_TABLE, 'md')}  (every comparison with its interval and verdict)",
+             f"  ablation table  {layout.table(results, layout.ABLATION_TABLE, 'md')}",
+             "tracked runs (MLflow):"]
+    if len(ui) == 2:
+        lines.append(f"  start the UI    {ui[0]}")
+    lines.append(f"  runs table      {ui[-1]}")
+    if cfg.sweep.run:
+        from cmgh import sweep
+
+        lines += ["Optuna study:", f"  dashboard       {redacted(sweep.dashboard_command(cfg))}"]
+    print("\n".join(lines))
     return 0
 
 

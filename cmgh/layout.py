@@ -192,6 +192,7 @@ CONFIG = "config.yaml"  # the resolved config beside every step's outputs
 CHECKPOINT = "checkpoint.pt"  # only a finished run has it
 RESUME = "resume.pt"  # a run in progress; never a declared workflow output (Snakemake deletes those)
 SUMMARY = "summary.json"
+REPORT_HTML = "report.html"  # `snakemake --report` writes it in the results folder (make reproduce)
 TRAIN_LOG = "train_log.jsonl"
 PARTIAL_LOG = "train_log.partial.jsonl"  # the log of a run in progress
 SCORES_DIR = "scores"  # per-sample indicator dumps, scores/step_<N>.csv

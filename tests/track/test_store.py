@@ -80,7 +80,10 @@ def test_experiment_opens_on_its_runs(tiny_world: config_mod.Config, tmp_path: P
     assert client.get_experiment(exp.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND  # a reused experiment too
 
     assert cli.main([*browse, "--port", "5123"]) == 0
-    command, link = capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out.splitlines()
+    labelled = {line[:18].strip(): line[18:] for line in printed if line.startswith("  ")}
+    assert labelled["report (HTML)"] == str(tmp_path / "report.html") and labelled["summary"].startswith(str(tmp_path / "tables" / "summary.md"))
+    command, link = labelled["start the UI"], labelled["runs table"]
     assert command.split()[1:] == ["ui", "--backend-store-uri", uri, "--default-artifact-root", (tmp_path / "mlruns").as_uri(),
                                    "--host", "127.0.0.1", "--port", "5123"]
     assert Path(command.split()[0]).name == "mlflow"
