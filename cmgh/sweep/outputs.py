@@ -112,6 +112,10 @@ def tuned_set_option(best_params_path: str | Path) -> str:
     return f"variants.{layout.TUNED_NAME}={text}"
 
 
+# fANOVA importances from a handful of trials are noise drawn as a ranking: below this, a note instead
+MIN_TRIALS_FOR_IMPORTANCE = 10
+
+
 def write_plots(study: optuna.Study, out: Path) -> dict[str, Path]:
     """One PNG per :data:`cmgh.layout.SWEEP_PLOTS`; a plot Optuna cannot draw yet becomes a note."""
     import matplotlib
@@ -121,9 +125,10 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, Path]:
     from optuna.visualization import matplotlib as ovm
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    needs = {"param_importances": MIN_TRIALS_FOR_IMPORTANCE}
     makers = {
         "optimization_history": lambda: ovm.plot_optimization_history(study),
-        "param_importances": lambda: ovm.plot_param_importances(study) if len(complete) >= 2 else None,
+        "param_importances": lambda: ovm.plot_param_importances(study) if len(complete) >= MIN_TRIALS_FOR_IMPORTANCE else None,
         "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(study),
     }
     assert tuple(makers) == layout.SWEEP_PLOTS, "every plot in layout.SWEEP_PLOTS needs a maker"
@@ -140,8 +145,8 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, Path]:
         if fig is None:
             fig, axis = plt.subplots(figsize=(6, 2))
             axis.axis("off")
-            axis.text(0.5, 0.5, f"{name.replace('_', ' ')}: needs at least 2 completed trials\nwith varying parameters",
-                      ha="center", va="center")
+            axis.text(0.5, 0.5, f"{name.replace('_', ' ')}: needs at least {needs.get(name, 2)} completed trials\n"
+                      f"with varying parameters ({len(complete)} so far)", ha="center", va="center")
         fig.tight_layout()
         with atomic_path(out / f"{name}.png") as tmp:
             fig.savefig(tmp, format="png", dpi=100)

@@ -145,6 +145,10 @@ def open_study(cfg: Config, study: str | None = None, worker: bool = False) -> o
         direction=str(cfg.sweep.direction),
         load_if_exists=True,
     )
+    if not st.metric_names:  # the dashboard's axes and tables then name the metric, not "Objective 0"
+        with warnings.catch_warnings():  # experimental in Optuna 4, stable in use since 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            st.set_metric_names([str(cfg.sweep.objective)])
     workers.reap_stale(st, int(cfg.sweep.max_retry))
     st.sampler = make_sampler(cfg, workers.seed(int(cfg.sweep.seed), st, worker))
     return st

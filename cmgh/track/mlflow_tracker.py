@@ -27,6 +27,7 @@ from cmgh.track.uri import redacted
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
 
 RUN_KEY_TAG = "cmgh.run_key"  # run key + config hash: identifies a run for resume / dedup
+DESCRIPTION_TAG = "mlflow.note.content"  # the experiment's description in MLflow's UI (Markdown)
 TRACKING_ERROR_TAG = "cmgh.tracking_error"  # on a run whose tracking failed mid-way: what it lacks
 RUN_NAME_TAG = "cmgh.run"  # the readable key alone (``pretrain/ms/gr/seed0``): parents are found by it
 MAX_PARAM_VALUE = 500  # MLflow < 2.3 servers (and some hosted stores) reject longer values
@@ -53,6 +54,15 @@ def _now_ms() -> int:
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
+
+
+def experiment_description(name: str) -> str:
+    """What a user opening the experiment reads first: what the runs are and where the answer is."""
+    return (f"cmgh experiment `{name}`: VATT-style video-audio-text pre-training with cross-modality gradient harmonization "
+            "(a reconstruction of CMGH, NeurIPS 2022). Top-level runs are pre-training runs (tags `variant`, `backbone`, `seed`); "
+            "each run's downstream evaluations (Kinetics, AudioSet, MSR-VTT, noise detection) are its child runs; Optuna trials "
+            "nest under their study's run. Compare variants: group by `tags.variant` (seeds averaged). Every comparison with its "
+            "interval and verdict: the report's `tables/summary.md` (`results/report.html`); `cmgh browse` prints where.")
 
 class MlflowTracker(RunContext):
     """One MLflow run through ``MlflowClient`` (no fluent global state: trackers can coexist).
@@ -198,7 +208,8 @@ class MlflowTracker(RunContext):
         if exp is None:
             try:
                 return self.client.create_experiment(
-                    self.experiment, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                    self.experiment, artifact_location=artifact_location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: experiment_description(self.experiment)},
                 )
             except MlflowException:  # created meanwhile by a parallel job
                 exp = self.client.get_experiment_by_name(self.experiment)

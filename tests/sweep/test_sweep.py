@@ -57,6 +57,7 @@ def test_sqlite_study_outputs_resume_and_failure(sqlite_study: dict) -> None:
     for name in ("trials.csv", "best_params.yaml", "tuned_variant.yaml", *(f"{p}.png" for p in layout.SWEEP_PLOTS)):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert "FAIL" in sqlite_study["first"]["csv"]
+    assert study.metric_names == [str(cfg.sweep.objective)]  # optuna-dashboard names the metric, not "Objective 0"
     best = yaml.safe_load((out / "best_params.yaml").read_text())
     assert best["trial"] == study.best_trial.number and best["value"] == pytest.approx(study.best_value)
     assert set(best["params"]) == {"pretrain.lr", "pretrain.harmonize.rule", "model.heads"}

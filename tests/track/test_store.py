@@ -74,6 +74,7 @@ def test_experiment_opens_on_its_runs(tiny_world: config_mod.Config, tmp_path: P
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(tiny_world.name)
     assert exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert "group by `tags.variant`" in exp.tags["mlflow.note.content"]  # the experiment's description in the UI
     client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, "genai_development")  # e.g. chosen in the UI, or an old store
     with open_tracker(cfg, "eval/b", {}, stage="evaluate", out=tmp_path / "b"):
         pass
