@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from cmgh.config import schema  # noqa: E402
+from cmgh.config import DEFAULT_CONFIG, read_yaml, schema  # noqa: E402
+
+_ABSENT = object()
 
 HEADER = """# Configuration keys
 
@@ -25,7 +27,9 @@ never empty and holds no NUL byte or blank folder name; a key repeated in one ma
 the working directory. Override any key on the command line with
 `--set key.path=value` (`cmgh`) or `--config 'set=[a.b=1, "c.d=[1, 2]"]'` (Snakemake, parsed as `--set`
 parses it; quote an item holding a comma or bracket; Snakemake's own `--config key=value` takes no dotted key); `cmgh --config A --config B`
-stacks files in order (B deep-merged over A), as `snakemake --configfile A B` does.
+stacks files in order (B deep-merged over A), as `snakemake --configfile A B` does. The default
+column is the schema's; where the default config `cmgh/defaults/config.yaml` (what `make reproduce`
+runs) sets another value, the column says so.
 
 This page is generated: `python workflow/scripts/config_docs.py > config/README.md`.
 
@@ -48,21 +52,30 @@ def _type(node: dict[str, Any]) -> str:
     return " ".join([kind, *bounds]).strip()
 
 
-def rows(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
+def _shipped(shipped: Any, key: str) -> Any:
+    return shipped.get(key, _ABSENT) if isinstance(shipped, dict) else _ABSENT
+
+
+def rows(node: dict[str, Any], prefix: str = "", shipped: Any = None) -> Iterator[str]:
+    """One row per key; ``shipped``: the default config's value of this section (differences are shown)."""
     for key, sub in node.get("properties", {}).items():
         name = f"{prefix}{key}"
+        value = _shipped(shipped, key)
         if sub.get("type") == "object" and "properties" in sub:
             if sub.get("description"):
                 yield f"| **`{name}`** | section | | {sub['description'].strip()} |"
-            yield from rows(sub, f"{name}.")
+            yield from rows(sub, f"{name}.", None if value is _ABSENT else value)
             continue
         default = json.dumps(sub["default"]) if "default" in sub else ""
+        cell = f"`{default}`"
+        if value is not _ABSENT and ("default" not in sub or value != sub["default"]):
+            cell += f" (default config: `{json.dumps(value)}`)"
         description = " ".join(str(sub.get("description", "")).split())
-        yield f"| `{name}` | {_type(sub)} | `{default}` | {description} |"
+        yield f"| `{name}` | {_type(sub)} | {cell} | {description} |"
 
 
 def render() -> str:
-    return HEADER + "\n".join(rows(schema())) + "\n"
+    return HEADER + "\n".join(rows(schema(), shipped=read_yaml(DEFAULT_CONFIG))) + "\n"
 
 
 if __name__ == "__main__":
