@@ -263,6 +263,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
 
 
+def _explained(help_text: str, example: str) -> dict[str, Any]:
+    """A subcommand's one-line help, repeated as its help page's description, and an example under it."""
+    return {"help": help_text, "description": help_text[0].upper() + help_text[1:] + ".", "epilog": f"example:\n  {example}",
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def build_parser() -> argparse.ArgumentParser:
     datasets, backbones = config_mod.choices("data.datasets"), config_mod.choices("model.backbones")
     parser = argparse.ArgumentParser(prog="cmgh", description=__doc__.split("\n\n")[0])
@@ -270,20 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     cfg = sub.add_parser("config", help="inspect the configuration").add_subparsers(dest="action", required=True)
-    show = cfg.add_parser("show", help="print the resolved config")
+    show = cfg.add_parser("show", **_explained("print the resolved config", 'cmgh config show --variant gr --set pretrain.steps=300'))
     _common(show)
     show.add_argument("--variant", help="resolve a pre-training variant's overrides too")
     show.set_defaults(func=cmd_config_show)
 
     data = sub.add_parser("data", help="datasets and features").add_subparsers(dest="action", required=True)
-    synth = data.add_parser("synth", help="generate the mini datasets in the real formats")
+    synth = data.add_parser("synth", **_explained("generate the mini datasets in the real formats", 'cmgh data synth --dataset howto100m --dataset kinetics'))
     _common(synth)
     synth.add_argument("--dataset", action="append", choices=datasets)
     synth.set_defaults(func=cmd_data_synth)
-    vocab = data.add_parser("vocab", help="build the vocabulary from the pre-training captions")
+    vocab = data.add_parser("vocab", **_explained("build the vocabulary from the pre-training captions", 'cmgh data vocab'))
     _common(vocab)
     vocab.set_defaults(func=cmd_data_vocab)
-    extract = data.add_parser("extract", help="decode (or pack) a dataset into shards + index + manifest")
+    extract = data.add_parser("extract", **_explained("decode (or pack) a dataset into shards + index + manifest", 'cmgh data extract --dataset howto100m --workers 2'))
     _common(extract)
     extract.add_argument("--dataset", action="append", required=True, choices=datasets)
     extract.add_argument("--workers", type=NON_NEGATIVE, default=None, help="decoding processes (default: features.workers)")
@@ -293,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.set_defaults(func=cmd_data_extract)
 
-    dl = data.add_parser("download", help="fetch a real dataset into its layout (resumable, with a manifest of failures)")
+    dl = data.add_parser("download", **_explained("fetch a real dataset into its layout (resumable, with a manifest of failures)",
+                                                  'cmgh data download --dataset kinetics --limit 20 --dry-run --config config/paper.yaml'))
     _common(dl)
     dl.add_argument("--dataset", action="append", required=True, choices=datasets)
     dl.add_argument("--limit", type=POSITIVE, default=None, help="at most N clips per split (a slice to try things out)")
@@ -306,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--retry-all", action="store_true", help="also retry clips an earlier run found unavailable, private or invalid")
     dl.set_defaults(func=cmd_data_download)
 
-    pre = sub.add_parser("pretrain", help="pre-train one variant (resumes from its checkpoint)")
+    pre = sub.add_parser("pretrain", **_explained("pre-train one variant (resumes from its checkpoint)", 'cmgh pretrain --backbone ms --variant gr --seed 0 --set pretrain.steps=50'))
     _common(pre)
     pre.add_argument("--backbone", choices=backbones, required=True)
     pre.add_argument("--variant", required=True, help="a name under `variants` in the config")
@@ -317,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--stop-after", type=POSITIVE, default=None, help="stop after this many steps (resumable)")
     pre.set_defaults(func=cmd_pretrain)
 
-    ev = sub.add_parser("evaluate", help="evaluate a checkpoint (or its random init) on downstream tasks")
+    ev = sub.add_parser("evaluate", **_explained("evaluate a checkpoint (or its random init) on downstream tasks",
+                                                 'cmgh evaluate --task kinetics --task msrvtt --checkpoint results/pretrain/ms/gr/seed0'))
     _common(ev)
     ev.add_argument("--task", choices=(*TASKS, *RUN_TASKS), required=True, action="append",
                     help=f"repeatable: the tasks run one after the other in this process; {', '.join(RUN_TASKS)}: what the run recorded while training (its score dumps), over training steps")
@@ -327,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=POSITIVE, default=None, help="torch intra-op threads")
     ev.set_defaults(func=cmd_evaluate)
 
-    rep = sub.add_parser("report", help="tables, figures and summary from a results folder")
+    rep = sub.add_parser("report", **_explained("tables, figures and summary from a results folder", 'cmgh report --results results'))
     _common(rep)
     rep.add_argument("--results", default=None, help="results folder (default: paths.results of the config)")
     rep.add_argument("--compare", action="append", metavar="DIR", help="results folder of the same grid at another noise rate (repeatable)")
@@ -335,24 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="with --noise-gain: folder for tables/ and figures/ (default: the first tree)")
     rep.set_defaults(func=cmd_report)
 
-    runs = sub.add_parser("runs", help="the ablation table from the MLflow tracking store (no results folder needed)")
+    runs = sub.add_parser("runs", **_explained("the ablation table from the MLflow tracking store (no results folder needed)", 'cmgh runs --filter "tags.variant = \'gr\'"'))
     _common(runs)
     runs.add_argument("--tracking-uri", default=None, help="tracking store or server (default: tracking.uri of the config, MLFLOW_TRACKING_URI when set)")
     runs.add_argument("--filter", default=None, metavar="MLFLOW_FILTER", help="only evaluation runs matching this MLflow filter, e.g. \"tags.out LIKE '/scratch/results/%%'\"")
     runs.add_argument("--out", default=None, metavar="FILE", help="write the table to FILE (.csv: the numbers of tables/ablation.csv; .md: as tables/ablation.md) instead of printing it")
     runs.set_defaults(func=cmd_runs)
 
-    lst = sub.add_parser("list", help="list registered components")
+    lst = sub.add_parser("list", **_explained("list registered components", 'cmgh list harmonizers'))
     lst.add_argument("what", choices=list(LISTS))
     _common(lst)
     lst.set_defaults(func=cmd_list)
 
-    br = sub.add_parser("browse", help="print the `mlflow ui` command for the tracking store and the link to the experiment's runs")
+    br = sub.add_parser("browse", **_explained("print where everything is: the report and tables, the `mlflow ui` command and the link to the "
+                                               "experiment's runs, the Optuna dashboard", 'cmgh browse --port 5001'))
     _common(br)
     br.add_argument("--port", type=POSITIVE, default=5000, help="port of the MLflow UI")
     br.set_defaults(func=cmd_browse)
 
-    sw = sub.add_parser("sweep", help="run or continue an Optuna study over the harmonization/curriculum hyperparameters")
+    sw = sub.add_parser("sweep", **_explained("run or continue an Optuna study over the harmonization/curriculum hyperparameters", 'cmgh sweep --study lr --n-trials 20'))
     _common(sw)
     sw.add_argument("--study", default=None, help="study name (default: sweep.study)")
     sw.add_argument("--n-trials", type=POSITIVE, default=None, help="finished trials the study should hold (default: sweep.n_trials; resumable)")

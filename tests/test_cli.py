@@ -3,6 +3,8 @@ code or a chain of commands is the point, in-process where only what it prints i
 
 from __future__ import annotations
 
+import argparse
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -65,3 +67,22 @@ def test_synth_vocab_extract_through_the_cli(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "audioset").exists()
     unknown = cmgh("data", "extract", "--dataset", "msrvtt", *sets, check=False)
     assert unknown.returncode == 2 and "videodatainfo.json" in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [(path, parser)]
+    return [leaf for name, sub in subs[0].choices.items() for leaf in _leaf_parsers(sub, (*path, name))]
+
+
+def test_every_subcommand_help_has_a_description_and_an_example_that_parses() -> None:
+    from cmgh.cli import build_parser
+
+    leaves = _leaf_parsers(build_parser())
+    assert len(leaves) >= 12
+    for path, parser in leaves:
+        assert parser.description and parser.epilog and parser.epilog.startswith("example:\n  cmgh "), path
+        example = shlex.split(parser.epilog.split("\n", 1)[1].strip())[1:]
+        assert tuple(example[: len(path)]) == path, (path, example)
+        build_parser().parse_args(example)  # the example is a valid command line (argparse exits on a bad one)
