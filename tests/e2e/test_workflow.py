@@ -302,6 +302,10 @@ def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "cmgh: config error: pretrain.harmonize.rule: 'pcgradd' is not one of none, cmgh, pcgrad, gradvac" in result.stderr
     assert not (tmp_path / "out" / "data").exists()
+    bad.write_text("variants: {typo: {pretrain: {harmonize: {rulee: cmgh}}}}\n")  # a typo inside a variant's entry: one line too
+    result = snakemake(tmp_path, "--configfile", str(tiny_configfile(tmp_path)), str(bad), "-n")
+    assert result.returncode != 0 and "Traceback" not in result.stderr and 'File "' not in result.stderr
+    assert "cmgh: config error: variants.typo: pretrain.harmonize: unknown key 'rulee'" in result.stderr
 
 
 def test_dotted_overrides_reach_snakemake_as_they_reach_the_cli(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ try:  # first our one-line message naming the key path, before any job starts
     for configfile_path in workflow.configfiles:  # Snakemake's YAML reader lets a repeated key replace the first
         cmgh_config.read_yaml(configfile_path)
     CFG = cmgh_config.from_dict(config, cmgh_config.snakemake_sets(SETS))
+    for variant_name in CFG.variants:  # a typo inside a variant's entry: named in one line here, not deep in the planning
+        cmgh_config.for_variant(CFG, variant_name)
 except ConfigError as exc:
     sys.exit(f"cmgh: config error: {exc}")
 # (cmgh.config validates against cmgh/defaults/config.schema.yaml, the schema Snakemake's
