@@ -325,6 +325,7 @@ ABLATION_TABLE = "ablation"  # tables/ablation.{csv,md,tex}: every variant again
 SUMMARY_TABLE = "summary"  # tables/summary.md
 CONFLICT_HIST_FIGURE = "conflict_cosine_hist"  # figures/conflict_cosine_hist.{png,pdf}
 FRACTIONS_FIGURE = "fractions"  # figures/fractions.{png,pdf}
+TRAINING_CURVES_FIGURE = "training_curves"  # figures/training_curves.{png,pdf}: both losses per variant over steps
 NOISE_ROC_FIGURE = "noise_roc"  # figures/noise_roc.{png,pdf}: only where the noise evaluation ran
 # across the worlds of a noise study (cmgh.report.noise_gain), under worlds.root
 NOISE_GAIN = "noise_gain"  # tables/noise_gain.csv, figures/noise_gain.{png,pdf}

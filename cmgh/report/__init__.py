@@ -14,7 +14,7 @@ writes:
 * ``tables/noise_over_training.{csv,md}`` and ``figures/noise_over_training_{backbone}_{variant}.{png,pdf}``:
   noise-detection AUROC and AP per indicator, target and step window over seeds, from every run's
   ``noise_training`` evaluation (:mod:`.detection_over_training`);
-* ``figures/{conflict_cosine_hist,fractions,noise_roc}.{png,pdf}``;
+* ``figures/{conflict_cosine_hist,fractions,training_curves,noise_roc}.{png,pdf}``;
 * ``tables/scaling.{csv,md}`` and ``figures/scaling_gain.{png,pdf}`` when the variants include
   pairs that differ only by YouTube-8M in ``pretrain.corpora`` (:mod:`.scaling`).
 
@@ -37,7 +37,7 @@ from cmgh.io import atomic_write_text
 from cmgh.report import coverage, detection_over_training
 from cmgh.report.collect import collect, results_order, tree_config, wide
 from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
-from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc
+from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, figure_training_curves
 from cmgh.report.gain_vs_noise import figure_noise_gain, gain_vs_noise
 from cmgh.report.study_page import build_noise_gain
 from cmgh.report.scaling import build_scaling
@@ -82,7 +82,7 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dic
     for kind, paths in detection_over_training.build(results, order).items():
         written[kind] += paths
     figures.mkdir(parents=True, exist_ok=True)
-    for make in (figure_cosine_hist, figure_fractions, figure_noise_roc):
+    for make in (figure_cosine_hist, figure_fractions, figure_training_curves, figure_noise_roc):
         paths = make(results, figures, order)
         if not paths:
             log.info("%s: no input for %s", results, make.__name__)

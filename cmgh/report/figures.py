@@ -42,6 +42,33 @@ def figure_fractions(results: Path, out: Path, order: tuple[str, ...]) -> list[P
     return paths
 
 
+def figure_training_curves(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
+    """Both losses over training per variant: the mean over seeds (smoothed over 10 steps) and the seeds' range as a band,
+    one row per backbone: which variant learns faster, and whether one collapsed or diverged."""
+    import matplotlib.pyplot as plt
+
+    data = train_logs(pretrain_runs(results, order))
+    if not len(data) or not {"loss_va", "loss_vt"} <= set(data.columns):
+        return []
+    key = order_key(order)
+    backbones = sorted(data.backbone.unique())
+    fig, axes = plt.subplots(len(backbones), 2, figsize=(9, 3.0 * len(backbones)), squeeze=False)
+    for row, backbone in zip(axes, backbones, strict=True):
+        runs = data[data.backbone == backbone]
+        for ax, (column, title) in zip(row, (("loss_va", "video-audio NCE"), ("loss_vt", "video-text MIL-NCE")), strict=True):
+            for variant, group in sorted(runs.groupby("variant"), key=lambda kv: key(kv[0])):
+                per_seed = group.pivot_table(index="step", columns="seed", values=column)
+                smooth = per_seed.rolling(10, min_periods=1).mean()
+                line = ax.plot(smooth.index, smooth.mean(axis=1), label=f"{variant} ({per_seed.shape[1]} seeds)", lw=1.2)[0]
+                ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color=line.get_color(), alpha=0.15, lw=0)
+            ax.set_title(f"{backbone}: {title} loss")
+            ax.set_xlabel("step")
+        row[1].legend(fontsize=7)
+    paths = savefig(fig, out, layout.TRAINING_CURVES_FIGURE)
+    plt.close(fig)
+    return paths
+
+
 def figure_noise_roc(results: Path, out: Path, order: tuple[str, ...] | None = None, target: str = "either") -> list[Path]:
     """ROC curves of every indicator, one panel per (backbone, variant), first seed of each."""
     import matplotlib.pyplot as plt

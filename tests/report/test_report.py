@@ -64,7 +64,7 @@ def test_cli_report_writes_tables_figures_and_summary(results: Path) -> None:
     tables, figures = results / "tables", results / "figures"
     for name in ("ablation.csv", "ablation.md", "ablation.tex", "summary.md", "metrics_long.csv", "metrics_wide.csv"):
         assert (tables / name).is_file(), name
-    for stem in ("conflict_cosine_hist", "fractions", "noise_roc"):
+    for stem in ("conflict_cosine_hist", "fractions", "training_curves", "noise_roc"):
         for ext in ("png", "pdf"):
             assert (figures / f"{stem}.{ext}").stat().st_size > 1000, (stem, ext)
 

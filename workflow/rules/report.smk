@@ -16,6 +16,7 @@ rule report:
         noise_over_training_md=report(p(layout.noise_training_table(RESULTS, "md")), caption=NOISE_TRAINING_CAPTION, category="Tables"),
         hist=report_figure(layout.CONFLICT_HIST_FIGURE, "../report/conflict_hist.rst"),
         fractions=report_figure(layout.FRACTIONS_FIGURE, "../report/fractions.rst"),
+        curves=report_figure(layout.TRAINING_CURVES_FIGURE, "../report/training_curves.rst"),
         **NOISE_FIGURES,
         **NOISE_TRAINING_FIGURES,
         **SCALING_OUTPUTS,
