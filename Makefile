@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.cmgh-installed
 
 .PHONY: setup reproduce study test test-fast clean-results
 
+# After a failed run: if Snakemake's lock is still there, say how to clear it (a run killed hard leaves it behind).
+LOCK_HINT = [ -z "$$(ls -A .snakemake/locks 2>/dev/null)" ] || echo "make: Snakemake's lock is held; if no other run is going (e.g. after a kill): $(BIN)/snakemake --unlock, then make again" >&2
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -19,13 +22,13 @@ setup: $(STAMP)
 # The DAG (an interrupted job's outputs are redone: --rerun-incomplete), its self-contained HTML report
 # (tables and figures with their captions), then where everything is.
 reproduce: setup
-	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete || { $(LOCK_HINT); exit 1; }
 	$(BIN)/snakemake --report results/report.html
 	-@$(BIN)/cmgh browse  # where everything is: report, tables, tracked runs, dashboard (says why not, without failing, when nothing is tracked)
 
 # The study of config/study.yaml (about 3.2 hours on 2 CPU cores: the arithmetic heads the config): results/study/README.md.
 study: setup
-	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --configfile config/study.yaml
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --configfile config/study.yaml || { $(LOCK_HINT); exit 1; }
 
 # pytest's exit 5 (no tests collected) fails make like any other non-zero exit.
 test: setup
