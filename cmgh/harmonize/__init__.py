@@ -8,12 +8,13 @@ coefficients ``(alpha, beta)`` of a per-sample :class:`Gram`, and :func:`conflic
 ``truth``: the batch keys of the generator's ground truth, read only by the control scorers.
 ``gradients``: per-sample gradients at the meeting point (representation or tail parameters).
 ``ghost``: exact per-sample Gram matrices over every shared parameter (meeting point ``all_parameters``).
-``harmonizer``: the single harmonized backward, :class:`Harmonizer` and the forward cut at the meeting point.
+``harmonizer``: the single harmonized backward and :class:`Harmonizer`; ``forward``: the forward cut at the meeting point.
 """
 
 from cmgh.harmonize import cagrad, controls, upgrad  # noqa: F401  (register the CAGrad, mechanism-control and UPGrad rules)
 from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
-from cmgh.harmonize.harmonizer import ForwardOutput, Harmonizer, StepStats, forward_losses, harmonized_backward
+from cmgh.harmonize.forward import ForwardOutput, forward_losses
+from cmgh.harmonize.harmonizer import Harmonizer, StepStats, harmonized_backward
 from cmgh.harmonize.rules import Gram, conflict_cosine, described, get, names, pcgrad_tasks, register
 from cmgh.harmonize.truth import GroundTruth, ground_truth
 

@@ -23,34 +23,11 @@ Gram, so averages serve as well as sums.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
-
 import torch
 from torch import Tensor, nn
 
+from cmgh.harmonize.ranks import Collectives
 from cmgh.harmonize.rules import Gram
-
-
-class Collectives(Protocol):
-    """Averages and row gathers across data-parallel ranks, outside autograd (identity in one process)."""
-
-    size: int  # the number of ranks
-
-    def mean(self, x: Tensor) -> Tensor: ...
-
-    def gather(self, x: Tensor) -> Tensor: ...
-
-
-class SingleProcess:
-    """:class:`Collectives` of one process: nothing to exchange."""
-
-    size = 1
-
-    def mean(self, x: Tensor) -> Tensor:
-        return x
-
-    def gather(self, x: Tensor) -> Tensor:
-        return x.detach()
 
 
 def batch_gram(gram: Gram, ranks: Collectives) -> Gram:

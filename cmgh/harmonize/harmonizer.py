@@ -25,8 +25,8 @@ receive ``sum_i alpha_i g^a_i + beta_i g^b_i``, assembled from the stored cotang
 the backward pass below the representation. A curriculum scored by the conflict that drops
 triplets needs the Gram of the weighted objective too: a second pair of cotangent passes.
 
-:class:`Harmonizer` binds the config sections to this; :func:`forward_losses` is the forward
-pass cut at the meeting point. The trainer's step (:func:`cmgh.train.step.train_step`) is the
+:class:`Harmonizer` binds the config sections to this; :func:`cmgh.harmonize.forward.forward_losses` is the
+forward pass cut at the meeting point. The trainer's step (:func:`cmgh.train.step.train_step`) is the
 one place both are called from.
 """
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,10 +44,10 @@ from cmgh import losses
 from cmgh.errors import ConfigError
 from cmgh.harmonize import balance, batch_level, rules, upgrad
 from cmgh.harmonize.balance import Balancer
-from cmgh.harmonize.batch_level import Collectives, SingleProcess
+from cmgh.harmonize.ranks import Collectives, SingleProcess, global_mean_losses, rank_shares
 from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
 from cmgh.harmonize.ghost import GhostGram
-from cmgh.harmonize.gradients import detach_meeting_point, objective_cotangents, parameter_gradients, per_sample_gradients
+from cmgh.harmonize.gradients import objective_cotangents, parameter_gradients, per_sample_gradients
 from cmgh.harmonize.truth import GroundTruth
 
 log = logging.getLogger(__name__)
@@ -233,24 +233,6 @@ def harmonized_backward(
     )
 
 
-def rank_shares(w: CurriculumWeights | None, valid_vt: Tensor, valid_va: Tensor | None, ranks: Collectives) -> tuple[float, float]:
-    """Per objective, this rank's share of the global batch's weight, relative to an even split (1.0 in one process).
-
-    Each rank averages its own rows' weighted losses and data parallelism averages the ranks'
-    gradients: that is the global batch's weighted mean only when every rank holds the same total
-    weight. A curriculum that drops rows, or rows without text or audio spread unevenly over ranks,
-    break that; scaling each rank's objective by ``S_r / mean_r S_r`` (``S_r`` its rows' total
-    weight) restores the global mean exactly, so that two ranks equal one process.
-    """
-    wa = torch.ones_like(valid_vt, dtype=torch.float64) if w is None else w.w_va.double()
-    wt = torch.ones_like(valid_vt, dtype=torch.float64) if w is None else w.w_vt.double()
-    if valid_va is not None:
-        wa = wa * valid_va.double()
-    local = torch.stack([wa.sum(), (wt * valid_vt.double()).sum()])
-    even = ranks.mean(local)
-    return tuple(float(x / e) if float(e) > 0 else 0.0 for x, e in zip(local, even, strict=True))  # type: ignore[return-value]
-
-
 MEETING_POINTS = ("representation", "parameters", "all_parameters")
 # pretrain.harmonize.granularity: one rule per triplet, one for the whole batch, or every (sample, objective) term its own
 # objective (instance-wise UPGrad)
@@ -348,13 +330,8 @@ class Harmonizer:
         """The balancer's multipliers of the two objectives at ``step``, from the global batch's mean losses."""
         if self.balancer is None or self.balancer.name == "sum":
             return 1.0, 1.0
-        obj = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, self.vt_weight, valid_va=valid_va)
-        rows_va = valid_vt.new_ones(valid_vt.shape, dtype=torch.bool) if valid_va is None else valid_va.bool()
-        counts = torch.stack([rows_va.sum(), valid_vt.bool().sum()]).double()
-        means = ranks.mean(torch.cat([torch.stack([obj.va, obj.vt]).double() * counts, counts]))
-        if bool((means[2:] == 0).any()):  # a global batch without one objective (no text, or no audio): nothing to balance
-            return 1.0, 1.0
-        return self.balancer.weights(step, float(means[0] / means[2]), float(means[1] / means[3]))
+        means = global_mean_losses(l_va, l_vt, valid_vt, valid_va, ranks)
+        return (1.0, 1.0) if means is None else self.balancer.weights(step, *means)  # None: a batch without one objective
 
     def backward(
         self,
@@ -419,65 +396,3 @@ class Harmonizer:
             self.curriculum.load_state_dict(state.get("curriculum", {}))
         if self.balancer is not None and state.get("balance"):
             self.balancer.load_state_dict(state["balance"])
-
-
-@dataclass
-class ForwardOutput:
-    """A VATT forward pass cut at the meeting point, with the per-sample losses."""
-
-    video_rep: Tensor  # attached backbone output
-    meet: Tensor  # detached leaf the heads read
-    l_va: Tensor  # [B]
-    l_vt: Tensor  # [B] (0 where no text)
-    valid_vt: Tensor  # [B] bool
-    hidden: Tensor | None  # input of the last blocks (parameters meeting point)
-    outputs: dict[str, Tensor]
-    cut: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # detached rep -> (attached, leaf)
-    valid_va: Tensor | None = None  # [B] bool, rows with audio; None: every row (the batch said nothing else)
-
-
-class RowGather(Protocol):
-    """Concatenates a tensor's rows over data-parallel ranks (differentiably); ``rows`` = this rank's."""
-
-    rows: slice
-
-    def __call__(self, x: Tensor) -> Tensor: ...
-
-
-def forward_losses(
-    model: nn.Module,
-    batch: Mapping[str, Tensor],
-    temperature: float,
-    hidden_blocks: int = 0,
-    gather: RowGather | None = None,
-    detach: Sequence[str] = ("video_rep",),
-) -> ForwardOutput:
-    """``model.encode`` -> cut at ``video_rep`` (and the other ``detach`` keys) -> ``model.heads`` -> NCE and MIL-NCE per sample.
-
-    ``model`` is a :class:`cmgh.models.VATT` (anything with ``encode``/``heads``). ``has_text``
-    defaults to all True when absent from the batch. Under data parallelism ``gather`` brings
-    every rank's embeddings together so that the negatives are the global batch's, as in VATT;
-    the returned losses are this rank's rows of the global per-sample losses, so they equal
-    what one process would compute on the whole batch.
-    """
-    reps = model.encode(batch, hidden_blocks=hidden_blocks) if hidden_blocks else model.encode(batch)
-    cut, leaves = dict(reps), {}
-    for key in detach:
-        cut, attached = detach_meeting_point(cut, key)
-        leaves[key] = (attached, cut[key])
-    video_rep = leaves["video_rep"][0]
-    z = model.heads(cut)
-    has_text, has_audio = batch.get("has_text"), batch.get("has_audio")
-    valid_vt = losses.text_valid(batch["text_mask"], has_text)
-    if gather is None:
-        valid_va = None if has_audio is None or bool(has_audio.all()) else has_audio.bool()
-        l_va = losses.nce(z["z_va_video"], z["z_va_audio"], temperature, valid=valid_va)
-        l_vt = losses.mil_nce(z["z_vat_video"], z["z_vat_text"], batch["text_mask"], temperature, valid=valid_vt)
-    else:  # every rank gathers has_audio when the stream sends it: the collectives stay in step
-        g = {k: gather(v) for k, v in z.items()}
-        mask_all, valid_all = gather(batch["text_mask"]), gather(valid_vt)
-        audio_all = None if has_audio is None else gather(has_audio.bool())
-        l_va = losses.nce(g["z_va_video"], g["z_va_audio"], temperature, valid=audio_all)[gather.rows]
-        l_vt = losses.mil_nce(g["z_vat_video"], g["z_vat_text"], mask_all, temperature, valid=valid_all)[gather.rows]
-        valid_va = None if has_audio is None or bool(audio_all.all()) else has_audio.bool()
-    return ForwardOutput(video_rep, cut["video_rep"], l_va, l_vt, valid_vt, reps.get("video_hidden"), {**cut, **z}, leaves, valid_va)
