@@ -23,9 +23,11 @@ Gram, so averages serve as well as sums.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
+from cmgh.harmonize.gradients import with_objective
 from cmgh.harmonize.ranks import Collectives
 from cmgh.harmonize.rules import Gram
 
@@ -45,11 +47,13 @@ def objective_parameter_gradients(
     through the audio or text representation in ``ma``); ``g_meet`` its gradient at the detached
     video representation, fed into the video pathway.
     """
-    outputs, seeds = [video_rep], [g_meet.to(video_rep.dtype)]
-    if term.requires_grad:
-        outputs, seeds = [term, video_rep], [torch.ones_like(term), g_meet.to(video_rep.dtype)]
+    outputs, seeds = with_objective(term, [video_rep], [g_meet.to(video_rep.dtype)])
     grads = torch.autograd.grad(outputs, list(shared), seeds, retain_graph=True, allow_unused=True)
-    return [ranks.mean(torch.zeros_like(p) if g is None else g) for p, g in zip(shared, grads, strict=True)]
+    dense = [torch.zeros_like(p) if g is None else g for p, g in zip(shared, grads, strict=True)]
+    if ranks.size == 1:
+        return dense
+    flat = ranks.mean(torch.cat([g.reshape(-1) for g in dense]))  # one collective for all of them
+    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in dense]), dense, strict=True)]
 
 
 def parameter_gram(g_va: Sequence[Tensor], g_vt: Sequence[Tensor]) -> Gram:

@@ -63,6 +63,14 @@ def detach_meeting_point(reps: Mapping[str, Tensor], key: str = "video_rep") -> 
     return out, attached
 
 
+def with_objective(term: Tensor, outputs: Sequence[Tensor], seeds: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+    """``outputs`` and their ``seeds`` for one backward, with ``term`` (seeded by 1) first when it is still in the graph
+    (a balancer's multiplier of 0 leaves an objective out of it)."""
+    if term.requires_grad:
+        return [term, *outputs], [torch.ones_like(term), *seeds]
+    return list(outputs), list(seeds)
+
+
 def objective_cotangents(
     valid_vt: Tensor,
     vt_weight: float,

@@ -47,7 +47,7 @@ from cmgh.harmonize.balance import Balancer
 from cmgh.harmonize.ranks import Collectives, SingleProcess, global_mean_losses, rank_shares
 from cmgh.harmonize.curriculum import Curriculum, CurriculumWeights
 from cmgh.harmonize.ghost import GhostGram
-from cmgh.harmonize.gradients import objective_cotangents, parameter_gradients, per_sample_gradients
+from cmgh.harmonize.gradients import objective_cotangents, parameter_gradients, per_sample_gradients, with_objective
 from cmgh.harmonize.truth import GroundTruth
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,17 @@ def harmonized_backward(
     if curriculum is not None and curriculum.active and not curriculum.needs_cosine:
         weights = curriculum(step, both, l_va=l_va, l_vt=l_vt, truth=truth, gather=ranks.gather)
 
+    shares: dict[int, tuple[float, float]] = {}  # per weights object: rank_shares is a collective under data parallelism
+
+    def shares_of(w: CurriculumWeights | None) -> tuple[float, float]:
+        if id(w) not in shares:
+            shares[id(w)] = rank_shares(w, valid_vt, valid_va, ranks)
+        return shares[id(w)]
+
     def cotangents(w: CurriculumWeights | None) -> tuple[Tensor, Tensor]:
         c_va, c_vt = objective_cotangents(valid_vt, vt_weight, None if w is None else w.w_va, None if w is None else w.w_vt,
                                           l_va.shape[0], valid_va=valid_va)
-        f_va, f_vt = rank_shares(w, valid_vt, valid_va, ranks)
+        f_va, f_vt = shares_of(w)
         return m_va * f_va * c_va, m_vt * f_vt * c_vt
 
     def grams_for(w: CurriculumWeights | None, last: bool) -> tuple[Tensor, Tensor, rules.Gram]:
@@ -181,7 +188,7 @@ def harmonized_backward(
             g_va, g_vt, gram = grams_for(weights, last=True)
 
     w_va, w_vt = (None, None) if weights is None else (weights.w_va, weights.w_vt)
-    f_va, f_vt = rank_shares(weights, valid_vt, valid_va, ranks)
+    f_va, f_vt = shares_of(weights)
     logged = losses.objective(l_va.detach(), l_vt.detach(), valid_vt, vt_weight, w_va, w_vt, valid_va)
     obj = losses.Objective(f_va * logged.va + vt_weight * f_vt * logged.vt, f_va * logged.va, f_vt * logged.vt)  # the ranks' mean: the global batch's
     va_part = losses.objective(term_va, term_vt.detach(), valid_vt, 0.0, w_va, w_vt, valid_va).va
@@ -196,31 +203,24 @@ def harmonized_backward(
         if total.requires_grad:
             torch.autograd.backward([total], [torch.ones_like(total)])  # heads and the other towers: the plain gradients
         batch_level.write_combined(shared, alpha, beta, grads_va, grads_vt)
-    elif granularity == "instance":
-        c_va, c_vt = cotangents(weights)
-        terms = upgrad.instance_terms(term_va, term_vt, c_va, c_vt)
-        w = upgrad.upgrad_weights(upgrad.representation_gramian(terms, meet), reg_eps=upgrad.INSTANCE_REG_EPS)
-        (combined,) = torch.autograd.grad(terms, meet, w.to(terms.dtype), retain_graph=True)
-        outputs, seeds = [video_rep], [combined.to(video_rep.dtype)]
-        if total.requires_grad:
-            outputs, seeds = [total, video_rep], [torch.ones_like(total), combined.to(video_rep.dtype)]
-        torch.autograd.backward(outputs, seeds)
-    elif ghost is None:
-        if granularity == "batch":
-            alpha, beta = combine.coefficients(batch_level.batch_gram(gram, ranks), **params)
-            combined = rules.combination(alpha.expand_as(gram.ab), beta.expand_as(gram.ab), g_va, g_vt)
-        else:
-            combined = combine.combine(g_va, g_vt, gram, **params)
-        outputs, seeds = [video_rep], [combined.to(video_rep.dtype)]
-        if total.requires_grad:
-            outputs, seeds = [total, video_rep], [torch.ones_like(total), combined.to(video_rep.dtype)]
-        torch.autograd.backward(outputs, seeds)
-    else:
+    elif ghost is not None:
         alpha, beta = combine.coefficients(gram, **params)
         if total.requires_grad:
             torch.autograd.backward([total], [torch.ones_like(total)])
         ghost.assemble(alpha, beta)
         ghost.release()
+    else:  # the combined gradient at the representation, then ONE backward: heads and towers by `total`, backbone by it
+        if granularity == "instance":
+            c_va, c_vt = cotangents(weights)
+            terms = upgrad.instance_terms(term_va, term_vt, c_va, c_vt)
+            w = upgrad.upgrad_weights(upgrad.representation_gramian(terms, meet), reg_eps=upgrad.INSTANCE_REG_EPS)
+            (combined,) = torch.autograd.grad(terms, meet, w.to(terms.dtype), retain_graph=True)
+        elif granularity == "batch":
+            alpha, beta = combine.coefficients(batch_level.batch_gram(gram, ranks), **params)
+            combined = rules.combination(alpha.expand_as(gram.ab), beta.expand_as(gram.ab), g_va, g_vt)
+        else:
+            combined = combine.combine(g_va, g_vt, gram, **params)
+        torch.autograd.backward(*with_objective(total, [video_rep], [combined.to(video_rep.dtype)]))
     n_both = int(both.sum())
     conflict_fraction = float(((cosine < 0) & both).sum()) / n_both if n_both else 0.0
     return StepStats(

@@ -83,11 +83,16 @@ class RowGather:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point():
             return _GatherRows.apply(x, self.info.rank, self.info.world_size)
-        payload = x.to(torch.uint8) if x.dtype == torch.bool else x  # gloo has no bool collectives
-        parts = [torch.empty_like(payload) for _ in range(self.info.world_size)]
-        dist.all_gather(parts, payload.contiguous())
-        out = torch.cat(parts, dim=0)
-        return out.bool() if x.dtype == torch.bool else out
+        return gather_rows(x, self.info)
+
+
+def gather_rows(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows of ``x`` in rank order, outside autograd (bool tensors too: gloo has none, they travel as uint8)."""
+    payload = x.detach().to(torch.uint8) if x.dtype == torch.bool else x.detach()
+    parts = [torch.empty_like(payload) for _ in range(info.world_size)]
+    dist.all_gather(parts, payload.contiguous())
+    out = torch.cat(parts, dim=0)
+    return out.bool() if x.dtype == torch.bool else out
 
 
 class Collectives:
@@ -109,13 +114,7 @@ class Collectives:
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Every rank's rows of ``x`` in rank order, detached (``x`` itself in one process)."""
-        if not self.info.enabled:
-            return x.detach()
-        payload = x.detach().to(torch.uint8) if x.dtype == torch.bool else x.detach()
-        parts = [torch.empty_like(payload) for _ in range(self.info.world_size)]
-        dist.all_gather(parts, payload.contiguous())
-        out = torch.cat(parts, dim=0)
-        return out.bool() if x.dtype == torch.bool else out
+        return gather_rows(x, self.info) if self.info.enabled else x.detach()
 
 
 def all_true(flag: bool, info: DistInfo) -> bool:
