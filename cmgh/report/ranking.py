@@ -13,16 +13,14 @@ in one process, without that noise.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cmgh import layout
-from cmgh.report.collect import noise_setting_of, run_folders
+from cmgh.report.collect import noise_setting_of, run_folders, train_logs
 from cmgh.report.pooled import KEYS, on_modality
 from cmgh.report.primary import EndpointResult, verdict
 from cmgh.report.tables import to_markdown
@@ -30,23 +28,15 @@ from cmgh.report.tables import to_markdown
 
 def throughputs(roots: Iterable[Path]) -> pd.DataFrame:
     """Every run's median samples/s over its steps: columns :data:`cmgh.report.pooled.KEYS` and ``samples_per_s``."""
-    rows = []
+    frames = []
     for root in roots:
         setting = noise_setting_of(Path(root))
-        for backbone, variant, seed, run in run_folders(Path(root)):
-            rate = _median_throughput(run / layout.TRAIN_LOG)
-            if rate is not None:
-                rows.append({"modality": setting.modality, "noise_rate": setting.rate, "backbone": backbone, "variant": variant,
-                             "seed": seed, "samples_per_s": rate})
-    return pd.DataFrame(rows, columns=[*KEYS, "samples_per_s"])
-
-
-def _median_throughput(log: Path) -> float | None:
-    if not log.is_file():
-        return None
-    rates = [row["samples_per_s"] for line in log.read_text(encoding="utf-8").splitlines() if line.strip()
-             for row in [json.loads(line)] if isinstance(row.get("samples_per_s"), int | float) and row["samples_per_s"] > 0]
-    return float(np.median(rates)) if rates else None
+        logs = train_logs(run_folders(Path(root)))
+        if "samples_per_s" not in logs:
+            continue
+        rates = logs[logs["samples_per_s"] > 0].groupby(["backbone", "variant", "seed"], as_index=False)["samples_per_s"].median()
+        frames.append(rates.assign(modality=setting.modality, noise_rate=setting.rate))
+    return pd.concat(frames, ignore_index=True)[[*KEYS, "samples_per_s"]] if frames else pd.DataFrame(columns=[*KEYS, "samples_per_s"])
 
 
 def step_cost(runs: pd.DataFrame, backbone: str, variant: str, modality: str) -> float:
