@@ -45,7 +45,6 @@ from cmgh.errors import ConfigError
 from cmgh.harmonize import scorers
 from cmgh.harmonize.selection import SCHEDULES, Selector, described, get, keep_fraction, names, register  # noqa: F401  (the curriculum's API)
 from cmgh.harmonize.truth import GroundTruth, missing_truth
-from cmgh.schema import fill_defaults, schema
 
 GRANULARITIES = ("triplet", "loss")
 Gather = Callable[[Tensor], Tensor]  # a non-differentiable all-gather: this rank's [b] -> the global [B], rows in rank order
@@ -121,7 +120,7 @@ class Curriculum:
     def from_config(cls, pretrain: Mapping[str, Any]) -> Curriculum:
         """From the ``pretrain`` config section (uses ``curriculum.*``, ``steps`` and ``vt_weight``)."""
         c = pretrain["curriculum"]
-        mixture, coteaching = _subsection(c, "mixture"), _subsection(c, "coteaching")
+        mixture, coteaching = c["mixture"], c["coteaching"]
         return cls(
             rule=c["rule"],
             scorer=c["scorer"],
@@ -319,11 +318,3 @@ class Curriculum:
         if self.window is not None and "window" in state:
             self.window = scorers.LossWindow.from_state(self.window_steps, state["window"])
 
-
-def _subsection(curriculum: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """``pretrain.curriculum.<name>`` with the schema's defaults filled in. The schema gives these sections
-    no default of their own so that a config without them keeps its run identity (cmgh.identity)."""
-    node = schema()["properties"]["pretrain"]["properties"]["curriculum"]["properties"][name]
-    out = dict(curriculum.get(name) or {})
-    fill_defaults(node, out)
-    return out

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from cmgh import config
+from cmgh import config, identity
 from cmgh.errors import ConfigError
 from cmgh.harmonize import curriculum, scorers
 from cmgh.harmonize.curriculum import Curriculum
@@ -208,7 +208,8 @@ def test_registry_and_config() -> None:
     assert "Co-teaching" in lines["coteaching"] and "NCR" in lines["mixture"]
     assert scorers.get("mixture").needs_window and not scorers.get("loss").needs_window
     default = config.load()
-    assert "mixture" not in default.pretrain.curriculum  # absent unless set: configs without it keep their run identity
+    for section in ("mixture", "coteaching"):  # at their defaults they stay out of the run identity: existing runs keep theirs
+        assert section not in identity.training_inputs(default)["pretrain"]["curriculum"]
     cur = Curriculum.from_config(config.with_overrides(default, ["pretrain.curriculum.rule=coteaching", "pretrain.curriculum.scorer=mixture"]).pretrain)
     assert (cur.window_steps, cur.em_iterations, cur.ramp_steps, cur.noise_rate, cur.max_forget) == (10, 50, 100, "auto", 0.5)
     assert cur.window is not None and cur.window.steps == 10
