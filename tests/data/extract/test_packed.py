@@ -174,6 +174,51 @@ def test_resume_skips_finished_shards_and_repacks_damaged_ones(tiny_world: confi
     assert sorted(p.name for p in shards.iterdir()) == ["00000.json", "00000.tar", "00001.json", "00001.tar"]
 
 
+@pytest.mark.parametrize("member", ["mp4", "json"])
+def test_a_member_damaged_in_place_is_packed_again_by_its_checksum(tiny_world: config_mod.Config, tmp_path: Path, member: str) -> None:
+    """Bytes changed without changing sizes (bit rot, a bad copy): headers and JSON still read, the
+    CRC-32 recorded at packing does not match. A JSON member that stays valid JSON (a caption's
+    letter changed) is the unlisted case of the same class."""
+    cfg = copy_data(tiny_world, tmp_path, "howto100m", overrides=("features.shard_size=16",))
+    packed.pack(cfg, "howto100m")
+    reference = tar_bytes(cfg)
+    index = pd.read_parquet(layout.packed_index(cfg.path("features"), "howto100m"))
+    row = index.iloc[3]
+    tar = layout.shard_file(folder(cfg), int(row.shard), "tar")
+    data = bytearray(tar.read_bytes())
+    if member == "mp4":
+        at = int(row.mp4_offset) + int(row.mp4_size) // 2
+        data[at] ^= 0xFF
+    else:
+        at = data.index(b'"text":"', int(row.json_offset)) + len(b'"text":"')
+        data[at] = ord("Z") if data[at] != ord("Z") else ord("Y")
+        json.loads(bytes(data[int(row.json_offset) : int(row.json_offset) + int(row.json_size)]))  # still valid JSON
+    tar.write_bytes(bytes(data))
+    damaged = tar_bytes(cfg)
+    packed.pack(config_mod.with_overrides(cfg, ["features.packed.verify=headers"]), "howto100m")
+    assert tar_bytes(cfg) == damaged  # the cheap check does not read the payloads
+    packed.pack(cfg, "howto100m")
+    assert tar_bytes(cfg) == reference  # packed again, byte-identical to the first time
+    assert manifest(cfg).eq("ok").sum() == len(index)
+
+
+def test_a_shard_packed_before_checksums_is_packed_again(tiny_world: config_mod.Config, tmp_path: Path) -> None:
+    cfg = copy_data(tiny_world, tmp_path, "howto100m", overrides=("features.shard_size=16",))
+    packed.pack(cfg, "howto100m")
+    shard_json = layout.shard_file(folder(cfg), 0, "json")
+    record = json.loads(shard_json.read_text())
+    for item in record["items"]:
+        item.pop("mp4_crc32", None)
+        item.pop("json_crc32", None)
+    shard_json.write_text(json.dumps(record))
+    assert packed.verify_shard(folder(cfg), 0, shards.split(packed.pack_items("howto100m", cfg.path("data") / "howto100m"), 16)[0],
+                               record["fingerprint"], checksums=True) is None
+    assert packed.verify_shard(folder(cfg), 0, shards.split(packed.pack_items("howto100m", cfg.path("data") / "howto100m"), 16)[0],
+                               record["fingerprint"], checksums=False) is not None
+    packed.pack(cfg, "howto100m")
+    assert all("mp4_crc32" in item for item in json.loads(shard_json.read_text())["items"] if item["status"] == "ok")
+
+
 def test_max_seconds_caps_the_packed_clip(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     cfg = copy_data(tiny_world, tmp_path, "howto100m", overrides=("features.packed.max_seconds=1.3", "features.shard_size=16"))
     packed.pack(cfg, "howto100m")
