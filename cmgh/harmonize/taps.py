@@ -45,6 +45,22 @@ def upcast(t: Tensor) -> Tensor:
     return t.to(accumulation(t.dtype))
 
 
+def gemm_dtype(x: Tensor, d: Tensor) -> torch.dtype:
+    """The dtype of a layer's per-sample gradient GEMMs: the layer's own under autocast (bf16 inputs
+    and cotangents: bf16 GEMMs accumulate in fp32 inside, like the plain backward's weight gradient,
+    at 2-4x the fp32 rate on tensor cores or AMX), fp32 otherwise. Their products are summed in fp32."""
+    return x.dtype if x.dtype == d.dtype and x.dtype in (torch.bfloat16, torch.float16) else accumulation(d.dtype)
+
+
+def layer_input(x: Tensor) -> Tensor:
+    """A linear layer's input as the layer computed with it: autocast's dtype inside an autocast region
+    (what its weight gradient is made of, at half the memory of the fp32 activation), else as is."""
+    device = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(device):
+        return x.detach().to(torch.get_autocast_dtype(device))
+    return x.detach()
+
+
 def _accumulate(p: nn.Parameter, g: Tensor) -> None:
     g = g.reshape(p.shape).to(p.dtype)
     p.grad = g if p.grad is None else p.grad + g
@@ -74,7 +90,7 @@ class LinearTap:
         self.strategy = ""  # the last gram()'s choice
 
     def new_call(self, x: Tensor) -> Call:
-        return Call(x.detach())
+        return Call(layer_input(x))
 
     def receive(self, call: Call, objective: str, g: Tensor, batch_size: int, final: bool) -> None:
         d = by_sample(g, batch_size)
@@ -88,6 +104,8 @@ class LinearTap:
         calls = [c for c in self.calls if objective in c.d and c.x is not None]
         if not calls:
             return calls, None, None
+        if len(calls) == 1:  # one call (every ms layer): views, no copy of the layer's activations
+            return calls, by_sample(calls[0].x, batch_size), calls[0].d[objective]  # type: ignore[arg-type]
         x = torch.cat([by_sample(c.x, batch_size) for c in calls], dim=1)  # type: ignore[arg-type]
         return calls, x, torch.cat([c.d[objective] for c in calls], dim=1)
 
@@ -130,20 +148,18 @@ class LinearTap:
         ghost = self.strategy == "ghost"
         per_sample_floats = 2 * (na + nb) ** 2 if ghost else 2 * d_in * d_out + (na + nb) * d_out  # (the dense form copies D once)
         chunk = max(1, CHUNK_BYTES // (4 * per_sample_floats))
+        work, acc = gemm_dtype(xa, da), accumulation(da.dtype)
         parts = []
         for lo in range(0, batch_size, chunk):
             s = slice(lo, lo + chunk)
-            cxa, cda, cxb, cdb = upcast(xa[s]), upcast(da[s]), upcast(xb[s]), upcast(db[s])
+            cxa, cda, cxb, cdb = xa[s].to(work), da[s].to(work), xb[s].to(work), db[s].to(work)
             if ghost:
                 parts.append(_ghost_gram(cxa, cda, None if same_x else cxb, cdb))
-            elif same_x:  # both objectives' per-sample gradients from one GEMM, their Gram from one more
-                g = torch.cat([cda, cdb], dim=-1).mT @ cxa  # [c, 2 d_out, d_in]
-                g = g.reshape(g.shape[0], 2, -1)
-                gg = g @ g.mT  # [c, 2, 2]
-                parts.append(Gram(gg[:, 0, 0], gg[:, 0, 1], gg[:, 1, 1]))
-            else:
-                ga, gb = cda.mT @ cxa, cdb.mT @ cxb
-                parts.append(Gram((ga * ga).sum((1, 2)), (ga * gb).sum((1, 2)), (gb * gb).sum((1, 2))))
+            else:  # each objective's per-sample gradients, transposed ([c, d_in, d_out]: X^T D, the
+                # orientation BLAS takes without a copy; a Frobenius product does not see the transpose)
+                ga = _bmm(cxa.mT, cda)
+                gb = _bmm((cxa if same_x else cxb).mT, cdb)
+                parts.append(Gram(_frobenius(ga, ga, acc), _frobenius(ga, gb, acc), _frobenius(gb, gb, acc)))
         gram = Gram(*(torch.cat([getattr(p, k) for p in parts]) for k in ("aa", "ab", "bb")))
         if self.module.bias is not None:
             acc = accumulation(da.dtype)
@@ -157,11 +173,13 @@ class LinearTap:
         for call in self.calls:
             if not call.d or call.x is None:
                 continue
-            dc = sum(coefficients[o][:, None, None] * upcast(d) for o, d in call.d.items())
+            x = by_sample(call.x, batch_size)
+            work = gemm_dtype(x, next(iter(call.d.values())))
+            # the combined cotangent in the GEMM's dtype (bf16 under autocast: no fp32 copy of a layer's cotangents)
+            dc = sum(coefficients[o].to(work)[:, None, None] * d.to(work) for o, d in call.d.items())
             assert isinstance(dc, Tensor)
-            x = upcast(by_sample(call.x, batch_size))
-            gw += dc.reshape(-1, dc.shape[-1]).T @ x.reshape(-1, x.shape[-1])
-            gb += dc.sum((0, 1))
+            gw += dc.reshape(-1, dc.shape[-1]).T @ x.reshape(-1, x.shape[-1]).to(work)  # the plain backward's GEMM, in its dtype
+            gb += dc.sum((0, 1), dtype=gb.dtype)
         _accumulate(weight, gw)
         if self.module.bias is not None:
             _accumulate(self.module.bias, gb)
@@ -184,13 +202,28 @@ def linear_strategy(na: int, nb: int, d_in: int, d_out: int, same_x: bool) -> st
     return "ghost" if ghost < dense else "dense"
 
 
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for ``[c, m, k] @ [c, k, n]`` with transposed views: a chunk of one sample (a large
+    layer's) goes through ``mm``, which hands the transposes to BLAS, where CPU ``bmm`` in bf16 first
+    copies a transposed operand (measured: 3x the GEMM's own time at 785 tokens x 4096)."""
+    return (a[0] @ b[0]).unsqueeze(0) if a.shape[0] == 1 else a @ b
+
+
+def _frobenius(u: Tensor, v: Tensor, acc: torch.dtype) -> Tensor:
+    """``<u_i, v_i>`` per sample of ``[c, m, n]`` matrices: row dot products (fp32 accumulation inside,
+    each row's result rounded once in a low-precision dtype), summed in ``acc``; no product temporary."""
+    return torch.linalg.vecdot(u, v).sum(-1, dtype=acc)
+
+
 def _ghost_gram(xa: Tensor, da: Tensor, xb: Tensor | None, db: Tensor) -> Gram:
-    """The ghost form of the three Gram entries; ``xb=None``: both objectives' tokens are ``xa``'s."""
-    xx_a = xa @ xa.mT
-    aa = (xx_a * (da @ da.mT)).sum((1, 2))
-    xx_b, xx_ab = (xx_a, xx_a) if xb is None else (xb @ xb.mT, xa @ xb.mT)
-    bb = (xx_b * (db @ db.mT)).sum((1, 2))
-    ab = (xx_ab * (da @ db.mT)).sum((1, 2))
+    """The ghost form of the three Gram entries; ``xb=None``: both objectives' tokens are ``xa``'s.
+    The token Gram matrices come from GEMMs in the inputs' dtype, their products are summed in fp32."""
+    acc = accumulation(da.dtype)
+    xx_a = _bmm(xa, xa.mT)
+    aa = _frobenius(xx_a, _bmm(da, da.mT), acc)
+    xx_b, xx_ab = (xx_a, xx_a) if xb is None else (_bmm(xb, xb.mT), _bmm(xa, xb.mT))
+    bb = _frobenius(xx_b, _bmm(db, db.mT), acc)
+    ab = _frobenius(xx_ab, _bmm(da, db.mT), acc)
     return Gram(aa, ab, bb)
 
 

@@ -272,6 +272,41 @@ def test_bf16_autocast_stores_bf16_cotangents_and_agrees_with_fp32() -> None:
     torch.testing.assert_close(gram.cosine()[sound], fp32.cosine()[sound], atol=0.05, rtol=0)
 
 
+@pytest.mark.parametrize("strategy", ["ghost", "dense"])
+def test_bf16_records_give_the_gram_and_gradient_of_what_the_layers_computed(strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under bf16 autocast a linear layer records its input as it computed with it (bf16), and the
+    Gram's GEMMs run in bf16 (fp32 accumulation inside, products summed in fp32): every layer's
+    entries equal a float64 computation from the same bf16 records to bf16's rounding, and the
+    assembled gradient with unit coefficients equals the float64 sum of both objectives' weight gradients."""
+    from cmgh.harmonize import taps
+    from cmgh.train.precision import autocast
+
+    monkeypatch.setattr(taps, "linear_strategy", lambda *args: strategy)
+    model, batch = small_model("ms", dtype=torch.float32), small_batch(dtype=torch.float32)
+    ghost = GhostGram(model)
+    with autocast(torch.device("cpu"), "bf16"), ghost.recording(B):
+        fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
+    c_va, c_vt = objective_cotangents(fwd.valid_vt, 1.0)
+    seeds = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt)
+    for objective in ("va", "vt"):
+        ghost.cotangents(objective, seeds[objective], {k: a for k, (a, _) in fwd.cut.items()}, retain_graph=True)
+    linear = [tap for tap in ghost.taps if isinstance(tap, taps.LinearTap) and tap.calls]
+    assert linear and all(c.x.dtype == torch.bfloat16 for tap in linear for c in tap.calls)
+    for tap in linear:
+        gram = tap.gram(B)
+        assert tap.strategy == strategy
+        per = {o: torch.stack([sum(c.d[o][i].double().T @ taps.by_sample(c.x, B)[i].double() for c in tap.calls if o in c.d)
+                               for i in range(B)]) for o in ("va", "vt")}
+        bias = {o: sum(c.d[o].double().sum(1) for c in tap.calls if o in c.d) for o in ("va", "vt")}
+        for key, (u, v) in {"aa": ("va", "va"), "ab": ("va", "vt"), "bb": ("vt", "vt")}.items():
+            want = (per[u] * per[v]).sum((1, 2)) + (bias[u] * bias[v]).sum(1)
+            torch.testing.assert_close(getattr(gram, key).double(), want, rtol=2e-2, atol=1e-3 * float(want.abs().max()))
+        model.zero_grad(set_to_none=True)
+        tap.assemble({"va": torch.ones(B), "vt": torch.ones(B)}, B)
+        weight = (per["va"] + per["vt"]).sum(0)
+        torch.testing.assert_close(tap.module.weight.grad.double(), weight, rtol=2e-2, atol=1e-2 * float(weight.abs().max()))
+
+
 def test_conflict_curriculum_with_droptoken_reuses_the_compaction(monkeypatch: pytest.MonkeyPatch) -> None:
     """The weighted objective's second pair of passes brings full-length cotangents to a compacted tokenizer call."""
     from cmgh.harmonize import taps
