@@ -14,8 +14,8 @@ demand: >= 1 means the loader keeps the GPU busy.
   config's precision: bf16 autocast on CUDA), warm-up steps excluded, each timed step between
   ``torch.cuda.synchronize`` calls; the median step gives samples/s (best and mean shown too:
   the CPU here is shared). On CUDA at paper shapes with batch ``--batch`` (default 32), halved
-  on out-of-memory until it fits, and also compiled with ``--compile`` (backbone and heads, as
-  ``pretrain.compile`` does); on CPU at a reduced shape (width 256, depth 4, 16 frames of
+  on out-of-memory until it fits, and also compiled with ``--compile`` (the regions
+  ``pretrain.compile`` compiles: tokenizers and Transformers); on CPU at a reduced shape (width 256, depth 4, 16 frames of
   112^2) so that the run takes a minute or two on 2 cores. Achieved FLOP/s is the counted
   FLOPs of a step over its median time, also as a fraction of a dense matmul's FLOP/s in the
   step's precision on the same device.
@@ -46,6 +46,7 @@ from cmgh.config import Config  # noqa: E402
 from cmgh.harmonize import Harmonizer  # noqa: E402
 from cmgh.models import build_model  # noqa: E402
 from cmgh.models.flops import flop_counter, train_flops  # noqa: E402
+from cmgh.train.compile import compile_model  # noqa: E402
 from cmgh.train.precision import use_bf16  # noqa: E402
 from cmgh.train.setup import build_optimizer, build_scheduler_for  # noqa: E402
 from cmgh.train.step import train_step  # noqa: E402
@@ -77,9 +78,8 @@ class Bench:
         self.steps += 1
 
     def compile(self) -> None:
-        """In place, as the trainer does under ``pretrain.compile`` (:func:`cmgh.train.setup.build`)."""
-        self.model.backbone.compile()
-        self.model.head.compile()
+        """In place, as the trainer does under ``pretrain.compile`` (:func:`cmgh.train.compile.compile_model`)."""
+        compile_model(self.model, self.harmonizer, str(self.cfg.pretrain.compile_backend), self.device)
 
 
 def make_batch(cfg: Config, batch_size: int, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--flops-batch", type=int, default=2, help="batch of the counted paper-shape step on CPU")
     parser.add_argument("--shape", choices=("auto", "paper", "reduced"), default="auto", help="timed shape (auto: paper on CUDA, reduced on CPU)")
     parser.add_argument("--variant", default="baseline", help="pretraining variant whose step is run (default baseline)")
-    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile (backbone and heads)")
+    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile (as pretrain.compile: tokenizers and Transformers)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before timing (default 3 on CUDA, 1 on CPU; +3 compiled)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on CUDA, 4 on CPU)")
     parser.add_argument("--loader-clips-per-s-per-core", type=float, default=50.0, help="loader supply per core (target 50; benchmarks/stream.py measures it)")

@@ -54,6 +54,16 @@ class UncoveredParameterError(TypeError):
     """A shared parameter has no per-sample gradient rule (a new module type needs one here)."""
 
 
+class CompiledSharedPathwayError(ValueError):
+    """A compiled region holds a shared parameter: its layers' outputs are not in the eager autograd graph, so the
+    cotangent passes cannot reach them (the Gram would be silently wrong)."""
+
+
+def _is_compiled(module: nn.Module) -> bool:
+    """``module.compile()`` (in place) or ``torch.compile(module)`` (a wrapper)."""
+    return getattr(module, "_compiled_call_impl", None) is not None or type(module).__name__ == "OptimizedModule"
+
+
 @dataclass
 class _Boundary:
     """``ma``: a non-video sequence's input to the shared Transformer, and its objective's cotangent there."""
@@ -79,6 +89,10 @@ class GhostGram:
         self.taps: list[LinearTap | VectorTap] = [self.agg]
         self._module_taps: list[tuple[nn.Module, LinearTap | VectorTap]] = []
         owned = {id(p) for p in shared.values()}
+        compiled = [name or "model" for name, m in model.named_modules() if _is_compiled(m) and any(id(p) in owned for p in m.parameters())]
+        if compiled:
+            raise CompiledSharedPathwayError(f"the all_parameters recorder needs the shared pathway eager, but {', '.join(compiled)} "
+                                             "is compiled (compile with cmgh.train.compile.compile_model, which leaves it out)")
         covered = {id(backbone.agg["video"])}
         for module in model.modules():
             if not any(id(p) in owned for p in module.parameters(recurse=False)):

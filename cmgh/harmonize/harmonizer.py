@@ -315,9 +315,15 @@ class Harmonizer:
         """What to pass as ``encode(batch, hidden_blocks=...)``: 0 unless the meeting point is the parameters."""
         return self.parameter_blocks if self.meeting_point == "parameters" else 0
 
+    @property
+    def records_shared(self) -> bool:
+        """Whether a step records the shared pathway's layers (:meth:`ghost_for`): they must then run eagerly
+        (``pretrain.compile`` leaves them out, :mod:`cmgh.train.compile`)."""
+        return self.meeting_point == "all_parameters" and self.granularity == "sample"
+
     def ghost_for(self, model: nn.Module) -> GhostGram | None:
         """The recorder of the shared pathway for one step at ``all_parameters`` per sample, else ``None``."""
-        return GhostGram(model) if self.meeting_point == "all_parameters" and self.granularity == "sample" else None
+        return GhostGram(model) if self.records_shared else None
 
     def shared_for(self, model: nn.Module) -> list[nn.Parameter] | None:
         """The shared parameters a batch-level rule reads at ``all_parameters`` (else ``None``: not needed)."""

@@ -34,6 +34,7 @@ from cmgh.harmonize.curriculum import Curriculum
 from cmgh.harmonize.truth import missing_truth
 from cmgh.models import build_model
 from cmgh.train import distributed
+from cmgh.train.compile import compile_model
 from cmgh.train.schedule import build_scheduler
 
 
@@ -161,10 +162,7 @@ def build(cfg: Config, spec: RunSpec) -> Run:
     optimizer = build_optimizer(model, cfg, device)
     scheduler = build_scheduler_for(optimizer, cfg)
     harmonizer = Harmonizer.from_config(cfg.to_dict()["pretrain"])
-    if pcfg.compile:
-        # In place (nn.Module.compile): the trainer calls encode/heads, not forward, and the
-        # state_dict keys stay those of the plain model, so checkpoints are interchangeable.
-        model.backbone.compile()
-        model.head.compile()
+    if pcfg.compile:  # region by region, in place: checkpoints stay interchangeable with an eager run's
+        compile_model(model, harmonizer, str(pcfg.compile_backend), device)
     gather = distributed.RowGather(dist_info, int(pcfg.batch_size) // dist_info.world_size) if dist_info.enabled else None
     return Run(cfg, spec, dist_info, device, corpora, model, optimizer, scheduler, harmonizer, len(vocab), gather)
