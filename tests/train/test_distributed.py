@@ -41,7 +41,7 @@ def test_two_gloo_ranks_match_one_process(tiny_world: config_mod.Config, tmp_pat
     """At ``all_parameters`` each rank assembles its rows' combined gradients (global negatives), then they are averaged."""
     cfg = config_mod.with_overrides(tiny_world, [*SETTINGS, f"pretrain.harmonize.meeting_point={meeting_point}", *extra])
     config_file = cfg.write(tmp_path, "tiny.yaml")
-    single = pretrain(cfg, RunSpec("ms", variant, 0, tmp_path / "single"))
+    pretrain(cfg, RunSpec("ms", variant, 0, tmp_path / "single"))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "cmgh", "pretrain", "--config", str(config_file), "--backbone", "ms", "--variant", variant,
@@ -49,9 +49,14 @@ def test_two_gloo_ranks_match_one_process(tiny_world: config_mod.Config, tmp_pat
     ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    a, b = ckpt.load(single)["model"], ckpt.load(tmp_path / "ddp" / "checkpoint.pt")["model"]
+    assert_matches_one_process(cfg, tmp_path / "single", tmp_path / "ddp", steps=4)
+
+
+def assert_matches_one_process(cfg: config_mod.Config, single: Path, ranks: Path, steps: int) -> None:
+    """The ``ms`` seed-0 run in ``ranks`` (several processes) trained what the one in ``single`` did (one process)."""
+    a, b = ckpt.load(single / "checkpoint.pt")["model"], ckpt.load(ranks / "checkpoint.pt")["model"]
     seed_everything(0)
-    init = build_model(cfg, "ms", vocab_size=ckpt.load(single)["meta"]["vocab_size"]).state_dict()
+    init = build_model(cfg, "ms", vocab_size=ckpt.load(single / "checkpoint.pt")["meta"]["vocab_size"]).state_dict()
     # Gradients agree to ~1e-5 relative; Adam turns float noise on zero-gradient entries (e.g. key
     # biases, which softmax ignores) into full-size steps, so compare each tensor's update.
     for key in a:
@@ -59,6 +64,6 @@ def test_two_gloo_ranks_match_one_process(tiny_world: config_mod.Config, tmp_pat
         assert update > 0, f"{key} did not train"
         assert (a[key] - b[key]).abs().sum() <= 0.05 * update, key
     # The logged global-batch losses agree too: every rank saw the global batch's negatives.
-    one, two = load_metrics_log(tmp_path / "single"), load_metrics_log(tmp_path / "ddp")
-    assert len(two) == 4
+    one, two = load_metrics_log(single), load_metrics_log(ranks)
+    assert len(two) == steps
     torch.testing.assert_close(torch.tensor(one["loss_va"].to_numpy()), torch.tensor(two["loss_va"].to_numpy()), rtol=1e-4, atol=1e-5)

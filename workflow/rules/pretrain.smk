@@ -1,6 +1,8 @@
 # Pre-training variants: one job per backbone x variant x seed (the grid comes from the config).
-# With more than one GPU per job (`resources.gpu`, e.g. from a cluster profile's set-resources),
-# the job runs data-parallel under torchrun (cmgh.train.distributed: nccl on CUDA, gloo on CPU).
+# Its shape comes from `pretrain.nodes` and `pretrain.gpus` (per node) through its resources, which the
+# command reads back (cmgh.plan.launch): with more than one GPU the job runs data-parallel under torchrun
+# (cmgh.train.distributed: nccl on CUDA, gloo on CPU), with more than one node under SLURM, one torchrun
+# per node started by srun (cmgh.train.launch).
 
 
 rule pretrain:
@@ -28,7 +30,11 @@ rule pretrain:
     priority: 2  # longest jobs first: short evaluations then fill the cores at the end of the DAG
     resources:
         mem_mb=4000,
-        gpu=pretrain_gpus,
+        nodes=pretrain_resource("nodes"),
+        gpu=pretrain_resource("gpu"),  # all nodes together: the slurm executor's `sbatch --gpus`
+        tasks=pretrain_resource("tasks"),  # above one node: one task per node, each a torchrun
+        mpi=pretrain_resource("mpi"),  # above one node: the executor leaves starting the tasks to the command
+        tasks_per_gpu=pretrain_resource("tasks_per_gpu"),
     conda:
         CONDA_ENV
     shell:
