@@ -22,9 +22,8 @@ from cmgh.io import atomic_write_text, redacted
 from cmgh.keypaths import set_path
 from cmgh.schema import DEFAULTS, choices, fill_defaults, integers, schema, validate
 
-# The checkout this module was imported from (its tests, benchmarks and git provenance); nothing a
-# config names hangs off it, so an installed package behaves the same (see resolve_path).
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# No path here hangs off the folder this package was imported from: a venv (or an installed wheel)
+# shared by several checkouts serves each from its own working directory (see resolve_path).
 DEFAULT_CONFIG = DEFAULTS / "config.yaml"  # the mini world, read when no config file is given
 
 

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from cmgh import layout
-from cmgh.config import REPO_ROOT, corpora, corpus_format
+from cmgh import __version__, layout
+from cmgh.config import corpora, corpus_format
 from cmgh.identity import run_identity
 from cmgh.io import json_digest
 from cmgh.tracking import file_hash
@@ -41,8 +41,10 @@ def manifest_tags(cfg: Any) -> dict[str, str]:
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str]:
-    """``git_commit`` and ``git_dirty`` of the code (empty when git or the repository is missing)."""
-    where = str(cwd or REPO_ROOT)
+    """``git_commit`` and ``git_dirty`` of the project ``cwd`` (default: the working directory, the
+    project cmgh runs in and writes to; never the folder the package was imported from, which a shared
+    venv or an installed wheel puts elsewhere). Empty when git or the repository is missing."""
+    where = str(cwd or Path.cwd())
 
     def git(*args: str) -> str | None:
         try:
@@ -62,9 +64,11 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
 
 
 def provenance_tags(cfg: Any, stage: str) -> dict[str, str]:
-    """Tags every cmgh run carries: stage, config hash, code version, data version, noise rates, workflow rule."""
+    """Tags every cmgh run carries: stage, config hash, code version (the project's commit and the
+    package's version), data version, noise rates, workflow rule."""
     tags = {
         **git_state(),
+        "cmgh.version": __version__,
         "stage": stage,
         "cmgh.config_hash": config_hash(cfg, stage),
         "noise_audio_rate": str(cfg.data.noise.audio_rate),

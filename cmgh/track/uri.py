@@ -2,7 +2,7 @@
 
 One rule for local stores, shared by MLflow (``tracking.uri``) and Optuna (``sweep.storage``):
 an empty setting means a sqlite file under ``paths.results``, and a relative sqlite path hangs off
-the repository root like every other path in the config. A URI is shown (logs, tags, written
+the working directory (the project) like every other path in the config. A URI is shown (logs, tags, written
 configs) only through :func:`~cmgh.io.redacted`, so a config read back from a run folder holds
 ``user:***@``: :func:`unmasked` refuses such a URI where it would be used. Import-light: no mlflow, no optuna.
 """
@@ -28,7 +28,7 @@ FILE_STORE_REFUSED_SINCE = (3, 13)  # MLflow raises on a file store from then on
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
-    """``sqlite:///`` + an absolute path (relative paths hang off the repository root)."""
+    """``sqlite:///`` + an absolute path (relative paths hang off the working directory: the project)."""
     return f"{SQLITE}{resolve_path(path)}"
 
 
@@ -90,7 +90,7 @@ def _supported(uri: str, key: str) -> str:
 
 def tracking_uri(cfg: Any) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri`` (relative sqlite paths hang off the
-    repository root), else ``sqlite:///<paths.results>/mlflow.db``. A file store (``file:`` or a
+    working directory), else ``sqlite:///<paths.results>/mlflow.db``. A file store (``file:`` or a
     bare directory such as ``./mlruns``) is refused where the installed MLflow refuses it."""
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:

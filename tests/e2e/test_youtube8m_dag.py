@@ -48,13 +48,13 @@ def test_dry_run_lists_the_youtube8m_jobs_of_either_format(tmp_path: Path) -> No
 
 def test_extracting_youtube8m_waits_for_the_howto100m_vocabulary(tmp_path: Path) -> None:
     configfile = mixed_configfile(tmp_path)
-    data = tmp_path / "out" / "data"
+    data = Path("out", "data")  # as the rules declare it: relative to the working directory
     first = snakemake(tmp_path, str(layout.stamp(data, "youtube8m")), str(layout.stamp(data, "howto100m")), "--configfile", str(configfile))
     assert first.returncode == 0, first.stderr[-2000:]
     result = snakemake(tmp_path, "--configfile", str(configfile), "-n")
     assert result.returncode == 0, result.stderr[-2000:]
     extract = jobs(result.stdout + result.stderr)["extract:youtube8m"]
     inputs = set(extract["input"].split(", "))
-    root = layout.dataset_dir(data, "youtube8m")
-    expected = {*map(str, datasets.get("youtube8m").annotation_files(data)), str(layout.stamp(data, "youtube8m")), str(layout.vocab(tmp_path / "out" / "features"))}
+    root = tmp_path / layout.dataset_dir(data, "youtube8m")
+    expected = {*map(str, datasets.get("youtube8m").annotation_files(data)), str(layout.stamp(data, "youtube8m")), str(layout.vocab(Path("out", "features")))}
     assert inputs == expected and (root / layout.YOUTUBE8M_CAPTIONS).is_file()

@@ -23,7 +23,7 @@ from cmgh.evaluate.run import evaluate_run
 from cmgh.evaluate.detection_over_training import COLUMNS, default_window, over_training, read_scores, series, window_size
 from cmgh.train.loop import RunSpec, pretrain
 from tests.evaluate.score_dumps import EXPECTED, world_config, write_run, write_world
-from tests.helpers import mlflow_store
+from tests.helpers import REPO, mlflow_store
 
 TASK = "noise_training"
 
@@ -69,11 +69,9 @@ def test_series_puts_each_window_at_its_last_step_and_leaves_undefined_values_ou
 
 
 def test_default_window_is_a_fifth_of_the_run_in_whole_dump_intervals(tmp_path: Path) -> None:
-    from cmgh.config import REPO_ROOT
-
     default = config_mod.load()
     assert default_window(default.to_dict()) == 30  # 150 steps, a dump every step
-    paper = config_mod.load(REPO_ROOT / "config" / "paper.yaml")
+    paper = config_mod.load(REPO / "config" / "paper.yaml")
     assert default_window(paper.to_dict()) == 100_000  # 500k steps, a dump every 10k
     assert default_window({"pretrain": {"steps": 6, "score_every": 4}}) == 4
     assert default_window({"pretrain": {"steps": 3, "score_every": 1}}) == 1

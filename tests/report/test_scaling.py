@@ -13,15 +13,14 @@ import pytest
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.config import REPO_ROOT
 from cmgh.errors import DataError
 from cmgh.report import build_report, collect
 from cmgh.report.scaling import DIFFERENCE, GAIN, Pair, gain_table, pairs, results_configs, variant_configs
 from cmgh.report.stats import t_interval
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli
 from tests.report.fake_results import fake_results
 
-SCALING = REPO_ROOT / "config" / "scaling.yaml"
+SCALING = REPO / "config" / "scaling.yaml"
 YT = [{"dataset": "howto100m", "weight": 1}, {"dataset": "youtube8m", "weight": 1}]
 
 

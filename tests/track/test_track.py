@@ -143,7 +143,9 @@ def test_a_finished_run_is_never_reopened_by_another_out_folder(tiny_world: conf
 
 def test_tracker_config_handling(tiny_world: config_mod.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config_mod.with_overrides(tiny_world, ["tracking.uri=sqlite:///results/x.db"])
-    assert tracking_uri(cfg) == f"sqlite:///{config_mod.REPO_ROOT / 'results' / 'x.db'}"
+    with monkeypatch.context() as here:  # a relative store hangs off the working directory (the project), not the package's folder
+        here.chdir(tmp_path)
+        assert tracking_uri(cfg) == f"sqlite:///{tmp_path / 'results' / 'x.db'}"
     assert tracking_uri(tiny_world) == f"sqlite:///{tiny_world.path('results') / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:1")
     assert tracking_uri(cfg) == "http://example.invalid:1"

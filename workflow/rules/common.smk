@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
 from cmgh import config as cmgh_config
@@ -18,6 +19,7 @@ from cmgh.data.datasets import TOKENIZED
 from cmgh.errors import ConfigError, DataError
 from cmgh.evaluate import NOISE_TRAINING, TASK_DATASETS, TASKS
 from cmgh.plan import Plan
+from cmgh.plan import launch as pretrain_launch
 from cmgh.plan.triggers import Triggers
 
 
@@ -45,9 +47,9 @@ WORLDS = PLAN.worlds
 
 # With a default storage provider (workflow/profiles/s3, kubernetes) Snakemake maps every declared
 # path to an object under the prefix and gives a job local copies under its local storage prefix.
-# The rules then declare the config's paths as written (relative ones, the documented choice, are
-# keys relative to the working directory; absolute ones would carry the submitting host's path into
-# every key), and the jobs' config names the local copies, so the CLI reads and writes what Snakemake moves.
+# The rules then declare the config's paths relative to the working directory (`rel`: keys relative to
+# it; an absolute path outside it would carry the submitting host's path into every key), and the jobs'
+# config names the local copies, so the CLI reads and writes what Snakemake moves.
 STORAGE = workflow.storage_settings.default_storage_provider is not None
 PATH_ROOTS = ("data", "features", "results")
 
@@ -57,17 +59,47 @@ def storage_local(path):
     return os.path.abspath(workflow.modifier.path_modifier.apply_default_storage(path))
 
 
+# Every path a rule declares or passes is relative to the working directory (the project folder
+# Snakemake runs in) where it lies inside it: Snakemake keys its record of each output
+# (.snakemake/metadata) by the output's path as declared and reruns a job whose params changed, so a
+# project moved, renamed or cloned elsewhere keeps its records only when no path names its folder.
+# A path outside the project (a shared scratch folder) stays absolute.
+WORKDIR = os.getcwd()  # Snakemake changed into `--directory` before reading this file
+
+
+def rel(path):
+    """``path`` (absolute or relative to the working directory) as rules declare it: relative to the
+    working directory where it lies inside it, else absolute; wildcards such as ``{dataset}`` stay."""
+    absolute = os.path.abspath(str(path))
+    inside = os.path.relpath(absolute, WORKDIR)
+    return absolute if inside == os.pardir or inside.startswith(os.pardir + os.sep) else inside
+
+
 if STORAGE:
-    DATA, FEATURES, RESULTS = (os.path.normpath(str(CFG.to_dict()["paths"][name])) for name in PATH_ROOTS)
+    DATA, FEATURES, RESULTS = (rel(CFG.to_dict()["paths"][name]) for name in PATH_ROOTS)
     JOB_CFG = cmgh_config.with_overrides(CFG, [f"paths.{name}={storage_local(root)}" for name, root in zip(PATH_ROOTS, (DATA, FEATURES, RESULTS))])
 else:
-    DATA, FEATURES, RESULTS = (str(CFG.path(name)) for name in PATH_ROOTS)
+    DATA, FEATURES, RESULTS = (rel(CFG.path(name)) for name in PATH_ROOTS)
     JOB_CFG = CFG
-# Jobs run the interpreter that runs Snakemake (`make setup`'s .venv), or, with
-# `--software-deployment-method conda`, the `python` of the environment Snakemake activates for
-# them (workflow/envs/cmgh.yaml, every rule's `conda:`).
+# Under an S3 provider the packed pre-training shards stay in the bucket: the pack rule declares its
+# index, manifest and shards apart, the jobs that train declare the index and manifest only, and read
+# the shards by byte range (cmgh.data.stream.remote) from where the job config's
+# `features.packed.remote.url` says. The endpoint and credentials Snakemake was given reach those jobs
+# as the storage plugin's variables (the way a remote executor hands them over; never in a file).
+STREAM_SHARDS = workflow.storage_settings.default_storage_provider == "s3"
+if STREAM_SHARDS:
+    storage_prefix = (workflow.storage_settings.default_storage_prefix or "").rstrip("/")
+    JOB_CFG = cmgh_config.with_overrides(JOB_CFG, [f"features.packed.remote.url={storage_prefix}/{os.path.normpath(FEATURES)}"])
+    s3_settings = workflow.storage_registry.default_storage_provider.settings
+    for field, variable in (("endpoint_url", "ENDPOINT_URL"), ("region", "REGION"), ("access_key", "ACCESS_KEY"), ("secret_key", "SECRET_KEY"), ("token", "TOKEN")):
+        if getattr(s3_settings, field, None):
+            os.environ.setdefault(f"SNAKEMAKE_STORAGE_S3_{variable}", str(getattr(s3_settings, field)))
+# Jobs run the interpreter that runs Snakemake (`make setup`'s .venv: relative where it lies in the
+# project, like every other path of a rule's params), or, with `--software-deployment-method conda`,
+# the `python` of the environment Snakemake activates for them (workflow/envs/cmgh.yaml, every rule's `conda:`).
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-PYTHON = "python" if USE_CONDA else sys.executable
+INTERPRETER = rel(sys.executable)
+PYTHON = "python" if USE_CONDA else INTERPRETER if os.sep in INTERPRETER else os.path.join(os.curdir, INTERPRETER)  # never a PATH lookup
 CMGH = [PYTHON, "-m", "cmgh.cli"]  # the cmgh CLI as a command prefix (a rule's params, quoted with :q)
 CONDA_ENV = "../envs/cmgh.yaml"  # relative to the rule files
 
@@ -95,7 +127,7 @@ def write_if_changed(path, text):
 # Every rule's command reads the resolved config from this one file (not in the worlds' root:
 # each tree writes its own). It is the jobs' input, so it keeps store URIs as given (passwords too);
 # every config written beside a result masks them.
-RESOLVED_CONFIG = str(layout.resolved_config(RESULTS))
+RESOLVED_CONFIG = rel(layout.resolved_config(RESULTS))
 if not WORLDS:
     write_if_changed(RESOLVED_CONFIG, JOB_CFG.to_yaml(masked=False))
 
@@ -125,8 +157,9 @@ def features_root(dataset):
 
 
 def p(path):
-    """A cmgh.layout path as the string Snakemake wants (wildcards such as ``{dataset}`` stay)."""
-    return str(path)
+    """A cmgh.layout path as the string Snakemake wants: relative to the working directory where it
+    lies inside it (`rel`; a shared tree's, a study's root), wildcards such as ``{dataset}`` kept."""
+    return rel(path)
 
 
 def job_log(step, name):
@@ -155,8 +188,21 @@ def feature_index(dataset):
 
 
 def packed_index(dataset):
-    """The pack rule's output: its index, written last (with object storage: the whole folder)."""
-    return p(layout.packed_dir(FEATURES, dataset) if STORAGE else layout.packed_index(FEATURES, dataset))
+    """The pack rule's output its readers wait on: its index, written last (with object storage: the whole
+    folder; with shards read from the bucket, `STREAM_SHARDS`, the index again)."""
+    return p(layout.packed_dir(FEATURES, dataset) if STORAGE and not STREAM_SHARDS else layout.packed_index(FEATURES, dataset))
+
+
+def packed_manifest(dataset):
+    return p(layout.packed_dir(FEATURES, dataset) / layout.FEATURE_MANIFEST)
+
+
+def packed_outputs(dataset):
+    """The pack rule's outputs: `packed_index`, and with shards read from the bucket the manifest and the
+    shards' folder apart, so that a job reading the corpus fetches the first two only."""
+    if not STREAM_SHARDS:
+        return [stored(packed_index(dataset))]
+    return [packed_index(dataset), packed_manifest(dataset), directory(p(layout.packed_dir(FEATURES, dataset) / layout.SHARDS_DIR))]
 
 
 def corpus_index(name, fmt):
@@ -166,8 +212,11 @@ def corpus_index(name, fmt):
 
 def corpus_indexes(variant=None):
     """The features a pre-training run of ``variant`` (the base config's without one) reads: each corpus of
-    `pretrain.corpora`, packed or decoded as `features.format` says."""
-    return [corpus_index(name, fmt) for name, fmt in PLAN.corpora(variant)]
+    `pretrain.corpora`, packed or decoded as `features.format` says (with shards read from the bucket, a
+    packed corpus's index and manifest: the run hashes the manifest)."""
+    corpora = PLAN.corpora(variant)
+    manifests = [packed_manifest(name) for name, fmt in corpora if fmt == "packed"] if STREAM_SHARDS else []
+    return [corpus_index(name, fmt) for name, fmt in corpora] + manifests
 
 
 def stamp(dataset):
@@ -214,136 +263,7 @@ def shared_inputs(wildcards):
     return sorted({stamp(d) for d in datasets_read & set(SHARED.data)} | {feature_index(d) for d in datasets_read & set(SHARED.features)})
 
 
-# --------------------------------------------------------------------------- per-stage inputs and commands
-# A rule's `params.slice` (its rerun trigger) is TRIGGERS' (cmgh.plan.triggers, from cmgh.identity):
-# what its jobs' outputs depend on, so a changed value reruns exactly its jobs.
-
-
-def extract_inputs(wildcards):
-    """A dataset's annotation files (its media are listed in them), plus the vocabulary where its
-    captions are tokenized (HowTo100M's, shared by every dataset with text)."""
-    inputs = raw_inputs(wildcards.dataset, datasets.get(wildcards.dataset).annotation_files(DATA), media=True)
-    if wildcards.dataset in TOKENIZED:
-        inputs.append(p(layout.vocab(FEATURES)))
-    return inputs
-
-
-def pack_inputs(wildcards):
-    """The annotation files a packed corpus is built from (AudioSet: its training segment lists
-    that exist: the unbalanced list only where it was downloaded)."""
-    files, required = datasets.get(wildcards.dataset).pack_files(DATA)
-    inputs = raw_inputs(wildcards.dataset, required, media=True)  # waits for the data job: then the optional files are there or not
-    return inputs + [p(f) for f in files if f not in required and f.exists()]
-
-
-def noise_training_inputs(wildcards):
-    """What noise detection over one run's training reads besides the finished run (its summary,
-    written after its score dumps): each labelled corpus's features as the run read them, and its ground truth."""
-    names = PLAN.truth_corpora(wildcards.variant)
-    features = [corpus_index(name, fmt) for name, fmt in PLAN.corpora(wildcards.variant) if name in names]
-    return {"features": features, "raw": [path for name in names for path in raw_inputs(name, [layout.noise_labels(DATA, name)])]}
-
-
-def evaluation_outputs(random_init):
-    """The metrics one evaluation job writes: its task's (per task), or every task's of its run (per run,
-    with noise detection over training's windows where the run's job scores its training too)."""
-    variant = layout.RANDOM_VARIANT if random_init else "{variant}"
-    if not PLAN.per_run:
-        return [p(layout.eval_metrics(RESULTS, "{task}", "{backbone}", variant, "{seed}"))]
-    outputs = [p(layout.eval_metrics(RESULTS, t, "{backbone}", variant, "{seed}")) for t in PLAN.evaluation_tasks(random_init)]
-    if NOISE_TRAINING in PLAN.evaluation_tasks(random_init):
-        outputs.append(p(layout.eval_dir(RESULTS, NOISE_TRAINING, "{backbone}", "{variant}", "{seed}") / layout.NOISE_WINDOWS))
-    return outputs
-
-
-def evaluation_inputs(wildcards):
-    """What one evaluation job reads: its task's features and raw files (per task), or every task's of
-    its run (per run: with its labelled corpora where the job scores its training too)."""
-    if not PLAN.per_run:
-        return task_inputs(wildcards)
-    random_init = wildcards.get("variant", layout.RANDOM_VARIANT) == layout.RANDOM_VARIANT
-    features, raw = [], []
-    for task in PLAN.planned_tasks:
-        inputs = task_inputs(wildcards, task)
-        features += inputs["features"]
-        raw += inputs["raw"]
-    if NOISE_TRAINING in PLAN.evaluation_tasks(random_init):
-        inputs = noise_training_inputs(wildcards)
-        features += inputs["features"]
-        raw += inputs["raw"]
-    return {"features": sorted(set(features)), "raw": sorted(set(raw))}
-
-
-def evaluation_params(random_init):
-    """An evaluation job's params: per run, its ``--task`` options (one per task, each quoted by `:q`);
-    per task, its output folder. The rerun trigger: the evaluated run's training (not for a random
-    encoder: its model and features) and the evaluations' settings."""
-    params = {"cmgh": CMGH, "config": RESOLVED_CONFIG}
-    if PLAN.per_run:
-        params["tasks"] = [arg for task in PLAN.evaluation_tasks(random_init) for arg in ("--task", task)]
-    params["slice"] = TRIGGERS.evaluate_random_init() if random_init else lambda wildcards: TRIGGERS.evaluate(wildcards.variant)
-    params["checkpoint"] = lambda wildcards, input: str(Path(input.summary).parent)
-    if not PLAN.per_run:
-        params["out"] = lambda wildcards, output: str(Path(output[0]).parent)
-    return params
-
-
-def evaluation_command(name, random_init):
-    """An evaluation job's command: one task (``--task {wildcards.task}``, ``--out``) or its run's
-    (``{params.tasks}``); the same text as each mode's jobs recorded (Snakemake reruns a job whose command text changed)."""
-    tasks = "{params.tasks:q}" if PLAN.per_run else "--task {wildcards.task:q}"
-    out = "" if PLAN.per_run else " --out {params.out:q}"
-    return (f"CMGH_RULE={name} {{params.cmgh:q}} evaluate {tasks} --checkpoint {{params.checkpoint:q}}"
-            f"{out}{' --random-init' if random_init else ''} --threads {{threads:q}} --config {{params.config:q}} >> {{log:q}} 2>&1")
-
-
-def evaluation_constraints(random_init):
-    """The evaluation job's wildcard constraints (a task only per task, a variant only for a pre-trained run)."""
-    return {**({} if PLAN.per_run else {"task": TASK_PATTERN}), "backbone": BACKBONE_PATTERN, **({} if random_init else {"variant": VARIANT_PATTERN})}
-
-
-def reference_summary(wildcards):
-    """A random encoder's evaluation reads a trained run's folder (of the reference variant) for its config and seed only."""
-    return run_file(layout.SUMMARY, wildcards.backbone, PLAN.reference_variant, wildcards.seed)
-
-
-def pretrain_inputs(wildcards):
-    return corpus_indexes(wildcards.variant) + [p(layout.vocab(FEATURES))]
-
-
-def pretrain_gpus(wildcards):
-    """GPUs of one pre-training job: the variant's `pretrain.gpus`."""
-    return int(PLAN.variant_config(wildcards.variant).pretrain.gpus)
-
-
-def pretrain_launcher(wildcards, resources):
-    """The cmgh CLI prefix of a pre-training job: under torchrun, one process per GPU, when it has
-    more than one (`resources.gpu`, e.g. from a cluster profile's set-resources)."""
-    gpus = int(resources.gpu)
-    if gpus <= 1:
-        return CMGH
-    return [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus), "-m", "cmgh"]
-
-
-def pretrain_threads(wildcards, threads, resources):
-    """Torch threads per process: the job's cores shared by its processes."""
-    return max(1, threads // max(1, int(resources.gpu)))
-
-
-def vocab_inputs(wildcards):
-    """The pre-training captions the vocabulary is built from."""
-    (spec,) = [spec for spec in datasets.specs() if spec.vocabulary is not None]  # HowTo100M
-    return raw_inputs(spec.name, spec.annotation_files(DATA))
-
-
-def sweep_features():
-    """What a sweep trial reads: the pre-training corpus and the validation task's features."""
-    return [*corpus_indexes(), feature_index(TASK_DATASETS[PLAN.sweep_task]), p(layout.vocab(FEATURES))]
-
-
-def sweep_inputs(wildcards):
-    workers = [p(layout.study_dir(RESULTS, wildcards.study) / "workers" / f"worker{w}.done") for w in PLAN.sweep_workers()]
-    return sweep_features() + workers
+include: "stage_inputs.smk"
 
 
 # --------------------------------------------------------------------------- targets
@@ -381,7 +301,8 @@ NOISE_TRAINING_FIGURES = {
     for i, (b, v) in enumerate(PLAN.noise_training_figures())
 }
 SCALING_OUTPUTS = {
-    "scaling": report_table(layout.SCALING_TABLE, "md", "../report/scaling.rst"),
+    "scaling": report_table(layout.SCALING_TABLE, "md"),
+    "scaling_html": report_table(layout.SCALING_TABLE, "html", "../report/scaling.rst"),
     "scaling_csv": report_table(layout.SCALING_TABLE, "csv"),
     "scaling_figure": report_figure(layout.SCALING_FIGURE, "../report/scaling_gain.rst"),
 } if PLAN.scaling_pairs else {}
@@ -396,7 +317,7 @@ def feature_targets():
 def all_targets():
     if WORLDS:
         return [p(layout.table(worlds_root(), layout.NOISE_GAIN, "csv")), p(worlds_root() / layout.STUDY_PAGE)]  # worlds_root: worlds_common.smk
-    targets = feature_targets() + pretrain_targets() + [report_table(layout.ABLATION_TABLE, "md")]
+    targets = feature_targets() + pretrain_targets() + [report_table(layout.ABLATION_TABLE, "md"), p(Path(RESULTS) / layout.TRACKED_EVALUATIONS)]
     if PLAN.scaling_pairs:
         targets.append(p(layout.scaling_table(RESULTS, "md")))
     if CFG.sweep.run:

@@ -11,6 +11,7 @@ import pytest
 from cmgh import config, layout
 from cmgh.data import datasets
 from cmgh.errors import DataError
+from tests.helpers import REPO
 
 NAMES = ("howto100m", "kinetics", "audioset", "msrvtt", "youtube8m")  # the generator's streams are keyed by this order: append only
 
@@ -65,5 +66,5 @@ def test_an_unknown_name_is_one_line() -> None:
 def test_the_registry_loads_without_torch_or_pyav() -> None:
     """The workflow reads it at parse time: no dataset module may import torch or PyAV at import."""
     probe = "import sys; from cmgh.data import datasets; datasets.specs(); print(sorted({'torch', 'av'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=config.REPO_ROOT)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"

@@ -699,7 +699,7 @@ def test_download_config_names_what_is_missing(tmp_path: Path) -> None:
     check_config(cfg)
     assert cfg.data.download.kinetics.clip_url == "https://x/{id}"
     probe = "import sys, cmgh.config; print(sorted(m for m in sys.modules if m.startswith('cmgh.data')))"
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=config.REPO_ROOT)
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
     assert loaded.stdout.strip() == "[]"  # the config loader imports nothing above it
 
 
