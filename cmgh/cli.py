@@ -247,9 +247,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"study {study.study_name}: {finished} finished trials, best {cfg.sweep.objective}={study.best_value:.4g} (trial {study.best_trial.number})")
     for key, value in study.best_params.items():
         print(f"  {key}={value}")
+    tuned, line = sweep.recorded_verdict(out / layout.BEST_PARAMS)
+    print(line)  # the best trial against the baseline trial, the random-init floor and the validation resolution
     print(f"outputs: {out}")
-    print(f"tuned variant: --set '{sweep.tuned_set_option(out / layout.BEST_PARAMS)}'")
-    print(f"  or: snakemake --configfile cmgh/defaults/config.yaml {out / layout.TUNED_VARIANT}")
+    if tuned:
+        print(f"tuned variant: --set '{sweep.tuned_set_option(out / layout.BEST_PARAMS)}'")
+        print(f"  or: snakemake --configfile cmgh/defaults/config.yaml {out / layout.TUNED_VARIANT}")
     print(f"dashboard: {redacted(sweep.dashboard_command(cfg))}")
     return 0
 

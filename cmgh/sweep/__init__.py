@@ -8,9 +8,11 @@ one folder ``{paths.results}/sweep/{study}/`` (names in :mod:`cmgh.layout`)::
     trial{N}/pretrain/          the trial's pre-training run (checkpoint, config, train log)
     trial{N}/eval/step{S}/      validation evaluations (intermediate values + the final one)
     trial{N}/seed{S}/{pretrain,eval}/   the same per seed, when sweep.seeds has several
+    trial{N}/[seed{S}/]eval/random_init/   the baseline trial's model at its initial weights (the floor)
     trials.csv                  study.trials_dataframe() (this and the files below: once a trial completed)
-    best_params.yaml            the best trial's sampled values as config overrides
-    tuned_variant.yaml          ``variants: {tuned: ...}``: base variant + best values (a config fragment)
+    best_params.yaml            the best trial's sampled values as config overrides, and the verdict
+    tuned_variant.yaml          ``variants: {tuned: ...}``: base variant + best values (a config fragment);
+                                without a verdict for it, ``tuned`` is the string saying why (stacking it fails)
     optimization_history.png, param_importances.png, parallel_coordinate.png
 
 A trial pre-trains ``sweep.base_variant`` with the sampled values for ``sweep.steps`` steps and
@@ -26,6 +28,11 @@ the mean over the seeds. ``pruner: wilcoxon`` gets each seed's value as an insta
 (``trial.report(value, step=seed)``) and may stop the trial before its remaining seeds
 (:mod:`~cmgh.sweep.seeds`; which pruner fits how many seeds is checked in :mod:`cmgh.config`).
 
+A new study's first trial is the baseline: the base variant at its own values (user attribute
+``reference: baseline``, queued whenever the study has none). The best trial becomes a ``tuned`` variant only if it beats the baseline by
+more than the validation split's resolution (one clip's share); every finished trial's line and the
+verdict show the baseline, the random-init floor and the resolution (:mod:`~cmgh.sweep.reference`).
+
 ``run_study(cfg, n_trials=N)`` continues the study until it holds N finished (complete or
 pruned) trials: re-running it is resumable and adds only the remainder. ``worker_trials=K``
 instead runs exactly K finished trials in this process, whatever the study holds (many workers
@@ -33,12 +40,15 @@ on one study, each with its own budget).
 
 Modules: :mod:`~cmgh.sweep.space` (config -> search space -> trial config),
 :mod:`~cmgh.sweep.storage` (storage, sampler, pruner), :mod:`~cmgh.sweep.objective` (one trial),
+:mod:`~cmgh.sweep.validation` (a trial's validation value, the split's size and resolution),
 :mod:`~cmgh.sweep.seeds` (a trial's seeds: their order, the run seen per seed),
-:mod:`~cmgh.sweep.study` (the loop), :mod:`~cmgh.sweep.outputs` (the study's files).
+:mod:`~cmgh.sweep.reference` (baseline, floor, resolution, verdict), :mod:`~cmgh.sweep.study` (the loop),
+:mod:`~cmgh.sweep.outputs` (the study's files).
 """
 
-from cmgh.sweep.objective import Objective, validation_value
-from cmgh.sweep.outputs import tuned_set_option, tuned_variant, write_outputs, write_plots
+from cmgh.sweep.objective import Objective
+from cmgh.sweep.outputs import recorded_verdict, tuned_set_option, tuned_variant, write_outputs, write_plots
+from cmgh.sweep.reference import Verdict, verdict
 from cmgh.sweep.space import base_variant, search_space, suggest, trial_config
 from cmgh.sweep.storage import (
     FINISHED,
@@ -54,9 +64,11 @@ from cmgh.sweep.storage import (
     study_name,
 )
 from cmgh.sweep.study import run_study
+from cmgh.sweep.validation import resolution, validation_value
 
 __all__ = [
-    "FINISHED", "Objective", "SweepError", "base_variant", "dashboard_command", "finished_trials", "make_pruner",
-    "make_sampler", "make_storage", "open_study", "redacted", "run_study", "search_space", "storage_url", "study_name", "suggest",
-    "trial_config", "tuned_set_option", "tuned_variant", "validation_value", "write_outputs", "write_plots",
+    "FINISHED", "Objective", "SweepError", "Verdict", "base_variant", "dashboard_command", "finished_trials", "make_pruner",
+    "make_sampler", "make_storage", "open_study", "recorded_verdict", "redacted", "resolution", "run_study", "search_space",
+    "storage_url", "study_name", "suggest", "trial_config", "tuned_set_option", "tuned_variant", "validation_value", "verdict",
+    "write_outputs", "write_plots",
 ]  # fmt: skip

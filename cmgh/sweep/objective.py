@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -13,31 +12,15 @@ import optuna
 from cmgh import config as config_mod
 from cmgh import layout
 from cmgh.config import Config
-from cmgh.evaluate import VALIDATION_METRICS
+from cmgh.sweep.reference import BASELINE, CLIPS, REFERENCE, RESOLUTION
 from cmgh.sweep.seeds import SeedTracker, seed_order, seed_prefix
 from cmgh.sweep.space import search_space, suggest, trial_config
 from cmgh.sweep import workers
-from cmgh.sweep.storage import SweepError, study_name
+from cmgh.sweep.storage import study_name
+from cmgh.sweep.validation import evaluation_clips, resolution, validation_value
 from cmgh.tracking import Tracker
 
 log = logging.getLogger(__name__)
-
-
-def validation_value(cfg: Config, run_dir: Path, eval_dir: Path) -> float:
-    """The objective on the validation split for the checkpoint in ``run_dir`` (RNG state untouched)."""
-    from cmgh import checkpoint as ckpt
-    from cmgh.evaluate.run import evaluate
-
-    task, key = VALIDATION_METRICS[str(cfg.sweep.objective)]
-    rng = ckpt.rng_state()  # the evaluation seeds torch; the trial's training must not notice
-    try:
-        result = evaluate(cfg, task, run_dir, eval_dir)
-    finally:
-        ckpt.set_rng_state(rng)
-    value = result.get(key)
-    if value is None or not math.isfinite(float(value)):
-        raise SweepError(f"{eval_dir}: {task} {key} is not a finite number ({value!r})")
-    return float(value)
 
 
 class Objective:
@@ -77,12 +60,21 @@ class Objective:
         seeds = [int(s) for s in cfg.sweep.seeds]
         tags = {"study": study, "trial": trial.number, "backbone": cfg.sweep.backbone, "variant": name,
                 "base_variant": cfg.sweep.base_variant, "objective": cfg.sweep.objective, "seeds": ",".join(map(str, seeds))}
+        if trial.user_attrs.get(REFERENCE) == BASELINE:
+            tags[REFERENCE] = BASELINE
         with open_tracker(run_cfg, layout.trial_key(study, number), tags, nested_under=layout.study_dir(self.results, study), stage="sweep_trial",
                           out=layout.trial_dir(self.results, study, number)) as tracker:
             tracker.log_params({f"optuna.{k}": v for k, v in params.items()})
             if len(seeds) == 1:
                 return self._one_seed(trial, tcfg, tracker, number, seeds[0])
             return self._seeds(trial, tcfg, tracker, number, seed_order(seeds, int(cfg.sweep.seed), trial.number))
+
+    def _measured(self, trial: optuna.Trial, eval_dir: Path) -> None:
+        """The validation split's size and resolution as the trial's evaluation saw them (trials.csv, dashboard)."""
+        clips = evaluation_clips(eval_dir)
+        if clips is not None and CLIPS not in trial.user_attrs:
+            trial.set_user_attr(CLIPS, clips)
+            trial.set_user_attr(RESOLUTION, resolution(str(self.cfg.sweep.objective), clips))
 
     def _one_seed(self, trial: optuna.Trial, tcfg: Config, tracker: Tracker, number: int, seed: int) -> float:
         """One seed: its validation values every ``report_every`` steps go to the pruner (steps as steps)."""
@@ -106,7 +98,9 @@ class Objective:
         except optuna.TrialPruned:
             tracker.close("KILLED")  # stopped on purpose, not failed
             raise
-        value = validation_value(tcfg, run_dir, layout.trial_eval_dir(self.results, study, number, steps))
+        final = layout.trial_eval_dir(self.results, study, number, steps)
+        value = validation_value(tcfg, run_dir, final)
+        self._measured(trial, final)
         trial.set_user_attr(f"value_seed{seed}", value)
         tracker.log_metrics({metric: value}, step=steps)
         return value
@@ -123,7 +117,9 @@ class Objective:
         for seed in order:
             run_dir = layout.trial_pretrain_dir(self.results, study, number, seed)
             pretrain(tcfg, RunSpec(str(cfg.sweep.backbone), name, seed, run_dir), tracker=SeedTracker(tracker, seed))
-            value = validation_value(tcfg, run_dir, layout.trial_eval_dir(self.results, study, number, steps, seed))
+            final = layout.trial_eval_dir(self.results, study, number, steps, seed)
+            value = validation_value(tcfg, run_dir, final)
+            self._measured(trial, final)
             values.append(value)
             trial.report(value, seed)
             trial.set_user_attr(f"value_seed{seed}", value)

@@ -1,5 +1,6 @@
-"""A study's files: trials.csv, best_params.yaml, tuned_variant.yaml and the plots, all atomic, all
-from one study of one storage (study.yaml records which, masked) and only once it has a best trial."""
+"""A study's files: trials.csv, best_params.yaml (with the verdict against the baseline),
+tuned_variant.yaml and the plots, all atomic, all from one study of one storage (study.yaml records
+which, masked) and only once it has a best trial."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cmgh import keypaths, layout
 from cmgh.config import Config
 from cmgh.errors import ConfigError
 from cmgh.io import atomic_path, atomic_write_text
+from cmgh.sweep.reference import study_verdict
 from cmgh.sweep.storage import JOURNAL, SweepError, redacted, storage_url
 from cmgh.track.uri import SQLITE
 
@@ -66,7 +68,9 @@ def record_study_dir(cfg: Config, name: str) -> Path:
 
 def write_outputs(cfg: Config, study: optuna.Study) -> Path:
     """trials.csv, best_params.yaml, tuned_variant.yaml and the plots of ``study``, atomically; nothing
-    while it has no completed trial (a best trial is what they are about)."""
+    while it has no completed trial (a best trial is what they are about). best_params.yaml carries the
+    verdict (:func:`cmgh.sweep.reference.verdict`); unless the best trial beat the baseline by more than
+    the validation resolution, tuned_variant.yaml defines no variant but says why (:func:`refused_fragment`)."""
     out = record_study_dir(cfg, study.study_name)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -76,6 +80,7 @@ def write_outputs(cfg: Config, study: optuna.Study) -> Path:
     best = study.best_trial
     base = str(study.user_attrs.get("base_variant", cfg.sweep.base_variant))
     base_entry = copy.deepcopy(cfg.to_dict()["variants"].get(base, {}))
+    judged = study_verdict(cfg, study)
     record = {
         "study": study.study_name,
         "storage": _record(cfg, study.study_name)["storage"],
@@ -83,27 +88,52 @@ def write_outputs(cfg: Config, study: optuna.Study) -> Path:
         "direction": study.direction.name.lower(),
         "value": float(best.value),
         "trial": best.number,
+        **judged.record(),
         "base_variant": base,
         "base_variant_overrides": base_entry,
         "params": dict(best.params),
         "overrides": [f"{k}={v}" for k, v in best.params.items()],
     }
     atomic_write_text(out / layout.BEST_PARAMS, yaml.safe_dump(record, sort_keys=False))
-    fragment = {"variants": {layout.TUNED_NAME: tuned_variant(out / layout.BEST_PARAMS)}}
-    atomic_write_text(out / layout.TUNED_VARIANT, yaml.safe_dump(fragment, sort_keys=False))
+    if judged.tuned:
+        text = yaml.safe_dump({"variants": {layout.TUNED_NAME: tuned_variant(out / layout.BEST_PARAMS)}}, sort_keys=False)
+    else:
+        text = refused_fragment(judged.line)
+    atomic_write_text(out / layout.TUNED_VARIANT, text)
     write_plots(study, out)
     return out
 
 
+NOT_TUNED = "no tuned variant"
+
+
+def refused_fragment(line: str) -> str:
+    """tuned_variant.yaml of a study without a tuned variant: the rule's output exists, and a config that
+    stacks it fails in one line that says why (``variants.tuned: 'no tuned variant: ...' is not of type object``)."""
+    return (f"# cmgh sweep: no tuned variant. {line}\n"
+            + yaml.safe_dump({"variants": {layout.TUNED_NAME: f"{NOT_TUNED}: {line}"}}, sort_keys=False, width=10**6))
+
+
 def tuned_variant(best_params_path: str | Path) -> dict[str, Any]:
-    """The ``variants.tuned`` entry from a best_params.yaml: the base variant + the best values."""
+    """The ``variants.tuned`` entry from a best_params.yaml: the base variant + the best values; a
+    SweepError (its verdict) when the best trial did not beat the baseline by more than the resolution."""
     path = Path(best_params_path)
     if not path.is_file():
         raise SweepError(f"{path}: no {layout.BEST_PARAMS} (run cmgh sweep first)")
     record = yaml.safe_load(path.read_text()) or {}
     if "params" not in record:
         raise SweepError(f"{path}: not a cmgh sweep {layout.BEST_PARAMS} (no 'params')")
+    if "tuned" not in record:
+        raise SweepError(f"{path}: {NOT_TUNED}: written before studies compared their best trial with a baseline (run cmgh sweep again)")
+    if record["tuned"] is not True:
+        raise SweepError(f"{path}: {NOT_TUNED}: {record.get('verdict', 'the best trial did not beat the baseline')}")
     return config_mod.deep_merge(dict(record.get("base_variant_overrides") or {}), keypaths.unflatten(record["params"]))
+
+
+def recorded_verdict(best_params_path: str | Path) -> tuple[bool, str]:
+    """Whether a best_params.yaml defines a tuned variant, and its verdict line."""
+    record = yaml.safe_load(Path(best_params_path).read_text()) or {}
+    return record.get("tuned") is True, str(record.get("verdict") or f"{NOT_TUNED}: no verdict recorded")
 
 
 def tuned_set_option(best_params_path: str | Path) -> str:

@@ -136,22 +136,29 @@ def dashboard_command(cfg: Config) -> str:
 def open_study(cfg: Config, study: str | None = None, worker: bool = False) -> optuna.Study:
     """The study, created or loaded; trials a dead process left RUNNING here failed and retried, and
     the sampler seeded for this process (:mod:`cmgh.sweep.workers`)."""
+    return create_or_load(cfg, study, worker)[0]
+
+
+def create_or_load(cfg: Config, study: str | None = None, worker: bool = False) -> tuple[optuna.Study, bool]:
+    """:func:`open_study`, and whether this process created the study: the storage's unique study name
+    makes exactly one of several workers started together its creator (the one that queues the baseline)."""
     name = study_name(cfg, study)
-    st = optuna.create_study(
-        storage=make_storage(cfg),
-        study_name=name,
-        sampler=make_sampler(cfg),
-        pruner=make_pruner(cfg),
-        direction=str(cfg.sweep.direction),
-        load_if_exists=True,
-    )
+    storage = make_storage(cfg)
+    created = True
+    for load in (False, True):
+        try:
+            st = optuna.create_study(storage=storage, study_name=name, sampler=make_sampler(cfg), pruner=make_pruner(cfg),
+                                     direction=str(cfg.sweep.direction), load_if_exists=load)
+            break
+        except optuna.exceptions.DuplicatedStudyError:
+            created = False
     if not st.metric_names:  # the dashboard's axes and tables then name the metric, not "Objective 0"
         with warnings.catch_warnings():  # experimental in Optuna 4, stable in use since 3.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             st.set_metric_names([str(cfg.sweep.objective)])
     workers.reap_stale(st, int(cfg.sweep.max_retry))
     st.sampler = make_sampler(cfg, workers.seed(int(cfg.sweep.seed), st, worker))
-    return st
+    return st, created
 
 
 def finished_trials(study: optuna.Study) -> int:

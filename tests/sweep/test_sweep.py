@@ -30,7 +30,7 @@ from tests.sweep.sweep_cli import SPACE, sweep_overrides
 
 @pytest.fixture(scope="module")
 def sqlite_study(tiny_world: config_mod.Config, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """3 finished trials on sqlite (trial 0 forced to fail by an impossible config), then resumed to 4."""
+    """3 finished trials on sqlite (trial 0 forced to fail by an impossible config, trial 1 the baseline), then resumed to 4."""
     results = tmp_path_factory.mktemp("sweep") / "results"
     cfg = config_mod.load(overrides=sweep_overrides(tiny_world, results, "sweep.study=tiny"))
     # A real failure: 3 heads do not divide model.width 32 -> ConfigError inside the trial.
@@ -64,14 +64,29 @@ def test_sqlite_study_outputs_resume_and_failure(sqlite_study: dict) -> None:
     # every trial pre-trained into its own folder; the objective is the val split's top-1
     metrics = json.loads((out / f"trial{study.best_trial.number}" / "eval" / "step000004" / "metrics.json").read_text())
     assert metrics["val_top1"] == pytest.approx(study.best_value)
-    # the tuned variant feeds the config: base variant (gr_gcl) + best values
-    tuned = sweep.tuned_variant(out / "best_params.yaml")
-    assert tuned["pretrain"]["curriculum"]["rule"] == "cmgh"
-    assert tuned["pretrain"]["lr"] == pytest.approx(best["params"]["pretrain.lr"])
-    with_tuned = config_mod.with_overrides(cfg, [sweep.tuned_set_option(out / "best_params.yaml")])
-    assert config_mod.for_variant(with_tuned, "tuned").pretrain.harmonize.rule == best["params"]["pretrain.harmonize.rule"]
-    fragment = yaml.safe_load((out / "tuned_variant.yaml").read_text())
-    assert fragment == {"variants": {"tuned": tuned}}
+    # the references: the baseline trial (base variant gr_gcl at its own values, queued after the failing one),
+    # the validation split's resolution (4 clips: 25 points) and the random-init floor of the baseline's model
+    baseline = [t for t in study.trials if t.user_attrs.get("reference") == "baseline"]
+    assert [t.number for t in baseline] == [1] and baseline[0].state == TrialState.COMPLETE
+    assert baseline[0].params == {"pretrain.lr": float(cfg.pretrain.lr), "pretrain.harmonize.rule": "cmgh", "model.heads": 4}
+    assert study.user_attrs["validation_clips"] == 4 and study.user_attrs["validation_resolution"] == pytest.approx(25.0)
+    assert all(t.user_attrs["validation_clips"] == 4 for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    floor = json.loads((out / "trial1" / "eval" / "random_init" / "metrics.json").read_text())
+    assert floor["meta"]["random_init"] is True and study.user_attrs["random_init"] == pytest.approx(floor["val_top1"])
+    assert best["baseline"] == {"trial": 1, "value": pytest.approx(baseline[0].value)} and best["random_init"] == pytest.approx(floor["val_top1"])
+    beats = study.best_trial.number != 1 and study.best_value - baseline[0].value > 25.0
+    assert best["tuned"] is beats and best["verdict"].startswith(f"best trial {study.best_trial.number}: kinetics_val_top1 ")
+    if beats:  # the tuned variant feeds the config: base variant (gr_gcl) + best values
+        tuned = sweep.tuned_variant(out / "best_params.yaml")
+        assert tuned["pretrain"]["curriculum"]["rule"] == "cmgh"
+        assert tuned["pretrain"]["lr"] == pytest.approx(best["params"]["pretrain.lr"])
+        with_tuned = config_mod.with_overrides(cfg, [sweep.tuned_set_option(out / "best_params.yaml")])
+        assert config_mod.for_variant(with_tuned, "tuned").pretrain.harmonize.rule == best["params"]["pretrain.harmonize.rule"]
+        assert yaml.safe_load((out / "tuned_variant.yaml").read_text()) == {"variants": {"tuned": tuned}}
+    else:  # tests/sweep/test_reference.py scripts both outcomes
+        with pytest.raises(sweep.SweepError, match="no tuned variant: best trial"):
+            sweep.tuned_variant(out / "best_params.yaml")
+        assert yaml.safe_load((out / "tuned_variant.yaml").read_text()) == {"variants": {"tuned": f"no tuned variant: {best['verdict']}"}}
 
 
 @pytest.mark.slow
@@ -91,6 +106,9 @@ def test_trials_are_nested_mlflow_runs(sqlite_study: dict) -> None:
     ran = {t.number for t in study.trials if t.state in sweep.FINISHED}
     assert {int(c.data.tags["trial"]) for c in children} >= ran
     assert any(k.startswith("sweep/") for c in children for k in c.data.metrics)
+    assert [c.data.tags.get("reference") for c in children].count("baseline") >= 1
+    assert {"validation_resolution", "random_init/kinetics_val_top1", "baseline/kinetics_val_top1"} <= set(parents[0].data.metrics)
+    assert parents[0].data.tags["tuned"] in ("true", "false") and parents[0].data.tags["verdict"].startswith("best trial ")
 
 
 def test_pruned_trial_stops_training_and_keeps_its_checkpoint(tiny_world: config_mod.Config, tmp_path: Path) -> None:
@@ -209,7 +227,8 @@ def postgres_server() -> Iterator[str]:
 def test_two_workers_share_a_postgres_study(tiny_world: config_mod.Config, tmp_path: Path) -> None:
     pytest.importorskip("psycopg2", reason="psycopg2-binary (the dev extra) is needed for postgresql:// URLs")
     results = tmp_path / "results"
-    valid_space = SPACE.replace("choices: [2, 3]}", "choices: [2, 4]}")  # random failures would make the test flaky
+    valid_space = SPACE.replace("choices: [2, 3, 4]}", "choices: [2, 4]}")  # random failures would make the test flaky
+    assert valid_space != SPACE
     sets = sweep_overrides(tiny_world, results, "tracking.enabled=false", "sweep.pruner=none", valid_space)
     with postgres_server() as url:
         cfg = config_mod.load(overrides=[*sets, f"sweep.storage={url}", "sweep.study=pg"])

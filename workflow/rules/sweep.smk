@@ -1,6 +1,10 @@
 # Optuna studies over the harmonization and curriculum hyperparameters (cmgh sweep).
 # `sweep.workers` jobs (rule sweep_worker) work on one study at once, each running its share of
 # `sweep.n_trials`; the rule `sweep` then tops the study up to n_trials and writes its outputs.
+# Trial 0 is the baseline (the base variant's own values). tuned_variant.yaml always exists: it
+# defines `variants.tuned` only if the best trial beat the baseline by more than the validation
+# resolution, else `tuned` is the one-line reason (best_params.yaml's verdict), which a config
+# stacking it refuses.
 
 
 rule sweep_worker:
