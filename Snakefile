@@ -16,6 +16,10 @@ include: "workflow/rules/common.smk"
 
 if WORLDS:  # config/ablation.yaml, config/study.yaml: one tree per generated world (noise setting), each a module of this Snakefile
 
+    # the report's front page names the study's results page (set before the worlds' modules, whose own would win otherwise)
+    report: "workflow/report/study.rst"
+
+
     include: "workflow/rules/worlds.smk"
 
 else:

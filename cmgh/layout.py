@@ -12,7 +12,7 @@ Results tree (``paths.results``)::
     pretrain/{backbone}/{variant}/seed{seed}/   one pre-training run (checkpoint.pt, train_log.jsonl, ...)
     eval/{task}/{backbone}/{variant}/seed{seed}/  one evaluation (metrics.json, task extras)
     sweep/{study}/                              one Optuna study of one storage (study.yaml, trials.csv, best_params.yaml, plots)
-    tables/, figures/                           the report
+    tables/, figures/, report/                  the report (report/: its front page, landing.{rst,md})
     logs/, benchmarks/                          one file per workflow job
 """
 
@@ -216,6 +216,7 @@ TUNED_NAME = "tuned"  # the variant that tuned_variant.yaml defines
 # stores under the results root (when tracking.uri, tracking.artifacts, sweep.storage are empty)
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlruns"
+TRACKED_EVALUATIONS = "tracked_evaluations.json"  # the workflow's step that logs its evaluations to MLflow (cmgh.track.deferred)
 OPTUNA_DB = "optuna.db"
 
 RANDOM_VARIANT = "random"  # evaluations of the random initialization, beside the pre-trained variants
@@ -327,6 +328,8 @@ CONFLICT_HIST_FIGURE = "conflict_cosine_hist"  # figures/conflict_cosine_hist.{p
 FRACTIONS_FIGURE = "fractions"  # figures/fractions.{png,pdf}
 TRAINING_CURVES_FIGURE = "training_curves"  # figures/training_curves.{png,pdf}: both losses per variant over steps
 NOISE_ROC_FIGURE = "noise_roc"  # figures/noise_roc.{png,pdf}: only where the noise evaluation ran
+VARIANTS_FIGURE = "variants_per_task"  # figures/variants_per_task.{png,pdf}: each task's headline metric per variant, mean and 95 % interval over seeds, the random-init floor marked
+LANDING = "landing"  # report/landing.{rst,md}: the HTML report's front page and the MLflow experiment's description
 # across the worlds of a noise study (cmgh.report.noise_gain), under worlds.root
 NOISE_GAIN = "noise_gain"  # tables/noise_gain.csv, figures/noise_gain.{png,pdf}
 
@@ -355,6 +358,11 @@ def noise_training_table(results: PathLike, suffix: str) -> Path:
 def noise_training_figure(results: PathLike, backbone: str, variant: str, suffix: str = "png") -> Path:
     """One variant's figure (a backbone and variant per file: the Snakemake report lists each)."""
     return figure(results, f"{NOISE_TRAINING_FIGURE}_{backbone}_{variant}", suffix)
+
+
+def landing(results: PathLike, suffix: str) -> Path:
+    """The report's front page (``report/landing.rst`` for `snakemake --report`, ``report/landing.md`` for MLflow)."""
+    return Path(results) / "report" / f"{LANDING}.{suffix}"
 
 
 def job_log(results: PathLike, step: str, name: str) -> Path:

@@ -15,6 +15,11 @@ writes:
   noise-detection AUROC and AP per indicator, target and step window over seeds, from every run's
   ``noise_training`` evaluation (:mod:`.detection_over_training`);
 * ``figures/{conflict_cosine_hist,fractions,training_curves,noise_roc}.{png,pdf}``;
+* ``figures/variants_per_task.{png,pdf}``: each task's headline metric per variant, mean and 95 %
+  interval over seeds, the random-init floor marked (:mod:`.headline`);
+* ``tables/*.html`` beside every ``tables/*.md`` (:mod:`.html`: Snakemake's report shows HTML, not Markdown);
+* ``report/landing.{rst,md}``: the front page of `snakemake --report` and the MLflow experiment's
+  description (:mod:`.landing`), set when the tree's own config tracks to an existing experiment;
 * ``tables/scaling.{csv,md}`` and ``figures/scaling_gain.{png,pdf}`` when the variants include
   pairs that differ only by YouTube-8M in ``pretrain.corpora`` (:mod:`.scaling`).
 
@@ -22,7 +27,7 @@ Rows and comparisons follow the config's variants (:func:`collect.variant_order`
 the baseline, then the config's order (the tree's resolved config, else a run's config).
 
 Modules: :mod:`.collect` (reading), :mod:`.columns`, :mod:`.stats` (paired comparisons over seeds), :mod:`.tables`, :mod:`.summary`,
-:mod:`.figures`, :mod:`.detection_over_training`, :mod:`.scaling`, :mod:`.gain_vs_noise` and :mod:`.study_page` (across trees),
+:mod:`.headline`, :mod:`.landing`, :mod:`.html`, :mod:`.figures`, :mod:`.detection_over_training`, :mod:`.scaling`, :mod:`.gain_vs_noise` and :mod:`.study_page` (across trees),
 :mod:`.from_store` (the ablation table from the tracking store).
 """
 
@@ -34,11 +39,13 @@ from pathlib import Path
 
 from cmgh import layout
 from cmgh.io import atomic_write_text
-from cmgh.report import coverage, detection_over_training
+from cmgh.report import coverage, detection_over_training, landing
 from cmgh.report.collect import collect, results_order, tree_config, wide
 from cmgh.report.columns import ABLATION_COLUMNS, HEADLINE, Column
-from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, figure_training_curves
+from cmgh.report.figures import figure_cosine_hist, figure_fractions, figure_noise_roc, figure_training_curves, figure_variants
 from cmgh.report.gain_vs_noise import figure_noise_gain, gain_vs_noise
+from cmgh.report.headline import headline
+from cmgh.report.html import html_beside
 from cmgh.report.study_page import build_noise_gain
 from cmgh.report.scaling import build_scaling
 from cmgh.report.summary import compare_variants, summary, verdict
@@ -87,8 +94,16 @@ def build_report(results: str | Path, compare: Sequence[str | Path] = ()) -> dic
         if not paths:
             log.info("%s: no input for %s", results, make.__name__)
         written["figures"] += paths
+    cells = headline(long, order)
+    written["figures"] += figure_variants(cells, figures)
     for kind, paths in build_scaling(results, long).items():
         written[kind] += paths
     if compare:
         written["figures"] += figure_noise_gain([results, *map(Path, compare)], figures)
+    written["tables"] += html_beside([path for path in written["tables"] if path.suffix == ".md"])
+    page = landing.build(results, long, cells, written)
+    written["report"] = landing.write(results, page)
+    why_not = landing.describe_experiment(results, page.markdown)
+    log.info("%s: %s", results, "the MLflow experiment's description is the front page" if why_not is None else
+             f"the MLflow experiment's description is left as is ({why_not})")
     return written

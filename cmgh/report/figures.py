@@ -1,14 +1,18 @@
-"""Figures from the pre-training runs and the noise evaluation (PNG and PDF each)."""
+"""Figures from the pre-training runs, the noise evaluation and the headline metrics (PNG and PDF each)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cmgh import layout
 from cmgh.plots import plot_cosine_hist, savefig, scores_frame
+from cmgh.report import stats
 from cmgh.report.collect import order_key, pretrain_runs, results_order, train_logs
+from cmgh.report.headline import Cell, panels
 
 
 def figure_cosine_hist(results: Path, out: Path, order: tuple[str, ...]) -> list[Path]:
@@ -95,3 +99,63 @@ def figure_noise_roc(results: Path, out: Path, order: tuple[str, ...] | None = N
     paths = savefig(fig, out, layout.NOISE_ROC_FIGURE)
     plt.close(fig)
     return paths
+
+
+def figure_variants(cells: list[Cell], out: Path) -> list[Path]:
+    """``figures/variants_per_task.{png,pdf}`` (:func:`draw_variants`); nothing without a headline cell."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_variants(cells)
+    if fig is None:
+        return []
+    paths = savefig(fig, out, layout.VARIANTS_FIGURE)
+    plt.close(fig)
+    return paths
+
+
+def draw_variants(cells: list[Cell]) -> Any:
+    """Each task's headline metric per variant, one panel per (backbone, task): every seed as a dot, the
+    mean with its 95 % interval (``cells``: the front page's numbers, :func:`cmgh.report.headline.headline`), coloured by
+    the verdict against the baseline; the random-init floor a dashed line with its interval as a band."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    blocks = panels(cells)
+    if not blocks:
+        return None
+    colours = {"better": "#15803d", "worse": "#b91c1c", layout.BASELINE_VARIANT: "#111827", "": "#2563eb"}
+    several = len({backbone for backbone, _ in blocks}) > 1
+    ncols = min(4, len(blocks))
+    nrows = -(-len(blocks) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(blocks):]:
+        ax.set_visible(False)
+    for ax, ((backbone, _), cells) in zip(axes.flat, blocks.items(), strict=False):
+        col = cells[0].col
+        floor = next((c for c in cells if c.variant == layout.RANDOM_VARIANT), None)
+        shown = [c for c in cells if c.variant != layout.RANDOM_VARIANT]
+        if floor is not None:
+            ax.axhline(floor.mean, color="grey", ls="--", lw=1)
+            if np.isfinite(floor.low) and np.isfinite(floor.high):
+                ax.axhspan(floor.low, floor.high, color="grey", alpha=0.12, lw=0)
+        for x, c in enumerate(shown):
+            colour = colours[layout.BASELINE_VARIANT] if c.variant == layout.BASELINE_VARIANT else colours.get(c.verdict, colours[""])
+            ax.scatter(x + 0.18 + np.linspace(-0.04, 0.04, c.n), c.values.to_numpy(), s=12, color=colour, alpha=0.45, lw=0, zorder=2)
+            if np.isfinite(c.low) and np.isfinite(c.high):
+                ax.errorbar(x, c.mean, yerr=[[c.mean - c.low], [c.high - c.mean]], fmt="none", ecolor=colour, elinewidth=1.6, capsize=4, zorder=3)
+            ax.scatter([x], [c.mean], s=36, color=colour, marker="D", zorder=4)
+        ax.set_xticks(range(len(shown)), [c.variant for c in shown], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(shown) - 0.4)
+        ax.set_title(f"{backbone}: {col.label}" if several else col.label, fontsize=10)
+        ax.set_ylabel(col.metric + (" (lower is better)" if col.lower_is_better else ""), fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Line2D([], [], color=colours[layout.BASELINE_VARIANT], marker="D", ls="", label=layout.BASELINE_VARIANT),
+               Line2D([], [], color=colours["better"], marker="D", ls="", label="better than the baseline"),
+               Line2D([], [], color=colours["worse"], marker="D", ls="", label="worse than the baseline"),
+               Line2D([], [], color=colours[""], marker="D", ls="", label="not resolved"),
+               Line2D([], [], color="grey", ls="--", label="random-init floor (band: its interval)")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Mean over seeds and its {100 * stats.LEVEL:g} % interval per variant (dots: seeds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig

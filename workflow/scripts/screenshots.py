@@ -1,6 +1,6 @@
 """Screenshots of the three UIs of a finished run for the README (docs/figures/*.png), taken the way
 tests/e2e/test_browser.py opens them: the MLflow UI's runs table and a pre-training run, optuna-dashboard's
-study and trials, the HTML report's figure view.
+study and trials, the HTML report's front page (the headline table) and its per-task figure.
 
 Usage, after `make reproduce` (needs chromium + chromium-driver, and selenium from the dev extra):
     .venv/bin/python workflow/scripts/screenshots.py [--config FILE ...] [--report results/report.html] [--out docs/figures]
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(dashboard)
         trials = len(optuna.load_study(study_name=sweep.study_name(cfg), storage=sweep.storage_url(cfg)).get_trials(deepcopy=False))
         with browser.chromium() as driver:
-            browser.report_pages(driver, report.resolve().as_uri(), "ablation.md", "noise_roc.png", args.out)
+            browser.report_pages(driver, report.resolve().as_uri(), f"cmgh results: {cfg.name}", "ablation.html", "variants_per_task.png", args.out)
             browser.mlflow_pages(driver, mlflow_ui.wait(), runs_link, str(cfg.name), runs[0].info.run_name, "loss_va", args.out)
             browser.dashboard_pages(driver, dashboard.wait(), sweep.study_name(cfg), trials, args.out)
     finally:
