@@ -15,6 +15,9 @@ TASKS: tuple[str, ...] = tuple(TASK_DATASETS)
 NOISE_TRAINING = "noise_training"  # noise detection over training (cmgh.evaluate.detection_over_training)
 RUN_TASKS: tuple[str, ...] = (NOISE_TRAINING,)
 GROUND_TRUTH_TASKS = ("noise", NOISE_TRAINING)  # scored against the generator's noise labels: only generated data has them
+# task -> its headline metric (a key of its metrics.json): the one number per task the report's summary
+# compares, and the one MLflow also puts on the pre-training run the evaluation scored (cmgh.track).
+HEADLINE_METRICS: dict[str, str] = {"kinetics": "top1", "audioset": "mAP", "msrvtt": "t2v_R@10", "noise": "auroc/cos_parameters/either"}
 
 
 def planned_tasks(data_source: str, tasks: tuple[str, ...] = TASKS, selected: Iterable[str] | None = None) -> tuple[str, ...]:

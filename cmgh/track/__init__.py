@@ -17,6 +17,11 @@ and the hash of where the run lives (its resolved output folder, also the tag ``
 the tag ``cmgh.run_key`` (:func:`tracked_key`). Opening a key that already has a run reuses that
 run (a resumed training continues its run, a re-run of a finished job adds nothing), and metrics
 of steps the run already holds are not logged twice; a run is never reopened by another folder.
+
+An evaluation's headline metrics (:data:`cmgh.evaluate.HEADLINE_METRICS`) also go onto the
+pre-training run it scored. The workflow's evaluation jobs record their tracking instead of opening
+the store, and one workflow step logs the records (:mod:`cmgh.track.deferred`): same content, without
+MLflow's start-up in each of them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 from cmgh import layout
 from cmgh.io import json_digest
+from cmgh.track.names import headline_keys
 from cmgh.track.provenance import config_hash, git_state, provenance_tags
 from cmgh.track.uri import artifact_root, tracking_uri
 from cmgh.tracking import NullTracker, Tracker
@@ -83,29 +89,40 @@ def open_tracker(
     (a path: its newest run there), a parent run id, or a parent's ``run_key`` (a string).
     """
     from cmgh import keypaths
+    from cmgh.track.deferred import DeferredTracker, deferred_spool
+    from cmgh.track.uri import mlflow_version
 
     if not bool(cfg.tracking.enabled) or os.environ.get("RANK", "0") != "0":
         return NullTracker()  # disabled, or a non-main process of a distributed run
-    try:
-        from cmgh.track.mlflow_tracker import MlflowTracker
-    except ImportError:
+    if mlflow_version() is None:
         log.warning("tracking.enabled is true but mlflow is not installed; runs are not tracked")
         return NullTracker()
     uri = tracking_uri(cfg)
     provenance = provenance_tags(cfg, stage)
-    parent = (OUT_TAG, run_location(nested_under)) if isinstance(nested_under, os.PathLike) else nested_under
-    tracker = MlflowTracker(
-        uri,
-        experiment_name(cfg),
-        tracked_key(run_key, provenance["cmgh.config_hash"], out),
-        run_name=run_key,
-        tags={**provenance, **{k: str(v) for k, v in tags.items()}, OUT_TAG: run_location(out)},
-        params=keypaths.flatten(cfg.to_dict(masked=True)),
-        artifact_location=artifact_root(cfg, uri),
-        nested_under=parent,
-        restart=restart,
-        flush_every=int(cfg.tracking.flush_every),
-        system_metrics=float(cfg.tracking.system_metrics_interval_seconds) if cfg.tracking.system_metrics and stage in SAMPLED_STAGES else None,
-    )
+    parent = [OUT_TAG, run_location(nested_under)] if isinstance(nested_under, os.PathLike) else nested_under
+    opened: dict[str, Any] = {
+        "experiment": experiment_name(cfg),
+        "run_key": tracked_key(run_key, provenance["cmgh.config_hash"], out),
+        "run_name": run_key,
+        "tags": {**provenance, **{k: str(v) for k, v in tags.items()}, OUT_TAG: run_location(out)},
+        "params": {k: None if v is None else str(v) for k, v in keypaths.flatten(cfg.to_dict(masked=True)).items()},
+        "artifact_location": artifact_root(cfg, uri),
+        "nested_under": parent,
+        "restart": restart,
+        "flush_every": int(cfg.tracking.flush_every),
+        "system_metrics": float(cfg.tracking.system_metrics_interval_seconds) if cfg.tracking.system_metrics and stage in SAMPLED_STAGES else None,
+        "parent_metrics": headline_keys() if stage == "evaluate" else [],  # an evaluation's headline also on its pre-training run
+    }
+    spool = deferred_spool(uri, stage)
+    tracker: Tracker
+    if spool is not None:  # a workflow evaluation job: recorded now, logged by the workflow's track_evaluations step
+        tracker = DeferredTracker(spool, opened)
+    else:
+        try:
+            from cmgh.track.mlflow_tracker import MlflowTracker
+        except ImportError as exc:
+            log.warning("tracking.enabled is true but mlflow cannot be imported (%s); runs are not tracked", exc)
+            return NullTracker()
+        tracker = MlflowTracker(uri, **{**opened, "nested_under": tuple(parent) if isinstance(parent, list) else parent})
     tracker.log_text(cfg.to_yaml(), layout.CONFIG)
     return tracker

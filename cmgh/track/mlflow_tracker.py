@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from mlflow.tracking import MlflowClient
 
 from cmgh.tracking import EVALUATION, TERMINAL, DatasetRef, RunContext
 from cmgh.track import lineage
+from cmgh.track.names import headline_keys, metric_key
 from cmgh.track.store import is_remote, server_reachable, store_lock
-from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from cmgh.track import views
+from cmgh.track.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from cmgh.track.uri import redacted
 
 log = logging.getLogger("cmgh.track")  # the package's logger: one name to filter all tracking by
@@ -36,16 +38,6 @@ BATCH_PARAMS = 100  # MLflow log_batch limits: 100 params/tags, 1000 metrics, 10
 BATCH_METRICS = 1000
 
 
-_NOT_IN_A_NAME = re.compile(r"[^\w\-. :/]")  # MLflow allows alphanumerics, _ - . space : /
-
-
-def metric_key(name: str) -> str:
-    """A cmgh metric name (or a config key naming one, e.g. ``worlds.analysis.margins.t2v_R@10``) as
-    MLflow accepts it: ``@`` dropped (``t2v_R@1`` -> ``t2v_R1``, the retrieval literature's other
-    spelling), any other character MLflow refuses -> ``_``. The one mapping; metrics.json and the
-    resolved config keep the cmgh names."""
-    return _NOT_IN_A_NAME.sub("_", name.replace("@", ""))
-
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -55,13 +47,14 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-
 def experiment_description(name: str) -> str:
     """What a user opening the experiment reads first: what the runs are and where the answer is."""
     return (f"cmgh experiment `{name}`: VATT-style video-audio-text pre-training with cross-modality gradient harmonization "
             "(a reconstruction of CMGH, NeurIPS 2022). Top-level runs are pre-training runs (tags `variant`, `backbone`, `seed`); "
-            "each run's downstream evaluations (Kinetics, AudioSet, MSR-VTT, noise detection) are its child runs; Optuna trials "
-            "nest under their study's run. Compare variants: group by `tags.variant` (seeds averaged). Every comparison with its "
+            "each run's downstream evaluations (Kinetics, AudioSet, MSR-VTT, noise detection) are its child runs, and each "
+            f"evaluation's headline metric is on the pre-training run too ({', '.join(f'`{k}`' for k in headline_keys())}): the saved "
+            f"view *{views.VIEW_NAME}* lists them. Optuna trials nest under their study's run. Compare variants: group by "
+            "`tags.variant` (seeds averaged). Every comparison with its "
             "interval and verdict: the report's `tables/summary.md` (`results/report.html`); `cmgh browse` prints where.")
 
 class MlflowTracker(RunContext):
@@ -71,6 +64,11 @@ class MlflowTracker(RunContext):
     ``flush_seconds``), on :meth:`flush` (the trainer calls it at each checkpoint) and on
     :meth:`close`. The first failure of any call is logged as one warning and turns the tracker
     into a no-op; nothing is ever raised into the run.
+
+    ``parent_metrics`` (MLflow keys) also go to the parent run, at the same step: an evaluation's
+    headline metrics on the pre-training run it scored, so the runs table, Compare and group-by show
+    them there (logged again at the same step, a re-run's newer value is the one MLflow shows).
+    ``start_time`` (ms) dates a run created now (a deferred evaluation's own start, :mod:`cmgh.track.deferred`).
     """
 
     def __init__(
@@ -88,8 +86,12 @@ class MlflowTracker(RunContext):
         flush_every: int = 25,
         flush_seconds: float = 30.0,
         system_metrics: float | None = None,
+        parent_metrics: Collection[str] = (),
+        start_time: int | None = None,
     ) -> None:
         self.uri, self.experiment, self.run_key = uri, experiment, run_key
+        self.parent_id: str | None = None  # the run this one nests under (parent_metrics go there too)
+        self.parent_metrics = frozenset(parent_metrics)
         self.shown = redacted(uri)  # the URI as messages and tags show it (no password)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
@@ -113,7 +115,7 @@ class MlflowTracker(RunContext):
         for attempt in range(attempts):
             try:
                 with store_lock(uri):
-                    self._open(run_name or run_key, dict(tags or {}), artifact_location, nested_under, restart)
+                    self._open(run_name or run_key, dict(tags or {}), artifact_location, nested_under, restart, start_time)
                 break
             except Exception as exc:  # noqa: BLE001 - tracking must never break a run
                 if attempt + 1 == attempts:
@@ -131,6 +133,11 @@ class MlflowTracker(RunContext):
     def active(self) -> bool:
         """True while the tracker writes to MLflow (False once a failure made it a no-op)."""
         return not self._broken and not self._closed and self.run_id is not None
+
+    @property
+    def broken(self) -> bool:
+        """True once a failure made the tracker a no-op (the store does not hold all of the run)."""
+        return self._broken
 
     def _start_system_metrics(self, interval: float) -> None:
         """Sample system metrics into the run (:mod:`cmgh.track.system`); a failure only warns."""
@@ -168,7 +175,7 @@ class MlflowTracker(RunContext):
     # -- opening -----------------------------------------------------------------------------
 
     def _open(self, run_name: str, tags: dict[str, Any], artifact_location: str | None, nested_under: str | tuple[str, str] | None,
-              restart: bool) -> None:
+              restart: bool, start_time: int | None = None) -> None:
         """Find or create the run; the parent is a run id, a ``(tag, value)`` its newest run carries, or a run name."""
         if self._remote and not server_reachable(self.uri):
             raise ConnectionError(f"no MLflow server answers at {self.shown}")
@@ -183,10 +190,10 @@ class MlflowTracker(RunContext):
             if found is None:
                 log.warning("MLflow: no parent run %r to nest %s under", value, run_name)
             else:
-                all_tags["mlflow.parentRunId"] = found.info.run_id
+                all_tags["mlflow.parentRunId"] = self.parent_id = found.info.run_id
                 self.model_id = found.data.tags.get(lineage.MODEL_TAG)
         if run is None:
-            run = self.client.create_run(self.experiment_id, tags={RUN_KEY_TAG: self.run_key}, run_name=run_name)
+            run = self.client.create_run(self.experiment_id, start_time=start_time, tags={RUN_KEY_TAG: self.run_key}, run_name=run_name)
             self.run_id = run.info.run_id
         else:
             self.run_id = run.info.run_id
@@ -209,7 +216,8 @@ class MlflowTracker(RunContext):
             try:
                 return self.client.create_experiment(
                     self.experiment, artifact_location=artifact_location,
-                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: experiment_description(self.experiment)},
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, DESCRIPTION_TAG: experiment_description(self.experiment),
+                          views.VIEW_TAG: views.saved_view(_now_ms())},
                 )
             except MlflowException:  # created meanwhile by a parallel job
                 exp = self.client.get_experiment_by_name(self.experiment)
@@ -219,6 +227,8 @@ class MlflowTracker(RunContext):
             self.client.restore_experiment(exp.experiment_id)
         if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if views.needs_saving(exp.tags.get(views.VIEW_TAG)):  # an experiment made before the view, or by an older cmgh
+            self.client.set_experiment_tag(exp.experiment_id, views.VIEW_TAG, views.saved_view(_now_ms()))
         return exp.experiment_id
 
     def _run(self, run_id: str) -> Any:
@@ -261,10 +271,10 @@ class MlflowTracker(RunContext):
         for chunk in _chunks(items, BATCH_PARAMS):
             self._call("set tags", self.client.log_batch, self.run_id, tags=chunk, synchronous=True)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:  # timestamp: ms, else now
         if not self.active:
             return
-        stamp = _now_ms()
+        stamp = _now_ms() if timestamp is None else int(timestamp)
         for name, value in metrics.items():
             key = metric_key(name)
             if step is not None and step <= self._floor.get(key, -1):
@@ -300,6 +310,19 @@ class MlflowTracker(RunContext):
         if not self._broken:
             for metric in pending:
                 self._floor[metric.key] = max(self._floor.get(metric.key, -1), metric.step)
+            self._mirror(pending)
+
+    def _mirror(self, pending: list[Any]) -> None:
+        """The ``parent_metrics`` among ``pending`` onto the parent run (not linked to the model or the
+        dataset: the evaluation's own metric is); a failure there only warns, the run's own metrics are in."""
+        mirrored = [Metric(m.key, m.value, m.timestamp, m.step) for m in pending if m.key in self.parent_metrics]
+        if not mirrored or self.parent_id is None:
+            return
+        try:
+            self.client.log_batch(self.parent_id, metrics=mirrored, synchronous=True)
+        except Exception as exc:  # noqa: BLE001 - tracking must never break a run
+            log.warning("MLflow: %s not logged on the parent run %s: %s: %s", ", ".join(sorted({m.key for m in mirrored})),
+                        self.parent_id, type(exc).__name__, redacted(str(exc).splitlines()[0]) if str(exc) else "")
 
     def log_datasets(self, datasets: Sequence[DatasetRef]) -> None:
         """Log the datasets the run reads as its inputs, each (name, digest, context) once per run;
@@ -362,15 +385,15 @@ class MlflowTracker(RunContext):
         except Exception as exc:  # noqa: BLE001 - tracking must never break a run
             log.warning("MLflow tracking (%s) could not end run %s: %s", self.shown, self.run_id, type(exc).__name__)
 
-    def close(self, status: str = "FINISHED") -> None:
-        """Flush and end the run with ``status`` (FINISHED, FAILED or KILLED); idempotent."""
+    def close(self, status: str = "FINISHED", end_time: int | None = None) -> None:
+        """Flush and end the run with ``status`` (FINISHED, FAILED or KILLED), now or at ``end_time`` (ms); idempotent."""
         if self._closed:
             return
         if self._system is not None:
             self._system.stop()  # before the run ends: its last sample lands in a RUNNING run
         self.flush()
         if self.active:
-            self._call("end the run", self.client.set_terminated, self.run_id, status if status in TERMINAL else "FINISHED")
+            self._call("end the run", self.client.set_terminated, self.run_id, status if status in TERMINAL else "FINISHED", end_time)
         elif self._broken and self.run_id is not None:
             self._end_failed()
         self._closed = True

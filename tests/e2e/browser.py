@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cmgh.io import atomic_write
 from tests.helpers import free_port as free_port  # re-exported: screenshots.py and test_browser.py call browser.free_port
 
 BIN = Path(sys.executable).parent
 WINDOW = (1400, 900)
-SCREENSHOTS = ("mlflow_runs.png", "mlflow_run.png", "optuna_study.png", "optuna_trials.png", "report_figure.png")
+SCREENSHOTS = ("mlflow_runs.png", "mlflow_run.png", "optuna_study.png", "optuna_trials.png", "report_landing.png", "report_figure.png")
 TIMEOUT = 90.0  # page and server waits; MLflow's server takes ~35 s to start on 2 loaded cores
 
 
@@ -213,19 +214,30 @@ def report_file(driver, name: str) -> object:
     return rows[0].find_element(By.CSS_SELECTOR, "a[iconname='eye']")
 
 
-def report_pages(driver, url: str, table: str, figure: str, shots: Path | None = None) -> dict[str, str]:
-    """Snakemake's report: its Tables category (``table``'s content as its view link carries it; the
-    report offers a markdown table as a file, it does not render it) and ``figure`` shown in the page."""
+def report_pages(driver, url: str, title: str, table: str, figure: str, shots: Path | None = None) -> dict[str, Any]:
+    """Snakemake's report: its front page (``title`` and the headline table `cmgh report` wrote: its rows'
+    cells under ``landing``), the Tables category with ``table`` (an HTML page, shown in the report: its
+    file under ``table``, its text as shown under ``table shown``) and ``figure`` shown in the page."""
     import base64
 
     from selenium.webdriver.common.by import By
 
     driver.get(url)
-    pages = {"home": wait_for(driver, "the report's categories", lambda text: {"Tables", "Figures"} <= set(text.splitlines()))}
+    pages: dict[str, Any] = {"home": wait_for(driver, "the report's front page with its headline table", lambda text: title in text.splitlines()
+                                              and bool(driver.find_elements(By.CSS_SELECTOR, "#cmgh-landing tbody tr")))}
+    pages["landing"] = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+                        for row in driver.find_elements(By.CSS_SELECTOR, "#cmgh-landing tbody tr")]
+    screenshot(driver, shots, "report_landing.png")
     driver.find_element(By.LINK_TEXT, "Tables").click()
     pages["tables"] = wait_for(driver, f"table {table!r}", lambda text: any(line.endswith(table) for line in text.splitlines()))
-    href = report_file(driver, table).get_attribute("href")
-    pages[table] = base64.b64decode(href.split(";base64,", 1)[1]).decode("utf-8")
+    report_file(driver, table).click()
+    frame = f"iframe[src*='filename={table};']"
+    wait_for(driver, f"table {table!r} shown", lambda _: bool(driver.find_elements(By.CSS_SELECTOR, frame)))
+    shown = driver.find_element(By.CSS_SELECTOR, frame)
+    pages[table] = base64.b64decode(shown.get_attribute("src").split(";base64,", 1)[1]).decode("utf-8")
+    driver.switch_to.frame(shown)
+    pages[f"{table} shown"] = wait_for(driver, f"the rows of {table!r}", lambda text: bool(text.strip()))
+    driver.switch_to.default_content()
     driver.find_element(By.LINK_TEXT, "Results").click()
     wait_for(driver, "the report's categories", lambda text: "Figures" in text.splitlines())
     driver.find_element(By.LINK_TEXT, "Figures").click()

@@ -1,6 +1,6 @@
 """The default DAG's MLflow store, read back as a user would: every run ended, every task's metrics
-there (equal to the files the DAG wrote), system metrics on the training runs, and `cmgh runs`
-giving the report's ablation table from the store alone."""
+there (equal to the files the DAG wrote) and each task's headline on the pre-training runs too, system
+metrics on the training runs, and `cmgh runs` giving the report's ablation table from the store alone."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from cmgh import config as config_mod
 from cmgh import layout
-from cmgh.evaluate import RUN_TASKS, planned_tasks
-from cmgh.track import experiment_name
+from cmgh.evaluate import HEADLINE_METRICS, RUN_TASKS, planned_tasks
+from cmgh.track import deferred, experiment_name
 from cmgh.track.mlflow_tracker import metric_key
 from tests.e2e.dag import REPO, TinyDag
 
@@ -66,6 +66,18 @@ def test_no_run_left_running_and_every_tasks_metrics_are_in_the_store(tiny_dag: 
         assert run.info.status == "FINISHED" and headline, path
         assert {k: run.data.metrics.get(k) for k in headline} == pytest.approx(headline), path
         assert not any(k.startswith("system/") for k in run.data.metrics)  # evaluations do not sample
+        assert run.data.tags["snakemake_rule"] in deferred.DEFER_RULES  # recorded by the job, logged by the workflow's one step
+
+    # Each pre-training run carries its evaluations' headline metrics (what the runs table, Compare and group-by show);
+    # the evaluation jobs' records were all logged by the workflow's track_evaluations step, none is left waiting.
+    uri = f"sqlite:///{results / layout.MLFLOW_DB}"
+    assert deferred.pending(uri) == [] and json.loads((results / layout.TRACKED_EVALUATIONS).read_text())["pending"] == 0
+    for run_dir in pretrain_dirs:
+        backbone, variant, seed = run_dir.parts[-3], run_dir.parts[-2], run_dir.name.removeprefix("seed")
+        (run,) = by_tags(runs, stage="pretrain", backbone=backbone, variant=variant, seed=seed)
+        headline = {metric_key(f"{task}/{metric}"): json.loads(layout.eval_metrics(results, task, backbone, variant, seed).read_text())[metric]
+                    for task, metric in HEADLINE_METRICS.items()}
+        assert {k: run.data.metrics.get(k) for k in headline} == pytest.approx(headline), run.info.run_name
 
     study = optuna.load_study(study_name="default", storage=f"sqlite:///{results / layout.OPTUNA_DB}")
     trials = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]

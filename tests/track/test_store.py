@@ -12,6 +12,7 @@ from cmgh import cli
 from cmgh import config as config_mod
 from cmgh.track import open_tracker, tracking_uri
 from cmgh.track.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, WORKFLOW
+from cmgh.track.views import VIEW_ID, VIEW_TAG_PREFIX
 from tests.helpers import REPO, run_cli
 
 mlflow = pytest.importorskip("mlflow")
@@ -58,7 +59,8 @@ def test_experiment_opens_on_its_runs(tiny_world: config_mod.Config, tmp_path: P
     # The names cmgh relies on are the installed UI's: the tag, the kind, the workflow parameter, the runs route.
     bundle = "".join(p.read_text(errors="replace") for p in UI_JS.glob("*.js"))
     for name in (f'"{EXPERIMENT_KIND_TAG}"', f'CUSTOM_MODEL_DEVELOPMENT="{EXPERIMENT_KIND}"', 'Runs="runs"',
-                 '"/experiments/:experimentId/:tabName"', 'get("workflowType")', 'MACHINE_LEARNING="machine_learning"'):
+                 '"/experiments/:experimentId/:tabName"', 'get("workflowType")', 'MACHINE_LEARNING="machine_learning"',
+                 f'"{VIEW_TAG_PREFIX}"', '"viewStateShareKey"', '"Saved views"', '"selectedColumns","columnOrder"', '"searchFilter","orderByKey"'):
         assert name in bundle, name
     assert WORKFLOW == "workflowType=machine_learning"
 
@@ -88,7 +90,7 @@ def test_experiment_opens_on_its_runs(tiny_world: config_mod.Config, tmp_path: P
     assert command.split()[1:] == ["ui", "--backend-store-uri", uri, "--default-artifact-root", (tmp_path / "mlruns").as_uri(),
                                    "--host", "127.0.0.1", "--port", "5123"]
     assert Path(command.split()[0]).name == "mlflow"
-    assert link == f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    assert link == f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_ID}"
 
 
 @pytest.mark.parametrize(("content", "why"), [(b"", "is empty (0 bytes), not a tracking store"),

@@ -93,3 +93,28 @@ if not PLAN.noise_training_in_run_job:
         shell:
             "CMGH_RULE=noise_training {params.cmgh:q} evaluate --task {params.task:q} --checkpoint {params.checkpoint:q}"
             " --out {params.out:q} --config {params.config:q} >> {log:q} 2>&1"
+
+
+# The evaluation jobs above record what they track (cmgh.track.deferred: no MLflow start-up in each);
+# this one job logs every record into the MLflow store once they are done (an evaluation run again
+# re-logs only its own record). A tracking server is logged live by the jobs: nothing waits here then.
+
+
+rule track_evaluations:
+    input:
+        evaluation_targets(),
+        run_evaluation_targets(),
+    output:
+        p(Path(RESULTS) / layout.TRACKED_EVALUATIONS),
+    params:
+        python=PYTHON,
+        config=RESOLVED_CONFIG,
+    log:
+        job_log("track", "evaluations"),
+    benchmark:
+        job_benchmark("track", "evaluations")
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        "CMGH_RULE=track_evaluations {params.python:q} -m cmgh.track.deferred --config {params.config:q} --out {output:q} >> {log:q} 2>&1"
