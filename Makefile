@@ -6,7 +6,7 @@ CORES  ?= all
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cmgh-installed
 
-.PHONY: setup reproduce study test test-fast clean-results
+.PHONY: setup reproduce study test test-fast gpu-wheels clean-results
 
 # After a failed run: if Snakemake's lock is still there, say how to clear it (a run killed hard leaves it behind).
 LOCK_HINT = [ -z "$$(ls -A .snakemake/locks 2>/dev/null)" ] || echo "make: Snakemake's lock is held; if no other run is going (e.g. after a kill): $(BIN)/snakemake --unlock, then make again" >&2
@@ -37,6 +37,11 @@ test: setup
 # The in-process tier, minutes on 2 cores: everything but the end-to-end runs marked slow.
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
+
+# What a bare GPU machine lacks for benchmarks/gpu_check.py (README, "Paper scale"): wheels for its Python 3.12, packed into
+# gpu-wheels/bundle/ to carry with the working tree; prints the sizes and fails over the 64 MiB such a machine takes.
+gpu-wheels: setup
+	$(BIN)/python benchmarks/gpu_wheels.py
 
 clean-results:
 	find results -mindepth 1 ! -name .gitkeep -delete
