@@ -70,17 +70,36 @@ def feature_inputs(fmt: str) -> tuple[str, ...]:
     return ("features.format", *EXTRACTION_INPUTS[fmt], *(STREAM_INPUTS if fmt == "packed" else ()))
 
 
+# keys that say where files are read from, never what is computed: left out of every section
+# key_values returns (a random encoder's rerun trigger hashes the whole features section)
+READ_LOCATIONS = ("features.packed.remote",)
+
+
 def key_values(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
-    """``{dotted key: value}`` of config sections or dotted keys (``features.video.fps``)."""
+    """``{dotted key: value}`` of config sections or dotted keys (``features.video.fps``), without
+    :data:`READ_LOCATIONS`."""
     tree = _tree(cfg)
-    return {k: get_path(tree, k) for k in keys}
+    return {k: _without_locations(k, get_path(tree, k)) for k in keys}
+
+
+def _without_locations(key: str, value: Any) -> Any:
+    for location in READ_LOCATIONS:
+        if location.startswith(f"{key}.") and isinstance(value, Mapping):
+            value = copy.deepcopy(dict(value))
+            *sections, last = location[len(key) + 1 :].split(".")
+            node = value
+            for section in sections:
+                node = node.get(section) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
+    return value
 
 
 # --------------------------------------------------------------------------- pre-training
 
 # pretrain keys that change no result of a run: the seed list, save and scoring cadence, loader
-# processes and the GPU count (data parallelism is exact).
-NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "log_every", "num_workers", "gpus",
+# processes and the GPU and node counts (data parallelism is exact).
+NOT_TRAINING_INPUTS = ("seeds", "checkpoint_every", "score_every", "log_every", "num_workers", "gpus", "nodes",
                        "budget", "step_cost")  # (these two act through `steps`, which the variant's config has resolved)
 # pretrain keys added after results existed, with the value at which a run computes exactly what it
 # computed before the key existed: left out of the identity at that value (any other value enters it),
@@ -98,6 +117,7 @@ LATER_KEYS: dict[tuple[str, ...], Any] = {
     ("curriculum", "mixture"): SCHEMA_DEFAULT,
     ("curriculum", "coteaching"): SCHEMA_DEFAULT,
     ("balance",): SCHEMA_DEFAULT,
+    ("compile_backend",): "inductor",
 }
 RUN_OUTPUT_INPUTS = ("score_every",)  # pretrain keys that change what a run writes besides its model (the score dumps)
 

@@ -21,7 +21,7 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tiny_dag: TinyDag, tmp_pa
     # the fixture ran the DAG after checking its plan: 4 datasets, 1 vocabulary, 1 backbone x 2
     # variants x 1 seed, 4 tasks x (2 variants + random init), noise detection over each run's training, 1 study
     assert tiny_dag.planned == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "extract": 4, "noise_training": 2, "pretrain": 2,
-                                "report": 1, "synth": 4, "sweep": 1, "vocab": 1, "total": 28}
+                                "report": 1, "synth": 4, "sweep": 1, "track_evaluations": 1, "vocab": 1, "total": 29}
     out, workdir = tiny_dag.out, tiny_dag.workdir
     configfile = tmp_path / "changed.yaml"  # the changes below are planned from a copy: the run's own file stays for other tests
     configfile.write_text(tiny_dag.configfile.read_text())
@@ -47,7 +47,7 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tiny_dag: TinyDag, tmp_pa
     original, stat = classes.read_bytes(), classes.stat()
     classes.write_bytes(original + b"\n")
     touched = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
-    assert touched == {"all": 1, "evaluate": 2, "evaluate_random_init": 1, "extract": 1, "report": 1, "total": 6}
+    assert touched == {"all": 1, "evaluate": 2, "evaluate_random_init": 1, "extract": 1, "report": 1, "track_evaluations": 1, "total": 7}
     classes.write_bytes(original)
     os.utime(classes, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
@@ -63,21 +63,22 @@ def test_whole_dag_to_report_then_noop_then_one_branch(tiny_dag: TinyDag, tmp_pa
     tree["pretrain"]["seeds"] = [0, 1]
     configfile.write_text(yaml.safe_dump(tree))
     seed = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
-    assert seed == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "noise_training": 2, "pretrain": 2, "report": 1, "total": 18}
+    assert seed == {"all": 1, "evaluate": 8, "evaluate_random_init": 4, "noise_training": 2, "pretrain": 2, "report": 1, "track_evaluations": 1,
+                    "total": 19}
     tree["pretrain"]["seeds"] = [0]
 
     # A changed hyperparameter of one variant reruns that branch only.
     tree["variants"]["gr_gcl"]["pretrain"]["curriculum"]["end_keep"] = 0.5
     configfile.write_text(yaml.safe_dump(tree))
     branch = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
-    assert branch == {"all": 1, "evaluate": 4, "noise_training": 1, "pretrain": 1, "report": 1, "total": 8}
+    assert branch == {"all": 1, "evaluate": 4, "noise_training": 1, "pretrain": 1, "report": 1, "track_evaluations": 1, "total": 9}
     tree["variants"]["gr_gcl"]["pretrain"]["curriculum"].pop("end_keep")
 
     # Another window of noise detection over training reruns those jobs and the report, no other evaluation.
     tree["evaluate"]["noise_training"] = {"window": 2}
     configfile.write_text(yaml.safe_dump(tree))
     window = planned_jobs(snakemake(workdir, "--configfile", str(configfile), "-n"))
-    assert window == {"all": 1, "noise_training": 2, "report": 1, "total": 4}
+    assert window == {"all": 1, "noise_training": 2, "report": 1, "track_evaluations": 1, "total": 5}
 
 
 @pytest.mark.slow
@@ -114,7 +115,7 @@ def test_killed_pretrain_job_resumes_on_rerun(tmp_path: Path) -> None:
 
     configfile = tiny_configfile(tmp_path, "pretrain.steps=60", "pretrain.checkpoint_every=5")
     run = tmp_path / "out" / "results" / "pretrain" / "ms" / "baseline" / "seed0"
-    target = str(run / "summary.json")
+    target = str((run / "summary.json").relative_to(tmp_path))  # as the rules declare it: relative to the working directory
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "2", target, "--configfile", str(configfile)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -171,10 +172,10 @@ def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job
     blocks = planned_blocks(result.stdout)
     run = next(f for rule, f in blocks if rule == "text0_6_evaluate" and f["wildcards"] == "backbone=ms, variant=small_loss, seed=2")
     outputs = run["output"].split(", ")
-    base = tmp_path / "study" / "text0.6" / "eval"
+    base = Path("study", "text0.6", "eval")  # the rules' paths: relative to the working directory (a moved project keeps its records)
     assert outputs == [str(base / t / "ms" / "small_loss" / "seed2" / "metrics.json") for t in ("kinetics", "audioset", "msrvtt", "noise_training")] \
         + [str(base / "noise_training" / "ms" / "small_loss" / "seed2" / "windows.csv")]
-    shared = tmp_path / "study" / "shared"  # the downstream sets once for every world; each world its own corpus
+    shared = Path("study", "shared")  # the downstream sets once for every world; each world its own corpus
     planned_sets = {rule: {f.get("wildcards") for r, f in blocks if r == rule} for rule in planned}
     assert planned_sets["shared_synth"] == {f"dataset={d}" for d in ("kinetics", "audioset", "msrvtt")}
     assert planned_sets["shared_extract"] == {"dataset=kinetics", "dataset=audioset"}
@@ -186,7 +187,7 @@ def test_study_config_plans_a_tree_per_modality_and_rate_with_one_evaluation_job
     assert shared_inputs <= set(floor["input"].split(", "))
     assert (tmp_path / "study" / "text0.6" / "features" / "kinetics").readlink() == Path("..", "..", "shared", "features", "kinetics")
     worlds = next(f for rule, f in blocks if rule == "worlds")
-    assert str(tmp_path / "study" / "README.md") in worlds["output"]
+    assert str(Path("study", "README.md")) in worlds["output"]
     trees = {}
     for name, audio, text in (("text0.6", 0.0, 0.6), ("audio0.6", 0.6, 0.0), ("noise0", 0.0, 0.0)):
         trees[name] = tree = yaml.safe_load((tmp_path / "study" / name / "config" / "resolved.yaml").read_text())
@@ -217,17 +218,17 @@ def test_scaling_config_plans_each_method_with_and_without_youtube8m(tmp_path: P
     # 2 backbones x 6 variants x 5 seeds; 4 tasks per run and per random init, noise detection over each run's
     # training; five datasets (YouTube-8M too); no sweep
     assert planned_jobs(result) == {"synth": 5, "extract": 5, "vocab": 1, "pretrain": 60, "evaluate": 240, "evaluate_random_init": 40,
-                                    "noise_training": 60, "report": 1, "all": 1, "total": 413}
+                                    "noise_training": 60, "report": 1, "track_evaluations": 1, "all": 1, "total": 414}
     blocks = planned_blocks(result.stdout)
-    youtube8m = str(tmp_path / "features" / "youtube8m" / "index.parquet")
+    youtube8m = str(Path("features", "youtube8m", "index.parquet"))  # relative to the working directory, as the rules declare it
     assert any(rule == "extract" and f["output"] == youtube8m for rule, f in blocks)
-    assert any(rule == "synth" and f["output"] == str(tmp_path / "data" / "youtube8m" / ".complete") for rule, f in blocks)
+    assert any(rule == "synth" and f["output"] == str(Path("data", "youtube8m", ".complete")) for rule, f in blocks)
     runs = {f["wildcards"]: youtube8m in f["input"] for rule, f in blocks if rule == "pretrain"}
     assert len(runs) == 60
     assert all(reads == ("_yt8m," in wildcards) for wildcards, reads in runs.items())  # only the *_yt8m variants read it
     report = next(f["output"] for rule, f in blocks if rule == "report")
     for name in ("tables/scaling.md", "tables/scaling.csv", "figures/scaling_gain.png"):
-        assert str(tmp_path / "results" / name) in report
+        assert str(Path("results", name)) in report
     variants = [f"{m}{suffix}" for m in ("baseline", "gr_gcl", "small_loss") for suffix in ("", "_yt8m")]
     evaluated = {f["wildcards"] for rule, f in blocks if rule == "evaluate"}
     assert evaluated == {f"task={t}, backbone={b}, variant={v}, seed={s}" for t in ("kinetics", "audioset", "msrvtt", "noise")
@@ -247,12 +248,21 @@ def test_default_config_plans_noise_detection_over_training_once_per_pretraining
     jobs = {f["wildcards"]: f for rule, f in blocks if rule == "noise_training"}
     assert set(jobs) == runs
     job = jobs["backbone=ms, variant=gr, seed=1"]
-    assert job["output"] == f"{tmp_path}/results/eval/noise_training/ms/gr/seed1/metrics.json, {tmp_path}/results/eval/noise_training/ms/gr/seed1/windows.csv"
-    assert job["input"].endswith(f"{tmp_path}/results/pretrain/ms/gr/seed1/summary.json")
+    # the rules' paths: relative to the working directory, where the overlay's absolute paths lie
+    assert job["output"] == "results/eval/noise_training/ms/gr/seed1/metrics.json, results/eval/noise_training/ms/gr/seed1/windows.csv"
+    assert job["input"].endswith(", results/pretrain/ms/gr/seed1/summary.json")
     report = next(f for rule, f in blocks if rule == "report")
-    assert all(f"{tmp_path}/results/eval/noise_training/ms/{v}/seed{s}/metrics.json" in report["input"] for v in variants for s in (0, 1))
+    assert all(f"results/eval/noise_training/ms/{v}/seed{s}/metrics.json" in report["input"].split(", ") for v in variants for s in (0, 1))
     for name in ("tables/noise_over_training.md", *(f"figures/noise_over_training_ms_{v}.png" for v in variants)):
-        assert f"{tmp_path}/results/{name}" in report["output"]
+        assert f"results/{name}" in report["output"].split(", ")
+    # the README's facts about this DAG: its job count and the files it names as the report's and the tracking step's
+    readme = (REPO / "README.md").read_text()
+    assert f"The default DAG is {planned['total']} jobs" in readme
+    outputs = {path for _, f in blocks for path in f.get("output", "").split(", ")}
+    for name in ("tables/summary.md", "sweep/default/best_params.yaml", "tracked_evaluations.json",
+                 "eval/noise_training/ms/gr/seed1/windows.csv", "pretrain/ms/gr/seed1/summary.json"):
+        assert f"results/{name}" in outputs, name
+        assert name.rsplit("/", 1)[-1] in readme, name
 
 
 @pytest.mark.slow
