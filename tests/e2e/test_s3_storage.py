@@ -4,26 +4,21 @@ with workflow/profiles/s3, as a cluster without a shared file system runs it."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 import yaml
 
+from cmgh import layout
 from cmgh.config import apply_overrides
 from tests.helpers import tiny_overrides
 from tests.e2e.dag import REPO, TINY_RUNS, snakemake
-from tests.helpers import free_port
+from tests.s3_server import BUCKET, moto_server, objects, s3_client
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "cmgh-test"
-CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 # Kinetics' features (synth + extract: clips in, shards out) and the vocabulary (two annotation files in).
 TARGETS = ["out/features/vocab.json", "out/features/kinetics"]
 
@@ -31,30 +26,14 @@ TARGETS = ["out/features/vocab.json", "out/features/kinetics"]
 @pytest.fixture
 def s3_endpoint(tmp_path: Path) -> Iterator[str]:
     """A moto S3 server in its own process, with an empty bucket."""
-    port = free_port()
-    log = (tmp_path / "moto.log").open("w")
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client("s3", endpoint_url=url, **CREDENTIALS)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
+    with moto_server(tmp_path / "moto.log") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
 
 
-def objects(client, prefix: str = "cmgh/") -> dict[str, int]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+def storage_args(configfile: Path, endpoint: str) -> list[str]:
+    return ["--profile", str(REPO / "workflow" / "profiles" / "s3"), "--configfile", str(configfile),
+            "--default-storage-prefix", f"s3://{BUCKET}/cmgh", "--storage-s3-endpoint-url", endpoint,
+            "--storage-s3-access-key", "testing", "--storage-s3-secret-key", "testing"]
 
 
 def test_features_move_through_an_s3_bucket(tmp_path: Path, s3_endpoint: str) -> None:
@@ -63,14 +42,12 @@ def test_features_move_through_an_s3_bucket(tmp_path: Path, s3_endpoint: str) ->
     tree["variants"] = {"baseline": {}}
     configfile = tmp_path / "tiny.yaml"
     configfile.write_text(yaml.safe_dump(tree))
-    storage = ["--profile", str(REPO / "workflow" / "profiles" / "s3"), "--configfile", str(configfile),
-               "--default-storage-prefix", f"s3://{BUCKET}/cmgh", "--storage-s3-endpoint-url", s3_endpoint,
-               "--storage-s3-access-key", "testing", "--storage-s3-secret-key", "testing"]
+    storage = storage_args(configfile, s3_endpoint)
 
     run = snakemake(tmp_path, *TARGETS, *storage)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
 
-    client = boto3.client("s3", endpoint_url=s3_endpoint, **CREDENTIALS)
+    client = s3_client(s3_endpoint)
     stored = objects(client)
     kinetics = tree["data"]["synth"]["kinetics"]
     items = kinetics["classes"] * (kinetics["train_per_class"] + kinetics["val_per_class"] + kinetics["test_per_class"])
@@ -93,3 +70,36 @@ def test_features_move_through_an_s3_bucket(tmp_path: Path, s3_endpoint: str) ->
     replan = snakemake(tmp_path, *TARGETS, *storage, "-n")
     assert replan.returncode == 0, (replan.stdout + replan.stderr)[-3000:]
     assert "vocab" in replan.stdout and "Nothing to be done" not in replan.stdout + replan.stderr
+
+
+def test_pretraining_reads_its_packed_shards_from_the_bucket(tmp_path: Path, s3_endpoint: str) -> None:
+    # HowTo100M packed into the bucket, then one pre-training run: its job fetches the index and the
+    # manifest (small), never the shards, which it reads by byte range (cmgh.data.stream.remote).
+    tree = apply_overrides({}, [*tiny_overrides(Path("out")), *TINY_RUNS, "features.format=packed", "sweep.run=false"])
+    tree["variants"] = {"baseline": {}}
+    configfile = tmp_path / "tiny.yaml"
+    configfile.write_text(yaml.safe_dump(tree))
+    summary = "out/results/pretrain/ms/baseline/seed0/" + layout.SUMMARY
+    storage = storage_args(configfile, s3_endpoint)
+    packed = f"s3://{BUCKET}/cmgh/out/features/packed/howto100m"
+
+    plan = snakemake(tmp_path, summary, *storage, "-n")
+    assert plan.returncode == 0, (plan.stdout + plan.stderr)[-3000:]
+    jobs = {block.split(":", 1)[0]: block for block in (plan.stdout + plan.stderr).split("\nrule ")[1:]}
+    (inputs,) = [line for line in jobs["pretrain"].splitlines() if line.strip().startswith("input:")]
+    assert f"{packed}/index.parquet (retrieve" in inputs and f"{packed}/manifest.csv (retrieve" in inputs and "shards" not in inputs
+    assert f"{packed}/shards (send to storage)" in jobs["pack"]
+    resolved = yaml.safe_load((tmp_path / "out" / "results" / "config" / "resolved.yaml").read_text())
+    assert resolved["features"]["packed"]["remote"]["url"] == f"s3://{BUCKET}/cmgh/out/features"
+    assert "testing" not in (tmp_path / "out" / "results" / "config" / "resolved.yaml").read_text()  # no credential in the job's config
+
+    run = snakemake(tmp_path, summary, *storage)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    client = s3_client(s3_endpoint)
+    stored = objects(client)
+    shards = [k for k in stored if k.startswith("cmgh/out/features/packed/howto100m/shards/") and k.endswith(".tar")]
+    assert shards and f"cmgh/{summary}" in stored
+    log = client.get_object(Bucket=BUCKET, Key="cmgh/out/results/logs/pretrain/ms/baseline/seed0.log")["Body"].read().decode()
+    assert f"howto100m: shards read by byte range from {packed}/shards/" in log
+    retrieved = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Retrieving from storage")]
+    assert not [line for line in retrieved if "/shards" in line]

@@ -51,7 +51,7 @@ rule pack:
     input:
         pack_inputs,
     output:
-        stored(packed_index("{dataset}")),
+        packed_outputs("{dataset}"),
     params:
         cmgh=CMGH,
         config=RESOLVED_CONFIG,
