@@ -5,8 +5,12 @@ and ``ColorJitter`` rules, re-implemented on that generator), so the global torc
 touched and a sample's augmentation does not depend on the worker that loads it. Every frame of
 a clip gets the same parameters.
 
-Crop, resize and flip run in the loader with ``torchvision.transforms.v2.functional`` on the
-uint8 video in channels-last layout (its SIMD uint8 resize path), crop before resize. The colour
+The packed stream crops, resizes and flips inside FFmpeg while decoding: :func:`crop_of` hands
+:func:`cmgh.data.io.media.decode_clip` the box drawn from the decoded frames' size, cut and scaled
+with swscale's antialiased bilinear filter on the YUV frame (2-3 levels of 255 per channel from
+torchvision's on RGB, 0.5 in luma: :mod:`cmgh.data.io.frames`), and :func:`colour` does the rest.
+:func:`apply` is the same augmentation of RGB frames already in memory, with
+``torchvision.transforms.v2.functional`` (uint8 channels-last, crop before resize). The colour
 jitter with ``hue == 0`` (the default) is one fused affine map per frame: brightness, contrast and
 saturation are each ``y = a*x + b*gray(x) + o``, a family closed under composition, so any order
 of the three is ``y = alpha*x + beta*gray(x) + gamma*mean(gray(x))`` with three numbers per clip
@@ -20,6 +24,7 @@ the loader (an HSV round trip per frame: costly) and ships the identity map.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,12 +32,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as F
+
+from cmgh.data.io.frames import Crop
 
 GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
-_JITTER_OPS = {BRIGHTNESS: F.adjust_brightness, CONTRAST: F.adjust_contrast, SATURATION: F.adjust_saturation, HUE: F.adjust_hue}
+
+
+@functools.cache
+def _torchvision() -> tuple[Any, Any, dict[str, Any]]:
+    """torchvision's tv_tensors, functional ops and the jitter ops by name, imported on first use: only
+    the loader-side paths (decoded clips, hue > 0, the reference) need them, and importing all of
+    torchvision costs ~1.8 s of CPU in every job that reads features (the evaluations)."""
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as F
+
+    ops = {BRIGHTNESS: F.adjust_brightness, CONTRAST: F.adjust_contrast, SATURATION: F.adjust_saturation, HUE: F.adjust_hue}
+    return tv_tensors, F, ops
 
 
 @dataclass(frozen=True)
@@ -108,33 +124,49 @@ def _crop_box(rng: np.random.Generator, height: int, width: int, scale: tuple[fl
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def crop_of(params: AugmentParams, size: int) -> Crop:
+    """The crop box and flip of ``params`` for FFmpeg to cut, scale to ``size`` and mirror while decoding."""
+    return Crop(params.top, params.left, params.height, params.width, size, params.flip)
+
+
 def apply(video: np.ndarray | torch.Tensor, params: AugmentParams, size: int, jitter: bool = True) -> torch.Tensor:
-    """uint8 [T,H,W,3] -> uint8 [T,size,size,3] with ``params``; ``jitter=False`` leaves the fused
-    (hue-free) colour jitter to :func:`apply_jitter` with :func:`jitter_map` (hue > 0 is applied here anyway)."""
+    """uint8 [T,H,W,3] -> uint8 [T,size,size,3] with ``params`` (torchvision's resized crop on the RGB
+    frames, then :func:`colour`); ``jitter=False`` leaves the fused (hue-free) colour jitter to
+    :func:`apply_jitter` with :func:`jitter_map` (hue > 0 is applied here anyway)."""
+    tv_tensors, F, _ = _torchvision()
     frames = tv_tensors.Video(torch.as_tensor(video).permute(0, 3, 1, 2))  # channels-last view, no copy
     out = F.resized_crop(frames, params.top, params.left, params.height, params.width, [size, size], antialias=True)
     hwc = out.as_subclass(torch.Tensor).permute(0, 2, 3, 1)  # contiguous: resize wrote channels-last
     if params.flip:
         hwc = torch.flip(hwc, dims=[2])  # 7x faster than numpy's copy of a reversed 3-byte-pixel view
+    return colour(hwc, params, jitter)
+
+
+def colour(hwc: torch.Tensor, params: AugmentParams, jitter: bool = True) -> torch.Tensor:
+    """The colour jitter of ``params`` on uint8 [T,H,W,3] frames already cropped, resized and flipped:
+    the fused hue-free map (only with ``jitter``; else the device applies it), or with ``hue > 0``
+    torchvision's four operations in the drawn order."""
     if params.factors[HUE] == 0.0:
         return torch.from_numpy(_fused_jitter(hwc.numpy(), jitter_map(params))) if jitter else hwc.contiguous()
+    tv_tensors, _, jitter_ops = _torchvision()
     chw = tv_tensors.Video(hwc.contiguous().permute(0, 3, 1, 2))
     for op in params.order:
         if op != HUE and params.factors[op] == 1.0:
             continue
-        chw = _JITTER_OPS[op](chw, params.factors[op])
+        chw = jitter_ops[op](chw, params.factors[op])
     return chw.as_subclass(torch.Tensor).permute(0, 2, 3, 1).contiguous()
 
 
 def reference(video: np.ndarray | torch.Tensor, params: AugmentParams, size: int) -> torch.Tensor:
     """The same parameters through torchvision's functional ops as they are (each op clamps): the
     baseline that :func:`apply` is measured and checked against."""
+    tv_tensors, F, jitter_ops = _torchvision()
     frames = tv_tensors.Video(torch.as_tensor(video).permute(0, 3, 1, 2))
     out = F.resized_crop(frames, params.top, params.left, params.height, params.width, [size, size], antialias=True)
     if params.flip:
         out = F.horizontal_flip(out)
     for op in params.order:
-        out = _JITTER_OPS[op](out, params.factors[op])
+        out = jitter_ops[op](out, params.factors[op])
     return out.as_subclass(torch.Tensor).permute(0, 2, 3, 1).contiguous()
 
 

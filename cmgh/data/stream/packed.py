@@ -4,19 +4,25 @@ A source has ``__len__``, ``order(epoch, seed)`` (the permutation of its samples
 epoch) and ``sample(i, rng)`` (one sample as tensors, its randomness from ``rng`` only).
 :class:`PackedSource` reads a packed corpus (WebDataset tar shards + ``index.parquet`` with byte
 offsets, written by :mod:`cmgh.data.extract.packed`). Per sample a random window of the packed
-clip, its audio, the captions nearest the window, and VATT's augmentation (the colour jitter as
-``jitter``, for the training device). The decoded format's source: :mod:`cmgh.data.stream.decoded`.
+clip, its audio, the captions nearest the window, and VATT's augmentation (the resized crop and
+flip done by FFmpeg while decoding, the colour jitter as ``jitter``, for the training device). The
+decoded format's source: :mod:`cmgh.data.stream.decoded`.
+The shards are read where they lie: from a file system by ``pread`` (:class:`LocalShards`), or from
+object storage by byte range when ``features.packed.remote.url`` is set
+(:class:`~cmgh.data.stream.remote.RemoteShards`); the index is always a local file.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,13 +32,16 @@ from cmgh.data.stream import augment
 from cmgh.data.io import media
 from cmgh.data.datasets.items import nearest
 from cmgh.data.stream.mixing import generator
+from cmgh.data.stream.remote import RemoteShards, RemoteSpec
 from cmgh.data.stream.truth import check_videos, clip_flags
 from cmgh.data.datasets.noise_labels import ClipTruth
 from cmgh.data.io.tables import REMAKE, read_parquet
 from cmgh.data.extract.text import Vocabulary
 from cmgh.errors import DataError
+from cmgh.io import redacted
 
 Sample = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,16 +76,17 @@ class ClipSpec:
 
 
 class MemberFile(io.RawIOBase):
-    """Bytes ``[offset, offset + size)`` of an open file as a read-only seekable file, read with
-    ``pread`` (no shared file offset, so a descriptor inherited over ``fork`` stays correct).
+    """Bytes ``[offset, offset + size)`` of a shard as a read-only seekable file, read with
+    ``pread(n, position)`` (``os.pread`` on a descriptor: no shared file offset, so one inherited over
+    ``fork`` stays correct; or :meth:`RemoteShards.pread`, ranged GETs through a block cache).
 
     Handed to FFmpeg instead of the member's bytes, it reads the packed mp4's header (its index
     comes first) and the packets of the window only: a long clip is not read whole per sample.
     """
 
-    def __init__(self, fd: int, offset: int, size: int) -> None:
+    def __init__(self, pread: Callable[[int, int], bytes], offset: int, size: int) -> None:
         super().__init__()
-        self.fd, self.offset, self.size = fd, int(offset), int(size)
+        self.pread, self.offset, self.size = pread, int(offset), int(size)
         self.pos = self.bytes_read = 0
 
     def readable(self) -> bool:
@@ -89,7 +99,7 @@ class MemberFile(io.RawIOBase):
         n = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
         if n <= 0:
             return b""
-        data = os.pread(self.fd, n, self.offset + self.pos)
+        data = self.pread(n, self.offset + self.pos)
         self.pos += len(data)
         self.bytes_read += len(data)
         return data
@@ -108,12 +118,64 @@ class MemberFile(io.RawIOBase):
         return self.pos
 
 
+class Shards(Protocol):
+    """Where a packed corpus's tar shards are read from."""
+
+    def name(self, shard: int) -> str: ...  # the shard's path or (masked) URL, for messages
+    def sizes(self, shards: Iterable[int]) -> dict[int, int]: ...  # the size of each that exists
+    def size(self, shard: int) -> int: ...
+    def pread(self, shard: int, n: int, pos: int) -> bytes: ...
+
+
+class LocalShards:
+    """Shards on a file system, read by ``pread`` from descriptors opened per process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._files: dict[int, tuple[int, int]] = {}  # shard -> (descriptor, file size)
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_files": {}}
+
+    def name(self, shard: int) -> str:
+        return str(layout.shard_file(self.folder, shard, "tar"))
+
+    def sizes(self, shards: Iterable[int]) -> dict[int, int]:
+        out = {}
+        for shard in shards:
+            try:
+                out[shard] = layout.shard_file(self.folder, shard, "tar").stat().st_size
+            except OSError:
+                pass
+        return out
+
+    def _open(self, shard: int) -> tuple[int, int]:
+        if os.getpid() != self._pid:
+            self._files, self._pid = {}, os.getpid()
+        if shard not in self._files:
+            try:
+                fd = os.open(self.name(shard), os.O_RDONLY)
+            except OSError as exc:
+                raise DataError(f"{self.name(shard)}: missing: cannot open shard ({exc.strerror})") from None
+            self._files[shard] = (fd, os.fstat(fd).st_size)
+        return self._files[shard]
+
+    def size(self, shard: int) -> int:
+        return self._open(shard)[1]
+
+    def pread(self, shard: int, n: int, pos: int) -> bytes:
+        return os.pread(self._open(shard)[0], n, pos)
+
+
 class PackedSource:
     """Samples of one packed corpus; members are read by ``pread`` from descriptors opened per
-    process. ``device_jitter=False`` applies the colour jitter in the loader (the old way, for
-    comparison) and ships the identity map; the default leaves it to :func:`augment.apply_jitter`.
-    ``bytes_read`` counts the bytes this process read from the shards. With ``truth`` (the oracle
-    control only) each sample carries the ground-truth flags of the window it drew."""
+    process, or by byte range from object storage (``features.packed.remote``: ``shards`` is then a
+    :class:`~cmgh.data.stream.remote.RemoteShards`, which counts the requests and bytes fetched).
+    ``device_jitter=False`` applies the colour jitter in the loader (the old way, for comparison) and
+    ships the identity map; the default leaves it to :func:`augment.apply_jitter`. ``bytes_read``
+    counts the bytes this process read from the members. With ``truth`` (the oracle control only)
+    each sample carries the ground-truth flags of the window it drew."""
 
     def __init__(
         self, folder: str | Path, features: Mapping[str, Any], vocab: Vocabulary, dataset: str | None = None, device_jitter: bool = True,
@@ -130,6 +192,11 @@ class PackedSource:
             raise DataError(f"{path}: packed index lacks columns {missing}; expected {list(layout.PACKED_INDEX_COLUMNS)}")
         self.index = index.sort_values(["shard", "mp4_offset"], kind="stable").reset_index(drop=True)
         self.spec = ClipSpec.from_features(features)
+        remote = RemoteSpec.from_features(features)
+        self.shards: Shards = LocalShards(self.folder)
+        if remote is not None:
+            self.shards = RemoteShards(remote, self.folder.name)
+            log.info("%s: shards read by byte range from %s/ (cache %.0f MiB per process)", self.dataset, redacted(self.shards.url), remote.cache_bytes / 2**20)
         self.vocab = vocab
         self._shard_rows = {int(s): g.index.to_numpy() for s, g in self.index.groupby("shard", sort=True)}
         self._columns = {c: self.index[c].to_numpy() for c in layout.PACKED_INDEX_COLUMNS}
@@ -142,29 +209,23 @@ class PackedSource:
             check_videos(truth, self.dataset, list(dict.fromkeys(self._videos.tolist())))
         self.device_jitter = bool(device_jitter)
         self.bytes_read = 0
-        self._files: dict[int, tuple[int, int]] = {}  # shard -> (descriptor, file size)
-        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.index)
 
     def _check_shards(self) -> None:
         """Every tar the index points into exists and holds the members' byte ranges (one stat per
-        shard): a truncated shard is refused before a run, not skipped sample by sample."""
+        shard, or one bucket listing per thousand): a truncated shard is refused before a run, not
+        skipped sample by sample."""
         ends = self.index[["mp4_offset", "mp4_size"]].sum(axis=1).combine(self.index[["json_offset", "json_size"]].sum(axis=1), max)
-        for shard, end in ends.groupby(self.index["shard"]).max().items():
-            path = layout.shard_file(self.folder, int(shard), "tar")
-            try:
-                size = path.stat().st_size
-            except OSError:
-                raise DataError(f"{path}: missing (expected the tar shard the packed index points into; {REMAKE})") from None
-            if size < int(end):
-                raise DataError(f"{path}: truncated: {size} bytes, the index reads up to byte {int(end)} ({REMAKE})")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_files"] = {}
-        return state
+        needed = {int(shard): int(end) for shard, end in ends.groupby(self.index["shard"]).max().items()}
+        sizes = self.shards.sizes(needed)
+        for shard, end in needed.items():
+            path = self.shards.name(shard)
+            if shard not in sizes:
+                raise DataError(f"{path}: missing (expected the tar shard the packed index points into; {REMAKE})")
+            if sizes[shard] < end:
+                raise DataError(f"{path}: truncated: {sizes[shard]} bytes, the index reads up to byte {end} ({REMAKE})")
 
     def order(self, epoch: int, seed: int) -> np.ndarray:
         """Shards permuted, then samples shuffled within consecutive blocks of ``shuffle_buffer``:
@@ -178,25 +239,15 @@ class PackedSource:
         return rows
 
     def member_name(self, i: int, suffix: str) -> str:
-        shard = layout.shard_file(self.folder, int(self._columns["shard"][i]), "tar")
-        return f"{shard}:{self._columns['key'][i]}.{suffix}"
+        return f"{self.shards.name(int(self._columns['shard'][i]))}:{self._columns['key'][i]}.{suffix}"
 
     def _member(self, i: int, member: str) -> MemberFile:
-        if os.getpid() != self._pid:
-            self._files, self._pid = {}, os.getpid()
         shard = int(self._columns["shard"][i])
-        if shard not in self._files:
-            path = layout.shard_file(self.folder, shard, "tar")
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as exc:
-                raise DataError(f"{path}: missing: cannot open shard ({exc.strerror})") from None
-            self._files[shard] = (fd, os.fstat(fd).st_size)
-        fd, length = self._files[shard]
+        length = self.shards.size(shard)
         size, offset = int(self._columns[f"{member}_size"][i]), int(self._columns[f"{member}_offset"][i])
         if offset + size > length:
             raise DataError(f"{self.member_name(i, member)}: corrupt: the member ends at byte {offset + size}, past the shard's {length}")
-        return MemberFile(fd, offset, size)
+        return MemberFile(functools.partial(self.shards.pread, shard), offset, size)
 
     def _read(self, i: int, member: str) -> bytes:
         """A member's bytes, whole."""
@@ -216,19 +267,26 @@ class PackedSource:
         duration = float(self._columns["duration"][i])
         start = float(rng.uniform(0.0, max(0.0, duration - spec.seconds)))
         mp4 = self._mp4(i)
+        drawn: list[augment.AugmentParams] = []
+
+        def crop(height: int, width: int) -> media.Crop:  # drawn from the decoded frames' size, cut by FFmpeg
+            drawn.append(augment.draw(spec.augment, rng, height, width))
+            return augment.crop_of(drawn[0], spec.augment.size)
+
         try:
             video, audio = media.decode_clip(
-                mp4, start, spec.frames, spec.fps, spec.sample_rate, short_side=spec.short_side, name=self.member_name(i, "mp4")
+                mp4, start, spec.frames, spec.fps, spec.sample_rate, short_side=spec.short_side, name=self.member_name(i, "mp4"),
+                crop=crop, container_format="mp4",
             )
         finally:
             if isinstance(mp4, MemberFile):
                 self.bytes_read += mp4.bytes_read
-        params = augment.draw(spec.augment, rng, video.shape[1], video.shape[2])
+        params = drawn[0]
         text, mask = self._captions(caption_track(meta, self.member_name(i, "json")), start, start + spec.seconds)
         jitter = augment.jitter_map(params) if self.device_jitter else augment.IDENTITY
         flags = {} if self.truth is None else clip_flags(self.truth, self.dataset, self._videos[i], start, start + spec.seconds)
         return {
-            "video": augment.apply(video, params, spec.augment.size, jitter=not self.device_jitter),
+            "video": augment.colour(torch.from_numpy(video), params, jitter=not self.device_jitter),
             "jitter": torch.from_numpy(jitter.copy()),
             "audio": torch.from_numpy(audio),
             "text": text,

@@ -76,6 +76,25 @@ def test_decode_audio_rate_length_and_alignment(clip: tuple[Path, str]) -> None:
     assert np.abs(tail[:3000]).max() > 0.3 and np.abs(tail[-3000:]).max() == 0.0
 
 
+def test_decode_clip_is_video_and_audio_in_one_pass_and_crops_in_ffmpeg(clip: tuple[Path, str]) -> None:
+    path, _ = clip
+    seen: list[tuple[int, int]] = []
+
+    def box(height: int, width: int) -> media.Crop:
+        seen.append((height, width))
+        return media.Crop(8, 16, 32, 32, 32, flip=True)
+
+    for start in (0.0, 0.6, 1.3):  # 1.3: the window runs past the end (last frame repeated, audio padded)
+        video, audio = media.decode_clip(path, start, 6, 4.0, RATE)
+        np.testing.assert_array_equal(video, media.decode_video(path, start, 6, 4.0))
+        np.testing.assert_array_equal(audio, media.decode_audio(path, start, 1.5, RATE))  # audio decoded after the video
+        seen.clear()
+        cropped, same = media.decode_clip(path, start, 6, 4.0, RATE, crop=box, container_format="mp4")
+        assert seen == [(H, W)]  # drawn once, from the decoded frames' size
+        np.testing.assert_array_equal(cropped, video[:, 8:40, 16:48][:, :, ::-1])  # an unscaled box: the very pixels, mirrored
+        np.testing.assert_array_equal(same, audio)
+
+
 def test_writes_are_byte_identical(tmp_path: Path) -> None:
     frames, audio = coded_frames(), tone(2.0)
     for codec in ("h264", "mpeg4"):

@@ -210,6 +210,25 @@ def test_augmentation_same_for_every_frame_and_different_between_samples() -> No
     assert torch.equal(before, torch.random.get_rng_state())
 
 
+def test_loader_jitter_equals_device_jitter_and_hue_runs_in_the_loader(corpora) -> None:
+    """The crop comes out of the decoder either way; the colour jitter is the device's (shipped map),
+    the loader's (``device_jitter=False``: same pixels), or with ``hue > 0`` torchvision's in the loader."""
+    h, _, vocab = corpora
+    on_device, in_loader = PackedSource(h, features(), vocab), PackedSource(h, features(), vocab, device_jitter=False)
+    hue = PackedSource(h, features(hue=0.3), vocab)
+    for i in range(3):
+        a, b, c = (s.sample(i, np.random.default_rng(i)) for s in (on_device, in_loader, hue))
+        assert torch.equal(b["jitter"], torch.from_numpy(augment.IDENTITY)) and not torch.equal(a["jitter"], b["jitter"])
+        assert torch.equal(augment.apply_jitter(a["video"][None], a["jitter"][None])[0], b["video"])
+        rng = np.random.default_rng(i)
+        assert rng.uniform(0, float(hue.index.at[i, "duration"]) - 1) == c["clip_start"]
+        params = augment.draw(hue.spec.augment, rng, H, W)
+        assert params.factors[augment.HUE] != 0.0 and torch.equal(c["jitter"], torch.from_numpy(augment.IDENTITY))
+        box = augment.crop_of(params, 24)
+        cropped, _ = media.decode_clip(hue._read(i, "mp4"), c["clip_start"], 4, FPS, SR, short_side=32, crop=lambda h, w, box=box: box)
+        assert torch.equal(c["video"], augment.colour(torch.from_numpy(cropped), params)) and not np.array_equal(c["video"].numpy(), cropped)
+
+
 def test_streamed_still_clip_augments_every_frame_alike(corpora, tmp_path: Path) -> None:
     _, _, vocab = corpora
     write_howto100m(tmp_path / "data" / "howto100m", {f"still{i}": Clip(still_frames(), FPS) for i in range(2)}, {})
@@ -236,12 +255,19 @@ def test_member_is_read_as_a_byte_range(corpora, tmp_path: Path) -> None:
         sample = source.sample(0, np.random.default_rng(seed))
         read = source.bytes_read - before
         assert read < size / 4  # the header and about a second of a minute, not the whole member
-        video, audio = media.decode_clip(source._read(0, "mp4"), sample["clip_start"], 4, FPS, SR, short_side=32)  # whole bytes
         rng = np.random.default_rng(seed)
         assert rng.uniform(0, float(source.index.at[0, "duration"]) - 1) == sample["clip_start"]
-        params = augment.draw(source.spec.augment, rng, H, W)
-        assert torch.equal(augment.apply(video, params, 24, jitter=False), sample["video"])
+        params = augment.draw(source.spec.augment, rng, H, W)  # the box is drawn from the decoded frames' size
+        whole = source._read(0, "mp4")
+        box = augment.crop_of(params, 24)
+        video, audio = media.decode_clip(whole, sample["clip_start"], 4, FPS, SR, short_side=32, crop=lambda h, w, box=box: box)
+        assert torch.equal(torch.from_numpy(video), sample["video"])  # the byte range decodes what the whole member does
         assert np.array_equal(audio, sample["audio"].numpy()) and np.abs(audio).max() > 0.4
+        plain, _ = media.decode_clip(whole, sample["clip_start"], 4, FPS, SR, short_side=32)
+        torchvision = augment.apply(plain, params, 24, jitter=False)  # the same box and flip, torchvision's resize of RGB frames
+        # 7-11 levels on these pixel-noise frames (the filters' worst case: the box of a smooth picture
+        # differs by ~2, tests/data/io/test_frames.py); another box of noise would differ by ~85
+        assert (torchvision.int() - sample["video"].int()).abs().float().mean() < 12
 
 
 def test_audioset_rows_have_no_text(corpora) -> None:
