@@ -66,7 +66,7 @@ Validator = jsonschema.validators.extend(_Base, validators={"type": _finite_type
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The config schema (cached: it is read on every CLI call)."""
-    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return yaml.load(SCHEMA_PATH.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader; libyaml's where built)
 
 
 def choices(dotted: str) -> tuple[Any, ...]:
