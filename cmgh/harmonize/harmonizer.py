@@ -11,11 +11,9 @@ gradient into the video pathway of the backbone. With rule ``none`` and no curri
 ``J_total.backward()``. Extra cost over a plain step: two to four small passes through the
 heads and losses, no extra backbone pass.
 
-With the ``parameters`` meeting point, the cosine over the tail parameters' per-sample
-gradients drives the curriculum and the conflict statistics; the combination itself is still
-applied at the representation (the rule decides on the representation gradients), which keeps
-a single backward pass. This costs one extra forward+backward of the tail blocks per sample and
-objective (see ``benchmarks/train_step.py`` for the measured ratios).
+With the ``parameters`` meeting point, the cosine over the tail parameters' per-sample gradients
+drives the curriculum and the conflict statistics; the rule still combines at the representation
+(one backward pass; an extra tail forward+backward per sample and objective: benchmarks/train_step.py).
 
 With ``all_parameters`` (our reading of the abstract's "gradients of the shared parameters"; the
 paper's method section was never available) the Gram of each triplet's two gradients over every
@@ -241,10 +239,8 @@ PER_SAMPLE = ("batch_mixed", "own")  # pretrain.harmonize.per_sample: cheap (def
 
 
 class Harmonizer:
-    """The ``pretrain.harmonize`` + ``pretrain.curriculum`` sections bound together, with rule state.
-
-    Holds the rule's mutable state (``gradvac``'s EMA target) so that it can be checkpointed.
-    """
+    """The ``pretrain.harmonize`` + ``pretrain.curriculum`` sections bound together, with the rule's
+    mutable state (``gradvac``'s EMA target) so that it can be checkpointed."""
 
     def __init__(
         self,
@@ -317,8 +313,7 @@ class Harmonizer:
 
     @property
     def records_shared(self) -> bool:
-        """Whether a step records the shared pathway's layers (:meth:`ghost_for`): they must then run eagerly
-        (``pretrain.compile`` leaves them out, :mod:`cmgh.train.compile`)."""
+        """A step records the shared pathway's layers (:meth:`ghost_for`), which must then run eagerly (:mod:`cmgh.train.compile`)."""
         return self.meeting_point == "all_parameters" and self.granularity == "sample"
 
     def ghost_for(self, model: nn.Module) -> GhostGram | None:

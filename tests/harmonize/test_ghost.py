@@ -248,12 +248,10 @@ def test_tokens_droptoken_removed_are_skipped_without_changing_the_gram() -> Non
         torch.testing.assert_close(getattr(grams[0], key), getattr(grams[1], key), rtol=1e-10, atol=1e-14)
 
 
-def test_bf16_autocast_stores_bf16_cotangents_and_agrees_with_fp32() -> None:
-    """Under bf16 autocast (the CUDA path) cotangents stay bf16 in memory; the Gram is summed in fp32."""
+def bf16_recorded(model: VATT, batch: dict[str, Tensor]) -> GhostGram:
+    """Both cotangent passes of one step recorded under bf16 autocast (the CUDA path, on the CPU)."""
     from cmgh.train.precision import autocast
 
-    model, batch = small_model("ms", dtype=torch.float32), small_batch(dtype=torch.float32)
-    fp32 = recorded_step(model, batch)[0].gram()
     ghost = GhostGram(model)
     with autocast(torch.device("cpu"), "bf16"), ghost.recording(B):
         fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
@@ -261,6 +259,14 @@ def test_bf16_autocast_stores_bf16_cotangents_and_agrees_with_fp32() -> None:
     seeds = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt)
     for objective in ("va", "vt"):
         ghost.cotangents(objective, seeds[objective], {k: a for k, (a, _) in fwd.cut.items()}, retain_graph=True)
+    return ghost
+
+
+def test_bf16_autocast_stores_bf16_cotangents_and_agrees_with_fp32() -> None:
+    """Under bf16 autocast (the CUDA path) cotangents stay bf16 in memory; the Gram is summed in fp32."""
+    model, batch = small_model("ms", dtype=torch.float32), small_batch(dtype=torch.float32)
+    fp32 = recorded_step(model, batch)[0].gram()
+    ghost = bf16_recorded(model, batch)
     qkv = next(tap for tap in ghost.taps if getattr(tap, "module", None) is model.backbone.nets["video"].blocks[0].attn.qkv)
     assert qkv.calls[0].d["va"].dtype == torch.bfloat16
     gram = ghost.gram()
@@ -279,17 +285,10 @@ def test_bf16_records_give_the_gram_and_gradient_of_what_the_layers_computed(str
     entries equal a float64 computation from the same bf16 records to bf16's rounding, and the
     assembled gradient with unit coefficients equals the float64 sum of both objectives' weight gradients."""
     from cmgh.harmonize import taps
-    from cmgh.train.precision import autocast
 
     monkeypatch.setattr(taps, "linear_strategy", lambda *args: strategy)
     model, batch = small_model("ms", dtype=torch.float32), small_batch(dtype=torch.float32)
-    ghost = GhostGram(model)
-    with autocast(torch.device("cpu"), "bf16"), ghost.recording(B):
-        fwd = forward_losses(model, batch, 0.1, detach=ghost.meeting_keys)
-    c_va, c_vt = objective_cotangents(fwd.valid_vt, 1.0)
-    seeds = leaf_gradients(fwd.l_va, fwd.l_vt, {k: leaf for k, (_, leaf) in fwd.cut.items()}, c_va, c_vt)
-    for objective in ("va", "vt"):
-        ghost.cotangents(objective, seeds[objective], {k: a for k, (a, _) in fwd.cut.items()}, retain_graph=True)
+    ghost = bf16_recorded(model, batch)
     linear = [tap for tap in ghost.taps if isinstance(tap, taps.LinearTap) and tap.calls]
     assert linear and all(c.x.dtype == torch.bfloat16 for tap in linear for c in tap.calls)
     for tap in linear:
